@@ -1,0 +1,4 @@
+from sce_sweeps.app import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,296 @@
+"""Typed configuration of an SCE run and its validation.
+
+The dataclasses below are the schema of ``conf/`` (registered with Hydra's ConfigStore as
+``sce_schema``): a value of the wrong type fails at compose time. :func:`validate` checks the
+ranges and cross-field rules and raises :class:`ConfigError` naming the key and the allowed
+range. Both run before any job is submitted or any checkpoint is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+DATASETS = ("fashion_mnist", "cifar10", "cifar100", "stl10", "image_folder")
+ARCHS = ("resnet18", "resnet50")
+VIEW_MODES = ("weak_strong", "two_strong")
+OPTIMIZERS = ("sgd", "lars")
+MOMENTUM_SCHEDULES = ("constant", "cosine")
+TRACKERS = ("aim", "none")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value; the message names the key and the allowed range."""
+
+
+@dataclass
+class DatasetConfig:
+    name: str = "fashion_mnist"
+    root: str = "data"
+    download: bool = False
+    num_classes: int = 10
+    in_channels: int = 1
+    image_size: int = 28
+    mean: list[float] = field(default_factory=lambda: [0.2860])
+    std: list[float] = field(default_factory=lambda: [0.3530])
+    train_split: str = "train"
+    test_split: str = "test"
+    train_samples: int | None = None  # a fixed, seeded subset of the train split
+    test_samples: int | None = None
+    num_workers: int = 2
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "resnet18"
+    width: int = 64  # channels of the first stage; 64 is torchvision's ResNet
+    cifar_stem: bool = True  # 3x3 conv1 stride 1, no max-pool
+    proj_hidden_dim: int = 512
+    proj_output_dim: int = 128
+    proj_num_layers: int = 2
+    pred_hidden_dim: int = 0  # 0: no predictor
+    initial_momentum: float = 0.99
+    momentum_schedule: str = "constant"  # constant | cosine (to 1)
+
+
+@dataclass
+class LossConfig:
+    coeff: float = 0.5  # lambda
+    temp: float = 0.1  # tau
+    temp_m: float = 0.05  # tau_m
+    queue_size: int = 4096  # 0: the batch's other target outputs are the keys
+    sym: bool = False
+
+
+@dataclass
+class AugConfig:
+    mode: str = "weak_strong"  # weak target + strong online | two strong views
+    crop_size: int = 28
+    crop_scale: list[float] = field(default_factory=lambda: [0.2, 1.0])
+    num_local_crops: int = 0
+    local_crop_size: int = 12
+    local_crop_scale: list[float] = field(default_factory=lambda: [0.05, 0.2])
+    color_jitter: float = 0.4  # strength of brightness/contrast/saturation (hue = strength/4)
+    color_jitter_p: float = 0.8
+    grayscale_p: float = 0.2
+    blur_p: float = 0.0
+    solarize_p: float = 0.0
+    hflip_p: float = 0.5
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"
+    lr: float = 0.06  # for a batch of 256; scaled linearly with the batch size
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 5
+    trust_coefficient: float = 0.001  # LARS eta
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 200
+    batch_size: int = 256
+    max_steps_per_epoch: int | None = None
+    device: str = "auto"
+    amp: bool = True  # CUDA only
+    channels_last: bool = True  # CUDA only
+    knn_k: int = 200
+    knn_temp: float = 0.1
+    eval_every: int = 1  # epochs; 0 evaluates only at the end
+    eval_random_init: bool = False  # also report kNN of the untrained network
+    checkpoint_every: int = 1  # epochs
+    progress: bool = True
+    num_threads: int | None = None
+
+
+@dataclass
+class TrackerConfig:
+    name: str = "aim"
+    repo: str | None = None  # default: <sweep dir>/aim for sweeps, sweeps/single/aim for runs
+    log_images: bool = True
+    system_metrics: bool = True
+
+
+@dataclass
+class Config:
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    aug: AugConfig = field(default_factory=AugConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    seed: int = 0
+    sweep_name: str = "single"
+
+
+def register_schema() -> None:
+    """Register :class:`Config` as ``sce_schema`` so that ``conf/config.yaml`` is typed."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="sce_schema", node=Config)
+
+
+def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is invalid: {allowed}")
+
+
+def _choice(cfg: DictConfig, key: str, choices: tuple[str, ...]) -> None:
+    value = OmegaConf.select(cfg, key)
+    _check(value in choices, key, value, f"must be one of {', '.join(choices)}")
+
+
+def _positive(cfg: DictConfig, key: str, *, allow_zero: bool = False) -> None:
+    value = OmegaConf.select(cfg, key)
+    ok = isinstance(value, (int, float)) and math.isfinite(value)
+    ok = ok and (value >= 0 if allow_zero else value > 0)
+    _check(ok, key, value, "must be >= 0" if allow_zero else "must be > 0")
+
+
+def _unit(cfg: DictConfig, key: str) -> None:
+    value = OmegaConf.select(cfg, key)
+    _check(0.0 <= value <= 1.0, key, value, "must be in [0, 1]")
+
+
+def _scale(cfg: DictConfig, key: str) -> None:
+    lo, hi = OmegaConf.select(cfg, key)
+    _check(0.0 < lo <= hi <= 1.0, key, [lo, hi], "must be [min, max] with 0 < min <= max <= 1")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check every range and cross-field rule of a composed run config.
+
+    Raises:
+        ConfigError: for the first invalid value, naming its key and the allowed range.
+    """
+    _choice(cfg, "dataset.name", DATASETS)
+    for key in ("dataset.num_classes", "dataset.in_channels", "dataset.image_size"):
+        _positive(cfg, key)
+    for key in ("dataset.train_samples", "dataset.test_samples"):
+        if OmegaConf.select(cfg, key) is not None:
+            _positive(cfg, key)
+    _positive(cfg, "dataset.num_workers", allow_zero=True)
+    for key in ("dataset.mean", "dataset.std"):
+        value = list(OmegaConf.select(cfg, key))
+        _check(
+            len(value) == cfg.dataset.in_channels,
+            key,
+            value,
+            f"needs one value per channel (dataset.in_channels={cfg.dataset.in_channels})",
+        )
+    _check(min(cfg.dataset.std) > 0, "dataset.std", list(cfg.dataset.std), "must be > 0")
+
+    _choice(cfg, "model.arch", ARCHS)
+    for key in ("model.width", "model.proj_hidden_dim", "model.proj_output_dim"):
+        _positive(cfg, key)
+    _check(
+        cfg.model.proj_num_layers >= 1,
+        "model.proj_num_layers",
+        cfg.model.proj_num_layers,
+        "must be >= 1",
+    )
+    _positive(cfg, "model.pred_hidden_dim", allow_zero=True)
+    _check(
+        0.0 <= cfg.model.initial_momentum < 1.0,
+        "model.initial_momentum",
+        cfg.model.initial_momentum,
+        "must be in [0, 1)",
+    )
+    _choice(cfg, "model.momentum_schedule", MOMENTUM_SCHEDULES)
+
+    _unit(cfg, "loss.coeff")
+    _positive(cfg, "loss.temp")
+    _positive(cfg, "loss.temp_m")
+    _positive(cfg, "loss.queue_size", allow_zero=True)
+
+    _choice(cfg, "aug.mode", VIEW_MODES)
+    _positive(cfg, "aug.crop_size")
+    _positive(cfg, "aug.local_crop_size")
+    _positive(cfg, "aug.num_local_crops", allow_zero=True)
+    _scale(cfg, "aug.crop_scale")
+    _scale(cfg, "aug.local_crop_scale")
+    _positive(cfg, "aug.color_jitter", allow_zero=True)
+    for key in ("color_jitter_p", "grayscale_p", "blur_p", "solarize_p", "hflip_p"):
+        _unit(cfg, f"aug.{key}")
+    _check(
+        cfg.aug.local_crop_size <= cfg.aug.crop_size,
+        "aug.local_crop_size",
+        cfg.aug.local_crop_size,
+        f"must be <= aug.crop_size={cfg.aug.crop_size}",
+    )
+
+    _choice(cfg, "optim.name", OPTIMIZERS)
+    _positive(cfg, "optim.lr")
+    _unit(cfg, "optim.momentum")
+    _positive(cfg, "optim.weight_decay", allow_zero=True)
+    _positive(cfg, "optim.warmup_epochs", allow_zero=True)
+    _positive(cfg, "optim.trust_coefficient")
+
+    _positive(cfg, "trainer.epochs")
+    _positive(cfg, "trainer.batch_size")
+    _check(
+        cfg.optim.warmup_epochs <= cfg.trainer.epochs,
+        "optim.warmup_epochs",
+        cfg.optim.warmup_epochs,
+        f"must be <= trainer.epochs={cfg.trainer.epochs}",
+    )
+    if cfg.trainer.max_steps_per_epoch is not None:
+        _positive(cfg, "trainer.max_steps_per_epoch")
+    _choice(cfg, "trainer.device", DEVICES)
+    _positive(cfg, "trainer.knn_k")
+    _positive(cfg, "trainer.knn_temp")
+    _positive(cfg, "trainer.eval_every", allow_zero=True)
+    _positive(cfg, "trainer.checkpoint_every")
+    if cfg.trainer.num_threads is not None:
+        _positive(cfg, "trainer.num_threads")
+
+    _choice(cfg, "tracker.name", TRACKERS)
+    _positive(cfg, "seed", allow_zero=True)
+
+    # Cross-field rules that depend on the dataset's size.
+    if cfg.loss.queue_size == 0:
+        _check(
+            cfg.trainer.batch_size >= 2,
+            "trainer.batch_size",
+            cfg.trainer.batch_size,
+            "must be >= 2 when loss.queue_size=0 (the batch's other samples are the keys)",
+        )
+    n_train = cfg.dataset.train_samples
+    if n_train is not None:
+        _check(
+            cfg.trainer.batch_size <= n_train,
+            "trainer.batch_size",
+            cfg.trainer.batch_size,
+            f"must be <= dataset.train_samples={n_train}",
+        )
+        _check(
+            cfg.loss.queue_size <= n_train,
+            "loss.queue_size",
+            cfg.loss.queue_size,
+            f"must be <= dataset.train_samples={n_train} (a queue larger than the dataset)",
+        )
+
+
+def run_config(cfg: DictConfig) -> dict[str, Any]:
+    """The run's own config (no ``hydra`` node), resolved, as plain containers."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    container.pop("hydra", None)
+    return container
+
+
+def config_hash(cfg: DictConfig | dict[str, Any]) -> str:
+    """A stable hash of what determines a run's result (tracker settings excluded)."""
+    container = json.loads(json.dumps(cfg if isinstance(cfg, dict) else run_config(cfg)))
+    container.pop("tracker", None)
+    container.get("trainer", {}).pop("progress", None)
+    blob = json.dumps(container, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -1,0 +1,1 @@
+"""Training engine: optimizers and schedules, kNN evaluation, checkpoints, the loop."""

@@ -1,0 +1,63 @@
+"""Weighted kNN evaluation of frozen features (Wu et al., 2018; k=200, T=0.1 by default)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+
+@torch.no_grad()
+def extract_features(
+    backbone: nn.Module, loader: DataLoader, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """L2-normalised backbone features (N x F) and labels (N) of a whole loader."""
+    was_training = backbone.training
+    backbone.eval()
+    feats, labels = [], []
+    for x, y in loader:
+        x = x.to(device, non_blocking=True)
+        with torch.autocast(device.type, enabled=device.type == "cuda"):
+            f = backbone(x)
+        feats.append(F.normalize(f.float(), dim=1))
+        labels.append(y.to(device))
+    backbone.train(was_training)
+    return torch.cat(feats), torch.cat(labels)
+
+
+@torch.no_grad()
+def knn_predict(
+    queries: torch.Tensor,
+    bank: torch.Tensor,
+    bank_labels: torch.Tensor,
+    num_classes: int,
+    k: int = 200,
+    temp: float = 0.1,
+    chunk: int = 1024,
+) -> torch.Tensor:
+    """Class scores (Q x C) of each query: sum over its k nearest bank features of exp(sim/T)."""
+    k = min(k, bank.shape[0])
+    scores = []
+    for q in queries.split(chunk):
+        sim, idx = (q @ bank.T).topk(k, dim=1)  # Q x k
+        weights = (sim / temp).exp()
+        one_hot = F.one_hot(bank_labels[idx], num_classes).to(weights.dtype)  # Q x k x C
+        scores.append((weights.unsqueeze(-1) * one_hot).sum(dim=1))
+    return torch.cat(scores)
+
+
+def knn_accuracy(
+    backbone: nn.Module,
+    bank_loader: DataLoader,
+    query_loader: DataLoader,
+    num_classes: int,
+    device: torch.device,
+    k: int = 200,
+    temp: float = 0.1,
+) -> float:
+    """Top-1 accuracy (%) of weighted kNN: train split as the bank, test split as queries."""
+    bank, bank_labels = extract_features(backbone, bank_loader, device)
+    queries, labels = extract_features(backbone, query_loader, device)
+    pred = knn_predict(queries, bank, bank_labels, num_classes, k, temp).argmax(dim=1)
+    return float((pred == labels).float().mean() * 100)

@@ -1,0 +1,103 @@
+"""Optimizers (SGD, LARS) and the learning-rate schedule (linear warm-up, then cosine)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+
+class LARS(torch.optim.Optimizer):
+    """SGD with momentum and layer-wise trust ratios (You et al., 2017).
+
+    Parameter groups with ``lars_exclude=True`` (biases and norm layers) get neither weight
+    decay nor the trust ratio, as in BYOL, MoCo v3 and SCE.
+    """
+
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        trust_coefficient: float = 0.001,
+    ) -> None:
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            trust_coefficient=trust_coefficient,
+            lars_exclude=False,
+        )
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: ANN001, ANN201 - torch's signature
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                d_p = p.grad
+                if not group["lars_exclude"]:
+                    d_p = d_p.add(p, alpha=group["weight_decay"])
+                    p_norm, g_norm = torch.norm(p), torch.norm(d_p)
+                    trust = torch.where(
+                        (p_norm > 0) & (g_norm > 0),
+                        group["trust_coefficient"] * p_norm / g_norm,
+                        torch.ones_like(p_norm),
+                    )
+                    d_p = d_p.mul(trust)
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.clone(d_p).detach()
+                else:
+                    state["momentum_buffer"].mul_(group["momentum"]).add_(d_p)
+                p.add_(state["momentum_buffer"], alpha=-group["lr"])
+        return loss
+
+
+def param_groups(params: Iterable[tuple[str, nn.Parameter]], weight_decay: float) -> list[dict]:
+    """Two groups: weights (decayed), and biases and norm parameters (1-D; not decayed)."""
+    decay, no_decay = [], []
+    for _, p in params:
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0, "lars_exclude": True},
+    ]
+
+
+def build_optimizer(
+    named_params: Iterable[tuple[str, nn.Parameter]],
+    name: str,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    trust_coefficient: float = 0.001,
+) -> torch.optim.Optimizer:
+    """SGD or LARS; biases and norm parameters are excluded from decay (and adaptation)."""
+    groups = param_groups(named_params, weight_decay)
+    if name == "sgd":
+        for g in groups:
+            g.pop("lars_exclude", None)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    if name == "lars":
+        return LARS(groups, lr=lr, momentum=momentum, trust_coefficient=trust_coefficient)
+    raise ValueError(f"unknown optimizer {name!r}: expected sgd or lars")
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:
+    """Linear warm-up from 0 to base_lr over warmup_steps, then cosine decay to 0."""
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return base_lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr

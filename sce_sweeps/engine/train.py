@@ -1,0 +1,314 @@
+"""The SCE training loop: one epoch loop, kNN evaluation, atomic checkpoints, exact resume.
+
+Everything a resume needs is in ``checkpoint.pt``: model (with target and queue), optimizer,
+AMP scaler, epoch and step within it, RNG states, the epoch's running loss, elapsed time and
+the tracker's run hash. Augmentations are a pure function of (seed, epoch, sample), so a run
+resumed from any checkpoint, even mid-epoch, continues exactly as it would have.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from sce_sweeps.config import config_hash, run_config
+from sce_sweeps.data import EpochSampler, build_datasets, collate_views
+from sce_sweeps.engine import checkpoint as ckpt
+from sce_sweeps.engine.knn import knn_accuracy
+from sce_sweeps.engine.optim import build_optimizer, lr_at, set_lr
+from sce_sweeps.sce import SCEModel, momentum_at, resnet, sce_diagnostics
+from sce_sweeps.tracking import NullTracker
+
+METRICS = "metrics.jsonl"
+LOG_EVERY = 10  # steps between tracked train metrics
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+class Stopped(Exception):
+    """Training stopped early on request (a pruner); the state is checkpointed."""
+
+
+def build_model(cfg: DictConfig) -> SCEModel:
+    backbone, feature_dim = resnet(
+        cfg.model.arch, cfg.model.width, cfg.model.cifar_stem, cfg.dataset.in_channels
+    )
+    return SCEModel(
+        backbone,
+        feature_dim,
+        proj_hidden_dim=cfg.model.proj_hidden_dim,
+        proj_output_dim=cfg.model.proj_output_dim,
+        proj_num_layers=cfg.model.proj_num_layers,
+        pred_hidden_dim=cfg.model.pred_hidden_dim,
+        queue_size=cfg.loss.queue_size,
+        coeff=cfg.loss.coeff,
+        temp=cfg.loss.temp,
+        temp_m=cfg.loss.temp_m,
+        sym=cfg.loss.sym,
+    )
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+class _StopSignals:
+    """Turns SIGUSR2 (SLURM's time-limit warning, submitit's preemption signal) and SIGTERM
+    into a request that the loop serves at the next step boundary: checkpoint, then hand the
+    signal to the handler that was installed before (submitit's requeue), if any."""
+
+    SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.pending: tuple[int, Any] | None = None
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        for sig in self.SIGNALS:
+            try:
+                self.previous[sig] = signal.signal(sig, self._request)
+            except ValueError:  # not the main thread: signals stay as they are
+                pass
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _request(self, signum: int, frame: Any) -> None:
+        self.pending = (signum, frame)
+
+    def serve(self) -> None:
+        """Pass the pending signal on once the state is saved."""
+        signum, frame = self.pending
+        self.pending = None
+        handler = self.previous.get(signum)
+        if callable(handler):
+            handler(signum, frame)
+        elif handler != signal.SIG_IGN:
+            raise SystemExit(128 + signum)
+
+
+def _loader(dataset: Any, batch_size: int, workers: int, **kw: Any) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=False,
+        **kw,
+    )
+
+
+def _truncate_metrics(path: Path, last_epoch: int) -> list[dict[str, Any]]:
+    """Keep the metrics of epochs <= last_epoch (a crash may have left a later line)."""
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if r["epoch"] <= last_epoch]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+def train(
+    cfg: DictConfig,
+    run_dir: Path,
+    tracker: NullTracker | None = None,
+    on_epoch_end: Callable[[int, dict[str, Any]], bool] | None = None,
+    resume_state: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train SCE as configured, in ``run_dir``; resume from ``resume_state`` when given.
+
+    Args:
+        on_epoch_end: called with (epoch, metrics) after each epoch; returning True stops the
+            run after checkpointing (raises :class:`Stopped`).
+
+    Returns:
+        The final metrics: knn_top1, loss, epochs, wall_time_s (and knn_top1_init if asked).
+
+    Raises:
+        NonFiniteLossError: the loss became NaN or infinite.
+    """
+    tracker = tracker or NullTracker()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    if cfg.trainer.num_threads:
+        torch.set_num_threads(cfg.trainer.num_threads)
+    device = pick_device(cfg.trainer.device)
+    cuda = device.type == "cuda"
+    memory_format = torch.channels_last if cuda and cfg.trainer.channels_last else None
+
+    ssl_set, bank_set, query_set = build_datasets(cfg)
+    bs, workers = cfg.trainer.batch_size, cfg.dataset.num_workers
+    steps_per_epoch = len(ssl_set) // bs
+    if cfg.trainer.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, cfg.trainer.max_steps_per_epoch)
+    total_steps = steps_per_epoch * cfg.trainer.epochs
+    warmup_steps = steps_per_epoch * cfg.optim.warmup_epochs
+    base_lr = cfg.optim.lr * bs / 256
+    bank_loader = _loader(bank_set, 512, workers)
+    query_loader = _loader(query_set, 512, workers)
+
+    model = build_model(cfg).to(device)
+    if memory_format is not None:
+        model = model.to(memory_format=memory_format)
+    optimizer = build_optimizer(
+        [(n, p) for n, p in model.named_parameters() if p.requires_grad],
+        cfg.optim.name,
+        base_lr,
+        cfg.optim.momentum,
+        cfg.optim.weight_decay,
+        cfg.optim.trust_coefficient,
+    )
+    scaler = torch.amp.GradScaler("cuda", enabled=cuda and cfg.trainer.amp)
+
+    def evaluate() -> float:
+        return knn_accuracy(
+            model.backbone,
+            bank_loader,
+            query_loader,
+            cfg.dataset.num_classes,
+            device,
+            cfg.trainer.knn_k,
+            cfg.trainer.knn_temp,
+        )
+
+    metrics_path = run_dir / METRICS
+    epoch, step_in_epoch, elapsed, loss_sum = 0, 0, 0.0, 0.0
+    result: dict[str, Any] = {}
+    if resume_state is not None:
+        if resume_state["config_hash"] != config_hash(cfg):
+            raise ValueError(
+                f"{run_dir / ckpt.CHECKPOINT} belongs to another config "
+                f"(hash {resume_state['config_hash']} != {config_hash(cfg)}); "
+                "use a new run dir or remove the checkpoint"
+            )
+        model.load_state_dict(resume_state["model"])
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scaler.load_state_dict(resume_state["scaler"])
+        ckpt.set_rng_state(resume_state["rng"])
+        epoch, step_in_epoch = resume_state["epoch"], resume_state["step_in_epoch"]
+        elapsed, loss_sum = resume_state["elapsed"], resume_state["loss_sum"]
+        result = resume_state["result"]
+        history = _truncate_metrics(metrics_path, epoch)
+    else:
+        metrics_path.unlink(missing_ok=True)
+        history = []
+        if cfg.trainer.eval_random_init:
+            result["knn_top1_init"] = evaluate()
+
+    def save(epoch: int, step_in_epoch: int) -> None:
+        state = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(),
+            "rng": ckpt.rng_state(),
+            "epoch": epoch,
+            "step_in_epoch": step_in_epoch,
+            "elapsed": elapsed + time.perf_counter() - start,
+            "loss_sum": loss_sum,
+            "result": result,
+            "tracker_run_hash": tracker.run_hash,
+            "config": run_config(cfg),
+            "config_hash": config_hash(cfg),
+        }
+        ckpt.save_atomic(state, run_dir / ckpt.CHECKPOINT)
+
+    start = time.perf_counter()
+    model.train()
+    with _StopSignals() as stop:
+        while epoch < cfg.trainer.epochs:
+            sampler = EpochSampler(len(ssl_set), cfg.seed, epoch, bs, start_step=step_in_epoch)
+            loader = _loader(ssl_set, bs, workers, sampler=sampler, collate_fn=collate_views)
+            bar = tqdm(
+                itertools.islice(loader, steps_per_epoch - step_in_epoch),
+                total=steps_per_epoch - step_in_epoch,
+                desc=f"epoch {epoch + 1}/{cfg.trainer.epochs}",
+                disable=not cfg.trainer.progress,
+                leave=False,
+            )
+            for views, _ in bar:
+                step = epoch * steps_per_epoch + step_in_epoch
+                lr = lr_at(step, total_steps, warmup_steps, base_lr)
+                set_lr(optimizer, lr)
+                fmt = memory_format or torch.contiguous_format
+                views = [v.to(device, non_blocking=True, memory_format=fmt) for v in views]
+                if step == 0:  # a few (weak, strong) pairs as the network sees them
+                    pairs = torch.stack([v[:8] for v in views[:2]], 1).flatten(0, 1)
+                    tracker.log_images("views", pairs, step)
+                with torch.autocast(device.type, enabled=cuda and cfg.trainer.amp):
+                    loss, terms = model(views)
+                if not torch.isfinite(loss):
+                    raise NonFiniteLossError(
+                        f"loss is {loss.item()} at epoch {epoch + 1}, step {step}"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                momentum = momentum_at(
+                    step, total_steps, cfg.model.initial_momentum, cfg.model.momentum_schedule
+                )
+                model.momentum_update(momentum)
+                loss_value = loss.item()
+                loss_sum += loss_value
+                step_in_epoch += 1
+                bar.set_postfix(loss=f"{loss_value:.4f}")
+                if step % LOG_EVERY == 0:
+                    train_metrics = {"loss": loss_value, "lr": lr, "momentum": momentum}
+                    train_metrics.update(
+                        coeff=cfg.loss.coeff, temp=cfg.loss.temp, temp_m=cfg.loss.temp_m
+                    )
+                    train_metrics.update(sce_diagnostics(terms))
+                    tracker.log(train_metrics, step, epoch, {"subset": "train"})
+                if stop.pending:
+                    save(epoch, step_in_epoch)
+                    stop.serve()
+            bar.close()
+
+            lr = lr_at((epoch + 1) * steps_per_epoch - 1, total_steps, warmup_steps, base_lr)
+            row: dict[str, Any] = {"epoch": epoch + 1, "loss": loss_sum / step_in_epoch, "lr": lr}
+            last = epoch + 1 == cfg.trainer.epochs
+            every = cfg.trainer.eval_every
+            if last or (every and (epoch + 1) % every == 0):
+                row["knn_top1"] = evaluate()
+            row["elapsed_s"] = elapsed + time.perf_counter() - start
+            history.append(row)
+            with metrics_path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            epoch_metrics = {k: v for k, v in row.items() if k in ("loss", "knn_top1")}
+            tracker.log(
+                epoch_metrics, (epoch + 1) * steps_per_epoch, epoch + 1, {"subset": "epoch"}
+            )
+            epoch, step_in_epoch, loss_sum = epoch + 1, 0, 0.0
+            stop_now = bool(on_epoch_end(epoch, row)) if on_epoch_end else False
+            if last or stop_now or epoch % cfg.trainer.checkpoint_every == 0:
+                save(epoch, 0)
+            if stop_now:
+                raise Stopped(f"stopped after epoch {epoch}")
+            if stop.pending:
+                stop.serve()
+
+    final = history[-1]
+    result.update(
+        knn_top1=final.get("knn_top1", math.nan),
+        loss=final["loss"],
+        epochs=final["epoch"],
+        wall_time_s=elapsed + time.perf_counter() - start,
+    )
+    return result
