@@ -123,6 +123,12 @@ def run(cfg: DictConfig) -> float:
         return float(previous["knn_top1"])
 
     state = ckpt.load(run_dir / ckpt.CHECKPOINT)
+    if state is not None:
+        print(
+            f"sce_sweeps: resuming from epoch {state['epoch']}, step {state['step_in_epoch']} "
+            f"of {run_dir / ckpt.CHECKPOINT}",
+            file=sys.stderr,
+        )
     tracker = make_tracker(cfg, run_dir, state and state.get("tracker_run_hash"), info)
     status, reason, metrics = "completed", None, {}
     try:

@@ -133,10 +133,14 @@ class Config:
 
 
 def register_schema() -> None:
-    """Register :class:`Config` as ``sce_schema`` so that ``conf/config.yaml`` is typed."""
+    """Register :class:`Config` as ``sce_schema`` so that ``conf/config.yaml`` is typed, and
+    the resolvers the config files use."""
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(name="sce_schema", node=Config)
+    if not OmegaConf.has_resolver("sce_scale"):
+        # ${sce_scale:${dataset.image_size},0.43}: a crop size as a fraction of the image's
+        OmegaConf.register_new_resolver("sce_scale", lambda size, frac: max(1, round(size * frac)))
 
 
 def _check(ok: bool, key: str, value: Any, allowed: str) -> None:

@@ -8,7 +8,6 @@ resumed from any checkpoint, even mid-epoch, continues exactly as it would have.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import signal
@@ -24,6 +23,7 @@ from tqdm import tqdm
 
 from sce_sweeps.config import config_hash, run_config
 from sce_sweeps.data import EpochSampler, build_datasets, collate_views
+from sce_sweeps.data import steps_per_epoch as num_steps
 from sce_sweeps.engine import checkpoint as ckpt
 from sce_sweeps.engine.knn import knn_accuracy
 from sce_sweeps.engine.optim import build_optimizer, lr_at, set_lr
@@ -155,9 +155,7 @@ def train(
 
     ssl_set, bank_set, query_set = build_datasets(cfg)
     bs, workers = cfg.trainer.batch_size, cfg.dataset.num_workers
-    steps_per_epoch = len(ssl_set) // bs
-    if cfg.trainer.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, cfg.trainer.max_steps_per_epoch)
+    steps_per_epoch = num_steps(len(ssl_set), bs, cfg.trainer.max_steps_per_epoch)
     total_steps = steps_per_epoch * cfg.trainer.epochs
     warmup_steps = steps_per_epoch * cfg.optim.warmup_epochs
     base_lr = cfg.optim.lr * bs / 256
@@ -233,13 +231,20 @@ def train(
     model.train()
     with _StopSignals() as stop:
         while epoch < cfg.trainer.epochs:
-            sampler = EpochSampler(len(ssl_set), cfg.seed, epoch, bs, start_step=step_in_epoch)
+            sampler = EpochSampler(
+                len(ssl_set),
+                cfg.seed,
+                epoch,
+                bs,
+                start_step=step_in_epoch,
+                max_steps=steps_per_epoch,
+            )
             loader = _loader(ssl_set, bs, workers, sampler=sampler, collate_fn=collate_views)
             bar = tqdm(
-                itertools.islice(loader, steps_per_epoch - step_in_epoch),
+                loader,
                 total=steps_per_epoch - step_in_epoch,
                 desc=f"epoch {epoch + 1}/{cfg.trainer.epochs}",
-                disable=not cfg.trainer.progress,
+                disable=None if cfg.trainer.progress else True,  # None: off when not a tty
                 leave=False,
             )
             for views, _ in bar:

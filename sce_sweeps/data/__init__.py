@@ -1,0 +1,267 @@
+"""Data of an SCE run: datasets, augmented views, and a resumable, seeded epoch sampler.
+
+Augmentations are a pure function of ``(index, sample_seed)``: :class:`EpochSampler` yields
+those pairs (a seeded permutation per epoch, which can start mid-epoch), and
+:class:`SSLDataset` seeds torch's CPU generator with ``sample_seed`` around each transform.
+So a batch is bit-identical whatever the number of DataLoader workers, and a run resumed at
+step ``k`` of an epoch sees exactly the batches it would have seen::
+
+    train, bank, queries = build_datasets(cfg)
+    sampler = EpochSampler(len(train), cfg.seed, epoch, cfg.trainer.batch_size, start_step=k)
+    loader = DataLoader(train, batch_size=cfg.trainer.batch_size, sampler=sampler,
+                        collate_fn=collate_views, num_workers=cfg.dataset.num_workers)
+    for views, labels in loader:  # views: [target view, online view, *local crops]
+        ...
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Sampler
+
+from sce_sweeps.config import ConfigError
+from sce_sweeps.data.datasets import (
+    DatasetNotFoundError,
+    SubsetWithTargets,
+    load_dataset,
+    subset_indices,
+)
+from sce_sweeps.data.views import build_eval_transform, build_ssl_transform
+
+__all__ = [
+    "DatasetNotFoundError",
+    "EpochSampler",
+    "EvalDataset",
+    "SSLDataset",
+    "SubsetWithTargets",
+    "build_datasets",
+    "build_eval_transform",
+    "build_ssl_transform",
+    "collate_views",
+    "load_dataset",
+    "sample_seed",
+    "seeded",
+    "steps_per_epoch",
+    "subset_indices",
+]
+
+_MASK_63 = (1 << 63) - 1
+
+
+def _hash63(*values: int) -> int:
+    """A 63-bit int from ints, the same in every process (unlike ``hash``)."""
+    blob = ",".join(str(int(v)) for v in values).encode()
+    return int.from_bytes(hashlib.blake2b(blob, digest_size=8).digest(), "big") & _MASK_63
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The augmentation seed of dataset item ``index`` in ``epoch`` of a run seeded ``seed``."""
+    return _hash63(seed, epoch, index)
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Seed torch's CPU generator and ``random`` with ``seed``, restoring both afterwards.
+
+    Only the CPU generator is touched (not CUDA's), and the caller's RNG state is left as it
+    was, so the training loop's randomness is the same with 0 or many DataLoader workers.
+    """
+    torch_state = torch.get_rng_state()
+    random_state = random.getstate()
+    torch.default_generator.manual_seed(seed)
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        torch.set_rng_state(torch_state)
+        random.setstate(random_state)
+
+
+def steps_per_epoch(num_samples: int, batch_size: int, max_steps: int | None = None) -> int:
+    """Full batches in one epoch (the last incomplete one is dropped), capped at ``max_steps``.
+
+    Raises:
+        ValueError: if not even one full batch fits in ``num_samples``.
+    """
+    if batch_size <= 0 or num_samples < batch_size:
+        raise ValueError(
+            f"a batch of {batch_size} needs at least that many samples, got {num_samples}"
+        )
+    steps = num_samples // batch_size
+    return steps if max_steps is None else min(steps, max_steps)
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Yields ``(index, sample_seed)`` for one epoch: a seeded permutation in full batches.
+
+    The permutation comes from ``torch.Generator().manual_seed(hash(seed, epoch))`` and is
+    truncated to ``steps_per_epoch(...) * batch_size`` items; iteration starts at item
+    ``start_step * batch_size`` so that a run resumed mid-epoch skips the batches it has
+    already trained on. Use it with ``DataLoader(batch_size=batch_size, sampler=...)``.
+
+    Args:
+        num_samples: size of the dataset.
+        seed: the run seed.
+        epoch: the epoch (0-based); each epoch has its own permutation and sample seeds.
+        batch_size: the DataLoader's batch size.
+        start_step: the first batch of the epoch to yield (0 for a full epoch).
+        max_steps: at most this many batches per epoch (``trainer.max_steps_per_epoch``).
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        seed: int,
+        epoch: int,
+        batch_size: int,
+        start_step: int = 0,
+        max_steps: int | None = None,
+    ) -> None:
+        self.num_samples = num_samples
+        self.seed = seed
+        self.batch_size = batch_size
+        self.max_steps = max_steps
+        self.steps = steps_per_epoch(num_samples, batch_size, max_steps)
+        self.set_epoch(epoch, start_step)
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        """Move to ``epoch``, starting at batch ``start_step`` (reuse with persistent workers)."""
+        if not 0 <= start_step <= self.steps:
+            raise ValueError(f"start_step={start_step} must be in [0, {self.steps}]")
+        self.epoch = epoch
+        self.start_step = start_step
+
+    def permutation(self) -> list[int]:
+        """The epoch's full order of dataset indices (all ``steps`` batches, from step 0)."""
+        generator = torch.Generator().manual_seed(_hash63(self.seed, self.epoch))
+        order = torch.randperm(self.num_samples, generator=generator)
+        return order[: self.steps * self.batch_size].tolist()
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for index in self.permutation()[self.start_step * self.batch_size :]:
+            yield index, sample_seed(self.seed, self.epoch, index)
+
+    def __len__(self) -> int:
+        return (self.steps - self.start_step) * self.batch_size
+
+
+class SSLDataset(Dataset):
+    """A base dataset with the multi-view SSL transform, indexed by ``(index, sample_seed)``.
+
+    Args:
+        base: a dataset of ``(PIL.Image, int)`` with ``.targets``.
+        transform: the view generator (:func:`build_ssl_transform`).
+    """
+
+    def __init__(self, base: Dataset, transform: Callable[[Image.Image], list[torch.Tensor]]):
+        self.base = base
+        self.transform = transform
+
+    @property
+    def targets(self) -> list[int]:
+        """The labels of the base dataset (``-1`` for unlabeled images)."""
+        return self.base.targets
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[list[torch.Tensor], int]:
+        """The views of image ``index`` drawn with ``sample_seed``, and its label."""
+        index, seed = key
+        image, label = self.base[index]
+        with seeded(seed):
+            views = self.transform(image)
+        return views, int(label)
+
+
+class EvalDataset(Dataset):
+    """A base dataset with the deterministic eval transform (kNN bank and queries).
+
+    Args:
+        base: a dataset of ``(PIL.Image, int)`` with ``.targets``.
+        transform: the eval transform (:func:`build_eval_transform`).
+    """
+
+    def __init__(self, base: Dataset, transform: Callable[[Image.Image], torch.Tensor]):
+        self.base = base
+        self.transform = transform
+
+    @property
+    def targets(self) -> list[int]:
+        """The labels, in order."""
+        return self.base.targets
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image, label = self.base[index]
+        return self.transform(image), int(label)
+
+
+def collate_views(
+    batch: list[tuple[list[torch.Tensor], int]],
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Stack a list of ``(views, label)`` into ``([N x C x H x W per view], N labels)``."""
+    views, labels = zip(*batch, strict=True)
+    stacked = [torch.stack(position) for position in zip(*views, strict=True)]
+    return stacked, torch.tensor(labels, dtype=torch.long)
+
+
+def _check_dataset(cfg: Any, base: Dataset, key: str, split: str, labelled: bool) -> None:
+    """Fail with a :class:`ConfigError` if channels or labels contradict ``cfg.dataset``."""
+    d = cfg.dataset
+    if len(base) == 0:
+        raise ConfigError(f"{key}={split!r} is invalid: the split has no images")
+    channels = len(base[0][0].getbands())
+    if channels != d.in_channels:
+        raise ConfigError(
+            f"dataset.in_channels={d.in_channels} is invalid: the images of {d.name} "
+            f"(root {d.root}, split {split!r}) have {channels} channel(s); set "
+            f"dataset.in_channels={channels} with matching dataset.mean/std"
+        )
+    if labelled:
+        low, high = min(base.targets), max(base.targets)
+        if low < 0 or high >= d.num_classes:
+            raise ConfigError(
+                f"dataset.num_classes={d.num_classes} is invalid: the labels of {d.name} "
+                f"(split {split!r}) range over [{low}, {high}]"
+            )
+
+
+def build_datasets(cfg: Any) -> tuple[SSLDataset, EvalDataset, EvalDataset]:
+    """Build the three datasets of a run from its config (``cfg.dataset``, ``cfg.aug``).
+
+    Returns:
+        ``(ssl_train, knn_bank, knn_queries)``: the train split with the SSL views (indexed
+        by ``(index, sample_seed)``), the train split with the eval transform (kNN memory
+        bank; for STL-10 trained on ``unlabeled`` / ``train+unlabeled``, the labelled
+        ``train`` split), and the test split with the eval transform.
+
+    Raises:
+        DatasetNotFoundError: if a split's files are missing.
+        ConfigError: if the images' channels or labels contradict ``cfg.dataset``.
+    """
+    d, aug = cfg.dataset, cfg.aug
+    train = load_dataset(d, d.train_split)
+    bank, bank_split = train, d.train_split
+    if d.name == "stl10" and "unlabeled" in d.train_split:
+        bank, bank_split = load_dataset(d, "train"), "train"
+    test = load_dataset(d, d.test_split)
+    _check_dataset(cfg, train, "dataset.train_split", d.train_split, labelled=bank is train)
+    if bank is not train:
+        _check_dataset(cfg, bank, "dataset.train_split", bank_split, labelled=True)
+    _check_dataset(cfg, test, "dataset.test_split", d.test_split, labelled=True)
+    eval_transform = build_eval_transform(d, aug)
+    return (
+        SSLDataset(train, build_ssl_transform(aug, d)),
+        EvalDataset(bank, eval_transform),
+        EvalDataset(test, eval_transform),
+    )

@@ -1,0 +1,362 @@
+"""Loading the image datasets of a run as ``(PIL.Image, int)`` datasets with cheap ``.targets``.
+
+Every loader reads the files of the dataset's usual distribution (the layout torchvision
+downloads, Debian's ``dataset-fashion-mnist`` for Fashion-MNIST, or an ImageNet-style folder)
+and keeps the decoded pixels of the small sets in memory as ``uint8`` arrays (STL-10 is
+memory-mapped). torchvision is only used to *download* them (``dataset.download=true``): its
+dataset classes check the md5 of the official files, which would refuse the tiny on-disk
+fixtures the tests build in the same formats.
+
+A missing dataset raises :class:`DatasetNotFoundError`, which says where it looked and how to
+get the data.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+#: Where Debian's ``dataset-fashion-mnist`` package puts the gzip IDX files.
+SYSTEM_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+
+#: Seed of the fixed random subsets (``dataset.train_samples`` / ``dataset.test_samples``);
+#: independent of the run seed so that every run of a sweep sees the same images.
+SUBSET_SEED = 0
+
+_CIFAR = {
+    "cifar10": {
+        "folder": "cifar-10-batches-py",
+        "train": [f"data_batch_{i}" for i in range(1, 6)],
+        "test": ["test_batch"],
+        "label_key": "labels",
+    },
+    "cifar100": {
+        "folder": "cifar-100-python",
+        "train": ["train"],
+        "test": ["test"],
+        "label_key": "fine_labels",
+    },
+}
+_IDX_PREFIX = {"train": "train", "test": "t10k"}
+_STL10_SPLITS = {
+    "train": ["train"],
+    "test": ["test"],
+    "unlabeled": ["unlabeled"],
+    "train+unlabeled": ["train", "unlabeled"],
+}
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The files of a dataset are not where the config says; the message says how to get them."""
+
+
+class ArrayImageDataset(Dataset):
+    """Images held as a ``uint8`` array (``N x H x W`` or ``N x H x W x C``) with int labels.
+
+    Args:
+        images: the pixels; ``N x H x W`` gives ``'L'`` images, ``N x H x W x 3`` ``'RGB'``.
+            Any array-like indexable by an int works (e.g. an ``np.memmap``).
+        targets: ``N`` int labels (``-1`` for unlabeled images).
+    """
+
+    def __init__(self, images: Any, targets: Sequence[int]) -> None:
+        if len(images) != len(targets):
+            raise ValueError(f"{len(images)} images but {len(targets)} labels")
+        self.images = images
+        self.targets: list[int] = [int(t) for t in targets]
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        return Image.fromarray(np.asarray(self.images[index])), self.targets[index]
+
+
+class _STL10Images:
+    """STL-10's column-major ``N x 3 x 96 x 96`` binary, memory-mapped, read as ``H x W x C``."""
+
+    def __init__(self, path: str, size: int = 96) -> None:
+        self.path = path
+        self.size = size
+        self.images = np.memmap(path, dtype=np.uint8, mode="r").reshape(-1, 3, size, size)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        # Stored as [channel][column][row]: (c, x, y) -> (y, x, c).
+        return np.ascontiguousarray(self.images[index].transpose(2, 1, 0))
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Re-open the memory map in DataLoader workers rather than pickling the pixels.
+        return {"path": self.path, "size": self.size}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"], state["size"])
+
+
+class _ConcatImages:
+    """Several image arrays indexed as one (STL-10's ``train+unlabeled``)."""
+
+    def __init__(self, parts: list[Any]) -> None:
+        self.parts = parts
+        self.offsets = np.cumsum([0] + [len(p) for p in parts])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        part = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        return self.parts[part][index - int(self.offsets[part])]
+
+
+class SubsetWithTargets(Dataset):
+    """A subset of a dataset that keeps ``.targets`` (in the subset's order).
+
+    Args:
+        base: a dataset with ``.targets``.
+        indices: the indices into ``base`` that make up the subset.
+    """
+
+    def __init__(self, base: Dataset, indices: Sequence[int]) -> None:
+        self.base = base
+        self.indices = [int(i) for i in indices]
+        self.targets: list[int] = [int(base.targets[i]) for i in self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        return self.base[self.indices[index]]
+
+
+def subset_indices(num_items: int, num_samples: int, seed: int = SUBSET_SEED) -> list[int]:
+    """A fixed random subset of ``range(num_items)``, sorted; the same in every process.
+
+    Args:
+        num_items: size of the full dataset.
+        num_samples: size of the subset (``<= num_items``).
+        seed: seed of the subset.
+
+    Returns:
+        ``num_samples`` distinct indices in increasing order.
+    """
+    if not 0 < num_samples <= num_items:
+        raise ValueError(f"a subset of {num_samples} samples needs 0 < samples <= {num_items}")
+    generator = torch.Generator().manual_seed(seed)
+    return sorted(torch.randperm(num_items, generator=generator)[:num_samples].tolist())
+
+
+def load_dataset(cfg: Any, split: str) -> Dataset:
+    """Load one split of the dataset that ``cfg`` (a ``DatasetConfig``-like object) names.
+
+    Items are ``(PIL.Image, int)``; ``dataset.targets`` lists the labels in the same order
+    without decoding any image. If ``split`` is ``cfg.train_split`` and ``cfg.train_samples`` is
+    set (likewise for the test split), a fixed seeded random subset of that size is returned.
+
+    Args:
+        cfg: the dataset config (``name``, ``root``, ``download``, ``train_split``,
+            ``test_split``, ``train_samples``, ``test_samples`` are read).
+        split: ``"train"``/``"test"`` for the torchvision-style sets (STL-10 also
+            ``"unlabeled"`` and ``"train+unlabeled"``), a folder name for ``image_folder``.
+
+    Returns:
+        The dataset (a :class:`SubsetWithTargets` when subsetting).
+
+    Raises:
+        DatasetNotFoundError: the files are missing (and could not be downloaded).
+        ValueError: an unknown dataset name or split, or a subset larger than the split.
+    """
+    loaders = {
+        "fashion_mnist": _load_fashion_mnist,
+        "cifar10": _load_cifar,
+        "cifar100": _load_cifar,
+        "stl10": _load_stl10,
+        "image_folder": _load_image_folder,
+    }
+    if cfg.name not in loaders:
+        raise ValueError(f"dataset.name={cfg.name!r} is invalid: must be one of {list(loaders)}")
+    dataset = loaders[cfg.name](cfg, split)
+
+    samples, key = None, None
+    if split == cfg.train_split and cfg.train_samples is not None:
+        samples, key = cfg.train_samples, "dataset.train_samples"
+    elif split == cfg.test_split and cfg.test_samples is not None:
+        samples, key = cfg.test_samples, "dataset.test_samples"
+    if samples is not None:
+        if samples > len(dataset):
+            raise ValueError(
+                f"{key}={samples} is invalid: the {split!r} split of {cfg.name} has only "
+                f"{len(dataset)} images"
+            )
+        dataset = SubsetWithTargets(dataset, subset_indices(len(dataset), samples))
+    return dataset
+
+
+def _check_split(cfg: Any, split: str, allowed: Sequence[str]) -> None:
+    if split not in allowed:
+        raise ValueError(
+            f"split {split!r} of dataset {cfg.name} is invalid (dataset.train_split / "
+            f"dataset.test_split): must be one of {list(allowed)}"
+        )
+
+
+def _download(cfg: Any, make: Any) -> None:
+    """Run a torchvision download, turning its failures into :class:`DatasetNotFoundError`."""
+    try:
+        make()
+    except Exception as err:  # no network, a proxy, a bad mirror: all end the same way
+        raise DatasetNotFoundError(
+            f"could not download {cfg.name} into {os.path.abspath(cfg.root)}: {err}"
+        ) from err
+
+
+# --- Fashion-MNIST: IDX files ---------------------------------------------------------------
+
+
+def read_idx(path: str) -> np.ndarray:
+    """Read an IDX file (gzip-compressed if the name ends in ``.gz``) of unsigned bytes.
+
+    Args:
+        path: the file, e.g. ``train-images-idx3-ubyte.gz``.
+
+    Returns:
+        A ``uint8`` array of the shape the header gives (``N x 28 x 28`` for images).
+    """
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise ValueError(f"{path} is not an IDX file of unsigned bytes")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if array.size != int(np.prod(shape)):
+        raise ValueError(f"{path} holds {array.size} bytes, its header says {shape}")
+    return array.reshape(shape)
+
+
+def _find_idx(folders: Sequence[str], stem: str) -> str | None:
+    for folder in folders:
+        for name in (stem, stem + ".gz"):
+            path = os.path.join(folder, name)
+            if os.path.isfile(path):
+                return path
+    return None
+
+
+def _load_fashion_mnist(cfg: Any, split: str) -> ArrayImageDataset:
+    _check_split(cfg, split, ("train", "test"))
+    prefix = _IDX_PREFIX[split]
+    folders = [os.path.join(cfg.root, "FashionMNIST", "raw"), cfg.root, SYSTEM_FASHION_MNIST]
+    stems = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
+    paths = [_find_idx(folders, stem) for stem in stems]
+    if None in paths and cfg.download:
+        from torchvision.datasets import FashionMNIST
+
+        _download(cfg, lambda: FashionMNIST(cfg.root, train=split == "train", download=True))
+        paths = [_find_idx(folders, stem) for stem in stems]
+    if None in paths:
+        looked = ", ".join(os.path.abspath(f) for f in folders)
+        raise DatasetNotFoundError(
+            f"Fashion-MNIST {split} files ({stems[0]}[.gz], {stems[1]}[.gz]) not found in: "
+            f"{looked}. Install them with `apt-get install dataset-fashion-mnist`, or set "
+            f"dataset.download=true (needs internet) to download them into {cfg.root}."
+        )
+    images, labels = (read_idx(p) for p in paths)
+    return ArrayImageDataset(images, labels)
+
+
+# --- CIFAR-10 / CIFAR-100: python pickles ---------------------------------------------------
+
+
+def _load_cifar(cfg: Any, split: str) -> ArrayImageDataset:
+    _check_split(cfg, split, ("train", "test"))
+    spec = _CIFAR[cfg.name]
+    folder = os.path.join(cfg.root, spec["folder"])
+    files = [os.path.join(folder, name) for name in spec[split]]
+    if not all(map(os.path.isfile, files)) and cfg.download:
+        from torchvision.datasets import CIFAR10, CIFAR100
+
+        cls = CIFAR10 if cfg.name == "cifar10" else CIFAR100
+        _download(cfg, lambda: cls(cfg.root, train=split == "train", download=True))
+    missing = [f for f in files if not os.path.isfile(f)]
+    if missing:
+        raise DatasetNotFoundError(
+            f"{cfg.name} {split} files not found: {', '.join(map(os.path.abspath, missing))}. "
+            f"Set dataset.download=true (needs internet), or put torchvision's "
+            f"{spec['folder']}/ folder (from the python version of the dataset) in "
+            f"{os.path.abspath(cfg.root)}."
+        )
+    images, labels = [], []
+    for path in files:
+        with open(path, "rb") as f:
+            entry = pickle.load(f, encoding="latin1")
+        images.append(np.asarray(entry["data"], dtype=np.uint8))
+        labels.extend(entry[spec["label_key"]])
+    pixels = np.concatenate(images).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return ArrayImageDataset(np.ascontiguousarray(pixels), labels)
+
+
+# --- STL-10: binary files -------------------------------------------------------------------
+
+
+def _load_stl10(cfg: Any, split: str) -> ArrayImageDataset:
+    _check_split(cfg, split, tuple(_STL10_SPLITS))
+    folder = os.path.join(cfg.root, "stl10_binary")
+    parts = _STL10_SPLITS[split]
+    needed = [os.path.join(folder, f"{p}_X.bin") for p in parts]
+    needed += [os.path.join(folder, f"{p}_y.bin") for p in parts if p != "unlabeled"]
+    if not all(map(os.path.isfile, needed)) and cfg.download:
+        from torchvision.datasets import STL10
+
+        _download(cfg, lambda: STL10(cfg.root, split=split, download=True))
+    missing = [f for f in needed if not os.path.isfile(f)]
+    if missing:
+        raise DatasetNotFoundError(
+            f"stl10 {split} files not found: {', '.join(map(os.path.abspath, missing))}. "
+            f"Set dataset.download=true (needs internet), or put torchvision's stl10_binary/ "
+            f"folder in {os.path.abspath(cfg.root)}."
+        )
+    images, labels = [], []
+    for part in parts:
+        x = _STL10Images(os.path.join(folder, f"{part}_X.bin"))
+        images.append(x)
+        if part == "unlabeled":
+            labels.extend([-1] * len(x))
+        else:
+            y = np.fromfile(os.path.join(folder, f"{part}_y.bin"), dtype=np.uint8)
+            labels.extend((y.astype(np.int64) - 1).tolist())  # stored as 1..10
+    return ArrayImageDataset(images[0] if len(images) == 1 else _ConcatImages(images), labels)
+
+
+# --- ImageNet-style folders -----------------------------------------------------------------
+
+
+def _rgb_loader(path: str) -> Image.Image:
+    with open(path, "rb") as f:
+        return Image.open(f).convert("RGB")
+
+
+def _load_image_folder(cfg: Any, split: str) -> Dataset:
+    from torchvision.datasets import ImageFolder
+
+    folder = os.path.join(cfg.root, split)
+    hint = (
+        f"Expected the layout <root>/<split>/<class>/<image>, i.e. "
+        f"{os.path.abspath(folder)}/<class>/<image> (dataset.root={cfg.root}, split={split})."
+    )
+    if not os.path.isdir(folder):
+        raise DatasetNotFoundError(f"image folder {os.path.abspath(folder)} not found. {hint}")
+    try:
+        return ImageFolder(folder, loader=_rgb_loader)
+    except FileNotFoundError as err:  # no class folders, or no images in them
+        raise DatasetNotFoundError(f"{err}. {hint}") from err

@@ -1,0 +1,103 @@
+"""Every config file composes; invalid values fail before training with a one-line error."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from sce_sweeps.app import CONF_DIR
+from sce_sweeps.config import ConfigError, validate
+
+ROOT = Path(__file__).resolve().parent.parent
+GROUPS = sorted(p.name for p in Path(CONF_DIR).iterdir() if p.is_dir() and p.name != "sweep")
+
+
+def options(group):
+    return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+
+
+def compose_cfg(overrides=()):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+
+
+@pytest.mark.parametrize(
+    "group, option", [(g, o) for g in GROUPS for o in options(g)], ids=lambda x: str(x)
+)
+def test_every_group_option_composes_and_validates(group, option):
+    base = [] if group == "trainer" else ["trainer=paper"]
+    cfg = compose_cfg([*base, f"{group}={option}"])
+    OmegaConf.resolve(cfg)
+    validate(cfg)
+    assert cfg[group] is not None
+
+
+def test_default_is_demo_on_fashion_mnist():
+    cfg = compose_cfg()
+    assert cfg.dataset.name == "fashion_mnist" and cfg.aug.crop_size == 28
+    assert cfg.loss.coeff == 0.5 and cfg.loss.temp == 0.1 and cfg.loss.temp_m == 0.05
+
+
+def test_schema_rejects_wrong_types_at_compose_time():
+    with pytest.raises(Exception, match="loss.coeff"):
+        compose_cfg(["loss.coeff=abc"])
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("loss.coeff=1.5", "loss.coeff"),
+        ("loss.temp=0", "loss.temp"),
+        ("loss.temp_m=-0.1", "loss.temp_m"),
+        ("loss.queue_size=-1", "loss.queue_size"),
+        ("dataset.name=mnist", "dataset.name"),
+        ("model.arch=vit", "model.arch"),
+        ("model.initial_momentum=1.0", "model.initial_momentum"),
+        ("optim.name=adam", "optim.name"),
+        ("optim.lr=0", "optim.lr"),
+        ("trainer.epochs=0", "trainer.epochs"),
+        ("trainer.batch_size=-4", "trainer.batch_size"),
+        ("aug.crop_scale=[0.5,0.2]", "aug.crop_scale"),
+        ("trainer.device=tpu", "trainer.device"),
+        ("tracker.name=wandb", "tracker.name"),
+        ("dataset.train_samples=1000", "loss.queue_size"),
+    ],
+)
+def test_invalid_values_name_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(compose_cfg([override]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("loss.coeff=1.5", "loss.coeff"),
+        ("loss.temp=0", "loss.temp"),
+        ("loss.temp_m=-0.1", "loss.temp_m"),
+        ("loss.queue_size=-1", "loss.queue_size"),
+        ("dataset.name=mnist", "dataset.name"),
+        ("model.arch=vit", "model.arch"),
+        ("optim.name=adam", "optim.name"),
+        ("trainer.epochs=0", "trainer.epochs"),
+        ("aug.crop_scale=[0.5,0.2]", "aug.crop_scale"),
+        ("dataset.train_samples=1000", "loss.queue_size"),
+        ("loss.coeff=abc", "loss.coeff"),
+    ],
+)
+def test_cli_invalid_override_exits_nonzero_and_writes_nothing(tmp_path, override, key):
+    run_dir = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "sce_sweeps", override, f"hydra.run.dir={run_dir}", "tracker=none"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert key in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (run_dir / "checkpoint.pt").exists() and not (run_dir / "result.json").exists()
