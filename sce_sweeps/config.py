@@ -25,6 +25,10 @@ TRACKERS = ("aim", "none")
 DEVICES = ("auto", "cpu", "cuda")
 
 
+# Size of the train split of the datasets whose size is known before loading them.
+TRAIN_SIZES = {"fashion_mnist": 60000, "cifar10": 50000, "cifar100": 50000, "stl10": 5000}
+
+
 class ConfigError(ValueError):
     """An invalid configuration value; the message names the key and the allowed range."""
 
@@ -268,19 +272,20 @@ def validate(cfg: DictConfig) -> None:
             cfg.trainer.batch_size,
             "must be >= 2 when loss.queue_size=0 (the batch's other samples are the keys)",
         )
-    n_train = cfg.dataset.train_samples
+    n_train = cfg.dataset.train_samples or TRAIN_SIZES.get(cfg.dataset.name)
     if n_train is not None:
         _check(
             cfg.trainer.batch_size <= n_train,
             "trainer.batch_size",
             cfg.trainer.batch_size,
-            f"must be <= dataset.train_samples={n_train}",
+            f"must be <= the {n_train} training images of dataset {cfg.dataset.name}",
         )
         _check(
             cfg.loss.queue_size <= n_train,
             "loss.queue_size",
             cfg.loss.queue_size,
-            f"must be <= dataset.train_samples={n_train} (a queue larger than the dataset)",
+            f"must be <= the {n_train} training images of dataset {cfg.dataset.name} "
+            "(a queue larger than the dataset)",
         )
 
 

@@ -29,6 +29,7 @@ def compose_cfg(overrides=()):
 )
 def test_every_group_option_composes_and_validates(group, option):
     base = [] if group == "trainer" else ["trainer=paper"]
+    base += ["dataset=imagenet"] if option == "sce_imagenet" else []
     cfg = compose_cfg([*base, f"{group}={option}"])
     OmegaConf.resolve(cfg)
     validate(cfg)
