@@ -27,7 +27,7 @@ from sce_sweeps.data import steps_per_epoch as num_steps
 from sce_sweeps.engine import checkpoint as ckpt
 from sce_sweeps.engine.knn import knn_accuracy
 from sce_sweeps.engine.optim import build_optimizer, lr_at, set_lr
-from sce_sweeps.sce import SCEModel, momentum_at, resnet, sce_diagnostics
+from sce_sweeps.sce import SCEModel, SCETerms, momentum_at, resnet, sce_diagnostics
 from sce_sweeps.tracking import NullTracker
 
 METRICS = "metrics.jsonl"
@@ -102,6 +102,30 @@ class _StopSignals:
             handler(signum, frame)
         elif handler != signal.SIG_IGN:
             raise SystemExit(128 + signum)
+
+
+def train_step(
+    model: SCEModel,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    views: list[torch.Tensor],
+    momentum: float,
+) -> tuple[torch.Tensor, SCETerms]:
+    """One SCE step: loss (autocast when the scaler is on), backward, update, EMA of the target.
+
+    A non-finite loss skips the update (the caller stops the run).
+    """
+    device_type = views[0].device.type
+    with torch.autocast(device_type, enabled=scaler.is_enabled()):
+        loss, terms = model(views)
+    if not torch.isfinite(loss):
+        return loss, terms
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    model.momentum_update(momentum)
+    return loss, terms
 
 
 def _loader(dataset: Any, batch_size: int, workers: int, **kw: Any) -> DataLoader:
@@ -256,21 +280,15 @@ def train(
                 if step == 0:  # a few (weak, strong) pairs as the network sees them
                     pairs = torch.stack([v[:8] for v in views[:2]], 1).flatten(0, 1)
                     tracker.log_images("views", pairs, step)
-                with torch.autocast(device.type, enabled=cuda and cfg.trainer.amp):
-                    loss, terms = model(views)
-                if not torch.isfinite(loss):
-                    raise NonFiniteLossError(
-                        f"loss is {loss.item()} at epoch {epoch + 1}, step {step}"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
                 momentum = momentum_at(
                     step, total_steps, cfg.model.initial_momentum, cfg.model.momentum_schedule
                 )
-                model.momentum_update(momentum)
+                loss, terms = train_step(model, optimizer, scaler, views, momentum)
                 loss_value = loss.item()
+                if not math.isfinite(loss_value):
+                    raise NonFiniteLossError(
+                        f"loss is {loss_value} at epoch {epoch + 1}, step {step}"
+                    )
                 loss_sum += loss_value
                 step_in_epoch += 1
                 bar.set_postfix(loss=f"{loss_value:.4f}")
