@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm import tqdm
 
 from sce_sweeps.config import config_hash, run_config
@@ -139,6 +139,16 @@ def _loader(dataset: Any, batch_size: int, workers: int, **kw: Any) -> DataLoade
     )
 
 
+def _eval_loader(dataset: Dataset, workers: int, max_bytes: int = 2**30) -> DataLoader:
+    """A loader over an evaluation set; a small one is transformed once and kept in memory
+    (its transform is deterministic), so each kNN evaluation is forward passes only."""
+    x, _ = dataset[0]
+    if x.numel() * x.element_size() * len(dataset) > max_bytes:
+        return _loader(dataset, 512, workers)
+    xs, ys = zip(*_loader(dataset, 512, workers))
+    return _loader(TensorDataset(torch.cat(xs), torch.cat(ys)), 512, 0)
+
+
 def _truncate_metrics(path: Path, last_epoch: int) -> list[dict[str, Any]]:
     """Keep the metrics of epochs <= last_epoch (a crash may have left a later line)."""
     if not path.exists():
@@ -183,8 +193,8 @@ def train(
     total_steps = steps_per_epoch * cfg.trainer.epochs
     warmup_steps = steps_per_epoch * cfg.optim.warmup_epochs
     base_lr = cfg.optim.lr * bs / 256
-    bank_loader = _loader(bank_set, 512, workers)
-    query_loader = _loader(query_set, 512, workers)
+    bank_loader = _eval_loader(bank_set, workers)
+    query_loader = _eval_loader(query_set, workers)
 
     model = build_model(cfg).to(device)
     if memory_format is not None:
