@@ -1,0 +1,53 @@
+# sce_sweeps: `make demo` trains SCE on Fashion-MNIST; `make test` runs the test suite.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+FMNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: setup data demo test test-fast lint format slurm-up slurm-down bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+# Fashion-MNIST: Debian's package where apt is usable as root, else torchvision's download.
+data: setup
+	@if [ -d $(FMNIST) ] || [ -d data/FashionMNIST/raw ]; then \
+		echo "Fashion-MNIST: found"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) \
+		|| $(PY) -c "import torchvision; torchvision.datasets.FashionMNIST('data', download=True)"; \
+	else \
+		$(PY) -c "import torchvision; torchvision.datasets.FashionMNIST('data', download=True)"; \
+	fi
+
+demo: data
+	$(PY) -m sce_sweeps
+
+test: data
+	$(PY) -m pytest
+
+test-fast: data
+	$(PY) -m pytest -m "not slow and not slurm"
+
+lint: setup
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
+
+slurm-up:
+	bash scripts/slurm_cluster.sh start
+
+slurm-down:
+	bash scripts/slurm_cluster.sh stop
+
+bench: setup
+	$(PY) benchmarks/step_throughput.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
