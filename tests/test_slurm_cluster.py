@@ -190,11 +190,15 @@ def test_checkpointable_job_is_requeued_and_resumes(slurm_cluster, tmp_path):
 def test_time_limit_usr2_requeues_checkpointable_job(slurm_cluster, tmp_path):
     log = tmp_path / "timeout.log"
     executor = _executor(tmp_path, slurm_cluster)
-    # Slurm sends USR2 110 s before the 2 min limit, i.e. ~10 s after the start; submitit sees a
-    # time-out (not a preemption) and requeues while its countdown (AutoExecutor default 3) > 0.
-    executor.update_parameters(timeout_min=2, slurm_signal_delay_s=110)
+    # slurmctld checks time limits every 30 s and sends the --signal warning at the first check
+    # where elapsed >= limit - delay - 30: with a 120 s limit and a 82 s delay that is 8-38 s
+    # after the start, late enough for submitit to have installed its USR2 handler (a delay
+    # >= 90 s could fire right at the start and kill the job). submitit sees a time-out (not a
+    # preemption) and requeues while its countdown (AutoExecutor default max_num_timeout=3) > 0.
+    executor.update_parameters(timeout_min=2, slurm_signal_delay_s=82)
     job = executor.submit(_WaitForTimeLimit(str(log)))
-    _wait_done(job, timeout_s=80)
+    # USR2 at 8-38 s, requeued job pending ~12 s (cred_expire=10), then done at once: 20-55 s.
+    _wait_done(job, timeout_s=120)
     assert job.result() == "resumed after 1 checkpoint(s)"
     assert _read_log(log) == ["start checkpoints=0", "checkpoint 1", "start checkpoints=1"]
     assert "this job is timed-out" in job.stderr()
