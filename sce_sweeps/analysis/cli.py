@@ -1,0 +1,169 @@
+"""The command lines behind the scripts in ``analysis/`` (which only call these).
+
+Every command reads and checks all of its input, renders all of its outputs in memory, and
+only then writes them (each through a temporary file renamed into place): bad input prints
+one line and exits 1 without writing anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from sce_sweeps.analysis.collect import AnalysisError, collect
+from sce_sweeps.analysis.plots import plot_ablation, plot_curves
+from sce_sweeps.analysis.references import REFERENCE_FILE, load_references
+from sce_sweeps.analysis.tables import ablation_table, to_csv, to_latex, to_markdown
+
+Outputs = dict[str, str | bytes]
+
+
+def write_outputs(out_dir: Path, files: Outputs) -> list[Path]:
+    """Write ``files`` (name -> content) into ``out_dir``, each atomically."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staged: dict[str, Path] = {}
+    try:
+        for name, data in files.items():
+            tmp = out_dir / f".{name}.{os.getpid()}.tmp"
+            tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+            staged[name] = tmp
+        for name, tmp in staged.items():
+            os.replace(tmp, out_dir / name)
+    finally:
+        for tmp in staged.values():
+            tmp.unlink(missing_ok=True)
+    return [out_dir / name for name in files]
+
+
+def _parser(description: str, table_options: bool) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "sweep_dirs",
+        nargs="+",
+        type=Path,
+        metavar="SWEEP_DIR",
+        help="a sweep dir (run dirs with .hydra/overrides.yaml, optional manifest.json); "
+        "several are combined (one column group per dataset)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="output dir (default: SWEEP_DIR/analysis; required with several sweep dirs)",
+    )
+    if table_options:
+        parser.add_argument(
+            "--metric",
+            action="append",
+            metavar="NAME",
+            help="a result.json metric to show; repeat for several; the first picks the best "
+            "row (default: knn_top1 and loss)",
+        )
+        parser.add_argument(
+            "--references",
+            type=Path,
+            default=REFERENCE_FILE,
+            metavar="CSV",
+            help="reference numbers to show beside the measured ones (default: the "
+            "package's reference_results.csv)",
+        )
+    return parser
+
+
+def _out_dir(args: argparse.Namespace) -> Path:
+    if args.out is not None:
+        return args.out
+    if len(args.sweep_dirs) > 1:
+        raise AnalysisError("several sweep dirs: say where the combined outputs go with --out")
+    return args.sweep_dirs[0] / "analysis"
+
+
+def _run(
+    parser: argparse.ArgumentParser,
+    argv: list[str] | None,
+    build: Callable[[argparse.Namespace], Outputs],
+) -> int:
+    args = parser.parse_args(argv)
+    try:
+        out_dir = _out_dir(args)
+        files = build(args)
+        paths = write_outputs(out_dir, files)
+    except AnalysisError as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"{parser.prog}: error: cannot write outputs: {e}", file=sys.stderr)
+        return 1
+    for path in paths:
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def _table(args: argparse.Namespace) -> tuple:
+    sweeps = collect(args.sweep_dirs)
+    return sweeps, ablation_table(sweeps, args.metric, load_references(args.references))
+
+
+def table_main(argv: list[str] | None = None) -> int:
+    """``analysis/ablation_table.py``: ablation.md, ablation.tex, ablation.csv."""
+    parser = _parser(
+        "Ablation table of one or more sweeps: rows = swept values, columns = metrics "
+        "(mean ± std over seeds, n, failed and unfinished counts, reference numbers). "
+        "Writes ablation.md, ablation.tex (booktabs) and ablation.csv; prints the Markdown.",
+        table_options=True,
+    )
+
+    def build(args: argparse.Namespace) -> Outputs:
+        _, table = _table(args)
+        markdown = to_markdown(table)
+        print(markdown, end="")
+        return {
+            "ablation.md": markdown,
+            "ablation.tex": to_latex(table),
+            "ablation.csv": to_csv(table),
+        }
+
+    return _run(parser, argv, build)
+
+
+def plot_main(argv: list[str] | None = None) -> int:
+    """``analysis/plot_sweep.py``: ablation.{png,svg} and curves.{png,svg}."""
+    parser = _parser(
+        "Plots of one or more sweeps: each metric vs the swept value with error bars (std "
+        "over seeds) and learning curves (kNN top-1 and loss vs epoch) per swept value. "
+        "Writes ablation.png/.svg and curves.png/.svg.",
+        table_options=True,
+    )
+
+    def build(args: argparse.Namespace) -> Outputs:
+        sweeps, table = _table(args)
+        return {**plot_ablation(table), **plot_curves(sweeps, table)}
+
+    return _run(parser, argv, build)
+
+
+def collect_main(argv: list[str] | None = None) -> int:
+    """``analysis/collect.py``: runs.csv (one row per run) and curves.csv (per epoch)."""
+    parser = _parser(
+        "Collect one or more sweeps into tidy CSV files: runs.csv (one row per run: status, "
+        "swept keys, metrics, flattened config) and curves.csv (one row per run and epoch).",
+        table_options=False,
+    )
+
+    def build(args: argparse.Namespace) -> Outputs:
+        sweeps = collect(args.sweep_dirs)
+        print(
+            f"swept keys: {', '.join(sweeps.swept) or 'none'}; runs: "
+            + ", ".join(
+                f"{n} {s}" for s, n in sweeps.runs["status"].value_counts(sort=False).items()
+            )
+        )
+        return {
+            "runs.csv": sweeps.runs.to_csv(index=False, lineterminator="\n"),
+            "curves.csv": sweeps.curves.to_csv(index=False, lineterminator="\n"),
+        }
+
+    return _run(parser, argv, build)

@@ -1,0 +1,395 @@
+"""Collect finished or partial sweeps into tidy tables: one row per run, one row per epoch.
+
+A sweep dir holds run dirs, found by their ``.hydra/overrides.yaml`` (Hydra's multirun layout
+``<sweep dir>/<job num>/``), and optionally the ``manifest.json`` a sweep launcher writes.
+Each run dir gives its resolved config (``.hydra/config.yaml``), its group choices
+(``.hydra/hydra.yaml``), its overrides, ``result.json`` and ``metrics.jsonl``.
+
+The swept keys are found from the sweep itself: the override keys whose values differ between
+the sweep's runs. ``seed`` is the replicate axis and ``dataset`` the column axis of the
+tables, so neither is a swept key. A run without ``result.json`` is ``unfinished`` (or
+``running`` / ``pending`` / ``failed`` when the manifest says so).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+RUN_MARKER = Path(".hydra") / "overrides.yaml"
+MANIFEST = "manifest.json"
+RESULT = "result.json"
+METRICS = "metrics.jsonl"
+NOT_SWEPT = frozenset({"seed", "dataset", "sweep_name"})
+UNFINISHED = ("unfinished", "running", "pending")
+STATUSES = ("completed", "failed", "pruned", *UNFINISHED)
+# result.json keys that describe the run rather than measure it
+INFO_KEYS = frozenset({"job_num", "seed", "slurm_job_id"})
+SKIP_DIRS = frozenset({"analysis", "__pycache__"})  # and hidden ones (.submitit, .aim)
+MANIFEST_STATES = {
+    "running": "running",
+    "pending": "pending",
+    "submitted": "pending",
+    "queued": "pending",
+    "failed": "failed",
+    "pruned": "pruned",
+}
+
+
+class AnalysisError(Exception):
+    """Bad input for the analysis; the message alone tells the user what is wrong."""
+
+
+@dataclass
+class Sweeps:
+    """One or more sweeps, collected.
+
+    Attributes:
+        runs: one row per run: ``sweep_dir``, ``run``, ``run_id``, ``dataset``, ``status``,
+            ``reason``, ``seed``, the swept keys, the metrics, then the flattened config.
+        curves: one row per run and epoch: identifying columns, then ``metrics.jsonl`` fields.
+        swept: the swept keys, in the order they first appear in the runs' overrides.
+        metrics: the numeric result keys found in the runs' ``result.json`` files.
+    """
+
+    runs: pd.DataFrame
+    curves: pd.DataFrame
+    swept: list[str]
+    metrics: list[str]
+
+
+def natural_key(text: str) -> list[Any]:
+    """Sort key that orders ``run 2`` before ``run 10``."""
+    return [(0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", text)]
+
+
+def find_run_dirs(sweep_dir: Path) -> list[Path]:
+    """All run dirs under ``sweep_dir`` (itself included), in natural order."""
+    found = []
+    for root, dirs, _ in os.walk(sweep_dir):
+        if (Path(root) / RUN_MARKER).is_file():
+            found.append(Path(root))
+            dirs.clear()  # run dirs do not nest
+        else:
+            dirs[:] = [d for d in dirs if d not in SKIP_DIRS and not d.startswith(".")]
+    return sorted(found, key=lambda p: natural_key(p.relative_to(sweep_dir).as_posix()))
+
+
+def parse_overrides(lines: list[str]) -> dict[str, str]:
+    """``["loss.coeff=0.5", "+sweep=x"]`` -> ``{"loss.coeff": "0.5", "sweep": "x"}``."""
+    out = {}
+    for line in lines:
+        key, sep, value = str(line).partition("=")
+        key = key.lstrip("+")
+        if sep and not key.startswith(("~", "hydra.", "hydra/")):
+            out[key] = value
+    return out
+
+
+def _flatten(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        elif isinstance(value, list | tuple):
+            flat[f"{prefix}{key}"] = json.dumps(value)
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _load_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise AnalysisError(f"{path}: unreadable YAML ({type(e).__name__})") from None
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """The run's resolved config, flattened (``loss.coeff``), plus its group choices
+    (``dataset``, ``model``, ``aug``...) from ``.hydra/hydra.yaml``."""
+    from omegaconf import OmegaConf
+
+    from sce_sweeps.config import register_schema
+
+    register_schema()  # the resolvers the config files use
+    flat: dict[str, Any] = {}
+    path = run_dir / ".hydra" / "config.yaml"
+    if path.is_file():
+        raw = _load_yaml(path)
+        if not isinstance(raw, dict):
+            raise AnalysisError(f"{path}: not a config (expected a mapping)")
+        try:
+            raw = OmegaConf.to_container(OmegaConf.create(raw), resolve=True)
+        except Exception:  # an interpolation we cannot resolve: keep it as written
+            pass
+        flat = _flatten(raw)
+    hydra_path = run_dir / ".hydra" / "hydra.yaml"
+    if hydra_path.is_file():
+        hydra = _load_yaml(hydra_path) or {}
+        choices = (hydra.get("hydra", {}).get("runtime", {}) or {}).get("choices", {}) or {}
+        flat.update({k: v for k, v in choices.items() if not k.startswith("hydra/")})
+    return flat
+
+
+def read_result(run_dir: Path) -> dict[str, Any] | None:
+    """``result.json`` as a dict, None when absent; a corrupt file is an AnalysisError."""
+    path = run_dir / RESULT
+    if not path.exists():
+        return None
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise AnalysisError(f"{path}: corrupt result.json ({e})") from None
+    if not isinstance(result, dict) or result.get("status") not in STATUSES:
+        raise AnalysisError(f"{path}: corrupt result.json (no valid 'status')")
+    return result
+
+
+def read_curve(run_dir: Path) -> list[dict[str, Any]]:
+    """``metrics.jsonl`` rows; a partial last line (a run killed mid-write) is dropped."""
+    path = run_dir / METRICS
+    if not path.is_file():
+        return []
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            if i == len(lines) - 1:
+                break
+            raise AnalysisError(f"{path}: corrupt line {i + 1}") from None
+        rows.append(row)
+    return rows
+
+
+def read_manifest(sweep_dir: Path) -> dict[str, Any] | None:
+    """The sweep's ``manifest.json`` if it has one."""
+    path = sweep_dir / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise AnalysisError(f"{path}: corrupt manifest ({e})") from None
+    if not isinstance(manifest, dict):
+        raise AnalysisError(f"{path}: corrupt manifest (expected an object)")
+    return manifest
+
+
+def _manifest_jobs(manifest: dict[str, Any] | None, sweep_dir: Path) -> dict[Path, dict]:
+    """Manifest jobs by run dir (absolute, or relative to the sweep dir). A run dir that is
+    gone (a sweep copied elsewhere) is looked for under the sweep dir by its last part."""
+    jobs = (manifest or {}).get("jobs") or (manifest or {}).get("runs") or []
+    if isinstance(jobs, dict):
+        jobs = list(jobs.values())
+    by_dir = {}
+    for job in jobs:
+        if not isinstance(job, dict) or not job.get("run_dir"):
+            continue
+        run_dir = Path(job["run_dir"])
+        run_dir = run_dir if run_dir.is_absolute() else sweep_dir / run_dir
+        if not run_dir.exists() and (sweep_dir / run_dir.name).exists():
+            run_dir = sweep_dir / run_dir.name
+        by_dir[run_dir.resolve()] = job
+    return by_dir
+
+
+def _status(result: dict[str, Any] | None, job: dict[str, Any] | None) -> tuple[str, Any]:
+    if result is not None:
+        return result["status"], result.get("reason")
+    state = str((job or {}).get("state") or (job or {}).get("status") or "").lower()
+    return MANIFEST_STATES.get(state, "unfinished"), (job or {}).get("reason")
+
+
+def _scalar(text: str) -> Any:
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return json.dumps(value) if isinstance(value, list | dict) else value
+
+
+def swept_keys(overrides: list[dict[str, str]]) -> list[str]:
+    """Override keys whose values differ between runs (a key some runs lack counts as
+    differing), in order of first appearance; ``seed`` and ``dataset`` excluded."""
+    order: dict[str, None] = {}
+    for o in overrides:
+        order.update(dict.fromkeys(o))
+    return [
+        key for key in order if key not in NOT_SWEPT and len({o.get(key) for o in overrides}) > 1
+    ]
+
+
+def _is_metric(key: str, value: Any) -> bool:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return number and key not in INFO_KEYS
+
+
+def _sweep_records(sweep_dir: Path, index: int) -> tuple[list[dict], list[str]]:
+    """One record per run of one sweep (config, overrides, result, curve), and its swept keys."""
+    if not sweep_dir.is_dir():
+        raise AnalysisError(f"{sweep_dir}: no such directory")
+    manifest = read_manifest(sweep_dir)
+    run_dirs = find_run_dirs(sweep_dir)
+    if not run_dirs and not manifest:
+        if not any(sweep_dir.iterdir()):
+            raise AnalysisError(f"{sweep_dir}: empty directory, no runs to analyse")
+        raise AnalysisError(
+            f"{sweep_dir}: not a sweep dir (no run dirs with .hydra/overrides.yaml, no {MANIFEST})"
+        )
+    jobs = _manifest_jobs(manifest, sweep_dir)
+    records = []
+    for run_dir in run_dirs:
+        lines = _load_yaml(run_dir / RUN_MARKER) or []
+        if not isinstance(lines, list):
+            raise AnalysisError(f"{run_dir / RUN_MARKER}: not a list of overrides")
+        result = read_result(run_dir)
+        job = jobs.pop(run_dir.resolve(), None)
+        records.append(
+            {
+                "run_dir": run_dir,
+                "overrides": parse_overrides(lines),
+                "config": read_config(run_dir),
+                "result": result,
+                "status": _status(result, job),
+                "curve": read_curve(run_dir),
+            }
+        )
+    for run_dir, job in sorted(jobs.items(), key=lambda kv: natural_key(kv[0].as_posix())):
+        result = read_result(run_dir) if run_dir.is_dir() else None
+        records.append(  # in the manifest, not started (no .hydra in its run dir yet)
+            {
+                "run_dir": run_dir,
+                "overrides": parse_overrides(job.get("overrides") or []),
+                "config": {},
+                "result": result,
+                "status": _status(result, job),
+                "curve": read_curve(run_dir),
+            }
+        )
+    if not records:
+        raise AnalysisError(f"{sweep_dir}: the manifest lists no jobs and there are no run dirs")
+    for r in records:
+        r["sweep_dir"] = sweep_dir
+        r["run"] = os.path.relpath(r["run_dir"], sweep_dir.resolve()).replace(os.sep, "/")
+        r["run_id"] = f"{index}:{r['run']}"
+    return records, swept_keys([r["overrides"] for r in records])
+
+
+def _value(record: dict[str, Any], key: str) -> Any:
+    """A key's value for a run: resolved config or group choice, else its override, else
+    (a job not started, with no config yet) the value its sweep's runs have by default."""
+    if key in record["config"]:
+        return record["config"][key]
+    if key in record["overrides"]:
+        return _scalar(record["overrides"][key])
+    return record.get("defaults", {}).get(key)
+
+
+def _fill_defaults(records: list[dict[str, Any]], keys: list[str]) -> None:
+    """Give jobs without a config the value that the sweep's started runs that do not
+    override a key have for it (the config's default), where they all agree."""
+    for key in keys:
+        for sweep_dir in dict.fromkeys(r["sweep_dir"] for r in records):
+            same = [r for r in records if r["sweep_dir"] == sweep_dir]
+            seen = {
+                json.dumps(r["config"][key], sort_keys=True)
+                for r in same
+                if key in r["config"] and key not in r["overrides"]
+            }
+            if len(seen) == 1:
+                default = json.loads(seen.pop())
+                for r in same:
+                    if not r["config"]:
+                        r.setdefault("defaults", {})[key] = default
+
+
+def _datasets(records: list[dict[str, Any]]) -> None:
+    """Name each run's dataset by its config group choice (``imagenet100``), else by
+    ``dataset.name``; a job not started yet takes its sweep's most common dataset."""
+    for r in records:
+        r["dataset"] = _value(r, "dataset") or r["config"].get("dataset.name")
+    known = Counter(r["dataset"] for r in records if r["dataset"])
+    for r in records:
+        if not r["dataset"]:
+            r["dataset"] = known.most_common(1)[0][0] if known else "unknown"
+
+
+def collect(sweep_dirs: list[Path | str]) -> Sweeps:
+    """Read one or more sweep dirs into tidy runs and curves tables.
+
+    Args:
+        sweep_dirs: sweep dirs (or single run dirs); the same dir given twice counts once.
+
+    Returns:
+        The collected :class:`Sweeps`.
+
+    Raises:
+        AnalysisError: a dir is missing, empty or not a sweep, or a file in it is corrupt.
+    """
+    dirs = list(dict.fromkeys(Path(d).resolve() for d in sweep_dirs))
+    if not dirs:
+        raise AnalysisError("no sweep dirs given")
+    records: list[dict[str, Any]] = []
+    swept: dict[str, None] = {}
+    for index, sweep_dir in enumerate(dirs):
+        sweep_records, keys = _sweep_records(sweep_dir, index)
+        records += sweep_records
+        swept.update(dict.fromkeys(keys))
+    keys = list(swept)
+    _fill_defaults(records, [*keys, "dataset", "seed"])
+    _datasets(records)
+    metrics: dict[str, None] = {}
+    for r in records:
+        for k, v in sorted((r["result"] or {}).items()):
+            if _is_metric(k, v):
+                metrics[k] = None
+    return Sweeps(
+        _runs_frame(records, keys, list(metrics)), _curves_frame(records, keys), keys, list(metrics)
+    )
+
+
+def _identity(r: dict[str, Any], keys: list[str]) -> dict[str, Any]:
+    seed = _value(r, "seed")
+    return {
+        "sweep_dir": str(r["sweep_dir"]),
+        "run": r["run"],
+        "run_id": r["run_id"],
+        "dataset": r["dataset"],
+        "status": r["status"][0],
+        "seed": seed if seed is not None else (r["result"] or {}).get("seed"),
+        **{k: _value(r, k) for k in keys},
+    }
+
+
+def _runs_frame(records: list[dict], keys: list[str], metrics: list[str]) -> pd.DataFrame:
+    rows = []
+    for r in records:
+        result = r["result"] or {}
+        row = {**_identity(r, keys), "reason": r["status"][1]}
+        row.update({m: result.get(m, math.nan) for m in metrics})
+        row["epochs_logged"] = len(r["curve"])
+        row["config_hash"] = result.get("config_hash")
+        row["overrides"] = " ".join(f"{k}={v}" for k, v in r["overrides"].items())
+        row.update({k: v for k, v in sorted(r["config"].items()) if k not in row})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _curves_frame(records: list[dict], keys: list[str]) -> pd.DataFrame:
+    rows = [{**_identity(r, keys), **line} for r in records for line in r["curve"]]
+    columns = [*_identity(records[0], keys), "epoch"]
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    return pd.DataFrame(rows, columns=columns)

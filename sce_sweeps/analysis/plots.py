@@ -1,0 +1,169 @@
+"""Plots of a sweep: metric vs swept value with error bars, and per-value learning curves.
+
+Figures are drawn without pyplot (no global state, no display needed) and saved as PNG and
+SVG with no date, software stamp or random ids, so rerunning gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import matplotlib
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from sce_sweeps.analysis.collect import Sweeps
+from sce_sweeps.analysis.tables import AblationTable, combo_of, format_value, label, sort_key
+
+CURVE_METRICS = ("knn_top1", "loss")
+RC = {"svg.hashsalt": "sce_sweeps", "svg.fonttype": "path", "font.size": 9}
+METADATA = {"png": {"Software": None}, "svg": {"Date": None, "Creator": None}}
+DPI = 120
+
+
+def render(fig: Figure, stem: str) -> dict[str, bytes]:
+    """``{stem}.png`` and ``{stem}.svg`` as bytes, free of dates and random ids."""
+    out = {}
+    with matplotlib.rc_context(RC):
+        for fmt, metadata in METADATA.items():
+            buf = io.BytesIO()
+            fig.savefig(buf, format=fmt, dpi=DPI, metadata=metadata)
+            out[f"{stem}.{fmt}"] = buf.getvalue()
+    return out
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _combo_label(combo: tuple) -> str:
+    return ", ".join(format_value(v) for v in combo) or "all runs"
+
+
+def _x_axis(ax: Axes, key: str | None, values: list[Any]) -> dict[Any, float]:
+    """Map swept values to x positions: numeric axis (log when spanning > 2 decades) or
+    categories."""
+    ax.set_xlabel(key or "")
+    if key and values and all(_is_number(v) for v in values):
+        positive = [v for v in values if v > 0]
+        if len(positive) == len(values) and max(values) / min(values) > 100:
+            ax.set_xscale("log")
+        return {v: float(v) for v in values}
+    ordered = sorted(values, key=sort_key)
+    names = [format_value(v) for v in ordered] if key else ["all runs"]
+    ax.set_xticks(range(len(ordered)), names)
+    return {v: float(i) for i, v in enumerate(ordered)}
+
+
+def _x(row: dict[str, Any], keys: list[str]) -> Any:
+    return combo_of(row, keys)[0] if keys else None
+
+
+def plot_ablation(table: AblationTable) -> dict[str, bytes]:
+    """Each metric vs the first swept key, mean ± std over seeds, one line per dataset and
+    value of the other swept keys; references (same metric) as crosses."""
+    with matplotlib.rc_context(RC):
+        fig = Figure(figsize=(4.2 * len(table.metrics), 3.4), layout="constrained")
+        axes = fig.subplots(1, len(table.metrics), squeeze=False)[0]
+        x_key = table.keys[0] if table.keys else None
+        xs = list(dict.fromkeys(c[0] if c else None for c in table.combos))
+        for ax, metric in zip(axes, table.metrics):
+            position = _x_axis(ax, x_key, xs)
+            rows = table.rows[table.rows["metric"] == metric].to_dict("records")
+            series: dict[tuple, list[dict[str, Any]]] = {}
+            for row in rows:
+                combo = combo_of(row, table.keys)
+                series.setdefault((row["dataset"], combo[1:]), []).append(row)
+            for i, ((dataset, rest), points) in enumerate(series.items()):
+                done = [p for p in points if p["n"] > 0]
+                if not done:  # all failed or unfinished: the table counts them
+                    continue
+                name = ", ".join(
+                    filter(
+                        None,
+                        [
+                            dataset if len(table.datasets) > 1 else "",
+                            _combo_label(rest) if rest else "",
+                        ],
+                    )
+                )
+                ax.errorbar(
+                    [position[_x(p, table.keys)] for p in done],
+                    [p["mean"] for p in done],
+                    yerr=[0.0 if p["n"] < 2 else p["std"] for p in done],
+                    marker="o",
+                    capsize=3,
+                    color=f"C{i}",
+                    label=name or None,
+                )
+                refs = [p for p in points if p["ref_metric"] == metric]
+                if refs:
+                    ax.scatter(
+                        [position[_x(p, table.keys)] for p in refs],
+                        [p["ref_value"] for p in refs],
+                        marker="x",
+                        color=f"C{i}",
+                        label=f"reference ({refs[0]['ref_metric']})",
+                    )
+            ax.set_ylabel(label(metric))
+            ax.grid(alpha=0.3)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(title=", ".join(table.keys[1:]) or None, fontsize=7)
+        fig.suptitle(f"SCE ablation: mean ± std over seeds ({', '.join(table.datasets)})")
+        return render(fig, "ablation")
+
+
+def plot_curves(sweeps: Sweeps, table: AblationTable) -> dict[str, bytes]:
+    """kNN top-1 and loss vs epoch, one line per swept value (mean over the completed seeds,
+    band = ± std), one row of panels per dataset."""
+    curves, keys = sweeps.curves, table.keys
+    metrics = [m for m in CURVE_METRICS if m in curves.columns] or ["loss"]
+    done = sweeps.runs[sweeps.runs["status"] == "completed"].to_dict("records")
+    cmap = matplotlib.colormaps["viridis"]
+    with matplotlib.rc_context(RC):
+        fig = Figure(figsize=(4.2 * len(metrics), 3.2 * len(table.datasets)), layout="constrained")
+        axes = fig.subplots(len(table.datasets), len(metrics), squeeze=False)
+        for r, dataset in enumerate(table.datasets):
+            for c, metric in enumerate(metrics):
+                ax = axes[r][c]
+                for i, combo in enumerate(table.combos):
+                    ids = [
+                        run["run_id"]
+                        for run in done
+                        if run["dataset"] == dataset and combo_of(run, keys) == combo
+                    ]
+                    part = curves[curves["run_id"].isin(ids)].dropna(subset=[metric])
+                    if part.empty:
+                        continue
+                    stats = part.groupby("epoch")[metric].agg(["mean", "std"]).sort_index()
+                    color = cmap(0.9 * i / max(len(table.combos) - 1, 1))
+                    ax.plot(
+                        stats.index,
+                        stats["mean"],
+                        marker=".",
+                        color=color,
+                        label=_combo_label(combo),
+                    )
+                    band = stats.dropna()
+                    if not band.empty:
+                        ax.fill_between(
+                            band.index,
+                            band["mean"] - band["std"],
+                            band["mean"] + band["std"],
+                            color=color,
+                            alpha=0.2,
+                            linewidth=0,
+                        )
+                if not ax.lines:
+                    ax.text(0.5, 0.5, "no completed runs", ha="center", transform=ax.transAxes)
+                ax.set_xlabel("epoch")
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+                ax.set_ylabel(label(metric))
+                ax.set_title(dataset, fontsize=9)
+                ax.grid(alpha=0.3)
+        if axes[0][0].lines:
+            axes[0][0].legend(title=", ".join(keys) or None, fontsize=7)
+        fig.suptitle("Learning curves: mean over seeds (band: ± std)")
+        return render(fig, "curves")

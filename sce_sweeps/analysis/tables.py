@@ -1,0 +1,357 @@
+"""Ablation tables: rows = swept value(s), columns = metric(s) per dataset.
+
+Each cell is the mean ± sample std over the completed runs (seeds) of that row, with n.
+Failed, pruned and unfinished runs are counted in their own columns, never averaged in. The
+best row per dataset (by the first metric) is marked, and reference numbers are shown beside
+the measured ones, with the difference where they measure the same metric.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from sce_sweeps.analysis.collect import UNFINISHED, AnalysisError, Sweeps
+from sce_sweeps.analysis.references import Reference, find_reference
+
+DEFAULT_METRICS = ("knn_top1", "loss")
+LABELS = {
+    "knn_top1": "kNN top-1 (%)",
+    "knn_top1_init": "kNN top-1 at init (%)",
+    "loss": "loss",
+    "wall_time_s": "wall time (s)",
+}
+DECIMALS = {"loss": 3, "wall_time_s": 0, "epochs": 0}
+COUNTS = ("n", "failed", "pruned", "unfinished")
+
+
+def lower_is_better(metric: str) -> bool:
+    """Losses and times are minimised; everything else (accuracies) maximised."""
+    return metric.endswith("loss") or metric.endswith("_s")
+
+
+def label(metric: str) -> str:
+    return LABELS.get(metric, metric)
+
+
+def format_value(value: Any) -> str:
+    """A swept value as a row label: ``0.5``, ``1e+12``, ``multi_crop``."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def sort_key(value: Any) -> tuple[int, Any]:
+    """Orders swept values: numbers numerically, then text, then missing."""
+    if value is None:
+        return (2, "")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return (0, float(value))
+    return (1, str(value))
+
+
+def _none_if_nan(value: Any) -> Any:
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def combo_of(row: dict[str, Any], keys: list[str]) -> tuple:
+    """A run's (or table row's) swept values, missing as None."""
+    return tuple(_none_if_nan(row[k]) for k in keys)
+
+
+@dataclass
+class AblationTable:
+    """An ablation table in long form plus what the renderers need.
+
+    Attributes:
+        keys: the swept keys (the row labels).
+        metrics: the metrics; the first one picks the best row and pairs with references.
+        datasets: the datasets (column groups), in order of appearance.
+        combos: the swept values of each row, sorted.
+        rows: one row per (dataset, swept values, metric): mean, std, n, the counts, best,
+            and the matched reference (ref_metric, ref_value, ref_confirmed, ref_source, diff).
+        references: the references shown, in order of first use.
+    """
+
+    keys: list[str]
+    metrics: list[str]
+    datasets: list[str]
+    combos: list[tuple]
+    rows: pd.DataFrame
+    references: list[Reference] = field(default_factory=list)
+
+
+def _check_metrics(sweeps: Sweeps, metrics: list[str]) -> None:
+    for metric in metrics:
+        if metric not in sweeps.metrics and metric not in DEFAULT_METRICS:
+            found = ", ".join(sweeps.metrics) or "none"
+            raise AnalysisError(f"unknown metric {metric!r}; the runs' result.json have: {found}")
+
+
+def _stats(values: list[float]) -> dict[str, Any]:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    mean = statistics.fmean(values) if values else math.nan
+    std = statistics.stdev(values) if len(values) > 1 else math.nan
+    return {"mean": mean, "std": std, "n": len(values)}
+
+
+def ablation_table(
+    sweeps: Sweeps,
+    metrics: list[str] | None = None,
+    references: list[Reference] | None = None,
+) -> AblationTable:
+    """Aggregate collected runs into an ablation table.
+
+    Args:
+        sweeps: the collected sweeps.
+        metrics: result.json metrics to show; the first picks the best row. Default: kNN top-1
+            and loss.
+        references: reference numbers to show beside the measured ones.
+
+    Raises:
+        AnalysisError: a metric no run reports.
+    """
+    metrics = list(dict.fromkeys(metrics or DEFAULT_METRICS))
+    _check_metrics(sweeps, metrics)
+    keys, runs = sweeps.swept, sweeps.runs
+    datasets = list(dict.fromkeys(runs["dataset"]))
+    groups: dict[tuple[str, tuple], list[dict[str, Any]]] = {}
+    for run in runs.to_dict("records"):
+        combo = combo_of(run, keys)
+        groups.setdefault((run["dataset"], combo), []).append(run)
+    combos = sorted({c for _, c in groups}, key=lambda c: [sort_key(v) for v in c])
+
+    rows, used = [], {}
+    for dataset in datasets:
+        for combo in combos:
+            members = groups.get((dataset, combo))
+            if members:
+                rows += _group_rows(
+                    dataset, dict(zip(keys, combo)), members, metrics, references or [], used
+                )
+    table = pd.DataFrame(rows)
+    _mark_best(table, metrics[0])
+    return AblationTable(keys, metrics, datasets, combos, table, list(used))
+
+
+def _group_rows(
+    dataset: str,
+    values: dict[str, Any],
+    members: list[dict[str, Any]],
+    metrics: list[str],
+    references: list[Reference],
+    used: dict[Reference, None],
+) -> list[dict[str, Any]]:
+    status = Counter(m["status"] for m in members)
+    completed = [m for m in members if m["status"] == "completed"]
+    counts = {
+        "completed": status["completed"],
+        "failed": status["failed"],
+        "pruned": status["pruned"],
+        "unfinished": sum(status[s] for s in UNFINISHED),
+    }
+    ref = find_reference(references, dataset, values, members)
+    if ref:
+        used[ref] = None
+    ref_metric = ref and (ref.metric if ref.metric in metrics else metrics[0])
+    out = []
+    for metric in metrics:
+        row = {"dataset": dataset, **values, "metric": metric}
+        row.update(_stats([_none_if_nan(m.get(metric)) for m in completed]))
+        row.update(counts)
+        row["best"] = False
+        shown = ref is not None and metric == ref_metric
+        row["ref_metric"] = ref.metric if shown else None
+        row["ref_value"] = ref.value if shown else math.nan
+        row["ref_confirmed"] = ref.confirmed if shown else None
+        row["ref_source"] = ref.source if shown else None
+        same = shown and ref.metric == metric
+        row["diff"] = row["mean"] - ref.value if same else math.nan
+        out.append(row)
+    return out
+
+
+def _mark_best(table: pd.DataFrame, metric: str) -> None:
+    if table.empty:
+        return
+    for dataset in dict.fromkeys(table["dataset"]):
+        rows = table[(table["dataset"] == dataset) & (table["metric"] == metric)]
+        rows = rows[rows["n"] > 0]
+        if not rows.empty:
+            means = rows["mean"]
+            best = means.idxmin() if lower_is_better(metric) else means.idxmax()
+            table.loc[best, "best"] = True
+
+
+def to_csv(table: AblationTable) -> str:
+    """The long-form table as CSV (full precision)."""
+    return table.rows.to_csv(index=False, lineterminator="\n")
+
+
+# --- Markdown and LaTeX share one grid of cells -------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Style:
+    pm: str
+    bold: Callable[[str], str]
+    escape: Callable[[str], str]
+
+
+MARKDOWN = _Style(" ± ", lambda s: f"**{s}**", lambda s: s.replace("|", "\\|"))
+_LATEX_SPECIAL = {c: "\\" + c for c in "&%$#_{}"}
+LATEX = _Style(
+    r" \pm ",
+    lambda s: rf"\mathbf{{{s}}}",
+    lambda s: "".join(_LATEX_SPECIAL.get(c, c) for c in s).replace("–", "--"),
+)
+
+
+def _columns(table: AblationTable, dataset: str) -> list[str]:
+    rows = table.rows[table.rows["dataset"] == dataset]
+    cols = [*table.metrics, "n", "failed"]
+    if rows["pruned"].sum() > 0:
+        cols.append("pruned")
+    cols.append("unfinished")
+    if rows["ref_value"].notna().any():
+        cols += ["ref", "diff"]
+    return cols
+
+
+def _stat_cell(row: dict[str, Any] | None, metric: str, style: _Style, math_mode: bool) -> str:
+    if row is None or row["n"] == 0:
+        return "–" if not math_mode else "--"
+    decimals = DECIMALS.get(metric, 2)
+    text = f"{row['mean']:.{decimals}f}"
+    if row["n"] > 1:
+        text += f"{style.pm}{row['std']:.{decimals}f}"
+    if math_mode:
+        text = style.bold(text) if row["best"] else text
+        return f"${text}$"
+    return style.bold(text) if row["best"] else text
+
+
+def _grid(table: AblationTable, style: _Style, math_mode: bool) -> tuple[list, list, list]:
+    """(column groups [(dataset, columns)], header labels, body rows of cell text)."""
+    groups = [(d, _columns(table, d)) for d in table.datasets]
+    rows = table.rows
+    index: dict[tuple, dict[str, Any]] = {}
+    for row in rows.to_dict("records"):
+        combo = combo_of(row, table.keys)
+        index[(row["dataset"], combo, row["metric"])] = row
+
+    header = [style.escape(k) for k in table.keys] or ["runs"]
+    for _, cols in groups:
+        header += [style.escape(label(c) if c in table.metrics else c) for c in cols]
+    body = []
+    for combo in table.combos:
+        cells = [style.escape(format_value(v)) for v in combo] or ["all"]
+        for dataset, cols in groups:
+            first = index.get((dataset, combo, table.metrics[0]))
+            for col in cols:
+                cells.append(_cell(index, dataset, combo, first, col, table, style, math_mode))
+        body.append(cells)
+    return groups, header, body
+
+
+def _cell(
+    index: dict[tuple, dict[str, Any]],
+    dataset: str,
+    combo: tuple,
+    first: dict[str, Any] | None,
+    col: str,
+    table: AblationTable,
+    style: _Style,
+    math_mode: bool,
+) -> str:
+    dash = "--" if math_mode else "–"
+    if col in table.metrics:
+        return _stat_cell(index.get((dataset, combo, col)), col, style, math_mode)
+    if first is None:
+        return ""
+    if col in COUNTS:
+        return str(int(first["completed" if col == "n" else col]))
+    ref = next((r for m in table.metrics if (r := index[(dataset, combo, m)])["ref_metric"]), None)
+    if ref is None:
+        return dash
+    if col == "ref":
+        return f"{ref['ref_value']:.2f}" + ("" if ref["ref_confirmed"] else "?")
+    if math.isnan(ref["diff"]):
+        return dash
+    text = f"{ref['diff']:+.2f}"
+    return f"${text}$" if math_mode else text
+
+
+def _notes(table: AblationTable) -> list[str]:
+    primary = label(table.metrics[0])
+    notes = [
+        "Mean ± sample std over seeds; n = completed runs, the only ones averaged. "
+        "Failed, pruned and unfinished (running, pending or killed) runs are counted, "
+        f"never averaged in. Bold: best {primary} per dataset "
+        f"({'lowest' if lower_is_better(table.metrics[0]) else 'highest'}).",
+        f"Datasets: {', '.join(table.datasets)}.",
+    ]
+    for ref in table.references:
+        flag = "confirmed" if ref.confirmed else "UNCONFIRMED (marked ?)"
+        notes.append(
+            f"ref ({ref.dataset}, {ref.key}={ref.key_value}): {ref.metric} {ref.value:g}, "
+            f"{ref.setting}; {ref.source}; {flag}."
+        )
+    if table.references:
+        notes.append("diff = measured − ref, only where both are the same metric.")
+    return notes
+
+
+def to_markdown(table: AblationTable) -> str:
+    """The table as GitHub Markdown, with its notes below it."""
+    groups, header, body = _grid(table, MARKDOWN, math_mode=False)
+    if len(groups) > 1:  # prefix the dataset to its columns
+        nkeys = max(len(table.keys), 1)
+        prefixed, i = header[:nkeys], nkeys
+        for dataset, cols in groups:
+            prefixed += [f"{dataset}: {h}" for h in header[i : i + len(cols)]]
+            i += len(cols)
+        header = prefixed
+    widths = [max(3, *(len(r[i]) for r in [header, *body])) for i in range(len(header))]
+    nkeys = max(len(table.keys), 1)
+
+    def line(cells: list[str]) -> str:
+        padded = [
+            c.ljust(w) if i < nkeys else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = ["-" * w if i < nkeys else "-" * (w - 1) + ":" for i, w in enumerate(widths)]
+    lines = [line(header), line(rule)]
+    lines += [line(r) for r in body]
+    return "\n".join(lines) + "\n\n" + "\n".join(_notes(table)) + "\n"
+
+
+def to_latex(table: AblationTable) -> str:
+    """The table as a booktabs ``tabular`` (needs ``\\usepackage{booktabs}``), notes as
+    comments above it."""
+    groups, header, body = _grid(table, LATEX, math_mode=True)
+    nkeys = max(len(table.keys), 1)
+    spec = "l" * nkeys + "".join("r" * len(cols) for _, cols in groups)
+    lines = [f"% {note}" for note in _notes(table)]
+    lines += [rf"\begin{{tabular}}{{{spec}}}", r"\toprule"]
+    if len(groups) > 1:
+        spans, rules, start = [""] * nkeys, [], nkeys + 1
+        for dataset, cols in groups:
+            spans.append(rf"\multicolumn{{{len(cols)}}}{{c}}{{{LATEX.escape(dataset)}}}")
+            rules.append(rf"\cmidrule(lr){{{start}-{start + len(cols) - 1}}}")
+            start += len(cols)
+        lines += [" & ".join(spans) + r" \\", " ".join(rules)]
+    header = [h.replace("n", "$n$") if h == "n" else h for h in header]
+    lines += [" & ".join(header) + r" \\", r"\midrule"]
+    lines += [" & ".join(row) + r" \\" for row in body]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,219 @@
+"""Ablation tables from real tiny sweeps: values, partial sweeps, manifests, references,
+several sweeps at once."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+from sce_sweeps.analysis import ablation_table, collect
+from sce_sweeps.analysis.cli import collect_main, table_main
+from tests.analysis.helpers import copy_sweep, run_script
+from tests.helpers import TINY, read_json
+
+pytestmark = pytest.mark.slow
+
+
+def _override(result: dict, key: str, default: float | None = None) -> float | None:
+    """A swept value from the run's own result.json overrides."""
+    for item in result["overrides"]:
+        if item.startswith(f"{key}="):
+            return float(item.split("=", 1)[1])
+    return default
+
+
+def _results_by_coeff(sweep: Path) -> dict[float, list[dict]]:
+    by_coeff: dict[float, list[dict]] = {}
+    for path in sorted(sweep.glob("*/result.json")):
+        result = read_json(path)
+        by_coeff.setdefault(_override(result, "loss.coeff"), []).append(result)
+    return by_coeff
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _markdown_row(markdown: str, first_cells: list[str]) -> list[str]:
+    for line in markdown.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[: len(first_cells)] == first_cells:
+            return cells
+    raise AssertionError(f"no row {first_cells} in\n{markdown}")
+
+
+def test_table_is_mean_and_std_of_the_runs_result_json(tiny_sweep, tmp_path):
+    out = tmp_path / "out"
+    proc = run_script("ablation_table", tiny_sweep, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    markdown = (out / "ablation.md").read_text()
+    assert proc.stdout == markdown
+    latex = (out / "ablation.tex").read_text()
+    rows = {(float(r["loss.coeff"]), r["metric"]): r for r in _csv(out / "ablation.csv")}
+
+    expected = _results_by_coeff(tiny_sweep)
+    assert sorted(expected) == [0.0, 1.0]
+    means = {}
+    for coeff, runs in expected.items():
+        assert len(runs) == 2 and {r["status"] for r in runs} == {"completed"}
+        for metric in ("knn_top1", "loss"):
+            values = [r[metric] for r in runs]
+            row = rows[(coeff, metric)]
+            assert float(row["mean"]) == pytest.approx(statistics.mean(values), rel=1e-12)
+            assert float(row["std"]) == pytest.approx(statistics.stdev(values), rel=1e-12)
+            assert (row["n"], row["failed"], row["unfinished"]) == ("2", "0", "0")
+        knn = [r["knn_top1"] for r in runs]
+        means[coeff] = statistics.mean(knn)
+        cell = f"{statistics.mean(knn):.2f} ± {statistics.stdev(knn):.2f}"
+        assert cell in _markdown_row(markdown, [f"{coeff:g}"])[1]
+        assert f"{statistics.mean(knn):.2f} \\pm {statistics.stdev(knn):.2f}" in latex
+
+    best = max(means, key=means.get)
+    assert rows[(best, "knn_top1")]["best"] == "True"
+    assert rows[(1 - best, "knn_top1")]["best"] == "False"
+    assert _markdown_row(markdown, [f"{best:g}"])[1].startswith("**")
+    assert not _markdown_row(markdown, [f"{1 - best:g}"])[1].startswith("**")
+    for command in (r"\toprule", r"\midrule", r"\bottomrule", r"\mathbf{"):
+        assert command in latex
+
+
+def test_partial_sweep_shows_failed_and_unfinished_runs(partial_sweep, tmp_path):
+    failed = read_json(partial_sweep / "4" / "result.json")
+    assert failed["status"] == "failed" and "nan" in failed["reason"].lower()
+    assert not (partial_sweep / "3" / "result.json").exists()
+
+    out = tmp_path / "out"
+    proc = run_script("ablation_table", partial_sweep, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    rows = {
+        (float(r["loss.coeff"]), float(r["optim.lr"]), r["metric"]): r
+        for r in _csv(out / "ablation.csv")
+    }
+    counts = {k[:2]: (r["n"], r["failed"], r["unfinished"]) for k, r in rows.items()}
+    assert counts == {
+        (0.0, 0.06): ("2", "0", "0"),
+        (1.0, 0.06): ("1", "0", "1"),  # run 3 has no result.json yet
+        (1.0, 1e12): ("0", "1", "0"),  # NaN loss
+    }
+    survivor = read_json(partial_sweep / "2" / "result.json")
+    assert float(rows[(1.0, 0.06, "knn_top1")]["mean"]) == survivor["knn_top1"]
+    assert rows[(1.0, 0.06, "knn_top1")]["std"] == ""  # one run: no std
+    assert rows[(1.0, 1e12, "knn_top1")]["mean"] == ""  # nothing averaged
+
+    markdown = (out / "ablation.md").read_text()
+    header = _markdown_row(markdown, ["loss.coeff", "optim.lr"])
+    failed_row = dict(zip(header, _markdown_row(markdown, ["1", "1e+12"])))
+    assert failed_row["failed"] == "1" and failed_row["n"] == "0"
+    assert failed_row["kNN top-1 (%)"] == "–"
+    running_row = dict(zip(header, _markdown_row(markdown, ["1", "0.06"])))
+    assert running_row["unfinished"] == "1" and running_row["n"] == "1"
+
+
+def test_manifest_states_and_jobs_not_started(partial_sweep, tmp_path):
+    sweep = copy_sweep(partial_sweep, tmp_path / "sweep")
+    manifest = json.loads((sweep / "manifest.json").read_text())  # the launcher's own
+    assert [j["state"] for j in manifest["jobs"]] == ["completed"] * 4
+    manifest["jobs"][3]["state"] = "running"
+    pending = [*TINY, "tracker=none", "loss.coeff=0", "seed=5"]
+    manifest["jobs"].append({"num": 5, "overrides": pending, "run_dir": "5", "state": "pending"})
+    (sweep / "manifest.json").write_text(json.dumps(manifest))
+
+    sweeps = collect([sweep])
+    status = dict(zip(sweeps.runs["run"], sweeps.runs["status"]))
+    assert status == {
+        "0": "completed",
+        "1": "completed",
+        "2": "completed",
+        "3": "running",
+        "4": "failed",
+        "5": "pending",
+    }
+    rows = ablation_table(sweeps, ["knn_top1"]).rows
+    counts = {
+        (r["loss.coeff"], r["optim.lr"]): (r["n"], r["failed"], r["unfinished"])
+        for r in rows.to_dict("records")
+    }
+    assert counts == {(0.0, 0.06): (2, 0, 1), (1.0, 0.06): (1, 0, 1), (1.0, 1e12): (0, 1, 0)}
+
+
+def test_references_shown_beside_measured_with_difference(tiny_sweep, tmp_path):
+    references = tmp_path / "refs.csv"
+    references.write_text(
+        "dataset,method,setting,key,key_value,conditions,metric,value,source,confirmed\n"
+        "fashion_mnist,SCE,test,loss.coeff,0,trainer.epochs=2,knn_top1,40.0,a test,true\n"
+        "fashion_mnist,SCE,test,loss.coeff,1,,linear_top1,70.5,a note,false\n"
+        "fashion_mnist,SCE,test,loss.coeff,1,trainer.epochs=999,knn_top1,1.0,never,true\n"
+    )
+    out = tmp_path / "out"
+    assert table_main([str(tiny_sweep), "--out", str(out), "--references", str(references)]) == 0
+    rows = {(float(r["loss.coeff"]), r["metric"]): r for r in _csv(out / "ablation.csv")}
+    mean0 = statistics.mean(r["knn_top1"] for r in _results_by_coeff(tiny_sweep)[0.0])
+    assert float(rows[(0.0, "knn_top1")]["ref_value"]) == 40.0
+    assert float(rows[(0.0, "knn_top1")]["diff"]) == pytest.approx(mean0 - 40.0)
+    # another metric (linear vs kNN): shown, not differenced; a failed condition: not shown
+    assert rows[(1.0, "knn_top1")]["ref_metric"] == "linear_top1"
+    assert rows[(1.0, "knn_top1")]["diff"] == ""
+
+    markdown = (out / "ablation.md").read_text()
+    header = _markdown_row(markdown, ["loss.coeff"])
+    row0 = dict(zip(header, _markdown_row(markdown, ["0"])))
+    row1 = dict(zip(header, _markdown_row(markdown, ["1"])))
+    assert (row0["ref"], row0["diff"]) == ("40.00", f"{mean0 - 40.0:+.2f}")
+    assert (row1["ref"], row1["diff"]) == ("70.50?", "–")
+    assert "UNCONFIRMED" in markdown and "a note" in markdown
+
+
+def test_several_sweeps_give_one_column_group_per_dataset(tiny_sweep, cifar_sweep, tmp_path):
+    out = tmp_path / "out"
+    assert table_main([str(tiny_sweep), str(cifar_sweep), "--out", str(out)]) == 0
+    rows = {
+        (r["dataset"], float(r["loss.coeff"]), r["metric"]): r for r in _csv(out / "ablation.csv")
+    }
+    for dataset, sweep in (("fashion_mnist", tiny_sweep), ("cifar10", cifar_sweep)):
+        for coeff, runs in _results_by_coeff(sweep).items():
+            mean = statistics.mean(r["knn_top1"] for r in runs)
+            row = rows[(dataset, coeff, "knn_top1")]
+            assert float(row["mean"]) == pytest.approx(mean) and int(row["n"]) == len(runs)
+    markdown = (out / "ablation.md").read_text()
+    header = _markdown_row(markdown, ["loss.coeff"])
+    assert "fashion_mnist: kNN top-1 (%)" in header and "cifar10: kNN top-1 (%)" in header
+    assert markdown.count("**") == 4  # one best cell per dataset
+    latex = (out / "ablation.tex").read_text()
+    assert r"\multicolumn{5}{c}{fashion\_mnist}" in latex and r"\cmidrule(lr)" in latex
+
+    # several sweeps need --out: nothing is written into one of them by surprise
+    assert table_main([str(tiny_sweep), str(cifar_sweep)]) == 1
+    assert not (tiny_sweep / "analysis").exists() and not (cifar_sweep / "analysis").exists()
+
+
+def test_collect_writes_tidy_runs_and_curves(partial_sweep, tmp_path):
+    out = tmp_path / "out"
+    assert collect_main([str(partial_sweep), "--out", str(out)]) == 0
+    runs = {r["run"]: r for r in _csv(out / "runs.csv")}
+    assert sorted(runs) == ["0", "1", "2", "3", "4"]
+    assert [runs[k]["status"] for k in sorted(runs)] == [
+        "completed",
+        "completed",
+        "completed",
+        "unfinished",
+        "failed",
+    ]
+    for name in ("0", "1", "2"):
+        result = read_json(partial_sweep / name / "result.json")
+        assert float(runs[name]["knn_top1"]) == result["knn_top1"]
+        assert float(runs[name]["loss.coeff"]) == _override(result, "loss.coeff")
+        assert runs[name]["config_hash"] == result["config_hash"]
+    assert runs["4"]["reason"].startswith("NonFiniteLossError")
+    assert runs["0"]["dataset"] == "fashion_mnist" and runs["0"]["model.width"] == "4"
+
+    curves = _csv(out / "curves.csv")
+    epochs = {(r["run"], r["epoch"]) for r in curves}
+    assert epochs == {(run, e) for run in ("0", "1", "2", "3") for e in ("1", "2")}
+    first = next(r for r in curves if (r["run"], r["epoch"]) == ("0", "2"))
+    last_line = (partial_sweep / "0" / "metrics.jsonl").read_text().splitlines()[-1]
+    assert float(first["knn_top1"]) == json.loads(last_line)["knn_top1"]
