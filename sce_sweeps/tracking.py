@@ -1,12 +1,63 @@
-"""Experiment tracking interface. ``tracker=none`` gives :class:`NullTracker`."""
+"""Experiment tracking: one Aim run per training run, gathered safely into one repo per sweep.
+
+``tracker=none`` gives :class:`NullTracker`; ``tracker=aim`` gives :class:`AimTracker`.
+
+Many SLURM jobs writing into one Aim repo on a shared filesystem corrupt it (aim issues 2109,
+2279, 2869): the repo's SQLite file, its index and its locks are shared by every writer. So no
+job ever writes the shared repo while it trains:
+
+* each run writes its Aim run into a private repo in its own run dir (``<run dir>/aim``), a
+  repo with exactly one writer, next to the checkpoint that stores the run's hash;
+* the run is copied (Aim's ``Repo.copy_runs``, what ``aim runs cp`` does) into the sweep's repo
+  (``<sweep dir>/aim``; ``sweeps/runs/aim`` for single runs; ``tracker.repo`` overrides) under
+  an exclusive POSIX lock on ``<repo>/merge.lock``: when the run ends, and while it trains at
+  most every ``tracker.sync_interval_s`` seconds, so the sweep can be watched live.
+
+A resumed or requeued run reopens the same Aim run (hash from the checkpoint) in its private
+repo. Aim keys a metric's values by step, so the steps of a partial epoch that are re-tracked
+after a resume replace the ones tracked before the crash: each step is stored once. A tracking
+failure of any kind is one warning; training goes on.
+
+Reading a sweep: ``aim up --repo <sweep dir>/aim``. ``python -m sce_sweeps.tracking merge
+<sweep dir>`` merges (again) every run dir's private repo into the sweep's, e.g. after a job was
+killed between two merges.
+"""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import errno
+import fcntl
+import gc
+import io
+import json
+import logging
+import os
+import random
+import shutil
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+RUN_REPO = "aim"  # a run's private repo, inside its run dir
+SWEEP_REPO = "aim"  # the shared repo, inside the sweep dir
+SINGLE_RUNS_REPO = Path("sweeps") / "runs" / "aim"  # shared repo of single runs, from the cwd
+LOCK_FILE = "merge.lock"
+SYSTEM_INTERVAL_S = 10  # seconds between two samples of Aim's system metrics
+MERGE_TIMEOUT_S = 600.0  # longest wait for the shared repo's lock when a run ends
+LIVE_MERGE_TIMEOUT_S = 30.0  # ... while it trains (the next live merge retries)
+MERGE_TIME_SHARE = 20  # live merges are spaced by at least 20 times what the last one took
+
+
+class TrackingError(RuntimeError):
+    """Tracking failed; the run goes on without it."""
 
 
 class NullTracker:
@@ -26,8 +77,481 @@ class NullTracker:
         """Finish the run with status completed / failed / pruned / interrupted."""
 
 
+class AimTracker(NullTracker):
+    """Tracks one training run as one Aim run (see the module docstring for the layout).
+
+    Args:
+        run_repo: the run's private Aim repo (``<run dir>/aim``).
+        shared_repo: the repo the run is merged into; None keeps it in ``run_repo`` only.
+        run_hash: the Aim run to continue (from the checkpoint), or None for a new one.
+        params: the run's parameters (nested dicts of plain values).
+        experiment: Aim experiment name (the sweep name).
+        name: Aim run name.
+        system_metrics: also track Aim's CPU, memory, disk and GPU usage.
+        images: track :meth:`log_images` (off: it does nothing).
+        sync_interval_s: merge into ``shared_repo`` while training at most this often (None:
+            only when the run ends), and never spending more than 1/:data:`MERGE_TIME_SHARE`
+            of the time merging (a merge copies the whole run; 0: as often as that allows).
+
+    Raises:
+        Exception: whatever Aim raises when the run cannot be opened in ``run_repo``;
+            :func:`make_tracker` turns it into a warning.
+    """
+
+    def __init__(
+        self,
+        run_repo: Path,
+        shared_repo: Path | None,
+        run_hash: str | None,
+        params: dict[str, Any],
+        experiment: str,
+        name: str,
+        *,
+        system_metrics: bool = True,
+        images: bool = True,
+        sync_interval_s: float | None = 300.0,
+    ) -> None:
+        self.run_repo = run_repo
+        self.shared_repo = shared_repo
+        self.images = images
+        self.system_metrics = system_metrics
+        self.sync_interval_s = sync_interval_s
+        self._warned: set[str] = set()
+        self._run: Any = None  # aim.Run while open
+        self._next_merge = time.monotonic() + (sync_interval_s or 0.0)
+        self._open(run_hash, experiment)
+        self._run["status"] = "running"
+        for key, value in params.items():
+            self._run[key] = value
+        self._run.name = name
+
+    # -- the tracker interface ------------------------------------------------------------
+
+    def log(
+        self, metrics: dict[str, float], step: int, epoch: int, context: dict[str, str]
+    ) -> None:
+        if self._run is None:
+            return
+        try:
+            values = {k: float(v) for k, v in metrics.items() if v is not None}
+            self._run.track(values, step=step, epoch=epoch, context=context)
+        except Exception as e:
+            self._disable("track metrics", e)
+            return
+        if self.sync_interval_s is not None and time.monotonic() >= self._next_merge:
+            self._merge(final=False)
+
+    def log_images(self, name: str, images: torch.Tensor, step: int) -> None:
+        if self._run is None or not self.images:
+            return
+        try:
+            from aim import Image
+
+            x = images.detach().float().cpu()
+            lo = x.amin(dim=(1, 2, 3), keepdim=True)
+            hi = x.amax(dim=(1, 2, 3), keepdim=True)
+            x = ((x - lo) / (hi - lo).clamp_min(1e-8) * 255).round().to(torch.uint8)
+            pictures = [
+                Image(img.permute(1, 2, 0).numpy(), caption=str(i)) for i, img in enumerate(x)
+            ]
+            self._run.track(pictures, name=name, step=step, context={"subset": "train"})
+        except Exception as e:
+            self._disable("track images", e)
+
+    def close(self, status: str) -> None:
+        if self._run is not None:
+            try:
+                self._run["status"] = status
+            except Exception as e:
+                self._disable("record the status", e)
+        self._merge(final=True)
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _open(self, run_hash: str | None, experiment: str | None = None) -> None:
+        """Open (or create) the run in the private repo; it holds Aim's run lock while open."""
+        from aim import Run
+
+        if run_hash is None:  # an attempt killed before its first checkpoint left its run here
+            run_hash = only_run(self.run_repo)
+        if run_hash is not None and not run_in_repo(self.run_repo, run_hash):
+            self._warn(
+                "lost",
+                f"Aim run {run_hash} is not in {self.run_repo}; tracking into a new Aim run",
+            )
+            run_hash = None
+        # a process that was killed left Aim's lock on the run: it is ours, take it over
+        stale = run_hash is not None and run_locked(self.run_repo, run_hash)
+        with _captured("aim.sdk.lock_manager"):  # force_resume warns of the lock a crash left
+            self._run = Run(
+                run_hash,
+                repo=str(self.run_repo),
+                experiment=experiment,
+                force_resume=stale,
+                system_tracking_interval=SYSTEM_INTERVAL_S if self.system_metrics else None,
+                log_system_params=False,  # it would copy the environment, secrets included
+                capture_terminal_logs=False,
+            )
+        self.run_hash = self._run.hash
+
+    def _close_run(self) -> None:
+        run, self._run = self._run, None
+        if run is not None:
+            run.close()  # its databases close as the last reference goes
+
+    def _merge(self, final: bool) -> None:
+        """Copy the run into the shared repo; the run is closed meanwhile (Aim copies only
+        closed runs) and reopened after a live merge."""
+        if self.run_hash is None:
+            return
+        start = time.monotonic()
+        open_before = self._run is not None
+        try:
+            self._close_run()
+        except Exception as e:
+            self._disable("close the Aim run", e)
+        if self.shared_repo is not None:
+            timeout = MERGE_TIMEOUT_S if final else LIVE_MERGE_TIMEOUT_S
+            try:
+                merge_run(self.run_repo, self.run_hash, self.shared_repo, timeout, live=not final)
+            except Exception as e:
+                self._warn(
+                    "merge",
+                    f"could not merge Aim run {self.run_hash} into {self.shared_repo} ({e}); it "
+                    f"is complete in {self.run_repo}: merge it later with `python -m "
+                    f"sce_sweeps.tracking merge <sweep dir> --repo {self.shared_repo}`",
+                )
+        now = time.monotonic()
+        self._next_merge = now + max(self.sync_interval_s or 0.0, MERGE_TIME_SHARE * (now - start))
+        if open_before and not final:
+            try:
+                self._open(self.run_hash)
+            except Exception as e:
+                self._disable("reopen the Aim run", e)
+
+    def _disable(self, what: str, error: Exception) -> None:
+        self._warn(
+            "disabled",
+            f"could not {what} ({type(error).__name__}: {error}); "
+            "tracking is off for the rest of this run, training goes on",
+        )
+        with contextlib.suppress(Exception):
+            self._close_run()
+        self._run = None
+
+    def _warn(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning("tracking: %s", message)
+
+
+# -- the shared repo ----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, timeout: float) -> Iterator[None]:
+    """Hold an exclusive POSIX record lock on ``path`` (created if missing).
+
+    POSIX locks (``fcntl``) are honoured across the clients of NFS (v3 through lockd, v4
+    natively) and of Lustre/GPFS mounted with locking on, and the kernel or lock server drops
+    them when their holder dies, so a killed job never leaves the repo locked.
+
+    Raises:
+        TimeoutError: the lock was not free within ``timeout`` seconds.
+    """
+    with open(path, "a") as f:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EACCES, errno.EAGAIN):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"{path} stayed locked for {timeout:.0f} s") from None
+                time.sleep(0.05 + 0.1 * random.random())
+        try:
+            yield
+        finally:
+            fcntl.lockf(f, fcntl.LOCK_UN)
+
+
+def merge_run(
+    run_repo: Path, run_hash: str, shared_repo: Path, timeout: float, live: bool = False
+) -> None:
+    """Copy a closed run from its private repo into the shared repo, replacing an earlier copy.
+
+    Args:
+        live: the run is still training; it stays marked active in the shared repo.
+
+    Raises:
+        TrackingError: Aim could not copy the run.
+        TimeoutError: the shared repo stayed locked longer than ``timeout`` seconds.
+        OSError: the shared repo cannot be created or locked.
+    """
+    from aim import Repo
+
+    shared_repo.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(shared_repo / LOCK_FILE, timeout):
+        if not Repo.exists(str(shared_repo)):
+            create_repo(shared_repo)
+        source = Repo(str(run_repo))
+        dest = Repo(str(shared_repo))
+        try:
+            for attempt in range(3):  # `aim up` may hold the run's db a moment to optimise it
+                with (
+                    _captured("aim.sdk.repo") as errors,  # copy_runs logs what went wrong
+                    contextlib.redirect_stderr(io.StringIO()),  # and draws a progress bar
+                ):
+                    ok, _ = source.copy_runs([run_hash], dest)
+                if ok:
+                    break
+                gc.collect()  # in case a database of ours is still open, unreferenced
+                time.sleep(0.5 * (attempt + 1))
+            else:
+                raise TrackingError("; ".join(errors) or f"Aim could not copy run {run_hash}")
+            if live:  # copy_runs copied the end time that closing the run set
+                meta = dest.request_tree("meta", run_hash, read_only=False).subtree("meta")
+                meta["chunks", run_hash, "end_time"] = None
+                del meta
+        finally:
+            for repo in (source, dest):  # a sqlite connection per merge would pile up
+                repo.structured_db.session_cls.remove()
+                repo.structured_db.engine.dispose()
+                repo.close()
+
+
+def create_repo(path: Path) -> None:
+    """Create an Aim repo at ``path`` all at once: built aside, then renamed into place, so
+    that an ``aim up`` started meanwhile never sees a half-made one (it would offer to
+    overwrite it, and with ``--yes`` delete it)."""
+    from aim import Repo
+
+    aside = path / f".aim-new-{os.getpid()}"
+    try:
+        repo = Repo(str(aside), init=True)
+        repo.structured_db.engine.dispose()
+        repo.close()
+        del repo
+        os.rename(aside / ".aim", path / ".aim")
+    except OSError:
+        if not Repo.exists(str(path)):  # else someone (`aim up`, `aim init`) just made one
+            raise
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def only_run(run_repo: Path) -> str | None:
+    """The hash of the one run in a run dir's private repo, if it has one."""
+    chunks = run_repo / ".aim" / "meta" / "chunks"
+    hashes = sorted(p.name for p in chunks.iterdir()) if chunks.is_dir() else []
+    return hashes[0] if len(hashes) == 1 else None
+
+
+def run_in_repo(repo: Path, run_hash: str) -> bool:
+    return (repo / ".aim" / "meta" / "chunks" / run_hash).is_dir()
+
+
+def run_locked(repo: Path, run_hash: str) -> bool:
+    return (repo / ".aim" / "locks" / f"{run_hash}.softlock").exists()
+
+
+def merge_sweep(
+    sweep_dir: Path, shared_repo: Path | None = None, force: bool = False
+) -> tuple[list[str], dict[str, str]]:
+    """Merge the private repo of every run dir under ``sweep_dir`` into the shared repo.
+
+    Args:
+        force: also merge runs still locked by Aim, taking the lock over: for runs whose job
+            was killed and will not resume. Never while such a job still trains.
+
+    Returns:
+        The hashes of the runs merged, and why each of the others was not.
+    """
+    from aim import Run
+
+    shared_repo = shared_repo or sweep_dir / SWEEP_REPO
+    merged, skipped = [], {}
+    for aim_dir in sorted(sweep_dir.rglob(f"{RUN_REPO}/.aim")):
+        run_repo = aim_dir.parent
+        if run_repo.resolve() == shared_repo.resolve():
+            continue
+        for chunk in sorted((aim_dir / "meta" / "chunks").glob("*")):
+            run_hash = chunk.name
+            if run_locked(run_repo, run_hash):
+                if not force:
+                    skipped[run_hash] = f"{run_repo}: training, or killed (then use --force)"
+                    continue
+                with _captured("aim.sdk.lock_manager"):
+                    Run(
+                        run_hash,
+                        repo=str(run_repo),
+                        force_resume=True,
+                        system_tracking_interval=None,
+                        capture_terminal_logs=False,
+                    ).close()
+            try:
+                merge_run(run_repo, run_hash, shared_repo, MERGE_TIMEOUT_S)
+                merged.append(run_hash)
+            except Exception as e:
+                skipped[run_hash] = f"{run_repo}: {type(e).__name__}: {e}"
+    return merged, skipped
+
+
+def index_repo(repo: Path) -> None:
+    """Index every run of a repo so that Aim's SDK queries see it (``aim up`` does this itself
+    in the background). Do not run it while ``aim up`` serves the repo."""
+    from aim import Repo
+    from aim.sdk.index_manager import RepoIndexManager
+
+    aim_repo = Repo.from_path(str(repo))
+    manager = RepoIndexManager.get_index_manager(aim_repo)
+    for run_hash in aim_repo.list_all_runs():
+        manager.index(run_hash)
+
+
+# -- building a tracker -------------------------------------------------------------------
+
+
+def shared_repo_path(cfg: DictConfig, run_dir: Path) -> Path:
+    """``tracker.repo`` if set, else ``<sweep dir>/aim`` in a multirun and ``sweeps/runs/aim``
+    (from the directory the app was started in) for a single run."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        base = Path.cwd()
+        default = run_dir.parent / SWEEP_REPO
+    else:
+        hc = HydraConfig.get()
+        base = Path(hc.runtime.cwd)
+        if hc.mode == RunMode.MULTIRUN:
+            default = base / hc.sweep.dir / SWEEP_REPO
+        else:
+            default = base / SINGLE_RUNS_REPO
+    return base / cfg.tracker.repo if cfg.tracker.repo else default
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"loss": {"coeff": 0.5}}`` -> ``{"loss.coeff": 0.5}``."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def run_params(cfg: DictConfig, info: dict[str, Any]) -> dict[str, Any]:
+    """What the Aim run stores as parameters.
+
+    * ``hparams``: the resolved config, nested (group by ``run.hparams.loss.coeff``);
+    * ``swept``: what the command line set (the swept keys among them), flat: ``loss.coeff``
+      or a group's choice such as ``model``;
+    * ``job``: sweep name, job number, overrides, SLURM job id, run dir, git commit, config
+      hash, seed (and whatever else the app reports about the job).
+    """
+    hparams = OmegaConf.to_container(cfg, resolve=True)
+    hparams.pop("hydra", None)
+    hparams = json.loads(json.dumps(hparams, default=str))
+    flat = flatten(hparams)
+    swept = {}
+    for override in info.get("overrides") or []:
+        key, sep, value = override.partition("=")
+        key = key.lstrip("+~")
+        if sep and not key.startswith("hydra."):
+            swept[key] = flat.get(key, value)  # a config group's choice stays its name
+    job = json.loads(json.dumps(info, default=str))
+    return {"hparams": hparams, "swept": swept, "job": job}
+
+
+def run_name(info: dict[str, Any]) -> str:
+    overrides = " ".join(info.get("overrides") or [])
+    num = info.get("job_num")
+    head = f"{info.get('sweep_name')} #{num}" if num is not None else str(info.get("sweep_name"))
+    return f"{head} {overrides}".strip()[:200]
+
+
 def make_tracker(
     cfg: DictConfig, run_dir: Path, run_hash: str | None, info: dict[str, Any]
 ) -> NullTracker:
-    """The tracker chosen by ``cfg.tracker.name``; ``run_hash`` continues an earlier run."""
-    return NullTracker()
+    """The tracker chosen by ``cfg.tracker.name``; ``run_hash`` continues an earlier run.
+
+    Never raises: if Aim cannot track this run, it says so once and returns a tracker that
+    does nothing (keeping ``run_hash``, so a later resume can still continue the Aim run).
+    """
+    if cfg.tracker.name != "aim":
+        return NullTracker()
+    logging.getLogger("aim").setLevel(logging.WARNING)  # Aim logs every reporter thread at INFO
+    try:
+        return AimTracker(
+            Path(run_dir) / RUN_REPO,
+            shared_repo_path(cfg, Path(run_dir)),
+            run_hash,
+            run_params(cfg, info),
+            experiment=str(info.get("sweep_name") or cfg.sweep_name),
+            name=run_name(info),
+            system_metrics=cfg.tracker.system_metrics,
+            images=cfg.tracker.log_images,
+            sync_interval_s=OmegaConf.select(cfg, "tracker.sync_interval_s", default=300.0),
+        )
+    except Exception as e:
+        log.warning(
+            "tracking: Aim cannot track this run (%s: %s); training goes on without tracking",
+            type(e).__name__,
+            e,
+        )
+        null = NullTracker()
+        null.run_hash = run_hash
+        return null
+
+
+@contextlib.contextmanager
+def _captured(logger: str) -> Iterator[list[str]]:
+    """Keep the messages of an Aim logger out of the job's log; yields them as a list."""
+    messages: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    target = logging.getLogger(logger)
+    handler, propagate = Keep(), target.propagate
+    target.addHandler(handler)
+    target.propagate = False
+    try:
+        yield messages
+    finally:
+        target.removeHandler(handler)
+        target.propagate = propagate
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m sce_sweeps.tracking merge SWEEP_DIR [--repo REPO] [--force] [--index]``."""
+    parser = argparse.ArgumentParser(prog="python -m sce_sweeps.tracking")
+    sub = parser.add_subparsers(dest="command", required=True)
+    merge = sub.add_parser("merge", help="merge every run dir's Aim repo into the sweep's")
+    merge.add_argument("sweep_dir", type=Path)
+    merge.add_argument("--repo", type=Path, help="the shared repo (default: SWEEP_DIR/aim)")
+    merge.add_argument(
+        "--force", action="store_true", help="also runs a killed job left locked (none running)"
+    )
+    merge.add_argument(
+        "--index", action="store_true", help="then index it for Aim's SDK (not while aim up runs)"
+    )
+    args = parser.parse_args(argv)
+    repo = args.repo or args.sweep_dir / SWEEP_REPO
+    merged, skipped = merge_sweep(args.sweep_dir, repo, force=args.force)
+    if args.index:
+        index_repo(repo)
+    print(f"merged {len(merged)} runs into {repo}")
+    for run_hash, why in skipped.items():
+        print(f"not merged: {run_hash} ({why})")
+    if skipped:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

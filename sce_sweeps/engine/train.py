@@ -308,7 +308,7 @@ def train(
                         coeff=cfg.loss.coeff, temp=cfg.loss.temp, temp_m=cfg.loss.temp_m
                     )
                     train_metrics.update(sce_diagnostics(terms))
-                    tracker.log(train_metrics, step, epoch, {"subset": "train"})
+                    tracker.log(train_metrics, step, epoch + 1, {"subset": "train"})
                 if stop.pending:
                     save(epoch, step_in_epoch)
                     stop.serve()
@@ -324,10 +324,11 @@ def train(
             history.append(row)
             with metrics_path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
-            epoch_metrics = {k: v for k, v in row.items() if k in ("loss", "knn_top1")}
-            tracker.log(
-                epoch_metrics, (epoch + 1) * steps_per_epoch, epoch + 1, {"subset": "epoch"}
-            )
+            # at the step that ends the epoch: the epoch's mean train loss, and kNN top-1 apart
+            end_step = (epoch + 1) * steps_per_epoch
+            tracker.log({"loss_epoch": row["loss"]}, end_step, epoch + 1, {"subset": "train"})
+            if "knn_top1" in row:
+                tracker.log({"knn_top1": row["knn_top1"]}, end_step, epoch + 1, {"subset": "eval"})
             epoch, step_in_epoch, loss_sum = epoch + 1, 0, 0.0
             stop_now = bool(on_epoch_end(epoch, row)) if on_epoch_end else False
             if last or stop_now or epoch % cfg.trainer.checkpoint_every == 0:
