@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from sce_sweeps.config import ConfigError, config_hash, register_schema, validate
 from sce_sweeps.engine import checkpoint as ckpt
 from sce_sweeps.engine.train import Stopped, train
+from sce_sweeps.search import TrialReporter
 from sce_sweeps.tracking import make_tracker
 
 RESULT = "result.json"
@@ -107,12 +108,21 @@ def run(cfg: DictConfig) -> float:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     info = _job_info(cfg)
     run_dir = Path(info["run_dir"])
+    # --- Optuna trial (hydra/sweeper=sce_optuna): report, prune, tell; see search.py ---
+    reporter = TrialReporter.open(cfg, run_dir)  # None unless this run is an Optuna trial
+    if reporter is not None:
+        if reporter.finished:
+            state = reporter.state.name
+            print(f"sce_sweeps: trial {reporter.number} is already {state}", file=sys.stderr)
+            return math.nan
+        info["optuna"] = {"trial_number": reporter.number, "params": reporter.trial.params}
+    # --- end Optuna trial ---
     try:
         validate(cfg)
     except ConfigError as e:
         if not multirun:
             check_or_exit(cfg)
-        return _finish(run_dir, info, None, "failed", f"invalid config: {e}")
+        return _finish(run_dir, info, None, "failed", f"invalid config: {e}", reporter)
 
     previous = read_result(run_dir)
     if (
@@ -120,6 +130,8 @@ def run(cfg: DictConfig) -> float:
         and previous.get("status") == "completed"
         and previous.get("config_hash") == info["config_hash"]
     ):
+        if reporter is not None:
+            reporter.finish("completed", previous)
         return float(previous["knn_top1"])
 
     state = ckpt.load(run_dir / ckpt.CHECKPOINT)
@@ -131,15 +143,20 @@ def run(cfg: DictConfig) -> float:
         )
     tracker = make_tracker(cfg, run_dir, state and state.get("tracker_run_hash"), info)
     status, reason, metrics = "completed", None, {}
+    on_epoch_end = reporter.on_epoch_end if reporter is not None else None
     try:
-        metrics = train(cfg, run_dir, tracker=tracker, resume_state=state)
+        metrics = train(
+            cfg, run_dir, tracker=tracker, on_epoch_end=on_epoch_end, resume_state=state
+        )
     except Stopped as e:
         status, reason = "pruned", str(e)
+        if reporter is not None:  # pruned, or the study gave the trial a verdict meanwhile
+            status, reason = reporter.stop_status, reporter.stop_reason or reason
     except Exception as e:  # one failed run must not take the sweep down
         status, reason = "failed", f"{type(e).__name__}: {e}"
         (run_dir / "error.log").write_text(traceback.format_exc())
     tracker.close(status)
-    objective = _finish(run_dir, info, metrics, status, reason)
+    objective = _finish(run_dir, info, metrics, status, reason, reporter)
     if status == "failed" and not multirun:
         print(f"sce_sweeps: run failed: {reason}", file=sys.stderr)
         raise SystemExit(1)
@@ -152,8 +169,11 @@ def _finish(
     metrics: dict[str, Any] | None,
     status: str,
     reason: str | None,
+    reporter: TrialReporter | None = None,
 ) -> float:
     result = {**info, **(metrics or {}), "status": status, "reason": reason}
+    if reporter is not None:  # tells the study first: it is what the search goes by
+        result["optuna"] = reporter.finish(status, result)
     result["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(result, run_dir / RESULT)

@@ -1,0 +1,639 @@
+"""Asynchronous Optuna search over any Hydra launcher.
+
+P worker threads each loop: ask the study for a trial, launch ONE job for it through the
+configured launcher (``launcher.launch([overrides], initial_job_idx=trial.number)``, so the
+run dir is ``<sweep dir>/<trial number>``), wait for it, settle it. A new trial therefore
+starts as soon as any running one ends. The job itself reports, prunes and tells the study
+(:class:`sce_sweeps.search.TrialReporter`); the sweeper only settles trials whose job ended
+without a verdict: it tells what the task returned, or marks the trial FAIL and enqueues a
+retry with the same parameters when the job died (killed, node failure).
+
+Launchers that run jobs in other processes and only wait for them (hydra-submitit-launcher's
+submitit_local/submitit_slurm, or any launcher with ``thread_safe_launch = True``) are called
+from the P threads at once. Hydra's basic launcher runs the task in this process and sets the
+global HydraConfig and logging for each job, so it is not thread-safe: with it trials run one
+at a time.
+
+Resume: the study lives in ``<sweep dir>/optuna.journal`` (or ``hydra.sweeper.storage``).
+Rerunning the same command with the same ``hydra.sweep.dir`` counts the finished trials
+towards ``n_trials`` and watches the trials an earlier sweeper left RUNNING: one whose job is
+alive (recent heartbeat, or a live SLURM job) is waited for; one whose job is gone is marked
+FAIL and retried. WAITING trials (retries) are asked first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import (
+    ChoiceSweep,
+    IntervalSweep,
+    Override,
+    RangeSweep,
+)
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobStatus
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.trial import FrozenTrial, TrialState
+
+from sce_sweeps.search import (
+    HEARTBEAT_ATTR,
+    JOURNAL_NAME,
+    PRUNING_METRIC,
+    RETRY_OF_ATTR,
+    STUDY_ATTR,
+    last_sign_of_life,
+    make_pruner,
+    make_sampler,
+    open_storage,
+)
+
+log = logging.getLogger(__name__)
+
+RETRIES_ATTR = "retries"
+SLURM_ALIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "SUSPENDED"}
+
+
+@dataclass
+class Param:
+    """One searched parameter: its override key, its distribution and, for choices, the
+    override string of each choice (Hydra's own encoding of the value)."""
+
+    key: str
+    distribution: BaseDistribution
+    encoded: list[str] | None = None
+
+    def override(self, value: Any) -> str:
+        if self.encoded is not None:
+            assert isinstance(self.distribution, CategoricalDistribution)
+            index = int(self.distribution.to_internal_repr(value))
+            return f"{self.key}={self.encoded[index]}"
+        return f"{self.key}={value!r}"
+
+    def grid_values(self) -> list[Any] | None:
+        """Every value, for the grid sampler; None for a continuous interval."""
+        dist = self.distribution
+        if isinstance(dist, CategoricalDistribution):
+            return list(dist.choices)
+        if isinstance(dist, IntDistribution) and not dist.log:
+            return list(range(dist.low, dist.high + 1, dist.step))
+        if isinstance(dist, FloatDistribution) and dist.step is not None:
+            count = round((dist.high - dist.low) / dist.step) + 1
+            return [dist.low + i * dist.step for i in range(count)]
+        return None
+
+
+def param_from_override(override: Override) -> Param:
+    """The distribution of a sweep override in Hydra's syntax.
+
+    Raises:
+        ValueError: for a sweep Optuna cannot sample (non-primitive choices, empty range...).
+    """
+    key = override.get_key_element()
+    value = override.value()
+    tags = set(getattr(value, "tags", set()) or set())
+    unknown = tags - {"log"}
+    if unknown:
+        log.warning("%s: ignoring tags %s (only 'log' means something here)", key, unknown)
+    log_scale = "log" in tags
+    if isinstance(value, ChoiceSweep):
+        choices = list(override.sweep_iterator())
+        if not all(c is None or isinstance(c, (bool, int, float, str)) for c in choices):
+            raise ValueError(f"{key}: choice() values must be numbers, strings, booleans or null")
+        if log_scale:
+            raise ValueError(f"{key}: tag(log, ...) needs an interval, not a choice")
+        return Param(key, CategoricalDistribution(choices), list(override.sweep_string_iterator()))
+    if isinstance(value, RangeSweep):
+        start, stop, step = value.start, value.stop, value.step
+        if step is None or step <= 0 or stop <= start:
+            raise ValueError(f"{key}: range(start, stop, step) needs start < stop and step > 0")
+        count = math.ceil((stop - start) / step)
+        last = start + (count - 1) * step
+        if log_scale:
+            raise ValueError(f"{key}: tag(log, ...) needs an interval, not a range")
+        if all(isinstance(v, int) for v in (start, stop, step)):
+            return Param(key, IntDistribution(int(start), int(last), step=int(step)))
+        return Param(key, FloatDistribution(float(start), float(last), step=float(step)))
+    if isinstance(value, IntervalSweep):
+        low, high = value.start, value.end
+        if not low < high:
+            raise ValueError(f"{key}: interval(low, high) needs low < high")
+        if isinstance(low, int) and isinstance(high, int):  # int(interval(...))
+            return Param(key, IntDistribution(low, high, log=log_scale))
+        return Param(key, FloatDistribution(float(low), float(high), log=log_scale))
+    raise ValueError(f"{key}: unsupported sweep {override.input_line!r}")
+
+
+def launcher_is_thread_safe(launcher: Launcher) -> bool:
+    """Whether several threads may each call ``launcher.launch`` at once: a launcher says so
+    with a class attribute ``thread_safe_launch = True``; hydra-submitit-launcher's own two
+    launchers are (each call builds its own executor and only waits for its jobs), but not
+    their subclasses, which may keep state between calls."""
+    declared = getattr(launcher, "thread_safe_launch", None)
+    if declared is not None:
+        return bool(declared)
+    with contextlib.suppress(ImportError):
+        from hydra_plugins.hydra_submitit_launcher import submitit_launcher as sl
+
+        return type(launcher) in (sl.LocalLauncher, sl.SlurmLauncher)
+    return False
+
+
+def slurm_job_alive(job_id: str | None) -> bool:
+    """Whether SLURM still has the job pending or running (False without SLURM)."""
+    if not job_id or shutil.which("squeue") is None:
+        return False
+    try:
+        out = subprocess.run(
+            ["squeue", "-h", "-j", str(job_id), "-o", "%T"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and any(s in SLURM_ALIVE for s in out.stdout.split())
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def counted_trials(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """The finished trials that count towards n_trials: COMPLETE, PRUNED and FAIL, except
+    a FAIL whose job was killed and that was replaced by a retry."""
+    replaced = {t.user_attrs.get(RETRY_OF_ATTR) for t in trials}
+    return [t for t in trials if t.state.is_finished() and t.number not in replaced]
+
+
+class AsyncOptunaSweeper:
+    """The sweeper's logic; :class:`..sweeper.SCEOptunaSweeper` is the Hydra plugin around it.
+
+    Args: see :class:`..config.SCEOptunaSweeperConf`.
+    """
+
+    def __init__(
+        self,
+        params: dict[str, str] | None = None,
+        objectives: Sequence[str] = (PRUNING_METRIC,),
+        direction: str | Sequence[str] = "maximize",
+        n_trials: int = 20,
+        n_jobs: int = 2,
+        sampler: str = "tpe",
+        sampler_kwargs: dict[str, Any] | None = None,
+        pruner: str = "median",
+        pruner_kwargs: dict[str, Any] | None = None,
+        seed: int | None = None,
+        storage: str | None = None,
+        study_name: str | None = None,
+        max_retries: int = 1,
+        heartbeat_interval: float = 30.0,
+        stale_after: float = 300.0,
+    ) -> None:
+        self.params = dict(params or {})
+        self.objectives = list(objectives)
+        directions = [direction] if isinstance(direction, str) else list(direction)
+        self.directions = [str(d).lower() for d in directions]
+        self.n_trials = int(n_trials)
+        self.n_jobs = int(n_jobs)
+        self.sampler_name = sampler
+        self.sampler_kwargs = dict(sampler_kwargs or {})
+        self.pruner_name = pruner
+        self.pruner_kwargs = dict(pruner_kwargs or {})
+        self.seed = seed
+        self.storage = storage
+        self.study_name = study_name
+        self.max_retries = int(max_retries)
+        self.heartbeat_interval = float(heartbeat_interval)
+        self.stale_after = float(stale_after)
+        self._check_settings()
+
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+        self.launcher: Launcher | None = None
+        self.space: dict[str, Param] = {}
+        self.fixed: list[str] = []
+        self._lock = threading.Lock()  # around ask / tell / the trial budget
+        self._launch_lock: threading.Lock | None = None  # set for non-thread-safe launchers
+        self._in_flight: set[int] = set()
+        self._inherited: list[FrozenTrial] = []
+        self._stop = threading.Event()
+        self._errors: list[BaseException] = []
+        self.storage_str = ""
+
+    def _check_settings(self) -> None:
+        def bad(key: str, value: Any, allowed: str) -> ValueError:
+            return ValueError(f"hydra.sweeper.{key}={value!r} is invalid: {allowed}")
+
+        if self.n_trials < 1:
+            raise bad("n_trials", self.n_trials, "must be >= 1")
+        if self.n_jobs < 1:
+            raise bad("n_jobs", self.n_jobs, "must be >= 1")
+        if any(d not in ("maximize", "minimize") for d in self.directions):
+            raise bad("direction", self.directions, "must be maximize or minimize (or a list)")
+        if len(self.directions) != len(self.objectives):
+            raise bad(
+                "direction",
+                self.directions,
+                f"needs one direction per objective (hydra.sweeper.objectives={self.objectives})",
+            )
+        if self.pruner_name != "none" and self.objectives != [PRUNING_METRIC]:
+            raise bad(
+                "pruner",
+                self.pruner_name,
+                f"pruning needs the single objective {PRUNING_METRIC}; "
+                "set hydra.sweeper.pruner=none for a multi-objective search",
+            )
+        if self.max_retries < 0:
+            raise bad("max_retries", self.max_retries, "must be >= 0")
+        if self.heartbeat_interval <= 0 or self.stale_after <= self.heartbeat_interval:
+            raise bad(
+                "stale_after", self.stale_after, "must be > hydra.sweeper.heartbeat_interval > 0"
+            )
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.config = config
+        self.hydra_context = hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+        if not launcher_is_thread_safe(self.launcher):
+            self._launch_lock = threading.Lock()
+
+    # ---------------------------------------------------------------- search space
+    def _parse(self, arguments: list[str]) -> None:
+        """Search space from ``params`` and the command line (which wins, key by key)."""
+        assert self.hydra_context is not None
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        lines = [f"{k}={v}" for k, v in self.params.items()] + list(arguments)
+        merged: dict[str, Override] = {}
+        for override in parser.parse_overrides(lines):
+            merged[override.get_key_element().lstrip("+~")] = override
+        for override in merged.values():
+            key = override.get_key_element()
+            if override.is_sweep_override():
+                self.space[key] = param_from_override(override)
+            else:
+                self.fixed.append(f"{key}={override.get_value_element_as_str()}")
+        if not self.space:
+            raise ValueError(
+                "nothing to search: give hydra.sweeper.params or sweep overrides such as "
+                "'loss.coeff=interval(0,1)'"
+            )
+
+    def _extremes(self) -> Iterator[list[str]]:
+        """Override lists that set one parameter to one of its extreme values (bounds of
+        intervals and ranges, every choice) and the others to their first value."""
+        first = {k: p.override(self._extreme_values(p)[0]) for k, p in self.space.items()}
+        for key, param in self.space.items():
+            for value in self._extreme_values(param):
+                yield [*self.fixed, *{**first, key: param.override(value)}.values()]
+
+    @staticmethod
+    def _extreme_values(param: Param) -> list[Any]:
+        dist = param.distribution
+        if isinstance(dist, CategoricalDistribution):
+            return list(dist.choices)
+        return [dist.low, dist.high]
+
+    def _check_space(self) -> None:
+        """Compose and validate every extreme of the space before launching anything, so that
+        a value out of range fails now, naming the key, not in the middle of the search."""
+        assert self.hydra_context is not None and self.config is not None
+        from sce_sweeps.config import ConfigError, validate
+
+        loader = self.hydra_context.config_loader
+        for overrides in self._extremes():
+            cfg = loader.load_sweep_config(self.config, overrides)
+            if "trainer" not in cfg:  # another app: composing is all we can check
+                continue
+            try:
+                validate(cfg)
+            except ConfigError as e:
+                print(f"sce_sweeps: invalid search space: {e}", file=sys.stderr)
+                raise SystemExit(2) from None
+
+    # ---------------------------------------------------------------- study
+    def _open_study(self, sweep_dir: Path) -> optuna.Study:
+        assert self.config is not None
+        storage_str = self.storage or str(sweep_dir / JOURNAL_NAME)
+        if "://" not in storage_str:
+            storage_str = str(Path(storage_str).expanduser().resolve())
+        self.storage_str = storage_str
+        self.study_name = self.study_name or str(
+            OmegaConf.select(self.config, "sweep_name", default=None) or sweep_dir.name
+        )
+        grid = None
+        if self.sampler_name == "grid":
+            grid = {k: p.grid_values() for k, p in self.space.items()}
+            if any(v is None for v in grid.values()):
+                raise ValueError(
+                    "hydra.sweeper.sampler=grid needs choice() or range() parameters only"
+                )
+        sampler = make_sampler(self.sampler_name, self.sampler_kwargs, self.seed, grid)
+        epochs = OmegaConf.select(self.config, "trainer.epochs", default=None)
+        if self.pruner_name == "hyperband" and epochs:
+            self.pruner_kwargs.setdefault("max_resource", int(epochs))
+        eval_every = OmegaConf.select(self.config, "trainer.eval_every", default=None)
+        if self.pruner_name != "none" and eval_every not in (None, 1):
+            log.warning(
+                "trainer.eval_every=%s: the pruner sees kNN top-1 only every %s epochs "
+                "(+sweep=optuna_search sets 1)",
+                eval_every,
+                eval_every,
+            )
+        study = optuna.create_study(
+            storage=open_storage(storage_str),
+            study_name=self.study_name,
+            sampler=sampler,
+            pruner=make_pruner(self.pruner_name, self.pruner_kwargs),
+            directions=self.directions,
+            load_if_exists=True,
+        )
+        done = len(study.get_trials(deepcopy=False))
+        if done and self.seed is not None:  # a resumed study: don't replay the seed's draws
+            study.sampler = make_sampler(
+                self.sampler_name, self.sampler_kwargs, self.seed + 7919 * done, grid
+            )
+        found = [d.name.lower() for d in study.directions]
+        if found != self.directions:
+            raise ValueError(
+                f"study {self.study_name!r} in {storage_str} optimises {found}, "
+                f"not hydra.sweeper.direction={self.directions}"
+            )
+        study.set_user_attr(
+            STUDY_ATTR,
+            {
+                "objectives": self.objectives,
+                "directions": self.directions,
+                "pruner": self.pruner_name,
+                "pruner_kwargs": self.pruner_kwargs,
+                "heartbeat_interval": self.heartbeat_interval,
+            },
+        )
+        return study
+
+    # ---------------------------------------------------------------- the search
+    def sweep(self, arguments: list[str]) -> list[FrozenTrial]:
+        """Run the search; return the study's trials."""
+        assert self.config is not None and self.launcher is not None
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self._parse(arguments)
+        self._check_space()
+        sweep_dir = Path(str(self.config.hydra.sweep.dir)).resolve()
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        study = self._open_study(sweep_dir)
+
+        self.optimize(study)
+        self._summarise(study, sweep_dir)
+        return study.get_trials()
+
+    def optimize(self, study: optuna.Study) -> None:
+        """Keep P trials running until n_trials count; watch the trials left RUNNING."""
+        trials = study.get_trials(deepcopy=False)
+        self._inherited = [t for t in trials if t.state == TrialState.RUNNING]
+        self._in_flight = {t.number for t in self._inherited}
+        workers = self.n_jobs if self._launch_lock is None else 1
+        if self._launch_lock is not None and self.n_jobs > 1:
+            log.warning(
+                "%s is not thread-safe (no thread_safe_launch = True): trials run one at a "
+                "time, not %d (hydra/launcher=submitit_local or submitit_slurm run them at once)",
+                type(self.launcher).__name__,
+                self.n_jobs,
+            )
+        log.info(
+            "Optuna study %r in %s: %d of %d trials done, %d left running by an earlier run; "
+            "%d at a time",
+            study.study_name,
+            self.storage_str,
+            len(counted_trials(trials)),
+            self.n_trials,
+            len(self._inherited),
+            workers,
+        )
+        threads = [
+            threading.Thread(
+                target=self._worker, args=(study,), name=f"optuna-worker-{i}", daemon=True
+            )  # daemon: Ctrl-C ends the sweeper; its running jobs are watched on the next run
+            for i in range(workers)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(timeout=1.0)
+        if self._errors:
+            raise self._errors[0]
+
+    def _worker(self, study: optuna.Study) -> None:
+        try:
+            while True:
+                with self._lock:
+                    job = self._next(study)
+                if job is None:
+                    return
+                kind, trial = job
+                try:
+                    if kind == "inherited":
+                        self._watch(study, trial)
+                    else:
+                        self._run(study, trial)
+                finally:
+                    with self._lock:
+                        self._in_flight.discard(trial.number)
+        except BaseException as e:  # stop the others: a broken storage is fatal
+            self._errors.append(e)
+            self._stop.set()
+
+    def _next(self, study: optuna.Study) -> tuple[str, Any] | None:
+        """The next thing to do (under the lock): watch an inherited trial, or run a new one;
+        None when the budget is spent."""
+        if self._stop.is_set():
+            return None
+        if self._inherited:
+            return "inherited", self._inherited.pop()
+        done = len(counted_trials(study.get_trials(deepcopy=False)))
+        if done + len(self._in_flight) >= self.n_trials:
+            return None
+        sampler = study.sampler
+        if isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study):
+            return None
+        trial = study.ask({k: p.distribution for k, p in self.space.items()})
+        self._in_flight.add(trial.number)
+        return "new", trial
+
+    def _overrides(self, trial: optuna.Trial) -> list[str]:
+        params = [self.space[k].override(trial.params[k]) for k in self.space]
+        tags = [
+            f"optuna.storage={_quote(self.storage_str)}",
+            f"optuna.study_name={_quote(str(self.study_name))}",
+            f"optuna.trial_number={trial.number}",
+        ]
+        return [*self.fixed, *params, *tags]
+
+    def _run(self, study: optuna.Study, trial: optuna.Trial) -> None:
+        """Launch one job for the trial, wait for it, settle the trial."""
+        assert self.launcher is not None
+        overrides = self._overrides(trial)
+        retry = trial.user_attrs.get(RETRY_OF_ATTR)
+        log.info(
+            "trial %d%s starts: %s",
+            trial.number,
+            f" (retry of {retry})" if retry is not None else "",
+            " ".join(self.space[k].override(trial.params[k]) for k in self.space),
+        )
+        returned: Any = None
+        error: BaseException | None = None
+        start = time.monotonic()
+        try:
+            with self._launch_lock or contextlib.nullcontext():
+                ret = self.launcher.launch([overrides], initial_job_idx=trial.number)[0]
+            if ret.status == JobStatus.COMPLETED:
+                returned = ret.return_value
+            else:
+                error = ret._return_value if isinstance(ret._return_value, BaseException) else None
+                error = error or RuntimeError(f"job status {ret.status.name}")
+        except Exception as e:  # the job died (e.g. submitit's UncompletedJobError)
+            error = e
+        except BaseException as e:  # the launcher gave up (SystemExit): so does the search
+            self._fail_and_retry(study, study._storage.get_trial(trial._trial_id), repr(e))
+            raise
+        self._settle(study, trial._trial_id, returned, error, time.monotonic() - start)
+
+    def _settle(
+        self,
+        study: optuna.Study,
+        trial_id: int,
+        returned: Any,
+        error: BaseException | None,
+        seconds: float,
+    ) -> None:
+        """Log the verdict the job gave; give one if it could not."""
+        frozen = study._storage.get_trial(trial_id)
+        if not frozen.state.is_finished():
+            if error is None:  # the task returned but did not tell (no TrialReporter)
+                self._tell_returned(study, frozen, returned)
+            else:
+                self._fail_and_retry(study, frozen, f"{type(error).__name__}: {error}")
+            frozen = study._storage.get_trial(trial_id)
+        values = frozen.values if frozen.values is not None else ""
+        log.info(
+            "trial %d %s %s after %.0f s (%d epochs reported)",
+            frozen.number,
+            frozen.state.name,
+            values,
+            seconds,
+            len(frozen.intermediate_values),
+        )
+
+    def _tell_returned(self, study: optuna.Study, frozen: FrozenTrial, returned: Any) -> None:
+        values = list(returned) if isinstance(returned, (list, tuple)) else [returned]
+        try:
+            values = [float(v) for v in values]
+        except (TypeError, ValueError):
+            values = []
+        with self._lock:
+            if len(values) == len(self.objectives) and all(math.isfinite(v) for v in values):
+                study.tell(frozen.number, values, skip_if_finished=True)
+            else:
+                study.tell(frozen.number, state=TrialState.FAIL, skip_if_finished=True)
+
+    def _fail_and_retry(self, study: optuna.Study, frozen: FrozenTrial, reason: str) -> None:
+        """Mark a trial whose job died FAIL; enqueue the same parameters again unless the
+        retries are used up or the job gave its verdict meanwhile."""
+        storage = study._storage
+        with self._lock:
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                storage.set_trial_user_attr(frozen._trial_id, "reason", reason)
+            study.tell(frozen.number, state=TrialState.FAIL, skip_if_finished=True)
+            if storage.get_trial(frozen._trial_id).state != TrialState.FAIL:
+                return  # the job's own verdict came first
+            retries = int(frozen.user_attrs.get(RETRIES_ATTR, 0))
+            if retries >= self.max_retries:
+                log.warning("trial %d FAIL (%s); no retries left", frozen.number, reason)
+                return
+            study.enqueue_trial(
+                frozen.params,
+                user_attrs={RETRY_OF_ATTR: frozen.number, RETRIES_ATTR: retries + 1},
+            )
+            log.warning(
+                "trial %d FAIL (%s); its parameters are queued again", frozen.number, reason
+            )
+
+    def _watch(self, study: optuna.Study, frozen: FrozenTrial) -> None:
+        """Wait for a trial an earlier sweeper left RUNNING: until its job gives a verdict, or
+        goes quiet for stale_after seconds (and is not a live SLURM job): then FAIL + retry."""
+        storage = study._storage
+        poll = min(max(1.0, self.heartbeat_interval / 2), 10.0)
+        start = time.monotonic()
+        log.info("trial %d was left RUNNING: watching its job", frozen.number)
+        while not self._stop.is_set():
+            frozen = storage.get_trial(frozen._trial_id)
+            if frozen.state.is_finished():
+                self._settle(study, frozen._trial_id, None, None, time.monotonic() - start)
+                return
+            quiet = time.time() - last_sign_of_life(frozen)
+            if quiet > self.stale_after and not slurm_job_alive(
+                frozen.user_attrs.get("slurm_job_id")
+            ):
+                self._fail_and_retry(study, frozen, f"no heartbeat for {quiet:.0f} s")
+                return
+            time.sleep(poll)
+
+    # ---------------------------------------------------------------- results
+    def _summarise(self, study: optuna.Study, sweep_dir: Path) -> None:
+        """Write optimization_results.yaml and trials.csv to the sweep dir; log the best."""
+        from sce_sweeps.search import trials_table
+
+        trials = study.get_trials(deepcopy=False)
+        counts = {s.name: sum(t.state == s for t in trials) for s in TrialState}
+        summary: dict[str, Any] = {
+            "study_name": study.study_name,
+            "storage": self.storage_str,
+            "n_trials": self.n_trials,
+            "states": {k: v for k, v in counts.items() if v},
+        }
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        if complete and len(self.directions) == 1:
+            best = study.best_trial
+            summary["best"] = {"number": best.number, "value": best.value, "params": best.params}
+            log.info("best trial %d: %s %s", best.number, best.value, best.params)
+        elif complete:
+            summary["pareto_front"] = [
+                {"number": t.number, "values": t.values, "params": t.params}
+                for t in study.best_trials
+            ]
+            log.info("Pareto front: trials %s", [t.number for t in study.best_trials])
+        log.info("trial states: %s", summary["states"])
+        OmegaConf.save(OmegaConf.create(summary), sweep_dir / "optimization_results.yaml")
+        trials_table(self.storage_str, study.study_name).to_csv(
+            sweep_dir / "trials.csv", index=False
+        )
+
+
+__all__ = ["AsyncOptunaSweeper", "HEARTBEAT_ATTR", "counted_trials", "param_from_override"]
