@@ -30,10 +30,13 @@ def compose_cfg(overrides=()):
 def test_every_group_option_composes_and_validates(group, option):
     base = [] if group == "trainer" else ["trainer=paper"]
     base += ["dataset=imagenet"] if option == "sce_imagenet" else []
+    base += ["launcher=slurm"] if group == "cluster" else []
     cfg = compose_cfg([*base, f"{group}={option}"])
     OmegaConf.resolve(cfg)
     validate(cfg)
-    assert cfg[group] is not None
+    # launcher and cluster choose and fill hydra.launcher; the others are the run's own nodes
+    node = "hydra.launcher" if group in ("launcher", "cluster") else group
+    assert OmegaConf.select(cfg, node) is not None
 
 
 def test_default_is_demo_on_fashion_mnist():
