@@ -1,0 +1,58 @@
+"""Structured configs of the launchers, registered as ``hydra/launcher=sce_local|sce_slurm``.
+
+Users pick them with the top-level group ``launcher=local|slurm`` (conf/launcher) and fill the
+resources from a ``cluster=NAME`` profile (conf/cluster). Both share one schema, so any cluster
+profile composes with either launcher; the local launcher uses the GPUs, time limit and setup
+lines of a profile and ignores (with a warning) what only SLURM understands.
+"""
+
+from dataclasses import dataclass
+
+from hydra.core.config_store import ConfigStore
+from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
+
+PACKAGE = "hydra_plugins.sce_sweeps_launchers.launchers"
+
+
+@dataclass
+class SweepLauncherConf(SlurmQueueConf):
+    """hydra-submitit-launcher's SLURM settings plus what every sce_sweeps launcher adds."""
+
+    # Print the jobs that would be launched (count, overrides, resources, GPU-hours) and exit.
+    dry_run: bool = False
+    # Rerun an existing sweep dir (hydra.sweep.dir=...): skip runs that finished with the same
+    # config hash or are still queued/running, rerun failed and unfinished ones.
+    resume: bool = False
+    # Local launcher: jobs running at once on this machine.
+    max_parallel: int = 2
+    # Requeues allowed after a time limit (submitit's max_num_timeout); preemptions are free.
+    max_num_timeout: int = 3
+    # Seconds between two looks at the running jobs.
+    poll_s: float = 2.0
+
+
+@dataclass
+class LocalSweepLauncherConf(SweepLauncherConf):
+    _target_: str = f"{PACKAGE}.LocalLauncher"
+    timeout_min: int = 7 * 24 * 60  # local jobs have no real time limit
+
+
+@dataclass
+class SlurmSweepLauncherConf(SweepLauncherConf):
+    _target_: str = f"{PACKAGE}.SlurmLauncher"
+    name: str = "${sweep_name}"  # the SLURM job name
+    poll_s: float = 5.0
+
+
+ConfigStore.instance().store(
+    group="hydra/launcher",
+    name="sce_local",
+    node=LocalSweepLauncherConf,
+    provider="sce_sweeps",
+)
+ConfigStore.instance().store(
+    group="hydra/launcher",
+    name="sce_slurm",
+    node=SlurmSweepLauncherConf,
+    provider="sce_sweeps",
+)

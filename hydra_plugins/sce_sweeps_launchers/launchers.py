@@ -1,0 +1,391 @@
+"""The local and SLURM launchers of sce_sweeps, on one shared base.
+
+:class:`SweepLauncher` does what both share, in :meth:`~SweepLauncher.launch`:
+
+1. compose and validate every job (:func:`sce_sweeps.sweep.plan.plan_jobs`); one invalid job
+   stops the launch before anything runs, with one line per invalid job;
+2. dry run: print the jobs, their resources and GPU-hours, and stop there;
+3. create (or, on resume, reopen) ``manifest.json`` and skip the jobs a resume need not rerun;
+4. submit through submitit, watch the jobs, record job ids and states in the manifest.
+
+Jobs run :meth:`BaseSubmititLauncher.__call__` (Hydra's ``run_job`` in the job's run dir), and
+its ``checkpoint()`` resubmits the same call, so a job stopped by a preemption or a time limit
+is requeued and the trainer resumes from the ``checkpoint.pt`` it wrote on the signal.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus
+from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, SlurmQueueConf
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
+from omegaconf import OmegaConf
+
+log = logging.getLogger(__name__)
+
+# Keys of our config that are not submitit parameters.
+OWN_KEYS = ("dry_run", "resume", "max_parallel", "poll_s")
+# Keys only SLURM understands: the local launcher ignores them.
+SLURM_ONLY = (
+    "partition",
+    "qos",
+    "comment",
+    "constraint",
+    "exclude",
+    "gres",
+    "cpus_per_gpu",
+    "gpus_per_task",
+    "mem_per_gpu",
+    "mem_per_cpu",
+    "account",
+    "additional_parameters",
+    "array_parallelism",
+)
+
+
+def _say(message: str) -> None:
+    print(f"sce_sweeps: {message}", file=sys.stderr, flush=True)
+
+
+class SweepLauncher(BaseSubmititLauncher):
+    """Validation, manifest, dry run and resume around a submitit executor."""
+
+    _EXECUTOR = "abstract"
+
+    def __init__(self, **params: Any) -> None:
+        self.options = {k: params.pop(k) for k in OWN_KEYS if k in params}
+        super().__init__(**params)
+        self.manifest: Any = None  # sce_sweeps.sweep.manifest.Manifest, once launched
+
+    # --- what each launcher does its own way -----------------------------------------------
+
+    def _executor(self, sweep_dir: Path) -> Any:
+        raise NotImplementedError
+
+    def _room(self, running: int, waiting: int) -> int:
+        """How many more jobs may be submitted now."""
+        raise NotImplementedError
+
+    def _submit(self, executor: Any, jobs: list[Any]) -> list[Any]:
+        """Submit ``jobs`` (PlannedJob); return their submitit jobs."""
+        raise NotImplementedError
+
+    def _released(self, job: Any) -> None:
+        """Called when a submitted job is over."""
+
+    def _describe_params(self) -> dict[str, Any]:
+        return {**self.params, **self.options}
+
+    # --- shared -------------------------------------------------------------------------------
+
+    def _job_params(self, job: Any) -> tuple[Any, ...]:
+        """The arguments of ``self.__call__`` (run in the job) for a planned job."""
+        return (job.overrides, "hydra.sweep.dir", job.num, f"job_id_for_{job.num}",
+                Singleton.get_state())  # fmt: skip
+
+    def _open_manifest(self, sweep_dir: Path) -> Any:
+        """This launch's manifest: the one of an earlier batch of this sweep, the sweep dir's
+        (resume), or a new one. Refuses to mix two sweeps in one dir."""
+        from sce_sweeps.sweep.manifest import Manifest
+
+        if self.manifest is not None:
+            return self.manifest
+        existing = Manifest.load(sweep_dir)
+        if self.options.get("resume"):
+            if existing is None:
+                _say(f"nothing to resume: no manifest.json in {sweep_dir}")
+                raise SystemExit(2)
+            return existing
+        if existing is not None:
+            _say(
+                f"{sweep_dir} already holds a sweep (manifest.json): resume it with "
+                f"`python -m sce_sweeps.resume {sweep_dir}` or hydra.launcher.resume=true"
+            )
+            raise SystemExit(2)
+        return Manifest.create(sweep_dir, str(self.config.sweep_name), self.kind)
+
+    def launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> Sequence[JobReturn]:
+        from sce_sweeps.sweep import plan
+        from sce_sweeps.sweep.status import sweep_status
+
+        assert self.config is not None and self.hydra_context is not None
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        first_launch = self.manifest is None
+        manifest = self._open_manifest(sweep_dir)
+        resumed = self.options.get("resume") and first_launch
+        jobs = plan.plan_jobs(
+            self.hydra_context.config_loader,
+            self.config,
+            [list(o) for o in job_overrides],
+            initial_job_idx,
+            manifest,
+        )
+        if resumed:
+            previous = {s.num: s for s in sweep_status(manifest)}
+            for job in jobs:
+                job.previous = previous.get(job.num)
+
+        invalid = plan.invalid_job_lines(jobs)
+        if invalid:
+            for line in invalid:
+                _say(line)
+            _say(f"{len(invalid)} of {len(jobs)} jobs are invalid; nothing was launched")
+            if first_launch and not manifest.path.exists():
+                plan.remove_unused_sweep_dir(sweep_dir)
+            raise SystemExit(2)
+
+        if self.options.get("dry_run"):
+            params, name = self._describe_params(), str(self.config.sweep_name)
+            report = plan.describe(jobs, params, self.kind, name, sweep_dir, bool(resumed))
+            if not manifest.path.exists():
+                plan.remove_unused_sweep_dir(sweep_dir)
+            print(report, flush=True)
+            return []
+
+        self.manifest = manifest
+        if resumed:
+            manifest.pid, manifest.resumes = os.getpid(), manifest.resumes + 1
+        returns = {job.num: self._skipped(job) for job in jobs if job.skip}
+        todo = [job for job in jobs if not job.skip]
+        for job in todo:
+            self._record(manifest, job)
+        manifest.save()
+        if resumed:
+            _say(
+                f"resuming {sweep_dir}: {len(todo)} jobs to run, {len(returns)} skipped "
+                f"(finished or still queued/running)"
+            )
+        returns.update(self._run(todo, manifest))
+        self._summary(manifest, jobs)
+        return [returns[job.num] for job in jobs]
+
+    def _record(self, manifest: Any, job: Any) -> None:
+        from sce_sweeps.sweep.manifest import PENDING, Job, relative_run_dir
+
+        run_dir = relative_run_dir(job.run_dir, manifest.sweep_dir)
+        entry = manifest.by_num(job.num) or Job(job.num, job.overrides, job.config_hash, run_dir)
+        entry.state, entry.reason, entry.finished_at = PENDING, None, None
+        manifest.upsert(entry)
+
+    def _skipped(self, job: Any) -> JobReturn:
+        """The return of a job a resume does not rerun: its result's objective, else NaN."""
+        from sce_sweeps.sweep.plan import task_config
+
+        value = job.previous.knn_top1 if job.previous.knn_top1 is not None else math.nan
+        _say(f"job #{job.num}: {job.previous.state}, not rerun ({job.run_dir})")
+        return JobReturn(
+            overrides=job.overrides,
+            cfg=task_config(job.config),
+            hydra_cfg=job.config,
+            working_dir=str(job.run_dir),
+            task_name=str(self.config.hydra.job.name),
+            status=JobStatus.COMPLETED,
+            _return_value=float(value),
+        )
+
+    def _run(self, jobs: list[Any], manifest: Any) -> dict[int, JobReturn]:
+        """Submit ``jobs`` as room allows, watch them, keep the manifest up to date."""
+        from sce_sweeps.sweep.manifest import RUNNING, SUBMITTED, now
+
+        if not jobs:
+            return {}
+        executor = self._executor(manifest.sweep_dir)
+        waiting, running, returns = list(jobs), {}, {}
+        poll_s = float(self.options.get("poll_s", 2.0))
+        try:
+            while waiting or running:
+                room = self._room(len(running), len(waiting))
+                if waiting and room > 0:
+                    batch, waiting = waiting[:room], waiting[room:]
+                    for job, sjob in zip(batch, self._submit(executor, batch)):
+                        entry = manifest.by_num(job.num)
+                        entry.job_ids.append(str(sjob.job_id))
+                        entry.state = RUNNING if self.kind == "local" else SUBMITTED
+                        entry.submitted_at, entry.log = now(), str(sjob.paths.stderr)
+                        running[job.num] = (job, sjob)
+                    manifest.save()
+                changed = False
+                for num, (job, sjob) in list(running.items()):
+                    entry = manifest.by_num(num)
+                    if sjob.done():
+                        returns[num] = self._finish(entry, job, sjob)
+                        self._released(job)
+                        del running[num]
+                        changed = True
+                    elif entry.state == SUBMITTED and sjob.state == "RUNNING":
+                        entry.state, changed = RUNNING, True
+                if changed:
+                    manifest.save()
+                if waiting or running:
+                    time.sleep(poll_s)
+        except KeyboardInterrupt:
+            manifest.save()
+            where = "keep running on SLURM" if self.kind == "slurm" else "were stopped"
+            _say(
+                f"interrupted: {len(running)} started jobs {where}; see "
+                f"`python -m sce_sweeps.status {manifest.sweep_dir}`, resume with "
+                f"`python -m sce_sweeps.resume {manifest.sweep_dir}`"
+            )
+            raise
+        return returns
+
+    def _finish(self, entry: Any, job: Any, sjob: Any) -> JobReturn:
+        """Record how a job ended; a job that died without a return gets NaN, not an error."""
+        from sce_sweeps.sweep.manifest import COMPLETED, FAILED, now
+        from sce_sweeps.sweep.status import read_result
+
+        entry.finished_at = now()
+        try:
+            ret = sjob.results()[0]
+        except Exception as e:  # cancelled, killed, out of memory: no JobReturn came back
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            entry.state, entry.reason = FAILED, f"{type(e).__name__}: {reason}"
+            ret = JobReturn(overrides=job.overrides, status=JobStatus.COMPLETED)
+            ret.return_value = math.nan
+        else:
+            result = read_result(job.run_dir) or {}
+            entry.state = result.get("status", COMPLETED)
+            entry.reason = result.get("reason")
+            if ret.status == JobStatus.FAILED:
+                entry.state, entry.reason = FAILED, repr(ret._return_value)
+            elif isinstance(ret.return_value, (int, float)):
+                entry.objective = float(ret.return_value)
+        detail = (
+            f"kNN top-1 {entry.objective:.2f}%"
+            if entry.state == COMPLETED and entry.objective is not None
+            else entry.reason
+        )
+        _say(f"job #{job.num} {entry.state}: {detail} [{job.run_dir}]")
+        return ret
+
+    def _summary(self, manifest: Any, jobs: list[Any]) -> None:
+        states: dict[str, int] = {}
+        for job in jobs:
+            state = manifest.by_num(job.num).state
+            states[state] = states.get(state, 0) + 1
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+        _say(
+            f"sweep {manifest.sweep_name}: {len(jobs)} jobs: {counts}; "
+            f"`python -m sce_sweeps.status {manifest.sweep_dir}` shows each"
+        )
+
+
+class LocalLauncher(SweepLauncher):
+    """Runs each job in its own process on this machine (submitit's local executor), at most
+    ``max_parallel`` at once, each with its own GPU(s) when the machine has GPUs."""
+
+    _EXECUTOR = "local"
+    kind = "local"
+
+    def _gpus(self) -> tuple[list[int], int]:
+        """(this machine's visible GPUs, GPUs per job)."""
+        env = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if env is not None:
+            ids = [x.strip() for x in env.split(",") if x.strip()]
+            gpus = [int(x) for x in ids] if all(x.isdigit() for x in ids) else list(range(len(ids)))
+        else:
+            try:
+                import torch
+
+                gpus = list(range(torch.cuda.device_count()))
+            except Exception:  # no torch, no driver
+                gpus = []
+        per_job = self.params.get("gpus_per_node")
+        per_job = (1 if gpus else 0) if per_job is None else int(per_job)
+        if per_job > len(gpus):
+            _say(f"each job asks for {per_job} GPUs but this machine has {len(gpus)}")
+            raise SystemExit(2)
+        return gpus, per_job
+
+    def _executor(self, sweep_dir: Path) -> Any:
+        import submitit
+
+        defaults = SlurmQueueConf()
+        ignored = {
+            k: self.params[k]
+            for k in SLURM_ONLY
+            if self.params.get(k) and self.params[k] != getattr(defaults, k)
+        }
+        if ignored:
+            listed = ", ".join(f"{k}={v}" for k, v in ignored.items())
+            _say(f"launcher=local ignores what only SLURM understands: {listed}")
+        self.free_gpus, self.gpus_per_job = self._gpus()
+        self.gpus_of: dict[int, list[int]] = {}
+        executor = submitit.LocalExecutor(
+            folder=Path(self.params["submitit_folder"]).absolute(),
+            max_num_timeout=self.params["max_num_timeout"],
+        )
+        executor.update_parameters(
+            timeout_min=self.params["timeout_min"],
+            signal_delay_s=self.params["signal_delay_s"],
+            tasks_per_node=self.params.get("tasks_per_node") or 1,
+            stderr_to_stdout=self.params.get("stderr_to_stdout", False),
+            setup=self.params.get("setup") or [],
+        )
+        return executor
+
+    def _room(self, running: int, waiting: int) -> int:
+        room = int(self.options.get("max_parallel", 2)) - running
+        if self.gpus_per_job:
+            room = min(room, len(self.free_gpus) // self.gpus_per_job)
+        return room
+
+    def _submit(self, executor: Any, jobs: list[Any]) -> list[Any]:
+        submitted = []
+        for job in jobs:
+            gpus = self.free_gpus[: self.gpus_per_job]
+            self.free_gpus = self.free_gpus[self.gpus_per_job :]
+            self.gpus_of[job.num] = gpus
+            executor.update_parameters(gpus_per_node=len(gpus), visible_gpus=gpus)
+            submitted.append(executor.submit(self, *self._job_params(job)))
+        return submitted
+
+    def _released(self, job: Any) -> None:
+        self.free_gpus = sorted(self.free_gpus + self.gpus_of.pop(job.num, []))
+
+    def _describe_params(self) -> dict[str, Any]:
+        gpus, per_job = self._gpus()
+        return {**super()._describe_params(), "gpus_per_node": per_job}
+
+
+class SlurmLauncher(SweepLauncher):
+    """Submits the jobs to SLURM as one job array (hydra-submitit-launcher's submitit_slurm),
+    at most ``array_parallelism`` running at once; jobs requeue on preemption and time limits."""
+
+    _EXECUTOR = "slurm"
+    kind = "slurm"
+
+    def _executor(self, sweep_dir: Path) -> Any:
+        import submitit
+
+        params = dict(self.params)
+        folder = Path(params.pop("submitit_folder")).absolute()
+        executor = submitit.AutoExecutor(
+            folder=folder, cluster="slurm", slurm_max_num_timeout=params.pop("max_num_timeout")
+        )
+        generic = set(OmegaConf.structured(BaseQueueConf).keys())
+        executor.update_parameters(
+            **{k if k in generic else f"slurm_{k}": v for k, v in params.items()}
+        )
+        return executor
+
+    def _room(self, running: int, waiting: int) -> int:
+        return waiting  # SLURM queues them all; array_parallelism caps how many run
+
+    def _submit(self, executor: Any, jobs: list[Any]) -> list[Any]:
+        params = [self._job_params(job) for job in jobs]
+        submitted = executor.map_array(self, *zip(*params))
+        ids = ", ".join(str(j.job_id) for j in submitted)
+        _say(f"submitted {len(submitted)} SLURM jobs: {ids}")
+        return submitted

@@ -1,0 +1,247 @@
+"""Where each job of a sweep stands: ``python -m sce_sweeps.status <sweep dir>``.
+
+A job's state comes from, in this order:
+
+1. SLURM (``squeue``, then ``sacct``) for its latest SLURM job id, or the liveness of its
+   local process: a queued job is *pending*, a started one *running*;
+2. the ``result.json`` of its run dir, when its config hash is the job's: *done*, *failed*
+   (with the reason the run recorded) or *pruned*;
+3. otherwise a SLURM job that ended without a result is *failed* with SLURM's state as the
+   reason (CANCELLED, TIMEOUT, OUT_OF_MEMORY, ...), a job the launcher has not submitted yet
+   is *pending* while the launcher lives, and anything else is *interrupted* (its process
+   died, e.g. on Ctrl-C; its checkpoint, if any, is where a resume continues).
+
+Exit status: 0 when every job is done (or pruned), 1 when any failed or was interrupted (a
+resume reruns those), 3 while jobs are pending or running and none has failed, 2 on a usage
+error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from sce_sweeps.sweep.manifest import MANIFEST, PENDING, RUNNING, SUBMITTED, Job, Manifest
+
+RESULT = "result.json"
+CHECKPOINT = "checkpoint.pt"
+
+DONE, FAILED, PRUNED, INTERRUPTED = "done", "failed", "pruned", "interrupted"
+STATES = (DONE, PRUNED, RUNNING, PENDING, FAILED, INTERRUPTED)
+FINISHED = (DONE, PRUNED)  # a resume skips these
+LIVE = (RUNNING, PENDING)  # and these, which are still on their way
+
+# SLURM job states (squeue/sacct) of a job that is queued or running.
+SLURM_PENDING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "RESIZING"}
+SLURM_RUNNING = {"RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT"}
+
+
+@dataclass
+class JobStatus:
+    """A job's state, why, and where to look."""
+
+    num: int
+    state: str
+    reason: str | None
+    overrides: list[str]
+    run_dir: str
+    job_id: str | None = None
+    knn_top1: float | None = None
+    log: str | None = None
+
+
+def read_result(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((run_dir / RESULT).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _run(cmd: list[str]) -> str | None:
+    """stdout of ``cmd``, or None when it is missing or fails."""
+    if shutil.which(cmd[0]) is None:
+        return None
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def slurm_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
+    """{job id: (state, reason)} from squeue for queued/running jobs, else from sacct.
+
+    Array tasks are named ``<array id>_<task id>``; ``squeue -r`` lists a pending array's tasks
+    one by one. Jobs SLURM no longer knows (or no SLURM at all) are left out.
+    """
+    if not job_ids:
+        return {}
+    states: dict[str, tuple[str, str]] = {}
+    queue = _run(["squeue", "-h", "-r", "-o", "%i|%T|%r"]) or ""
+    for line in queue.splitlines():
+        job_id, state, reason = (line.split("|") + ["", ""])[:3]
+        if job_id in job_ids:
+            states[job_id] = (state, reason)
+    rest = [j for j in job_ids if j not in states]
+    if rest:
+        cmd = ["sacct", "-n", "-X", "-P", "-o", "JobID,State,ExitCode", "-j", ",".join(rest)]
+        for line in (_run(cmd) or "").splitlines():
+            job_id, state, exit_code = (line.split("|") + ["", ""])[:3]
+            if job_id in rest:
+                name = state.split()[0] if state else "UNKNOWN"
+                states[job_id] = (name, f"{state}, exit {exit_code}")
+    return states
+
+
+def process_alive(pid: int | None, host: str, marker: str | None = None) -> bool:
+    """Whether process ``pid`` of this host is alive (and its command line holds ``marker``)."""
+    if not pid or host != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if marker and cmdline.exists():
+        return marker in cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    return True
+
+
+def _interrupted_reason(run_dir: Path) -> str:
+    if (run_dir / CHECKPOINT).exists():
+        return "no result; stopped with a checkpoint (a resume continues from it)"
+    return "no result; stopped before its first checkpoint"
+
+
+def job_status(
+    manifest: Manifest, job: Job, slurm: dict[str, tuple[str, str]], launcher_alive: bool
+) -> JobStatus:
+    """The state of one job (see the module docstring for the rules)."""
+    run_dir = manifest.run_dir(job)
+    latest = job.job_ids[-1] if job.job_ids else None
+    status = JobStatus(job.num, INTERRUPTED, None, job.overrides, job.run_dir, latest, log=job.log)
+    result = read_result(run_dir)
+    if result and result.get("config_hash") != job.config_hash:
+        result = None  # another config ran in this dir
+    live = None
+    if manifest.launcher == "slurm" and latest in slurm:
+        slurm_state, slurm_reason = slurm[latest]
+        if slurm_state in SLURM_PENDING:
+            live = (PENDING, f"SLURM {slurm_state} ({slurm_reason})")
+        elif slurm_state in SLURM_RUNNING:
+            live = (RUNNING, f"SLURM job {latest}")
+    elif (
+        manifest.launcher == "local"
+        and job.state in (SUBMITTED, RUNNING)
+        and process_alive(int(latest or 0), manifest.host, manifest.sweep_dir.name)
+    ):
+        live = (RUNNING, f"process {latest}")
+    if live:
+        status.state, status.reason = live
+    elif result:
+        state = result.get("status")
+        status.state = {"completed": DONE, "pruned": PRUNED}.get(state, FAILED)
+        status.reason = result.get("reason")
+        if state == "completed":
+            status.knn_top1 = result.get("knn_top1")
+    elif manifest.launcher == "slurm" and latest in slurm:
+        status.state = FAILED
+        status.reason = f"SLURM {slurm[latest][1]} without a result.json"
+    elif job.state == PENDING and launcher_alive:
+        status.state, status.reason = PENDING, "waiting for the launcher to start it"
+    else:
+        status.reason = job.reason or _interrupted_reason(run_dir)
+    return status
+
+
+def sweep_status(manifest: Manifest) -> list[JobStatus]:
+    """The state of every job of the sweep."""
+    slurm_ids = [j.job_ids[-1] for j in manifest.jobs if j.job_ids]
+    slurm = slurm_states(slurm_ids) if manifest.launcher == "slurm" else {}
+    launcher_alive = process_alive(manifest.pid, manifest.host, "python")
+    return [job_status(manifest, job, slurm, launcher_alive) for job in manifest.jobs]
+
+
+def exit_code(statuses: list[JobStatus]) -> int:
+    """0 all done, 1 some failed or interrupted, 3 some still pending or running."""
+    states = {s.state for s in statuses}
+    if states & {FAILED, INTERRUPTED}:
+        return 1
+    if states & set(LIVE):
+        return 3
+    return 0
+
+
+def varying_overrides(overrides: list[list[str]]) -> list[list[str]]:
+    """Each job's overrides minus those every job shares (the sweep's fixed settings)."""
+    common = set.intersection(*(set(o) for o in overrides)) if overrides else set()
+    return [[x for x in o if x not in common] for o in overrides]
+
+
+def format_table(manifest: Manifest, statuses: list[JobStatus]) -> str:
+    """A human-readable table: one line per job, then a summary line."""
+    varying = varying_overrides([s.overrides for s in statuses])
+    common = [x for x in statuses[0].overrides if x not in varying[0]] if statuses else []
+    lines = [
+        f"sweep {manifest.sweep_name} ({manifest.launcher}): {manifest.sweep_dir}",
+        f"command: {manifest.command}",
+    ]
+    if common:
+        lines.append(f"every job: {' '.join(common)}")
+    width = max([len(" ".join(v)) for v in varying] + [9])
+    lines.append(f"{'job':>4}  {'state':<11}  {'overrides':<{width}}  {'job id':<10}  details")
+    for s, v in zip(statuses, varying):
+        if s.state == DONE and s.knn_top1 is not None:
+            detail = f"kNN top-1 {s.knn_top1:.2f}%"
+        else:
+            detail = s.reason or ""
+        if s.state in (FAILED, INTERRUPTED) and s.log:
+            detail += f"  [log: {s.log}]"
+        lines.append(
+            f"{s.num:>4}  {s.state:<11}  {' '.join(v):<{width}}  {s.job_id or '-':<10}  {detail}"
+        )
+    counts = {state: sum(s.state == state for s in statuses) for state in STATES}
+    summary = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
+    lines.append(f"{len(statuses)} jobs: {summary}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sce_sweeps.status <sweep dir> [--json]``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m sce_sweeps.status",
+        description="Show each job of a sweep as done / running / pending / failed / "
+        "interrupted / pruned, from SLURM and from the run dirs.",
+        epilog="Exit status: 0 all done, 1 some failed or interrupted, "
+        "3 some still pending or running, 2 usage error.",
+    )
+    parser.add_argument("sweep_dir", type=Path, help=f"a sweep dir (holding {MANIFEST})")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead")
+    args = parser.parse_args(argv)
+    manifest = Manifest.load(args.sweep_dir)
+    if manifest is None:
+        print(f"sce_sweeps.status: no {MANIFEST} in {args.sweep_dir}", file=sys.stderr)
+        return 2
+    statuses = sweep_status(manifest)
+    code = exit_code(statuses)
+    if args.json:
+        out = {
+            "sweep_name": manifest.sweep_name,
+            "sweep_dir": str(manifest.sweep_dir),
+            "exit_code": code,
+            "jobs": [asdict(s) for s in statuses],
+        }
+        print(json.dumps(out, indent=2))
+    else:
+        print(format_table(manifest, statuses))
+    return code
