@@ -40,12 +40,12 @@ EOF
   DATA=/tmp/sce_gpu_data RUN=/tmp/sce_gpu_run
   rm -rf "$DATA" "$RUN"
   $PY -c "from sce_sweeps.data.synthetic import write_fake_dataset as w; w('cifar10', '$DATA', num_train=8192, num_test=1024)"
-  ARGS=(dataset=cifar10 "dataset.root=$DATA" dataset.num_workers=8 model=resnet18_cifar
+  ARGS=(dataset=cifar10 "dataset.root=$DATA" dataset.train_samples=null dataset.num_workers=8 model=resnet18_cifar
         trainer.epochs=3 trainer.eval_every=1 optim.warmup_epochs=1 tracker=none
         trainer.device=cuda "hydra.run.dir=$RUN")
   $PY -m sce_sweeps "${ARGS[@]}" &
   PID=$!
-  while [ ! -f "$RUN/checkpoint.pt" ]; do sleep 0.2; done
+  for _ in $(seq 600); do [ -f "$RUN/checkpoint.pt" ] || ! kill -0 $PID 2>/dev/null && break; sleep 0.2; done
   sleep 2
   kill -TERM $PID || true
   wait $PID || echo "stopped with status $? (expected after SIGTERM)"

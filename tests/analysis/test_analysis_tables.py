@@ -96,13 +96,13 @@ def test_partial_sweep_shows_failed_and_unfinished_runs(partial_sweep, tmp_path)
     }
     counts = {k[:2]: (r["n"], r["failed"], r["unfinished"]) for k, r in rows.items()}
     assert counts == {
-        (0.0, 0.06): ("2", "0", "0"),
-        (1.0, 0.06): ("1", "0", "1"),  # run 3 has no result.json yet
+        (0.0, 0.12): ("2", "0", "0"),
+        (1.0, 0.12): ("1", "0", "1"),  # run 3 has no result.json yet
         (1.0, 1e12): ("0", "1", "0"),  # NaN loss
     }
     survivor = read_json(partial_sweep / "2" / "result.json")
-    assert float(rows[(1.0, 0.06, "knn_top1")]["mean"]) == survivor["knn_top1"]
-    assert rows[(1.0, 0.06, "knn_top1")]["std"] == ""  # one run: no std
+    assert float(rows[(1.0, 0.12, "knn_top1")]["mean"]) == survivor["knn_top1"]
+    assert rows[(1.0, 0.12, "knn_top1")]["std"] == ""  # one run: no std
     assert rows[(1.0, 1e12, "knn_top1")]["mean"] == ""  # nothing averaged
 
     markdown = (out / "ablation.md").read_text()
@@ -110,7 +110,7 @@ def test_partial_sweep_shows_failed_and_unfinished_runs(partial_sweep, tmp_path)
     failed_row = dict(zip(header, _markdown_row(markdown, ["1", "1e+12"])))
     assert failed_row["failed"] == "1" and failed_row["n"] == "0"
     assert failed_row["kNN top-1 (%)"] == "–"
-    running_row = dict(zip(header, _markdown_row(markdown, ["1", "0.06"])))
+    running_row = dict(zip(header, _markdown_row(markdown, ["1", "0.12"])))
     assert running_row["unfinished"] == "1" and running_row["n"] == "1"
 
 
@@ -138,7 +138,7 @@ def test_manifest_states_and_jobs_not_started(partial_sweep, tmp_path):
         (r["loss.coeff"], r["optim.lr"]): (r["n"], r["failed"], r["unfinished"])
         for r in rows.to_dict("records")
     }
-    assert counts == {(0.0, 0.06): (2, 0, 1), (1.0, 0.06): (1, 0, 1), (1.0, 1e12): (0, 1, 0)}
+    assert counts == {(0.0, 0.12): (2, 0, 1), (1.0, 0.12): (1, 0, 1), (1.0, 1e12): (0, 1, 0)}
 
 
 def test_references_shown_beside_measured_with_difference(tiny_sweep, tmp_path):
