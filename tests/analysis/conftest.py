@@ -46,6 +46,7 @@ def cifar_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
         *overrides,
         "dataset=cifar10",
         f"dataset.root={base / 'data'}",
+        "dataset.train_samples=null",
         "dataset.num_workers=0",
         "loss.queue_size=64",
         "trainer.batch_size=32",
