@@ -115,7 +115,7 @@ def _epoch_of_checkpoint(run_dir: Path) -> int:
 
 
 @pytest.mark.slurm
-@pytest.mark.xfail(reason="flaky: the requeued job's step is sometimes aborted (issue 3)", strict=False)
+@pytest.mark.xfail(reason="flaky: the requeued job step is sometimes aborted", strict=False)
 def test_scontrol_requeue_resumes_from_checkpoint_with_the_same_result(slurm_cluster, tmp_path):
     longer = ["loss.coeff=0.5", "trainer.epochs=5"]
     reference: dict = {}
