@@ -35,6 +35,7 @@ class SweepLauncherConf(SlurmQueueConf):
 class LocalSweepLauncherConf(SweepLauncherConf):
     _target_: str = f"{PACKAGE}.LocalLauncher"
     timeout_min: int = 7 * 24 * 60  # local jobs have no real time limit
+    poll_s: float = 0.5
 
 
 @dataclass

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -29,6 +30,8 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, SlurmQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import OmegaConf
+
+from sce_sweeps.sweep.status import jobs_
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,15 @@ SLURM_ONLY = (
 
 def _say(message: str) -> None:
     print(f"sce_sweeps: {message}", file=sys.stderr, flush=True)
+
+
+def _stop_on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM in a job: SLURM kills the job KillWait seconds later (scancel, scontrol
+    requeue, preemption, time limit). The trainer calls this once its checkpoint is saved;
+    stopping now, without a result, beats racing the kill: a requeued job resumes from the
+    checkpoint instead of finding a run finished by a job SLURM has already requeued."""
+    _say("SIGTERM: stopped after saving a checkpoint; a requeued job resumes from it")
+    raise SystemExit(128 + signum)
 
 
 class SweepLauncher(BaseSubmititLauncher):
@@ -86,6 +98,12 @@ class SweepLauncher(BaseSubmititLauncher):
         return {**self.params, **self.options}
 
     # --- shared -------------------------------------------------------------------------------
+
+    def __call__(self, *args: Any) -> JobReturn:
+        """Run one job (in the job's process): Hydra's run_job in its run dir."""
+        # submitit only logs SIGTERM ("bypass"); stop instead, once the trainer has saved.
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
+        return super().__call__(*args)
 
     def _job_params(self, job: Any) -> tuple[Any, ...]:
         """The arguments of ``self.__call__`` (run in the job) for a planned job."""
@@ -140,7 +158,7 @@ class SweepLauncher(BaseSubmititLauncher):
         if invalid:
             for line in invalid:
                 _say(line)
-            _say(f"{len(invalid)} of {len(jobs)} jobs are invalid; nothing was launched")
+            _say(f"{len(invalid)} of {jobs_(len(jobs))} are invalid; nothing was launched")
             if first_launch and not manifest.path.exists():
                 plan.remove_unused_sweep_dir(sweep_dir)
             raise SystemExit(2)
@@ -163,7 +181,7 @@ class SweepLauncher(BaseSubmititLauncher):
         manifest.save()
         if resumed:
             _say(
-                f"resuming {sweep_dir}: {len(todo)} jobs to run, {len(returns)} skipped "
+                f"resuming {sweep_dir}: {jobs_(len(todo))} to run, {len(returns)} skipped "
                 f"(finished or still queued/running)"
             )
         returns.update(self._run(todo, manifest))
@@ -205,16 +223,6 @@ class SweepLauncher(BaseSubmititLauncher):
         poll_s = float(self.options.get("poll_s", 2.0))
         try:
             while waiting or running:
-                room = self._room(len(running), len(waiting))
-                if waiting and room > 0:
-                    batch, waiting = waiting[:room], waiting[room:]
-                    for job, sjob in zip(batch, self._submit(executor, batch)):
-                        entry = manifest.by_num(job.num)
-                        entry.job_ids.append(str(sjob.job_id))
-                        entry.state = RUNNING if self.kind == "local" else SUBMITTED
-                        entry.submitted_at, entry.log = now(), str(sjob.paths.stderr)
-                        running[job.num] = (job, sjob)
-                    manifest.save()
                 changed = False
                 for num, (job, sjob) in list(running.items()):
                     entry = manifest.by_num(num)
@@ -225,6 +233,16 @@ class SweepLauncher(BaseSubmititLauncher):
                         changed = True
                     elif entry.state == SUBMITTED and sjob.state == "RUNNING":
                         entry.state, changed = RUNNING, True
+                room = self._room(len(running), len(waiting))
+                if waiting and room > 0:
+                    batch, waiting = waiting[:room], waiting[room:]
+                    for job, sjob in zip(batch, self._submit(executor, batch)):
+                        entry = manifest.by_num(job.num)
+                        entry.job_ids.append(str(sjob.job_id))
+                        entry.state = RUNNING if self.kind == "local" else SUBMITTED
+                        entry.submitted_at, entry.log = now(), str(sjob.paths.stderr)
+                        running[job.num] = (job, sjob)
+                    changed = True
                 if changed:
                     manifest.save()
                 if waiting or running:
@@ -276,7 +294,7 @@ class SweepLauncher(BaseSubmititLauncher):
             states[state] = states.get(state, 0) + 1
         counts = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
         _say(
-            f"sweep {manifest.sweep_name}: {len(jobs)} jobs: {counts}; "
+            f"sweep {manifest.sweep_name}: {jobs_(len(jobs))}: {counts}; "
             f"`python -m sce_sweeps.status {manifest.sweep_dir}` shows each"
         )
 
@@ -387,5 +405,5 @@ class SlurmLauncher(SweepLauncher):
         params = [self._job_params(job) for job in jobs]
         submitted = executor.map_array(self, *zip(*params))
         ids = ", ".join(str(j.job_id) for j in submitted)
-        _say(f"submitted {len(submitted)} SLURM jobs: {ids}")
+        _say(f"submitted {jobs_(len(submitted), 'SLURM job')}: {ids}")
         return submitted

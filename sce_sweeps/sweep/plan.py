@@ -18,7 +18,7 @@ from omegaconf import DictConfig, open_dict, read_write
 
 from sce_sweeps.config import config_hash, validate
 from sce_sweeps.sweep.manifest import Manifest, relative_run_dir
-from sce_sweeps.sweep.status import FINISHED, LIVE, JobStatus, varying_overrides
+from sce_sweeps.sweep.status import FINISHED, LIVE, JobStatus, jobs_, varying_overrides
 
 
 @dataclass
@@ -190,19 +190,19 @@ def describe(
     todo = [j for j in jobs if not j.skip]
     where = "submitted to SLURM" if kind == "slurm" else "run on this machine"
     lines = [
-        f"DRY RUN: {len(todo)} jobs of sweep {sweep_name} would be {where} "
+        f"DRY RUN: {jobs_(len(todo))} of sweep {sweep_name} would be {where} "
         f"(nothing is submitted, no directory is created)",
         f"  sweep dir:  {os.path.relpath(sweep_dir) if not sweep_dir.is_absolute() else sweep_dir}",
     ]
     if resume:
-        lines.append(f"  resume:     {len(jobs) - len(todo)} of {len(jobs)} jobs skipped")
+        lines.append(f"  resume:     {len(jobs) - len(todo)} of {jobs_(len(jobs))} skipped")
     lines += resources(params, kind)
     gpus = gpus_per_job(params)
     if kind == "slurm" and gpus:
         hours = params["timeout_min"] / 60
         total = len(todo) * gpus * hours
         lines.append(
-            f"  GPU-hours:  {total:g} at most ({len(todo)} jobs x {gpus} GPU x {hours:g} h "
+            f"  GPU-hours:  {total:g} at most ({jobs_(len(todo))} x {gpus} GPU x {hours:g} h "
             f"time limit; runs that end sooner use less, requeued ones more)"
         )
     elif kind == "slurm":

@@ -172,6 +172,11 @@ def sweep_status(manifest: Manifest) -> list[JobStatus]:
     return [job_status(manifest, job, slurm, launcher_alive) for job in manifest.jobs]
 
 
+def jobs_(n: int, noun: str = "job") -> str:
+    """``1 job``, ``2 jobs``."""
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
 def exit_code(statuses: list[JobStatus]) -> int:
     """0 all done, 1 some failed or interrupted, 3 some still pending or running."""
     states = {s.state for s in statuses}
@@ -212,7 +217,7 @@ def format_table(manifest: Manifest, statuses: list[JobStatus]) -> str:
         )
     counts = {state: sum(s.state == state for s in statuses) for state in STATES}
     summary = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
-    lines.append(f"{len(statuses)} jobs: {summary}")
+    lines.append(f"{jobs_(len(statuses))}: {summary}")
     return "\n".join(lines)
 
 
