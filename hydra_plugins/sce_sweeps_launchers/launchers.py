@@ -8,6 +8,11 @@
 3. create (or, on resume, reopen) ``manifest.json`` and skip the jobs a resume need not rerun;
 4. submit through submitit, watch the jobs, record job ids and states in the manifest.
 
+Several threads may call :meth:`~SweepLauncher.launch` at once (``thread_safe_launch``): the
+asynchronous Optuna sweeper launches one trial per call from P threads. The manifest, the
+count of running jobs (``max_parallel`` holds across all calls) and the GPU pool are shared
+under one lock; each call waits for its own jobs only.
+
 Jobs run :meth:`BaseSubmititLauncher.__call__` (Hydra's ``run_job`` in the job's run dir), and
 its ``checkpoint()`` resubmits the same call, so a job stopped by a preemption or a time limit
 is requeued and the trainer resumes from the ``checkpoint.pt`` it wrote on the signal.
@@ -20,6 +25,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,19 +78,38 @@ class SweepLauncher(BaseSubmititLauncher):
     """Validation, manifest, dry run and resume around a submitit executor."""
 
     _EXECUTOR = "abstract"
+    # launch() may be called from several threads at once (see the module's docstring).
+    thread_safe_launch = True
+    # Set by a sweeper whose job numbers are unique and never repeat across reruns of its
+    # command (Optuna: trial numbers): each job keeps its number and run dir even when another
+    # has the same config (a retried trial), and a rerun reopens the sweep's manifest.
+    numbered_by_sweeper = False
 
     def __init__(self, **params: Any) -> None:
         self.options = {k: params.pop(k) for k in OWN_KEYS if k in params}
         super().__init__(**params)
         self.manifest: Any = None  # sce_sweeps.sweep.manifest.Manifest, once launched
+        self._lock = threading.RLock()  # the manifest, the running count, the GPU pool
+        self._active = 0  # jobs submitted and not over, over all launch() calls
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a job receives (submitit pickles the launcher): no lock, no manifest."""
+        state = dict(self.__dict__)
+        state.pop("_lock", None)
+        state["manifest"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
 
     # --- what each launcher does its own way -----------------------------------------------
 
     def _executor(self, sweep_dir: Path) -> Any:
         raise NotImplementedError
 
-    def _room(self, running: int, waiting: int) -> int:
-        """How many more jobs may be submitted now."""
+    def _room(self, active: int) -> int:
+        """How many more jobs may be submitted now, with ``active`` submitted and not over."""
         raise NotImplementedError
 
     def _submit(self, executor: Any, jobs: list[Any]) -> list[Any]:
@@ -118,6 +143,12 @@ class SweepLauncher(BaseSubmititLauncher):
         if self.manifest is not None:
             return self.manifest
         existing = Manifest.load(sweep_dir)
+        if self.numbered_by_sweeper and existing is not None and not self.options.get("resume"):
+            if existing.sweep_name != str(self.config.sweep_name):
+                _say(f"{sweep_dir} already holds the sweep {existing.sweep_name!r}")
+                raise SystemExit(2)
+            existing.pid = os.getpid()
+            return existing
         if self.options.get("resume"):
             if existing is None:
                 _say(f"nothing to resume: no manifest.json in {sweep_dir}")
@@ -134,6 +165,22 @@ class SweepLauncher(BaseSubmititLauncher):
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
+        assert self.config is not None and self.hydra_context is not None
+        with self._lock:  # composing, validating, recording: one call at a time
+            planned = self._plan(job_overrides, initial_job_idx)
+        if planned is None:  # dry run
+            return []
+        manifest, jobs, returns, todo = planned
+        returns.update(self._run(todo, manifest))
+        if len(jobs) > 1:
+            with self._lock:
+                self._summary(manifest, jobs)
+        return [returns[job.num] for job in jobs]
+
+    def _plan(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> tuple[Any, list[Any], dict[int, JobReturn], list[Any]] | None:
+        """Plan, validate and record the jobs of one launch() call; None for a dry run."""
         from sce_sweeps.sweep import plan
         from sce_sweeps.sweep.status import sweep_status
 
@@ -148,6 +195,7 @@ class SweepLauncher(BaseSubmititLauncher):
             [list(o) for o in job_overrides],
             initial_job_idx,
             manifest,
+            match_by_hash=not self.numbered_by_sweeper,
         )
         if resumed:
             previous = {s.num: s for s in sweep_status(manifest)}
@@ -169,7 +217,7 @@ class SweepLauncher(BaseSubmititLauncher):
             if not manifest.path.exists():
                 plan.remove_unused_sweep_dir(sweep_dir)
             print(report, flush=True)
-            return []
+            return None
 
         self.manifest = manifest
         if resumed:
@@ -184,9 +232,7 @@ class SweepLauncher(BaseSubmititLauncher):
                 f"resuming {sweep_dir}: {jobs_(len(todo))} to run, {len(returns)} skipped "
                 f"(finished or still queued/running)"
             )
-        returns.update(self._run(todo, manifest))
-        self._summary(manifest, jobs)
-        return [returns[job.num] for job in jobs]
+        return manifest, jobs, returns, todo
 
     def _record(self, manifest: Any, job: Any) -> None:
         from sce_sweeps.sweep.manifest import PENDING, Job, relative_run_dir
@@ -214,41 +260,21 @@ class SweepLauncher(BaseSubmititLauncher):
 
     def _run(self, jobs: list[Any], manifest: Any) -> dict[int, JobReturn]:
         """Submit ``jobs`` as room allows, watch them, keep the manifest up to date."""
-        from sce_sweeps.sweep.manifest import RUNNING, SUBMITTED, now
-
         if not jobs:
             return {}
-        executor = self._executor(manifest.sweep_dir)
+        with self._lock:
+            executor = self._executor(manifest.sweep_dir)
         waiting, running, returns = list(jobs), {}, {}
         poll_s = float(self.options.get("poll_s", 2.0))
         try:
             while waiting or running:
-                changed = False
-                for num, (job, sjob) in list(running.items()):
-                    entry = manifest.by_num(num)
-                    if sjob.done():
-                        returns[num] = self._finish(entry, job, sjob)
-                        self._released(job)
-                        del running[num]
-                        changed = True
-                    elif entry.state == SUBMITTED and sjob.state == "RUNNING":
-                        entry.state, changed = RUNNING, True
-                room = self._room(len(running), len(waiting))
-                if waiting and room > 0:
-                    batch, waiting = waiting[:room], waiting[room:]
-                    for job, sjob in zip(batch, self._submit(executor, batch)):
-                        entry = manifest.by_num(job.num)
-                        entry.job_ids.append(str(sjob.job_id))
-                        entry.state = RUNNING if self.kind == "local" else SUBMITTED
-                        entry.submitted_at, entry.log = now(), str(sjob.paths.stderr)
-                        running[job.num] = (job, sjob)
-                    changed = True
-                if changed:
-                    manifest.save()
+                with self._lock:
+                    self._poll(manifest, waiting, running, returns, executor)
                 if waiting or running:
                     time.sleep(poll_s)
         except KeyboardInterrupt:
-            manifest.save()
+            with self._lock:
+                manifest.save()
             where = "keep running on SLURM" if self.kind == "slurm" else "were stopped"
             _say(
                 f"interrupted: {len(running)} started jobs {where}; see "
@@ -257,6 +283,44 @@ class SweepLauncher(BaseSubmititLauncher):
             )
             raise
         return returns
+
+    def _poll(
+        self,
+        manifest: Any,
+        waiting: list[Any],
+        running: dict[int, tuple[Any, Any]],
+        returns: dict[int, JobReturn],
+        executor: Any,
+    ) -> None:
+        """One look at this call's jobs (under the lock): settle those that are over, submit
+        waiting ones as room allows; ``waiting``, ``running`` and ``returns`` are updated."""
+        from sce_sweeps.sweep.manifest import RUNNING, SUBMITTED, now
+
+        changed = False
+        for num, (job, sjob) in list(running.items()):
+            entry = manifest.by_num(num)
+            if sjob.done():
+                returns[num] = self._finish(entry, job, sjob)
+                self._released(job)
+                self._active -= 1
+                del running[num]
+                changed = True
+            elif entry.state == SUBMITTED and sjob.state == "RUNNING":
+                entry.state, changed = RUNNING, True
+        room = min(len(waiting), self._room(self._active))
+        if room > 0:
+            batch = waiting[:room]
+            del waiting[:room]
+            for job, sjob in zip(batch, self._submit(executor, batch)):
+                entry = manifest.by_num(job.num)
+                entry.job_ids.append(str(sjob.job_id))
+                entry.state = RUNNING if self.kind == "local" else SUBMITTED
+                entry.submitted_at, entry.log = now(), str(sjob.paths.stderr)
+                running[job.num] = (job, sjob)
+                self._active += 1
+            changed = True
+        if changed:
+            manifest.save()
 
     def _finish(self, entry: Any, job: Any, sjob: Any) -> JobReturn:
         """Record how a job ended; a job that died without a return gets NaN, not an error."""
@@ -329,17 +393,18 @@ class LocalLauncher(SweepLauncher):
     def _executor(self, sweep_dir: Path) -> Any:
         import submitit
 
-        defaults = SlurmQueueConf()
-        ignored = {
-            k: self.params[k]
-            for k in SLURM_ONLY
-            if self.params.get(k) and self.params[k] != getattr(defaults, k)
-        }
-        if ignored:
-            listed = ", ".join(f"{k}={v}" for k, v in ignored.items())
-            _say(f"launcher=local ignores what only SLURM understands: {listed}")
-        self.free_gpus, self.gpus_per_job = self._gpus()
-        self.gpus_of: dict[int, list[int]] = {}
+        if not hasattr(self, "free_gpus"):  # the first launch() call: one pool for all calls
+            defaults = SlurmQueueConf()
+            ignored = {
+                k: self.params[k]
+                for k in SLURM_ONLY
+                if self.params.get(k) and self.params[k] != getattr(defaults, k)
+            }
+            if ignored:
+                listed = ", ".join(f"{k}={v}" for k, v in ignored.items())
+                _say(f"launcher=local ignores what only SLURM understands: {listed}")
+            self.free_gpus, self.gpus_per_job = self._gpus()
+            self.gpus_of: dict[int, list[int]] = {}
         executor = submitit.LocalExecutor(
             folder=Path(self.params["submitit_folder"]).absolute(),
             max_num_timeout=self.params["max_num_timeout"],
@@ -353,8 +418,8 @@ class LocalLauncher(SweepLauncher):
         )
         return executor
 
-    def _room(self, running: int, waiting: int) -> int:
-        room = int(self.options.get("max_parallel", 2)) - running
+    def _room(self, active: int) -> int:
+        room = int(self.options.get("max_parallel", 2)) - active
         if self.gpus_per_job:
             room = min(room, len(self.free_gpus) // self.gpus_per_job)
         return room
@@ -398,8 +463,8 @@ class SlurmLauncher(SweepLauncher):
         )
         return executor
 
-    def _room(self, running: int, waiting: int) -> int:
-        return waiting  # SLURM queues them all; array_parallelism caps how many run
+    def _room(self, active: int) -> int:
+        return sys.maxsize  # SLURM queues them all; array_parallelism caps how many run
 
     def _submit(self, executor: Any, jobs: list[Any]) -> list[Any]:
         params = [self._job_params(job) for job in jobs]

@@ -57,6 +57,7 @@ from optuna.distributions import (
 )
 from optuna.trial import FrozenTrial, TrialState
 
+from sce_sweeps.config import ConfigError
 from sce_sweeps.search import (
     HEARTBEAT_ATTR,
     JOURNAL_NAME,
@@ -108,7 +109,7 @@ def param_from_override(override: Override) -> Param:
     """The distribution of a sweep override in Hydra's syntax.
 
     Raises:
-        ValueError: for a sweep Optuna cannot sample (non-primitive choices, empty range...).
+        ConfigError: for a sweep Optuna cannot sample (non-primitive choices, empty range...).
     """
     key = override.get_key_element()
     value = override.value()
@@ -120,29 +121,29 @@ def param_from_override(override: Override) -> Param:
     if isinstance(value, ChoiceSweep):
         choices = list(override.sweep_iterator())
         if not all(c is None or isinstance(c, (bool, int, float, str)) for c in choices):
-            raise ValueError(f"{key}: choice() values must be numbers, strings, booleans or null")
+            raise ConfigError(f"{key}: choice() values must be numbers, strings, booleans or null")
         if log_scale:
-            raise ValueError(f"{key}: tag(log, ...) needs an interval, not a choice")
+            raise ConfigError(f"{key}: tag(log, ...) needs an interval, not a choice")
         return Param(key, CategoricalDistribution(choices), list(override.sweep_string_iterator()))
     if isinstance(value, RangeSweep):
         start, stop, step = value.start, value.stop, value.step
         if step is None or step <= 0 or stop <= start:
-            raise ValueError(f"{key}: range(start, stop, step) needs start < stop and step > 0")
+            raise ConfigError(f"{key}: range(start, stop, step) needs start < stop and step > 0")
         count = math.ceil((stop - start) / step)
         last = start + (count - 1) * step
         if log_scale:
-            raise ValueError(f"{key}: tag(log, ...) needs an interval, not a range")
+            raise ConfigError(f"{key}: tag(log, ...) needs an interval, not a range")
         if all(isinstance(v, int) for v in (start, stop, step)):
             return Param(key, IntDistribution(int(start), int(last), step=int(step)))
         return Param(key, FloatDistribution(float(start), float(last), step=float(step)))
     if isinstance(value, IntervalSweep):
         low, high = value.start, value.end
         if not low < high:
-            raise ValueError(f"{key}: interval(low, high) needs low < high")
+            raise ConfigError(f"{key}: interval(low, high) needs low < high")
         if isinstance(low, int) and isinstance(high, int):  # int(interval(...))
             return Param(key, IntDistribution(low, high, log=log_scale))
         return Param(key, FloatDistribution(float(low), float(high), log=log_scale))
-    raise ValueError(f"{key}: unsupported sweep {override.input_line!r}")
+    raise ConfigError(f"{key}: unsupported sweep {override.input_line!r}")
 
 
 def launcher_is_thread_safe(launcher: Launcher) -> bool:
@@ -244,8 +245,8 @@ class AsyncOptunaSweeper:
         self.storage_str = ""
 
     def _check_settings(self) -> None:
-        def bad(key: str, value: Any, allowed: str) -> ValueError:
-            return ValueError(f"hydra.sweeper.{key}={value!r} is invalid: {allowed}")
+        def bad(key: str, value: Any, allowed: str) -> ConfigError:
+            return ConfigError(f"hydra.sweeper.{key}={value!r} is invalid: {allowed}")
 
         if self.n_trials < 1:
             raise bad("n_trials", self.n_trials, "must be >= 1")
@@ -283,6 +284,10 @@ class AsyncOptunaSweeper:
         )
         if not launcher_is_thread_safe(self.launcher):
             self._launch_lock = threading.Lock()
+        if hasattr(self.launcher, "numbered_by_sweeper"):
+            # launcher=local|slurm: a trial's job is numbered (and its run dir named) by the
+            # trial number, which never repeats, even for a retry with the same parameters.
+            self.launcher.numbered_by_sweeper = True
 
     # ---------------------------------------------------------------- search space
     def _parse(self, arguments: list[str]) -> None:
@@ -300,7 +305,7 @@ class AsyncOptunaSweeper:
             else:
                 self.fixed.append(f"{key}={override.get_value_element_as_str()}")
         if not self.space:
-            raise ValueError(
+            raise ConfigError(
                 "nothing to search: give hydra.sweeper.params or sweep overrides such as "
                 "'loss.coeff=interval(0,1)'"
             )
@@ -351,7 +356,7 @@ class AsyncOptunaSweeper:
         if self.sampler_name == "grid":
             grid = {k: p.grid_values() for k, p in self.space.items()}
             if any(v is None for v in grid.values()):
-                raise ValueError(
+                raise ConfigError(
                     "hydra.sweeper.sampler=grid needs choice() or range() parameters only"
                 )
         sampler = make_sampler(self.sampler_name, self.sampler_kwargs, self.seed, grid)
@@ -381,7 +386,7 @@ class AsyncOptunaSweeper:
             )
         found = [d.name.lower() for d in study.directions]
         if found != self.directions:
-            raise ValueError(
+            raise ConfigError(
                 f"study {self.study_name!r} in {storage_str} optimises {found}, "
                 f"not hydra.sweeper.direction={self.directions}"
             )
@@ -422,7 +427,7 @@ class AsyncOptunaSweeper:
         if self._launch_lock is not None and self.n_jobs > 1:
             log.warning(
                 "%s is not thread-safe (no thread_safe_launch = True): trials run one at a "
-                "time, not %d (hydra/launcher=submitit_local or submitit_slurm run them at once)",
+                "time, not %d (launcher=local or launcher=slurm run them at once)",
                 type(self.launcher).__name__,
                 self.n_jobs,
             )

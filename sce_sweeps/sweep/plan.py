@@ -60,12 +60,13 @@ def plan_jobs(
     job_overrides: list[list[str]],
     initial_job_idx: int,
     manifest: Manifest | None,
+    match_by_hash: bool = True,
 ) -> list[PlannedJob]:
     """Compose, number and validate each job; invalid ones get an ``error``, nothing raises.
 
-    A job already in ``manifest`` (same overrides, or else the same config hash) keeps its
-    number and run dir; a new one takes Hydra's number (``initial_job_idx + i``) unless the
-    manifest already uses it.
+    A job already in ``manifest`` (same overrides, or else, with ``match_by_hash``, the same
+    config hash) keeps its number and run dir; a new one takes Hydra's number
+    (``initial_job_idx + i``) unless the manifest already uses it.
     """
     used = {j.num for j in manifest.jobs} if manifest else set()
     jobs = []
@@ -80,7 +81,9 @@ def plan_jobs(
             error = str(e).splitlines()[0]
         known = None
         if manifest:  # the same job in the sweep being resumed
-            known = manifest.find(list(overrides)) or manifest.find_by_hash(config_hash_)
+            known = manifest.find(list(overrides))
+            if known is None and match_by_hash:
+                known = manifest.find_by_hash(config_hash_)
         num = known.num if known else _next_num(used, initial_job_idx + i)
         used.add(num)
         with open_dict(cfg.hydra.job):

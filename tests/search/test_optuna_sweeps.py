@@ -21,17 +21,10 @@ from tests.helpers import ROOT, TINY, read_json, read_metrics, run_cli
 
 pytestmark = pytest.mark.slow
 
-# The SLURM launcher of hydra-submitit-launcher on the test cluster's partition. (The
-# project's launcher=slurm cluster=local serialises trials until it declares
-# thread_safe_launch; see docs/search.md.)
-SLURM = [
-    "hydra/launcher=submitit_slurm",
-    "hydra.launcher.partition=debug",
-    "hydra.launcher.cpus_per_task=1",
-    "hydra.launcher.mem_gb=1",
-    "hydra.launcher.timeout_min=10",
-]
-LOCAL = ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"]
+# The project's launchers, which take P trials at once (thread_safe_launch): the SLURM one on
+# the test cluster's profile, the local one with room for the P=2 trials.
+SLURM = ["launcher=slurm", "cluster=local"]
+LOCAL = ["launcher=local", "hydra.launcher.max_parallel=2"]
 
 
 def search_args(sweep_dir: Path, epochs: int, *extra: str, images: int = 256) -> list[str]:
@@ -104,6 +97,13 @@ def test_slurm_search_prunes_some_trials_and_completes(slurm_cluster, tmp_path):
     )
     assert (sweep_dir / "trials.csv").exists()
     assert (sweep_dir / "optimization_results.yaml").exists()
+    # the launcher's manifest: one SLURM job per trial, numbered by the trial, in its state
+    jobs = {j["num"]: j for j in read_json(sweep_dir / "manifest.json")["jobs"]}
+    assert sorted(jobs) == [t.number for t in trials]
+    for trial in trials:
+        assert len(jobs[trial.number]["job_ids"]) == 1
+        state = {TrialState.COMPLETE: "completed", TrialState.PRUNED: "pruned"}[trial.state]
+        assert jobs[trial.number]["state"] == state
 
 
 def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 240) -> None:
