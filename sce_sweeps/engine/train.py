@@ -91,7 +91,10 @@ class _StopSignals:
             signal.signal(sig, handler)
 
     def _request(self, signum: int, frame: Any) -> None:
-        self.pending = (signum, frame)
+        # SIGUSR2 wins over a SIGTERM that follows it: its handler requeues the job, and a
+        # job that requeues itself also exits, so the SIGTERM is served too.
+        if self.pending is None or self.pending[0] != signal.SIGUSR2:
+            self.pending = (signum, frame)
 
     def serve(self) -> None:
         """Pass the pending signal on once the state is saved."""
