@@ -1,4 +1,4 @@
-from sce_sweeps.app import main
+from sce_sweeps.app import cli
 
 if __name__ == "__main__":
-    main()
+    cli()

@@ -190,3 +190,55 @@ def _finish(
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
     return run(cfg)
+
+
+def config_error_line(error: BaseException) -> str | None:
+    """One line for an error of Hydra's config composition (a value of the wrong type, an
+    unknown key or group option, a malformed override), or None for any other error."""
+    from hydra.errors import (
+        ConfigCompositionException,
+        MissingConfigException,
+        OverrideParseException,
+    )
+    from omegaconf.errors import OmegaConfBaseException
+
+    chain, cause = [], error
+    while cause is not None and len(chain) < 8:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    own = next((c for c in chain if isinstance(c, ConfigError)), None)
+    if own is not None:  # ours, maybe wrapped by Hydra (e.g. a sweeper's settings)
+        return str(own)
+    if not isinstance(
+        error, (ConfigCompositionException, OverrideParseException, OmegaConfBaseException)
+    ):
+        return None
+    if isinstance(error, OverrideParseException):
+        return f"{error.override}: {str(error).strip().splitlines()[0]}"
+    if isinstance(error, MissingConfigException) and error.options:
+        head = str(error).strip().splitlines()[0]
+        return f"{head}; available: {', '.join(error.options)}"
+    lines = [str(error).strip().splitlines()[0].rstrip(".")] if str(error).strip() else []
+    cause = error.__cause__
+    if isinstance(cause, OmegaConfBaseException) and str(cause).strip():
+        lines.append(str(cause).strip().splitlines()[0])
+    return ": ".join(lines) or type(error).__name__
+
+
+def cli() -> None:
+    """``python -m sce_sweeps``: Hydra's main, with an invalid override reported on one line
+    (exit status 2). HYDRA_FULL_ERROR=1 keeps Hydra's own reports and traces."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        main()
+        return
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing
+    try:
+        main()
+    except Exception as e:
+        line = config_error_line(e)
+        if line is None:
+            raise
+        print(f"sce_sweeps: invalid config: {line}", file=sys.stderr)
+        raise SystemExit(2) from None
+    finally:
+        del os.environ["HYDRA_FULL_ERROR"]
