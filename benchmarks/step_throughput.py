@@ -5,7 +5,9 @@ Both are timed in one process on the same random batch, in alternating rounds:
 - full: ``sce_sweeps.engine.train.train_step`` as the training loop calls it (SCE loss over
   the queue, backward, optimizer step, EMA of the target, queue update) plus the loss read-back
   the loop does each step;
-- bare: online forward and backward with the target's forward, a trivial loss, optimizer step.
+- bare: the same forwards as the SCE model (the target on view0, and view1 with ``sym``; the
+  online branch on the other views), a plain cosine loss over the same (online, target) pairs
+  in fp32, backward and optimizer step; no queue, no softmax, no EMA, no read-back.
 
 Their ratio is the framework's overhead. Usage (any Hydra override of the app)::
 
@@ -23,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -79,9 +82,18 @@ def main() -> None:
 
     def bare() -> None:
         with torch.autocast(device.type, enabled=scaler.is_enabled()):
-            target = model.target(views[0])
+            targets = [model.target(views[0])] + ([model.target(views[1])] if model.sym else [])
             online = [model.online(v) for v in views[1:]]
-            loss = sum((o * target).sum() for o in online)
+            online += [model.online(views[0])] if model.sym else []
+        pairs = [(o, 0) for o in range(len(views) - 1)]
+        if model.sym:
+            pairs += [(len(online) - 1, 1)] + [(i, 1) for i in range(1, len(views) - 1)]
+        loss = -torch.stack(
+            [
+                (F.normalize(online[o].float(), dim=1) * targets[t].float()).sum(1).mean()
+                for o, t in pairs
+            ]
+        ).mean()
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
