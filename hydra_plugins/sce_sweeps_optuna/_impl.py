@@ -8,8 +8,9 @@ starts as soon as any running one ends. The job itself reports, prunes and tells
 without a verdict: it tells what the task returned, or marks the trial FAIL and enqueues a
 retry with the same parameters when the job died (killed, node failure).
 
-Launchers that run jobs in other processes and only wait for them (hydra-submitit-launcher's
-submitit_local/submitit_slurm, or any launcher with ``thread_safe_launch = True``) are called
+Launchers that run jobs in other processes and only wait for them (the project's
+launcher=local|slurm, hydra-submitit-launcher's submitit_local/submitit_slurm, or any launcher
+with ``thread_safe_launch = True``) are called
 from the P threads at once. Hydra's basic launcher runs the task in this process and sets the
 global HydraConfig and logging for each job, so it is not thread-safe: with it trials run one
 at a time.
