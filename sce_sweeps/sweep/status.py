@@ -3,7 +3,8 @@
 A job's state comes from, in this order:
 
 1. SLURM (``squeue``, then ``sacct``) for its latest SLURM job id, or the liveness of its
-   local process: a queued job is *pending*, a started one *running*;
+   local process: a queued job is *pending*, a started one *running* (unless its run already
+   wrote a final result, completed or pruned: SLURM's accounting lags a job's end);
 2. the ``result.json`` of its run dir, when its config hash is the job's: *done*, *failed*
    (with the reason the run recorded) or *pruned*;
 3. otherwise a SLURM job that ended without a result is *failed* with SLURM's state as the
@@ -146,7 +147,8 @@ def job_status(
         and process_alive(int(latest or 0), manifest.host, manifest.sweep_dir.name)
     ):
         live = (RUNNING, f"process {latest}")
-    if live:
+    final = result is not None and result.get("status") in ("completed", "pruned")
+    if live and not final:  # a final result wins over SLURM's accounting, a moment behind
         status.state, status.reason = live
     elif result:
         state = result.get("status")

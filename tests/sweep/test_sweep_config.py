@@ -19,7 +19,7 @@ from sce_sweeps.app import CONF_DIR
 from sce_sweeps.sweep.manifest import Job, Manifest
 from sce_sweeps.sweep.plan import gpus_per_job, remove_unused_sweep_dir
 from sce_sweeps.sweep.resume import resume_command
-from sce_sweeps.sweep.status import exit_code, format_table, sweep_status
+from sce_sweeps.sweep.status import exit_code, format_table, job_status, sweep_status
 from tests.helpers import ROOT, run_cli
 
 PRESETS = {  # sweep: (swept key, number of values)
@@ -228,3 +228,12 @@ def test_resume_of_a_dir_without_manifest_is_refused(tmp_path):
         "-m", "seed=0,1", f"hydra.sweep.dir={tmp_path}", "hydra.launcher.resume=true", check=False
     )
     assert proc.returncode == 2 and "nothing to resume" in proc.stderr
+
+
+def test_a_final_result_wins_over_slurm_accounting_that_lags(tmp_path):
+    manifest = _manifest(tmp_path, launcher="slurm")
+    done, failed = manifest.jobs[0], manifest.jobs[1]
+    slurm = {done.job_ids[-1]: ("RUNNING", "None"), failed.job_ids[-1]: ("RUNNING", "None")}
+    assert job_status(manifest, done, slurm, False).state == "done"
+    # a failed run's job that SLURM runs again (requeued, resumed) is running
+    assert job_status(manifest, failed, slurm, False).state == "running"

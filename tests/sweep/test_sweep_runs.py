@@ -88,6 +88,17 @@ def sacct_state(job_id: str) -> str:
     return out[0] if out else ""
 
 
+def sacct_states(job_ids: list[str], want: str, timeout: float = 60) -> list[str]:
+    """The jobs' states in SLURM's accounting, once all are ``want`` or after ``timeout``
+    seconds (slurmctld reports a job's end to slurmdbd a moment after the job ends)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = [sacct_state(i) for i in job_ids]
+        if all(s == want for s in states) or time.monotonic() > deadline:
+            return states
+        time.sleep(1)
+
+
 @pytest.mark.slurm
 def test_slurm_lambda_sweep_is_one_real_job_per_value(slurm_cluster, tmp_path):
     proc = sweep(tmp_path, "loss.coeff=0,0.5,1", "launcher=slurm", "cluster=local")
@@ -95,7 +106,8 @@ def test_slurm_lambda_sweep_is_one_real_job_per_value(slurm_cluster, tmp_path):
     jobs = manifest(tmp_path)["jobs"]
     assert manifest(tmp_path)["launcher"] == "slurm"
     ids = [j["job_ids"][0] for j in jobs]
-    assert len(set(ids)) == 3 and all(sacct_state(i) == "COMPLETED" for i in ids), ids
+    assert len(set(ids)) == 3
+    assert sacct_states(ids, "COMPLETED") == ["COMPLETED"] * 3, ids
     for job, coeff in zip(jobs, ("0", "0.5", "1")):
         assert f"loss.coeff={coeff}" in job["overrides"] and job["state"] == "completed"
         result = read_json(tmp_path / job["run_dir"] / "result.json")
