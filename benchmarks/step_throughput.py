@@ -5,9 +5,10 @@ Both are timed in one process on the same random batch, in alternating rounds:
 - full: ``sce_sweeps.engine.train.train_step`` as the training loop calls it (SCE loss over
   the queue, backward, optimizer step, EMA of the target, queue update) plus the loss read-back
   the loop does each step;
-- bare: the same forwards as the SCE model (the target on view0, and view1 with ``sym``; the
-  online branch on the other views), a plain cosine loss over the same (online, target) pairs
-  in fp32, backward and optimizer step; no queue, no softmax, no EMA, no read-back.
+- bare: the same forwards as the SCE model (``SCEModel.branches``: the target on view0, and
+  view1 with ``sym``; the online branch on the other views), a plain cosine loss over the same
+  (online, target) pairs in fp32, backward and optimizer step; no queue, no softmax, no EMA,
+  no read-back.
 
 Their ratio is the framework's overhead. Usage (any Hydra override of the app)::
 
@@ -82,12 +83,7 @@ def main() -> None:
 
     def bare() -> None:
         with torch.autocast(device.type, enabled=scaler.is_enabled()):
-            targets = [model.target(views[0])] + ([model.target(views[1])] if model.sym else [])
-            online = [model.online(v) for v in views[1:]]
-            online += [model.online(views[0])] if model.sym else []
-        pairs = [(o, 0) for o in range(len(views) - 1)]
-        if model.sym:
-            pairs += [(len(online) - 1, 1)] + [(i, 1) for i in range(1, len(views) - 1)]
+            online, targets, pairs = model.branches(views)
         loss = -torch.stack(
             [
                 (F.normalize(online[o].float(), dim=1) * targets[t].float()).sum(1).mean()

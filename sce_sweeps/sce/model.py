@@ -157,6 +157,18 @@ class SCEModel(nn.Module):
     def target(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.momentum_projector(self.momentum_backbone(x)), dim=1)
 
+    def branches(
+        self, views: list[torch.Tensor]
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[tuple[int, int]]]:
+        """The online outputs, the target outputs and the (online, target) index pairs that
+        the loss matches, for the views [view0, view1, *local crops] (see :meth:`forward`)."""
+        targets = [self.target(views[0])] + ([self.target(views[1])] if self.sym else [])
+        online = [self.online(v) for v in views[1:]] + ([self.online(views[0])] if self.sym else [])
+        pairs = [(0, 0)] + [(i, 0) for i in range(1, len(views) - 1)]
+        if self.sym:
+            pairs += [(len(online) - 1, 1)] + [(i, 1) for i in range(1, len(views) - 1)]
+        return online, targets, pairs
+
     def forward(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, SCETerms]:
         """Loss over the views [view0, view1, *local crops] of one batch.
 
@@ -168,12 +180,7 @@ class SCEModel(nn.Module):
         Returns:
             The loss and the terms of the first (view1 -> view0) pair, for diagnostics.
         """
-        targets = [self.target(views[0])] + ([self.target(views[1])] if self.sym else [])
-        online = [self.online(v) for v in views[1:]] + ([self.online(views[0])] if self.sym else [])
-        # (online index, target index) pairs
-        pairs = [(0, 0)] + [(i, 0) for i in range(1, len(views) - 1)]
-        if self.sym:
-            pairs += [(len(online) - 1, 1)] + [(i, 1) for i in range(1, len(views) - 1)]
+        online, targets, pairs = self.branches(views)
         queue = self.queue.clone() if self.queue_size else None
         terms = [
             sce_terms(online[o], targets[t], queue, self.coeff, self.temp, self.temp_m)
