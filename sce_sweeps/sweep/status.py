@@ -39,6 +39,8 @@ DONE, FAILED, PRUNED, INTERRUPTED = "done", "failed", "pruned", "interrupted"
 STATES = (DONE, PRUNED, RUNNING, PENDING, FAILED, INTERRUPTED)
 FINISHED = (DONE, PRUNED)  # a resume skips these
 LIVE = (RUNNING, PENDING)  # and these, which are still on their way
+# The final statuses a run writes in its result.json, and the job states they mean.
+FINAL_RESULTS = {"completed": DONE, "pruned": PRUNED}
 
 # SLURM job states (squeue/sacct) of a job that is queued or running.
 SLURM_PENDING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "RESIZING"}
@@ -147,12 +149,12 @@ def job_status(
         and process_alive(int(latest or 0), manifest.host, manifest.sweep_dir.name)
     ):
         live = (RUNNING, f"process {latest}")
-    final = result is not None and result.get("status") in ("completed", "pruned")
+    final = result is not None and result.get("status") in FINAL_RESULTS
     if live and not final:  # a final result wins over SLURM's accounting, a moment behind
         status.state, status.reason = live
     elif result:
         state = result.get("status")
-        status.state = {"completed": DONE, "pruned": PRUNED}.get(state, FAILED)
+        status.state = FINAL_RESULTS.get(state, FAILED)
         status.reason = result.get("reason")
         if state == "completed":
             status.knn_top1 = result.get("knn_top1")
