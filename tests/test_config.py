@@ -35,7 +35,9 @@ def test_every_group_option_composes_and_validates(group, option):
     OmegaConf.resolve(cfg)
     validate(cfg)
     # launcher and cluster choose and fill hydra.launcher; the others are the run's own nodes
+    # an experiment is a recipe over the other groups: it shows in the choices
     node = "hydra.launcher" if group in ("launcher", "cluster") else group
+    node = "hydra.runtime.choices.experiment" if group == "experiment" else node
     assert OmegaConf.select(cfg, node) is not None
 
 
@@ -43,6 +45,34 @@ def test_default_is_demo_on_fashion_mnist():
     cfg = compose_cfg()
     assert cfg.dataset.name == "fashion_mnist" and cfg.aug.crop_size == 28
     assert cfg.loss.coeff == 0.5 and cfg.loss.temp == 0.1 and cfg.loss.temp_m == 0.05
+
+
+def test_demo_is_an_experiment_selected_last():
+    cfg = compose_cfg()
+    choices = cfg.hydra.runtime.choices
+    assert choices.experiment == "demo" and choices.trainer == "demo"
+    assert cfg.dataset.train_samples == 20000 and cfg.optim.warmup_epochs == 1
+    # the experiment overrides config.yaml's own groups
+    assert choices.model != "resnet18_cifar" and cfg.trainer.epochs < 200
+
+
+@pytest.mark.parametrize("experiment", ["experiment=none", "~experiment", "experiment=demo"])
+def test_group_choices_give_their_own_values(experiment):
+    """optim=lars and dataset=cifar10 never inherit the demo's learning rate, warm-up or
+    subset, with or without the demo experiment."""
+    lars = compose_cfg([experiment, "optim=lars"]).optim
+    assert (lars.name, lars.lr, lars.warmup_epochs, lars.weight_decay) == ("lars", 0.3, 10, 1e-6)
+    cifar = compose_cfg([experiment, "dataset=cifar10"]).dataset
+    assert (cifar.name, cifar.train_samples, cifar.image_size) == ("cifar10", None, 32)
+    trainer = compose_cfg([experiment, "trainer=paper"])
+    assert trainer.trainer.epochs == 200
+    assert trainer.optim.lr == (0.06 if experiment != "experiment=demo" else 0.12)
+
+
+def test_without_the_experiment_the_groups_are_the_official_cifar_recipe():
+    cfg = compose_cfg(["experiment=none"])
+    assert (cfg.optim.lr, cfg.optim.warmup_epochs, cfg.trainer.epochs) == (0.06, 5, 200)
+    assert cfg.model.width == 64 and cfg.dataset.train_samples is None
 
 
 def test_schema_rejects_wrong_types_at_compose_time():
