@@ -36,7 +36,9 @@ class ConfigError(ValueError):
 @dataclass
 class DatasetConfig:
     name: str = "fashion_mnist"
-    root: str = "data"
+    # null: where the dataset usually is (Debian's Fashion-MNIST, else ./data); a root that
+    # is set must exist (dataset.download=true creates it)
+    root: str | None = None
     download: bool = False
     num_classes: int = 10
     in_channels: int = 1

@@ -30,6 +30,7 @@ from sce_sweeps.config import ConfigError
 from sce_sweeps.data.datasets import (
     DatasetNotFoundError,
     SubsetWithTargets,
+    dataset_root,
     load_dataset,
     subset_indices,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "build_eval_transform",
     "build_ssl_transform",
     "collate_views",
+    "dataset_root",
     "load_dataset",
     "sample_seed",
     "seeded",
@@ -236,6 +238,22 @@ def _check_dataset(cfg: Any, base: Dataset, key: str, split: str, labelled: bool
             )
 
 
+def _check_size(cfg: Any, num_train: int) -> None:
+    """Fail with a :class:`ConfigError` if a batch or the queue outgrows the train images there
+    (after ``dataset.train_samples``); :func:`sce_sweeps.config.validate` only knows the
+    nominal size of a dataset."""
+    d = cfg.dataset
+    where = f"{num_train} training images of {d.name} in {dataset_root(d)}"
+    if d.train_samples is not None:
+        where += f" (dataset.train_samples={d.train_samples})"
+    for key, value in (
+        ("trainer.batch_size", cfg.trainer.batch_size),
+        ("loss.queue_size", cfg.loss.queue_size),
+    ):
+        if value > num_train:
+            raise ConfigError(f"{key}={value} is invalid: must be <= the {where}")
+
+
 def build_datasets(cfg: Any) -> tuple[SSLDataset, EvalDataset, EvalDataset]:
     """Build the three datasets of a run from its config (``cfg.dataset``, ``cfg.aug``).
 
@@ -247,7 +265,9 @@ def build_datasets(cfg: Any) -> tuple[SSLDataset, EvalDataset, EvalDataset]:
 
     Raises:
         DatasetNotFoundError: if a split's files are missing.
-        ConfigError: if the images' channels or labels contradict ``cfg.dataset``.
+        ConfigError: if the images' channels or labels contradict ``cfg.dataset``, or a
+            batch (``trainer.batch_size``) or the queue (``loss.queue_size``) holds more
+            images than the train split has.
     """
     d, aug = cfg.dataset, cfg.aug
     train = load_dataset(d, d.train_split)
@@ -259,6 +279,7 @@ def build_datasets(cfg: Any) -> tuple[SSLDataset, EvalDataset, EvalDataset]:
     if bank is not train:
         _check_dataset(cfg, bank, "dataset.train_split", bank_split, labelled=True)
     _check_dataset(cfg, test, "dataset.test_split", d.test_split, labelled=True)
+    _check_size(cfg, len(train))
     eval_transform = build_eval_transform(d, aug)
     return (
         SSLDataset(train, build_ssl_transform(aug, d)),

@@ -7,8 +7,10 @@ memory-mapped). torchvision is only used to *download* them (``dataset.download=
 dataset classes check the md5 of the official files, which would refuse the tiny on-disk
 fixtures the tests build in the same formats.
 
-A missing dataset raises :class:`DatasetNotFoundError`, which says where it looked and how to
-get the data.
+``dataset.root`` unset reads the dataset where it usually is (Debian's copy of Fashion-MNIST,
+else ``./data``); a root that is set is the only place looked at, and must exist unless
+``dataset.download=true`` is to create it. A missing dataset raises
+:class:`DatasetNotFoundError`, which says where it looked and how to get the data.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from torch.utils.data import Dataset
 
 #: Where Debian's ``dataset-fashion-mnist`` package puts the gzip IDX files.
 SYSTEM_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+
+#: Where the datasets are when ``dataset.root`` is not set (besides Debian's Fashion-MNIST).
+DEFAULT_ROOT = "data"
 
 #: Seed of the fixed random subsets (``dataset.train_samples`` / ``dataset.test_samples``);
 #: independent of the run seed so that every run of a sweep sees the same images.
@@ -184,6 +189,13 @@ def load_dataset(cfg: Any, split: str) -> Dataset:
     }
     if cfg.name not in loaders:
         raise ValueError(f"dataset.name={cfg.name!r} is invalid: must be one of {list(loaders)}")
+    if cfg.root is not None and not cfg.download and not os.path.isdir(cfg.root):
+        unset = "Debian's dataset-fashion-mnist" if cfg.name == "fashion_mnist" else DEFAULT_ROOT
+        raise DatasetNotFoundError(
+            f"dataset.root={cfg.root} does not exist ({os.path.abspath(cfg.root)}): set it to "
+            f"the folder that holds {cfg.name}, leave it unset to read {unset}, or set "
+            f"dataset.download=true to download it there"
+        )
     dataset = loaders[cfg.name](cfg, split)
 
     samples, key = None, None
@@ -201,6 +213,11 @@ def load_dataset(cfg: Any, split: str) -> Dataset:
     return dataset
 
 
+def dataset_root(cfg: Any) -> str:
+    """The folder ``cfg`` (a ``DatasetConfig``) reads from: ``dataset.root``, or ``./data``."""
+    return DEFAULT_ROOT if cfg.root is None else cfg.root
+
+
 def _check_split(cfg: Any, split: str, allowed: Sequence[str]) -> None:
     if split not in allowed:
         raise ValueError(
@@ -215,7 +232,7 @@ def _download(cfg: Any, make: Any) -> None:
         make()
     except Exception as err:  # no network, a proxy, a bad mirror: all end the same way
         raise DatasetNotFoundError(
-            f"could not download {cfg.name} into {os.path.abspath(cfg.root)}: {err}"
+            f"could not download {cfg.name} into {os.path.abspath(dataset_root(cfg))}: {err}"
         ) from err
 
 
@@ -256,20 +273,23 @@ def _find_idx(folders: Sequence[str], stem: str) -> str | None:
 def _load_fashion_mnist(cfg: Any, split: str) -> ArrayImageDataset:
     _check_split(cfg, split, ("train", "test"))
     prefix = _IDX_PREFIX[split]
-    folders = [os.path.join(cfg.root, "FashionMNIST", "raw"), cfg.root, SYSTEM_FASHION_MNIST]
+    root = dataset_root(cfg)
+    folders = [os.path.join(root, "FashionMNIST", "raw"), root]
+    if cfg.root is None:  # not set: Debian's copy first, then ./data
+        folders.insert(0, SYSTEM_FASHION_MNIST)
     stems = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
     paths = [_find_idx(folders, stem) for stem in stems]
     if None in paths and cfg.download:
         from torchvision.datasets import FashionMNIST
 
-        _download(cfg, lambda: FashionMNIST(cfg.root, train=split == "train", download=True))
+        _download(cfg, lambda: FashionMNIST(root, train=split == "train", download=True))
         paths = [_find_idx(folders, stem) for stem in stems]
     if None in paths:
         looked = ", ".join(os.path.abspath(f) for f in folders)
         raise DatasetNotFoundError(
             f"Fashion-MNIST {split} files ({stems[0]}[.gz], {stems[1]}[.gz]) not found in: "
             f"{looked}. Install them with `apt-get install dataset-fashion-mnist`, or set "
-            f"dataset.download=true (needs internet) to download them into {cfg.root}."
+            f"dataset.download=true (needs internet) to download them into {root}."
         )
     images, labels = (read_idx(p) for p in paths)
     return ArrayImageDataset(images, labels)
@@ -280,21 +300,21 @@ def _load_fashion_mnist(cfg: Any, split: str) -> ArrayImageDataset:
 
 def _load_cifar(cfg: Any, split: str) -> ArrayImageDataset:
     _check_split(cfg, split, ("train", "test"))
-    spec = _CIFAR[cfg.name]
-    folder = os.path.join(cfg.root, spec["folder"])
+    spec, root = _CIFAR[cfg.name], dataset_root(cfg)
+    folder = os.path.join(root, spec["folder"])
     files = [os.path.join(folder, name) for name in spec[split]]
     if not all(map(os.path.isfile, files)) and cfg.download:
         from torchvision.datasets import CIFAR10, CIFAR100
 
         cls = CIFAR10 if cfg.name == "cifar10" else CIFAR100
-        _download(cfg, lambda: cls(cfg.root, train=split == "train", download=True))
+        _download(cfg, lambda: cls(root, train=split == "train", download=True))
     missing = [f for f in files if not os.path.isfile(f)]
     if missing:
         raise DatasetNotFoundError(
             f"{cfg.name} {split} files not found: {', '.join(map(os.path.abspath, missing))}. "
             f"Set dataset.download=true (needs internet), or put torchvision's "
             f"{spec['folder']}/ folder (from the python version of the dataset) in "
-            f"{os.path.abspath(cfg.root)}."
+            f"{os.path.abspath(root)}."
         )
     images, labels = [], []
     for path in files:
@@ -311,20 +331,21 @@ def _load_cifar(cfg: Any, split: str) -> ArrayImageDataset:
 
 def _load_stl10(cfg: Any, split: str) -> ArrayImageDataset:
     _check_split(cfg, split, tuple(_STL10_SPLITS))
-    folder = os.path.join(cfg.root, "stl10_binary")
+    root = dataset_root(cfg)
+    folder = os.path.join(root, "stl10_binary")
     parts = _STL10_SPLITS[split]
     needed = [os.path.join(folder, f"{p}_X.bin") for p in parts]
     needed += [os.path.join(folder, f"{p}_y.bin") for p in parts if p != "unlabeled"]
     if not all(map(os.path.isfile, needed)) and cfg.download:
         from torchvision.datasets import STL10
 
-        _download(cfg, lambda: STL10(cfg.root, split=split, download=True))
+        _download(cfg, lambda: STL10(root, split=split, download=True))
     missing = [f for f in needed if not os.path.isfile(f)]
     if missing:
         raise DatasetNotFoundError(
             f"stl10 {split} files not found: {', '.join(map(os.path.abspath, missing))}. "
             f"Set dataset.download=true (needs internet), or put torchvision's stl10_binary/ "
-            f"folder in {os.path.abspath(cfg.root)}."
+            f"folder in {os.path.abspath(root)}."
         )
     images, labels = [], []
     for part in parts:
@@ -349,7 +370,7 @@ def _rgb_loader(path: str) -> Image.Image:
 def _load_image_folder(cfg: Any, split: str) -> Dataset:
     from torchvision.datasets import ImageFolder
 
-    folder = os.path.join(cfg.root, split)
+    folder = os.path.join(dataset_root(cfg), split)
     hint = (
         f"Expected the layout <root>/<split>/<class>/<image>, i.e. "
         f"{os.path.abspath(folder)}/<class>/<image> (dataset.root={cfg.root}, split={split})."

@@ -115,8 +115,8 @@ def test_image_folder_rgb(tmp_path):
 
 
 @pytest.mark.skipif(not os.path.isdir(REAL_FMNIST), reason="dataset-fashion-mnist not installed")
-def test_real_fashion_mnist(tmp_path):
-    cfg = dataset_cfg(root=str(tmp_path / "empty"))  # falls back to the Debian package
+def test_real_fashion_mnist():
+    cfg = dataset_cfg(root=None)  # no root: Debian's package
     train, test = load_dataset(cfg, "train"), load_dataset(cfg, "test")
     assert (len(train), len(test)) == (60000, 10000)
     for split in (train, test):
@@ -154,7 +154,8 @@ def test_subset_and_sample_seeds_same_in_another_process():
 @pytest.mark.parametrize("name", ["fashion_mnist", "cifar10", "cifar100", "stl10", "image_folder"])
 def test_missing_dataset_names_the_path(tmp_path, monkeypatch, name):
     monkeypatch.setattr(ds, "SYSTEM_FASHION_MNIST", str(tmp_path / "no-system-copy"))
-    root = tmp_path / "nowhere"
+    root = tmp_path / "empty"
+    root.mkdir()
     with pytest.raises(DatasetNotFoundError) as info:
         load_dataset(rgb_cfg(name, root), "train")
     assert str(root) in str(info.value)
@@ -164,6 +165,37 @@ def test_missing_dataset_names_the_path(tmp_path, monkeypatch, name):
         "image_folder": "<root>/<split>/<class>/<image>",
     }
     assert hints.get(name, "dataset.download=true") in str(info.value)
+
+
+@pytest.fixture
+def system_copy(tmp_path, monkeypatch):
+    """A tiny stand-in for Debian's Fashion-MNIST files (50 train / 20 test images)."""
+    folder = tmp_path / "system"
+    write_fashion_mnist(folder, 50, 20)
+    monkeypatch.setattr(ds, "SYSTEM_FASHION_MNIST", str(folder))
+    return folder
+
+
+def test_unset_root_reads_the_system_copy_of_fashion_mnist(system_copy, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ./data here
+    assert len(load_dataset(dataset_cfg(root=None), "train")) == 50
+
+
+@pytest.mark.parametrize("name", ["fashion_mnist", "cifar10", "stl10", "image_folder"])
+def test_explicit_root_that_does_not_exist_is_an_error(system_copy, tmp_path, name):
+    root = tmp_path / "typo"
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_dataset(rgb_cfg(name, root), "train")
+    message = str(info.value)
+    assert f"dataset.root={root} does not exist" in message and "\n" not in message
+
+
+def test_explicit_root_never_falls_back_to_the_system_copy(system_copy, tmp_path):
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(DatasetNotFoundError, match="not found in: " + str(tmp_path / "mine")):
+        load_dataset(dataset_cfg(root=str(tmp_path / "mine")), "train")
+    write_fashion_mnist(tmp_path / "mine", 30, 10)
+    assert len(load_dataset(dataset_cfg(root=str(tmp_path / "mine")), "train")) == 30
 
 
 def test_empty_image_folder_is_not_found(tmp_path):
@@ -216,7 +248,48 @@ def test_build_datasets_stl10_unlabeled_uses_train_as_bank(tmp_path):
         train_split="train+unlabeled",
     )
     cfg.aug.crop_size = 64
+    cfg.trainer.batch_size, cfg.loss.queue_size = 4, 8
     ssl, bank, queries = build_datasets(cfg)
     assert (len(ssl), len(bank), len(queries)) == (9, 4, 3)
     assert ssl.targets[-1] == -1 and min(bank.targets) >= 0
     assert bank[0][0].shape == (3, 64, 64)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "queue", "batch", "key", "found"),
+    [
+        ({"train_samples": 40}, 41, 8, "loss.queue_size=41", "40 training images"),
+        ({}, 4096, 8, "loss.queue_size=4096", "50 training images"),  # nominally 60000
+        ({"train_samples": 40}, 16, 41, "trainer.batch_size=41", "40 training images"),
+    ],
+)
+def test_queue_and_batch_are_checked_against_the_images_there(
+    tmp_path, dataset, queue, batch, key, found
+):
+    write_fashion_mnist(tmp_path, 50, 20)
+    cfg = run_cfg(root=str(tmp_path), **dataset)
+    cfg.loss.queue_size, cfg.trainer.batch_size = queue, batch
+    with pytest.raises(ConfigError) as info:
+        build_datasets(cfg)
+    message = str(info.value)
+    assert message.startswith(key) and found in message and str(tmp_path) in message
+    cfg.loss.queue_size, cfg.trainer.batch_size = 40, 40
+    assert len(build_datasets(cfg)[0]) == dataset.get("train_samples", 50)
+
+
+def test_bad_root_and_queue_are_one_line_from_the_app(tmp_path):
+    from tests.helpers import TINY, run_cli
+
+    typo = run_cli(*TINY, "tracker=none", f"dataset.root={tmp_path / 'typo'}",
+                   f"hydra.run.dir={tmp_path / 'a'}", check=False)  # fmt: skip
+    assert typo.returncode == 1
+    line = f"run failed: DatasetNotFoundError: dataset.root={tmp_path / 'typo'} does not exist"
+    assert line in typo.stderr, typo.stderr[-2000:]
+
+    write_fashion_mnist(tmp_path / "small", 100, 20)  # fewer images than the 60000 nominal
+    small = [f"dataset.root={tmp_path / 'small'}", "dataset.train_samples=null"]
+    queue = run_cli(*TINY, "tracker=none", *small, "dataset.test_samples=null",
+                    f"hydra.run.dir={tmp_path / 'b'}", check=False)  # fmt: skip
+    assert queue.returncode == 1
+    line = "run failed: ConfigError: loss.queue_size=128 is invalid: must be <= the 100 training"
+    assert line in queue.stderr, queue.stderr[-2000:]
