@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -60,15 +61,86 @@ def resnet(
     return trunk, inplanes
 
 
-def mlp(in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 2) -> nn.Sequential:
-    """Linear-BN-ReLU hidden layers, then a linear output layer."""
+def mlp(
+    in_dim: int,
+    hidden_dim: int,
+    out_dim: int,
+    num_layers: int = 2,
+    last_bias: bool = True,
+    last_bn: bool = False,
+) -> nn.Sequential:
+    """Linear-BN-ReLU hidden layers, then a linear output layer.
+
+    Args:
+        in_dim, hidden_dim, out_dim: widths of the input, hidden and output layers.
+        num_layers: number of Linear layers (>= 1).
+        last_bias: give the output Linear a bias (the official ImageNet heads have none).
+        last_bn: follow the output Linear by a BatchNorm1d without affine parameters (the
+            official ImageNet projector).
+    """
     layers: list[nn.Module] = []
     dim = in_dim
     for _ in range(num_layers - 1):
         layers += [nn.Linear(dim, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim), nn.ReLU()]
         dim = hidden_dim
-    layers.append(nn.Linear(dim, out_dim))
+    layers.append(nn.Linear(dim, out_dim, bias=last_bias))
+    if last_bn:
+        layers.append(nn.BatchNorm1d(out_dim, affine=False))
     return nn.Sequential(*layers)
+
+
+class SplitBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d that, in training, normalises each of ``num_splits`` contiguous chunks of
+    the batch with its own statistics, as if each chunk ran on its own device. This is how
+    MoCo's shuffle BN is simulated on one device (official SCE CIFAR-10: 8 devices). Running
+    statistics are updated per chunk and averaged. ``num_splits=1`` is a plain BatchNorm2d.
+    """
+
+    def __init__(self, num_features: int, num_splits: int, **kw: Any) -> None:
+        super().__init__(num_features, **kw)
+        self.num_splits = num_splits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.num_splits
+        if s == 1 or not self.training:
+            return super().forward(x)
+        n, c, h, w = x.shape
+        if n % s:
+            raise ValueError(f"split BatchNorm: batch of {n} is not divisible by {s} splits")
+        # N x C x H x W -> N/s x (s*C) x H x W, chunk j in channels [j*C, (j+1)*C)
+        xs = x.view(s, n // s, c, h, w).transpose(0, 1).reshape(n // s, s * c, h, w)
+        mean, var = self.running_mean.repeat(s), self.running_var.repeat(s)
+        weight = self.weight.repeat(s) if self.affine else None
+        bias = self.bias.repeat(s) if self.affine else None
+        momentum = 0.1 if self.momentum is None else self.momentum
+        out = F.batch_norm(xs, mean, var, weight, bias, True, momentum, self.eps)
+        self.running_mean.copy_(mean.view(s, c).mean(0))
+        self.running_var.copy_(var.view(s, c).mean(0))
+        self.num_batches_tracked.add_(1)
+        return out.view(n // s, s, c, h, w).transpose(0, 1).reshape(n, c, h, w)
+
+
+def convert_split_bn(module: nn.Module, num_splits: int) -> nn.Module:
+    """Replace every BatchNorm2d of ``module`` by a :class:`SplitBatchNorm2d` sharing its
+    parameters and buffers (names and state_dict keys are unchanged)."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d) and not isinstance(child, SplitBatchNorm2d):
+            split = SplitBatchNorm2d(
+                child.num_features,
+                num_splits,
+                eps=child.eps,
+                momentum=child.momentum,
+                affine=child.affine,
+                track_running_stats=child.track_running_stats,
+            )
+            if child.affine:
+                split.weight, split.bias = child.weight, child.bias
+            split.running_mean, split.running_var = child.running_mean, child.running_var
+            split.num_batches_tracked = child.num_batches_tracked
+            setattr(module, name, split)
+        else:
+            convert_split_bn(child, num_splits)
+    return module
 
 
 def momentum_at(step: int, total_steps: int, initial_momentum: float, schedule: str) -> float:
@@ -78,6 +150,9 @@ def momentum_at(step: int, total_steps: int, initial_momentum: float, schedule: 
     return 1.0 - (1.0 - initial_momentum) * (math.cos(math.pi * step / total_steps) + 1.0) / 2.0
 
 
+TARGET_BN = ("standard", "shuffle")
+
+
 class SCEModel(nn.Module):
     """Online encoder (backbone, projector, optional predictor) and its momentum target.
 
@@ -85,10 +160,23 @@ class SCEModel(nn.Module):
         backbone: trunk mapping images to B x F features.
         feature_dim: F.
         proj_hidden_dim, proj_output_dim, proj_num_layers: the projector MLP.
+        proj_last_bias, proj_last_bn: bias of the projector's last Linear, and a
+            BatchNorm1d(affine=False) after it (see :func:`mlp`).
         pred_hidden_dim: hidden width of the predictor MLP; 0 for no predictor.
+        pred_last_bias: bias of the predictor's last Linear.
         queue_size: K, number of target outputs kept as keys; 0 for no queue.
         coeff, temp, temp_m: lambda, tau and tau_m of :func:`sce_loss`.
         sym: symmetrise the loss over the two global views.
+        target_bn: BatchNorm of the momentum branch: ``standard`` (the batch as it is) or
+            ``shuffle`` (MoCo's shuffle BN: the target batch is shuffled, normalised in groups
+            and unshuffled; in one process the groups are ``target_bn_splits`` chunks of split
+            BN, see :meth:`shuffle_batch`).
+        target_bn_splits: number of simulated devices of ``shuffle`` in one process.
+
+    Multi-process training replaces two methods: :meth:`gather_keys` (all-gather target keys
+    across ranks, in rank order, before they enter the queue) and the pair
+    :meth:`shuffle_batch` / :meth:`unshuffle_batch` (shuffle across ranks; then
+    ``set_target_bn_splits(1)``, each rank being one BN group).
     """
 
     def __init__(
@@ -104,16 +192,38 @@ class SCEModel(nn.Module):
         temp: float = 0.1,
         temp_m: float = 0.05,
         sym: bool = False,
+        proj_last_bias: bool = True,
+        proj_last_bn: bool = False,
+        pred_last_bias: bool = True,
+        target_bn: str = "standard",
+        target_bn_splits: int = 8,
     ) -> None:
         super().__init__()
+        if target_bn not in TARGET_BN:
+            raise ValueError(f"target_bn must be one of {', '.join(TARGET_BN)}, got {target_bn!r}")
+        if target_bn_splits < 1:
+            raise ValueError(f"target_bn_splits must be >= 1, got {target_bn_splits}")
         self.coeff, self.temp, self.temp_m, self.sym = coeff, temp, temp_m, sym
+        self.target_bn = target_bn
         self.backbone = backbone
-        self.projector = mlp(feature_dim, proj_hidden_dim, proj_output_dim, proj_num_layers)
+        self.projector = mlp(
+            feature_dim,
+            proj_hidden_dim,
+            proj_output_dim,
+            proj_num_layers,
+            last_bias=proj_last_bias,
+            last_bn=proj_last_bn,
+        )
         self.predictor = (
-            mlp(proj_output_dim, pred_hidden_dim, proj_output_dim) if pred_hidden_dim else None
+            mlp(proj_output_dim, pred_hidden_dim, proj_output_dim, last_bias=pred_last_bias)
+            if pred_hidden_dim
+            else None
         )
         self.momentum_backbone = copy.deepcopy(backbone)
         self.momentum_projector = copy.deepcopy(self.projector)
+        if target_bn == "shuffle":
+            # as the official code: the momentum trunk's BatchNorm2d layers are split
+            convert_split_bn(self.momentum_backbone, target_bn_splits)
         for p in self.target_parameters():
             p.requires_grad = False
         self.queue_size = queue_size
@@ -127,6 +237,12 @@ class SCEModel(nn.Module):
 
     def target_parameters(self) -> list[nn.Parameter]:
         return [*self.momentum_backbone.parameters(), *self.momentum_projector.parameters()]
+
+    def set_target_bn_splits(self, num_splits: int) -> None:
+        """Set the number of split-BN groups of the momentum trunk (``target_bn=shuffle``)."""
+        for m in self.momentum_backbone.modules():
+            if isinstance(m, SplitBatchNorm2d):
+                m.num_splits = num_splits
 
     @torch.no_grad()
     def momentum_update(self, momentum: float) -> None:
@@ -149,13 +265,34 @@ class SCEModel(nn.Module):
         self.queue[idx] = keys.to(self.queue.dtype)
         self.queue_ptr.fill_((ptr + keys.shape[0]) % self.queue_size)
 
+    def gather_keys(self, keys: torch.Tensor) -> torch.Tensor:
+        """The keys of all processes (N x D -> world*N x D, rank order); one process: keys."""
+        return keys
+
+    @torch.no_grad()
+    def shuffle_batch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Shuffle the target batch for shuffle BN; returns it and the unshuffling index."""
+        perm = torch.randperm(x.shape[0]).to(x.device)
+        return x[perm], torch.argsort(perm)
+
+    @torch.no_grad()
+    def unshuffle_batch(self, z: torch.Tensor, unshuffle: torch.Tensor) -> torch.Tensor:
+        """Undo :meth:`shuffle_batch` on the target outputs."""
+        return z[unshuffle]
+
     def online(self, x: torch.Tensor) -> torch.Tensor:
         z = self.projector(self.backbone(x))
         return self.predictor(z) if self.predictor is not None else z
 
     @torch.no_grad()
     def target(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.momentum_projector(self.momentum_backbone(x)), dim=1)
+        """The L2-normalised target outputs of a batch (momentum trunk and projector)."""
+        if self.target_bn == "shuffle":
+            x, unshuffle = self.shuffle_batch(x)
+        z = self.momentum_projector(self.momentum_backbone(x))
+        if self.target_bn == "shuffle":
+            z = self.unshuffle_batch(z, unshuffle)
+        return F.normalize(z, dim=1)
 
     def branches(
         self, views: list[torch.Tensor]
@@ -174,8 +311,10 @@ class SCEModel(nn.Module):
 
         view0 feeds the target and view1 the online branch; local crops are online only and
         are matched to the target of each global view. With ``sym`` the two global views swap
-        roles too. The terms are averaged. The queue is updated with view0's targets after
-        the loss.
+        roles too. The terms are averaged. After the loss, the queue takes the targets of
+        every global view that has one: view0's (N keys), and with ``sym`` view1's too (2N
+        keys: [view0's, view1's], each gathered over processes by :meth:`gather_keys`), as
+        the official code does.
 
         Returns:
             The loss and the terms of the first (view1 -> view0) pair, for diagnostics.
@@ -187,5 +326,29 @@ class SCEModel(nn.Module):
             for o, t in pairs
         ]
         loss = torch.stack([loss_from_terms(x) for x in terms]).mean()
-        self.dequeue_and_enqueue(targets[0])
+        self.dequeue_and_enqueue(torch.cat([self.gather_keys(t) for t in targets]))
         return loss, terms[0]
+
+
+def build_model(cfg: Any) -> SCEModel:
+    """The SCE model of a run config (``model``, ``loss`` and ``dataset.in_channels``)."""
+    m = cfg.model
+    backbone, feature_dim = resnet(m.arch, m.width, m.cifar_stem, cfg.dataset.in_channels)
+    return SCEModel(
+        backbone,
+        feature_dim,
+        proj_hidden_dim=m.proj_hidden_dim,
+        proj_output_dim=m.proj_output_dim,
+        proj_num_layers=m.proj_num_layers,
+        pred_hidden_dim=m.pred_hidden_dim,
+        queue_size=cfg.loss.queue_size,
+        coeff=cfg.loss.coeff,
+        temp=cfg.loss.temp,
+        temp_m=cfg.loss.temp_m,
+        sym=cfg.loss.sym,
+        proj_last_bias=m.proj_last_bias,
+        proj_last_bn=m.proj_last_bn,
+        pred_last_bias=m.pred_last_bias,
+        target_bn=m.target_bn,
+        target_bn_splits=m.target_bn_splits,
+    )
