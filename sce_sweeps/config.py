@@ -21,6 +21,8 @@ ARCHS = ("resnet18", "resnet50")
 VIEW_MODES = ("weak_strong", "two_strong")
 OPTIMIZERS = ("sgd", "lars")
 MOMENTUM_SCHEDULES = ("constant", "cosine")
+TARGET_BN = ("standard", "shuffle")
+BLUR_TYPES = ("kernel", "pil")
 TRACKERS = ("aim", "none")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -63,6 +65,13 @@ class ModelConfig:
     pred_hidden_dim: int = 0  # 0: no predictor
     initial_momentum: float = 0.99
     momentum_schedule: str = "constant"  # constant | cosine (to 1)
+    proj_last_bias: bool = True  # bias of the projector's last Linear
+    proj_last_bn: bool = False  # BatchNorm1d(affine=False) after the projector's last Linear
+    pred_last_bias: bool = True  # bias of the predictor's last Linear
+    # Momentum-branch BatchNorm: standard | shuffle (MoCo's shuffle BN; in one process, split
+    # BN over target_bn_splits chunks of the shuffled batch, simulating that many devices)
+    target_bn: str = "standard"
+    target_bn_splits: int = 8
 
 
 @dataclass
@@ -88,6 +97,17 @@ class AugConfig:
     blur_p: float = 0.0
     solarize_p: float = 0.0
     hflip_p: float = 0.5
+    jitter_saturation: float | None = None  # null: color_jitter
+    blur_type: str = "kernel"  # kernel (torchvision, tensor kernel) | pil (Pillow, radius sigma)
+    blur_kernel_size: int | None = None  # kernel blur; null: 10% of the crop side, odd
+    view0_blur_p: float | None = None  # two_strong's view0; null: blur_p
+    view0_solarize_p: float | None = None  # two_strong's view0; null: solarize_p
+    local_blur_p: float | None = None  # local crops; null: blur_p
+    local_solarize_p: float | None = None  # local crops; null: solarize_p
+    # One local crop per entry (side, [min, max] scale); when set, they replace
+    # local_crop_size and local_crop_scale, and num_local_crops must be their number.
+    local_crop_sizes: list[int] = field(default_factory=list)
+    local_crop_scales: list[list[float]] = field(default_factory=list)
 
 
 @dataclass
@@ -98,6 +118,8 @@ class OptimConfig:
     weight_decay: float = 5e-4
     warmup_epochs: int = 5
     trust_coefficient: float = 0.001  # LARS eta
+    # Biases and norm parameters (1-D) get no weight decay (nor, with LARS, trust ratio).
+    exclude_bias_norm: bool = True
 
 
 @dataclass
@@ -230,6 +252,15 @@ def validate(cfg: DictConfig) -> None:
         "must be in [0, 1)",
     )
     _choice(cfg, "model.momentum_schedule", MOMENTUM_SCHEDULES)
+    _choice(cfg, "model.target_bn", TARGET_BN)
+    _positive(cfg, "model.target_bn_splits")
+    if cfg.model.target_bn == "shuffle":
+        _check(
+            cfg.trainer.batch_size % cfg.model.target_bn_splits == 0,
+            "model.target_bn_splits",
+            cfg.model.target_bn_splits,
+            f"must divide trainer.batch_size={cfg.trainer.batch_size} with model.target_bn=shuffle",
+        )
 
     _unit(cfg, "loss.coeff")
     _positive(cfg, "loss.temp")
@@ -245,6 +276,32 @@ def validate(cfg: DictConfig) -> None:
     _positive(cfg, "aug.color_jitter", allow_zero=True)
     for key in ("color_jitter_p", "grayscale_p", "blur_p", "solarize_p", "hflip_p"):
         _unit(cfg, f"aug.{key}")
+    for key in ("view0_blur_p", "view0_solarize_p", "local_blur_p", "local_solarize_p"):
+        if OmegaConf.select(cfg, f"aug.{key}") is not None:
+            _unit(cfg, f"aug.{key}")
+    if cfg.aug.jitter_saturation is not None:
+        _positive(cfg, "aug.jitter_saturation", allow_zero=True)
+    _choice(cfg, "aug.blur_type", BLUR_TYPES)
+    kernel = cfg.aug.blur_kernel_size
+    if kernel is not None:
+        _check(kernel >= 1 and kernel % 2 == 1, "aug.blur_kernel_size", kernel, "must be odd >= 1")
+    sizes, scales = list(cfg.aug.local_crop_sizes), list(cfg.aug.local_crop_scales)
+    if sizes or scales:
+        _check(
+            len(sizes) == len(scales) == cfg.aug.num_local_crops,
+            "aug.local_crop_sizes",
+            sizes,
+            f"needs one size and one scale (aug.local_crop_scales) per local crop "
+            f"(aug.num_local_crops={cfg.aug.num_local_crops})",
+        )
+        for i, size in enumerate(sizes):
+            _check(
+                0 < size <= cfg.aug.crop_size,
+                f"aug.local_crop_sizes[{i}]",
+                size,
+                f"must be in [1, aug.crop_size={cfg.aug.crop_size}]",
+            )
+            _scale(cfg, f"aug.local_crop_scales[{i}]")
     _check(
         cfg.aug.local_crop_size <= cfg.aug.crop_size,
         "aug.local_crop_size",

@@ -13,7 +13,8 @@ class LARS(torch.optim.Optimizer):
     """SGD with momentum and layer-wise trust ratios (You et al., 2017).
 
     Parameter groups with ``lars_exclude=True`` (biases and norm layers) get neither weight
-    decay nor the trust ratio, as in BYOL, MoCo v3 and SCE.
+    decay nor the trust ratio, as in BYOL, MoCo v3 and SCE (whose LARS skips every parameter
+    of one dimension).
     """
 
     def __init__(
@@ -59,12 +60,26 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
-def param_groups(params: Iterable[tuple[str, nn.Parameter]], weight_decay: float) -> list[dict]:
-    """Two groups: weights (decayed), and biases and norm parameters (1-D; not decayed)."""
+def param_groups(
+    params: Iterable[tuple[str, nn.Parameter]],
+    weight_decay: float,
+    exclude_bias_norm: bool = True,
+) -> list[dict]:
+    """The trainable parameters in optimizer groups.
+
+    Args:
+        params: (name, parameter) pairs; frozen ones are left out.
+        weight_decay: the decay of the decayed group.
+        exclude_bias_norm: two groups, weights (decayed) and biases and norm parameters (1-D;
+            not decayed, ``lars_exclude``); False: one group, all decayed (the official
+            CIFAR-10 recipe).
+    """
+    params = [p for _, p in params if p.requires_grad]
+    if not exclude_bias_norm:
+        return [{"params": params, "weight_decay": weight_decay}]
     decay, no_decay = [], []
-    for _, p in params:
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
+    for p in params:
+        (no_decay if p.ndim <= 1 else decay).append(p)
     return [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0, "lars_exclude": True},
@@ -78,9 +93,11 @@ def build_optimizer(
     momentum: float,
     weight_decay: float,
     trust_coefficient: float = 0.001,
+    exclude_bias_norm: bool = True,
 ) -> torch.optim.Optimizer:
-    """SGD or LARS; biases and norm parameters are excluded from decay (and adaptation)."""
-    groups = param_groups(named_params, weight_decay)
+    """SGD or LARS; with ``exclude_bias_norm`` biases and norm parameters are excluded from
+    weight decay (and from LARS's adaptation), see :func:`param_groups`."""
+    groups = param_groups(named_params, weight_decay, exclude_bias_norm)
     if name == "sgd":
         for g in groups:
             g.pop("lars_exclude", None)

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
-from PIL import Image
+from PIL import Image, ImageFilter
+from torchvision import transforms as T
 
 from sce_sweeps.config import AugConfig, DatasetConfig
 from sce_sweeps.data import EvalDataset, SSLDataset, collate_views, seeded
 from sce_sweeps.data.datasets import ArrayImageDataset
-from sce_sweeps.data.views import build_eval_transform, build_ssl_transform
+from sce_sweeps.data.views import PILGaussianBlur, build_eval_transform, build_ssl_transform
 
 STRONG = dict(blur_p=0.5, solarize_p=0.2)  # every op of the strong pipeline switched on
 
@@ -117,3 +118,99 @@ def test_eval_transform_sizes():
     bank = EvalDataset(ArrayImageDataset(np.zeros((2, 32, 32, 3), np.uint8), [1, 0]), small)
     tensor, label = bank[0]
     assert tensor.shape == (3, 32, 32) and label == 1 and bank.targets == [1, 0]
+
+
+def _ops(pipeline) -> list:
+    """The transforms of a pipeline, RandomApply's content listed with its probability."""
+    ops = []
+    for t in pipeline.transforms:
+        if isinstance(t, T.RandomApply):
+            ops += [(type(inner).__name__, t.p) for inner in t.transforms]
+        else:
+            ops.append((type(t).__name__, getattr(t, "p", None)))
+    return ops
+
+
+def test_pil_blur_is_pillow_gaussian_with_seeded_radius():
+    img = image(3, (32, 32))
+    blur = PILGaussianBlur()
+    torch.manual_seed(5)
+    out = blur(img)
+    torch.manual_seed(5)
+    radius = float(torch.empty(1).uniform_(0.1, 2.0))
+    assert 0.1 <= radius <= 2.0
+    assert np.array_equal(np.asarray(out), np.asarray(img.filter(ImageFilter.GaussianBlur(radius))))
+    assert not np.array_equal(np.asarray(out), np.asarray(img))
+
+
+def test_cifar_strong_view_has_pil_blur():
+    # the official CIFAR-10 strong view: PIL Gaussian blur sigma in [0.1, 2], p 0.5, no solarize
+    aug, dataset = configs(3, mode="weak_strong", crop_size=32, blur_p=0.5, blur_type="pil")
+    weak, strong = build_ssl_transform(aug, dataset).transforms
+    assert ("PILGaussianBlur", 0.5) in _ops(strong)
+    assert not any(name in ("RandomSolarize", "GaussianBlur") for name, _ in _ops(strong))
+    assert [name for name, _ in _ops(weak)] == [
+        "RandomResizedCrop",
+        "RandomHorizontalFlip",
+        "ToTensor",
+        "Normalize",
+    ]
+    views = build_ssl_transform(aug, dataset)(image(3, (32, 32)))
+    assert [tuple(v.shape) for v in views] == [(3, 32, 32)] * 2
+
+
+def test_two_strong_views_are_asymmetric():
+    # the official ImageNet views: blur 1.0 / 0.1, solarize 0 / 0.2, saturation 0.2
+    aug, dataset = configs(
+        3,
+        mode="two_strong",
+        crop_size=24,
+        blur_p=0.1,
+        solarize_p=0.2,
+        view0_blur_p=1.0,
+        view0_solarize_p=0.0,
+        jitter_saturation=0.2,
+        blur_kernel_size=23,
+    )
+    view0, view1 = build_ssl_transform(aug, dataset).transforms
+    ops0, ops1 = _ops(view0), _ops(view1)
+    assert ("GaussianBlur", 1.0) in ops0 and not any(n == "RandomSolarize" for n, _ in ops0)
+    assert ("GaussianBlur", 0.1) in ops1 and ("RandomSolarize", 0.2) in ops1
+    for pipeline in (view0, view1):
+        jitter = next(
+            t.transforms[0]
+            for t in pipeline.transforms
+            if isinstance(t, T.RandomApply) and isinstance(t.transforms[0], T.ColorJitter)
+        )
+        assert jitter.saturation == (0.8, 1.2) and jitter.brightness == (0.6, 1.4)
+        assert jitter.hue == (-0.1, 0.1)
+        blur = next(
+            t.transforms[0]
+            for t in pipeline.transforms
+            if isinstance(t, T.RandomApply) and isinstance(t.transforms[0], T.GaussianBlur)
+        )
+        assert blur.kernel_size == (23, 23)
+
+
+def test_local_crops_of_their_own_sizes_and_scales():
+    # the official multi-crop, scaled down: 2 x 24 + 20/16/12/8, local blur 0.5, solarize 0.2
+    sizes = [20, 16, 12, 8]
+    scales = [[0.172, 0.86], [0.143, 0.715], [0.114, 0.571], [0.086, 0.429]]
+    aug, dataset = configs(
+        3,
+        mode="two_strong",
+        crop_size=24,
+        num_local_crops=4,
+        local_crop_sizes=sizes,
+        local_crop_scales=scales,
+        blur_p=0.1,
+        local_blur_p=0.5,
+        local_solarize_p=0.2,
+    )
+    transform = build_ssl_transform(aug, dataset)
+    views = transform(image(3, (40, 40)))
+    assert [v.shape[-1] for v in views] == [24, 24, *sizes]
+    for pipeline, size, scale in zip(transform.transforms[2:], sizes, scales, strict=True):
+        crop = pipeline.transforms[0]
+        assert crop.size == (size, size) and list(crop.scale) == scale
+        assert ("GaussianBlur", 0.5) in _ops(pipeline) and ("RandomSolarize", 0.2) in _ops(pipeline)

@@ -42,3 +42,22 @@ def test_lars_step_scales_by_trust_ratio():
 def test_unknown_optimizer():
     with pytest.raises(ValueError, match="unknown optimizer"):
         build_optimizer(_named()[1], "adam", 0.1, 0.9, 0.0)
+
+
+@pytest.mark.parametrize("name", ["sgd", "lars"])
+def test_decay_on_all_parameters_when_not_excluded(name):
+    # official CIFAR-10: SGD weight decay on every parameter, biases and BatchNorm included
+    model, named = _named()
+    opt = build_optimizer(
+        named, name, lr=0.1, momentum=0.0, weight_decay=0.5, exclude_bias_norm=False
+    )
+    assert len(opt.param_groups) == 1 and opt.param_groups[0]["weight_decay"] == 0.5
+    assert len(opt.param_groups[0]["params"]) == len(named)
+    bn_weight = model[1].weight
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    if name == "sgd":  # zero gradient: only the decay moves the BN weight, 1 - 0.1 * 0.5
+        assert torch.allclose(bn_weight, torch.full_like(bn_weight, 0.95))
+    else:  # LARS scales the decay by the trust ratio too
+        assert (bn_weight < 1).all()
