@@ -27,7 +27,7 @@ from sce_sweeps.data import steps_per_epoch as num_steps
 from sce_sweeps.engine import checkpoint as ckpt
 from sce_sweeps.engine.knn import knn_accuracy
 from sce_sweeps.engine.optim import build_optimizer, lr_at, set_lr
-from sce_sweeps.sce import SCEModel, SCETerms, momentum_at, resnet, sce_diagnostics
+from sce_sweeps.sce import SCEModel, SCETerms, build_model, momentum_at, sce_diagnostics
 from sce_sweeps.tracking import NullTracker
 
 METRICS = "metrics.jsonl"
@@ -40,25 +40,6 @@ class NonFiniteLossError(RuntimeError):
 
 class Stopped(Exception):
     """Training stopped early on request (a pruner); the state is checkpointed."""
-
-
-def build_model(cfg: DictConfig) -> SCEModel:
-    backbone, feature_dim = resnet(
-        cfg.model.arch, cfg.model.width, cfg.model.cifar_stem, cfg.dataset.in_channels
-    )
-    return SCEModel(
-        backbone,
-        feature_dim,
-        proj_hidden_dim=cfg.model.proj_hidden_dim,
-        proj_output_dim=cfg.model.proj_output_dim,
-        proj_num_layers=cfg.model.proj_num_layers,
-        pred_hidden_dim=cfg.model.pred_hidden_dim,
-        queue_size=cfg.loss.queue_size,
-        coeff=cfg.loss.coeff,
-        temp=cfg.loss.temp,
-        temp_m=cfg.loss.temp_m,
-        sym=cfg.loss.sym,
-    )
 
 
 def pick_device(name: str) -> torch.device:
@@ -209,6 +190,7 @@ def train(
         cfg.optim.momentum,
         cfg.optim.weight_decay,
         cfg.optim.trust_coefficient,
+        cfg.optim.exclude_bias_norm,
     )
     scaler = torch.amp.GradScaler("cuda", enabled=cuda and cfg.trainer.amp)
 
