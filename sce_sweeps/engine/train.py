@@ -13,6 +13,7 @@ import math
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm import tqdm
 
 from sce_sweeps.config import config_hash, run_config
-from sce_sweeps.data import EpochSampler, build_datasets, collate_views
+from sce_sweeps.data import EpochSampler, StopSafeDataLoader, build_datasets, collate_views
 from sce_sweeps.data import steps_per_epoch as num_steps
 from sce_sweeps.engine import checkpoint as ckpt
 from sce_sweeps.engine.knn import knn_accuracy
@@ -113,7 +114,8 @@ def train_step(
 
 
 def _loader(dataset: Any, batch_size: int, workers: int, **kw: Any) -> DataLoader:
-    return DataLoader(
+    # Its workers ignore the job's stop signals, which the loop serves (see StopSafeDataLoader).
+    return StopSafeDataLoader(
         dataset,
         batch_size=batch_size,
         num_workers=workers,
@@ -143,6 +145,238 @@ def _truncate_metrics(path: Path, last_epoch: int) -> list[dict[str, Any]]:
     return rows
 
 
+@dataclass
+class Trainer:
+    """What :func:`build` makes from the config: fixed for the whole run."""
+
+    cfg: DictConfig
+    run_dir: Path
+    tracker: NullTracker
+    device: torch.device
+    memory_format: torch.memory_format | None
+    model: SCEModel
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    ssl_set: Dataset
+    bank_loader: DataLoader
+    query_loader: DataLoader
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    base_lr: float
+
+
+@dataclass
+class TrainState:
+    """What changes as the run trains, and (with the model and optimizer) what a checkpoint
+    holds. ``started`` is this process's clock at the start of training."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    elapsed: float = 0.0
+    loss_sum: float = 0.0
+    result: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+
+    def elapsed_now(self) -> float:
+        return self.elapsed + time.perf_counter() - self.started
+
+
+def build(cfg: DictConfig, run_dir: Path, tracker: NullTracker) -> Trainer:
+    """Seed, then build the data, the model, the optimizer and the AMP scaler."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    if cfg.trainer.num_threads:
+        torch.set_num_threads(cfg.trainer.num_threads)
+    device = pick_device(cfg.trainer.device)
+    cuda = device.type == "cuda"
+    memory_format = torch.channels_last if cuda and cfg.trainer.channels_last else None
+
+    ssl_set, bank_set, query_set = build_datasets(cfg)
+    bs, workers = cfg.trainer.batch_size, cfg.dataset.num_workers
+    steps_per_epoch = num_steps(len(ssl_set), bs, cfg.trainer.max_steps_per_epoch)
+    base_lr = cfg.optim.lr * bs / 256
+    bank_loader = _eval_loader(bank_set, workers)
+    query_loader = _eval_loader(query_set, workers)
+
+    model = build_model(cfg).to(device)
+    if memory_format is not None:
+        model = model.to(memory_format=memory_format)
+    optimizer = build_optimizer(
+        [(n, p) for n, p in model.named_parameters() if p.requires_grad],
+        cfg.optim.name,
+        base_lr,
+        cfg.optim.momentum,
+        cfg.optim.weight_decay,
+        cfg.optim.trust_coefficient,
+        cfg.optim.exclude_bias_norm,
+    )
+    return Trainer(
+        cfg=cfg,
+        run_dir=run_dir,
+        tracker=tracker,
+        device=device,
+        memory_format=memory_format,
+        model=model,
+        optimizer=optimizer,
+        scaler=torch.amp.GradScaler("cuda", enabled=cuda and cfg.trainer.amp),
+        ssl_set=ssl_set,
+        bank_loader=bank_loader,
+        query_loader=query_loader,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=steps_per_epoch * cfg.trainer.epochs,
+        warmup_steps=steps_per_epoch * cfg.optim.warmup_epochs,
+        base_lr=base_lr,
+    )
+
+
+def evaluate(t: Trainer) -> float:
+    """kNN top-1 (%) of the online backbone's features."""
+    cfg = t.cfg
+    return knn_accuracy(
+        t.model.backbone,
+        t.bank_loader,
+        t.query_loader,
+        cfg.dataset.num_classes,
+        t.device,
+        cfg.trainer.knn_k,
+        cfg.trainer.knn_temp,
+    )
+
+
+def restore(t: Trainer, resume_state: dict[str, Any] | None) -> TrainState:
+    """The state to train from: the checkpoint's, or a fresh one (kNN at init if asked)."""
+    metrics_path = t.run_dir / METRICS
+    if resume_state is None:
+        metrics_path.unlink(missing_ok=True)
+        state = TrainState()
+        if t.cfg.trainer.eval_random_init:
+            state.result["knn_top1_init"] = evaluate(t)
+        return state
+    if resume_state["config_hash"] != config_hash(t.cfg):
+        raise ValueError(
+            f"{t.run_dir / ckpt.CHECKPOINT} belongs to another config "
+            f"(hash {resume_state['config_hash']} != {config_hash(t.cfg)}); "
+            "use a new run dir or remove the checkpoint"
+        )
+    t.model.load_state_dict(resume_state["model"])
+    t.optimizer.load_state_dict(resume_state["optimizer"])
+    t.scaler.load_state_dict(resume_state["scaler"])
+    ckpt.set_rng_state(resume_state["rng"])
+    return TrainState(
+        epoch=resume_state["epoch"],
+        step_in_epoch=resume_state["step_in_epoch"],
+        elapsed=resume_state["elapsed"],
+        loss_sum=resume_state["loss_sum"],
+        result=resume_state["result"],
+        history=_truncate_metrics(metrics_path, resume_state["epoch"]),
+    )
+
+
+def save(t: Trainer, state: TrainState) -> None:
+    """Write everything a resume needs to the run dir's checkpoint, atomically."""
+    checkpoint = {
+        "model": t.model.state_dict(),
+        "optimizer": t.optimizer.state_dict(),
+        "scaler": t.scaler.state_dict(),
+        "rng": ckpt.rng_state(),
+        "epoch": state.epoch,
+        "step_in_epoch": state.step_in_epoch,
+        "elapsed": state.elapsed_now(),
+        "loss_sum": state.loss_sum,
+        "result": state.result,
+        "tracker_run_hash": t.tracker.run_hash,
+        "config": run_config(t.cfg),
+        "config_hash": config_hash(t.cfg),
+    }
+    ckpt.save_atomic(checkpoint, t.run_dir / ckpt.CHECKPOINT)
+
+
+def _log_step(
+    t: Trainer, step: int, epoch: int, loss: float, lr: float, momentum: float, terms: SCETerms
+) -> None:
+    cfg = t.cfg
+    train_metrics = {"loss": loss, "lr": lr, "momentum": momentum}
+    train_metrics.update(coeff=cfg.loss.coeff, temp=cfg.loss.temp, temp_m=cfg.loss.temp_m)
+    train_metrics.update(sce_diagnostics(terms))
+    t.tracker.log(train_metrics, step, epoch + 1, {"subset": "train"})
+
+
+def run_epoch(t: Trainer, state: TrainState, stop: _StopSignals) -> None:
+    """Train the rest of ``state.epoch`` from ``state.step_in_epoch``; on a stop signal,
+    checkpoint at the step boundary and pass the signal on."""
+    cfg, bs = t.cfg, t.cfg.trainer.batch_size
+    sampler = EpochSampler(
+        len(t.ssl_set),
+        cfg.seed,
+        state.epoch,
+        bs,
+        start_step=state.step_in_epoch,
+        max_steps=t.steps_per_epoch,
+    )
+    loader = _loader(
+        t.ssl_set, bs, cfg.dataset.num_workers, sampler=sampler, collate_fn=collate_views
+    )
+    bar = tqdm(
+        loader,
+        total=t.steps_per_epoch - state.step_in_epoch,
+        desc=f"epoch {state.epoch + 1}/{cfg.trainer.epochs}",
+        disable=None if cfg.trainer.progress else True,  # None: off when not a tty
+        leave=False,
+    )
+    fmt = t.memory_format or torch.contiguous_format
+    for views, _ in bar:
+        step = state.epoch * t.steps_per_epoch + state.step_in_epoch
+        lr = lr_at(step, t.total_steps, t.warmup_steps, t.base_lr)
+        set_lr(t.optimizer, lr)
+        views = [v.to(t.device, non_blocking=True, memory_format=fmt) for v in views]
+        if step == 0:  # a few (weak, strong) pairs as the network sees them
+            pairs = torch.stack([v[:8] for v in views[:2]], 1).flatten(0, 1)
+            t.tracker.log_images("views", pairs, step)
+        momentum = momentum_at(
+            step, t.total_steps, cfg.model.initial_momentum, cfg.model.momentum_schedule
+        )
+        loss, terms = train_step(t.model, t.optimizer, t.scaler, views, momentum)
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise NonFiniteLossError(
+                f"loss is {loss_value} at epoch {state.epoch + 1}, step {step}"
+            )
+        state.loss_sum += loss_value
+        state.step_in_epoch += 1
+        bar.set_postfix(loss=f"{loss_value:.4f}")
+        if step % LOG_EVERY == 0:
+            _log_step(t, step, state.epoch, loss_value, lr, momentum, terms)
+        if stop.pending:
+            save(t, state)
+            stop.serve()
+    bar.close()
+
+
+def end_epoch(t: Trainer, state: TrainState) -> dict[str, Any]:
+    """Close ``state.epoch``: its metrics row (kNN when due) to metrics.jsonl and the
+    tracker; then move the state to the start of the next epoch. Returns the row."""
+    cfg, epoch = t.cfg, state.epoch
+    end_step = (epoch + 1) * t.steps_per_epoch
+    lr = lr_at(end_step - 1, t.total_steps, t.warmup_steps, t.base_lr)
+    row: dict[str, Any] = {"epoch": epoch + 1, "loss": state.loss_sum / state.step_in_epoch}
+    row["lr"] = lr
+    every = cfg.trainer.eval_every
+    if epoch + 1 == cfg.trainer.epochs or (every and (epoch + 1) % every == 0):
+        row["knn_top1"] = evaluate(t)
+    row["elapsed_s"] = state.elapsed_now()
+    state.history.append(row)
+    with (t.run_dir / METRICS).open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    # at the step that ends the epoch: the epoch's mean train loss, and kNN top-1 apart
+    t.tracker.log({"loss_epoch": row["loss"]}, end_step, epoch + 1, {"subset": "train"})
+    if "knn_top1" in row:
+        t.tracker.log({"knn_top1": row["knn_top1"]}, end_step, epoch + 1, {"subset": "eval"})
+    state.epoch, state.step_in_epoch, state.loss_sum = epoch + 1, 0, 0.0
+    return row
+
+
 def train(
     cfg: DictConfig,
     run_dir: Path,
@@ -162,172 +396,28 @@ def train(
     Raises:
         NonFiniteLossError: the loss became NaN or infinite.
     """
-    tracker = tracker or NullTracker()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    if cfg.trainer.num_threads:
-        torch.set_num_threads(cfg.trainer.num_threads)
-    device = pick_device(cfg.trainer.device)
-    cuda = device.type == "cuda"
-    memory_format = torch.channels_last if cuda and cfg.trainer.channels_last else None
-
-    ssl_set, bank_set, query_set = build_datasets(cfg)
-    bs, workers = cfg.trainer.batch_size, cfg.dataset.num_workers
-    steps_per_epoch = num_steps(len(ssl_set), bs, cfg.trainer.max_steps_per_epoch)
-    total_steps = steps_per_epoch * cfg.trainer.epochs
-    warmup_steps = steps_per_epoch * cfg.optim.warmup_epochs
-    base_lr = cfg.optim.lr * bs / 256
-    bank_loader = _eval_loader(bank_set, workers)
-    query_loader = _eval_loader(query_set, workers)
-
-    model = build_model(cfg).to(device)
-    if memory_format is not None:
-        model = model.to(memory_format=memory_format)
-    optimizer = build_optimizer(
-        [(n, p) for n, p in model.named_parameters() if p.requires_grad],
-        cfg.optim.name,
-        base_lr,
-        cfg.optim.momentum,
-        cfg.optim.weight_decay,
-        cfg.optim.trust_coefficient,
-        cfg.optim.exclude_bias_norm,
-    )
-    scaler = torch.amp.GradScaler("cuda", enabled=cuda and cfg.trainer.amp)
-
-    def evaluate() -> float:
-        return knn_accuracy(
-            model.backbone,
-            bank_loader,
-            query_loader,
-            cfg.dataset.num_classes,
-            device,
-            cfg.trainer.knn_k,
-            cfg.trainer.knn_temp,
-        )
-
-    metrics_path = run_dir / METRICS
-    epoch, step_in_epoch, elapsed, loss_sum = 0, 0, 0.0, 0.0
-    result: dict[str, Any] = {}
-    if resume_state is not None:
-        if resume_state["config_hash"] != config_hash(cfg):
-            raise ValueError(
-                f"{run_dir / ckpt.CHECKPOINT} belongs to another config "
-                f"(hash {resume_state['config_hash']} != {config_hash(cfg)}); "
-                "use a new run dir or remove the checkpoint"
-            )
-        model.load_state_dict(resume_state["model"])
-        optimizer.load_state_dict(resume_state["optimizer"])
-        scaler.load_state_dict(resume_state["scaler"])
-        ckpt.set_rng_state(resume_state["rng"])
-        epoch, step_in_epoch = resume_state["epoch"], resume_state["step_in_epoch"]
-        elapsed, loss_sum = resume_state["elapsed"], resume_state["loss_sum"]
-        result = resume_state["result"]
-        history = _truncate_metrics(metrics_path, epoch)
-    else:
-        metrics_path.unlink(missing_ok=True)
-        history = []
-        if cfg.trainer.eval_random_init:
-            result["knn_top1_init"] = evaluate()
-
-    def save(epoch: int, step_in_epoch: int) -> None:
-        state = {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict(),
-            "rng": ckpt.rng_state(),
-            "epoch": epoch,
-            "step_in_epoch": step_in_epoch,
-            "elapsed": elapsed + time.perf_counter() - start,
-            "loss_sum": loss_sum,
-            "result": result,
-            "tracker_run_hash": tracker.run_hash,
-            "config": run_config(cfg),
-            "config_hash": config_hash(cfg),
-        }
-        ckpt.save_atomic(state, run_dir / ckpt.CHECKPOINT)
-
-    start = time.perf_counter()
-    model.train()
+    t = build(cfg, run_dir, tracker or NullTracker())
+    state = restore(t, resume_state)
+    state.started = time.perf_counter()
+    t.model.train()
     with _StopSignals() as stop:
-        while epoch < cfg.trainer.epochs:
-            sampler = EpochSampler(
-                len(ssl_set),
-                cfg.seed,
-                epoch,
-                bs,
-                start_step=step_in_epoch,
-                max_steps=steps_per_epoch,
-            )
-            loader = _loader(ssl_set, bs, workers, sampler=sampler, collate_fn=collate_views)
-            bar = tqdm(
-                loader,
-                total=steps_per_epoch - step_in_epoch,
-                desc=f"epoch {epoch + 1}/{cfg.trainer.epochs}",
-                disable=None if cfg.trainer.progress else True,  # None: off when not a tty
-                leave=False,
-            )
-            for views, _ in bar:
-                step = epoch * steps_per_epoch + step_in_epoch
-                lr = lr_at(step, total_steps, warmup_steps, base_lr)
-                set_lr(optimizer, lr)
-                fmt = memory_format or torch.contiguous_format
-                views = [v.to(device, non_blocking=True, memory_format=fmt) for v in views]
-                if step == 0:  # a few (weak, strong) pairs as the network sees them
-                    pairs = torch.stack([v[:8] for v in views[:2]], 1).flatten(0, 1)
-                    tracker.log_images("views", pairs, step)
-                momentum = momentum_at(
-                    step, total_steps, cfg.model.initial_momentum, cfg.model.momentum_schedule
-                )
-                loss, terms = train_step(model, optimizer, scaler, views, momentum)
-                loss_value = loss.item()
-                if not math.isfinite(loss_value):
-                    raise NonFiniteLossError(
-                        f"loss is {loss_value} at epoch {epoch + 1}, step {step}"
-                    )
-                loss_sum += loss_value
-                step_in_epoch += 1
-                bar.set_postfix(loss=f"{loss_value:.4f}")
-                if step % LOG_EVERY == 0:
-                    train_metrics = {"loss": loss_value, "lr": lr, "momentum": momentum}
-                    train_metrics.update(
-                        coeff=cfg.loss.coeff, temp=cfg.loss.temp, temp_m=cfg.loss.temp_m
-                    )
-                    train_metrics.update(sce_diagnostics(terms))
-                    tracker.log(train_metrics, step, epoch + 1, {"subset": "train"})
-                if stop.pending:
-                    save(epoch, step_in_epoch)
-                    stop.serve()
-            bar.close()
-
-            lr = lr_at((epoch + 1) * steps_per_epoch - 1, total_steps, warmup_steps, base_lr)
-            row: dict[str, Any] = {"epoch": epoch + 1, "loss": loss_sum / step_in_epoch, "lr": lr}
-            last = epoch + 1 == cfg.trainer.epochs
-            every = cfg.trainer.eval_every
-            if last or (every and (epoch + 1) % every == 0):
-                row["knn_top1"] = evaluate()
-            row["elapsed_s"] = elapsed + time.perf_counter() - start
-            history.append(row)
-            with metrics_path.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-            # at the step that ends the epoch: the epoch's mean train loss, and kNN top-1 apart
-            end_step = (epoch + 1) * steps_per_epoch
-            tracker.log({"loss_epoch": row["loss"]}, end_step, epoch + 1, {"subset": "train"})
-            if "knn_top1" in row:
-                tracker.log({"knn_top1": row["knn_top1"]}, end_step, epoch + 1, {"subset": "eval"})
-            epoch, step_in_epoch, loss_sum = epoch + 1, 0, 0.0
-            stop_now = bool(on_epoch_end(epoch, row)) if on_epoch_end else False
-            if last or stop_now or epoch % cfg.trainer.checkpoint_every == 0:
-                save(epoch, 0)
+        while state.epoch < cfg.trainer.epochs:
+            run_epoch(t, state, stop)
+            row = end_epoch(t, state)
+            stop_now = bool(on_epoch_end(state.epoch, row)) if on_epoch_end else False
+            last = state.epoch == cfg.trainer.epochs
+            if last or stop_now or state.epoch % cfg.trainer.checkpoint_every == 0:
+                save(t, state)
             if stop_now:
-                raise Stopped(f"stopped after epoch {epoch}")
+                raise Stopped(f"stopped after epoch {state.epoch}")
             if stop.pending:
                 stop.serve()
 
-    final = history[-1]
-    result.update(
-        knn_top1=final.get("knn_top1", math.nan),
-        loss=final["loss"],
-        epochs=final["epoch"],
-        wall_time_s=elapsed + time.perf_counter() - start,
-    )
-    return result
+    final = state.history[-1]
+    return {
+        **state.result,
+        "knn_top1": final.get("knn_top1", math.nan),
+        "loss": final["loss"],
+        "epochs": final["epoch"],
+        "wall_time_s": state.elapsed_now(),
+    }
