@@ -8,13 +8,11 @@ NaN, so one bad grid point never takes a sweep down.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import secrets
 import subprocess
 import sys
-import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -25,13 +23,13 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from sce_sweeps import runfiles
 from sce_sweeps.config import ConfigError, config_hash, register_schema, validate
-from sce_sweeps.engine import checkpoint as ckpt
 from sce_sweeps.engine.train import Stopped, train
+from sce_sweeps.runfiles import RunState
 from sce_sweeps.search import TrialReporter
 from sce_sweeps.tracking import make_tracker
 
-RESULT = "result.json"
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 register_schema()
@@ -58,19 +56,6 @@ def git_commit() -> str | None:
     except (OSError, subprocess.CalledProcessError):
         return None
     return head + ("-dirty" if dirty else "")
-
-
-def write_json_atomic(data: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
-
-
-def read_result(run_dir: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((run_dir / RESULT).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 class ValidateConfig(Callback):
@@ -122,62 +107,84 @@ def run(cfg: DictConfig) -> float:
     except ConfigError as e:
         if not multirun:
             check_or_exit(cfg)
-        return _finish(run_dir, info, None, "failed", f"invalid config: {e}", reporter)
+        return _finish(run_dir, info, None, RunState.FAILED, f"invalid config: {e}", reporter)
 
-    previous = read_result(run_dir)
+    previous = runfiles.try_read_result(run_dir)
     if (
         previous
-        and previous.get("status") == "completed"
+        and previous["status"] == RunState.COMPLETED
         and previous.get("config_hash") == info["config_hash"]
     ):
         if reporter is not None:
-            reporter.finish("completed", previous)
+            reporter.finish(RunState.COMPLETED, previous)
         return float(previous["knn_top1"])
 
-    state = ckpt.load(run_dir / ckpt.CHECKPOINT)
-    if state is not None:
-        print(
-            f"sce_sweeps: resuming from epoch {state['epoch']}, step {state['step_in_epoch']} "
-            f"of {run_dir / ckpt.CHECKPOINT}",
-            file=sys.stderr,
-        )
-    tracker = make_tracker(cfg, run_dir, state and state.get("tracker_run_hash"), info)
-    status, reason, metrics = "completed", None, {}
-    on_epoch_end = reporter.on_epoch_end if reporter is not None else None
+    tracker = None
+    status, reason, metrics = RunState.COMPLETED, None, {}
+    epochs = cfg.trainer.epochs
     try:
+        state = runfiles.load_checkpoint(run_dir / runfiles.CHECKPOINT)
+        if state is not None:
+            print(
+                f"sce_sweeps: resuming from epoch {state['epoch']}, step "
+                f"{state['step_in_epoch']} of {run_dir}",
+                file=sys.stderr,
+            )
+        tracker = make_tracker(cfg, run_dir, state and state.get("tracker_run_hash"), info)
+        on_epoch_end = None
+        if reporter is not None:  # never asked to prune after the last epoch: it is done
+
+            def on_epoch_end(epoch: int, row: dict[str, Any]) -> bool:
+                return reporter.on_epoch_end(epoch, row, last=epoch >= epochs)
+
         metrics = train(
             cfg, run_dir, tracker=tracker, on_epoch_end=on_epoch_end, resume_state=state
         )
     except Stopped as e:
-        status, reason = "pruned", str(e)
+        status, reason = RunState.PRUNED, str(e)
         if reporter is not None:  # pruned, or the study gave the trial a verdict meanwhile
-            status, reason = reporter.stop_status, reporter.stop_reason or reason
+            status, reason = RunState(reporter.stop_status), reporter.stop_reason or reason
+        metrics = _so_far(run_dir)
     except Exception as e:  # one failed run must not take the sweep down
-        status, reason = "failed", f"{type(e).__name__}: {e}"
-        (run_dir / "error.log").write_text(traceback.format_exc())
-    tracker.close(status)
+        status, reason = RunState.FAILED, f"{type(e).__name__}: {e}"
+        (run_dir / runfiles.ERROR_LOG).write_text(traceback.format_exc())
+        metrics = _so_far(run_dir)
+    if tracker is not None:
+        tracker.close(status.value)
     objective = _finish(run_dir, info, metrics, status, reason, reporter)
-    if status == "failed" and not multirun:
+    if status == RunState.FAILED and not multirun:
         print(f"sce_sweeps: run failed: {reason}", file=sys.stderr)
         raise SystemExit(1)
     return objective
+
+
+def _so_far(run_dir: Path) -> dict[str, Any]:
+    """How far a run that stopped early got: epochs trained and its last kNN top-1."""
+    try:
+        rows = runfiles.read_metrics(run_dir)
+    except runfiles.RunFileError:
+        rows = []
+    known = [r for r in rows if "knn_top1" in r]
+    return {
+        "epochs": rows[-1]["epoch"] if rows else 0,
+        "last_knn_top1": known[-1]["knn_top1"] if known else None,
+    }
 
 
 def _finish(
     run_dir: Path,
     info: dict[str, Any],
     metrics: dict[str, Any] | None,
-    status: str,
+    status: RunState,
     reason: str | None,
     reporter: TrialReporter | None = None,
 ) -> float:
     result = {**info, **(metrics or {}), "status": status, "reason": reason}
     if reporter is not None:  # tells the study first: it is what the search goes by
         result["optuna"] = reporter.finish(status, result)
-    result["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(result, run_dir / RESULT)
-    if status == "completed":
+    result = runfiles.write_result(run_dir, result)
+    if status == RunState.COMPLETED:
         top1 = float(result["knn_top1"])
         line = f"kNN top-1 {top1:.2f}%"
         if "knn_top1_init" in result:

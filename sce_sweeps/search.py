@@ -50,10 +50,11 @@ PRUNERS = ("median", "successive_halving", "hyperband", "none")
 PRUNING_METRIC = "knn_top1"
 
 
-def open_storage(storage: str) -> optuna.storages.BaseStorage:
+def open_storage(storage: str, repair: bool = True) -> optuna.storages.BaseStorage:
     """Open a study storage: a journal file path (Optuna's storage for many processes on a
     shared filesystem), a ``redis://`` journal, or a database URL (``sqlite:///x.db``,
-    ``postgresql://...``)."""
+    ``postgresql://...``). A journal's torn tail is repaired first (see
+    :func:`repair_journal`) unless ``repair`` is False (reading only)."""
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
 
@@ -63,7 +64,47 @@ def open_storage(storage: str) -> optuna.storages.BaseStorage:
         return optuna.storages.RDBStorage(storage)
     path = Path(storage).expanduser().resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
+    if repair:
+        repair_journal(path)
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+def repair_journal(path: Path) -> Path | None:
+    """Cut off a journal's torn last line (a writer killed mid-append), keeping a copy of the
+    whole file beside it; return the copy, or None when the journal was whole.
+
+    Optuna skips a last line without its newline when it reads, but the next append would be
+    glued onto it, and the journal would be unreadable for good. The repair holds Optuna's own
+    journal lock, so it never races a writer.
+    """
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    lock = JournalFileSymlinkLock(str(path))  # the lock JournalFileBackend takes to append
+    lock.acquire()
+    try:
+        with path.open("rb+") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) == b"\n":
+                return None
+            f.seek(0)
+            data = f.read()
+            keep = data.rfind(b"\n") + 1
+            copy = path.with_name(f"{path.name}.torn-{time.strftime('%Y%m%d-%H%M%S')}")
+            copy.write_bytes(data)
+            f.truncate(keep)
+            f.flush()
+            os.fsync(f.fileno())
+    finally:
+        lock.release()
+    print(
+        f"sce_sweeps: {path}: cut off a torn last line ({len(data) - keep} bytes, a writer "
+        f"killed mid-append); the file as it was is kept as {copy.name}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return copy
 
 
 def _accepted(cls: type, kwargs: dict[str, Any] | None, what: str) -> dict[str, Any]:
@@ -237,19 +278,20 @@ class TrialReporter:
         if self._beat_thread is not None:
             self._beat_thread.join(timeout=30)
 
-    def on_epoch_end(self, epoch: int, row: dict[str, Any]) -> bool:
-        """Report the epoch's kNN top-1 and ask the pruner; True stops the run."""
+    def on_epoch_end(self, epoch: int, row: dict[str, Any], last: bool = False) -> bool:
+        """Report the epoch's kNN top-1 and, unless it is the ``last`` epoch, ask the pruner;
+        True stops the run. A run that trained every epoch is never pruned."""
         from optuna.exceptions import UpdateFinishedTrialError
 
         if not self._abandoned.is_set() and self.reports and PRUNING_METRIC in row:
             try:
                 self.trial.report(float(row[PRUNING_METRIC]), epoch)
-                if self.prunes and self.trial.should_prune():
+                if self.prunes and not last and self.trial.should_prune():
                     self.stop_reason = f"pruned by the study after epoch {epoch}"
                     return True
             except UpdateFinishedTrialError:
                 self._abandoned.set()
-        if self._abandoned.is_set():
+        if self._abandoned.is_set() and not last:
             state = self.storage.get_trial(self.trial_id).state.name
             self.stop_status = "failed"
             self.stop_reason = f"trial {self.number} was marked {state} in the study meanwhile"
@@ -316,7 +358,7 @@ def trials_table(storage: str, study_name: str | None = None) -> pd.DataFrame:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    opened = open_storage(resolve_storage(storage))
+    opened = open_storage(resolve_storage(storage), repair=False)
     if study_name is None:
         names = [s.study_name for s in optuna.get_all_study_summaries(opened)]
         if len(names) != 1:

@@ -44,6 +44,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from sce_sweeps.runfiles import RunState, flatten, override_dict
+
 log = logging.getLogger(__name__)
 
 RUN_REPO = "aim"  # a run's private repo, inside its run dir
@@ -120,7 +122,7 @@ class AimTracker(NullTracker):
         self._run: Any = None  # aim.Run while open
         self._next_merge = time.monotonic() + (sync_interval_s or 0.0)
         self._open(run_hash, experiment)
-        self._run["status"] = "running"
+        self._run["status"] = RunState.RUNNING.value
         for key, value in params.items():
             self._run[key] = value
         self._run.name = name
@@ -433,17 +435,6 @@ def shared_repo_path(cfg: DictConfig, run_dir: Path) -> Path:
     return base / cfg.tracker.repo if cfg.tracker.repo else default
 
 
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"loss": {"coeff": 0.5}}`` -> ``{"loss.coeff": 0.5}``."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def run_params(cfg: DictConfig, info: dict[str, Any]) -> dict[str, Any]:
     """What the Aim run stores as parameters.
 
@@ -457,12 +448,8 @@ def run_params(cfg: DictConfig, info: dict[str, Any]) -> dict[str, Any]:
     hparams.pop("hydra", None)
     hparams = json.loads(json.dumps(hparams, default=str))
     flat = flatten(hparams)
-    swept = {}
-    for override in info.get("overrides") or []:
-        key, sep, value = override.partition("=")
-        key = key.lstrip("+~")
-        if sep and not key.startswith("hydra."):
-            swept[key] = flat.get(key, value)  # a config group's choice stays its name
+    overrides = override_dict(info.get("overrides") or [])
+    swept = {k: flat.get(k, v) for k, v in overrides.items()}  # a group's choice stays its name
     job = json.loads(json.dumps(info, default=str))
     return {"hparams": hparams, "swept": swept, "job": job}
 

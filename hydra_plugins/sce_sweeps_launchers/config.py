@@ -7,6 +7,7 @@ lines of a profile and ignores (with a warning) what only SLURM understands.
 """
 
 from dataclasses import dataclass
+from typing import Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
@@ -29,6 +30,12 @@ class SweepLauncherConf(SlurmQueueConf):
     max_num_timeout: int = 3
     # Seconds between two looks at the running jobs.
     poll_s: float = 2.0
+    # The app's own check of a job's config, as ``module.function`` (raises on an invalid
+    # value); every job is composed and checked before any is launched. null: composing only.
+    validate: Optional[str] = None  # noqa: UP045 (OmegaConf needs Optional)
+    # ``module.function`` giving the hash of what determines a job's result (how a resume
+    # tells a finished job from a changed one). null: a hash of the resolved config.
+    config_hash: Optional[str] = None  # noqa: UP045
 
 
 @dataclass
@@ -41,7 +48,7 @@ class LocalSweepLauncherConf(SweepLauncherConf):
 @dataclass
 class SlurmSweepLauncherConf(SweepLauncherConf):
     _target_: str = f"{PACKAGE}.SlurmLauncher"
-    name: str = "${sweep_name}"  # the SLURM job name
+    name: str = "${hydra.job.name}"  # the SLURM job name
     poll_s: float = 5.0
 
 

@@ -37,12 +37,23 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, SlurmQue
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import OmegaConf
 
+from sce_sweeps.runfiles import (
+    Job,
+    Manifest,
+    RunFileError,
+    RunState,
+    SweepDirBusyError,
+    claim_sweep_dir,
+    now,
+    relative_run_dir,
+    try_read_result,
+)
 from sce_sweeps.sweep.status import jobs_
 
 log = logging.getLogger(__name__)
 
 # Keys of our config that are not submitit parameters.
-OWN_KEYS = ("dry_run", "resume", "max_parallel", "poll_s")
+OWN_KEYS = ("dry_run", "resume", "max_parallel", "poll_s", "validate", "config_hash")
 # Keys only SLURM understands: the local launcher ignores them.
 SLURM_ONLY = (
     "partition",
@@ -65,6 +76,21 @@ def _say(message: str) -> None:
     print(f"sce_sweeps: {message}", file=sys.stderr, flush=True)
 
 
+class SubmissionError(RuntimeError):
+    """The scheduler refused the jobs (or is not there); the message is its reason."""
+
+
+def submission_reason(error: BaseException) -> str:
+    """One line saying why a submission failed, in the scheduler's own words when it gave any
+    (``sbatch: error: Batch job submission failed: ...``)."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    ours = [line for line in lines if "error" in line.lower()]
+    line = (ours or lines or [type(error).__name__])[-1]
+    if isinstance(error, FileNotFoundError) or "Could not detect" in line:
+        line = f"SLURM's commands are not installed on this machine ({line})"
+    return line
+
+
 def _stop_on_sigterm(signum: int, frame: Any) -> None:
     """SIGTERM in a job: SLURM kills the job KillWait seconds later (scancel, scontrol
     requeue, preemption, time limit). The trainer calls this once its checkpoint is saved;
@@ -80,15 +106,11 @@ class SweepLauncher(BaseSubmititLauncher):
     _EXECUTOR = "abstract"
     # launch() may be called from several threads at once (see the module's docstring).
     thread_safe_launch = True
-    # Set by a sweeper whose job numbers are unique and never repeat across reruns of its
-    # command (Optuna: trial numbers): each job keeps its number and run dir even when another
-    # has the same config (a retried trial), and a rerun reopens the sweep's manifest.
-    numbered_by_sweeper = False
 
     def __init__(self, **params: Any) -> None:
         self.options = {k: params.pop(k) for k in OWN_KEYS if k in params}
         super().__init__(**params)
-        self.manifest: Any = None  # sce_sweeps.sweep.manifest.Manifest, once launched
+        self.manifest: Manifest | None = None  # once launched
         self._lock = threading.RLock()  # the manifest, the running count, the GPU pool
         self._active = 0  # jobs submitted and not over, over all launch() calls
 
@@ -135,20 +157,23 @@ class SweepLauncher(BaseSubmititLauncher):
         return (job.overrides, "hydra.sweep.dir", job.num, f"job_id_for_{job.num}",
                 Singleton.get_state())  # fmt: skip
 
-    def _open_manifest(self, sweep_dir: Path) -> Any:
-        """This launch's manifest: the one of an earlier batch of this sweep, the sweep dir's
-        (resume), or a new one. Refuses to mix two sweeps in one dir."""
-        from sce_sweeps.sweep.manifest import Manifest
+    def _sweep_name(self) -> str:
+        assert self.config is not None
+        name = OmegaConf.select(self.config, "sweep_name", default=None)
+        return str(name or self.config.hydra.job.name)
 
+    def _open_manifest(self, sweep_dir: Path) -> Manifest:
+        """This launch's manifest: the one of an earlier batch of this sweep, the sweep dir's
+        (resume), or a new one. Claims the sweep dir first: one launcher process at a time."""
         if self.manifest is not None:
             return self.manifest
-        existing = Manifest.load(sweep_dir)
-        if self.numbered_by_sweeper and existing is not None and not self.options.get("resume"):
-            if existing.sweep_name != str(self.config.sweep_name):
-                _say(f"{sweep_dir} already holds the sweep {existing.sweep_name!r}")
-                raise SystemExit(2)
-            existing.pid = os.getpid()
-            return existing
+        try:
+            if not self.options.get("dry_run"):
+                claim_sweep_dir(sweep_dir)
+            existing = Manifest.load(sweep_dir)
+        except (SweepDirBusyError, RunFileError) as e:
+            _say(str(e))
+            raise SystemExit(2) from None
         if self.options.get("resume"):
             if existing is None:
                 _say(f"nothing to resume: no manifest.json in {sweep_dir}")
@@ -160,7 +185,7 @@ class SweepLauncher(BaseSubmititLauncher):
                 f"`python -m sce_sweeps.resume {sweep_dir}` or hydra.launcher.resume=true"
             )
             raise SystemExit(2)
-        return Manifest.create(sweep_dir, str(self.config.sweep_name), self.kind)
+        return Manifest.create(sweep_dir, self._sweep_name(), self.kind)
 
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
@@ -195,7 +220,8 @@ class SweepLauncher(BaseSubmititLauncher):
             [list(o) for o in job_overrides],
             initial_job_idx,
             manifest,
-            match_by_hash=not self.numbered_by_sweeper,
+            self.options.get("validate"),
+            self.options.get("config_hash"),
         )
         if resumed:
             previous = {s.num: s for s in sweep_status(manifest)}
@@ -212,7 +238,7 @@ class SweepLauncher(BaseSubmititLauncher):
             raise SystemExit(2)
 
         if self.options.get("dry_run"):
-            params, name = self._describe_params(), str(self.config.sweep_name)
+            params, name = self._describe_params(), self._sweep_name()
             report = plan.describe(jobs, params, self.kind, name, sweep_dir, bool(resumed))
             if not manifest.path.exists():
                 plan.remove_unused_sweep_dir(sweep_dir)
@@ -234,12 +260,10 @@ class SweepLauncher(BaseSubmititLauncher):
             )
         return manifest, jobs, returns, todo
 
-    def _record(self, manifest: Any, job: Any) -> None:
-        from sce_sweeps.sweep.manifest import PENDING, Job, relative_run_dir
-
+    def _record(self, manifest: Manifest, job: Any) -> None:
         run_dir = relative_run_dir(job.run_dir, manifest.sweep_dir)
         entry = manifest.by_num(job.num) or Job(job.num, job.overrides, job.config_hash, run_dir)
-        entry.state, entry.reason, entry.finished_at = PENDING, None, None
+        entry.state, entry.reason, entry.finished_at = RunState.PENDING, None, None
         manifest.upsert(entry)
 
     def _skipped(self, job: Any) -> JobReturn:
@@ -262,11 +286,14 @@ class SweepLauncher(BaseSubmititLauncher):
         """Submit ``jobs`` as room allows, watch them, keep the manifest up to date."""
         if not jobs:
             return {}
-        with self._lock:
-            executor = self._executor(manifest.sweep_dir)
         waiting, running, returns = list(jobs), {}, {}
         poll_s = float(self.options.get("poll_s", 2.0))
         try:
+            with self._lock:
+                try:
+                    executor = self._executor(manifest.sweep_dir)
+                except Exception as e:  # e.g. no SLURM on this machine
+                    self._not_submitted(manifest, waiting, e)
             while waiting or running:
                 with self._lock:
                     self._poll(manifest, waiting, running, returns, executor)
@@ -282,7 +309,22 @@ class SweepLauncher(BaseSubmititLauncher):
                 f"`python -m sce_sweeps.resume {manifest.sweep_dir}`"
             )
             raise
+        except SubmissionError as e:
+            _say(
+                f"not submitted: {e}; {jobs_(len(waiting))} not submitted (manifest.json says "
+                f"so); fix it, then `python -m sce_sweeps.resume {manifest.sweep_dir}`"
+            )
+            raise SystemExit(2) from None
         return returns
+
+    def _not_submitted(self, manifest: Manifest, jobs: list[Any], error: Exception) -> None:
+        """Record ``jobs`` as not submitted, with the scheduler's reason; raise it."""
+        reason = submission_reason(error)
+        for job in jobs:
+            entry = manifest.by_num(job.num)
+            entry.state, entry.reason = RunState.NOT_SUBMITTED, reason
+        manifest.save()
+        raise SubmissionError(reason) from error
 
     def _poll(
         self,
@@ -294,8 +336,6 @@ class SweepLauncher(BaseSubmititLauncher):
     ) -> None:
         """One look at this call's jobs (under the lock): settle those that are over, submit
         waiting ones as room allows; ``waiting``, ``running`` and ``returns`` are updated."""
-        from sce_sweeps.sweep.manifest import RUNNING, SUBMITTED, now
-
         changed = False
         for num, (job, sjob) in list(running.items()):
             entry = manifest.by_num(num)
@@ -305,16 +345,20 @@ class SweepLauncher(BaseSubmititLauncher):
                 self._active -= 1
                 del running[num]
                 changed = True
-            elif entry.state == SUBMITTED and sjob.state == "RUNNING":
-                entry.state, changed = RUNNING, True
+            elif entry.state == RunState.PENDING and sjob.state == "RUNNING":
+                entry.state, changed = RunState.RUNNING, True
         room = min(len(waiting), self._room(self._active))
         if room > 0:
             batch = waiting[:room]
+            try:
+                submitted = self._submit(executor, batch)
+            except Exception as e:  # sbatch refused (resources, partition, account...)
+                self._not_submitted(manifest, waiting, e)
             del waiting[:room]
-            for job, sjob in zip(batch, self._submit(executor, batch)):
+            for job, sjob in zip(batch, submitted):
                 entry = manifest.by_num(job.num)
                 entry.job_ids.append(str(sjob.job_id))
-                entry.state = RUNNING if self.kind == "local" else SUBMITTED
+                entry.state = RunState.RUNNING if self.kind == "local" else RunState.PENDING
                 entry.submitted_at, entry.log = now(), str(sjob.paths.stderr)
                 running[job.num] = (job, sjob)
                 self._active += 1
@@ -324,28 +368,25 @@ class SweepLauncher(BaseSubmititLauncher):
 
     def _finish(self, entry: Any, job: Any, sjob: Any) -> JobReturn:
         """Record how a job ended; a job that died without a return gets NaN, not an error."""
-        from sce_sweeps.sweep.manifest import COMPLETED, FAILED, now
-        from sce_sweeps.sweep.status import read_result
-
         entry.finished_at = now()
         try:
             ret = sjob.results()[0]
         except Exception as e:  # cancelled, killed, out of memory: no JobReturn came back
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            entry.state, entry.reason = FAILED, f"{type(e).__name__}: {reason}"
+            entry.state, entry.reason = RunState.FAILED, f"{type(e).__name__}: {reason}"
             ret = JobReturn(overrides=job.overrides, status=JobStatus.COMPLETED)
             ret.return_value = math.nan
         else:
-            result = read_result(job.run_dir) or {}
-            entry.state = result.get("status", COMPLETED)
+            result = try_read_result(job.run_dir) or {}
+            entry.state = RunState(result.get("status", RunState.COMPLETED))
             entry.reason = result.get("reason")
             if ret.status == JobStatus.FAILED:
-                entry.state, entry.reason = FAILED, repr(ret._return_value)
+                entry.state, entry.reason = RunState.FAILED, repr(ret._return_value)
             elif isinstance(ret.return_value, (int, float)):
                 entry.objective = float(ret.return_value)
         detail = (
             f"kNN top-1 {entry.objective:.2f}%"
-            if entry.state == COMPLETED and entry.objective is not None
+            if entry.state == RunState.COMPLETED and entry.objective is not None
             else entry.reason
         )
         _say(f"job #{job.num} {entry.state}: {detail} [{job.run_dir}]")

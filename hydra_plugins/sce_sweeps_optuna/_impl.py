@@ -59,6 +59,7 @@ from optuna.distributions import (
 from optuna.trial import FrozenTrial, TrialState
 
 from sce_sweeps.config import ConfigError
+from sce_sweeps.runfiles import SLURM_LIVE, SweepDirBusyError, claim_sweep_dir
 from sce_sweeps.search import (
     HEARTBEAT_ATTR,
     JOURNAL_NAME,
@@ -74,7 +75,6 @@ from sce_sweeps.search import (
 log = logging.getLogger(__name__)
 
 RETRIES_ATTR = "retries"
-SLURM_ALIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "SUSPENDED"}
 
 
 @dataclass
@@ -176,7 +176,7 @@ def slurm_job_alive(job_id: str | None) -> bool:
         )
     except (OSError, subprocess.TimeoutExpired):
         return False
-    return out.returncode == 0 and any(s in SLURM_ALIVE for s in out.stdout.split())
+    return out.returncode == 0 and any(s in SLURM_LIVE for s in out.stdout.split())
 
 
 def _quote(text: str) -> str:
@@ -285,10 +285,6 @@ class AsyncOptunaSweeper:
         )
         if not launcher_is_thread_safe(self.launcher):
             self._launch_lock = threading.Lock()
-        if hasattr(self.launcher, "numbered_by_sweeper"):
-            # launcher=local|slurm: a trial's job is numbered (and its run dir named) by the
-            # trial number, which never repeats, even for a retry with the same parameters.
-            self.launcher.numbered_by_sweeper = True
 
     # ---------------------------------------------------------------- search space
     def _parse(self, arguments: list[str]) -> None:
@@ -372,14 +368,22 @@ class AsyncOptunaSweeper:
                 eval_every,
                 eval_every,
             )
-        study = optuna.create_study(
-            storage=open_storage(storage_str),
-            study_name=self.study_name,
-            sampler=sampler,
-            pruner=make_pruner(self.pruner_name, self.pruner_kwargs),
-            directions=self.directions,
-            load_if_exists=True,
-        )
+        try:
+            study = optuna.create_study(
+                storage=open_storage(storage_str),
+                study_name=self.study_name,
+                sampler=sampler,
+                pruner=make_pruner(self.pruner_name, self.pruner_kwargs),
+                directions=self.directions,
+                load_if_exists=True,
+            )
+        except ValueError as e:  # a corrupt line inside the journal: nothing is written
+            print(
+                f"sce_sweeps: {storage_str}: unreadable Optuna study ({type(e).__name__}: {e}); "
+                "left as it is",
+                file=sys.stderr,
+            )
+            raise SystemExit(2) from None
         done = len(study.get_trials(deepcopy=False))
         if done and self.seed is not None:  # a resumed study: don't replay the seed's draws
             study.sampler = make_sampler(
@@ -411,7 +415,11 @@ class AsyncOptunaSweeper:
         self._parse(arguments)
         self._check_space()
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).resolve()
-        sweep_dir.mkdir(parents=True, exist_ok=True)
+        try:  # one search per sweep dir at a time (its journal, its run dirs)
+            claim_sweep_dir(sweep_dir)
+        except SweepDirBusyError as e:
+            print(f"sce_sweeps: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         study = self._open_study(sweep_dir)
 

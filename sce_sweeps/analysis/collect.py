@@ -7,8 +7,10 @@ Each run dir gives its resolved config (``.hydra/config.yaml``), its group choic
 
 The swept keys are found from the sweep itself: the override keys whose values differ between
 the sweep's runs. ``seed`` is the replicate axis and ``dataset`` the column axis of the
-tables, so neither is a swept key. A run without ``result.json`` is ``unfinished`` (or
-``running`` / ``pending`` / ``failed`` when the manifest says so).
+tables, so neither is a swept key. Each run's ``status`` is its
+:class:`~sce_sweeps.runfiles.RunState`: for a sweep with a manifest, the state
+``python -m sce_sweeps.status`` shows (:func:`sce_sweeps.sweep.status.sweep_status`); without
+one, its ``result.json``'s, or ``interrupted`` when it has none.
 """
 
 from __future__ import annotations
@@ -25,24 +27,30 @@ from typing import Any
 import pandas as pd
 import yaml
 
-RUN_MARKER = Path(".hydra") / "overrides.yaml"
-MANIFEST = "manifest.json"
-RESULT = "result.json"
-METRICS = "metrics.jsonl"
+from sce_sweeps.runfiles import (
+    HYDRA_DIR,
+    MANIFEST,
+    RUN_MARKER,
+    Manifest,
+    RunFileError,
+    RunState,
+    flatten,
+    override_dict,
+    read_metrics,
+    read_result,
+)
+
 NOT_SWEPT = frozenset({"seed", "dataset", "sweep_name"})
-UNFINISHED = ("unfinished", "running", "pending")
-STATUSES = ("completed", "failed", "pruned", *UNFINISHED)
+# States counted as unfinished by the tables: neither a result nor a failure yet.
+UNFINISHED = (
+    RunState.RUNNING,
+    RunState.PENDING,
+    RunState.NOT_SUBMITTED,
+    RunState.INTERRUPTED,
+)
 # result.json keys that describe the run rather than measure it
 INFO_KEYS = frozenset({"job_num", "seed", "slurm_job_id"})
-SKIP_DIRS = frozenset({"analysis", "__pycache__"})  # and hidden ones (.submitit, .aim)
-MANIFEST_STATES = {
-    "running": "running",
-    "pending": "pending",
-    "submitted": "pending",
-    "queued": "pending",
-    "failed": "failed",
-    "pruned": "pruned",
-}
+SKIP_DIRS = frozenset({"analysis", "__pycache__", "aim"})  # and hidden ones (.submitit)
 
 
 class AnalysisError(Exception):
@@ -86,25 +94,15 @@ def find_run_dirs(sweep_dir: Path) -> list[Path]:
 
 def parse_overrides(lines: list[str]) -> dict[str, str]:
     """``["loss.coeff=0.5", "+sweep=x"]`` -> ``{"loss.coeff": "0.5", "sweep": "x"}``."""
-    out = {}
-    for line in lines:
-        key, sep, value = str(line).partition("=")
-        key = key.lstrip("+")
-        if sep and not key.startswith(("~", "hydra.", "hydra/")):
-            out[key] = value
-    return out
+    return override_dict(lines)
 
 
-def _flatten(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in node.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        elif isinstance(value, list | tuple):
-            flat[f"{prefix}{key}"] = json.dumps(value)
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
+def _flat_config(node: dict[str, Any]) -> dict[str, Any]:
+    """The config flattened, lists and empty mappings as JSON text (one cell each)."""
+    return {
+        k: json.dumps(v) if isinstance(v, list | tuple | dict) else v
+        for k, v in flatten(node).items()
+    }
 
 
 def _load_yaml(path: Path) -> Any:
@@ -123,7 +121,7 @@ def read_config(run_dir: Path) -> dict[str, Any]:
 
     register_schema()  # the resolvers the config files use
     flat: dict[str, Any] = {}
-    path = run_dir / ".hydra" / "config.yaml"
+    path = run_dir / HYDRA_DIR / "config.yaml"
     if path.is_file():
         raw = _load_yaml(path)
         if not isinstance(raw, dict):
@@ -132,8 +130,8 @@ def read_config(run_dir: Path) -> dict[str, Any]:
             raw = OmegaConf.to_container(OmegaConf.create(raw), resolve=True)
         except Exception:  # an interpolation we cannot resolve: keep it as written
             pass
-        flat = _flatten(raw)
-    hydra_path = run_dir / ".hydra" / "hydra.yaml"
+        flat = _flat_config(raw)
+    hydra_path = run_dir / HYDRA_DIR / "hydra.yaml"
     if hydra_path.is_file():
         hydra = _load_yaml(hydra_path) or {}
         choices = (hydra.get("hydra", {}).get("runtime", {}) or {}).get("choices", {}) or {}
@@ -141,75 +139,47 @@ def read_config(run_dir: Path) -> dict[str, Any]:
     return flat
 
 
-def read_result(run_dir: Path) -> dict[str, Any] | None:
-    """``result.json`` as a dict, None when absent; a corrupt file is an AnalysisError."""
-    path = run_dir / RESULT
-    if not path.exists():
-        return None
+def _result(run_dir: Path) -> dict[str, Any] | None:
     try:
-        result = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise AnalysisError(f"{path}: corrupt result.json ({e})") from None
-    if not isinstance(result, dict) or result.get("status") not in STATUSES:
-        raise AnalysisError(f"{path}: corrupt result.json (no valid 'status')")
-    return result
+        return read_result(run_dir)
+    except RunFileError as e:
+        raise AnalysisError(str(e)) from None
 
 
-def read_curve(run_dir: Path) -> list[dict[str, Any]]:
-    """``metrics.jsonl`` rows; a partial last line (a run killed mid-write) is dropped."""
-    path = run_dir / METRICS
-    if not path.is_file():
-        return []
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    rows = []
-    for i, line in enumerate(lines):
-        try:
-            row = json.loads(line)
-        except ValueError:
-            if i == len(lines) - 1:
-                break
-            raise AnalysisError(f"{path}: corrupt line {i + 1}") from None
-        rows.append(row)
-    return rows
-
-
-def read_manifest(sweep_dir: Path) -> dict[str, Any] | None:
-    """The sweep's ``manifest.json`` if it has one."""
-    path = sweep_dir / MANIFEST
-    if not path.is_file():
-        return None
+def _curve(run_dir: Path) -> list[dict[str, Any]]:
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise AnalysisError(f"{path}: corrupt manifest ({e})") from None
-    if not isinstance(manifest, dict):
-        raise AnalysisError(f"{path}: corrupt manifest (expected an object)")
-    return manifest
+        return read_metrics(run_dir)
+    except RunFileError as e:
+        raise AnalysisError(str(e)) from None
 
 
-def _manifest_jobs(manifest: dict[str, Any] | None, sweep_dir: Path) -> dict[Path, dict]:
-    """Manifest jobs by run dir (absolute, or relative to the sweep dir). A run dir that is
-    gone (a sweep copied elsewhere) is looked for under the sweep dir by its last part."""
-    jobs = (manifest or {}).get("jobs") or (manifest or {}).get("runs") or []
-    if isinstance(jobs, dict):
-        jobs = list(jobs.values())
+def _manifest_states(sweep_dir: Path) -> tuple[Manifest | None, dict[Path, Any]]:
+    """The sweep's manifest and the state of each of its jobs, by run dir, as ``status``
+    tells it (a run dir that is gone, a sweep copied elsewhere, is looked for under the sweep
+    dir by its last part)."""
+    from sce_sweeps.sweep.status import sweep_status
+
+    try:
+        manifest = Manifest.load(sweep_dir)
+    except RunFileError as e:
+        raise AnalysisError(str(e)) from None
+    if manifest is None:
+        return None, {}
     by_dir = {}
-    for job in jobs:
-        if not isinstance(job, dict) or not job.get("run_dir"):
-            continue
-        run_dir = Path(job["run_dir"])
-        run_dir = run_dir if run_dir.is_absolute() else sweep_dir / run_dir
+    for status in sweep_status(manifest):
+        run_dir = sweep_dir / status.run_dir
         if not run_dir.exists() and (sweep_dir / run_dir.name).exists():
             run_dir = sweep_dir / run_dir.name
-        by_dir[run_dir.resolve()] = job
-    return by_dir
+        by_dir[run_dir.resolve()] = status
+    return manifest, by_dir
 
 
-def _status(result: dict[str, Any] | None, job: dict[str, Any] | None) -> tuple[str, Any]:
+def _status(result: dict[str, Any] | None, job: Any) -> tuple[str, Any]:
+    if job is not None:
+        return str(job.state), job.reason
     if result is not None:
         return result["status"], result.get("reason")
-    state = str((job or {}).get("state") or (job or {}).get("status") or "").lower()
-    return MANIFEST_STATES.get(state, "unfinished"), (job or {}).get("reason")
+    return str(RunState.INTERRUPTED), "no result.json (and no manifest.json to say more)"
 
 
 def _scalar(text: str) -> Any:
@@ -240,7 +210,7 @@ def _sweep_records(sweep_dir: Path, index: int) -> tuple[list[dict], list[str]]:
     """One record per run of one sweep (config, overrides, result, curve), and its swept keys."""
     if not sweep_dir.is_dir():
         raise AnalysisError(f"{sweep_dir}: no such directory")
-    manifest = read_manifest(sweep_dir)
+    manifest, jobs = _manifest_states(sweep_dir)
     run_dirs = find_run_dirs(sweep_dir)
     if not run_dirs and not manifest:
         if not any(sweep_dir.iterdir()):
@@ -248,13 +218,12 @@ def _sweep_records(sweep_dir: Path, index: int) -> tuple[list[dict], list[str]]:
         raise AnalysisError(
             f"{sweep_dir}: not a sweep dir (no run dirs with .hydra/overrides.yaml, no {MANIFEST})"
         )
-    jobs = _manifest_jobs(manifest, sweep_dir)
     records = []
     for run_dir in run_dirs:
         lines = _load_yaml(run_dir / RUN_MARKER) or []
         if not isinstance(lines, list):
             raise AnalysisError(f"{run_dir / RUN_MARKER}: not a list of overrides")
-        result = read_result(run_dir)
+        result = _result(run_dir)
         job = jobs.pop(run_dir.resolve(), None)
         records.append(
             {
@@ -263,19 +232,19 @@ def _sweep_records(sweep_dir: Path, index: int) -> tuple[list[dict], list[str]]:
                 "config": read_config(run_dir),
                 "result": result,
                 "status": _status(result, job),
-                "curve": read_curve(run_dir),
+                "curve": _curve(run_dir),
             }
         )
     for run_dir, job in sorted(jobs.items(), key=lambda kv: natural_key(kv[0].as_posix())):
-        result = read_result(run_dir) if run_dir.is_dir() else None
+        result = _result(run_dir) if run_dir.is_dir() else None
         records.append(  # in the manifest, not started (no .hydra in its run dir yet)
             {
                 "run_dir": run_dir,
-                "overrides": parse_overrides(job.get("overrides") or []),
+                "overrides": parse_overrides(job.overrides),
                 "config": {},
                 "result": result,
                 "status": _status(result, job),
-                "curve": read_curve(run_dir),
+                "curve": _curve(run_dir),
             }
         )
     if not records:

@@ -1,40 +1,20 @@
-"""Atomic checkpoints: write to a temporary file in the same directory, then rename."""
+"""Checkpoints: the file I/O is :mod:`sce_sweeps.runfiles`' (atomic write, the previous
+checkpoint kept, disk-full errors that say how much room is needed); here, the RNG states a
+checkpoint carries."""
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-CHECKPOINT = "checkpoint.pt"
+from sce_sweeps.runfiles import CHECKPOINT
+from sce_sweeps.runfiles import load_checkpoint as load
+from sce_sweeps.runfiles import save_checkpoint as save_atomic
 
-
-def save_atomic(state: dict[str, Any], path: str | Path) -> None:
-    """torch.save to ``path`` so that a crash leaves either the old file or the new one."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def load(path: str | Path) -> dict[str, Any] | None:
-    """The checkpoint at ``path``, or None if there is none."""
-    path = Path(path)
-    if not path.exists():
-        return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+__all__ = ["CHECKPOINT", "load", "rng_state", "save_atomic", "set_rng_state"]
 
 
 def rng_state() -> dict[str, Any]:

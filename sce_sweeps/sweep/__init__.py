@@ -1,7 +1,8 @@
 """Sweep bookkeeping shared by the launchers and the command line.
 
-- :mod:`~sce_sweeps.sweep.manifest`: ``manifest.json`` in every sweep dir (jobs, overrides,
-  config hashes, run dirs, SLURM job ids, states), written atomically by the launcher.
+The sweep's files (``manifest.json``, run dirs, results, the sweep dir's lock) and the run
+states are :mod:`sce_sweeps.runfiles`'.
+
 - :mod:`~sce_sweeps.sweep.plan`: compose and validate every job before launching any; the
   dry-run report.
 - :mod:`~sce_sweeps.sweep.status`: each job's state from its run dir and from SLURM;

@@ -9,16 +9,19 @@ hash and run dir, so a grid value that does not fit the dataset fails before any
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, open_dict, read_write
+from hydra.utils import get_method
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from sce_sweeps.config import config_hash, validate
-from sce_sweeps.sweep.manifest import Manifest, relative_run_dir
-from sce_sweeps.sweep.status import FINISHED, LIVE, JobStatus, jobs_, varying_overrides
+from sce_sweeps.runfiles import FINISHED, LIVE, LOCK, Manifest, confined_run_dir, relative_run_dir
+from sce_sweeps.sweep.status import JobStatus, jobs_, varying_overrides
 
 
 @dataclass
@@ -47,11 +50,28 @@ def task_config(cfg: DictConfig) -> DictConfig:
     return task
 
 
-def _next_num(used: set[int], preferred: int) -> int:
-    num = preferred
-    while num in used:
-        num = max(used) + 1
-    return num
+def resolved_hash(task: DictConfig) -> str:
+    """A hash of the resolved task config: the launchers' default ``config_hash``."""
+    blob = json.dumps(OmegaConf.to_container(task, resolve=True), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _function(path: str | None, default: Callable[[DictConfig], Any]) -> Callable:
+    return get_method(path) if path else default
+
+
+def _known_job(manifest: Manifest | None, num: int, overrides: list[str], hash_: str | None):
+    """The job of ``manifest`` that a job numbered ``num`` is: the one with its number when
+    that one has its config (a rerun of the same command, an Optuna trial run again), else the
+    one with the same overrides or the only one with its config hash (a grid given in another
+    order on resume). A number the manifest does not hold is a new job (e.g. a new trial, even
+    with the parameters of an earlier one)."""
+    if manifest is None:
+        return None
+    same_num = manifest.by_num(num)
+    if same_num is None or same_num.config_hash == hash_:
+        return same_num
+    return manifest.find(overrides) or manifest.find_by_hash(hash_) or same_num
 
 
 def plan_jobs(
@@ -60,42 +80,68 @@ def plan_jobs(
     job_overrides: list[list[str]],
     initial_job_idx: int,
     manifest: Manifest | None,
-    match_by_hash: bool = True,
+    validate: str | None = None,
+    config_hash: str | None = None,
 ) -> list[PlannedJob]:
     """Compose, number and validate each job; invalid ones get an ``error``, nothing raises.
 
-    A job already in ``manifest`` (same overrides, or else, with ``match_by_hash``, the same
-    config hash) keeps its number and run dir; a new one takes Hydra's number
-    (``initial_job_idx + i``) unless the manifest already uses it.
+    Job ``i`` is Hydra's job number ``initial_job_idx + i``; one already in ``manifest`` keeps
+    its run dir (see :func:`_known_job`). Each run dir must lie inside the sweep dir and
+    differ from every other job's.
+
+    Args:
+        validate: ``module.function`` that raises on an invalid task config (the launcher's
+            ``validate`` key; the app's own check), or None to check only that it composes.
+        config_hash: ``module.function`` giving the hash of what determines a job's result
+            (the launcher's ``config_hash`` key), or None for :func:`resolved_hash`.
     """
-    used = {j.num for j in manifest.jobs} if manifest else set()
+    check = _function(validate, lambda task: OmegaConf.to_container(task, resolve=True))
+    hash_of = _function(config_hash, resolved_hash)
     jobs = []
     for i, overrides in enumerate(job_overrides):
+        num = initial_job_idx + i
         cfg = config_loader.load_sweep_config(master_config, list(overrides))
         config_hash_, error = None, None
         try:
             task = task_config(cfg)
-            validate(task)
-            config_hash_ = config_hash(task)
+            check(task)
+            config_hash_ = hash_of(task)
         except Exception as e:  # ConfigError, or a value that does not even resolve
             error = str(e).splitlines()[0]
-        known = None
-        if manifest:  # the same job in the sweep being resumed
-            known = manifest.find(list(overrides))
-            if known is None and match_by_hash:
-                known = manifest.find_by_hash(config_hash_)
-        num = known.num if known else _next_num(used, initial_job_idx + i)
-        used.add(num)
+        known = _known_job(manifest, num, list(overrides), config_hash_)
+        num = known.num if known else num
         with open_dict(cfg.hydra.job):
             cfg.hydra.job.num = num
-        run_dir = Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
-        if known and config_hash_ and known.config_hash != config_hash_:
+        sweep_dir = Path(str(cfg.hydra.sweep.dir))
+        run_dir = sweep_dir / str(cfg.hydra.sweep.subdir)
+        outside = confined_run_dir(run_dir, sweep_dir)
+        if outside:
+            error = f"hydra.sweep.subdir={cfg.hydra.sweep.subdir}: {outside}"
+        elif known and config_hash_ and known.config_hash != config_hash_:
             error = (
                 f"its config changed since the sweep was launched (config hash "
                 f"{known.config_hash} -> {config_hash_}); start a new sweep dir instead"
             )
         jobs.append(PlannedJob(num, list(overrides), run_dir, cfg, config_hash_, error))
+    _check_distinct(jobs, manifest)
     return jobs
+
+
+def _check_distinct(jobs: list[PlannedJob], manifest: Manifest | None) -> None:
+    """Give an error to each job whose run dir another job (of this launch, or of the sweep's
+    manifest under another number) already has."""
+    owner: dict[Path, int] = {}
+    if manifest is not None:
+        for job in manifest.jobs:
+            owner[Path(os.path.abspath(manifest.run_dir(job)))] = job.num
+    for job in jobs:
+        path = Path(os.path.abspath(job.run_dir))
+        other = owner.setdefault(path, job.num)
+        if other != job.num and not job.error:
+            job.error = (
+                f"its run dir {path} is job #{other}'s too: hydra.sweep.subdir must give each "
+                "job its own (e.g. ${hydra.job.num})"
+            )
 
 
 def invalid_job_lines(jobs: list[PlannedJob]) -> list[str]:
@@ -112,9 +158,10 @@ def remove_unused_sweep_dir(sweep_dir: Path) -> None:
     """Remove the sweep dir of a launch that launched nothing (Hydra's sweeper creates it
     with only ``multirun.yaml``), and the parents under the working dir it leaves empty."""
     sweep_dir = Path(sweep_dir).absolute()
-    if not sweep_dir.is_dir() or {p.name for p in sweep_dir.iterdir()} - {"multirun.yaml"}:
+    if not sweep_dir.is_dir() or {p.name for p in sweep_dir.iterdir()} - {"multirun.yaml", LOCK}:
         return
     (sweep_dir / "multirun.yaml").unlink(missing_ok=True)
+    (sweep_dir / LOCK).unlink(missing_ok=True)
     sweep_dir.rmdir()
     cwd, parent = Path.cwd().absolute(), sweep_dir.parent
     while cwd in parent.parents:  # e.g. sweeps/<name>/<date>, left empty

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sce_sweeps.sweep.manifest import MANIFEST, Manifest
+from sce_sweeps.runfiles import MANIFEST, Manifest, RunFileError, parse_override
 
 REPLACED = ("hydra.sweep.dir=", "hydra.launcher.resume=", "hydra.launcher.dry_run=")
 
@@ -30,18 +30,15 @@ def _override_value(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def resume_command(manifest: Manifest, extra: list[str]) -> list[str]:
     """The manifest's command, pointed at its sweep dir, with resume on and ``extra`` last
     (an extra override replaces the recorded one of the same key)."""
-    replaced = {_key(o) for o in extra if "=" in o}
+    replaced = {parse_override(o)[0] for o in extra if "=" in o}
     argv = [
         a
         for a in manifest.argv
-        if not a.lstrip("+").startswith(REPLACED) and not ("=" in a and _key(a) in replaced)
+        if not a.lstrip("+").startswith(REPLACED)
+        and not ("=" in a and parse_override(a)[0] in replaced)
     ]
     if not {"-m", "--multirun"} & set(argv):
         argv.insert(0, "-m")
@@ -65,7 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweep_dir", type=Path, help=f"a sweep dir (holding {MANIFEST})")
     parser.add_argument("overrides", nargs="*", help="extra overrides, e.g. launcher=slurm")
     args = parser.parse_args(argv)
-    manifest = Manifest.load(args.sweep_dir)
+    try:
+        manifest = Manifest.load(args.sweep_dir)
+    except RunFileError as e:
+        print(f"sce_sweeps.resume: {e}", file=sys.stderr)
+        return 2
     if manifest is None:
         print(f"sce_sweeps.resume: no {MANIFEST} in {args.sweep_dir}", file=sys.stderr)
         return 2

@@ -1,20 +1,24 @@
 """Where each job of a sweep stands: ``python -m sce_sweeps.status <sweep dir>``.
 
-A job's state comes from, in this order:
+Every job gets one :class:`~sce_sweeps.runfiles.RunState`, from, in this order:
 
 1. SLURM (``squeue``, then ``sacct``) for its latest SLURM job id, or the liveness of its
    local process: a queued job is *pending*, a started one *running* (unless its run already
    wrote a final result, completed or pruned: SLURM's accounting lags a job's end);
-2. the ``result.json`` of its run dir, when its config hash is the job's: *done*, *failed*
-   (with the reason the run recorded) or *pruned*;
+2. the ``result.json`` of its run dir, when its config hash is the job's: *completed*,
+   *failed* (with the reason the run recorded) or *pruned*;
 3. otherwise a SLURM job that ended without a result is *failed* with SLURM's state as the
-   reason (CANCELLED, TIMEOUT, OUT_OF_MEMORY, ...), a job the launcher has not submitted yet
-   is *pending* while the launcher lives, and anything else is *interrupted* (its process
-   died, e.g. on Ctrl-C; its checkpoint, if any, is where a resume continues).
+   reason (CANCELLED, TIMEOUT, OUT_OF_MEMORY, ...); a job SLURM refused is *not submitted*
+   (with SLURM's reason); a job the launcher has not submitted yet is *pending* while the
+   launcher lives; anything else is *interrupted* (its process died, e.g. on Ctrl-C; its
+   checkpoint, if any, is where a resume continues).
 
-Exit status: 0 when every job is done (or pruned), 1 when any failed or was interrupted (a
-resume reruns those), 3 while jobs are pending or running and none has failed, 2 on a usage
-error.
+The analysis tables and the Optuna trial table take their states from :func:`sweep_status`,
+so all three label a run the same way.
+
+Exit status: 0 when every job completed (or was pruned), 1 when any failed, was not submitted
+or was interrupted (a resume reruns those), 3 while jobs are pending or running and none has
+failed, 2 on a usage error.
 """
 
 from __future__ import annotations
@@ -28,23 +32,21 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
-from sce_sweeps.sweep.manifest import MANIFEST, PENDING, RUNNING, SUBMITTED, Job, Manifest
-
-RESULT = "result.json"
-CHECKPOINT = "checkpoint.pt"
-
-DONE, FAILED, PRUNED, INTERRUPTED = "done", "failed", "pruned", "interrupted"
-STATES = (DONE, PRUNED, RUNNING, PENDING, FAILED, INTERRUPTED)
-FINISHED = (DONE, PRUNED)  # a resume skips these
-LIVE = (RUNNING, PENDING)  # and these, which are still on their way
-# The final statuses a run writes in its result.json, and the job states they mean.
-FINAL_RESULTS = {"completed": DONE, "pruned": PRUNED}
-
-# SLURM job states (squeue/sacct) of a job that is queued or running.
-SLURM_PENDING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "RESIZING"}
-SLURM_RUNNING = {"RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT"}
+from sce_sweeps.runfiles import (
+    CHECKPOINT,
+    FINISHED,
+    LIVE,
+    MANIFEST,
+    PREVIOUS_CHECKPOINT,
+    SLURM_LIVE,
+    STATE_ORDER,
+    Job,
+    Manifest,
+    RunFileError,
+    RunState,
+    read_result,
+)
 
 
 @dataclass
@@ -52,20 +54,13 @@ class JobStatus:
     """A job's state, why, and where to look."""
 
     num: int
-    state: str
+    state: RunState
     reason: str | None
     overrides: list[str]
     run_dir: str
     job_id: str | None = None
     knn_top1: float | None = None
     log: str | None = None
-
-
-def read_result(run_dir: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((run_dir / RESULT).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _run(cmd: list[str]) -> str | None:
@@ -121,7 +116,7 @@ def process_alive(pid: int | None, host: str, marker: str | None = None) -> bool
 
 
 def _interrupted_reason(run_dir: Path) -> str:
-    if (run_dir / CHECKPOINT).exists():
+    if (run_dir / CHECKPOINT).exists() or (run_dir / PREVIOUS_CHECKPOINT).exists():
         return "no result; stopped with a checkpoint (a resume continues from it)"
     return "no result; stopped before its first checkpoint"
 
@@ -132,37 +127,44 @@ def job_status(
     """The state of one job (see the module docstring for the rules)."""
     run_dir = manifest.run_dir(job)
     latest = job.job_ids[-1] if job.job_ids else None
-    status = JobStatus(job.num, INTERRUPTED, None, job.overrides, job.run_dir, latest, log=job.log)
-    result = read_result(run_dir)
+    status = JobStatus(
+        job.num, RunState.INTERRUPTED, None, job.overrides, job.run_dir, latest, log=job.log
+    )
+    try:
+        result = read_result(run_dir)
+    except RunFileError as e:
+        status.state, status.reason = RunState.FAILED, str(e)
+        return status
     if result and result.get("config_hash") != job.config_hash:
         result = None  # another config ran in this dir
     live = None
     if manifest.launcher == "slurm" and latest in slurm:
         slurm_state, slurm_reason = slurm[latest]
-        if slurm_state in SLURM_PENDING:
-            live = (PENDING, f"SLURM {slurm_state} ({slurm_reason})")
-        elif slurm_state in SLURM_RUNNING:
-            live = (RUNNING, f"SLURM job {latest}")
+        if SLURM_LIVE.get(slurm_state) == RunState.PENDING:
+            live = (RunState.PENDING, f"SLURM {slurm_state} ({slurm_reason})")
+        elif SLURM_LIVE.get(slurm_state) == RunState.RUNNING:
+            live = (RunState.RUNNING, f"SLURM job {latest}")
     elif (
         manifest.launcher == "local"
-        and job.state in (SUBMITTED, RUNNING)
-        and process_alive(int(latest or 0), manifest.host, manifest.sweep_dir.name)
+        and latest
+        and job.state in LIVE
+        and process_alive(int(latest), manifest.host, manifest.sweep_dir.name)
     ):
-        live = (RUNNING, f"process {latest}")
-    final = result is not None and result.get("status") in FINAL_RESULTS
+        live = (RunState.RUNNING, f"process {latest}")
+    final = result is not None and result["status"] in FINISHED
     if live and not final:  # a final result wins over SLURM's accounting, a moment behind
         status.state, status.reason = live
     elif result:
-        state = result.get("status")
-        status.state = FINAL_RESULTS.get(state, FAILED)
-        status.reason = result.get("reason")
-        if state == "completed":
+        status.state, status.reason = RunState(result["status"]), result.get("reason")
+        if status.state == RunState.COMPLETED:
             status.knn_top1 = result.get("knn_top1")
     elif manifest.launcher == "slurm" and latest in slurm:
-        status.state = FAILED
+        status.state = RunState.FAILED
         status.reason = f"SLURM {slurm[latest][1]} without a result.json"
-    elif job.state == PENDING and launcher_alive:
-        status.state, status.reason = PENDING, "waiting for the launcher to start it"
+    elif job.state == RunState.NOT_SUBMITTED:
+        status.state, status.reason = RunState.NOT_SUBMITTED, job.reason
+    elif job.state == RunState.PENDING and not latest and launcher_alive:
+        status.state, status.reason = RunState.PENDING, "waiting for the launcher to start it"
     else:
         status.reason = job.reason or _interrupted_reason(run_dir)
     return status
@@ -182,9 +184,10 @@ def jobs_(n: int, noun: str = "job") -> str:
 
 
 def exit_code(statuses: list[JobStatus]) -> int:
-    """0 all done, 1 some failed or interrupted, 3 some still pending or running."""
+    """0 all completed or pruned, 1 some failed, not submitted or interrupted, 3 some still
+    pending or running."""
     states = {s.state for s in statuses}
-    if states & {FAILED, INTERRUPTED}:
+    if states - set(FINISHED) - set(LIVE):
         return 1
     if states & set(LIVE):
         return 3
@@ -208,18 +211,18 @@ def format_table(manifest: Manifest, statuses: list[JobStatus]) -> str:
     if common:
         lines.append(f"every job: {' '.join(common)}")
     width = max([len(" ".join(v)) for v in varying] + [9])
-    lines.append(f"{'job':>4}  {'state':<11}  {'overrides':<{width}}  {'job id':<10}  details")
+    lines.append(f"{'job':>4}  {'state':<13}  {'overrides':<{width}}  {'job id':<10}  details")
     for s, v in zip(statuses, varying):
-        if s.state == DONE and s.knn_top1 is not None:
+        if s.state == RunState.COMPLETED and s.knn_top1 is not None:
             detail = f"kNN top-1 {s.knn_top1:.2f}%"
         else:
             detail = s.reason or ""
-        if s.state in (FAILED, INTERRUPTED) and s.log:
+        if s.state not in (*FINISHED, *LIVE) and s.log:
             detail += f"  [log: {s.log}]"
         lines.append(
-            f"{s.num:>4}  {s.state:<11}  {' '.join(v):<{width}}  {s.job_id or '-':<10}  {detail}"
+            f"{s.num:>4}  {s.state:<13}  {' '.join(v):<{width}}  {s.job_id or '-':<10}  {detail}"
         )
-    counts = {state: sum(s.state == state for s in statuses) for state in STATES}
+    counts = {state: sum(s.state == state for s in statuses) for state in STATE_ORDER}
     summary = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
     lines.append(f"{jobs_(len(statuses))}: {summary}")
     return "\n".join(lines)
@@ -229,15 +232,21 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m sce_sweeps.status <sweep dir> [--json]``."""
     parser = argparse.ArgumentParser(
         prog="python -m sce_sweeps.status",
-        description="Show each job of a sweep as done / running / pending / failed / "
-        "interrupted / pruned, from SLURM and from the run dirs.",
-        epilog="Exit status: 0 all done, 1 some failed or interrupted, "
+        description="Show each job of a sweep as "
+        + " / ".join(s.value for s in STATE_ORDER)
+        + ", from SLURM and from the run dirs.",
+        epilog="Exit status: 0 all completed or pruned, 1 some failed, not submitted or "
+        "interrupted, "
         "3 some still pending or running, 2 usage error.",
     )
     parser.add_argument("sweep_dir", type=Path, help=f"a sweep dir (holding {MANIFEST})")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     args = parser.parse_args(argv)
-    manifest = Manifest.load(args.sweep_dir)
+    try:
+        manifest = Manifest.load(args.sweep_dir)
+    except RunFileError as e:
+        print(f"sce_sweeps.status: {e}", file=sys.stderr)
+        return 2
     if manifest is None:
         print(f"sce_sweeps.status: no {MANIFEST} in {args.sweep_dir}", file=sys.stderr)
         return 2

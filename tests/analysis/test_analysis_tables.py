@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import statistics
 from pathlib import Path
 
@@ -118,9 +119,11 @@ def test_manifest_states_and_jobs_not_started(partial_sweep, tmp_path):
     sweep = copy_sweep(partial_sweep, tmp_path / "sweep")
     manifest = json.loads((sweep / "manifest.json").read_text())  # the launcher's own
     assert [j["state"] for j in manifest["jobs"]] == ["completed"] * 4
-    manifest["jobs"][3]["state"] = "running"
+    manifest["jobs"][3]["state"] = "running"  # its process is gone: interrupted
+    manifest["pid"] = os.getpid()  # the launcher lives: a job it has not started is pending
     pending = [*TINY, "tracker=none", "loss.coeff=0", "seed=5"]
-    manifest["jobs"].append({"num": 5, "overrides": pending, "run_dir": "5", "state": "pending"})
+    job = {**manifest["jobs"][0], "num": 5, "overrides": pending, "run_dir": "5"}
+    manifest["jobs"].append({**job, "state": "pending", "job_ids": [], "config_hash": "x"})
     (sweep / "manifest.json").write_text(json.dumps(manifest))
 
     sweeps = collect([sweep])
@@ -129,7 +132,7 @@ def test_manifest_states_and_jobs_not_started(partial_sweep, tmp_path):
         "0": "completed",
         "1": "completed",
         "2": "completed",
-        "3": "running",
+        "3": "interrupted",
         "4": "failed",
         "5": "pending",
     }

@@ -16,7 +16,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from sce_sweeps.app import CONF_DIR
-from sce_sweeps.sweep.manifest import Job, Manifest
+from sce_sweeps.runfiles import Job, Manifest
 from sce_sweeps.sweep.plan import gpus_per_job, remove_unused_sweep_dir
 from sce_sweeps.sweep.resume import resume_command
 from sce_sweeps.sweep.status import exit_code, format_table, job_status, sweep_status
@@ -169,12 +169,12 @@ def test_status_reads_run_dirs_and_says_why(tmp_path):
     _manifest(tmp_path)
     manifest = Manifest.load(tmp_path)
     statuses = sweep_status(manifest)
-    assert [s.state for s in statuses] == ["done", "failed", "interrupted", "interrupted"]
+    assert [s.state for s in statuses] == ["completed", "failed", "interrupted", "interrupted"]
     assert statuses[0].knn_top1 == 51.2
     assert statuses[1].reason == "NonFiniteLossError: loss is nan"
     assert exit_code(statuses) == 1
     table = format_table(manifest, statuses)
-    assert "kNN top-1 51.20%" in table and "1 done, 1 failed, 2 interrupted" in table
+    assert "kNN top-1 51.20%" in table and "1 completed, 1 failed, 2 interrupted" in table
 
 
 def test_status_exit_codes_from_the_command_line(tmp_path):
@@ -182,7 +182,7 @@ def test_status_exit_codes_from_the_command_line(tmp_path):
     status = [sys.executable, "-m", "sce_sweeps.status"]
     proc = subprocess.run([*status, str(tmp_path), "--json"], cwd=ROOT, capture_output=True)
     assert proc.returncode == 1
-    assert [j["state"] for j in json.loads(proc.stdout)["jobs"]][:2] == ["done", "failed"]
+    assert [j["state"] for j in json.loads(proc.stdout)["jobs"]][:2] == ["completed", "failed"]
     proc = subprocess.run([*status, str(tmp_path / "nowhere")], cwd=ROOT, capture_output=True)
     assert proc.returncode == 2 and b"no manifest.json" in proc.stderr
 
@@ -205,7 +205,7 @@ def test_live_local_processes_are_running_or_pending(tmp_path):
         manifest.jobs[2].job_ids = [str(job.pid)]
         manifest.pid = os.getpid()  # the launcher lives: a job it has not started is pending
         states = [s.state for s in sweep_status(manifest)]
-        assert states == ["done", "failed", "running", "pending"]
+        assert states == ["completed", "failed", "running", "pending"]
         assert exit_code(sweep_status(manifest)) == 1  # a failure outweighs live jobs
     finally:
         job.kill()
@@ -234,6 +234,6 @@ def test_a_final_result_wins_over_slurm_accounting_that_lags(tmp_path):
     manifest = _manifest(tmp_path, launcher="slurm")
     done, failed = manifest.jobs[0], manifest.jobs[1]
     slurm = {done.job_ids[-1]: ("RUNNING", "None"), failed.job_ids[-1]: ("RUNNING", "None")}
-    assert job_status(manifest, done, slurm, False).state == "done"
+    assert job_status(manifest, done, slurm, False).state == "completed"
     # a failed run's job that SLURM runs again (requeued, resumed) is running
     assert job_status(manifest, failed, slurm, False).state == "running"
