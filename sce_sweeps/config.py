@@ -133,7 +133,7 @@ class TrainerConfig:
     knn_k: int = 200
     knn_temp: float = 0.1
     eval_every: int = 1  # epochs; 0 evaluates only at the end
-    eval_random_init: bool = False  # also report kNN of the untrained network
+    eval_random_init: bool = False  # also report kNN of the untrained network and raw pixels
     checkpoint_every: int = 1  # epochs
     progress: bool = True
     num_threads: int | None = None
