@@ -1,0 +1,280 @@
+"""The run and sweep files (sce_sweeps.runfiles) under faults: unreadable checkpoints, a full
+disk, run dirs that would escape the sweep dir, two launches or resumes of one sweep dir at
+once, torn Optuna journals."""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from sce_sweeps.runfiles import (
+    CHECKPOINT,
+    PREVIOUS_CHECKPOINT,
+    CheckpointError,
+    DiskFullError,
+    Manifest,
+    SweepDirBusyError,
+    claim_sweep_dir,
+    load_checkpoint,
+    read_json,
+    release_sweep_dir,
+    save_checkpoint,
+)
+from sce_sweeps.search import open_storage
+from tests.helpers import ROOT, TINY, run_cli
+
+ONE_EPOCH = [*TINY, "tracker=none", "trainer.epochs=1", "optim.warmup_epochs=0"]
+
+
+def _truncate(path: Path, keep: int = 100) -> None:
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+# --- checkpoints --------------------------------------------------------------------------------
+
+
+def test_previous_checkpoint_is_kept_and_used_when_the_newest_is_unreadable(tmp_path, capsys):
+    path = tmp_path / CHECKPOINT
+    save_checkpoint({"epoch": 1, "w": torch.ones(3)}, path)
+    save_checkpoint({"epoch": 2, "w": torch.ones(3)}, path)
+    assert load_checkpoint(path)["epoch"] == 2
+    assert torch.load(tmp_path / PREVIOUS_CHECKPOINT, weights_only=False)["epoch"] == 1
+    _truncate(path)  # a crash mid-write on a filesystem without atomic rename
+    assert load_checkpoint(path)["epoch"] == 1
+    err = capsys.readouterr().err
+    assert "checkpoint.pt is unreadable" in err and "resuming from the previous checkpoint" in err
+    _truncate(tmp_path / PREVIOUS_CHECKPOINT)
+    with pytest.raises(CheckpointError, match="cannot resume from .*checkpoint.prev.pt is unread"):
+        load_checkpoint(path)
+    assert load_checkpoint(tmp_path / "elsewhere" / CHECKPOINT) is None
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 512 kB tmpfs (a real full disk); needs root, as CI runs."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)], capture_output=True
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_disk_full_while_checkpointing_says_so_and_keeps_the_old_one(tiny_disk):
+    path = tiny_disk / CHECKPOINT
+    save_checkpoint({"epoch": 1, "w": torch.zeros(16_000)}, path)  # 64 kB: fits
+    with pytest.raises(DiskFullError) as caught:
+        save_checkpoint({"epoch": 2, "w": torch.zeros(1_000_000)}, path)  # 4 MB: does not
+    message = str(caught.value)
+    assert caught.value.errno == errno.ENOSPC
+    assert message.startswith("no space left on device while writing checkpoint.pt (needs 4 MB")
+    assert "inline_container" not in message
+    assert load_checkpoint(path)["epoch"] == 1  # nothing lost
+    assert [p.name for p in tiny_disk.iterdir()] == [CHECKPOINT]  # no temporary file left
+
+
+def test_disk_full_reported_by_the_os_is_named_too(tmp_path, monkeypatch):
+    save = torch.save
+
+    def full(obj, f, *args, **kwargs):  # the file on disk fails, measuring in memory works
+        if not isinstance(f, io.BytesIO):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(DiskFullError, match="no space left on device while writing checkpoint"):
+        save_checkpoint({"epoch": 1}, tmp_path / CHECKPOINT)
+
+
+# --- claiming a sweep dir -----------------------------------------------------------------------
+
+
+def test_a_sweep_dir_is_claimed_by_one_process_at_a_time(tmp_path):
+    claim_sweep_dir(tmp_path)
+    claim_sweep_dir(tmp_path)  # the same process again: fine
+    code = f"from sce_sweeps.runfiles import claim_sweep_dir as c; c({str(tmp_path)!r})"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode != 0 and "SweepDirBusyError" in proc.stderr
+    assert f"pid {os.getpid()}" in proc.stderr  # names who holds it
+    release_sweep_dir(tmp_path)
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0  # released: free
+    holder = subprocess.Popen([sys.executable, "-c", f"{code}; import time; time.sleep(60)"])
+    try:  # a holder that dies, however it dies, frees it
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                claim_sweep_dir(tmp_path)
+                release_sweep_dir(tmp_path)
+            except SweepDirBusyError:
+                break
+            assert time.monotonic() < deadline, "the holder never claimed it"
+            time.sleep(0.05)
+    finally:
+        holder.kill()
+        holder.wait()
+    claim_sweep_dir(tmp_path)
+    release_sweep_dir(tmp_path)
+
+
+# --- run dirs confined to the sweep dir, checked before anything launches ------------------------
+
+
+@pytest.mark.parametrize(
+    ("subdir", "message"),
+    [
+        ("../../elsewhere", "is outside the sweep dir"),
+        ("same", "is job #0's too"),
+        ("''", "the run dir is the sweep dir"),
+    ],
+)
+def test_run_dirs_stay_inside_the_sweep_dir_and_apart(tmp_path, subdir, message):
+    sweep_dir = tmp_path / "a" / "b" / "sweep"
+    proc = run_cli(
+        "-m", *ONE_EPOCH, "loss.coeff=0,1", f"hydra.sweep.dir={sweep_dir}",
+        f"hydra.sweep.subdir={subdir}", check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert any(message in line for line in lines), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "nothing was launched" in lines[-1]
+    assert not (sweep_dir / "manifest.json").exists()
+    assert not (tmp_path / "a" / "elsewhere").exists()
+
+
+# --- torn Optuna journal ------------------------------------------------------------------------
+
+
+def _journal_with_trials(path: Path) -> optuna.Study:
+    study = optuna.create_study(storage=open_storage(str(path)), study_name="s")
+    for value in (1.0, 2.0):
+        trial = study.ask()
+        study.tell(trial, value)
+    return study
+
+
+def test_torn_journal_tail_is_cut_off_keeping_a_copy(tmp_path, capsys):
+    journal = tmp_path / "optuna.journal"
+    _journal_with_trials(journal)
+    whole = journal.read_bytes()
+    torn = whole + b'{"op_code":4,"worker_id":"x","study_id":0,"dat'  # killed mid-append
+    journal.write_bytes(torn)
+    storage = open_storage(str(journal))
+    assert "cut off a torn last line" in capsys.readouterr().err
+    assert journal.read_bytes() == whole
+    copies = list(tmp_path.glob("optuna.journal.torn-*"))
+    assert len(copies) == 1 and copies[0].read_bytes() == torn
+    study = optuna.load_study(study_name="s", storage=storage)
+    study.tell(study.ask(), 3.0)  # appends after the repair are readable
+    reread = optuna.load_study(study_name="s", storage=open_storage(str(journal)))
+    assert [t.value for t in reread.trials] == [1.0, 2.0, 3.0]
+    assert len(list(tmp_path.glob("optuna.journal.torn-*"))) == 1  # whole: left alone
+
+
+def test_corrupt_journal_is_refused_with_one_line_and_left_as_it_is(tmp_path):
+    journal = tmp_path / "optuna.journal"
+    _journal_with_trials(journal)
+    lines = journal.read_bytes().splitlines(keepends=True)
+    broken = b"".join([lines[0], b"{not json\n", *lines[1:]])
+    journal.write_bytes(broken)
+    proc = run_cli(
+        "-m", "+sweep=optuna_search", *ONE_EPOCH, f"hydra.sweep.dir={tmp_path}",
+        "hydra.sweeper.study_name=s", check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("sce_sweeps:")]
+    assert len(errors) == 1 and str(journal) in errors[0] and "Traceback" not in proc.stderr
+    assert journal.read_bytes() == broken
+
+
+# --- checkpoints in a sweep: a resume that cannot resume one run fails that run alone -------------
+
+
+@pytest.mark.slow
+def test_resume_uses_the_previous_checkpoint_and_an_unresumable_run_fails_alone(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    run_cli(
+        "-m", *TINY, "tracker=none", "trainer.checkpoint_every=1", "loss.coeff=0,1",
+        f"hydra.sweep.dir={sweep_dir}", "hydra.launcher.poll_s=0.3",
+    )  # fmt: skip
+    for num in (0, 1):
+        (sweep_dir / str(num) / "result.json").unlink()  # as if killed before the end
+        assert torch.load(sweep_dir / str(num) / PREVIOUS_CHECKPOINT, weights_only=False)["epoch"]
+    _truncate(sweep_dir / "0" / CHECKPOINT)  # the newest is torn: the previous one is used
+    _truncate(sweep_dir / "1" / CHECKPOINT)  # both torn: this run cannot resume
+    _truncate(sweep_dir / "1" / PREVIOUS_CHECKPOINT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sce_sweeps.resume", str(sweep_dir)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    first = read_json(sweep_dir / "0" / "result.json")
+    assert first["status"] == "completed" and first["epochs"] == 2
+    log = Path(Manifest.load(sweep_dir).jobs[0].log).read_text()
+    assert "resuming from the previous checkpoint" in log
+    second = read_json(sweep_dir / "1" / "result.json")
+    assert second["status"] == "failed"
+    assert second["reason"].startswith("CheckpointError: cannot resume from")
+    status = subprocess.run(
+        [sys.executable, "-m", "sce_sweeps.status", str(sweep_dir), "--json"],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert [j["state"] for j in json.loads(status.stdout)["jobs"]] == ["completed", "failed"]
+
+
+# --- two launches, or two resumes, of one sweep dir at once -------------------------------------
+
+
+def _popen(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+
+
+def _both(procs: list[subprocess.Popen]) -> list[tuple[int, str]]:
+    out = []
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        out.append((proc.returncode, err))
+    return out
+
+
+@pytest.mark.slow
+def test_concurrent_launches_and_resumes_of_one_sweep_dir_one_wins(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    args = ["-m", "sce_sweeps", "-m", *ONE_EPOCH, "loss.coeff=0.5", f"hydra.sweep.dir={sweep_dir}"]
+    results = _both([_popen(*args), _popen(*args)])
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    refused = next(err for code, err in results if code == 2)
+    refusals = [line for line in refused.splitlines() if line.startswith("sce_sweeps:")]
+    assert len(refusals) == 1 and "Traceback" not in refused
+    assert "in use by another launch" in refusals[0] or "already holds a sweep" in refusals[0]
+    manifest = Manifest.load(sweep_dir)
+    assert len(manifest.jobs) == 1 and len(manifest.jobs[0].job_ids) == 1
+
+    (sweep_dir / "0" / "result.json").unlink()  # interrupted: a resume reruns it
+    resume = ["-m", "sce_sweeps.resume", str(sweep_dir)]
+    results = _both([_popen(*resume), _popen(*resume)])
+    assert sorted(code for code, _ in results) == [0, 2], results
+    refused = next(err for code, err in results if code == 2)
+    assert "in use by another launch or resume" in refused and "Traceback" not in refused
+    manifest = Manifest.load(sweep_dir)
+    assert len(manifest.jobs[0].job_ids) == 2 and manifest.resumes == 1  # rerun once
+    assert read_json(sweep_dir / "0" / "result.json")["status"] == "completed"
