@@ -37,6 +37,7 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, SlurmQue
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import OmegaConf
 
+from sce_sweeps import progress
 from sce_sweeps.runfiles import (
     Job,
     Manifest,
@@ -73,6 +74,7 @@ SLURM_ONLY = (
 
 
 def _say(message: str) -> None:
+    progress.clear()  # a progress bar on the terminal gives way to the message
     print(f"sce_sweeps: {message}", file=sys.stderr, flush=True)
 
 
@@ -297,6 +299,7 @@ class SweepLauncher(BaseSubmititLauncher):
             while waiting or running:
                 with self._lock:
                     self._poll(manifest, waiting, running, returns, executor)
+                    progress.show(manifest, final=not (waiting or running))
                 if waiting or running:
                     time.sleep(poll_s)
         except KeyboardInterrupt:

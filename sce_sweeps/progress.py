@@ -1,0 +1,203 @@
+"""A sweep's progress as one line: jobs completed / running / pending / failed, the best
+objective so far and an estimate of the time left.
+
+The launchers call :func:`show` each time they look at their jobs. On a terminal the line is
+redrawn in place (a progress bar); elsewhere (a log file, CI, ``nohup``, a SLURM log) it is
+printed as a new line when a job changes state, and at most every ``interval_s`` seconds
+otherwise, so a log shows the sweep moving without filling up. Example::
+
+    sce_sweeps: lambda_ablation [######------] 2/3 done (1 completed, 1 failed), 1 running,
+    0 pending; best 81.02% (job #0); ~3m10s left, 6m02s elapsed
+
+The time left is the typical (median) duration of the jobs finished so far, spread over the
+jobs still to run, as many at a time as are running now; it is unknown until a job finishes.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable
+from datetime import datetime
+from typing import IO, Any
+
+from sce_sweeps.runfiles import FINAL, RunState
+
+BAR_WIDTH = 12
+INTERVAL_S = 60.0  # seconds between two lines in a log when nothing changes
+_LOCK = threading.Lock()
+
+
+def _seconds(stamp: str | None) -> float | None:
+    """A manifest time stamp (``runfiles.now()``) as seconds since the epoch."""
+    if not stamp:
+        return None
+    try:
+        return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S%z").timestamp()
+    except ValueError:
+        return None
+
+
+def format_duration(seconds: float) -> str:
+    """``75`` -> ``1m15s``; ``4000`` -> ``1h06m``."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def counts(jobs: Iterable[Any]) -> Counter[RunState]:
+    """How many jobs are in each state (``jobs``: a manifest's ``Job`` entries)."""
+    return Counter(RunState(job.state) for job in jobs)
+
+
+def best(jobs: Iterable[Any]) -> tuple[float, int] | None:
+    """(objective, job number) of the completed job with the highest objective, if any."""
+    done = [
+        (job.objective, job.num)
+        for job in jobs
+        if job.state == RunState.COMPLETED
+        and job.objective is not None
+        and math.isfinite(job.objective)
+    ]
+    return max(done, key=lambda d: (d[0], -d[1])) if done else None
+
+
+def time_left(jobs: list[Any], now: float) -> float | None:
+    """Estimated seconds until every job is over; None until one job has finished.
+
+    A job's duration is ``finished_at - submitted_at`` (queueing included); the median over the
+    finished jobs (completed or pruned ones if any, else all) is the duration of each job still
+    pending, and what a running job has left is that duration less its age.
+    """
+    durations: dict[str, list[float]] = {"ok": [], "all": []}
+    for job in jobs:
+        start, end = _seconds(job.submitted_at), _seconds(job.finished_at)
+        if start is None or end is None or job.state not in FINAL:
+            continue
+        durations["all"].append(end - start)
+        if job.state in (RunState.COMPLETED, RunState.PRUNED):
+            durations["ok"].append(end - start)
+    typical = durations["ok"] or durations["all"]
+    if not typical:
+        return None
+    duration = statistics.median(typical)
+    running = [job for job in jobs if job.state == RunState.RUNNING]
+    pending = sum(job.state == RunState.PENDING for job in jobs)
+    left = pending * duration
+    for job in running:
+        start = _seconds(job.submitted_at)
+        left += max(0.0, duration - (now - start)) if start is not None else duration
+    return left / max(1, len(running))
+
+
+def progress_line(
+    name: str, jobs: list[Any], elapsed_s: float | None = None, now: float | None = None
+) -> str:
+    """The one-line summary of a sweep's jobs (see the module's docstring)."""
+    now = time.time() if now is None else now
+    n = counts(jobs)
+    total = len(jobs)
+    done = n[RunState.COMPLETED] + n[RunState.PRUNED] + n[RunState.FAILED]
+    filled = round(BAR_WIDTH * done / total) if total else 0
+    bar = "#" * filled + "-" * (BAR_WIDTH - filled)
+    parts = [f"{n[RunState.COMPLETED]} completed"]
+    if n[RunState.PRUNED]:
+        parts.append(f"{n[RunState.PRUNED]} pruned")
+    parts.append(f"{n[RunState.FAILED]} failed")
+    line = (
+        f"{name} [{bar}] {done}/{total} done ({', '.join(parts)}), "
+        f"{n[RunState.RUNNING]} running, {n[RunState.PENDING]} pending"
+    )
+    for state in (RunState.NOT_SUBMITTED, RunState.INTERRUPTED):
+        if n[state]:
+            line += f", {n[state]} {state}"
+    top = best(jobs)
+    line += f"; best {top[0]:.2f}% (job #{top[1]})" if top else "; best -"
+    if done < total:
+        left = time_left(jobs, now)
+        line += f"; ~{format_duration(left)} left" if left is not None else "; time left: -"
+    if elapsed_s is not None:
+        line += f", {format_duration(elapsed_s)} elapsed"
+    return line
+
+
+class ProgressPrinter:
+    """Prints a sweep's :func:`progress_line` to ``stream``: redrawn in place on a terminal,
+    a new line on a state change or every ``interval_s`` seconds elsewhere."""
+
+    def __init__(
+        self, stream: IO[str] | None = None, interval_s: float = INTERVAL_S, tty: bool | None = None
+    ) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty() if tty is None else tty
+        self.interval_s = interval_s
+        self.started = time.monotonic()
+        self._last: tuple[Any, ...] | None = None  # the counts last printed
+        self._last_at = -math.inf
+        self._drawn = False  # a line is on the terminal, without its newline
+
+    def update(self, name: str, jobs: list[Any], force: bool = False) -> None:
+        """Show the line now if it is due (always on a terminal)."""
+        key = tuple(sorted((str(s), c) for s, c in counts(jobs).items()))
+        clock = time.monotonic()
+        due = force or key != self._last or clock - self._last_at >= self.interval_s
+        if not (self.tty or due):
+            return
+        line = progress_line(name, jobs, clock - self.started)
+        if self.tty:
+            self.stream.write(f"\r\033[K{line}")
+            self._drawn = True
+        else:
+            self.stream.write(f"sce_sweeps: {line}\n")
+        self.stream.flush()
+        self._last, self._last_at = key, clock
+
+    def clear(self) -> None:
+        """Erase the line from the terminal, so that another message takes its place."""
+        if self._drawn:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+            self._drawn = False
+
+    def finish(self, name: str, jobs: list[Any]) -> None:
+        """Show the final line and leave it there."""
+        self.update(name, jobs, force=True)
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._drawn = False
+
+
+_printers: dict[str, ProgressPrinter] = {}
+
+
+def _printer(manifest: Any) -> ProgressPrinter:
+    key = str(manifest.sweep_dir)
+    if key not in _printers:
+        _printers[key] = ProgressPrinter()
+    return _printers[key]
+
+
+def show(manifest: Any, final: bool = False) -> None:
+    """Show the progress of the sweep of ``manifest`` (a :class:`~sce_sweeps.runfiles.Manifest`)
+    on stderr; ``final`` leaves the line in place (end of a launch)."""
+    with _LOCK:
+        printer = _printer(manifest)
+        if final:
+            printer.finish(manifest.sweep_name, manifest.jobs)
+        else:
+            printer.update(manifest.sweep_name, manifest.jobs)
+
+
+def clear() -> None:
+    """Erase any progress line from the terminal before another message is printed."""
+    with _LOCK:
+        for printer in _printers.values():
+            printer.clear()
