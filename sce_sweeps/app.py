@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sce_sweeps import runfiles
 from sce_sweeps.config import ConfigError, config_hash, register_schema, validate
+from sce_sweeps.engine import distributed
 from sce_sweeps.engine.train import Stopped, train
 from sce_sweeps.runfiles import RunState
 from sce_sweeps.search import TrialReporter
@@ -91,6 +92,10 @@ def _job_info(cfg: DictConfig) -> dict[str, Any]:
 def run(cfg: DictConfig) -> float:
     """Train one configuration in Hydra's output dir; return the objective (kNN top-1 %)."""
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    # --- multi-process run (trainer.devices x num_nodes > 1): rank 0 continues below ---
+    if distributed.world_size(cfg) > 1 and distributed.job_rank() != 0:
+        return _train_peer(cfg, Path(HydraConfig.get().runtime.output_dir))
+    # --- end multi-process run ---
     info = _job_info(cfg)
     run_dir = Path(info["run_dir"])
     # --- Optuna trial (hydra/sweeper=sce_optuna): report, prune, tell; see search.py ---
@@ -151,11 +156,33 @@ def run(cfg: DictConfig) -> float:
         metrics = _so_far(run_dir)
     if tracker is not None:
         tracker.close(status.value)
+    distributed.teardown()  # multi-process run: leave the process group
     objective = _finish(run_dir, info, metrics, status, reason, reporter)
     if status == RunState.FAILED and not multirun:
         print(f"sce_sweeps: run failed: {reason}", file=sys.stderr)
         raise SystemExit(1)
     return objective
+
+
+def _train_peer(cfg: DictConfig, run_dir: Path) -> float:
+    """A rank > 0 of a multi-process run: train alongside rank 0, write nothing (rank 0
+    writes the checkpoint, metrics, result and tracking); NaN when there is nothing to do."""
+    try:
+        validate(cfg)
+    except ConfigError:
+        return math.nan  # rank 0 records it
+    previous = runfiles.try_read_result(run_dir)
+    done = previous and previous["status"] == RunState.COMPLETED
+    if done and previous.get("config_hash") == config_hash(cfg):
+        return math.nan
+    state = runfiles.load_checkpoint(run_dir / runfiles.CHECKPOINT)
+    try:
+        train(cfg, run_dir, resume_state=state)
+    except Stopped:
+        pass
+    finally:
+        distributed.teardown()
+    return math.nan
 
 
 def _so_far(run_dir: Path) -> dict[str, Any]:

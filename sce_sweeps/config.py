@@ -137,6 +137,10 @@ class TrainerConfig:
     checkpoint_every: int = 1  # epochs
     progress: bool = True
     num_threads: int | None = None
+    # --- multi-process (sce_sweeps.engine.distributed) ---
+    devices: int = 1  # processes (GPUs) per node; trainer.batch_size is the global batch
+    num_nodes: int = 1
+    sync_bn: bool = False  # SyncBatchNorm in the online branch across GPUs (CUDA only)
 
 
 @dataclass
@@ -333,6 +337,16 @@ def validate(cfg: DictConfig) -> None:
     _positive(cfg, "trainer.checkpoint_every")
     if cfg.trainer.num_threads is not None:
         _positive(cfg, "trainer.num_threads")
+    # --- multi-process ---
+    _positive(cfg, "trainer.devices")
+    _positive(cfg, "trainer.num_nodes")
+    world = cfg.trainer.devices * cfg.trainer.num_nodes
+    _check(
+        cfg.trainer.batch_size % world == 0,
+        "trainer.batch_size",
+        cfg.trainer.batch_size,
+        f"must be a multiple of trainer.devices x trainer.num_nodes = {world}",
+    )
 
     _choice(cfg, "tracker.name", TRACKERS)
     if cfg.tracker.sync_interval_s is not None:

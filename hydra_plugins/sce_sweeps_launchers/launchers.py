@@ -428,7 +428,9 @@ class LocalLauncher(SweepLauncher):
             except Exception:  # no torch, no driver
                 gpus = []
         per_job = self.params.get("gpus_per_node")
-        per_job = (1 if gpus else 0) if per_job is None else int(per_job)
+        if per_job is None:  # one GPU per process (trainer.devices) where there are GPUs
+            per_job = int(self.params.get("tasks_per_node") or 1) if gpus else 0
+        per_job = int(per_job)
         if per_job > len(gpus):
             _say(f"each job asks for {per_job} GPUs but this machine has {len(gpus)}")
             raise SystemExit(2)

@@ -115,6 +115,10 @@ class EpochSampler(Sampler[tuple[int, int]]):
         batch_size: the DataLoader's batch size.
         start_step: the first batch of the epoch to yield (0 for a full epoch).
         max_steps: at most this many batches per epoch (``trainer.max_steps_per_epoch``).
+        rank, world_size: multi-process training: ``batch_size`` is the global batch and this
+            rank yields its contiguous ``batch_size // world_size`` slice of each one (use the
+            DataLoader's ``batch_size=sampler.local_batch_size``); the ranks' slices, in rank
+            order, are exactly the batches of one process.
     """
 
     def __init__(
@@ -125,7 +129,15 @@ class EpochSampler(Sampler[tuple[int, int]]):
         batch_size: int,
         start_step: int = 0,
         max_steps: int | None = None,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
+        if batch_size % world_size or not 0 <= rank < world_size:
+            raise ValueError(
+                f"rank {rank} of {world_size}: the batch of {batch_size} must split evenly"
+            )
+        self.rank, self.world_size = rank, world_size
+        self.local_batch_size = batch_size // world_size
         self.num_samples = num_samples
         self.seed = seed
         self.batch_size = batch_size
@@ -147,11 +159,17 @@ class EpochSampler(Sampler[tuple[int, int]]):
         return order[: self.steps * self.batch_size].tolist()
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        for index in self.permutation()[self.start_step * self.batch_size :]:
+        order = self.permutation()[self.start_step * self.batch_size :]
+        if self.world_size > 1:  # this rank's slice of each global batch
+            b, lo = self.local_batch_size, self.rank * self.local_batch_size
+            order = [
+                i for s in range(0, len(order), self.batch_size) for i in order[s + lo : s + lo + b]
+            ]
+        for index in order:
             yield index, sample_seed(self.seed, self.epoch, index)
 
     def __len__(self) -> int:
-        return (self.steps - self.start_step) * self.batch_size
+        return (self.steps - self.start_step) * self.local_batch_size
 
 
 class SSLDataset(Dataset):

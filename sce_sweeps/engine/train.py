@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig
+from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm import tqdm
 
@@ -26,6 +27,7 @@ from sce_sweeps.config import config_hash, run_config
 from sce_sweeps.data import EpochSampler, StopSafeDataLoader, build_datasets, collate_views
 from sce_sweeps.data import steps_per_epoch as num_steps
 from sce_sweeps.engine import checkpoint as ckpt
+from sce_sweeps.engine import distributed
 from sce_sweeps.engine.knn import knn_accuracy, pixel_knn_accuracy
 from sce_sweeps.engine.optim import build_optimizer, lr_at, set_lr
 from sce_sweeps.sce import SCEModel, SCETerms, build_model, momentum_at, sce_diagnostics
@@ -95,22 +97,30 @@ def train_step(
     scaler: torch.amp.GradScaler,
     views: list[torch.Tensor],
     momentum: float,
+    net: nn.Module | None = None,
+    dist: distributed.Dist | None = None,
 ) -> tuple[torch.Tensor, SCETerms]:
     """One SCE step: loss (autocast when the scaler is on), backward, update, EMA of the target.
 
-    A non-finite loss skips the update (the caller stops the run).
+    With several processes, ``net`` is the DistributedDataParallel wrapper of ``model`` and the
+    returned loss is the mean over ranks (the loss of the global batch). A non-finite loss
+    skips the update on every rank (the caller stops the run).
     """
     device_type = views[0].device.type
     with torch.autocast(device_type, enabled=scaler.is_enabled()):
-        loss, terms = model(views)
-    if not torch.isfinite(loss):
+        loss, terms = (net or model)(views)
+    if dist is not None and dist.enabled:
+        global_loss = dist.mean(loss)
+        if not torch.isfinite(global_loss):
+            return global_loss, terms
+    elif not torch.isfinite(loss):
         return loss, terms
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()
     model.momentum_update(momentum)
-    return loss, terms
+    return (global_loss.detach() if dist is not None and dist.enabled else loss), terms
 
 
 def _loader(dataset: Any, batch_size: int, workers: int, **kw: Any) -> DataLoader:
@@ -154,7 +164,9 @@ class Trainer:
     tracker: NullTracker
     device: torch.device
     memory_format: torch.memory_format | None
-    model: SCEModel
+    dist: distributed.Dist
+    model: SCEModel  # saved and evaluated
+    net: nn.Module  # called for the loss: model, or its DistributedDataParallel wrapper
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     ssl_set: Dataset
@@ -189,7 +201,10 @@ def build(cfg: DictConfig, run_dir: Path, tracker: NullTracker) -> Trainer:
     torch.manual_seed(cfg.seed)
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
+    dist = distributed.setup(cfg)
     device = pick_device(cfg.trainer.device)
+    if device.type == "cuda" and dist.enabled:
+        device = torch.device("cuda", torch.cuda.current_device())
     cuda = device.type == "cuda"
     memory_format = torch.channels_last if cuda and cfg.trainer.channels_last else None
 
@@ -203,6 +218,7 @@ def build(cfg: DictConfig, run_dir: Path, tracker: NullTracker) -> Trainer:
     model = build_model(cfg).to(device)
     if memory_format is not None:
         model = model.to(memory_format=memory_format)
+    net = distributed.prepare(model, dist, cfg.trainer.sync_bn)
     optimizer = build_optimizer(
         [(n, p) for n, p in model.named_parameters() if p.requires_grad],
         cfg.optim.name,
@@ -218,7 +234,9 @@ def build(cfg: DictConfig, run_dir: Path, tracker: NullTracker) -> Trainer:
         tracker=tracker,
         device=device,
         memory_format=memory_format,
+        dist=dist,
         model=model,
+        net=net,
         optimizer=optimizer,
         scaler=torch.amp.GradScaler("cuda", enabled=cuda and cfg.trainer.amp),
         ssl_set=ssl_set,
@@ -249,8 +267,10 @@ def restore(t: Trainer, resume_state: dict[str, Any] | None) -> TrainState:
     """The state to train from: the checkpoint's, or a fresh one (kNN at init if asked)."""
     metrics_path = t.run_dir / METRICS
     if resume_state is None:
-        metrics_path.unlink(missing_ok=True)
         state = TrainState()
+        if not t.dist.is_main:
+            return state
+        metrics_path.unlink(missing_ok=True)
         if t.cfg.trainer.eval_random_init:
             state.result["knn_top1_init"] = evaluate(t)
             # the same kNN on raw pixels (cached per bank and query set)
@@ -278,12 +298,14 @@ def restore(t: Trainer, resume_state: dict[str, Any] | None) -> TrainState:
         elapsed=resume_state["elapsed"],
         loss_sum=resume_state["loss_sum"],
         result=resume_state["result"],
-        history=_truncate_metrics(metrics_path, resume_state["epoch"]),
+        history=_truncate_metrics(metrics_path, resume_state["epoch"]) if t.dist.is_main else [],
     )
 
 
 def save(t: Trainer, state: TrainState) -> None:
-    """Write everything a resume needs to the run dir's checkpoint, atomically."""
+    """Write everything a resume needs to the run dir's checkpoint, atomically (rank 0)."""
+    if not t.dist.is_main:
+        return
     checkpoint = {
         "model": t.model.state_dict(),
         "optimizer": t.optimizer.state_dict(),
@@ -322,9 +344,15 @@ def run_epoch(t: Trainer, state: TrainState, stop: _StopSignals) -> None:
         bs,
         start_step=state.step_in_epoch,
         max_steps=t.steps_per_epoch,
+        rank=t.dist.rank,
+        world_size=t.dist.world_size,
     )
     loader = _loader(
-        t.ssl_set, bs, cfg.dataset.num_workers, sampler=sampler, collate_fn=collate_views
+        t.ssl_set,
+        sampler.local_batch_size,
+        cfg.dataset.num_workers,
+        sampler=sampler,
+        collate_fn=collate_views,
     )
     bar = tqdm(
         loader,
@@ -345,7 +373,7 @@ def run_epoch(t: Trainer, state: TrainState, stop: _StopSignals) -> None:
         momentum = momentum_at(
             step, t.total_steps, cfg.model.initial_momentum, cfg.model.momentum_schedule
         )
-        loss, terms = train_step(t.model, t.optimizer, t.scaler, views, momentum)
+        loss, terms = train_step(t.model, t.optimizer, t.scaler, views, momentum, t.net, t.dist)
         loss_value = loss.item()
         if not math.isfinite(loss_value):
             raise NonFiniteLossError(
@@ -356,10 +384,18 @@ def run_epoch(t: Trainer, state: TrainState, stop: _StopSignals) -> None:
         bar.set_postfix(loss=f"{loss_value:.4f}")
         if step % LOG_EVERY == 0:
             _log_step(t, step, state.epoch, loss_value, lr, momentum, terms)
-        if stop.pending:
+        if t.dist.any(stop.pending is not None, t.device):
             save(t, state)
-            stop.serve()
+            _serve(stop)
     bar.close()
+
+
+def _serve(stop: _StopSignals) -> None:
+    """Pass on this process's stop signal; a rank without one stops with its peers."""
+    if stop.pending:
+        stop.serve()
+    else:
+        raise SystemExit(128 + signal.SIGTERM)
 
 
 def end_epoch(t: Trainer, state: TrainState) -> dict[str, Any]:
@@ -371,17 +407,20 @@ def end_epoch(t: Trainer, state: TrainState) -> dict[str, Any]:
     row: dict[str, Any] = {"epoch": epoch + 1, "loss": state.loss_sum / state.step_in_epoch}
     row["lr"] = lr
     every = cfg.trainer.eval_every
-    if epoch + 1 == cfg.trainer.epochs or (every and (epoch + 1) % every == 0):
+    due = epoch + 1 == cfg.trainer.epochs or (every and (epoch + 1) % every == 0)
+    if due and t.dist.is_main:
         row["knn_top1"] = evaluate(t)
     row["elapsed_s"] = state.elapsed_now()
     state.history.append(row)
+    state.epoch, state.step_in_epoch, state.loss_sum = epoch + 1, 0, 0.0
+    if not t.dist.is_main:
+        return row
     with (t.run_dir / METRICS).open("a") as f:
         f.write(json.dumps(row) + "\n")
     # at the step that ends the epoch: the epoch's mean train loss, and kNN top-1 apart
     t.tracker.log({"loss_epoch": row["loss"]}, end_step, epoch + 1, {"subset": "train"})
     if "knn_top1" in row:
         t.tracker.log({"knn_top1": row["knn_top1"]}, end_step, epoch + 1, {"subset": "eval"})
-    state.epoch, state.step_in_epoch, state.loss_sum = epoch + 1, 0, 0.0
     return row
 
 
@@ -414,13 +453,14 @@ def train(
             run_epoch(t, state, stop)
             row = end_epoch(t, state)
             stop_now = bool(on_epoch_end(state.epoch, row)) if on_epoch_end else False
+            stop_now = t.dist.broadcast_flag(stop_now, t.device)  # rank 0's verdict
             last = state.epoch == cfg.trainer.epochs
             if last or stop_now or state.epoch % cfg.trainer.checkpoint_every == 0:
                 save(t, state)
             if stop_now:
                 raise Stopped(f"stopped after epoch {state.epoch}")
-            if stop.pending:
-                stop.serve()
+            if t.dist.any(stop.pending is not None, t.device):
+                _serve(stop)
 
     final = state.history[-1]
     return {

@@ -1,0 +1,207 @@
+"""Multi-process training: one process per device, ``torch.distributed`` from the job's env.
+
+A run with ``trainer.devices=N`` (and ``trainer.num_nodes=M``) is N*M processes of one job:
+SLURM tasks (submitit), the local launcher's processes, or ``torchrun``'s. Each process finds
+its rank in the environment (``RANK``/``WORLD_SIZE``/``MASTER_ADDR``/``MASTER_PORT``, else
+submitit's job environment) and joins the process group: NCCL on GPUs, gloo on the CPU.
+
+``trainer.batch_size`` is the global batch; each rank trains on its contiguous
+``batch_size / world`` slice of every global batch (:class:`sce_sweeps.data.EpochSampler`),
+so the learning rate (scaled by the global batch) and the data order do not depend on the
+number of processes. The model is wrapped in DistributedDataParallel (only the online branch
+has gradients) and given the collectives of :class:`sce_sweeps.sce.SCEModel`'s hooks:
+
+- target keys are all-gathered, in rank order, before they enter the queue, so the queue holds
+  every rank's keys exactly as one process with the global batch would;
+- shuffle BN: the momentum branch's input is gathered, permuted by one permutation shared by
+  all ranks (drawn on every rank, rank 0's broadcast), and each rank normalises its slice of
+  the permuted global batch in ``target_bn_splits // world`` groups (at least 1); the outputs
+  are gathered back and unshuffled. With the same permutation this is exactly split BN over
+  ``target_bn_splits`` groups in one process.
+
+Rank 0 alone writes checkpoints, metrics, results and tracking.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+class DistributedSetupError(RuntimeError):
+    """The job's processes do not match ``trainer.devices`` x ``trainer.num_nodes``."""
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in the run: rank, world size and rank on its node."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def mean(self, x: torch.Tensor) -> torch.Tensor:
+        """The mean of ``x`` over ranks (``x`` itself in one process)."""
+        if not self.enabled:
+            return x
+        x = x.detach().clone()
+        dist.all_reduce(x)
+        return x / self.world_size
+
+    def any(self, flag: bool, device: torch.device) -> bool:
+        """Whether ``flag`` is true on any rank."""
+        if not self.enabled:
+            return flag
+        t = torch.tensor([float(flag)], device=device)
+        dist.all_reduce(t)
+        return bool(t.item() > 0)
+
+    def broadcast_flag(self, flag: bool, device: torch.device) -> bool:
+        """Rank 0's ``flag`` on every rank."""
+        if not self.enabled:
+            return flag
+        t = torch.tensor([float(flag)], device=device)
+        dist.broadcast(t, 0)
+        return bool(t.item() > 0)
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+
+def world_size(cfg: Any) -> int:
+    """Processes of a run: ``trainer.devices * trainer.num_nodes``."""
+    return int(cfg.trainer.devices) * int(cfg.trainer.num_nodes)
+
+
+def job_rank() -> int:
+    """This process's rank in its job, from the environment, before any process group
+    exists (``RANK``, else submitit's job environment, else 0)."""
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"])
+    try:
+        from submitit import JobEnvironment
+
+        return int(JobEnvironment().global_rank)
+    except RuntimeError:  # not a submitit job
+        return 0
+
+
+def _export_job_env() -> None:
+    """Set RANK, WORLD_SIZE, MASTER_ADDR/PORT from submitit's job environment (SLURM tasks
+    or the local executor's processes) when the launcher did not set them."""
+    from submitit.helpers import TorchDistributedEnvironment
+
+    try:
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    except RuntimeError as e:  # not a submitit job
+        raise DistributedSetupError(
+            f"trainer.devices x trainer.num_nodes > 1 needs one process per device: run it "
+            f"with -m (launcher=local|slurm) or torchrun ({e})"
+        ) from None
+
+
+def setup(cfg: Any) -> Dist:
+    """Join (or find) the run's process group as configured; a no-op for one process."""
+    expected = world_size(cfg)
+    if expected == 1:
+        return Dist()
+    if not dist.is_initialized():
+        if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+            _export_job_env()
+        found = int(os.environ["WORLD_SIZE"])
+        if found != expected:
+            raise DistributedSetupError(
+                f"trainer.devices x trainer.num_nodes = {expected}, but the job has "
+                f"{found} processes"
+            )
+        cuda = cfg.trainer.device == "cuda" or (
+            cfg.trainer.device == "auto" and torch.cuda.is_available()
+        )
+        local = int(os.environ.get("LOCAL_RANK", os.environ["RANK"]))
+        if cuda:
+            torch.cuda.set_device(local % torch.cuda.device_count())
+        dist.init_process_group(
+            "nccl" if cuda else "gloo", init_method="env://", timeout=timedelta(minutes=30)
+        )
+    local = int(os.environ.get("LOCAL_RANK", dist.get_rank()))
+    return Dist(dist.get_rank(), dist.get_world_size(), local)
+
+
+def teardown() -> None:
+    """Leave the process group (end of the run)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@torch.no_grad()
+def all_gather(x: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``x`` (N x ...), concatenated in rank order (world*N x ...); no gradient."""
+    out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, x.contiguous())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def _shuffle_batch(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shuffle BN across ranks: this rank's slice of the permuted global batch, and the
+    index that unshuffles the global outputs (see :func:`_unshuffle_batch`)."""
+    x_all = all_gather(x)
+    perm = torch.randperm(x_all.shape[0]).to(x.device)  # drawn everywhere; rank 0's wins
+    dist.broadcast(perm, 0)
+    n, rank = x.shape[0], dist.get_rank()
+    return x_all[perm][rank * n : (rank + 1) * n], torch.argsort(perm)
+
+
+@torch.no_grad()
+def _unshuffle_batch(model: nn.Module, z: torch.Tensor, unshuffle: torch.Tensor) -> torch.Tensor:
+    n, rank = z.shape[0], dist.get_rank()
+    return all_gather(z)[unshuffle][rank * n : (rank + 1) * n]
+
+
+def prepare(model: nn.Module, ctx: Dist, sync_bn: bool = False) -> nn.Module:
+    """Give ``model`` (an SCEModel on its device) the collectives of its hooks, optionally
+    SyncBatchNorm in the online branch, and wrap it in DistributedDataParallel.
+
+    Returns:
+        The module to call for the loss (DDP); ``model`` stays the one to save and evaluate.
+    """
+    if not ctx.enabled:
+        return model
+    model.gather_keys = all_gather
+    if model.target_bn == "shuffle":
+        model.shuffle_batch = types.MethodType(_shuffle_batch, model)
+        model.unshuffle_batch = types.MethodType(_unshuffle_batch, model)
+        splits = next(
+            (m.num_splits for m in model.momentum_backbone.modules() if hasattr(m, "num_splits")),
+            1,
+        )
+        model.set_target_bn_splits(max(1, splits // ctx.world_size))
+    cuda = next(model.parameters()).is_cuda
+    if sync_bn and not cuda:
+        raise ValueError("trainer.sync_bn=true needs GPUs: SyncBatchNorm runs on CUDA only")
+    if sync_bn:
+        for name in ("backbone", "projector", "predictor"):
+            if getattr(model, name) is not None:
+                setattr(model, name, nn.SyncBatchNorm.convert_sync_batchnorm(getattr(model, name)))
+    device_ids = [torch.cuda.current_device()] if cuda else None
+    # Buffers (queue, BN statistics) are not broadcast: the queue is the same on every rank
+    # by construction, and only rank 0's statistics are evaluated and saved.
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=device_ids, broadcast_buffers=False
+    )

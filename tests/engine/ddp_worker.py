@@ -1,0 +1,69 @@
+"""Entry point of the multi-process tests: ``python -m tests.engine.ddp_worker MODE RUN_DIR
+OVERRIDES...`` as one rank of a gloo process group (RANK, WORLD_SIZE, MASTER_ADDR/PORT set by
+the test), or as a single process.
+
+Modes: ``train`` runs the real trainer in RUN_DIR; ``train_split`` does too in one process
+whose online trunk normalises each half of the batch on its own (split BN), as two ranks'
+BatchNorm does; ``queue`` runs one SCE step of the model with its collectives and writes,
+from rank 0, this step's keys of every rank and the queue.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from hydra import compose, initialize_config_dir
+
+from sce_sweeps.app import CONF_DIR
+from sce_sweeps.engine import distributed
+from sce_sweeps.engine import train as trainer
+from sce_sweeps.engine.train import train
+from sce_sweeps.sce import build_model, convert_split_bn
+
+
+def _split_online_bn(cfg):
+    """The run's model, its online trunk's BatchNorm split in 2 contiguous halves."""
+    model = build_model(cfg)
+    convert_split_bn(model.backbone, 2)
+    return model
+
+
+def _queue_step(cfg, out: Path) -> None:
+    """One forward of the wrapped model on rank-specific views; rank 0 saves what it saw."""
+    ctx = distributed.setup(cfg)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg)
+    net = distributed.prepare(model, ctx)
+    generator = torch.Generator().manual_seed(100 + ctx.rank)  # each rank its own images
+    n, size = cfg.trainer.batch_size // ctx.world_size, cfg.dataset.image_size
+    views = [torch.randn(n, cfg.dataset.in_channels, size, size, generator=generator)] * 2
+    views[1] = views[1].flip(-1)
+    with torch.no_grad():  # this rank's keys, computed alone (standard BN: no collectives)
+        keys = [model.target(v) for v in (views[:2] if cfg.loss.sym else views[:1])]
+    net(views)
+    every = [None] * ctx.world_size
+    dist.all_gather_object(every, {"keys": keys, "queue": model.queue.clone()})
+    if ctx.is_main:
+        torch.save(every, out / "queue.pt")
+    distributed.teardown()
+
+
+def main() -> None:
+    mode, run_dir, overrides = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if mode == "queue":
+        _queue_step(cfg, run_dir)
+        return
+    if mode == "train_split":
+        trainer.build_model = _split_online_bn
+    train(cfg, run_dir)
+    distributed.teardown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Multi-process training (gloo, CPU): 2 ranks with global batch B train as 1 process with B.
+
+Equivalence holds under the same BatchNorm: each rank's online trunk normalises its own half
+of the batch (DDP's default), which one process reproduces with split BN over the two
+halves; the momentum branch uses shuffle BN (across ranks; in one process split BN over the
+same 2 groups of the same permutation); the projector has no BatchNorm
+(``model.proj_num_layers=1``: one process does not split the projector's BN). Left over are
+float rounding differences (the gradient is averaged over ranks), hence a tolerance: losses
+agree to 1e-4 relative and every weight to 1e-4 absolute after 4 steps. (BatchNorm's running
+statistics, used only for evaluation, differ: rank 0 keeps its half's, split BN averages both
+halves'.)
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.helpers import ROOT, TINY, read_metrics
+
+pytestmark = pytest.mark.slow
+
+LOSS_RTOL = 1e-4
+WEIGHT_ATOL = 1e-4
+
+# 4 steps, one per epoch, so that metrics.jsonl holds every step's loss.
+STEPS = [
+    *TINY,
+    "tracker=none",
+    "trainer.batch_size=32",
+    "trainer.epochs=4",
+    "trainer.max_steps_per_epoch=1",
+    "trainer.eval_every=0",
+    "optim.warmup_epochs=0",
+    "model.proj_num_layers=1",
+    "model.target_bn=shuffle",
+    "model.target_bn_splits=2",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ranks(mode: str, run_dir, overrides: list[str], world: int) -> None:
+    """Run tests/engine/ddp_worker.py as ``world`` ranks of one gloo group."""
+    port = str(_free_port())
+    procs = []
+    for rank in range(world):
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        if world > 1:
+            env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+            env.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+        cmd = [sys.executable, "-m", "tests.engine.ddp_worker", mode, str(run_dir), *overrides]
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True))
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    for p, err in zip(procs, errors):
+        assert p.returncode == 0, err[-4000:]
+
+
+def test_two_ranks_train_like_one_process_with_the_global_batch(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    _ranks("train_split", one, [*STEPS, "trainer.devices=1"], 1)
+    _ranks("train", two, [*STEPS, "trainer.devices=2"], 2)
+
+    losses_one = [r["loss"] for r in read_metrics(one)]
+    losses_two = [r["loss"] for r in read_metrics(two)]
+    assert len(losses_one) == len(losses_two) == 4
+    assert losses_one[0] != losses_one[-1]  # it trains
+    assert losses_two == pytest.approx(losses_one, rel=LOSS_RTOL)
+
+    a = torch.load(one / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(two / "checkpoint.pt", weights_only=False)["model"]
+    assert a.keys() == b.keys()
+    assert torch.load(two / "checkpoint.pt", weights_only=False)["epoch"] == 4
+    for key in a:
+        if "running_" in key:  # BN statistics: rank 0's half vs the mean of both halves
+            continue
+        if a[key].is_floating_point():
+            diff = (a[key] - b[key]).abs().max().item()
+            assert diff <= WEIGHT_ATOL, f"{key}: {diff}"
+        else:
+            assert torch.equal(a[key], b[key]), key
+    # the queue holds the 4 steps' global batches in the same order
+    assert torch.allclose(a["queue"][: 4 * 32], b["queue"][: 4 * 32], atol=WEIGHT_ATOL)
+
+
+@pytest.mark.parametrize("sym", [False, True])
+def test_the_queue_holds_every_ranks_keys_in_rank_order(tmp_path, sym):
+    overrides = [*TINY, "tracker=none", "trainer.batch_size=16", "trainer.devices=2"]
+    _ranks("queue", tmp_path, [*overrides, f"loss.sym={str(sym).lower()}"], 2)
+    seen = torch.load(tmp_path / "queue.pt", weights_only=False)
+    rank0, rank1 = seen
+    assert torch.equal(rank0["queue"], rank1["queue"])  # the same queue on every rank
+    # enqueued: [view0 keys of rank 0, of rank 1] (+ [view1 keys of rank 0, of rank 1])
+    expected = torch.cat([torch.cat([r["keys"][v] for r in seen]) for v in range(1 + sym)])
+    assert expected.shape[0] == 16 * (1 + sym)
+    torch.testing.assert_close(rank0["queue"][: expected.shape[0]], expected)
