@@ -278,3 +278,75 @@ def test_concurrent_launches_and_resumes_of_one_sweep_dir_one_wins(tmp_path):
     manifest = Manifest.load(sweep_dir)
     assert len(manifest.jobs[0].job_ids) == 2 and manifest.resumes == 1  # rerun once
     assert read_json(sweep_dir / "0" / "result.json")["status"] == "completed"
+
+
+# --- SLURM that is not there, or refuses the request ---------------------------------------------
+
+
+def _slurm_sweep(sweep_dir: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "sce_sweeps", "-m", *ONE_EPOCH, "loss.coeff=0,1"]
+    cmd += ["launcher=slurm", "cluster=local", "hydra.launcher.poll_s=0.5"]
+    return subprocess.run(
+        [*cmd, f"hydra.sweep.dir={sweep_dir}", *extra],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+
+
+def _one_error_line(stderr: str) -> str:
+    assert "Traceback" not in stderr, stderr[-3000:]
+    lines = [line for line in stderr.splitlines() if line.startswith("sce_sweeps:")]
+    assert len(lines) == 1, stderr[-3000:]
+    return lines[0]
+
+
+def _not_submitted(sweep_dir: Path) -> list[tuple[str, str]]:
+    status = subprocess.run(
+        [sys.executable, "-m", "sce_sweeps.status", str(sweep_dir), "--json"],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert status.returncode == 1
+    jobs = json.loads(status.stdout)["jobs"]
+    manifest = Manifest.load(sweep_dir)
+    assert [j.state for j in manifest.jobs] == ["not submitted"] * 2
+    assert all(not j.job_ids for j in manifest.jobs)
+    return [(j["state"], j["reason"]) for j in jobs]
+
+
+def test_slurm_commands_missing_one_line_exit_2_not_submitted(tmp_path):
+    bin_dir = tmp_path / "bin"  # a PATH with the usual tools but no SLURM commands
+    bin_dir.mkdir()
+    for tool in ("git", "nvidia-smi"):
+        found = subprocess.run(["which", tool], capture_output=True, text=True).stdout.strip()
+        if found:
+            (bin_dir / tool).symlink_to(found)
+    env = {**os.environ, "PATH": str(bin_dir)}
+    proc = _slurm_sweep(tmp_path / "sweep", env=env)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    line = _one_error_line(proc.stderr)
+    assert "SLURM's commands are not installed" in line and "sce_sweeps.resume" in line
+    states = _not_submitted(tmp_path / "sweep")
+    assert {s for s, _ in states} == {"not submitted"}
+    assert all("not installed" in reason for _, reason in states)
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_request_sbatch_refuses_is_one_line_and_resume_submits_once_fixed(slurm_cluster, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    too_many = slurm_cluster.cpus * 8
+    proc = _slurm_sweep(sweep_dir, f"hydra.launcher.cpus_per_task={too_many}")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    line = _one_error_line(proc.stderr)
+    assert "sbatch: error: Batch job submission failed:" in line  # SLURM's own reason
+    states = _not_submitted(sweep_dir)
+    assert all(s == "not submitted" and "sbatch: error" in r for s, r in states)
+
+    fixed = "hydra.launcher.cpus_per_task=1"
+    resume = subprocess.run(
+        [sys.executable, "-m", "sce_sweeps.resume", str(sweep_dir), fixed],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert resume.returncode == 0, resume.stderr[-3000:]
+    assert "2 jobs to run, 0 skipped" in resume.stderr and "submitted 2 SLURM jobs" in resume.stderr
+    jobs = Manifest.load(sweep_dir).jobs
+    assert [j.state for j in jobs] == ["completed"] * 2 and all(len(j.job_ids) == 1 for j in jobs)
