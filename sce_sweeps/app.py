@@ -25,13 +25,23 @@ from omegaconf import DictConfig, OmegaConf
 
 from sce_sweeps import runfiles
 from sce_sweeps.config import ConfigError, config_hash, register_schema, validate
-from sce_sweeps.engine import distributed
-from sce_sweeps.engine.train import Stopped, train
 from sce_sweeps.runfiles import RunState
 from sce_sweeps.search import TrialReporter
-from sce_sweeps.tracking import make_tracker
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+# The training engine and the tracker (torch, torchvision, Aim) are imported by the functions
+# that train, not here: `--help`, composition errors, dry runs and the process that launches a
+# sweep then start in a fraction of the time (benchmarks/startup.py).
+
+
+def _conf_dir() -> str:
+    """The app's configs: ``sce_sweeps/conf`` in an installed wheel, the repository's
+    ``conf/`` in a checkout or an editable install."""
+    package = Path(__file__).resolve().parent
+    shipped = package / "conf"
+    return str(shipped if (shipped / "config.yaml").is_file() else package.parent / "conf")
+
+
+CONF_DIR = _conf_dir()
 
 register_schema()
 # A short random token, cached per config like ${now:}, so that two sweeps started in the
@@ -91,6 +101,10 @@ def _job_info(cfg: DictConfig) -> dict[str, Any]:
 
 def run(cfg: DictConfig) -> float:
     """Train one configuration in Hydra's output dir; return the objective (kNN top-1 %)."""
+    from sce_sweeps.engine import distributed  # the engine loads torch: see the imports
+    from sce_sweeps.engine.train import Stopped, train
+    from sce_sweeps.tracking import make_tracker
+
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     # --- multi-process run (trainer.devices x num_nodes > 1): rank 0 continues below ---
     if distributed.world_size(cfg) > 1 and distributed.job_rank() != 0:
@@ -167,6 +181,9 @@ def run(cfg: DictConfig) -> float:
 def _train_peer(cfg: DictConfig, run_dir: Path) -> float:
     """A rank > 0 of a multi-process run: train alongside rank 0, write nothing (rank 0
     writes the checkpoint, metrics, result and tracking); NaN when there is nothing to do."""
+    from sce_sweeps.engine import distributed  # the engine loads torch: see the imports
+    from sce_sweeps.engine.train import Stopped, train
+
     try:
         validate(cfg)
     except ConfigError:

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sce_sweeps.analysis.collect import AnalysisError, collect
-from sce_sweeps.analysis.plots import plot_ablation, plot_curves
 from sce_sweeps.analysis.references import REFERENCE_FILE, load_references
 from sce_sweeps.analysis.tables import ablation_table, to_csv, to_latex, to_markdown
 
@@ -139,6 +138,8 @@ def plot_main(argv: list[str] | None = None) -> int:
     )
 
     def build(args: argparse.Namespace) -> Outputs:
+        from sce_sweeps.analysis.plots import plot_ablation, plot_curves  # matplotlib: only here
+
         sweeps, table = _table(args)
         return {**plot_ablation(table), **plot_curves(sweeps, table)}
 
