@@ -34,6 +34,7 @@ from sce_sweeps.data.datasets import (
     load_dataset,
     subset_indices,
 )
+from sce_sweeps.data.loader import StopSafeDataLoader, ignore_stop_signals
 from sce_sweeps.data.views import build_eval_transform, build_ssl_transform
 
 __all__ = [
@@ -41,12 +42,14 @@ __all__ = [
     "EpochSampler",
     "EvalDataset",
     "SSLDataset",
+    "StopSafeDataLoader",
     "SubsetWithTargets",
     "build_datasets",
     "build_eval_transform",
     "build_ssl_transform",
     "collate_views",
     "dataset_root",
+    "ignore_stop_signals",
     "load_dataset",
     "sample_seed",
     "seeded",
