@@ -41,7 +41,11 @@ APP_FLAG = "--hydra-app"  # this file re-run as the Hydra app of one search
 
 def sleep_task(cfg: Any) -> float:
     """Trial n sleeps durations[n] seconds; the objective is a smooth function of x."""
-    time.sleep(float(cfg.durations[int(cfg.optuna.trial_number)]))
+    import os
+
+    from hydra_plugins.sce_sweeps_optuna.trial import ENV_TRIAL  # the job's trial number
+
+    time.sleep(float(cfg.durations[int(os.environ[ENV_TRIAL])]))
     return -((float(cfg.x) - 0.3) ** 2)
 
 
@@ -79,7 +83,6 @@ def run_app(mode: str) -> None:
         node={
             "x": 0.0,
             "durations": [],
-            "optuna": {"storage": None, "study_name": None, "trial_number": None},
             "sweep_name": "optuna_async_bench",
         },
     )

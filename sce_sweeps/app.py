@@ -23,10 +23,10 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from hydra_plugins.sce_sweeps_optuna.trial import TrialReporter
 from sce_sweeps import runfiles
 from sce_sweeps.config import ConfigError, config_hash, register_schema, validate
 from sce_sweeps.runfiles import RunState
-from sce_sweeps.search import TrialReporter
 
 # The training engine and the tracker (torch, torchvision, Aim) are imported by the functions
 # that train, not here: `--help`, composition errors, dry runs and the process that launches a
@@ -112,14 +112,20 @@ def run(cfg: DictConfig) -> float:
     # --- end multi-process run ---
     info = _job_info(cfg)
     run_dir = Path(info["run_dir"])
-    # --- Optuna trial (hydra/sweeper=sce_optuna): report, prune, tell; see search.py ---
-    reporter = TrialReporter.open(cfg, run_dir)  # None unless this run is an Optuna trial
+    # --- Optuna trial (hydra/sweeper=sce_optuna): report, prune, tell ---
+    reporter = TrialReporter.open(run_dir)  # None unless this run is an Optuna trial
     if reporter is not None:
         if reporter.finished:
             state = reporter.state.name
             print(f"sce_sweeps: trial {reporter.number} is already {state}", file=sys.stderr)
             return math.nan
         info["optuna"] = {"trial_number": reporter.number, "params": reporter.trial.params}
+        if reporter.prunes and cfg.trainer.eval_every != 1:
+            print(
+                f"sce_sweeps: warning: trainer.eval_every={cfg.trainer.eval_every}: the pruner "
+                "sees kNN top-1 only on those epochs (+sweep=optuna_search sets 1)",
+                file=sys.stderr,
+            )
     # --- end Optuna trial ---
     try:
         validate(cfg)

@@ -154,17 +154,6 @@ class TrackerConfig:
 
 
 @dataclass
-class OptunaTrialConfig:
-    """Set by the Optuna sweeper (hydra/sweeper=sce_optuna) on each of its jobs: the study and
-    the trial this run reports to. All null for a run outside an Optuna search. Not part of
-    :func:`config_hash`: a trial's result depends on its parameters, not on its number."""
-
-    storage: str | None = None  # a journal file path or a database URL
-    study_name: str | None = None
-    trial_number: int | None = None
-
-
-@dataclass
 class Config:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -173,7 +162,6 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
-    optuna: OptunaTrialConfig = field(default_factory=OptunaTrialConfig)
     seed: int = 0
     sweep_name: str = "single"
 
@@ -352,11 +340,6 @@ def validate(cfg: DictConfig) -> None:
     if cfg.tracker.sync_interval_s is not None:
         _positive(cfg, "tracker.sync_interval_s", allow_zero=True)
     _positive(cfg, "seed", allow_zero=True)
-    if OmegaConf.select(cfg, "optuna.trial_number") is not None:
-        _positive(cfg, "optuna.trial_number", allow_zero=True)
-        for key in ("optuna.storage", "optuna.study_name"):
-            value = OmegaConf.select(cfg, key)
-            _check(bool(value), key, value, "must be set when optuna.trial_number is set")
 
     # Cross-field rules that depend on the dataset's size.
     if cfg.loss.queue_size == 0:
@@ -391,10 +374,9 @@ def run_config(cfg: DictConfig) -> dict[str, Any]:
 
 
 def config_hash(cfg: DictConfig | dict[str, Any]) -> str:
-    """A stable hash of what determines a run's result (tracker and Optuna trial excluded)."""
+    """A stable hash of what determines a run's result (tracker settings excluded)."""
     container = json.loads(json.dumps(cfg if isinstance(cfg, dict) else run_config(cfg)))
     container.pop("tracker", None)
-    container.pop("optuna", None)
     container.get("trainer", {}).pop("progress", None)
     blob = json.dumps(container, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -4,7 +4,7 @@ P worker threads each loop: ask the study for a trial, launch ONE job for it thr
 configured launcher (``launcher.launch([overrides], initial_job_idx=trial.number)``, so the
 run dir is ``<sweep dir>/<trial number>``), wait for it, settle it. A new trial therefore
 starts as soon as any running one ends. The job itself reports, prunes and tells the study
-(:class:`sce_sweeps.search.TrialReporter`); the sweeper only settles trials whose job ended
+(:class:`.trial.TrialReporter`); the sweeper only settles trials whose job ended
 without a verdict: it tells what the task returned, or marks the trial FAIL and enqueues a
 retry with the same parameters when the job died (killed, node failure).
 
@@ -49,7 +49,8 @@ from hydra.core.plugins import Plugins
 from hydra.core.utils import JobStatus
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from hydra.utils import get_method
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
@@ -58,19 +59,20 @@ from optuna.distributions import (
 )
 from optuna.trial import FrozenTrial, TrialState
 
-from sce_sweeps.config import ConfigError
-from sce_sweeps.runfiles import SLURM_LIVE, SweepDirBusyError, claim_sweep_dir
-from sce_sweeps.search import (
+from hydra_plugins.sce_sweeps_optuna.trial import (
+    DEFAULT_OBJECTIVE,
     HEARTBEAT_ATTR,
     JOURNAL_NAME,
-    PRUNING_METRIC,
     RETRY_OF_ATTR,
     STUDY_ATTR,
     last_sign_of_life,
     make_pruner,
     make_sampler,
     open_storage,
+    trial_overrides,
 )
+from sce_sweeps.config import ConfigError
+from sce_sweeps.runfiles import SLURM_LIVE, SweepDirBusyError, claim_sweep_dir
 
 log = logging.getLogger(__name__)
 
@@ -179,10 +181,6 @@ def slurm_job_alive(job_id: str | None) -> bool:
     return out.returncode == 0 and any(s in SLURM_LIVE for s in out.stdout.split())
 
 
-def _quote(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def counted_trials(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     """The finished trials that count towards n_trials: COMPLETE, PRUNED and FAIL, except
     a FAIL whose job was killed and that was replaced by a retry."""
@@ -199,7 +197,7 @@ class AsyncOptunaSweeper:
     def __init__(
         self,
         params: dict[str, str] | None = None,
-        objectives: Sequence[str] = (PRUNING_METRIC,),
+        objectives: Sequence[str] = (DEFAULT_OBJECTIVE,),
         direction: str | Sequence[str] = "maximize",
         n_trials: int = 20,
         n_jobs: int = 2,
@@ -213,6 +211,7 @@ class AsyncOptunaSweeper:
         max_retries: int = 1,
         heartbeat_interval: float = 30.0,
         stale_after: float = 300.0,
+        validate: str | None = None,
     ) -> None:
         self.params = dict(params or {})
         self.objectives = list(objectives)
@@ -230,6 +229,7 @@ class AsyncOptunaSweeper:
         self.max_retries = int(max_retries)
         self.heartbeat_interval = float(heartbeat_interval)
         self.stale_after = float(stale_after)
+        self.validate = validate
         self._check_settings()
 
         self.config: DictConfig | None = None
@@ -261,11 +261,11 @@ class AsyncOptunaSweeper:
                 self.directions,
                 f"needs one direction per objective (hydra.sweeper.objectives={self.objectives})",
             )
-        if self.pruner_name != "none" and self.objectives != [PRUNING_METRIC]:
+        if self.pruner_name != "none" and len(self.objectives) != 1:
             raise bad(
                 "pruner",
                 self.pruner_name,
-                f"pruning needs the single objective {PRUNING_METRIC}; "
+                "pruning needs a single objective; "
                 "set hydra.sweeper.pruner=none for a multi-objective search",
             )
         if self.max_retries < 0:
@@ -326,17 +326,19 @@ class AsyncOptunaSweeper:
         """Compose and validate every extreme of the space before launching anything, so that
         a value out of range fails now, naming the key, not in the middle of the search."""
         assert self.hydra_context is not None and self.config is not None
-        from sce_sweeps.config import ConfigError, validate
-
+        check = get_method(self.validate) if self.validate else None
         loader = self.hydra_context.config_loader
         for overrides in self._extremes():
             cfg = loader.load_sweep_config(self.config, overrides)
-            if "trainer" not in cfg:  # another app: composing is all we can check
+            if check is None:  # composing is all there is to check
                 continue
+            with read_write(cfg), open_dict(cfg):
+                del cfg["hydra"]
             try:
-                validate(cfg)
-            except ConfigError as e:
-                print(f"sce_sweeps: invalid search space: {e}", file=sys.stderr)
+                check(cfg)
+            except Exception as e:
+                line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                print(f"sce_sweeps: invalid search space: {line}", file=sys.stderr)
                 raise SystemExit(2) from None
 
     # ---------------------------------------------------------------- study
@@ -346,9 +348,7 @@ class AsyncOptunaSweeper:
         if "://" not in storage_str:
             storage_str = str(Path(storage_str).expanduser().resolve())
         self.storage_str = storage_str
-        self.study_name = self.study_name or str(
-            OmegaConf.select(self.config, "sweep_name", default=None) or sweep_dir.name
-        )
+        self.study_name = self.study_name or sweep_dir.name
         grid = None
         if self.sampler_name == "grid":
             grid = {k: p.grid_values() for k, p in self.space.items()}
@@ -357,17 +357,6 @@ class AsyncOptunaSweeper:
                     "hydra.sweeper.sampler=grid needs choice() or range() parameters only"
                 )
         sampler = make_sampler(self.sampler_name, self.sampler_kwargs, self.seed, grid)
-        epochs = OmegaConf.select(self.config, "trainer.epochs", default=None)
-        if self.pruner_name == "hyperband" and epochs:
-            self.pruner_kwargs.setdefault("max_resource", int(epochs))
-        eval_every = OmegaConf.select(self.config, "trainer.eval_every", default=None)
-        if self.pruner_name != "none" and eval_every not in (None, 1):
-            log.warning(
-                "trainer.eval_every=%s: the pruner sees kNN top-1 only every %s epochs "
-                "(+sweep=optuna_search sets 1)",
-                eval_every,
-                eval_every,
-            )
         try:
             study = optuna.create_study(
                 storage=open_storage(storage_str),
@@ -503,11 +492,7 @@ class AsyncOptunaSweeper:
 
     def _overrides(self, trial: optuna.Trial) -> list[str]:
         params = [self.space[k].override(trial.params[k]) for k in self.space]
-        tags = [
-            f"optuna.storage={_quote(self.storage_str)}",
-            f"optuna.study_name={_quote(str(self.study_name))}",
-            f"optuna.trial_number={trial.number}",
-        ]
+        tags = trial_overrides(self.storage_str, str(self.study_name), trial.number)
         return [*self.fixed, *params, *tags]
 
     def _run(self, study: optuna.Study, trial: optuna.Trial) -> None:
@@ -622,7 +607,7 @@ class AsyncOptunaSweeper:
     # ---------------------------------------------------------------- results
     def _summarise(self, study: optuna.Study, sweep_dir: Path) -> None:
         """Write optimization_results.yaml and trials.csv to the sweep dir; log the best."""
-        from sce_sweeps.search import trials_table
+        from sce_sweeps.search import trials_table  # the project's trial table
 
         trials = study.get_trials(deepcopy=False)
         counts = {s.name: sum(t.state == s for t in trials) for s in TrialState}

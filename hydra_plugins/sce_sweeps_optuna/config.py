@@ -1,7 +1,7 @@
 """The sweeper's structured config, registered as ``hydra/sweeper=sce_optuna``."""
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 
@@ -18,8 +18,10 @@ class SCEOptunaSweeperConf:
 
     _target_: str = "hydra_plugins.sce_sweeps_optuna.sweeper.SCEOptunaSweeper"
     params: dict[str, str] = field(default_factory=dict)
-    # Objectives: keys of the run's result.json, and one direction each.
-    objectives: list[str] = field(default_factory=lambda: ["knn_top1"])
+    # Objectives, one direction each: the names of the values a job's trial reporter tells
+    # (the first is reported each epoch, for pruning); a job without a reporter is told by
+    # what its task function returns.
+    objectives: list[str] = field(default_factory=lambda: ["objective"])
     direction: Any = "maximize"  # a string, or a list with one direction per objective
     # Trials that end COMPLETE, PRUNED or FAIL count, over every run of the same command.
     n_trials: int = 20
@@ -39,6 +41,9 @@ class SCEOptunaSweeperConf:
     # run is given up (FAIL, then retried) after stale_after seconds without one.
     heartbeat_interval: float = 30.0
     stale_after: float = 300.0
+    # The app's check of a job's config as ``module.function`` (raises on an invalid value):
+    # every extreme of the search space is composed and checked before any trial launches.
+    validate: Optional[str] = None  # noqa: UP045 (OmegaConf needs Optional)
 
 
 ConfigStore.instance().store(

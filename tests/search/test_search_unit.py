@@ -12,7 +12,6 @@ import optuna
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
-from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
@@ -22,18 +21,18 @@ from hydra_plugins.sce_sweeps_optuna._impl import (
     counted_trials,
     param_from_override,
 )
-from sce_sweeps.config import ConfigError, config_hash, validate
-from sce_sweeps.search import (
+from hydra_plugins.sce_sweeps_optuna.trial import (
+    ENV_TRIAL,
     HEARTBEAT_ATTR,
     RETRY_OF_ATTR,
     STUDY_ATTR,
     TrialReporter,
-    main,
     make_pruner,
     make_sampler,
     open_storage,
-    trials_table,
+    trial_overrides,
 )
+from sce_sweeps.search import main, trials_table
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -124,19 +123,6 @@ def test_bad_settings_fail_naming_the_key(settings, key):
         AsyncOptunaSweeper(**settings)
 
 
-def test_optuna_node_is_validated_and_not_hashed():
-    from sce_sweeps.config import Config
-
-    cfg = OmegaConf.structured(Config)
-    before = config_hash(cfg)
-    cfg.optuna.trial_number = 3
-    with pytest.raises(ConfigError, match="optuna.storage"):
-        validate(cfg)
-    cfg.optuna.storage, cfg.optuna.study_name = "/tmp/x.journal", "s"
-    validate(cfg)
-    assert config_hash(cfg) == before
-
-
 # ------------------------------------------------------------------ the trial side
 
 
@@ -159,17 +145,18 @@ def _study(tmp_path: Path, pruner: str = "median", **pruner_kwargs) -> optuna.St
 
 
 def _reporter(tmp_path: Path, number: int) -> TrialReporter:
-    cfg = OmegaConf.create(
-        {
-            "optuna": {
-                "storage": str(tmp_path / "optuna.journal"),
-                "study_name": "s",
-                "trial_number": number,
-            }
-        }
-    )
-    reporter = TrialReporter.open(cfg, tmp_path / str(number))
+    """The reporter a job of trial ``number`` opens, with the environment Hydra gives it from
+    the sweeper's overrides (hydra.job.env_set)."""
+    env = {}
+    for line in trial_overrides(str(tmp_path / "optuna.journal"), "s", number):
+        key, value = line.removeprefix("++hydra.job.env_set.").split("=", 1)
+        env[key] = value.strip("'")
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        reporter = TrialReporter.open(tmp_path / str(number))
     assert reporter is not None
+    assert TrialReporter.open(tmp_path) is None  # outside a search
     return reporter
 
 
@@ -243,7 +230,7 @@ class FakeLauncher:
     def launch(self, job_overrides, initial_job_idx):
         (overrides,) = job_overrides
         number = initial_job_idx
-        assert f"optuna.trial_number={number}" in overrides
+        assert f"++hydra.job.env_set.{ENV_TRIAL}='{number}'" in overrides
         start = time.monotonic()
         time.sleep(self.durations.get(number, 0.05))
         self.times[number] = (start, time.monotonic())
@@ -284,7 +271,7 @@ def test_a_new_trial_starts_as_soon_as_any_ends(tmp_path):
     # trials 1-4 ran one after the other beside the long trial 0, never waiting for it
     assert all(launcher.times[n][0] < end_of_0 for n in (1, 2, 3, 4))
     assert wall < 1.5 + 0.6  # a batch-synchronous loop needs 1.5 + 0.2 + 0.2
-    assert all("optuna.storage=" in " ".join(o) for o in launcher.overrides.values())
+    assert all("SCE_OPTUNA_STORAGE=" in " ".join(o) for o in launcher.overrides.values())
 
 
 def test_killed_job_is_failed_and_retried_with_the_same_params(tmp_path):
@@ -338,7 +325,7 @@ def test_trials_table_and_cli(tmp_path, capsys):
     sweeper.optimize(study)
     frame = trials_table(str(tmp_path))
     assert list(frame["number"]) == [0, 1, 2] and "params_x" in frame
-    assert set(frame["state"]) == {"COMPLETE"}
+    assert set(frame["state"]) == {"completed"} and set(frame["trial_state"]) == {"COMPLETE"}
     assert main([str(tmp_path), "--csv", str(tmp_path / "t.csv")]) == 0
-    assert "COMPLETE" in capsys.readouterr().out
+    assert "completed" in capsys.readouterr().out
     assert (tmp_path / "t.csv").read_text().startswith("number,")

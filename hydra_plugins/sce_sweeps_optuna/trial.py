@@ -1,0 +1,344 @@
+"""What an Optuna trial does inside its job, and the study helpers the sweeper shares with it.
+
+The sweeper asks the study for a trial and launches one job for it, telling the job which trial
+it is through three environment variables that Hydra sets while the task runs
+(``hydra.job.env_set``, see :func:`trial_overrides`)::
+
+    SCE_OPTUNA_STORAGE=<journal file or database URL> SCE_OPTUNA_STUDY=<name> SCE_OPTUNA_TRIAL=<n>
+
+Inside that job an app opens :class:`TrialReporter` (None outside a search) and owns the trial
+from then on: it beats a heartbeat (so that a sweeper restarted later can tell a live trial from
+one whose job was killed), reports the objective after every epoch, asks the study's pruner
+whether to stop (never after the last epoch), and finally tells the study COMPLETE, PRUNED or
+FAIL itself, so the verdict reaches the study even when the sweeper that launched the job is
+gone. An app that does not open a reporter is a trial all the same: the sweeper tells the study
+what its task function returned.
+
+What the job needs to know about the search (objectives, pruner, heartbeat interval) is in the
+study's user attribute ``sce_sweeps``, written by the sweeper.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import math
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # optuna is imported lazily: single runs never need it
+    import optuna
+
+log = logging.getLogger(__name__)
+
+ENV_STORAGE, ENV_STUDY, ENV_TRIAL = "SCE_OPTUNA_STORAGE", "SCE_OPTUNA_STUDY", "SCE_OPTUNA_TRIAL"
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def trial_overrides(storage: str, study_name: str, number: int) -> list[str]:
+    """The overrides that make a job trial ``number`` of the study: environment variables that
+    Hydra sets while the job's task function runs, whatever the app."""
+    values = {ENV_STORAGE: storage, ENV_STUDY: study_name, ENV_TRIAL: str(number)}
+    return [f"++hydra.job.env_set.{k}={_quote(v)}" for k, v in values.items()]
+
+
+JOURNAL_NAME = "optuna.journal"  # the default storage, in the sweep dir
+STUDY_ATTR = "sce_sweeps"  # study user attribute: objectives, pruner, heartbeat interval
+HEARTBEAT_ATTR = "sce_heartbeat"  # trial system attribute: time.time() of the last beat
+RETRY_OF_ATTR = "retry_of"  # trial user attribute: number of the killed trial it replaces
+
+SAMPLERS = ("tpe", "cmaes", "gp", "random", "grid", "nsgaii")
+PRUNERS = ("median", "successive_halving", "hyperband", "none")
+# The objective when the sweeper is given none: the value the task function returns.
+DEFAULT_OBJECTIVE = "objective"
+
+
+def open_storage(storage: str, repair: bool = True) -> optuna.storages.BaseStorage:
+    """Open a study storage: a journal file path (Optuna's storage for many processes on a
+    shared filesystem), a ``redis://`` journal, or a database URL (``sqlite:///x.db``,
+    ``postgresql://...``). A journal's torn tail is repaired first (see
+    :func:`repair_journal`) unless ``repair`` is False (reading only)."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
+
+    if storage.startswith(("redis://", "rediss://")):
+        return optuna.storages.JournalStorage(JournalRedisBackend(storage))
+    if "://" in storage:
+        return optuna.storages.RDBStorage(storage)
+    path = Path(storage).expanduser().resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if repair:
+        repair_journal(path)
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+def repair_journal(path: Path) -> Path | None:
+    """Cut off a journal's torn last line (a writer killed mid-append), keeping a copy of the
+    whole file beside it; return the copy, or None when the journal was whole.
+
+    Optuna skips a last line without its newline when it reads, but the next append would be
+    glued onto it, and the journal would be unreadable for good. The repair holds Optuna's own
+    journal lock, so it never races a writer.
+    """
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    lock = JournalFileSymlinkLock(str(path))  # the lock JournalFileBackend takes to append
+    lock.acquire()
+    try:
+        with path.open("rb+") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) == b"\n":
+                return None
+            f.seek(0)
+            data = f.read()
+            keep = data.rfind(b"\n") + 1
+            copy = path.with_name(f"{path.name}.torn-{time.strftime('%Y%m%d-%H%M%S')}")
+            copy.write_bytes(data)
+            f.truncate(keep)
+            f.flush()
+            os.fsync(f.fileno())
+    finally:
+        lock.release()
+    print(
+        f"sce_sweeps: {path}: cut off a torn last line ({len(data) - keep} bytes, a writer "
+        f"killed mid-append); the file as it was is kept as {copy.name}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return copy
+
+
+def _accepted(cls: type, kwargs: dict[str, Any] | None, what: str) -> dict[str, Any]:
+    """The keyword arguments ``cls`` takes; the others are dropped with a warning (a preset's
+    median-pruner settings must not break ``hydra.sweeper.pruner=hyperband``)."""
+    import inspect
+
+    kwargs = dict(kwargs or {})
+    params = inspect.signature(cls).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return kwargs
+    dropped = sorted(set(kwargs) - set(params))
+    if dropped:
+        log.warning("%s: ignoring %s (not arguments of %s)", what, dropped, cls.__name__)
+    return {k: v for k, v in kwargs.items() if k in params}
+
+
+def make_sampler(
+    name: str,
+    kwargs: dict[str, Any] | None = None,
+    seed: int | None = None,
+    grid: dict[str, list[Any]] | None = None,
+) -> optuna.samplers.BaseSampler:
+    """The sampler called ``name`` (one of :data:`SAMPLERS`), seeded.
+
+    Args:
+        kwargs: extra keyword arguments of the Optuna sampler class.
+        grid: the values of each parameter, for the grid sampler.
+
+    Raises:
+        ValueError: for an unknown name, or ``grid`` without a discrete search space.
+    """
+    import optuna
+
+    if name == "grid":
+        if not grid:
+            raise ValueError("the grid sampler needs choice(...) or range(...) parameters only")
+        cls = optuna.samplers.GridSampler
+        return cls(grid, seed=seed, **_accepted(cls, kwargs, "sampler_kwargs"))
+    classes = {
+        "tpe": optuna.samplers.TPESampler,
+        "cmaes": optuna.samplers.CmaEsSampler,
+        "gp": optuna.samplers.GPSampler,
+        "random": optuna.samplers.RandomSampler,
+        "nsgaii": optuna.samplers.NSGAIISampler,
+    }
+    if name not in classes:
+        raise ValueError(f"unknown sampler {name!r}: must be one of {', '.join(SAMPLERS)}")
+    needs = {"cmaes": "cmaes", "gp": "scipy"}.get(name)
+    if needs is not None:  # fail now, not at the sampler's first draw in a worker thread
+        try:
+            importlib.import_module(needs)
+        except ImportError as e:
+            raise ImportError(
+                f"the {name} sampler needs the package {needs}: pip install {needs}"
+            ) from e
+    return classes[name](seed=seed, **_accepted(classes[name], kwargs, "sampler_kwargs"))
+
+
+def make_pruner(name: str, kwargs: dict[str, Any] | None = None) -> optuna.pruners.BasePruner:
+    """The pruner called ``name`` (one of :data:`PRUNERS`); steps are epochs."""
+    import optuna
+
+    classes = {
+        "median": optuna.pruners.MedianPruner,
+        "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+        "hyperband": optuna.pruners.HyperbandPruner,
+        "none": optuna.pruners.NopPruner,
+    }
+    if name not in classes:
+        raise ValueError(f"unknown pruner {name!r}: must be one of {', '.join(PRUNERS)}")
+    if name == "none":  # whatever pruner_kwargs a preset set for another pruner
+        return optuna.pruners.NopPruner()
+    return classes[name](**_accepted(classes[name], kwargs, "pruner_kwargs"))
+
+
+def last_sign_of_life(trial: optuna.trial.FrozenTrial) -> float:
+    """time.time() of the trial's last heartbeat, or of its start if it never beat."""
+    started = trial.datetime_start.timestamp() if trial.datetime_start else 0.0
+    return max(float(trial.system_attrs.get(HEARTBEAT_ATTR, 0.0)), started)
+
+
+class TrialReporter:
+    """The Optuna trial a run belongs to, seen from inside its job.
+
+    Open it with :meth:`open`; pass :meth:`on_epoch_end` to the training loop; call
+    :meth:`finish` once with the run's status (completed / pruned / failed) and result.
+    """
+
+    def __init__(self, study: optuna.Study, trial_id: int, run_dir: Path) -> None:
+        import optuna
+
+        self.study = study
+        self.storage = study._storage
+        self.trial_id = trial_id
+        self.trial = optuna.Trial(study, trial_id)
+        self.number = self.trial.number
+        spec = study.user_attrs.get(STUDY_ATTR, {})
+        self.objectives: list[str] = list(spec.get("objectives", [DEFAULT_OBJECTIVE]))
+        # Optuna keeps intermediate values (and prunes) for single-objective studies only
+        self.reports = len(self.objectives) == 1
+        self.prunes = self.reports and spec.get("pruner", "none") != "none"
+        self.state = self.storage.get_trial(trial_id).state
+        self.stop_status = "pruned"  # what a Stopped raised by on_epoch_end means
+        self.stop_reason: str | None = None
+        self._abandoned = threading.Event()
+        self._stop_beating = threading.Event()
+        self._beat_thread: threading.Thread | None = None
+        if not self.finished:
+            self._set_user_attr("run_dir", str(run_dir))
+            if os.environ.get("SLURM_JOB_ID"):
+                self._set_user_attr("slurm_job_id", os.environ["SLURM_JOB_ID"])
+            self._start_heartbeat(float(spec.get("heartbeat_interval", 30.0)))
+
+    @classmethod
+    def open(cls, run_dir: str | Path) -> TrialReporter | None:
+        """The trial this job runs (from the environment, see :func:`trial_overrides`); None
+        when it is not part of a search."""
+        if os.environ.get(ENV_TRIAL) is None:
+            return None
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        storage = open_storage(os.environ[ENV_STORAGE])
+        study_name, number = os.environ[ENV_STUDY], int(os.environ[ENV_TRIAL])
+        study = optuna.load_study(
+            study_name=study_name,
+            storage=storage,
+            sampler=optuna.samplers.RandomSampler(),  # a job never samples
+        )
+        spec = study.user_attrs.get(STUDY_ATTR, {})
+        study.pruner = make_pruner(spec.get("pruner", "none"), spec.get("pruner_kwargs"))
+        study_id = storage.get_study_id_from_name(study_name)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
+        return cls(study, trial_id, Path(run_dir))
+
+    @property
+    def finished(self) -> bool:
+        """The trial already has its verdict (e.g. a rerun job, or marked stale)."""
+        return self.state.is_finished()
+
+    def _set_user_attr(self, key: str, value: Any) -> None:
+        from optuna.exceptions import UpdateFinishedTrialError
+
+        try:
+            self.storage.set_trial_user_attr(self.trial_id, key, value)
+        except UpdateFinishedTrialError:
+            self._abandoned.set()
+
+    def _start_heartbeat(self, interval: float) -> None:
+        from optuna.exceptions import UpdateFinishedTrialError
+
+        def beat() -> None:
+            while True:
+                try:
+                    self.storage.set_trial_system_attr(self.trial_id, HEARTBEAT_ATTR, time.time())
+                except UpdateFinishedTrialError:
+                    self._abandoned.set()  # someone else gave the verdict: stop training
+                    return
+                except Exception as e:  # a storage hiccup must not kill the run
+                    log.warning("trial %d: heartbeat failed: %s", self.number, e)
+                if self._stop_beating.wait(interval):
+                    return
+
+        self._beat_thread = threading.Thread(
+            target=beat, name=f"optuna-heartbeat-{self.number}", daemon=True
+        )
+        self._beat_thread.start()
+
+    def _stop_heartbeat(self) -> None:
+        self._stop_beating.set()
+        if self._beat_thread is not None:
+            self._beat_thread.join(timeout=30)
+
+    def on_epoch_end(self, epoch: int, row: dict[str, Any], last: bool = False) -> bool:
+        """Report the epoch's objective (when ``row`` has it) and, unless it is the ``last``
+        epoch, ask the pruner; True stops the run. A run that trained every epoch is never
+        pruned."""
+        from optuna.exceptions import UpdateFinishedTrialError
+
+        metric = self.objectives[0]
+        if not self._abandoned.is_set() and self.reports and metric in row:
+            try:
+                self.trial.report(float(row[metric]), epoch)
+                if self.prunes and not last and self.trial.should_prune():
+                    self.stop_reason = f"pruned by the study after epoch {epoch}"
+                    return True
+            except UpdateFinishedTrialError:
+                self._abandoned.set()
+        if self._abandoned.is_set() and not last:
+            state = self.storage.get_trial(self.trial_id).state.name
+            self.stop_status = "failed"
+            self.stop_reason = f"trial {self.number} was marked {state} in the study meanwhile"
+            return True
+        return False
+
+    def finish(self, status: str, result: dict[str, Any]) -> dict[str, Any]:
+        """Tell the study the run's verdict (unless it already has one); return the trial's
+        fields for ``result.json``: study, trial_number, state, params."""
+        from optuna.trial import TrialState
+
+        self._stop_heartbeat()
+        values: list[float] | None = None
+        state = TrialState.FAIL
+        if status == "completed":
+            values = [float(result.get(key, math.nan)) for key in self.objectives]
+            if all(math.isfinite(v) for v in values):
+                state = TrialState.COMPLETE
+            else:
+                values = None
+                result.setdefault("reason", f"non-finite objective {self.objectives}")
+        elif status == "pruned":
+            state = TrialState.PRUNED
+        if state != TrialState.COMPLETE and result.get("reason"):
+            self._set_user_attr("reason", str(result["reason"]))
+        if "wall_time_s" in result:
+            self._set_user_attr("wall_time_s", float(result["wall_time_s"]))
+        if not self._abandoned.is_set():
+            self.study.tell(self.number, values, state=state, skip_if_finished=True)
+        final = self.storage.get_trial(self.trial_id)
+        self.state = final.state
+        return {
+            "study": self.study.study_name,
+            "trial_number": self.number,
+            "state": final.state.name,
+            "params": final.params,
+        }
