@@ -1,0 +1,296 @@
+"""The device data path: the whole train split on the device, views drawn there in batches.
+
+For datasets that fit in device memory (Fashion-MNIST, CIFAR-10/100, STL-10, Tiny-ImageNet)
+the decoded split is one ``uint8`` tensor ``N x C x H x W`` on the training device. Each step
+gathers its batch from it and draws the views of the whole batch at once with Kornia's
+batched augmentations (``kornia.augmentation``), every sample with its own parameters: the
+random-resized crop, flip, colour jitter, grayscale, Gaussian blur and solarize of
+:mod:`sce_sweeps.data.views`, for the two global views and the local crops. This is how the
+official SCE code runs its augmentations (on the GPU, with Kornia).
+
+Kornia draws its parameters with torch's global CPU generator. The views of a step are drawn
+with that generator forked and seeded with :func:`batch_seed` ``(seed, epoch, step)``, so a
+batch is a pure function of those three numbers (and of the images): a run resumed at any step
+sees exactly the batches it would have seen, and the training loop's own RNG is untouched.
+Batches follow the same seeded permutation as the CPU path (:class:`EpochSampler`), so both
+paths train on the same images in the same order; only the random draws of the augmentations
+differ (per sample on the CPU path, per batch on this one).
+
+Differences from the CPU path (torchvision on PIL images), by construction of the libraries:
+
+- the order of the four colour-jitter operations is drawn once per batch, not per image;
+- crops are resampled bilinearly without antialiasing (the CPU path resizes with PIL's
+  antialiasing filter); this matters only for crops shrunk by more than 2x, not for crops of
+  a small image resized back to its own size;
+- pixels stay floating point between the operations (the CPU path rounds to ``uint8`` after
+  each PIL operation).
+
+Usage (see :func:`sce_sweeps.engine.train`)::
+
+    data = DeviceData.from_dataset(ssl_set.base, cfg, device)
+    for views, labels in data.epoch(epoch, start_step):  # views on the device, normalised
+        ...
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from sce_sweeps.data import EpochSampler, _hash63
+from sce_sweeps.data.datasets import ArrayImageDataset, SubsetWithTargets
+from sce_sweeps.data.views import BLUR_SIGMA, _blur_kernel, _floats, local_crops
+
+#: Values of ``trainer.data_path``.
+DATA_PATHS = ("auto", "cpu", "device")
+
+#: The datasets whose split is held as one array, so that the device path applies to them.
+_IN_MEMORY = ("fashion_mnist", "cifar10", "cifar100", "stl10")
+
+
+def batch_seed(seed: int, epoch: int, step: int) -> int:
+    """The augmentation seed of step ``step`` (0-based) of ``epoch`` of a run seeded ``seed``."""
+    return _hash63(seed, epoch, step, 1)  # tagged: never equal to a sample seed by design
+
+
+def use_device_path(data_path: str, dataset_name: str, device: torch.device) -> bool:
+    """Whether a run takes the device path.
+
+    ``"device"`` always does, ``"cpu"`` never; ``"auto"`` does on a CUDA device for the
+    datasets held in memory (not for image folders, which stay on the CPU loader).
+
+    Raises:
+        ValueError: for a value of ``trainer.data_path`` outside :data:`DATA_PATHS`.
+    """
+    if data_path not in DATA_PATHS:
+        raise ValueError(
+            f"trainer.data_path={data_path!r} is invalid: must be one of {', '.join(DATA_PATHS)}"
+        )
+    if data_path == "auto":
+        return device.type == "cuda" and dataset_name in _IN_MEMORY
+    return data_path == "device"
+
+
+def _array_pixels(images: Any, indices: Sequence[int] | None) -> np.ndarray:
+    """``N x H x W [x C]`` uint8 pixels of the image array of an :class:`ArrayImageDataset`."""
+    from sce_sweeps.data.datasets import _ConcatImages, _STL10Images
+
+    if isinstance(images, _STL10Images):
+        raw = images.images if indices is None else images.images[np.asarray(indices)]
+        return np.ascontiguousarray(raw.transpose(0, 3, 2, 1))  # (c, x, y) -> (y, x, c)
+    if isinstance(images, _ConcatImages):
+        whole = np.concatenate([_array_pixels(p, None) for p in images.parts])
+        return whole if indices is None else whole[np.asarray(indices)]
+    array = np.asarray(images)
+    return array if indices is None else array[np.asarray(indices)]
+
+
+def split_tensor(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images of a dataset as one ``uint8`` tensor ``N x C x H x W`` and its labels.
+
+    Array datasets (and fixed subsets of them) are read without decoding anything; any other
+    dataset of ``(PIL.Image, int)`` (an image folder) is decoded once, image by image, and
+    then needs all its images to have the same size.
+
+    Raises:
+        ValueError: if the images of a decoded dataset differ in size.
+    """
+    base, indices = dataset, None
+    if isinstance(dataset, SubsetWithTargets):
+        base, indices = dataset.base, dataset.indices
+    if isinstance(base, ArrayImageDataset):
+        pixels = _array_pixels(base.images, indices)
+    else:
+        arrays = [np.asarray(dataset[i][0]) for i in range(len(dataset))]
+        shapes = {a.shape for a in arrays}
+        if len(shapes) > 1:
+            raise ValueError(
+                f"the device data path needs images of one size, found {sorted(shapes)[:3]}; "
+                "use trainer.data_path=cpu"
+            )
+        pixels = np.stack(arrays)
+    if pixels.ndim == 3:
+        pixels = pixels[..., None]
+    if not pixels.flags.writeable:  # e.g. read from a buffer: torch wants its own copy
+        pixels = pixels.copy()
+    images = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
+    return images, torch.tensor(dataset.targets, dtype=torch.long)
+
+
+def _kernel_size(aug: Any, size: int) -> int:
+    """The blur kernel of a view of side ``size``: as on the CPU path for ``blur_type=kernel``;
+    for ``blur_type=pil`` (Pillow's radius-sigma blur) one that spans 3 sigma at the largest
+    sigma, capped by the side (reflect padding needs a kernel narrower than the image)."""
+    if aug.blur_type == "kernel":
+        return aug.blur_kernel_size or _blur_kernel(size)
+    if aug.blur_type == "pil":
+        return min(2 * math.ceil(3 * BLUR_SIGMA[1]) + 1, (size - 1) // 2 * 2 + 1)
+    raise ValueError(f"aug.blur_type={aug.blur_type!r} is invalid: must be kernel or pil")
+
+
+class DeviceViews:
+    """Draws the views of a batch of ``uint8`` images with per-sample random parameters.
+
+    The pipelines mirror :func:`sce_sweeps.data.views.build_ssl_transform`, option for option:
+    with ``aug.mode="weak_strong"`` view0 is crop + flip and view1 the strong pipeline; with
+    ``"two_strong"`` both are strong (view0 with ``aug.view0_blur_p``/``view0_solarize_p``);
+    the local crops of :func:`~sce_sweeps.data.views.local_crops` follow.
+
+    Args:
+        aug: the augmentation config (``AugConfig``-like).
+        dataset: the dataset config (``in_channels``, ``mean``, ``std`` are read).
+    """
+
+    def __init__(self, aug: Any, dataset: Any) -> None:
+        if aug.mode not in ("weak_strong", "two_strong"):
+            raise ValueError(f"aug.mode={aug.mode!r} is invalid: must be weak_strong or two_strong")
+        self.color = dataset.in_channels == 3
+        size, scale = aug.crop_size, aug.crop_scale
+        if aug.mode == "weak_strong":
+            first = self._pipeline(aug, size, scale, strong=False)
+        else:
+            first = self._pipeline(aug, size, scale, True, aug.view0_blur_p, aug.view0_solarize_p)
+        second = self._pipeline(aug, size, scale, strong=True)
+        local = [
+            self._pipeline(aug, s, c, True, aug.local_blur_p, aug.local_solarize_p)
+            for s, c in local_crops(aug)
+        ]
+        self.pipelines = [first, second, *local]
+        self.mean = torch.tensor(_floats(dataset.mean)).view(1, -1, 1, 1)
+        self.std = torch.tensor(_floats(dataset.std)).view(1, -1, 1, 1)
+
+    def _pipeline(
+        self,
+        aug: Any,
+        size: int,
+        scale: Any,
+        strong: bool,
+        blur_p: float | None = None,
+        solarize_p: float | None = None,
+    ) -> Any:
+        import kornia.augmentation as K  # imported here: only runs on this path pay for it
+
+        ops: list[Any] = [
+            K.RandomResizedCrop(
+                (size, size), scale=tuple(_floats(scale)), cropping_mode="resample"
+            ),
+            K.RandomHorizontalFlip(p=aug.hflip_p),
+        ]
+        if strong:
+            blur_p = aug.blur_p if blur_p is None else blur_p
+            solarize_p = aug.solarize_p if solarize_p is None else solarize_p
+            s = float(aug.color_jitter)
+            if s > 0 and aug.color_jitter_p > 0:
+                saturation = s if aug.jitter_saturation is None else float(aug.jitter_saturation)
+                if not self.color:
+                    saturation = 0.0
+                hue = min(s / 4, 0.5) if self.color else 0.0
+                ops.append(K.ColorJitter(s, s, saturation, hue, p=aug.color_jitter_p))
+            if self.color and aug.grayscale_p > 0:
+                ops.append(K.RandomGrayscale(p=aug.grayscale_p))
+            if blur_p > 0:
+                kernel = _kernel_size(aug, size)
+                ops.append(K.RandomGaussianBlur((kernel, kernel), BLUR_SIGMA, p=blur_p))
+            if solarize_p > 0:  # threshold 0.5, as 128 on 0..255 on the CPU path
+                ops.append(K.RandomSolarize(thresholds=0.0, additions=0.0, p=solarize_p))
+        return K.AugmentationSequential(*ops)
+
+    def __call__(self, images: torch.Tensor, seed: int) -> list[torch.Tensor]:
+        """The normalised views ``[view0, view1, *local crops]`` of a batch.
+
+        Args:
+            images: ``B x C x H x W`` ``uint8`` images, on any device.
+            seed: the seed of the draws (:func:`batch_seed`); the caller's RNG is restored.
+
+        Returns:
+            One float tensor per view, ``B x C x size x size``, on the images' device.
+        """
+        device = images.device
+        cuda = [device.index or 0] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.default_generator.manual_seed(seed)
+            if cuda:
+                torch.cuda.manual_seed(seed)
+            x = images.float().div_(255)
+            views = [pipeline(x) for pipeline in self.pipelines]
+        mean, std = self.mean.to(device), self.std.to(device)
+        return [v.sub_(mean).div_(std) for v in views]
+
+
+class DeviceData:
+    """The train split on the device and the views of one epoch's batches, step by step.
+
+    Args:
+        images: ``N x C x H x W`` ``uint8`` images (moved to ``device``).
+        labels: ``N`` labels.
+        views: the view generator.
+        seed: the run seed.
+        batch_size: images per step.
+        max_steps: at most this many steps per epoch (``trainer.max_steps_per_epoch``).
+        device: where the images live and the views are drawn.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        views: DeviceViews,
+        seed: int,
+        batch_size: int,
+        max_steps: int | None,
+        device: torch.device,
+    ) -> None:
+        self.images = images.to(device)
+        self.labels = labels.to(device)
+        self.views = views
+        self.seed = seed
+        self.batch_size = batch_size
+        self.max_steps = max_steps
+        self.device = device
+
+    @classmethod
+    def from_dataset(cls, dataset: Dataset, cfg: Any, device: torch.device) -> DeviceData:
+        """The device data of a run's train split (``dataset``: the split before any transform)."""
+        images, labels = split_tensor(dataset)
+        views = DeviceViews(cfg.aug, cfg.dataset)
+        t = cfg.trainer
+        return cls(images, labels, views, cfg.seed, t.batch_size, t.max_steps_per_epoch, device)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def sampler(self, epoch: int, start_step: int = 0) -> EpochSampler:
+        """The epoch's order of images, the same as on the CPU path."""
+        return EpochSampler(
+            len(self), self.seed, epoch, self.batch_size, start_step, self.max_steps
+        )
+
+    def batch(self, epoch: int, step: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The views and labels of step ``step`` of ``epoch`` (a pure function of both)."""
+        order = self.sampler(epoch).permutation()
+        return self._batch(torch.tensor(order, device=self.device), epoch, step)
+
+    def _batch(
+        self, order: torch.Tensor, epoch: int, step: int
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        index = order[step * self.batch_size : (step + 1) * self.batch_size]
+        views = self.views(self.images[index], batch_seed(self.seed, epoch, step))
+        return views, self.labels[index]
+
+    def epoch(
+        self, epoch: int, start_step: int = 0
+    ) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
+        """The batches of ``epoch`` from step ``start_step`` on, as ``(views, labels)``."""
+        sampler = self.sampler(epoch, start_step)
+        order = torch.tensor(sampler.permutation(), device=self.device)
+        for step in range(start_step, sampler.steps):
+            yield self._batch(order, epoch, step)
+
+    def steps(self) -> int:
+        """Steps per epoch."""
+        return self.sampler(0).steps
