@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -398,6 +399,17 @@ def _serve(stop: _StopSignals) -> None:
         raise SystemExit(128 + signal.SIGTERM)
 
 
+def _print_epoch(t: Trainer, row: dict[str, Any], train_s: float) -> None:
+    """One line per epoch on stderr: loss, images/s, kNN top-1 when evaluated, time left."""
+    epochs, done = t.cfg.trainer.epochs, row["epoch"]
+    images = t.steps_per_epoch * t.cfg.trainer.batch_size
+    left = row["elapsed_s"] / done * (epochs - done)  # resumed runs: a rough estimate
+    line = f"epoch {done}/{epochs}: loss {row['loss']:.4f}, {images / max(train_s, 1e-9):.0f} img/s"
+    if "knn_top1" in row:
+        line += f", kNN top-1 {row['knn_top1']:.2f}%"
+    print(f"{line}, {left / 60:.1f} min left", file=sys.stderr, flush=True)
+
+
 def end_epoch(t: Trainer, state: TrainState) -> dict[str, Any]:
     """Close ``state.epoch``: its metrics row (kNN when due) to metrics.jsonl and the
     tracker; then move the state to the start of the next epoch. Returns the row."""
@@ -408,9 +420,12 @@ def end_epoch(t: Trainer, state: TrainState) -> dict[str, Any]:
     row["lr"] = lr
     every = cfg.trainer.eval_every
     due = epoch + 1 == cfg.trainer.epochs or (every and (epoch + 1) % every == 0)
+    train_s = state.elapsed_now() - (state.history[-1]["elapsed_s"] if state.history else 0.0)
     if due and t.dist.is_main:
         row["knn_top1"] = evaluate(t)
     row["elapsed_s"] = state.elapsed_now()
+    if t.dist.is_main and cfg.trainer.progress and not sys.stderr.isatty():
+        _print_epoch(t, row, train_s)  # the bar is hidden in a log: never silent
     state.history.append(row)
     state.epoch, state.step_in_epoch, state.loss_sum = epoch + 1, 0, 0.0
     if not t.dist.is_main:
