@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from sce_sweeps.app import CONF_DIR  # noqa: E402
+from sce_sweeps.data.views import local_crops  # noqa: E402
 from sce_sweeps.engine.optim import build_optimizer  # noqa: E402
 from sce_sweeps.engine.train import build_model, pick_device, train_step  # noqa: E402
 
@@ -69,12 +70,13 @@ def main() -> None:
         cfg.optim.momentum,
         cfg.optim.weight_decay,
         cfg.optim.trust_coefficient,
+        cfg.optim.exclude_bias_norm,
     )
     scaler = torch.amp.GradScaler("cuda", enabled=cuda and cfg.trainer.amp)
     bs, c = cfg.trainer.batch_size, cfg.dataset.in_channels
-    size, local = cfg.aug.crop_size, cfg.aug.local_crop_size
+    size = cfg.aug.crop_size
     views = [torch.randn(bs, c, size, size) for _ in range(2)]
-    views += [torch.randn(bs, c, local, local) for _ in range(cfg.aug.num_local_crops)]
+    views += [torch.randn(bs, c, local, local) for local, _ in local_crops(cfg.aug)]
     views = [v.to(device, memory_format=fmt) for v in views]
 
     def full() -> None:
