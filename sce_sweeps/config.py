@@ -25,6 +25,8 @@ TARGET_BN = ("standard", "shuffle")
 BLUR_TYPES = ("kernel", "pil")
 TRACKERS = ("aim", "none")
 DEVICES = ("auto", "cpu", "cuda")
+DATA_PATHS = ("auto", "cpu", "device")  # trainer.data_path (sce_sweeps.data.device)
+AMP_DTYPES = ("float16", "bfloat16")
 
 
 # Size of the train split of the datasets whose size is known before loading them.
@@ -141,6 +143,14 @@ class TrainerConfig:
     devices: int = 1  # processes (GPUs) per node; trainer.batch_size is the global batch
     num_nodes: int = 1
     sync_bn: bool = False  # SyncBatchNorm in the online branch across GPUs (CUDA only)
+    # --- throughput (docs/throughput.md) ---
+    # Where the views are drawn: cpu (DataLoader workers, torchvision on PIL images), device
+    # (the split on the device, Kornia on whole batches), auto (device on CUDA for the
+    # datasets held in memory, else cpu).
+    data_path: str = "auto"
+    amp_dtype: str = "float16"  # autocast dtype with trainer.amp (bfloat16 needs no scaler)
+    fused_optimizer: bool = False  # one fused kernel per SGD step (CUDA)
+    compile: bool = False  # torch.compile the networks (CUDA; minutes of compilation)
 
 
 @dataclass
@@ -319,6 +329,8 @@ def validate(cfg: DictConfig) -> None:
     if cfg.trainer.max_steps_per_epoch is not None:
         _positive(cfg, "trainer.max_steps_per_epoch")
     _choice(cfg, "trainer.device", DEVICES)
+    _choice(cfg, "trainer.data_path", DATA_PATHS)
+    _choice(cfg, "trainer.amp_dtype", AMP_DTYPES)
     _positive(cfg, "trainer.knn_k")
     _positive(cfg, "trainer.knn_temp")
     _positive(cfg, "trainer.eval_every", allow_zero=True)

@@ -42,20 +42,19 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from sce_sweeps.config import DATA_PATHS
 from sce_sweeps.data import EpochSampler, _hash63
 from sce_sweeps.data.datasets import ArrayImageDataset, SubsetWithTargets
 from sce_sweeps.data.views import BLUR_SIGMA, _blur_kernel, _floats, local_crops
-
-#: Values of ``trainer.data_path``.
-DATA_PATHS = ("auto", "cpu", "device")
 
 #: The datasets whose split is held as one array, so that the device path applies to them.
 _IN_MEMORY = ("fashion_mnist", "cifar10", "cifar100", "stl10")
 
 
-def batch_seed(seed: int, epoch: int, step: int) -> int:
-    """The augmentation seed of step ``step`` (0-based) of ``epoch`` of a run seeded ``seed``."""
-    return _hash63(seed, epoch, step, 1)  # tagged: never equal to a sample seed by design
+def batch_seed(seed: int, epoch: int, step: int, rank: int = 0) -> int:
+    """The augmentation seed of step ``step`` (0-based) of ``epoch`` of a run seeded ``seed``
+    (and of process ``rank``'s slice of the batch, with several processes)."""
+    return _hash63(seed, epoch, step, 1, rank)  # 5 numbers: never equal to a sample seed
 
 
 def use_device_path(data_path: str, dataset_name: str, device: torch.device) -> bool:
@@ -233,6 +232,8 @@ class DeviceData:
         batch_size: images per step.
         max_steps: at most this many steps per epoch (``trainer.max_steps_per_epoch``).
         device: where the images live and the views are drawn.
+        rank, world_size: with several processes, this one's contiguous slice of each batch
+            (as :class:`EpochSampler`), drawn with its own seed.
     """
 
     def __init__(
@@ -244,6 +245,8 @@ class DeviceData:
         batch_size: int,
         max_steps: int | None,
         device: torch.device,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.images = images.to(device)
         self.labels = labels.to(device)
@@ -252,14 +255,27 @@ class DeviceData:
         self.batch_size = batch_size
         self.max_steps = max_steps
         self.device = device
+        self.rank, self.world_size = rank, world_size
 
     @classmethod
-    def from_dataset(cls, dataset: Dataset, cfg: Any, device: torch.device) -> DeviceData:
+    def from_dataset(
+        cls, dataset: Dataset, cfg: Any, device: torch.device, rank: int = 0, world_size: int = 1
+    ) -> DeviceData:
         """The device data of a run's train split (``dataset``: the split before any transform)."""
         images, labels = split_tensor(dataset)
         views = DeviceViews(cfg.aug, cfg.dataset)
         t = cfg.trainer
-        return cls(images, labels, views, cfg.seed, t.batch_size, t.max_steps_per_epoch, device)
+        return cls(
+            images,
+            labels,
+            views,
+            cfg.seed,
+            t.batch_size,
+            t.max_steps_per_epoch,
+            device,
+            rank,
+            world_size,
+        )
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -267,7 +283,14 @@ class DeviceData:
     def sampler(self, epoch: int, start_step: int = 0) -> EpochSampler:
         """The epoch's order of images, the same as on the CPU path."""
         return EpochSampler(
-            len(self), self.seed, epoch, self.batch_size, start_step, self.max_steps
+            len(self),
+            self.seed,
+            epoch,
+            self.batch_size,
+            start_step,
+            self.max_steps,
+            self.rank,
+            self.world_size,
         )
 
     def batch(self, epoch: int, step: int) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -278,8 +301,10 @@ class DeviceData:
     def _batch(
         self, order: torch.Tensor, epoch: int, step: int
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        index = order[step * self.batch_size : (step + 1) * self.batch_size]
-        views = self.views(self.images[index], batch_seed(self.seed, epoch, step))
+        local = self.batch_size // self.world_size
+        start = step * self.batch_size + self.rank * local
+        index = order[start : start + local]
+        views = self.views(self.images[index], batch_seed(self.seed, epoch, step, self.rank))
         return views, self.labels[index]
 
     def epoch(

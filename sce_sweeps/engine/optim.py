@@ -94,14 +94,16 @@ def build_optimizer(
     weight_decay: float,
     trust_coefficient: float = 0.001,
     exclude_bias_norm: bool = True,
+    fused: bool = False,
 ) -> torch.optim.Optimizer:
     """SGD or LARS; with ``exclude_bias_norm`` biases and norm parameters are excluded from
-    weight decay (and from LARS's adaptation), see :func:`param_groups`."""
+    weight decay (and from LARS's adaptation), see :func:`param_groups`. ``fused``: torch's
+    fused SGD step (CUDA parameters only; no effect on LARS)."""
     groups = param_groups(named_params, weight_decay, exclude_bias_norm)
     if name == "sgd":
         for g in groups:
             g.pop("lars_exclude", None)
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, fused=fused or None)
     if name == "lars":
         return LARS(groups, lr=lr, momentum=momentum, trust_coefficient=trust_coefficient)
     raise ValueError(f"unknown optimizer {name!r}: expected sgd or lars")

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from sce_sweeps.config import config_hash, run_config
 from sce_sweeps.data import EpochSampler, StopSafeDataLoader, build_datasets, collate_views
 from sce_sweeps.data import steps_per_epoch as num_steps
+from sce_sweeps.data.device import DeviceData, use_device_path
 from sce_sweeps.engine import checkpoint as ckpt
 from sce_sweeps.engine import distributed
 from sce_sweeps.engine.knn import knn_accuracy, pixel_knn_accuracy
@@ -100,22 +101,22 @@ def train_step(
     momentum: float,
     net: nn.Module | None = None,
     dist: distributed.Dist | None = None,
+    amp_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, SCETerms]:
     """One SCE step: loss (autocast when the scaler is on), backward, update, EMA of the target.
 
     With several processes, ``net`` is the DistributedDataParallel wrapper of ``model`` and the
-    returned loss is the mean over ranks (the loss of the global batch). A non-finite loss
-    skips the update on every rank (the caller stops the run).
+    returned loss is the mean over ranks (the loss of the global batch). ``amp_dtype``:
+    autocast to that dtype (bfloat16 runs without the scaler); None: float16 when the scaler
+    is on. Nothing here waits for the device: the caller reads the loss back now and then
+    and stops the run on a non-finite one (see :func:`run_epoch`).
     """
     device_type = views[0].device.type
-    with torch.autocast(device_type, enabled=scaler.is_enabled()):
+    dtype = amp_dtype or torch.float16
+    with torch.autocast(device_type, dtype, enabled=scaler.is_enabled() or bool(amp_dtype)):
         loss, terms = (net or model)(views)
     if dist is not None and dist.enabled:
         global_loss = dist.mean(loss)
-        if not torch.isfinite(global_loss):
-            return global_loss, terms
-    elif not torch.isfinite(loss):
-        return loss, terms
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
@@ -177,6 +178,8 @@ class Trainer:
     total_steps: int
     warmup_steps: int
     base_lr: float
+    device_data: DeviceData | None = None  # trainer.data_path=device: the views' source
+    amp_dtype: torch.dtype | None = None  # bfloat16 autocast (trainer.amp_dtype)
 
 
 @dataclass
@@ -210,6 +213,9 @@ def build(cfg: DictConfig, run_dir: Path, tracker: NullTracker) -> Trainer:
     memory_format = torch.channels_last if cuda and cfg.trainer.channels_last else None
 
     ssl_set, bank_set, query_set = build_datasets(cfg)
+    device_data = None
+    if use_device_path(cfg.trainer.data_path, cfg.dataset.name, device):
+        device_data = DeviceData.from_dataset(ssl_set.base, cfg, device, dist.rank, dist.world_size)
     bs, workers = cfg.trainer.batch_size, cfg.dataset.num_workers
     steps_per_epoch = num_steps(len(ssl_set), bs, cfg.trainer.max_steps_per_epoch)
     base_lr = cfg.optim.lr * bs / 256
@@ -220,6 +226,8 @@ def build(cfg: DictConfig, run_dir: Path, tracker: NullTracker) -> Trainer:
     if memory_format is not None:
         model = model.to(memory_format=memory_format)
     net = distributed.prepare(model, dist, cfg.trainer.sync_bn)
+    if cfg.trainer.compile:
+        net = torch.compile(net)
     optimizer = build_optimizer(
         [(n, p) for n, p in model.named_parameters() if p.requires_grad],
         cfg.optim.name,
@@ -228,7 +236,9 @@ def build(cfg: DictConfig, run_dir: Path, tracker: NullTracker) -> Trainer:
         cfg.optim.weight_decay,
         cfg.optim.trust_coefficient,
         cfg.optim.exclude_bias_norm,
+        fused=cuda and cfg.trainer.fused_optimizer,
     )
+    bf16 = cuda and cfg.trainer.amp and cfg.trainer.amp_dtype == "bfloat16"
     return Trainer(
         cfg=cfg,
         run_dir=run_dir,
@@ -239,7 +249,7 @@ def build(cfg: DictConfig, run_dir: Path, tracker: NullTracker) -> Trainer:
         model=model,
         net=net,
         optimizer=optimizer,
-        scaler=torch.amp.GradScaler("cuda", enabled=cuda and cfg.trainer.amp),
+        scaler=torch.amp.GradScaler("cuda", enabled=cuda and cfg.trainer.amp and not bf16),
         ssl_set=ssl_set,
         bank_loader=bank_loader,
         query_loader=query_loader,
@@ -247,6 +257,8 @@ def build(cfg: DictConfig, run_dir: Path, tracker: NullTracker) -> Trainer:
         total_steps=steps_per_epoch * cfg.trainer.epochs,
         warmup_steps=steps_per_epoch * cfg.optim.warmup_epochs,
         base_lr=base_lr,
+        device_data=device_data,
+        amp_dtype=torch.bfloat16 if bf16 else None,
     )
 
 
@@ -315,7 +327,7 @@ def save(t: Trainer, state: TrainState) -> None:
         "epoch": state.epoch,
         "step_in_epoch": state.step_in_epoch,
         "elapsed": state.elapsed_now(),
-        "loss_sum": state.loss_sum,
+        "loss_sum": float(state.loss_sum),
         "result": state.result,
         "tracker_run_hash": t.tracker.run_hash,
         "config": run_config(t.cfg),
@@ -334,27 +346,44 @@ def _log_step(
     t.tracker.log(train_metrics, step, epoch + 1, {"subset": "train"})
 
 
-def run_epoch(t: Trainer, state: TrainState, stop: _StopSignals) -> None:
-    """Train the rest of ``state.epoch`` from ``state.step_in_epoch``; on a stop signal,
-    checkpoint at the step boundary and pass the signal on."""
-    cfg, bs = t.cfg, t.cfg.trainer.batch_size
+def _cpu_loader(t: Trainer, state: TrainState) -> DataLoader:
+    """The rest of the epoch's batches from DataLoader workers (``trainer.data_path=cpu``)."""
+    cfg = t.cfg
     sampler = EpochSampler(
         len(t.ssl_set),
         cfg.seed,
         state.epoch,
-        bs,
+        cfg.trainer.batch_size,
         start_step=state.step_in_epoch,
         max_steps=t.steps_per_epoch,
         rank=t.dist.rank,
         world_size=t.dist.world_size,
     )
-    loader = _loader(
+    return _loader(
         t.ssl_set,
         sampler.local_batch_size,
         cfg.dataset.num_workers,
         sampler=sampler,
         collate_fn=collate_views,
     )
+
+
+def _check_finite(value: float, state: TrainState, step: int) -> None:
+    if not math.isfinite(value):
+        raise NonFiniteLossError(f"loss is {value} at epoch {state.epoch + 1}, step {step}")
+
+
+def run_epoch(t: Trainer, state: TrainState, stop: _StopSignals) -> None:
+    """Train the rest of ``state.epoch`` from ``state.step_in_epoch``; on a stop signal,
+    checkpoint at the step boundary and pass the signal on.
+
+    The loss is read back (a wait for the device) only every ``LOG_EVERY`` steps, before a
+    checkpoint and at the end of the epoch; a non-finite one stops the run there."""
+    cfg = t.cfg
+    if t.device_data is not None:  # the views drawn on the device (trainer.data_path)
+        loader = t.device_data.epoch(state.epoch, state.step_in_epoch)
+    else:
+        loader = _cpu_loader(t, state)
     bar = tqdm(
         loader,
         total=t.steps_per_epoch - state.step_in_epoch,
@@ -374,21 +403,23 @@ def run_epoch(t: Trainer, state: TrainState, stop: _StopSignals) -> None:
         momentum = momentum_at(
             step, t.total_steps, cfg.model.initial_momentum, cfg.model.momentum_schedule
         )
-        loss, terms = train_step(t.model, t.optimizer, t.scaler, views, momentum, t.net, t.dist)
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            raise NonFiniteLossError(
-                f"loss is {loss_value} at epoch {state.epoch + 1}, step {step}"
-            )
-        state.loss_sum += loss_value
+        loss, terms = train_step(
+            t.model, t.optimizer, t.scaler, views, momentum, t.net, t.dist, t.amp_dtype
+        )
+        state.loss_sum += loss.detach().double()  # a float64 tensor within the epoch
         state.step_in_epoch += 1
-        bar.set_postfix(loss=f"{loss_value:.4f}")
         if step % LOG_EVERY == 0:
+            loss_value = loss.item()
+            _check_finite(loss_value, state, step)
+            bar.set_postfix(loss=f"{loss_value:.4f}")
             _log_step(t, step, state.epoch, loss_value, lr, momentum, terms)
         if t.dist.any(stop.pending is not None, t.device):
+            _check_finite(float(state.loss_sum), state, step)
             save(t, state)
             _serve(stop)
     bar.close()
+    state.loss_sum = float(state.loss_sum)
+    _check_finite(state.loss_sum, state, (state.epoch + 1) * t.steps_per_epoch - 1)
 
 
 def _serve(stop: _StopSignals) -> None:

@@ -1,0 +1,67 @@
+"""Training on the device data path (trainer.data_path=device, on the CPU here): a run stopped
+mid-epoch and resumed from its checkpoint ends exactly as an uninterrupted one."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from sce_sweeps.app import CONF_DIR
+from sce_sweeps.engine import checkpoint as ckpt
+from sce_sweeps.engine.train import train
+from sce_sweeps.tracking import NullTracker
+from tests.helpers import TINY
+
+pytestmark = pytest.mark.slow
+
+DEVICE = [*TINY, "trainer.data_path=device", "tracker=none", "aug.blur_p=0.5"]
+
+
+def compose_cfg(overrides):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+class Interrupted(Exception):
+    """What the previous SIGTERM handler raises, once the trainer has checkpointed."""
+
+
+class TermAt(NullTracker):
+    """Sends this process a SIGTERM when the loop logs ``step`` (the job being preempted)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def log(self, metrics, step, epoch, context):
+        if step == self.step and "loss" in metrics:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _raise(signum, frame):
+    raise Interrupted
+
+
+def test_resumed_mid_epoch_on_the_device_path_ends_identically(tmp_path):
+    cfg = compose_cfg(DEVICE)
+    straight = train(cfg, tmp_path / "straight")
+
+    before = signal.signal(signal.SIGTERM, _raise)
+    try:
+        with pytest.raises(Interrupted):
+            train(cfg, tmp_path / "stopped", tracker=TermAt(step=10))  # epoch 2, step 3 of 8
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    state = ckpt.load(tmp_path / "stopped" / ckpt.CHECKPOINT)
+    assert (state["epoch"], state["step_in_epoch"]) == (1, 3)
+    resumed = train(cfg, tmp_path / "stopped", resume_state=state)
+
+    for key in ("knn_top1", "loss", "epochs"):
+        assert resumed[key] == straight[key], key
+    a = ckpt.load(tmp_path / "straight" / ckpt.CHECKPOINT)["model"]
+    b = ckpt.load(tmp_path / "stopped" / ckpt.CHECKPOINT)["model"]
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
