@@ -9,13 +9,15 @@ otherwise, so a log shows the sweep moving without filling up. Example::
     sce_sweeps: lambda_ablation [######------] 2/3 done (1 completed, 1 failed), 1 running,
     0 pending; best 81.02% (job #0); ~3m10s left, 6m02s elapsed
 
-The time left is the typical (median) duration of the jobs finished so far, spread over the
-jobs still to run, as many at a time as are running now; it is unknown until a job finishes.
+The time left is the typical (median) duration of the jobs finished so far (before the first
+one finishes: the running jobs' durations projected from the share of their epochs done),
+spread over the jobs still to run, as many at a time as are running now.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import statistics
 import sys
 import threading
@@ -23,9 +25,10 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime
+from pathlib import Path
 from typing import IO, Any
 
-from sce_sweeps.runfiles import FINAL, RunState
+from sce_sweeps.runfiles import FINAL, HYDRA_DIR, METRICS, RunState
 
 BAR_WIDTH = 12
 INTERVAL_S = 60.0  # seconds between two lines in a log when nothing changes
@@ -69,13 +72,19 @@ def best(jobs: Iterable[Any]) -> tuple[float, int] | None:
     return max(done, key=lambda d: (d[0], -d[1])) if done else None
 
 
-def time_left(jobs: list[Any], now: float) -> float | None:
-    """Estimated seconds until every job is over; None until one job has finished.
+def time_left(
+    jobs: list[Any], now: float, fractions: dict[int, float] | None = None
+) -> float | None:
+    """Estimated seconds until every job is over; None while nothing tells.
 
     A job's duration is ``finished_at - submitted_at`` (queueing included); the median over the
     finished jobs (completed or pruned ones if any, else all) is the duration of each job still
-    pending, and what a running job has left is that duration less its age.
+    pending, and what a running job has left is that duration less its age. ``fractions``
+    (job number -> share of its epochs done) refines the running jobs: one that has done a
+    share f at age a has a(1-f)/f left; before any job finishes, the median of their a/f is
+    the duration of a pending job.
     """
+    fractions = fractions or {}
     durations: dict[str, list[float]] = {"ok": [], "all": []}
     for job in jobs:
         start, end = _seconds(job.submitted_at), _seconds(job.finished_at)
@@ -84,23 +93,49 @@ def time_left(jobs: list[Any], now: float) -> float | None:
         durations["all"].append(end - start)
         if job.state in (RunState.COMPLETED, RunState.PRUNED):
             durations["ok"].append(end - start)
-    typical = durations["ok"] or durations["all"]
+    running = [job for job in jobs if job.state == RunState.RUNNING]
+    projected = {}  # running job -> its whole duration, from the share of its epochs done
+    for job in running:
+        start, share = _seconds(job.submitted_at), fractions.get(job.num)
+        if start is not None and share:
+            projected[job.num] = (now - start) / share
+    typical = durations["ok"] or durations["all"] or list(projected.values())
     if not typical:
         return None
     duration = statistics.median(typical)
-    running = [job for job in jobs if job.state == RunState.RUNNING]
     pending = sum(job.state == RunState.PENDING for job in jobs)
     left = pending * duration
     for job in running:
         start = _seconds(job.submitted_at)
-        left += max(0.0, duration - (now - start)) if start is not None else duration
+        if job.num in projected:
+            left += projected[job.num] * (1 - fractions[job.num])
+        else:
+            left += max(0.0, duration - (now - start)) if start is not None else duration
     return left / max(1, len(running))
 
 
+def epochs_done(run_dir: Path) -> float | None:
+    """The share of its epochs a run has done: lines of ``metrics.jsonl`` over
+    ``trainer.epochs`` of its ``.hydra/config.yaml``; None when either is not there yet."""
+    try:
+        text = (run_dir / HYDRA_DIR / "config.yaml").read_text()
+        match = re.search(r"^trainer:\n(?:  .*\n)*?  epochs: (\d+)$", text, re.MULTILINE)
+        total = int(match.group(1)) if match else 0
+        lines = (run_dir / METRICS).read_text().count("\n")
+    except OSError:
+        return None
+    return min(1.0, lines / total) if total else None
+
+
 def progress_line(
-    name: str, jobs: list[Any], elapsed_s: float | None = None, now: float | None = None
+    name: str,
+    jobs: list[Any],
+    elapsed_s: float | None = None,
+    now: float | None = None,
+    fractions: dict[int, float] | None = None,
 ) -> str:
-    """The one-line summary of a sweep's jobs (see the module's docstring)."""
+    """The one-line summary of a sweep's jobs (see the module's docstring); ``fractions``:
+    the share of its epochs each running job has done (job number -> [0, 1])."""
     now = time.time() if now is None else now
     n = counts(jobs)
     total = len(jobs)
@@ -121,7 +156,7 @@ def progress_line(
     top = best(jobs)
     line += f"; best {top[0]:.2f}% (job #{top[1]})" if top else "; best -"
     if done < total:
-        left = time_left(jobs, now)
+        left = time_left(jobs, now, fractions)
         line += f"; ~{format_duration(left)} left" if left is not None else "; time left: -"
     if elapsed_s is not None:
         line += f", {format_duration(elapsed_s)} elapsed"
@@ -143,14 +178,28 @@ class ProgressPrinter:
         self._last_at = -math.inf
         self._drawn = False  # a line is on the terminal, without its newline
 
-    def update(self, name: str, jobs: list[Any], force: bool = False) -> None:
-        """Show the line now if it is due (always on a terminal)."""
+    def update(
+        self,
+        name: str,
+        jobs: list[Any],
+        force: bool = False,
+        sweep_dir: Path | None = None,
+    ) -> None:
+        """Show the line now if it is due (always on a terminal); with ``sweep_dir``, the
+        running jobs' epochs refine the time left."""
         key = tuple(sorted((str(s), c) for s, c in counts(jobs).items()))
         clock = time.monotonic()
         due = force or key != self._last or clock - self._last_at >= self.interval_s
         if not (self.tty or due):
             return
-        line = progress_line(name, jobs, clock - self.started)
+        fractions = {}
+        if sweep_dir is not None:
+            for job in jobs:
+                if job.state == RunState.RUNNING:
+                    share = epochs_done(sweep_dir / job.run_dir)
+                    if share is not None:
+                        fractions[job.num] = share
+        line = progress_line(name, jobs, clock - self.started, fractions=fractions)
         if self.tty:
             self.stream.write(f"\r\033[K{line}")
             self._drawn = True
@@ -166,9 +215,9 @@ class ProgressPrinter:
             self.stream.flush()
             self._drawn = False
 
-    def finish(self, name: str, jobs: list[Any]) -> None:
+    def finish(self, name: str, jobs: list[Any], sweep_dir: Path | None = None) -> None:
         """Show the final line and leave it there."""
-        self.update(name, jobs, force=True)
+        self.update(name, jobs, force=True, sweep_dir=sweep_dir)
         if self._drawn:
             self.stream.write("\n")
             self.stream.flush()
@@ -191,9 +240,9 @@ def show(manifest: Any, final: bool = False) -> None:
     with _LOCK:
         printer = _printer(manifest)
         if final:
-            printer.finish(manifest.sweep_name, manifest.jobs)
+            printer.finish(manifest.sweep_name, manifest.jobs, manifest.sweep_dir)
         else:
-            printer.update(manifest.sweep_name, manifest.jobs)
+            printer.update(manifest.sweep_name, manifest.jobs, sweep_dir=manifest.sweep_dir)
 
 
 def clear() -> None:

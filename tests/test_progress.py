@@ -126,3 +126,22 @@ def test_sweep_with_a_failed_job_prints_its_progress(tmp_path):
     final = lines[-1]
     assert "[############] 2/2 done (1 completed, 1 failed), 0 running, 0 pending" in final
     assert re.search(r"best \d+\.\d\d% \(job #0\)", final) and "left" not in final
+
+
+def test_running_jobs_epochs_give_a_time_left_before_any_job_finishes(tmp_path):
+    """Job 0 has done 1 of its 4 epochs in 60 s: 180 s left, then 240 s for the pending job."""
+    run_dir = tmp_path / "0"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "config.yaml").write_text(
+        "dataset:\n  name: fashion_mnist\n  epochs: 99\ntrainer:\n  batch_size: 128\n"
+        "  epochs: 4\n  eval_every: 1\nseed: 0\n"
+    )
+    (run_dir / "metrics.jsonl").write_text('{"epoch": 1, "loss": 5.0}\n')
+    assert progress.epochs_done(run_dir) == 0.25
+    assert progress.epochs_done(tmp_path / "1") is None  # not started: no run dir yet
+    jobs = [_job(0, RunState.RUNNING, None, 0), _job(1, RunState.PENDING)]
+    assert progress.time_left(jobs, T0 + 60, {0: 0.25}) == pytest.approx(180 + 240)
+    log = io.StringIO()
+    printer = progress.ProgressPrinter(log, tty=False)
+    printer.update("s", jobs, sweep_dir=tmp_path)
+    assert "time left: -" not in log.getvalue() and " left, " in log.getvalue()
