@@ -165,6 +165,12 @@ def run(cfg: DictConfig) -> float:
         metrics = train(
             cfg, run_dir, tracker=tracker, on_epoch_end=on_epoch_end, resume_state=state
         )
+        # --- linear evaluation stage (linear.enabled): linear_top1/top5 into the result ---
+        if cfg.linear.enabled:
+            from sce_sweeps.engine.linear import run_linear
+
+            metrics.update(run_linear(cfg, run_dir, tracker))
+        # --- end linear evaluation stage ---
     except Stopped as e:
         status, reason = RunState.PRUNED, str(e)
         if reporter is not None:  # pruned, or the study gave the trial a verdict meanwhile
@@ -230,9 +236,10 @@ def _finish(
     reporter: TrialReporter | None = None,
 ) -> float:
     result = {**info, **(metrics or {}), "status": status, "reason": reason}
-    if reporter is not None:  # tells the study first: it is what the search goes by
-        result["optuna"] = reporter.finish(status, result)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if reporter is not None:  # the result first: a job killed before the study hears of it
+        runfiles.write_result(run_dir, result)  # loses nothing (the trial is retried)
+        result["optuna"] = reporter.finish(status, result)
     result = runfiles.write_result(run_dir, result)
     if status == RunState.COMPLETED:
         top1 = float(result["knn_top1"])

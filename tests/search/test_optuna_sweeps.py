@@ -16,7 +16,7 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from hydra_plugins.sce_sweeps_optuna._impl import counted_trials
-from sce_sweeps.search import HEARTBEAT_ATTR, RETRY_OF_ATTR, open_storage
+from hydra_plugins.sce_sweeps_optuna.trial import HEARTBEAT_ATTR, RETRY_OF_ATTR, open_storage
 from tests.helpers import ROOT, TINY, read_json, read_metrics, run_cli
 
 pytestmark = pytest.mark.slow
@@ -118,7 +118,8 @@ def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 240) -> None:
 def test_killed_search_resumes_without_repeating_a_trial(tmp_path, killed):
     """SIGKILL the sweeper mid-search, alone (its jobs live on, as SLURM jobs do: the rerun
     waits for their verdicts) or with its jobs (the rerun finds their trials without a
-    heartbeat, marks them FAIL and retries their parameters); rerun the same command."""
+    heartbeat, marks them FAIL and retries their parameters); rerun the same command with
+    hydra.launcher.resume=true, as ``python -m sce_sweeps.resume`` does."""
     sweep_dir = tmp_path / "search"
     n_trials = 4
     args = search_args(
@@ -169,7 +170,7 @@ def test_killed_search_resumes_without_repeating_a_trial(tmp_path, killed):
     assert left_running
     results_before = {n: (sweep_dir / str(n) / "result.json").read_text() for n in finished_before}
 
-    rerun = run_cli(*args, timeout=400)
+    rerun = run_cli(*args, "hydra.launcher.resume=true", timeout=400)  # = sce_sweeps.resume
     (tmp_path / "rerun.log").write_text(rerun.stdout + rerun.stderr)
     trials = load_trials(sweep_dir)
     counted = counted_trials(trials)
