@@ -15,7 +15,15 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from sce_sweeps.analysis.collect import Sweeps
-from sce_sweeps.analysis.tables import AblationTable, combo_of, format_value, label, sort_key
+from sce_sweeps.analysis.tables import (
+    AblationTable,
+    baseline_of,
+    baselines_of,
+    combo_of,
+    format_value,
+    label,
+    sort_key,
+)
 
 CURVE_METRICS = ("knn_top1", "loss")
 RC = {"svg.hashsalt": "sce_sweeps", "svg.fonttype": "path", "font.size": 9}
@@ -61,16 +69,40 @@ def _x(row: dict[str, Any], keys: list[str]) -> Any:
     return combo_of(row, keys)[0] if keys else None
 
 
+def _plot_baselines(ax: Axes, table: AblationTable, metric: str, position: dict) -> None:
+    """The baselines of ``metric`` (random init, raw pixels) as dashed grey lines."""
+    for j, baseline in enumerate(baselines_of(metric, table.metrics)):
+        rows = table.rows[(table.rows["metric"] == baseline) & (table.rows["n"] > 0)]
+        points = sorted(
+            (position[_x(row, table.keys)], row["mean"]) for row in rows.to_dict("records")
+        )
+        if points:
+            ax.plot(
+                [p[0] for p in points],
+                [p[1] for p in points],
+                linestyle="--" if j == 0 else ":",
+                color="0.45",
+                label=baseline_of(baseline)[1],
+            )
+
+
 def plot_ablation(table: AblationTable) -> dict[str, bytes]:
     """Each metric vs the first swept key, mean ± std over seeds, one line per dataset and
-    value of the other swept keys; references (same metric) as crosses."""
+    value of the other swept keys; references (same metric) as crosses; the metric's
+    baselines (random init, raw pixels) as dashed lines in its panel, not panels of their own."""
+    metrics = [
+        m
+        for m in table.metrics
+        if not (baseline_of(m) and baseline_of(m)[0] in table.metrics)  # type: ignore[index]
+    ]
     with matplotlib.rc_context(RC):
-        fig = Figure(figsize=(4.2 * len(table.metrics), 3.4), layout="constrained")
-        axes = fig.subplots(1, len(table.metrics), squeeze=False)[0]
+        fig = Figure(figsize=(4.2 * len(metrics), 3.4), layout="constrained")
+        axes = fig.subplots(1, len(metrics), squeeze=False)[0]
         x_key = table.keys[0] if table.keys else None
         xs = list(dict.fromkeys(c[0] if c else None for c in table.combos))
-        for ax, metric in zip(axes, table.metrics):
+        for ax, metric in zip(axes, metrics):
             position = _x_axis(ax, x_key, xs)
+            _plot_baselines(ax, table, metric, position)
             rows = table.rows[table.rows["metric"] == metric].to_dict("records")
             series: dict[tuple, list[dict[str, Any]]] = {}
             for row in rows:

@@ -21,14 +21,37 @@ from sce_sweeps.analysis.collect import UNFINISHED, AnalysisError, Sweeps
 from sce_sweeps.analysis.references import Reference, find_reference
 
 DEFAULT_METRICS = ("knn_top1", "loss")
+# The baselines of a metric, computed by the same code: the same network at random
+# initialisation, and raw pixels. Shown by default wherever the runs recorded them.
+BASELINE_SUFFIXES = {"_init": "random init", "_pixels": "raw pixels"}
 LABELS = {
     "knn_top1": "kNN top-1 (%)",
     "knn_top1_init": "kNN top-1 at init (%)",
+    "knn_top1_pixels": "kNN top-1 raw pixels (%)",
     "loss": "loss",
     "wall_time_s": "wall time (s)",
 }
 DECIMALS = {"loss": 3, "wall_time_s": 0, "epochs": 0}
 COUNTS = ("n", "failed", "pruned", "unfinished")
+
+
+def baselines_of(metric: str, available: list[str]) -> list[str]:
+    """The baseline metrics of ``metric`` among ``available`` (``knn_top1`` ->
+    ``knn_top1_init``, ``knn_top1_pixels``)."""
+    return [metric + suffix for suffix in BASELINE_SUFFIXES if metric + suffix in available]
+
+
+def baseline_of(metric: str) -> tuple[str, str] | None:
+    """(the metric, the baseline's name) if ``metric`` is a baseline, else None."""
+    for suffix, name in BASELINE_SUFFIXES.items():
+        if metric.endswith(suffix):
+            return metric[: -len(suffix)], name
+    return None
+
+
+def default_metrics(available: list[str]) -> list[str]:
+    """kNN top-1, its baselines where the runs recorded them, and the loss."""
+    return [DEFAULT_METRICS[0], *baselines_of(DEFAULT_METRICS[0], available), *DEFAULT_METRICS[1:]]
 
 
 def lower_is_better(metric: str) -> bool:
@@ -112,14 +135,14 @@ def ablation_table(
 
     Args:
         sweeps: the collected sweeps.
-        metrics: result.json metrics to show; the first picks the best row. Default: kNN top-1
-            and loss.
+        metrics: result.json metrics to show; the first picks the best row. Default: kNN top-1,
+            its baselines (random init, raw pixels) where the runs recorded them, and loss.
         references: reference numbers to show beside the measured ones.
 
     Raises:
         AnalysisError: a metric no run reports.
     """
-    metrics = list(dict.fromkeys(metrics or DEFAULT_METRICS))
+    metrics = list(dict.fromkeys(metrics or default_metrics(sweeps.metrics)))
     _check_metrics(sweeps, metrics)
     keys, runs = sweeps.swept, sweeps.runs
     datasets = list(dict.fromkeys(runs["dataset"]))
@@ -307,6 +330,35 @@ def _notes(table: AblationTable) -> list[str]:
         )
     if table.references:
         notes.append("diff = measured − ref, only where both are the same metric.")
+    notes += _baseline_notes(table)
+    return notes
+
+
+def _baseline_notes(table: AblationTable) -> list[str]:
+    """What the baseline columns are, and a warning when no row beats them: a sweep too short
+    to learn anything must not pass for a result."""
+    notes = []
+    for metric in table.metrics:
+        baselines = baselines_of(metric, table.metrics)
+        if not baselines:
+            continue
+        names = " and ".join(baseline_of(b)[1] for b in baselines)
+        notes.append(
+            f"Baselines of {label(metric)}, by the same code: {names} "
+            "(the network before training; the images themselves as features)."
+        )
+        rows = table.rows
+        for dataset in table.datasets:
+            mine = rows[(rows["dataset"] == dataset) & (rows["n"] > 0)]
+            best = mine[mine["metric"] == metric]["mean"].max()
+            for baseline in baselines:
+                floor = mine[mine["metric"] == baseline]["mean"].max()
+                if math.isfinite(best) and math.isfinite(floor) and best <= floor:
+                    notes.append(
+                        f"WARNING ({dataset}): no row beats the {baseline_of(baseline)[1]} "
+                        f"baseline ({floor:.2f} >= best {best:.2f}): these runs are too short "
+                        "or too small to rank the swept values."
+                    )
     return notes
 
 

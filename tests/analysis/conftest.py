@@ -11,7 +11,8 @@ from sce_sweeps.data.synthetic import write_fake_dataset
 from tests.analysis.helpers import copy_sweep
 from tests.helpers import TINY, run_cli
 
-SWEEP = ["tracker=none", "loss.coeff=0,1", "seed=0,1"]
+# the runs record their baselines (random-init network, raw pixels), as the demo's do
+SWEEP = ["tracker=none", "loss.coeff=0,1", "seed=0,1", "trainer.eval_random_init=true"]
 
 
 @pytest.fixture(scope="session")

@@ -148,9 +148,9 @@ def test_references_shown_beside_measured_with_difference(tiny_sweep, tmp_path):
     references = tmp_path / "refs.csv"
     references.write_text(
         "dataset,method,setting,key,key_value,conditions,metric,value,source,confirmed\n"
-        "fashion_mnist,SCE,test,loss.coeff,0,trainer.epochs=2,knn_top1,40.0,a test,true\n"
-        "fashion_mnist,SCE,test,loss.coeff,1,,linear_top1,70.5,a note,false\n"
-        "fashion_mnist,SCE,test,loss.coeff,1,trainer.epochs=999,knn_top1,1.0,never,true\n"
+        "fashion_mnist_20k,SCE,test,loss.coeff,0,trainer.epochs=2,knn_top1,40.0,a test,true\n"
+        "fashion_mnist_20k,SCE,test,loss.coeff,1,,linear_top1,70.5,a note,false\n"
+        "fashion_mnist_20k,SCE,test,loss.coeff,1,trainer.epochs=999,knn_top1,1.0,never,true\n"
     )
     out = tmp_path / "out"
     assert table_main([str(tiny_sweep), "--out", str(out), "--references", str(references)]) == 0
@@ -177,17 +177,17 @@ def test_several_sweeps_give_one_column_group_per_dataset(tiny_sweep, cifar_swee
     rows = {
         (r["dataset"], float(r["loss.coeff"]), r["metric"]): r for r in _csv(out / "ablation.csv")
     }
-    for dataset, sweep in (("fashion_mnist", tiny_sweep), ("cifar10", cifar_sweep)):
+    for dataset, sweep in (("fashion_mnist_20k", tiny_sweep), ("cifar10", cifar_sweep)):
         for coeff, runs in _results_by_coeff(sweep).items():
             mean = statistics.mean(r["knn_top1"] for r in runs)
             row = rows[(dataset, coeff, "knn_top1")]
             assert float(row["mean"]) == pytest.approx(mean) and int(row["n"]) == len(runs)
     markdown = (out / "ablation.md").read_text()
     header = _markdown_row(markdown, ["loss.coeff"])
-    assert "fashion_mnist: kNN top-1 (%)" in header and "cifar10: kNN top-1 (%)" in header
+    assert "fashion_mnist_20k: kNN top-1 (%)" in header and "cifar10: kNN top-1 (%)" in header
     assert markdown.count("**") == 4  # one best cell per dataset
     latex = (out / "ablation.tex").read_text()
-    assert r"\multicolumn{5}{c}{fashion\_mnist}" in latex and r"\cmidrule(lr)" in latex
+    assert r"\multicolumn{7}{c}{fashion\_mnist\_20k}" in latex and r"\cmidrule(lr)" in latex
 
     # several sweeps need --out: nothing is written into one of them by surprise
     assert table_main([str(tiny_sweep), str(cifar_sweep)]) == 1
@@ -212,7 +212,7 @@ def test_collect_writes_tidy_runs_and_curves(partial_sweep, tmp_path):
         assert float(runs[name]["loss.coeff"]) == _override(result, "loss.coeff")
         assert runs[name]["config_hash"] == result["config_hash"]
     assert runs["4"]["reason"].startswith("NonFiniteLossError")
-    assert runs["0"]["dataset"] == "fashion_mnist" and runs["0"]["model.width"] == "4"
+    assert runs["0"]["dataset"] == "fashion_mnist_20k" and runs["0"]["model.width"] == "4"
 
     curves = _csv(out / "curves.csv")
     epochs = {(r["run"], r["epoch"]) for r in curves}
@@ -220,3 +220,31 @@ def test_collect_writes_tidy_runs_and_curves(partial_sweep, tmp_path):
     first = next(r for r in curves if (r["run"], r["epoch"]) == ("0", "2"))
     last_line = (partial_sweep / "0" / "metrics.jsonl").read_text().splitlines()[-1]
     assert float(first["knn_top1"]) == json.loads(last_line)["knn_top1"]
+
+
+def test_baselines_are_shown_by_default_beside_the_metric(tiny_sweep, tmp_path):
+    """Runs that recorded their baselines get them as columns without asking; a table whose
+    best row does not beat a baseline says so."""
+    out = tmp_path / "out"
+    proc = run_script("ablation_table", tiny_sweep, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    markdown = proc.stdout
+    header = _markdown_row(markdown, ["loss.coeff"])
+    assert header[1:4] == ["kNN top-1 (%)", "kNN top-1 at init (%)", "kNN top-1 raw pixels (%)"]
+    by_coeff = _results_by_coeff(tiny_sweep)
+    best = max(statistics.mean(r["knn_top1"] for r in runs) for runs in by_coeff.values())
+    for coeff, runs in by_coeff.items():
+        row = dict(zip(header, _markdown_row(markdown, [f"{coeff:g}"])))
+        pixels = {r["knn_top1_pixels"] for r in runs}
+        assert len(pixels) == 1  # the same bank and queries for every run: one value
+        assert row["kNN top-1 raw pixels (%)"] == f"{pixels.pop():.2f} ± 0.00"
+        init = statistics.mean(r["knn_top1_init"] for r in runs)
+        assert row["kNN top-1 at init (%)"].startswith(f"{init:.2f} ± ")
+    assert "Baselines of kNN top-1 (%), by the same code: random init and raw pixels" in markdown
+    for name, key in (("random init", "knn_top1_init"), ("raw pixels", "knn_top1_pixels")):
+        floor = max(statistics.mean(r[key] for r in runs) for runs in by_coeff.values())
+        warned = f"no row beats the {name} baseline" in markdown
+        assert warned == (best <= floor), markdown
+    # asked for other metrics only: no baseline columns
+    table = ablation_table(collect([tiny_sweep]), ["knn_top1", "loss"])
+    assert set(table.rows["metric"]) == {"knn_top1", "loss"}
