@@ -1,6 +1,8 @@
 """Analysis of finished or partial sweeps: collect runs, ablation tables, plots.
 
-The scripts in ``analysis/`` are thin wrappers over :mod:`sce_sweeps.analysis.cli`.
+The commands ``python -m sce_sweeps.ablation_table``, ``plot_sweep`` and ``collect`` (the
+scripts in the repository's ``analysis/`` are the same commands) run
+:mod:`sce_sweeps.analysis.cli`.
 """
 
 from sce_sweeps.analysis.collect import AnalysisError, Sweeps, collect

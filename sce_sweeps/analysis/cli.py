@@ -1,4 +1,5 @@
-"""The command lines behind the scripts in ``analysis/`` (which only call these).
+"""The command lines of ``python -m sce_sweeps.ablation_table``, ``plot_sweep`` and ``collect``
+(and of the same scripts in ``analysis/``).
 
 Every command reads and checks all of its input, renders all of its outputs in memory, and
 only then writes them (each through a temporary file renamed into place): bad input prints
