@@ -227,6 +227,8 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     import torch
 
     path = Path(path)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # a writer killed mid-write left it
+        stale.unlink(missing_ok=True)  # (one writer per run dir: none is being written now)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:

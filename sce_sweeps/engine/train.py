@@ -149,11 +149,14 @@ def _eval_loader(dataset: Dataset, workers: int, max_bytes: int = 2**30) -> Data
 
 def _truncate_metrics(path: Path, last_epoch: int) -> list[dict[str, Any]]:
     """Keep the metrics of epochs <= last_epoch (a crash may have left a later line)."""
+    from sce_sweeps.runfiles import read_metrics  # drops a line torn by a kill mid-append
+
     if not path.exists():
         return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if r["epoch"] <= last_epoch]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rows = [r for r in read_metrics(path.parent) if r["epoch"] <= last_epoch]
+    tmp = path.with_name(f".{path.name}.tmp")  # a kill meanwhile leaves the file as it was
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.replace(path)
     return rows
 
 
