@@ -153,6 +153,29 @@ class TrainerConfig:
     compile: bool = False  # torch.compile the networks (CUDA; minutes of compilation)
 
 
+# --- linear evaluation (sce_sweeps.engine.linear; presets in conf/linear) ---
+LINEAR_SCHEDULES = ("step", "cosine")
+
+
+@dataclass
+class LinearConfig:
+    enabled: bool = False  # run it after pretraining, in the same job
+    epochs: int = 100
+    batch_size: int = 256
+    lr: float = 30.0  # for a batch of 256; scaled linearly with linear.batch_size
+    schedule: str = "step"  # step (x gamma at each milestone epoch) | cosine
+    milestones: list[int] = field(default_factory=lambda: [60, 80])
+    gamma: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # train crops
+    max_steps_per_epoch: int | None = None
+    eval_every: int = 0  # epochs between test evaluations; 0: at the end only
+
+
+# --- end linear evaluation ---
+
+
 @dataclass
 class TrackerConfig:
     name: str = "aim"
@@ -172,6 +195,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    linear: LinearConfig = field(default_factory=LinearConfig)
     seed: int = 0
     sweep_name: str = "single"
 
@@ -347,6 +371,7 @@ def validate(cfg: DictConfig) -> None:
         cfg.trainer.batch_size,
         f"must be a multiple of trainer.devices x trainer.num_nodes = {world}",
     )
+    _validate_linear(cfg)
 
     _choice(cfg, "tracker.name", TRACKERS)
     if cfg.tracker.sync_interval_s is not None:
@@ -378,6 +403,22 @@ def validate(cfg: DictConfig) -> None:
         )
 
 
+def _validate_linear(cfg: DictConfig) -> None:
+    """The ``linear`` group (absent from configs that predate it)."""
+    if OmegaConf.select(cfg, "linear") is None:
+        return
+    for key in ("linear.epochs", "linear.batch_size", "linear.lr"):
+        _positive(cfg, key)
+    _choice(cfg, "linear.schedule", LINEAR_SCHEDULES)
+    _unit(cfg, "linear.gamma")
+    _unit(cfg, "linear.momentum")
+    _positive(cfg, "linear.weight_decay", allow_zero=True)
+    _positive(cfg, "linear.eval_every", allow_zero=True)
+    _scale(cfg, "linear.crop_scale")
+    if cfg.linear.max_steps_per_epoch is not None:
+        _positive(cfg, "linear.max_steps_per_epoch")
+
+
 def run_config(cfg: DictConfig) -> dict[str, Any]:
     """The run's own config (no ``hydra`` node), resolved, as plain containers."""
     container = OmegaConf.to_container(cfg, resolve=True)
@@ -390,5 +431,6 @@ def config_hash(cfg: DictConfig | dict[str, Any]) -> str:
     container = json.loads(json.dumps(cfg if isinstance(cfg, dict) else run_config(cfg)))
     container.pop("tracker", None)
     container.get("trainer", {}).pop("progress", None)
+    container.pop("linear", None)  # a stage after pretraining, with its own hash
     blob = json.dumps(container, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -2,7 +2,8 @@
 # The GPU path in one short script: the SCE loss on CUDA (fp32 and autocast) against the CPU,
 # a real training run with AMP + channels_last on a CIFAR-format dataset, a SIGTERM mid-run
 # and its resume, and the step-throughput benchmark (ResNet-18/CIFAR and ResNet-50/ImageNet
-# shapes). Usage: bash scripts/gpu_check.sh [log dir]   (needs a CUDA GPU; ~5 minutes)
+# shapes), the multi-process path on one GPU (NCCL) and a short linear evaluation, each with
+# its images/s. Usage: bash scripts/gpu_check.sh [log dir]   (needs a CUDA GPU; ~6 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR=${1:-${OUT:-/tmp/sce_gpu_check}}
@@ -64,5 +65,22 @@ EOF
   $PY benchmarks/step_throughput.py --steps 10 --rounds 3 dataset=imagenet model=resnet50 loss=sce_imagenet aug=two_strong optim=lars trainer.batch_size=128 trainer.device=cuda
   log "step throughput: ResNet-50 multi-crop 2x224 + 6x96, batch 64"
   $PY benchmarks/step_throughput.py --steps 10 --rounds 3 dataset=imagenet model=resnet50 loss=sce_imagenet aug=multi_crop optim=lars trainer.batch_size=64 trainer.device=cuda
+  # --- multi-process path (NCCL) and linear evaluation -------------------------------------
+  log "DDP on one GPU: NCCL group of 1 (torchrun), DistributedDataParallel, shuffle BN across ranks"
+  RUN_DDP=/tmp/sce_gpu_ddp
+  rm -rf "$RUN_DDP"
+  $PY -m torch.distributed.run --standalone --nproc_per_node 1 -m sce_sweeps dataset=cifar10 \
+    "dataset.root=$DATA" dataset.train_samples=null dataset.num_workers=8 model=resnet18_cifar \
+    model.target_bn=shuffle model.target_bn_splits=8 trainer.epochs=2 trainer.eval_every=0 \
+    optim.warmup_epochs=1 tracker=none trainer.device=cuda "hydra.run.dir=$RUN_DDP"
+  $PY - "$RUN_DDP" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1] + "/result.json"))
+print({k: r[k] for k in ("status", "epochs", "knn_top1", "loss", "wall_time_s")})
+assert r["status"] == "completed" and r["epochs"] == 2
+EOF
+  log "linear evaluation on CUDA: 2 epochs, batch 256, of the 3-epoch run above"
+  $PY -m sce_sweeps.linear "$RUN" linear.epochs=2 trainer.device=cuda dataset.num_workers=8
+  # --- end multi-process path and linear evaluation -------------------------------------------
   log "done"
 } 2>&1 | tee "$OUT_DIR/gpu_check.log"

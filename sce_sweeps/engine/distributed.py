@@ -41,15 +41,14 @@ class DistributedSetupError(RuntimeError):
 
 @dataclass(frozen=True)
 class Dist:
-    """This process's place in the run: rank, world size and rank on its node."""
+    """This process's place in the run: rank, world size and rank on its node; ``enabled``
+    when it is in a process group (also a group of one, e.g. ``torchrun --nproc_per_node 1``,
+    which runs the multi-process path on one device)."""
 
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
+    enabled: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -117,9 +116,10 @@ def _export_job_env() -> None:
 
 
 def setup(cfg: Any) -> Dist:
-    """Join (or find) the run's process group as configured; a no-op for one process."""
+    """Join (or find) the run's process group as configured; a no-op for one process,
+    unless its environment names a group (``WORLD_SIZE``, as ``torchrun`` sets)."""
     expected = world_size(cfg)
-    if expected == 1:
+    if expected == 1 and "WORLD_SIZE" not in os.environ and not dist.is_initialized():
         return Dist()
     if not dist.is_initialized():
         if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
@@ -140,7 +140,7 @@ def setup(cfg: Any) -> Dist:
             "nccl" if cuda else "gloo", init_method="env://", timeout=timedelta(minutes=30)
         )
     local = int(os.environ.get("LOCAL_RANK", dist.get_rank()))
-    return Dist(dist.get_rank(), dist.get_world_size(), local)
+    return Dist(dist.get_rank(), dist.get_world_size(), local, enabled=True)
 
 
 def teardown() -> None:

@@ -1,0 +1,260 @@
+"""Linear evaluation: a linear classifier trained on the frozen trunk of a pretrained run.
+
+The protocol of the official run configs (frozen trunk in eval mode, SGD with momentum 0.9,
+train views random-resized crop + horizontal flip, eval views the deterministic centre crop
+of :func:`sce_sweeps.data.build_eval_transform`) with the preset's schedule (``conf/linear``):
+CIFAR-10 batch 256, lr 30, x0.1 at epochs 60 and 80, 100 epochs; ImageNet batch 1024,
+lr 0.1 x 1024/256 = 0.4, cosine, 90 epochs, weight decay 0.
+
+It reads the online trunk from the run's ``checkpoint.pt`` and keeps its own state in
+``<run dir>/linear/`` (``checkpoint.pt``, ``metrics.jsonl``), so it resumes exactly, even
+mid-epoch, like pretraining: train views are a pure function of (seed, epoch, sample).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import torchvision.transforms as T
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.utils.data import DataLoader
+
+from sce_sweeps.data import EpochSampler, SSLDataset, build_datasets, collate_views
+from sce_sweeps.data import steps_per_epoch as num_steps
+from sce_sweeps.data.views import MultiViewTransform
+from sce_sweeps.engine import checkpoint as ckpt
+from sce_sweeps.engine.train import _eval_loader, _loader, _StopSignals, pick_device
+from sce_sweeps.sce import build_model
+from sce_sweeps.tracking import NullTracker
+
+LINEAR_DIR = "linear"  # <run dir>/linear: the stage's checkpoint.pt and metrics.jsonl
+
+
+class PretrainingNotFoundError(RuntimeError):
+    """The run dir has no pretraining checkpoint to evaluate."""
+
+
+def linear_train_transform(cfg: DictConfig) -> MultiViewTransform:
+    """Random-resized crop (``linear.crop_scale``) + horizontal flip + normalisation."""
+    d = cfg.dataset
+    return MultiViewTransform(
+        [
+            T.Compose(
+                [
+                    T.RandomResizedCrop(cfg.aug.crop_size, scale=tuple(cfg.linear.crop_scale)),
+                    T.RandomHorizontalFlip(),
+                    T.ToTensor(),
+                    T.Normalize([float(m) for m in d.mean], [float(s) for s in d.std]),
+                ]
+            )
+        ]
+    )
+
+
+def lr_at_epoch(cfg: DictConfig, step: int, steps_per_epoch: int) -> float:
+    """``linear.lr`` x batch/256, then x gamma at each milestone (step) or cosine to 0."""
+    lin = cfg.linear
+    base = lin.lr * lin.batch_size / 256
+    if lin.schedule == "cosine":
+        return base * 0.5 * (1 + math.cos(math.pi * step / (lin.epochs * steps_per_epoch)))
+    epoch = step // steps_per_epoch
+    return base * lin.gamma ** sum(epoch >= m for m in lin.milestones)
+
+
+def linear_hash(pretraining_hash: str, cfg: DictConfig) -> str:
+    """What this stage's result depends on: the pretraining run (its config hash) and the
+    linear settings; a checkpoint of other settings is not resumed but started over."""
+    blob = json.dumps(OmegaConf.to_container(cfg.linear, resolve=True), sort_keys=True)
+    return hashlib.sha256(f"{pretraining_hash} {blob}".encode()).hexdigest()[:16]
+
+
+@dataclass
+class Probe:
+    """The frozen trunk, the classifier and what trains it."""
+
+    trunk: nn.Module
+    classifier: nn.Linear
+    optimizer: torch.optim.Optimizer
+    device: torch.device
+
+
+def build_probe(cfg: DictConfig, pretrained: dict[str, torch.Tensor] | None) -> Probe:
+    """The run's online trunk (``pretrained`` model state, or its random initialisation when
+    None), frozen in eval mode, and a zero-bias linear classifier on its features."""
+    device = pick_device(cfg.trainer.device)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg)
+    if pretrained is not None:
+        model.load_state_dict(pretrained)
+    trunk = model.backbone.to(device).eval().requires_grad_(False)
+    feature_dim = model.projector[0].in_features
+    classifier = nn.Linear(feature_dim, cfg.dataset.num_classes).to(device)
+    nn.init.normal_(classifier.weight, std=0.01)
+    nn.init.zeros_(classifier.bias)
+    lin = cfg.linear
+    optimizer = torch.optim.SGD(
+        classifier.parameters(),
+        lr=lin.lr * lin.batch_size / 256,
+        momentum=lin.momentum,
+        weight_decay=lin.weight_decay,
+    )
+    return Probe(trunk, classifier, optimizer, device)
+
+
+@torch.no_grad()
+def accuracy(probe: Probe, loader: DataLoader) -> tuple[float, float]:
+    """Top-1 and top-5 (%) of the classifier on a loader of (image, label)."""
+    top1 = top5 = total = 0
+    k = min(5, probe.classifier.out_features)
+    for x, y in loader:
+        x, y = x.to(probe.device), y.to(probe.device)
+        best = probe.classifier(probe.trunk(x)).topk(k, dim=1).indices
+        top1 += (best[:, 0] == y).sum().item()
+        top5 += (best == y[:, None]).any(dim=1).sum().item()
+        total += y.numel()
+    return 100.0 * top1 / total, 100.0 * top5 / total
+
+
+def _save(probe: Probe, path: Path, state: dict[str, Any]) -> None:
+    ckpt.save_atomic(
+        {
+            **state,
+            "classifier": probe.classifier.state_dict(),
+            "optimizer": probe.optimizer.state_dict(),
+            "rng": ckpt.rng_state(),
+        },
+        path,
+    )
+
+
+def run_linear(
+    cfg: DictConfig,
+    run_dir: Path,
+    tracker: NullTracker | None = None,
+    random_init: bool = False,
+) -> dict[str, Any]:
+    """Linear evaluation of ``run_dir``'s pretrained trunk (or, with ``random_init``, of the
+    same network untrained, kept in ``<run dir>/linear_random_init/``).
+
+    Returns:
+        ``linear_top1``, ``linear_top5`` (%), ``linear_loss`` (last epoch's mean),
+        ``linear_epochs`` and ``linear_images_per_s``; with ``random_init`` the keys end in
+        ``_init``.
+
+    Raises:
+        PretrainingNotFoundError: ``run_dir`` has no pretraining checkpoint.
+    """
+    tracker = tracker or NullTracker()
+    lin = cfg.linear
+    pretraining = ckpt.load(run_dir / ckpt.CHECKPOINT)
+    if pretraining is None:
+        raise PretrainingNotFoundError(f"{run_dir} has no {ckpt.CHECKPOINT} to evaluate")
+    pretrained = None if random_init else pretraining["model"]
+    if cfg.trainer.num_threads:
+        torch.set_num_threads(cfg.trainer.num_threads)
+    probe = build_probe(cfg, pretrained)
+    out = run_dir / (LINEAR_DIR + ("_random_init" if random_init else ""))
+    out.mkdir(parents=True, exist_ok=True)
+    path, metrics = out / ckpt.CHECKPOINT, out / "metrics.jsonl"
+
+    _, bank, test = build_datasets(cfg)
+    train_set = SSLDataset(bank.base, linear_train_transform(cfg))
+    steps = num_steps(len(train_set), lin.batch_size, lin.max_steps_per_epoch)
+    test_loader = _eval_loader(test, cfg.dataset.num_workers)
+
+    run_hash = linear_hash(pretraining["config_hash"], cfg)
+    state = {"epoch": 0, "step_in_epoch": 0, "loss_sum": 0.0, "hash": run_hash}
+    saved = ckpt.load(path)
+    if saved is not None and saved["hash"] == state["hash"]:
+        probe.classifier.load_state_dict(saved["classifier"])
+        probe.optimizer.load_state_dict(saved["optimizer"])
+        ckpt.set_rng_state(saved["rng"])
+        state = {k: saved[k] for k in state}
+    else:
+        metrics.unlink(missing_ok=True)
+    suffix = "_init" if random_init else ""
+    trained_s, trained_steps = 0.0, 0
+    with _StopSignals() as stop:
+        while state["epoch"] < lin.epochs:
+            start, first = time.perf_counter(), state["step_in_epoch"]
+            _epoch(cfg, probe, train_set, steps, state, stop, path)
+            trained_s += time.perf_counter() - start
+            trained_steps += steps - first
+            top1, top5 = accuracy(probe, test_loader) if _due(cfg, state) else (None, None)
+            row = {"epoch": state["epoch"] + 1, "loss": state["loss_sum"] / steps}
+            if top1 is not None:
+                row.update(top1=top1, top5=top5)
+                step = (state["epoch"] + 1) * steps
+                tracker.log(
+                    {f"linear_top1{suffix}": top1, f"linear_top5{suffix}": top5},
+                    step,
+                    state["epoch"] + 1,
+                    {"subset": "linear"},
+                )
+            with metrics.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            state.update(epoch=state["epoch"] + 1, step_in_epoch=0, loss_sum=0.0)
+            _save(probe, path, {**state, "result": row})
+            if stop.pending:
+                stop.serve()
+    last = ckpt.load(path)["result"]
+    return {
+        f"linear_top1{suffix}": last["top1"],
+        f"linear_top5{suffix}": last["top5"],
+        f"linear_loss{suffix}": last["loss"],
+        f"linear_epochs{suffix}": lin.epochs,
+        # train images per second of this process's epochs (trunk forward + classifier step)
+        f"linear_images_per_s{suffix}": trained_steps * lin.batch_size / max(trained_s, 1e-9),
+    }
+
+
+def _due(cfg: DictConfig, state: dict[str, Any]) -> bool:
+    every, epoch = cfg.linear.eval_every, state["epoch"] + 1
+    return epoch == cfg.linear.epochs or bool(every and epoch % every == 0)
+
+
+def _epoch(
+    cfg: DictConfig,
+    probe: Probe,
+    train_set: SSLDataset,
+    steps: int,
+    state: dict[str, Any],
+    stop: _StopSignals,
+    path: Path,
+) -> None:
+    """Train the classifier over the rest of ``state['epoch']``; on a stop signal,
+    checkpoint at the step boundary and pass the signal on."""
+    lin = cfg.linear
+    sampler = EpochSampler(
+        len(train_set), cfg.seed, state["epoch"], lin.batch_size, state["step_in_epoch"], steps
+    )
+    loader = _loader(
+        train_set, lin.batch_size, cfg.dataset.num_workers, sampler=sampler,
+        collate_fn=collate_views,
+    )  # fmt: skip
+    probe.classifier.train()
+    for (x,), y in loader:
+        step = state["epoch"] * steps + state["step_in_epoch"]
+        for group in probe.optimizer.param_groups:
+            group["lr"] = lr_at_epoch(cfg, step, steps)
+        x, y = x.to(probe.device, non_blocking=True), y.to(probe.device, non_blocking=True)
+        with torch.no_grad():
+            features = probe.trunk(x)
+        loss = F.cross_entropy(probe.classifier(features), y)
+        probe.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        probe.optimizer.step()
+        state["loss_sum"] += loss.item()
+        state["step_in_epoch"] += 1
+        if stop.pending:
+            _save(probe, path, dict(state))
+            stop.serve()

@@ -1,0 +1,74 @@
+"""``python -m sce_sweeps.linear RUN_DIR [--random-init] [OVERRIDES...]``: linear evaluation
+of a finished (or stopped) pretraining run, alone.
+
+The run's own config comes from its checkpoint; OVERRIDES choose the protocol and where it
+runs (``linear=imagenet``, ``linear.epochs=10``, ``trainer.device=cuda``,
+``dataset.num_workers=8``...). The stage resumes from ``<run dir>/linear/checkpoint.pt``,
+tracks into the run's Aim run and adds ``linear_top1``/``linear_top5`` to its result.json.
+``--random-init`` evaluates the same network untrained instead (``linear_top1_init``...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+
+from sce_sweeps import runfiles
+from sce_sweeps.app import CONF_DIR
+from sce_sweeps.config import ConfigError, validate
+from sce_sweeps.engine.linear import run_linear
+from sce_sweeps.tracking import make_tracker
+
+
+def run_dir_config(run_dir: Path, overrides: list[str]) -> DictConfig:
+    """The run's config from its checkpoint (keys the app gained since: their defaults), with
+    the ``linear`` group composed from ``conf/linear`` and the overrides applied."""
+    state = runfiles.load_checkpoint(run_dir / runfiles.CHECKPOINT)
+    if state is None:
+        raise FileNotFoundError(f"{run_dir} holds no {runfiles.CHECKPOINT}: nothing to evaluate")
+    group = [o for o in overrides if o.split("=")[0].lstrip("+~").split(".")[0] == "linear"]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        defaults = compose("config", overrides=group)  # keys newer than the run get defaults
+    OmegaConf.set_struct(defaults, False)
+    own = OmegaConf.create(state["config"])
+    own.pop("linear", None)
+    rest = OmegaConf.from_dotlist([o for o in overrides if o not in group])
+    cfg = OmegaConf.merge(defaults, own, rest)
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m sce_sweeps.linear", description=__doc__)
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--random-init", action="store_true", help="the untrained network")
+    parser.add_argument("overrides", nargs="*", help="e.g. linear=imagenet linear.epochs=10")
+    args = parser.parse_intermixed_args(argv)
+    try:
+        cfg = run_dir_config(args.run_dir, args.overrides)
+        validate(cfg)
+    except (FileNotFoundError, ConfigError, runfiles.RunFileError) as e:
+        print(f"sce_sweeps.linear: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    result = runfiles.try_read_result(args.run_dir)
+    state = runfiles.load_checkpoint(args.run_dir / runfiles.CHECKPOINT)
+    info = {k: v for k, v in (result or {}).items() if k in ("sweep_name", "job_num", "overrides")}
+    tracker = make_tracker(cfg, args.run_dir, state.get("tracker_run_hash"), info)
+    status = runfiles.RunState.FAILED
+    try:
+        metrics = run_linear(cfg, args.run_dir, tracker, random_init=args.random_init)
+        status = runfiles.RunState((result or {}).get("status", runfiles.RunState.COMPLETED))
+    finally:
+        tracker.close(status.value)
+    if result is not None:
+        runfiles.write_result(args.run_dir, {**result, **metrics})
+    suffix = "_init" if args.random_init else ""
+    top1, speed = metrics[f"linear_top1{suffix}"], metrics[f"linear_images_per_s{suffix}"]
+    print(f"linear top-1 {top1:.2f}% ({speed:.0f} img/s) [{args.run_dir}]")
+
+
+if __name__ == "__main__":
+    main()
