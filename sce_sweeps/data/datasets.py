@@ -16,9 +16,12 @@ else ``./data``); a root that is set is the only place looked at, and must exist
 from __future__ import annotations
 
 import gzip
+import hashlib
+import json
 import os
 import pickle
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -236,6 +239,50 @@ def _download(cfg: Any, make: Any) -> None:
         ) from err
 
 
+# --- decoded splits, cached as tensor files ---------------------------------------------------
+
+#: Bump when the decoded layout changes: older cache files are then ignored.
+_CACHE_VERSION = 1
+
+
+def cache_dir() -> Path:
+    """Where decoded splits (and other per-machine caches) go: ``$SCE_SWEEPS_CACHE``, else
+    ``~/.cache/sce_sweeps``."""
+    return Path(os.environ.get("SCE_SWEEPS_CACHE") or Path.home() / ".cache" / "sce_sweeps")
+
+
+def decoded(
+    sources: Sequence[str], decode: Callable[[], tuple[np.ndarray, Sequence[int]]]
+) -> ArrayImageDataset:
+    """The split decoded from the files ``sources``, read from a cached tensor file.
+
+    The first job on a machine decodes the files (gzip, pickles) and saves the ``uint8``
+    pixels and the labels to ``<cache_dir()>/datasets/<key>.pt``, keyed by the files' paths,
+    sizes and modification times; later jobs memory-map that file instead of decoding again.
+    A missing, stale or unreadable cache file, or a cache directory that cannot be written,
+    only costs the decoding.
+    """
+    stats = [(os.path.abspath(p), os.path.getsize(p), os.stat(p).st_mtime_ns) for p in sources]
+    blob = json.dumps([_CACHE_VERSION, stats]).encode()
+    path = cache_dir() / "datasets" / f"{hashlib.sha256(blob).hexdigest()[:32]}.pt"
+    try:
+        cached = torch.load(path, mmap=True, weights_only=True)
+        return ArrayImageDataset(cached["images"].numpy(), cached["targets"].tolist())
+    except Exception:  # missing, truncated or of another format: decode
+        pass
+    images, labels = decode()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        pixels = torch.from_numpy(images if images.flags.writeable else images.copy())
+        state = {"images": pixels, "targets": torch.from_numpy(np.array(labels, np.int64))}
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return ArrayImageDataset(images, labels)
+
+
 # --- Fashion-MNIST: IDX files ---------------------------------------------------------------
 
 
@@ -291,8 +338,7 @@ def _load_fashion_mnist(cfg: Any, split: str) -> ArrayImageDataset:
             f"{looked}. Install them with `apt-get install dataset-fashion-mnist`, or set "
             f"dataset.download=true (needs internet) to download them into {root}."
         )
-    images, labels = (read_idx(p) for p in paths)
-    return ArrayImageDataset(images, labels)
+    return decoded(paths, lambda: tuple(read_idx(p) for p in paths))
 
 
 # --- CIFAR-10 / CIFAR-100: python pickles ---------------------------------------------------
@@ -316,14 +362,18 @@ def _load_cifar(cfg: Any, split: str) -> ArrayImageDataset:
             f"{spec['folder']}/ folder (from the python version of the dataset) in "
             f"{os.path.abspath(root)}."
         )
-    images, labels = [], []
-    for path in files:
-        with open(path, "rb") as f:
-            entry = pickle.load(f, encoding="latin1")
-        images.append(np.asarray(entry["data"], dtype=np.uint8))
-        labels.extend(entry[spec["label_key"]])
-    pixels = np.concatenate(images).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    return ArrayImageDataset(np.ascontiguousarray(pixels), labels)
+
+    def decode() -> tuple[np.ndarray, list[int]]:
+        images, labels = [], []
+        for path in files:
+            with open(path, "rb") as f:
+                entry = pickle.load(f, encoding="latin1")
+            images.append(np.asarray(entry["data"], dtype=np.uint8))
+            labels.extend(entry[spec["label_key"]])
+        pixels = np.concatenate(images).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        return np.ascontiguousarray(pixels), labels
+
+    return decoded(files, decode)
 
 
 # --- STL-10: binary files -------------------------------------------------------------------
