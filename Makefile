@@ -1,4 +1,5 @@
-# sce_sweeps: `make demo` trains SCE on Fashion-MNIST; `make test` runs the test suite.
+# sce_sweeps: `make demo` runs a small SCE sweep on Fashion-MNIST and prints its table;
+# `make test` runs the test suite.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -25,8 +26,14 @@ data: setup
 		$(PY) -c "import torchvision; torchvision.datasets.FashionMNIST('data', download=True)"; \
 	fi
 
+# The demo: a lambda sweep of the embedded default through the local launcher, its ablation
+# table (with the random-init and raw-pixel baselines) and the command that browses its runs.
 demo: data
-	$(PY) -m sce_sweeps
+	@dir=sweeps/lambda_demo/$$(date +%Y-%m-%d_%H-%M-%S); start=$$(date +%s); \
+	$(PY) -m sce_sweeps -m +sweep=demo hydra.sweep.dir=$$dir && \
+	$(PY) analysis/ablation_table.py $$dir && \
+	echo "make demo: sweep and table in $$(( $$(date +%s) - start )) s ($$dir)" && \
+	echo "Browse the runs: $(VENV)/bin/aim up --repo $(CURDIR)/$$dir/aim"
 
 test: data
 	$(PY) -m pytest
