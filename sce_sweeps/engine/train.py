@@ -30,6 +30,7 @@ from sce_sweeps.data import steps_per_epoch as num_steps
 from sce_sweeps.data.device import DeviceData, use_device_path
 from sce_sweeps.engine import checkpoint as ckpt
 from sce_sweeps.engine import distributed
+from sce_sweeps.engine.init_knn import cached_init_knn, init_key
 from sce_sweeps.engine.knn import knn_accuracy, pixel_knn_accuracy
 from sce_sweeps.engine.optim import build_optimizer, lr_at, set_lr
 from sce_sweeps.sce import SCEModel, SCETerms, build_model, momentum_at, sce_diagnostics
@@ -288,7 +289,11 @@ def restore(t: Trainer, resume_state: dict[str, Any] | None) -> TrainState:
             return state
         metrics_path.unlink(missing_ok=True)
         if t.cfg.trainer.eval_random_init:
-            state.result["knn_top1_init"] = evaluate(t)
+            # once per sweep for the same initial network and data (init_knn.py)
+            key = init_key(t.model.backbone, t.cfg, t.device)
+            state.result["knn_top1_init"] = cached_init_knn(
+                t.run_dir.parent, key, lambda: evaluate(t)
+            )
             # the same kNN on raw pixels (cached per bank and query set)
             state.result["knn_top1_pixels"] = pixel_knn_accuracy(
                 t.bank_loader,
