@@ -1,0 +1,99 @@
+"""`python -m sce_sweeps --help` speaks for the project; every command is `python -m
+sce_sweeps.<command>`, listed there, and answers --help; commands that train nothing do not
+load torch."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "sce_sweeps"
+
+
+def python(args, cwd):
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def help_text(tmp_path_factory):
+    proc = python(["-m", "sce_sweeps", "--help"], tmp_path_factory.mktemp("elsewhere"))
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def command_modules():
+    """Every module of the package that runs as a command (``if __name__ == "__main__"``)."""
+    return sorted(
+        f"sce_sweeps.{p.stem}"
+        for p in PACKAGE.glob("*.py")
+        if p.stem != "__main__" and '__name__ == "__main__"' in p.read_text()
+    )
+
+
+def test_help_opens_with_the_project_and_its_commands(help_text):
+    assert help_text.startswith("sce_sweeps: run, track and tabulate hyperparameter sweeps of SCE")
+    assert "powered by Hydra" not in help_text
+    for command in ("python -m sce_sweeps -m +sweep=NAME", "launcher=slurm cluster=PROFILE"):
+        assert command in help_text
+    assert "hydra.launcher.dry_run=true" in help_text and "--config-dir DIR" in help_text
+    assert "aim up --repo SWEEP_DIR/aim" in help_text
+    sweeps = re.search(r"^sweep: (.+)$", help_text, re.MULTILINE)
+    presets = sorted(p.stem for p in (ROOT / "conf" / "sweep").glob("*.yaml"))
+    assert sweeps is not None and sweeps.group(1).split(", ") == presets
+
+
+def test_every_command_is_a_listed_module(help_text):
+    modules = command_modules()
+    assert {"sce_sweeps.status", "sce_sweeps.resume", "sce_sweeps.search"} <= set(modules)
+    for module in modules:
+        assert re.search(rf"python -m {module} [a-zA-Z]", help_text), module
+    # the scripts in analysis/ are the same commands, run on the installed package
+    for script in sorted((ROOT / "analysis").glob("*.py")):
+        assert f"sce_sweeps.{script.stem}" in modules, script.name
+        assert "sys.path" not in script.read_text(), f"{script.name} edits sys.path"
+
+
+@pytest.mark.slow
+def test_every_listed_command_answers_help(help_text, tmp_path):
+    listed = re.findall(r"python -m (sce_sweeps\.\w+)", help_text)
+    assert sorted(set(listed)) == command_modules()
+    runs = [["-m", module, "--help"] for module in sorted(set(listed))]
+    # -I: no script dir, no cwd, no PYTHONPATH on sys.path: the installed package only
+    runs += [["-I", str(script), "--help"] for script in sorted((ROOT / "analysis").glob("*.py"))]
+    for args in runs:
+        proc = python(args, tmp_path)
+        assert proc.returncode == 0 and proc.stdout.startswith("usage:"), (args, proc.stderr)
+
+
+LOADED = """
+import sys
+from sce_sweeps.app import cli
+sys.argv = ["sce_sweeps", *sys.argv[1:]]
+try:
+    cli()
+finally:
+    heavy = ("torch", "torchvision", "aim", "optuna", "matplotlib")
+    print("LOADED:", *sorted(m for m in heavy if m in sys.modules), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["-m", "+sweep=lambda_ablation", "launcher=slurm", "cluster=example_gpu", "seed=0"]
+        + ["hydra.launcher.dry_run=true"],
+    ],
+    ids=["help", "slurm_dry_run"],
+)
+def test_commands_that_train_nothing_do_not_load_torch(args, tmp_path):
+    proc = python(["-c", LOADED, *args], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    loaded = proc.stderr.strip().splitlines()[-1]
+    assert loaded == "LOADED:", loaded
+    assert not any(tmp_path.iterdir())  # nothing written where it ran
