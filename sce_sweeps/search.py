@@ -62,7 +62,9 @@ def run_states(trials: list[optuna.trial.FrozenTrial], sweep_dir: Path | None) -
     return [str(jobs.get(t.number, TRIAL_STATES[t.state.name])) for t in trials]
 
 
-def trials_table(storage: str, study_name: str | None = None) -> pd.DataFrame:
+def trials_table(
+    storage: str, study_name: str | None = None, sweep_dir: Path | None = None
+) -> pd.DataFrame:
     """All trials of a study as a DataFrame: number, state (the run's
     :class:`~sce_sweeps.runfiles.RunState`), trial_state (Optuna's), value(s), params, user
     attrs, duration and ``epochs_reported`` (how far a pruned trial got).
@@ -70,6 +72,8 @@ def trials_table(storage: str, study_name: str | None = None) -> pd.DataFrame:
     Args:
         storage: a sweep dir, a journal file or a database URL.
         study_name: needed only when the storage holds several studies.
+        sweep_dir: the sweep dir whose manifest gives the runs' states (default: ``storage``
+            when it is a directory).
     """
     import optuna
 
@@ -87,7 +91,8 @@ def trials_table(storage: str, study_name: str | None = None) -> pd.DataFrame:
     if len(frame):
         trials = study.get_trials(deepcopy=False)
         frame = frame.rename(columns={"state": "trial_state"})
-        sweep_dir = Path(storage) if Path(storage).is_dir() else None
+        if sweep_dir is None and Path(storage).is_dir():
+            sweep_dir = Path(storage)
         frame.insert(1, "state", run_states(trials, sweep_dir))
         frame["epochs_reported"] = [len(t.intermediate_values) for t in trials]
     return frame

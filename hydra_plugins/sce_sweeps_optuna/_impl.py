@@ -630,7 +630,7 @@ class AsyncOptunaSweeper:
             log.info("Pareto front: trials %s", [t.number for t in study.best_trials])
         log.info("trial states: %s", summary["states"])
         OmegaConf.save(OmegaConf.create(summary), sweep_dir / "optimization_results.yaml")
-        trials_table(self.storage_str, study.study_name).to_csv(
+        trials_table(self.storage_str, study.study_name, sweep_dir).to_csv(
             sweep_dir / "trials.csv", index=False
         )
 

@@ -6,7 +6,8 @@ Every job gets one :class:`~sce_sweeps.runfiles.RunState`, from, in this order:
    local process: a queued job is *pending*, a started one *running* (unless its run already
    wrote a final result, completed or pruned: SLURM's accounting lags a job's end);
 2. the ``result.json`` of its run dir, when its config hash is the job's: *completed*,
-   *failed* (with the reason the run recorded) or *pruned*;
+   *failed* (with the reason the run recorded) or *pruned*; for an app that writes no
+   ``result.json``, the final state the launcher recorded when the job returned;
 3. otherwise a SLURM job that ended without a result is *failed* with SLURM's state as the
    reason (CANCELLED, TIMEOUT, OUT_OF_MEMORY, ...); a job SLURM refused is *not submitted*
    (with SLURM's reason); a job the launcher has not submitted yet is *pending* while the
@@ -35,6 +36,7 @@ from pathlib import Path
 
 from sce_sweeps.runfiles import (
     CHECKPOINT,
+    FINAL,
     FINISHED,
     LIVE,
     MANIFEST,
@@ -158,6 +160,8 @@ def job_status(
         status.state, status.reason = RunState(result["status"]), result.get("reason")
         if status.state == RunState.COMPLETED:
             status.knn_top1 = result.get("knn_top1")
+    elif job.state in FINAL and job.finished_at:  # an app that writes no result.json:
+        status.state, status.reason = RunState(job.state), job.reason  # the launcher saw it end
     elif manifest.launcher == "slurm" and latest in slurm:
         status.state = RunState.FAILED
         status.reason = f"SLURM {slurm[latest][1]} without a result.json"

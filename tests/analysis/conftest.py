@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from sce_sweeps.data.synthetic import write_fake_dataset
+from sce_sweeps.runfiles import Manifest
 from tests.analysis.helpers import copy_sweep
 from tests.helpers import TINY, run_cli
 
@@ -33,6 +34,9 @@ def partial_sweep(tiny_sweep: Path, tmp_path_factory: pytest.TempPathFactory) ->
     run_cli("-m", *TINY, *failing, f"hydra.sweep.dir={base / 'failing'}")
     shutil.copytree(base / "failing" / "0", sweep / "4")
     (sweep / "3" / "result.json").unlink()
+    manifest = Manifest.load(sweep)  # and its launcher saw it start, not end
+    manifest.jobs[3].state, manifest.jobs[3].finished_at = "running", None
+    manifest.save()
     return sweep
 
 
