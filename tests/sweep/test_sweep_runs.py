@@ -68,7 +68,7 @@ def test_local_sweep_runs_jobs_in_parallel_processes(tmp_path):
     # two at a time: job 1 started before job 0 finished
     assert _time(jobs[1]["submitted_at"]) <= _time(jobs[0]["finished_at"])
     code, report = status(tmp_path)
-    assert code == 0 and {j["state"] for j in report["jobs"]} == {"done"}
+    assert code == 0 and {j["state"] for j in report["jobs"]} == {"completed"}
     trials = sum(r["wall_time_s"] for r in results)
     print(
         f"\nlocal sweep of 4 tiny runs: wall {wall:.1f} s, trials' wall_time_s sum {trials:.1f} s"
@@ -114,7 +114,7 @@ def test_slurm_lambda_sweep_is_one_real_job_per_value(slurm_cluster, tmp_path):
         assert result["status"] == "completed" and result["slurm_job_id"]
         assert result["config_hash"] == job["config_hash"]
     code, report = status(tmp_path)
-    assert code == 0 and [j["state"] for j in report["jobs"]] == ["done"] * 3
+    assert code == 0 and [j["state"] for j in report["jobs"]] == ["completed"] * 3
 
 
 def _epoch_of_checkpoint(run_dir: Path) -> int:
@@ -173,7 +173,7 @@ def test_failed_point_is_reported_and_only_it_is_rerun(slurm_cluster, tmp_path):
     code, report = status(tmp_path)
     assert code == 1
     ok, bad = report["jobs"]
-    assert ok["state"] == "done" and bad["state"] == "failed"
+    assert ok["state"] == "completed" and bad["state"] == "failed"
     assert "NonFiniteLossError: loss is nan" in bad["reason"]
     done_result = (tmp_path / ok["run_dir"] / "result.json").read_text()
     done_mtime = (tmp_path / ok["run_dir"] / "result.json").stat().st_mtime_ns
