@@ -44,7 +44,7 @@ from torch.utils.data import Dataset
 
 from sce_sweeps.config import DATA_PATHS
 from sce_sweeps.data import EpochSampler, _hash63
-from sce_sweeps.data.datasets import ArrayImageDataset, SubsetWithTargets
+from sce_sweeps.data.datasets import ArrayImageDataset, SubsetWithTargets, decoded
 from sce_sweeps.data.views import BLUR_SIGMA, _blur_kernel, _floats, local_crops
 
 #: The datasets whose split is held as one array, so that the device path applies to them.
@@ -89,15 +89,31 @@ def _array_pixels(images: Any, indices: Sequence[int] | None) -> np.ndarray:
     return array if indices is None else array[np.asarray(indices)]
 
 
+def _decode_all(dataset: Dataset) -> np.ndarray:
+    """All the images of a dataset of ``(PIL.Image, int)``, stacked; they must share a size."""
+    first = np.asarray(dataset[0][0])
+    pixels = np.empty((len(dataset), *first.shape), np.uint8)
+    for i in range(len(dataset)):
+        image = np.asarray(dataset[i][0])
+        if image.shape != first.shape:
+            raise ValueError(
+                f"the device data path needs images of one size: image {i} is {image.shape}, "
+                f"image 0 {first.shape}; use trainer.data_path=cpu"
+            )
+        pixels[i] = image
+    return pixels
+
+
 def split_tensor(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
     """The images of a dataset as one ``uint8`` tensor ``N x C x H x W`` and its labels.
 
     Array datasets (and fixed subsets of them) are read without decoding anything; any other
-    dataset of ``(PIL.Image, int)`` (an image folder) is decoded once, image by image, and
-    then needs all its images to have the same size.
+    dataset of ``(PIL.Image, int)`` (an image folder such as Tiny-ImageNet's) is decoded once,
+    image by image, needs all its images to have the same size, and is cached as a tensor
+    file like the other decoded splits (:func:`sce_sweeps.data.datasets.decoded`).
 
     Raises:
-        ValueError: if the images of a decoded dataset differ in size.
+        ValueError: at the first image whose size differs from the first one's.
     """
     base, indices = dataset, None
     if isinstance(dataset, SubsetWithTargets):
@@ -105,14 +121,11 @@ def split_tensor(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
     if isinstance(base, ArrayImageDataset):
         pixels = _array_pixels(base.images, indices)
     else:
-        arrays = [np.asarray(dataset[i][0]) for i in range(len(dataset))]
-        shapes = {a.shape for a in arrays}
-        if len(shapes) > 1:
-            raise ValueError(
-                f"the device data path needs images of one size, found {sorted(shapes)[:3]}; "
-                "use trainer.data_path=cpu"
-            )
-        pixels = np.stack(arrays)
+        files = [path for path, _ in getattr(base, "samples", [])]  # an ImageFolder
+        if files and indices is not None:
+            files = [files[i] for i in indices]
+        decode = lambda: (_decode_all(dataset), list(dataset.targets))  # noqa: E731
+        pixels = np.asarray(decoded(files, decode).images) if files else decode()[0]
     if pixels.ndim == 3:
         pixels = pixels[..., None]
     if not pixels.flags.writeable:  # e.g. read from a buffer: torch wants its own copy
