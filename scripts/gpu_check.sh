@@ -3,7 +3,8 @@
 # a real training run with AMP + channels_last on a CIFAR-format dataset, a SIGTERM mid-run
 # and its resume, and the step-throughput benchmark (ResNet-18/CIFAR and ResNet-50/ImageNet
 # shapes), the multi-process path on one GPU (NCCL) and a short linear evaluation, each with
-# its images/s. Usage: bash scripts/gpu_check.sh [log dir]   (needs a CUDA GPU; ~6 minutes)
+# its images/s; the device data path, the end-to-end epoch benchmark and the step options
+# (docs/throughput.md). Usage: bash scripts/gpu_check.sh [log dir]   (needs a CUDA GPU; ~12 min)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR=${1:-${OUT:-/tmp/sce_gpu_check}}
@@ -11,7 +12,7 @@ mkdir -p "$OUT_DIR"
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 # Pure-Python dependencies that a bare GPU image may lack, as wheels in .whl/ when present.
-if [ -d .whl ] && ! $PY -c "import hydra, submitit, optuna" 2>/dev/null; then
+if [ -d .whl ] && ! $PY -c "import hydra, submitit, optuna, kornia" 2>/dev/null; then
   $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
   export PYTHONPATH="$PYTHONPATH:/tmp/site"
 fi
@@ -65,6 +66,23 @@ EOF
   $PY benchmarks/step_throughput.py --steps 10 --rounds 3 dataset=imagenet model=resnet50 loss=sce_imagenet aug=two_strong optim=lars trainer.batch_size=128 trainer.device=cuda
   log "step throughput: ResNet-50 multi-crop 2x224 + 6x96, batch 64"
   $PY benchmarks/step_throughput.py --steps 10 --rounds 3 dataset=imagenet model=resnet50 loss=sce_imagenet aug=multi_crop optim=lars trainer.batch_size=64 trainer.device=cuda
+  # --- data path and step options (docs/throughput.md) ----------------------------------------
+  log "device data path: 1 epoch with the views drawn on the GPU (trainer.data_path=device)"
+  $PY -m sce_sweeps "${ARGS[@]}" trainer.data_path=device trainer.epochs=1 "hydra.run.dir=$RUN-device"
+  log "epoch throughput: ResNet-18/CIFAR-10 official recipe, CPU DataLoader (8 workers) vs device path"
+  $PY benchmarks/epoch_throughput.py --epochs 2 experiment=cifar10 "dataset.root=$DATA" \
+    dataset.num_workers=8 trainer.device=cuda
+  for OPT in trainer.amp=true trainer.amp=false trainer.amp_dtype=bfloat16 trainer.fused_optimizer=true \
+      trainer.channels_last=false; do
+    log "step options, official CIFAR-10 recipe: $OPT (trainer.amp=true: the defaults)"
+    $PY benchmarks/step_throughput.py --steps 20 --rounds 3 --no-breakdown experiment=cifar10 \
+      "dataset.root=$DATA" trainer.device=cuda "$OPT"
+  done
+  log "step options, official CIFAR-10 recipe: trainer.compile=true (at most 5 minutes)"
+  timeout 300 $PY benchmarks/step_throughput.py --steps 20 --rounds 3 --no-breakdown \
+    experiment=cifar10 "dataset.root=$DATA" trainer.device=cuda trainer.compile=true \
+    || echo "compile: no result within 5 minutes"
+  # --- end data path and step options ---------------------------------------------------------
   # --- multi-process path (NCCL) and linear evaluation -------------------------------------
   log "DDP on one GPU: NCCL group of 1 (torchrun), DistributedDataParallel, shuffle BN across ranks"
   RUN_DDP=/tmp/sce_gpu_ddp

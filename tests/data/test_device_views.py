@@ -239,7 +239,7 @@ def test_split_tensor_holds_the_dataset_pixels(tmp_path, name):
     assert images.dtype == torch.uint8 and labels.tolist() == list(dataset.targets)
     for i in range(len(dataset)):
         pil, _ = dataset[i]
-        expected = torch.from_numpy(np.asarray(pil)).reshape(pil.height, pil.width, -1)
+        expected = torch.from_numpy(np.array(pil)).reshape(pil.height, pil.width, -1)
         assert torch.equal(images[i], expected.permute(2, 0, 1)), i
 
 
