@@ -63,15 +63,18 @@ def _function(path: str | None, default: Callable[[DictConfig], Any]) -> Callabl
 def _known_job(manifest: Manifest | None, num: int, overrides: list[str], hash_: str | None):
     """The job of ``manifest`` that a job numbered ``num`` is: the one with its number when
     that one has its config (a rerun of the same command, an Optuna trial run again), else the
-    one with the same overrides or the only one with its config hash (a grid given in another
-    order on resume). A number the manifest does not hold is a new job (e.g. a new trial, even
-    with the parameters of an earlier one)."""
+    one with the same overrides, else, when its number is taken by another config (a grid
+    extended or reordered on resume), the only one with its config hash. Otherwise it is a new
+    job, e.g. a new Optuna trial, even with the parameters of an earlier one."""
     if manifest is None:
         return None
     same_num = manifest.by_num(num)
-    if same_num is None or same_num.config_hash == hash_:
+    if same_num is not None and same_num.config_hash == hash_:
         return same_num
-    return manifest.find(overrides) or manifest.find_by_hash(hash_) or same_num
+    same = manifest.find(overrides)
+    if same is None and same_num is not None:
+        same = manifest.find_by_hash(hash_)
+    return same
 
 
 def plan_jobs(
@@ -98,6 +101,7 @@ def plan_jobs(
     check = _function(validate, lambda task: OmegaConf.to_container(task, resolve=True))
     hash_of = _function(config_hash, resolved_hash)
     jobs = []
+    used = {j.num for j in manifest.jobs} if manifest else set()
     for i, overrides in enumerate(job_overrides):
         num = initial_job_idx + i
         cfg = config_loader.load_sweep_config(master_config, list(overrides))
@@ -109,7 +113,11 @@ def plan_jobs(
         except Exception as e:  # ConfigError, or a value that does not even resolve
             error = str(e).splitlines()[0]
         known = _known_job(manifest, num, list(overrides), config_hash_)
-        num = known.num if known else num
+        if known is not None:
+            num = known.num
+        elif num in used:  # a new job whose number the sweep has given to another
+            num = max(used) + 1
+        used.add(num)
         with open_dict(cfg.hydra.job):
             cfg.hydra.job.num = num
         sweep_dir = Path(str(cfg.hydra.sweep.dir))

@@ -350,3 +350,22 @@ def test_request_sbatch_refuses_is_one_line_and_resume_submits_once_fixed(slurm_
     assert "2 jobs to run, 0 skipped" in resume.stderr and "submitted 2 SLURM jobs" in resume.stderr
     jobs = Manifest.load(sweep_dir).jobs
     assert [j.state for j in jobs] == ["completed"] * 2 and all(len(j.job_ids) == 1 for j in jobs)
+
+
+# --- which job of the sweep a launched job is ---------------------------------------------------
+
+
+def test_jobs_are_matched_by_number_overrides_or_config_hash(tmp_path):
+    from sce_sweeps.runfiles import Job
+    from sce_sweeps.sweep.plan import _known_job
+
+    manifest = Manifest.create(tmp_path, "s", "local")
+    for num, seed in enumerate((0, 1, 2)):
+        manifest.upsert(Job(num, [f"seed={seed}"], f"h{seed}", str(num)))
+    assert _known_job(manifest, 1, ["seed=1"], "h1").num == 1  # the same command again
+    assert _known_job(manifest, 0, ["seed=2"], "h2").num == 2  # a grid in another order
+    assert _known_job(manifest, 1, ["seed=1"], "changed").num == 1  # then refused: changed
+    assert _known_job(manifest, 1, ["seed=5"], "h5") is None  # an extended grid: a new job
+    # a new Optuna trial with the parameters of trial 2 (its overrides name its own number)
+    assert _known_job(manifest, 7, ["seed=2", "++hydra.job.env_set.T='7'"], "h2") is None
+    assert _known_job(None, 0, ["seed=0"], "h0") is None
