@@ -350,7 +350,7 @@ def claim_sweep_dir(sweep_dir: str | Path) -> None:
     Raises:
         SweepDirBusyError: another process holds it (its pid and host in the message).
     """
-    path = Path(sweep_dir).absolute() / LOCK
+    path = Path(os.path.realpath(sweep_dir)) / LOCK  # one key however the dir is named
     if path in _claims:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -371,7 +371,7 @@ def claim_sweep_dir(sweep_dir: str | Path) -> None:
 
 def release_sweep_dir(sweep_dir: str | Path) -> None:
     """Give up this process's claim on ``sweep_dir`` (if it has one)."""
-    path = Path(sweep_dir).absolute() / LOCK
+    path = Path(os.path.realpath(sweep_dir)) / LOCK
     fd = _claims.pop(path, None)
     if fd is not None:
         with contextlib.suppress(OSError):
