@@ -28,6 +28,9 @@ LABELS = {
     "knn_top1": "kNN top-1 (%)",
     "knn_top1_init": "kNN top-1 at init (%)",
     "knn_top1_pixels": "kNN top-1 raw pixels (%)",
+    "linear_top1": "linear top-1 (%)",
+    "linear_top1_init": "linear top-1 at init (%)",
+    "linear_top5": "linear top-5 (%)",
     "loss": "loss",
     "wall_time_s": "wall time (s)",
 }
@@ -50,8 +53,12 @@ def baseline_of(metric: str) -> tuple[str, str] | None:
 
 
 def default_metrics(available: list[str]) -> list[str]:
-    """kNN top-1, its baselines where the runs recorded them, and the loss."""
-    return [DEFAULT_METRICS[0], *baselines_of(DEFAULT_METRICS[0], available), *DEFAULT_METRICS[1:]]
+    """kNN top-1, its baselines where the runs recorded them, and the loss; led by linear
+    top-1 (and its baseline) where the runs have it: then it picks the best row."""
+    knn = [DEFAULT_METRICS[0], *baselines_of(DEFAULT_METRICS[0], available)]
+    if "linear_top1" in available:
+        knn = ["linear_top1", *baselines_of("linear_top1", available), *knn]
+    return [*knn, *DEFAULT_METRICS[1:]]
 
 
 def lower_is_better(metric: str) -> bool:

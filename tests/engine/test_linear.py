@@ -1,0 +1,123 @@
+"""Linear evaluation: a stage of the job after pretraining, or alone on a run dir; it resumes
+exactly, beats the same network at random initialisation, and leads the ablation tables."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from sce_sweeps.analysis.tables import default_metrics
+from sce_sweeps.engine.linear import LINEAR_DIR, run_linear
+from sce_sweeps.linear import run_dir_config
+from sce_sweeps.tracking import NullTracker
+from tests.helpers import ROOT, TINY, read_json, run_cli
+
+# The embedded default (experiment=demo: width-8 ResNet-18, Fashion-MNIST) on 4096 images.
+SHORT_RUN = [
+    "dataset.train_samples=4096",
+    "dataset.test_samples=1000",
+    "dataset.num_workers=0",
+    "trainer.num_threads=1",
+    "trainer.eval_every=0",
+    "trainer.eval_random_init=false",
+    "tracker=none",
+]
+# A short protocol: 3 epochs of batch 128, step decay at epoch 2, milder crops for 28 px.
+LINEAR = [
+    "linear.epochs=3",
+    "linear.batch_size=128",
+    "linear.lr=0.2",
+    "linear.milestones=[2]",
+    "linear.crop_scale=[0.5,1.0]",
+]
+
+
+def _linear_cli(*args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, "-m", "sce_sweeps.linear", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+@pytest.mark.slow
+def test_linear_stage_of_a_short_run_beats_random_init(tmp_path):
+    run_cli(*SHORT_RUN, "linear.enabled=true", *LINEAR, f"hydra.run.dir={tmp_path}")
+    result = read_json(tmp_path / "result.json")
+    assert result["status"] == "completed" and result["linear_epochs"] == 3
+    assert 10.0 < result["linear_top1"] <= result["linear_top5"] <= 100.0
+    assert (tmp_path / LINEAR_DIR / "checkpoint.pt").exists()
+
+    proc = _linear_cli(str(tmp_path), "--random-init", *LINEAR)  # alone, on the run dir
+    assert "linear top-1" in proc.stdout
+    result = read_json(tmp_path / "result.json")
+    trained, init = result["linear_top1"], result["linear_top1_init"]
+    print(f"\nlinear top-1: trained {trained:.2f}%, random init {init:.2f}%")
+    assert trained > init + 2.0
+
+
+class _StopAtFirstEval(NullTracker):
+    """Sends the process SIGTERM when the first epoch's accuracy is logged (a requeue)."""
+
+    def log(self, *args: object, **kwargs: object) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+@pytest.mark.slow
+def test_linear_stage_resumes_exactly_after_a_stop(tmp_path):
+    pretrained = tmp_path / "pretrained"
+    run_cli(*TINY, "tracker=none", "trainer.epochs=1", f"hydra.run.dir={pretrained}")
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    for run_dir in (straight, stopped):
+        run_dir.mkdir()
+        shutil.copy(pretrained / "checkpoint.pt", run_dir / "checkpoint.pt")
+    overrides = [*LINEAR, "linear.eval_every=1", "linear.max_steps_per_epoch=3"]
+    cfg = run_dir_config(straight, overrides)
+
+    expected = run_linear(cfg, straight)
+    with pytest.raises(SystemExit):
+        run_linear(cfg, stopped, tracker=_StopAtFirstEval())
+    assert torch.load(stopped / LINEAR_DIR / "checkpoint.pt", weights_only=False)["epoch"] == 1
+    resumed = run_linear(cfg, stopped)
+
+    speed = "linear_images_per_s"
+    assert {k: v for k, v in resumed.items() if k != speed} == {
+        k: v for k, v in expected.items() if k != speed
+    }
+    a = torch.load(straight / LINEAR_DIR / "checkpoint.pt", weights_only=False)["classifier"]
+    b = torch.load(stopped / LINEAR_DIR / "checkpoint.pt", weights_only=False)["classifier"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_tables_lead_with_linear_top1_when_the_runs_have_it():
+    assert default_metrics(["knn_top1", "loss"]) == ["knn_top1", "loss"]
+    with_linear = ["knn_top1", "knn_top1_init", "linear_top1", "linear_top1_init", "loss"]
+    assert default_metrics(with_linear) == [
+        "linear_top1",
+        "linear_top1_init",
+        "knn_top1",
+        "knn_top1_init",
+        "loss",
+    ]
+
+
+def test_linear_alone_needs_a_pretraining_checkpoint(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "sce_sweeps.linear", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "checkpoint.pt" in proc.stderr
