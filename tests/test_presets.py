@@ -2,7 +2,8 @@
 
 Each preset is composed with Hydra's real compose API and compared, key by key, with
 sce_sweeps/presets/official_values.csv; then it trains two steps on CPU on a tiny dataset
-written in that dataset's real on-disk format, with only sizes shrunk.
+written in that dataset's real on-disk format, with only sizes shrunk (and, for the CIFAR-10
+and ImageNet presets, two steps of their linear evaluation protocol).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from omegaconf import OmegaConf
 from sce_sweeps.app import CONF_DIR
 from sce_sweeps.config import ConfigError, validate
 from sce_sweeps.data.synthetic import write_fake_dataset
+from sce_sweeps.engine.linear import run_linear
 from sce_sweeps.engine.train import train
 from sce_sweeps.presets import REPOS, load_official_values, preset_values
 
@@ -125,14 +127,17 @@ TINY = [
     "trainer.progress=false",
     "dataset.num_workers=0",
 ]
+# ImageNet recipes at 96 px: every crop size follows dataset.image_size (multi-crop: 82, 69,
+# 55 and 41 px local crops), a fifth of the pixels of 224.
+IMAGENET = ["model.pred_hidden_dim=32", "dataset.image_size=96"]
 FIXTURES = {  # preset -> (dataset.name, extra overrides)
     "cifar10": ("cifar10", []),
     "cifar100": ("cifar100", []),
     "stl10": ("stl10", []),
     "tiny_imagenet": ("image_folder", []),
-    "imagenet100": ("image_folder", ["model.pred_hidden_dim=32"]),
-    "imagenet": ("image_folder", ["model.pred_hidden_dim=32"]),
-    "imagenet_multicrop": ("image_folder", ["model.pred_hidden_dim=32"]),
+    "imagenet100": ("image_folder", IMAGENET),
+    "imagenet": ("image_folder", IMAGENET),
+    "imagenet_multicrop": ("image_folder", IMAGENET),
 }
 
 
@@ -141,9 +146,15 @@ FIXTURES = {  # preset -> (dataset.name, extra overrides)
 def test_preset_trains_two_steps_on_its_real_format(preset, tmp_path):
     name, extra = FIXTURES[preset]
     write_fake_dataset(name, tmp_path / "data", num_train=32, num_test=12)
-    cfg = compose_cfg([f"experiment={preset}", *TINY, *extra, f"dataset.root={tmp_path / 'data'}"])
+    overrides = [f"experiment={preset}", *TINY, *extra, f"dataset.root={tmp_path / 'data'}"]
+    cfg = compose_cfg(overrides)
     validate(cfg)
     result = train(cfg, tmp_path / "run")
     assert result["epochs"] == 1 and math.isfinite(result["loss"])
     assert 0.0 <= result["knn_top1"] <= 100.0
     assert (tmp_path / "run" / "checkpoint.pt").exists()
+    if preset in ("cifar10", "imagenet"):  # and the preset's linear protocol, two steps of it
+        assert cfg.linear.schedule == ("step" if preset == "cifar10" else "cosine")
+        small = ["linear.epochs=1", "linear.max_steps_per_epoch=2", "linear.batch_size=16"]
+        linear = run_linear(compose_cfg([*overrides, *small]), tmp_path / "run")
+        assert 0.0 <= linear["linear_top1"] <= 100.0 and linear["linear_epochs"] == 1
