@@ -12,10 +12,12 @@ import math
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from sce_sweeps.analysis.references import find_reference, load_references
 from sce_sweeps.app import CONF_DIR
 from sce_sweeps.config import ConfigError, validate
 from sce_sweeps.data.synthetic import write_fake_dataset
@@ -95,6 +97,21 @@ def test_presets_differ_where_the_recipes_do():
     # a group option chosen after the preset still wins over the preset's group choice
     swapped = compose_cfg(["experiment=imagenet", "aug=multi_crop_sce"])
     assert swapped.aug.num_local_crops == 4 and swapped.loss.sym
+
+
+@pytest.mark.parametrize(
+    "preset, aug, top1",
+    [("imagenet", "two_strong", 72.7), ("imagenet_multicrop", "multi_crop_sce", 75.4)],
+)
+def test_published_number_belongs_to_the_official_preset(preset, aug, top1):
+    cfg = compose_cfg([f"experiment={preset}"])
+    flat = pd.json_normalize(OmegaConf.to_container(cfg, resolve=True), sep=".").iloc[0].to_dict()
+    flat.update(experiment=preset, aug=aug)  # the group choices, as the analysis reads them
+    refs = load_references()
+    for key in ("experiment", "aug"):
+        ref = find_reference(refs, "imagenet", {key: flat[key]}, [flat])
+        assert ref is not None and ref.value == top1 and ref.metric == "linear_top1"
+    assert find_reference(refs, "imagenet", {"aug": "multi_crop"}, [flat]) is None
 
 
 @pytest.mark.parametrize(
