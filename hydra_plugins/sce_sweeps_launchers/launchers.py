@@ -390,7 +390,7 @@ class SweepLauncher(BaseSubmititLauncher):
         detail = (
             f"kNN top-1 {entry.objective:.2f}%"
             if entry.state == RunState.COMPLETED and entry.objective is not None
-            else entry.reason
+            else entry.reason or "-"
         )
         _say(f"job #{job.num} {entry.state}: {detail} [{job.run_dir}]")
         return ret

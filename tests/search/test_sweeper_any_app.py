@@ -46,3 +46,19 @@ def test_sweeper_searches_a_minimal_app(tmp_path: Path, launcher: str) -> None:
     with (sweep_dir / "trials.csv").open() as f:
         assert {row["state"] for row in csv.DictReader(f)} == {"completed"}
     assert (sweep_dir / "manifest.json").exists() == (launcher == "sce_local")
+
+
+def test_space_is_checked_by_the_apps_own_check_before_any_trial(tmp_path: Path) -> None:
+    """sce_sweeps' preset names its check (hydra.sweeper.validate); the sweeper knows no key."""
+    from tests.helpers import run_cli
+
+    sweep_dir = tmp_path / "search"
+    proc = run_cli(
+        "-m", "+sweep=optuna_search", "loss.coeff=interval(0,2)", f"hydra.sweep.dir={sweep_dir}",
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "sce_sweeps: invalid search space: loss.coeff=2.0 is invalid: must be in [0, 1]"
+    )
+    assert not (sweep_dir / "optuna.journal").exists()
