@@ -200,8 +200,9 @@ def prepare(model: nn.Module, ctx: Dist, sync_bn: bool = False) -> nn.Module:
             if getattr(model, name) is not None:
                 setattr(model, name, nn.SyncBatchNorm.convert_sync_batchnorm(getattr(model, name)))
     device_ids = [torch.cuda.current_device()] if cuda else None
-    # Buffers (queue, BN statistics) are not broadcast: the queue is the same on every rank
-    # by construction, and only rank 0's statistics are evaluated and saved.
+    # Buffers (queue, BN statistics) are synced once, at wrapping, not before each forward:
+    # the queue stays the same on every rank by construction, and only rank 0's statistics
+    # are evaluated and saved.
     return nn.parallel.DistributedDataParallel(
-        model, device_ids=device_ids, broadcast_buffers=False
+        model, device_ids=device_ids, forward_sync_buffers=False
     )

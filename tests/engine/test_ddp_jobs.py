@@ -11,8 +11,6 @@ import torch
 
 from tests.helpers import TINY, read_json, read_metrics, run_cli
 
-pytestmark = pytest.mark.slow
-
 DDP_RUN = [*TINY, "tracker=none", "trainer.devices=2", "hydra.launcher.poll_s=0.5"]
 
 
@@ -40,6 +38,7 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)["model"]
 
 
+@pytest.mark.slow
 def test_local_launcher_runs_one_process_per_device_and_rank_0_writes(local_run):
     result = read_json(local_run / "result.json")
     assert result["status"] == "completed" and result["epochs"] == 2
@@ -47,6 +46,7 @@ def test_local_launcher_runs_one_process_per_device_and_rank_0_writes(local_run)
     assert 10.0 < result["knn_top1"] <= 100.0
 
 
+@pytest.mark.slow
 @pytest.mark.slurm
 def test_slurm_job_of_two_tasks_equals_two_local_processes(slurm_cluster, tmp_path, local_run):
     run_dir = _job(tmp_path, "launcher=slurm", "cluster=local", "hydra.launcher.mem_gb=2")
@@ -59,3 +59,17 @@ def test_slurm_job_of_two_tasks_equals_two_local_processes(slurm_cluster, tmp_pa
     a, b = _weights(run_dir), _weights(local_run)
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_dry_run_counts_gpu_hours_over_every_gpu_of_a_job(tmp_path):
+    proc = run_cli(
+        "-m",
+        "trainer.devices=4",
+        "trainer.num_nodes=2",
+        "launcher=slurm",
+        "cluster=example_gpu",
+        "hydra.launcher.dry_run=true",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    )
+    assert "8 tasks, 8 GPUs" in proc.stdout
+    assert "GPU-hours:  96 at most (1 job x 8 GPU x 12 h" in proc.stdout
