@@ -76,7 +76,50 @@ def open_storage(storage: str, repair: bool = True) -> optuna.storages.BaseStora
     path.parent.mkdir(parents=True, exist_ok=True)
     if repair:
         repair_journal(path)
-    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    return optuna.storages.JournalStorage(
+        JournalFileBackend(str(path), lock_obj=JournalRecordLock(str(path)))
+    )
+
+
+_THREAD_LOCKS: dict[str, threading.Lock] = {}
+
+
+class JournalRecordLock:
+    """The lock of a journal file: a POSIX record lock (``fcntl``) on ``<journal>.flock``,
+    given to Optuna's ``JournalFileBackend`` (which calls ``acquire`` and ``release``).
+
+    Optuna's own locks are files (a symlink, an O_EXCL file) that a writer killed while it
+    appends leaves behind; every other writer then waits their 30 s grace period. The kernel
+    (or NFS's lock manager) drops a record lock when its holder dies. Record locks do not
+    exclude the threads of one process, so a per-journal thread lock is taken first.
+    """
+
+    def __init__(self, filepath: str) -> None:
+        self._path = filepath + ".flock"
+        self._thread_lock = _THREAD_LOCKS.setdefault(filepath, threading.Lock())
+        self._file: Any = None
+
+    def acquire(self) -> bool:
+        import fcntl
+
+        self._thread_lock.acquire()
+        try:
+            self._file = open(self._path, "a")  # noqa: SIM115 (closed in release)
+            fcntl.lockf(self._file, fcntl.LOCK_EX)
+        except BaseException:
+            self._thread_lock.release()
+            raise
+        return True
+
+    def release(self) -> None:
+        import fcntl
+
+        f, self._file = self._file, None
+        try:
+            fcntl.lockf(f, fcntl.LOCK_UN)
+            f.close()
+        finally:
+            self._thread_lock.release()
 
 
 def repair_journal(path: Path) -> Path | None:
@@ -87,11 +130,9 @@ def repair_journal(path: Path) -> Path | None:
     glued onto it, and the journal would be unreadable for good. The repair holds Optuna's own
     journal lock, so it never races a writer.
     """
-    from optuna.storages.journal import JournalFileSymlinkLock
-
     if not path.is_file() or path.stat().st_size == 0:
         return None
-    lock = JournalFileSymlinkLock(str(path))  # the lock JournalFileBackend takes to append
+    lock = JournalRecordLock(str(path))  # the lock JournalFileBackend takes to append
     lock.acquire()
     try:
         with path.open("rb+") as f:
