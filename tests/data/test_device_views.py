@@ -267,3 +267,16 @@ def test_the_config_key_chooses_the_path():
     assert not use_device_path("auto", "image_folder", cuda)
     with pytest.raises(ValueError, match="trainer.data_path='gpu' is invalid"):
         use_device_path("gpu", "cifar10", cpu)
+
+
+def test_a_wrong_data_path_or_amp_dtype_fails_validation_naming_the_key():
+    from hydra import compose, initialize_config_dir
+
+    from sce_sweeps.app import CONF_DIR
+    from sce_sweeps.config import ConfigError, validate
+
+    for key, value in (("trainer.data_path", "gpu"), ("trainer.amp_dtype", "fp8")):
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = compose("config", overrides=[f"{key}={value}"])
+        with pytest.raises(ConfigError, match=f"{key}='{value}' is invalid"):
+            validate(cfg)
