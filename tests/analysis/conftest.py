@@ -30,7 +30,7 @@ def partial_sweep(tiny_sweep: Path, tmp_path_factory: pytest.TempPathFactory) ->
     without its result.json, as if still running."""
     base = tmp_path_factory.mktemp("partial")
     sweep = copy_sweep(tiny_sweep, base / "sweep")
-    failing = ["tracker=none", "loss.coeff=1", "seed=2", "optim.lr=1e12"]
+    failing = ["tracker=none", "loss.coeff=1", "seed=2", "optim.lr=1e12", SWEEP[-1]]
     run_cli("-m", *TINY, *failing, f"hydra.sweep.dir={base / 'failing'}")
     shutil.copytree(base / "failing" / "0", sweep / "4")
     (sweep / "3" / "result.json").unlink()
