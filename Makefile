@@ -28,9 +28,10 @@ data: setup
 
 # The demo: a lambda sweep of the embedded default through the local launcher, its ablation
 # table (with the random-init and raw-pixel baselines) and the command that browses its runs.
+# Extra overrides: make demo DEMO_ARGS="hydra.launcher.max_parallel=1 seed=1"
 demo: data
 	@dir=sweeps/lambda_demo/$$(date +%Y-%m-%d_%H-%M-%S); start=$$(date +%s); \
-	$(PY) -m sce_sweeps -m +sweep=demo hydra.sweep.dir=$$dir && \
+	$(PY) -m sce_sweeps -m +sweep=demo hydra.sweep.dir=$$dir $(DEMO_ARGS) && \
 	$(PY) analysis/ablation_table.py $$dir && \
 	echo "make demo: sweep and table in $$(( $$(date +%s) - start )) s ($$dir)" && \
 	echo "Browse the runs: $(VENV)/bin/aim up --repo $(CURDIR)/$$dir/aim"
