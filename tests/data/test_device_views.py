@@ -186,7 +186,7 @@ def test_views_of_real_images_match_the_cpu_path(channels):
         assert torch.allclose(stats["device", view], stats["cpu", view], atol=0.025), stats
 
 
-def _data(tmp_path, seed=0, batch_size=16) -> DeviceData:
+def _data(tmp_path, seed=0, batch_size=16, samples_per_draw=32) -> DeviceData:
     write_fake_dataset("cifar10", tmp_path, num_train=100, num_test=10)
     d = OmegaConf.structured(
         DatasetConfig(name="cifar10", root=str(tmp_path), in_channels=3, mean=[0.5] * 3)
@@ -195,7 +195,8 @@ def _data(tmp_path, seed=0, batch_size=16) -> DeviceData:
     aug = OmegaConf.structured(AugConfig(crop_size=32, num_local_crops=1, blur_p=0.5))
     images, labels = split_tensor(load_dataset(d, "train"))
     views = DeviceViews(aug, d)
-    return DeviceData(images, labels, views, seed, batch_size, None, torch.device("cpu"))
+    cpu = torch.device("cpu")
+    return DeviceData(images, labels, views, seed, batch_size, None, cpu, 0, 1, samples_per_draw)
 
 
 def test_a_batch_is_a_function_of_seed_epoch_and_step(tmp_path):
@@ -215,13 +216,18 @@ def test_a_batch_is_a_function_of_seed_epoch_and_step(tmp_path):
 
 
 def test_an_epoch_resumed_mid_way_sees_the_same_batches_in_the_cpu_order(tmp_path):
-    data = _data(tmp_path)
+    data = _data(tmp_path)  # views drawn 2 steps at a time: resuming at step 3 is mid-group
+    assert data.group == 2
     full = list(data.epoch(1))
     assert len(full) == data.steps() == 100 // 16
-    resumed = list(data.epoch(1, start_step=4))
-    assert len(resumed) == len(full) - 4
-    for (va, la), (vb, lb) in zip(full[4:], resumed, strict=True):
+    resumed = list(data.epoch(1, start_step=3))
+    assert len(resumed) == len(full) - 3
+    for (va, la), (vb, lb) in zip(full[3:], resumed, strict=True):
         assert torch.equal(la, lb) and all(torch.equal(a, b) for a, b in zip(va, vb))
+    for step, (views, labels) in enumerate(full):
+        same_views, same_labels = data.batch(1, step)
+        assert torch.equal(labels, same_labels) and torch.equal(views[1], same_views[1])
+    assert not torch.equal(full[0][0][1], full[1][0][1][:16])  # each step its own draws
     # the same images in the same order as the CPU path's sampler
     order = EpochSampler(100, 0, 1, 16).permutation()
     assert torch.equal(torch.cat([labels for _, labels in full]), data.labels[order])
