@@ -8,13 +8,14 @@ random-resized crop, flip, colour jitter, grayscale, Gaussian blur and solarize 
 :mod:`sce_sweeps.data.views`, for the two global views and the local crops. This is how the
 official SCE code runs its augmentations (on the GPU, with Kornia).
 
-Kornia draws its parameters with torch's global CPU generator. The views of a step are drawn
-with that generator forked and seeded with :func:`batch_seed` ``(seed, epoch, step)``, so a
-batch is a pure function of those three numbers (and of the images): a run resumed at any step
-sees exactly the batches it would have seen, and the training loop's own RNG is untouched.
-Batches follow the same seeded permutation as the CPU path (:class:`EpochSampler`), so both
-paths train on the same images in the same order; only the random draws of the augmentations
-differ (per sample on the CPU path, per batch on this one).
+Kornia draws its parameters with torch's global CPU generator. The views of a group of
+consecutive steps (:data:`SAMPLES_PER_DRAW` samples) are drawn in one call, with that
+generator forked and seeded with :func:`batch_seed` ``(seed, epoch, group)``, so a step's
+batch is a pure function of ``(seed, epoch, step)`` (and of the images): a run resumed at any
+step sees exactly the batches it would have seen, and the training loop's own RNG is
+untouched. Batches follow the same seeded permutation as the CPU path (:class:`EpochSampler`),
+so both paths train on the same images in the same order; only the random draws of the
+augmentations differ (seeded per sample on the CPU path, per group of steps on this one).
 
 Differences from the CPU path (torchvision on PIL images), by construction of the libraries:
 
@@ -51,10 +52,10 @@ from sce_sweeps.data.views import BLUR_SIGMA, _blur_kernel, _floats, local_crops
 _IN_MEMORY = ("fashion_mnist", "cifar10", "cifar100", "stl10")
 
 
-def batch_seed(seed: int, epoch: int, step: int, rank: int = 0) -> int:
-    """The augmentation seed of step ``step`` (0-based) of ``epoch`` of a run seeded ``seed``
-    (and of process ``rank``'s slice of the batch, with several processes)."""
-    return _hash63(seed, epoch, step, 1, rank)  # 5 numbers: never equal to a sample seed
+def batch_seed(seed: int, epoch: int, group: int, rank: int = 0) -> int:
+    """The augmentation seed of the group of steps ``group`` (0-based) of ``epoch`` of a run
+    seeded ``seed`` (and of process ``rank``'s slice of the batches, with several processes)."""
+    return _hash63(seed, epoch, group, 1, rank)  # 5 numbers: never equal to a sample seed
 
 
 def use_device_path(data_path: str, dataset_name: str, device: torch.device) -> bool:
