@@ -126,11 +126,12 @@ COMMANDS = {
     "floor: python -c pass": ["-c", "pass"],
     "floor: import torch, torchvision": ["-c", "import torch, torchvision"],
     "python -m sce_sweeps --help": ["-m", "sce_sweeps", "--help"],
-    "dry run of +sweep=lambda_ablation": [
-        "-m",
-        "sce_sweeps",
-        "-m",
-        "+sweep=lambda_ablation",
+    "dry run of +sweep=lambda_ablation, launcher=slurm": [
+        *("-m", "sce_sweeps", "-m", "+sweep=lambda_ablation", "seed=0"),
+        *("launcher=slurm", "cluster=example_gpu", "hydra.launcher.dry_run=true"),
+    ],
+    "the same, launcher=local (counts this machine's GPUs with torch)": [
+        *("-m", "sce_sweeps", "-m", "+sweep=lambda_ablation", "seed=0"),
         "hydra.launcher.dry_run=true",
     ],
     "python analysis/ablation_table.py --help": [
