@@ -186,7 +186,7 @@ def test_views_of_real_images_match_the_cpu_path(channels):
         assert torch.allclose(stats["device", view], stats["cpu", view], atol=0.025), stats
 
 
-def _data(tmp_path, seed=0, batch_size=16, samples_per_draw=32) -> DeviceData:
+def _data(tmp_path, seed=0, batch_size=16, samples_per_draw=32, rank=0, world=1) -> DeviceData:
     write_fake_dataset("cifar10", tmp_path, num_train=100, num_test=10)
     d = OmegaConf.structured(
         DatasetConfig(name="cifar10", root=str(tmp_path), in_channels=3, mean=[0.5] * 3)
@@ -196,7 +196,8 @@ def _data(tmp_path, seed=0, batch_size=16, samples_per_draw=32) -> DeviceData:
     images, labels = split_tensor(load_dataset(d, "train"))
     views = DeviceViews(aug, d)
     cpu = torch.device("cpu")
-    return DeviceData(images, labels, views, seed, batch_size, None, cpu, 0, 1, samples_per_draw)
+    args = (seed, batch_size, None, cpu, rank, world, samples_per_draw)
+    return DeviceData(images, labels, views, *args)
 
 
 def test_a_batch_is_a_function_of_seed_epoch_and_step(tmp_path):
@@ -286,3 +287,11 @@ def test_a_wrong_data_path_or_amp_dtype_fails_validation_naming_the_key():
             cfg = compose("config", overrides=[f"{key}={value}"])
         with pytest.raises(ConfigError, match=f"{key}='{value}' is invalid"):
             validate(cfg)
+
+
+def test_each_process_draws_its_slice_of_the_same_batches(tmp_path):
+    single = _data(tmp_path)
+    ranks = [_data(tmp_path, rank=rank, world=2) for rank in range(2)]
+    for (_, labels), *parts in zip(single.epoch(0), *(r.epoch(0) for r in ranks), strict=True):
+        assert torch.equal(labels, torch.cat([part_labels for _, part_labels in parts]))
+        assert all(tuple(v.shape) == (8, 3, 32, 32) for views, _ in parts for v in views[:2])
