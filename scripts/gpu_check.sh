@@ -67,8 +67,9 @@ EOF
   log "step throughput: ResNet-50 multi-crop 2x224 + 6x96, batch 64"
   $PY benchmarks/step_throughput.py --steps 10 --rounds 3 dataset=imagenet model=resnet50 loss=sce_imagenet aug=multi_crop optim=lars trainer.batch_size=64 trainer.device=cuda
   # --- data path and step options (docs/throughput.md) ----------------------------------------
-  log "device data path: 1 epoch with the views drawn on the GPU (trainer.data_path=device)"
-  $PY -m sce_sweeps "${ARGS[@]}" trainer.data_path=device trainer.epochs=1 "hydra.run.dir=$RUN-device"
+  # The runs above took the device data path (trainer.data_path=auto's choice on CUDA).
+  log "CPU data path on CUDA: 1 epoch with DataLoader workers (trainer.data_path=cpu)"
+  $PY -m sce_sweeps "${ARGS[@]}" trainer.data_path=cpu trainer.epochs=1 "hydra.run.dir=$RUN-cpu"
   log "epoch throughput: ResNet-18/CIFAR-10 official recipe, CPU DataLoader (8 workers) vs device path"
   $PY benchmarks/epoch_throughput.py --epochs 2 experiment=cifar10 "dataset.root=$DATA" \
     dataset.num_workers=8 trainer.device=cuda
