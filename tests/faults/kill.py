@@ -76,6 +76,7 @@ def kill_loop(
 ) -> Row:
     """Kill a writer at ``points`` random moments of its writes, resume after each; record a
     row of the report and return it."""
+    start = time.monotonic()
     rng = random.Random(seed)
     ctx = multiprocessing.get_context("fork")
     lost = resumable = 0
@@ -104,6 +105,7 @@ def kill_loop(
             os.kill(child.pid, signal.SIGKILL)
         child.join()
     row = Row(fault, points, lost, resumable, notes(workdir) if notes else "")
+    row.notes = f"{time.monotonic() - start:.0f} s; {row.notes}".rstrip("; ")
     TABLE.append(row)
     errors = workdir / "resume_errors.txt"
     if errors.exists():

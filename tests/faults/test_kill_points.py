@@ -212,5 +212,9 @@ def test_kill_while_aim_runs_are_merged(tmp_path):
     made = subprocess.run([sys.executable, "-c", MAKE_RUNS, str(tmp_path)], cwd=ROOT,
                           capture_output=True, text=True, check=True, timeout=300)  # fmt: skip
     (tmp_path / "hashes.json").write_text(made.stdout.strip().splitlines()[-1])
+    import aim.sdk.repo  # noqa: F401  (imported once here, not in each forked writer)
+
+    import sce_sweeps.tracking  # noqa: F401
+
     row = kill_loop("Aim merge", tmp_path, _aim_resume, _aim_write, delay_s=(0.05, 1.0))
     assert (row.lost, row.resumable) == (0, row.tried)
