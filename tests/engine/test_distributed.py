@@ -23,8 +23,6 @@ import torch
 
 from tests.helpers import ROOT, TINY, read_metrics
 
-pytestmark = pytest.mark.slow
-
 LOSS_RTOL = 1e-4
 WEIGHT_ATOL = 1e-4
 
@@ -40,6 +38,8 @@ STEPS = [
     "model.proj_num_layers=1",
     "model.target_bn=shuffle",
     "model.target_bn_splits=2",
+    # views from per-sample seeds (the device path draws per-rank batch seeds instead)
+    "trainer.data_path=cpu",
 ]
 
 
@@ -65,6 +65,7 @@ def _ranks(mode: str, run_dir, overrides: list[str], world: int) -> None:
         assert p.returncode == 0, err[-4000:]
 
 
+@pytest.mark.slow
 def test_two_ranks_train_like_one_process_with_the_global_batch(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     _ranks("train_split", one, [*STEPS, "trainer.devices=1"], 1)
@@ -92,6 +93,7 @@ def test_two_ranks_train_like_one_process_with_the_global_batch(tmp_path):
     assert torch.allclose(a["queue"][: 4 * 32], b["queue"][: 4 * 32], atol=WEIGHT_ATOL)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sym", [False, True])
 def test_the_queue_holds_every_ranks_keys_in_rank_order(tmp_path, sym):
     overrides = [*TINY, "tracker=none", "trainer.batch_size=16", "trainer.devices=2"]
@@ -103,3 +105,19 @@ def test_the_queue_holds_every_ranks_keys_in_rank_order(tmp_path, sym):
     expected = torch.cat([torch.cat([r["keys"][v] for r in seen]) for v in range(1 + sym)])
     assert expected.shape[0] == 16 * (1 + sym)
     torch.testing.assert_close(rank0["queue"][: expected.shape[0]], expected)
+
+
+@pytest.mark.parametrize("start_step", [0, 3])
+def test_sampler_shards_every_global_batch_by_rank_and_resumes(start_step):
+    from sce_sweeps.data import EpochSampler
+
+    one = list(EpochSampler(100, 7, 2, 12, start_step=start_step, max_steps=6))
+    ranks = [
+        list(EpochSampler(100, 7, 2, 12, start_step, 6, rank=r, world_size=3)) for r in range(3)
+    ]
+    assert all(len(r) == (6 - start_step) * 4 for r in ranks)
+    for step in range(6 - start_step):  # rank order within each global batch
+        batch = [item for r in ranks for item in r[step * 4 : (step + 1) * 4]]
+        assert batch == one[step * 12 : (step + 1) * 12]
+    with pytest.raises(ValueError, match="split evenly"):
+        EpochSampler(100, 7, 2, 12, rank=0, world_size=5)

@@ -18,9 +18,11 @@ from sce_sweeps.linear import run_dir_config
 from sce_sweeps.tracking import NullTracker
 from tests.helpers import ROOT, TINY, read_json, run_cli
 
-# The embedded default (experiment=demo: width-8 ResNet-18, Fashion-MNIST) on 4096 images.
+# The embedded default (experiment=demo: width-8 ResNet-18, Fashion-MNIST) on 3072 images,
+# with a queue that fits them.
 SHORT_RUN = [
-    "dataset.train_samples=4096",
+    "dataset.train_samples=3072",
+    "loss.queue_size=2048",
     "dataset.test_samples=1000",
     "dataset.num_workers=0",
     "trainer.num_threads=1",
@@ -28,10 +30,12 @@ SHORT_RUN = [
     "trainer.eval_random_init=false",
     "tracker=none",
 ]
-# A short protocol: 3 epochs of batch 128, step decay at epoch 2, milder crops for 28 px.
+# A short protocol: 3 epochs of 16 batches of 128, step decay at epoch 2, milder crops for
+# 28 px images.
 LINEAR = [
     "linear.epochs=3",
     "linear.batch_size=128",
+    "linear.max_steps_per_epoch=16",
     "linear.lr=0.2",
     "linear.milestones=[2]",
     "linear.crop_scale=[0.5,1.0]",
@@ -53,7 +57,7 @@ def _linear_cli(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_linear_stage_of_a_short_run_beats_random_init(tmp_path):
-    run_cli(*SHORT_RUN, "linear.enabled=true", *LINEAR, f"hydra.run.dir={tmp_path}")
+    run_cli(*SHORT_RUN, "linear.enabled=true", *LINEAR, f"hydra.run.dir={tmp_path}", timeout=900)
     result = read_json(tmp_path / "result.json")
     assert result["status"] == "completed" and result["linear_epochs"] == 3
     assert 10.0 < result["linear_top1"] <= result["linear_top5"] <= 100.0
@@ -82,7 +86,8 @@ def test_linear_stage_resumes_exactly_after_a_stop(tmp_path):
     for run_dir in (straight, stopped):
         run_dir.mkdir()
         shutil.copy(pretrained / "checkpoint.pt", run_dir / "checkpoint.pt")
-    overrides = [*LINEAR, "linear.eval_every=1", "linear.max_steps_per_epoch=3"]
+    overrides = [o for o in LINEAR if "max_steps" not in o]
+    overrides += ["linear.eval_every=1", "linear.max_steps_per_epoch=3"]
     cfg = run_dir_config(straight, overrides)
 
     expected = run_linear(cfg, straight)
