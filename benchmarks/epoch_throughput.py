@@ -33,11 +33,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from hydra import compose, initialize_config_dir  # noqa: E402
+from step_throughput import cosine_loss  # noqa: E402
 
 from sce_sweeps.app import CONF_DIR  # noqa: E402
 from sce_sweeps.config import TRAIN_SIZES  # noqa: E402
@@ -91,16 +92,13 @@ def _steps(t: Trainer, views: list[torch.Tensor], steps: int, bare: bool) -> Cal
             if i % LOG_EVERY == 0:
                 loss.item()
 
-    def networks() -> None:
+    def networks() -> None:  # the bare step of step_throughput.py
+        dtype = t.amp_dtype or torch.float16
+        autocast = scaler.is_enabled() or t.amp_dtype is not None
         for _ in range(steps):
-            with torch.autocast(views[0].device.type, enabled=scaler.is_enabled()):
+            with torch.autocast(views[0].device.type, dtype, enabled=autocast):
                 online, targets, pairs = model.branches(views)
-            loss = -torch.stack(
-                [
-                    (F.normalize(online[o].float(), dim=1) * targets[tt].float()).sum(1).mean()
-                    for o, tt in pairs
-                ]
-            ).mean()
+            loss = cosine_loss(online, targets, pairs)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)

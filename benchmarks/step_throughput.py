@@ -127,7 +127,7 @@ class Step:
     def bare(self) -> None:
         """The same forwards, a cosine loss, backward and optimizer step."""
         online, targets, pairs = self._forward()
-        self._update(_cosine_loss(online, targets, pairs))
+        self._update(cosine_loss(online, targets, pairs))
 
     def phases(self, bare: bool) -> dict[str, float]:
         """One step, phase by phase, synchronised around each; seconds per phase."""
@@ -143,7 +143,7 @@ class Step:
 
         online, targets, pairs = phase("forward (online + target)", self._forward)
         if bare:
-            loss = phase("loss", lambda: _cosine_loss(online, targets, pairs))
+            loss = phase("loss", lambda: cosine_loss(online, targets, pairs))
         else:
 
             def sce() -> tuple[torch.Tensor, object]:
@@ -171,7 +171,8 @@ class Step:
         return times
 
 
-def _cosine_loss(online, targets, pairs) -> torch.Tensor:  # noqa: ANN001
+def cosine_loss(online, targets, pairs) -> torch.Tensor:  # noqa: ANN001
+    """The bare step's loss: minus the mean cosine of each (online, target) pair, in fp32."""
     return -torch.stack(
         [
             (F.normalize(online[o].float(), dim=1) * targets[t].float()).sum(1).mean()
