@@ -230,7 +230,7 @@ def build(cfg: DictConfig, run_dir: Path, tracker: NullTracker) -> Trainer:
     if memory_format is not None:
         model = model.to(memory_format=memory_format)
     net = distributed.prepare(model, dist, cfg.trainer.sync_bn)
-    if cfg.trainer.compile:
+    if cuda and cfg.trainer.compile:
         net = torch.compile(net)
     optimizer = build_optimizer(
         [(n, p) for n, p in model.named_parameters() if p.requires_grad],
