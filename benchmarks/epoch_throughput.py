@@ -167,7 +167,7 @@ def main() -> None:
     amp = t.scaler.is_enabled() or t.amp_dtype is not None
     print(
         f"device: {name}; amp={amp}; channels_last={t.memory_format is not None}; "
-        f"fused_optimizer={cuda and tr.fused_optimizer}; compile={tr.compile}; "
+        f"fused_optimizer={cuda and tr.fused_optimizer}; compile={cuda and tr.compile}; "
         f"DataLoader workers: {cfg.dataset.num_workers}"
     )
     print(
