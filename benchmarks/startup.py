@@ -11,7 +11,7 @@ small bootstrap wraps the functions that end each stage, runs the app's own comm
 - compose: Hydra's start-up until the task function runs (plugin discovery, composition,
   validation callback, run dir, logging);
 - tracker: the run's tracker (``tracker=aim`` imports Aim and opens the run's repo);
-- datasets: the datasets and views (``build_datasets``);
+- datasets: the datasets, views and loaders (all the trainer builds before the model);
 - model: building the model (``build_model``);
 - knn_init: kNN top-1 at random initialisation, when the config asks for it;
 - first_step: data loading and the first training step.
@@ -57,13 +57,14 @@ from sce_sweeps import tracking
 from sce_sweeps.engine import train
 marks["import"] = time.time()
 
-def done(stage, fn, first_only=True):
+# the first call of the wrapped fn ends stage `starts` when it begins, `stage` when it returns
+def done(stage, fn, starts=None):
     def wrapped(*args, **kwargs):
-        if stage == "compose":
-            marks.setdefault(stage, time.time())
+        if starts:
+            marks.setdefault(starts, time.time())
         out = fn(*args, **kwargs)
-        if stage != "compose" and not (first_only and stage in marks):
-            marks[stage] = time.time()
+        if stage:
+            marks.setdefault(stage, time.time())
         if stage == "first_step":
             with open(os.environ["SCE_STARTUP_MARKS"], "w") as f:
                 json.dump(marks, f)
@@ -71,10 +72,9 @@ def done(stage, fn, first_only=True):
         return out
     return wrapped
 
-app.run = done("compose", app.run)
+app.run = done(None, app.run, starts="compose")
 tracking.make_tracker = done("tracker", tracking.make_tracker)
-train.build_datasets = done("datasets", train.build_datasets)
-train.build_model = done("model", train.build_model)
+train.build_model = done("model", train.build_model, starts="datasets")
 train.evaluate = done("knn_init", train.evaluate)
 train.train_step = done("first_step", train.train_step)
 sys.argv = ["sce_sweeps", *sys.argv[1:]]
