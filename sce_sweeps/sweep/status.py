@@ -153,8 +153,12 @@ def job_status(
         and process_alive(int(latest), manifest.host, manifest.sweep_dir.name)
     ):
         live = (RunState.RUNNING, f"process {latest}")
-    final = result is not None and result["status"] in FINISHED
-    if live and not final:  # a final result wins over SLURM's accounting, a moment behind
+    # A completed or pruned result wins over SLURM's accounting, a moment behind; so does a
+    # failed one the launcher saw end. (A failed run's job that SLURM runs again, requeued
+    # before the launcher saw it end, is running: it resumes.)
+    seen_ending = job.finished_at is not None and job.state in FINAL
+    final = result is not None and (result["status"] in FINISHED or seen_ending)
+    if live and not final:
         status.state, status.reason = live
     elif result:
         status.state, status.reason = RunState(result["status"]), result.get("reason")

@@ -118,8 +118,8 @@ def test_partial_sweep_shows_failed_and_unfinished_runs(partial_sweep, tmp_path)
 def test_manifest_states_and_jobs_not_started(partial_sweep, tmp_path):
     sweep = copy_sweep(partial_sweep, tmp_path / "sweep")
     manifest = json.loads((sweep / "manifest.json").read_text())  # the launcher's own
-    assert [j["state"] for j in manifest["jobs"]] == ["completed"] * 4
-    manifest["jobs"][3]["state"] = "running"  # its process is gone: interrupted
+    # the launcher saw jobs 0-2 end; job 3 start (the fixture): its process is gone
+    assert [j["state"] for j in manifest["jobs"]] == ["completed"] * 3 + ["running"]
     manifest["pid"] = os.getpid()  # the launcher lives: a job it has not started is pending
     pending = [*TINY, "tracker=none", "loss.coeff=0", "seed=5"]
     job = {**manifest["jobs"][0], "num": 5, "overrides": pending, "run_dir": "5"}
@@ -203,7 +203,7 @@ def test_collect_writes_tidy_runs_and_curves(partial_sweep, tmp_path):
         "completed",
         "completed",
         "completed",
-        "unfinished",
+        "interrupted",  # as `python -m sce_sweeps.status` says: no result, no process
         "failed",
     ]
     for name in ("0", "1", "2"):

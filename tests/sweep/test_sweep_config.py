@@ -237,3 +237,6 @@ def test_a_final_result_wins_over_slurm_accounting_that_lags(tmp_path):
     assert job_status(manifest, done, slurm, False).state == "completed"
     # a failed run's job that SLURM runs again (requeued, resumed) is running
     assert job_status(manifest, failed, slurm, False).state == "running"
+    # ... unless the launcher saw that job end: then SLURM's accounting is only behind
+    failed.finished_at = "2026-01-01T00:00:00+0000"
+    assert job_status(manifest, failed, slurm, False).state == "failed"
