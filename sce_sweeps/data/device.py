@@ -224,7 +224,9 @@ class DeviceViews:
             One float tensor per view, ``B x C x size x size``, on the images' device.
         """
         device = images.device
-        cuda = [device.index or 0] if device.type == "cuda" else []
+        cuda: list[int] = []
+        if device.type == "cuda":
+            cuda = [torch.cuda.current_device() if device.index is None else device.index]
         with torch.random.fork_rng(devices=cuda):
             torch.default_generator.manual_seed(seed)
             if cuda:
