@@ -179,7 +179,8 @@ class LinearConfig:
 @dataclass
 class TrackerConfig:
     name: str = "aim"
-    repo: str | None = None  # default: <sweep dir>/aim for sweeps, sweeps/runs/aim for runs
+    # default: <sweep dir>/aim for sweeps, sweeps/runs/aim for runs; aim://host:port: a server
+    repo: str | None = None
     log_images: bool = True
     system_metrics: bool = True
     # Seconds between two merges of a training run into the shared repo (null: only at the end).

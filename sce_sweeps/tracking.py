@@ -18,6 +18,11 @@ repo. Aim keys a metric's values by step, so the steps of a partial epoch that a
 after a resume replace the ones tracked before the crash: each step is stored once. A tracking
 failure of any kind is one warning; training goes on.
 
+Where the cluster's nodes can reach a server, ``tracker.repo=aim://host:port`` sends every run
+straight to an Aim remote tracking server (``aim server --repo <repo>``, served beside
+``aim up --repo <repo>``) instead: :class:`RemoteAimTracker`, no private repo and no merge; the
+server is the repo's one writer.
+
 Reading a sweep: ``aim up --repo <sweep dir>/aim``. ``python -m sce_sweeps.tracking merge
 <sweep dir>`` merges (again) every run dir's private repo into the sweep's, e.g. after a job was
 killed between two merges.
@@ -247,6 +252,79 @@ class AimTracker(NullTracker):
             log.warning("tracking: %s", message)
 
 
+REMOTE_SCHEME = "aim://"
+
+
+def is_remote(repo: str | Path | None) -> bool:
+    """Whether ``tracker.repo`` names an Aim remote tracking server (``aim://host:port``)."""
+    return isinstance(repo, str) and repo.startswith(REMOTE_SCHEME)
+
+
+class RemoteAimTracker(AimTracker):
+    """Tracks one training run as one Aim run of an Aim remote tracking server.
+
+    Every job logs to the server directly (it is the repo's only writer), so nothing is
+    merged; a resumed run reopens its run on the server by the hash its checkpoint stores.
+
+    Args:
+        url: the server, ``aim://host:port``.
+        run_hash: the Aim run to continue, or None for a new one.
+        params, experiment, name, system_metrics, images: as for :class:`AimTracker`.
+
+    Raises:
+        Exception: whatever Aim raises when the server cannot be reached;
+            :func:`make_tracker` turns it into a warning.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        run_hash: str | None,
+        params: dict[str, Any],
+        experiment: str,
+        name: str,
+        *,
+        system_metrics: bool = True,
+        images: bool = True,
+    ) -> None:
+        self.url = url
+        super().__init__(
+            Path("."),  # no private repo
+            None,
+            run_hash,
+            params,
+            experiment,
+            name,
+            system_metrics=system_metrics,
+            images=images,
+            sync_interval_s=None,
+        )
+
+    def _open(self, run_hash: str | None, experiment: str | None = None) -> None:
+        from aim import Run
+
+        def run(force_resume: bool) -> Any:
+            return Run(
+                run_hash,
+                repo=self.url,
+                experiment=experiment,
+                force_resume=force_resume,
+                system_tracking_interval=SYSTEM_INTERVAL_S if self.system_metrics else None,
+                log_system_params=False,
+                capture_terminal_logs=False,
+            )
+
+        try:
+            self._run = run(force_resume=False)
+        except Exception:
+            if run_hash is None:
+                raise
+            # a killed job left the run locked on the server: it is ours, take it over
+            with _captured("aim.sdk.lock_manager"):
+                self._run = run(force_resume=True)
+        self.run_hash = self._run.hash
+
+
 # -- the shared repo ----------------------------------------------------------------------
 
 
@@ -473,6 +551,16 @@ def make_tracker(
         return NullTracker()
     logging.getLogger("aim").setLevel(logging.WARNING)  # Aim logs every reporter thread at INFO
     try:
+        if is_remote(cfg.tracker.repo):
+            return RemoteAimTracker(
+                cfg.tracker.repo,
+                run_hash,
+                run_params(cfg, info),
+                experiment=str(info.get("sweep_name") or cfg.sweep_name),
+                name=run_name(info),
+                system_metrics=cfg.tracker.system_metrics,
+                images=cfg.tracker.log_images,
+            )
         return AimTracker(
             Path(run_dir) / RUN_REPO,
             shared_repo_path(cfg, Path(run_dir)),

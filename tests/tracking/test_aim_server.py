@@ -1,0 +1,139 @@
+"""``tracker.repo=aim://host:port``: jobs log straight to a real ``aim server`` (started here on
+127.0.0.1 and a free port): 8 concurrent jobs driving the project's tracker, two of them stopped
+half way and resumed by another process from their run hash, then one real training run; read back
+from the server's repo, every run is there once with its metrics in step order."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT, run_cli
+from tests.tracking.aim_read import read, series
+from tests.tracking.helpers import tiny
+
+pytestmark = pytest.mark.slow
+
+JOBS, STEPS, RESUMED = 8, 40, (0, 1)
+
+# One job's half: the project's tracker as make_tracker builds it for tracker.repo=aim://...
+JOB = """
+import json, sys
+from pathlib import Path
+from omegaconf import OmegaConf
+from sce_sweeps.config import Config
+from sce_sweeps.tracking import RemoteAimTracker, make_tracker
+
+url, run_hash = sys.argv[1], sys.argv[5]
+k, first, last, steps = (int(x) for x in sys.argv[2:5] + sys.argv[6:7])
+cfg = OmegaConf.structured(Config)
+cfg.tracker.repo, cfg.tracker.system_metrics, cfg.sweep_name = url, False, "server"
+info = {"sweep_name": "server", "job_num": k, "overrides": [f"seed={k}"]}
+tracker = make_tracker(cfg, Path("."), run_hash or None, info)
+assert isinstance(tracker, RemoteAimTracker), tracker
+for step in range(first, last):
+    tracker.log({"loss": k * 1000 + step}, step, 1 + step // 10, {"subset": "train"})
+tracker.close("completed" if last == steps else "running")
+print(json.dumps(tracker.run_hash))
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def aim_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A real ``aim server`` on 127.0.0.1; yields its URL and its repo's directory."""
+    aim = shutil.which("aim", path=str(Path(sys.executable).parent)) or "aim"
+    repo = tmp_path / "server"
+    repo.mkdir()
+    subprocess.run([aim, "init", "--repo", str(repo)], check=True, capture_output=True)
+    port = _free_port()
+    log = (tmp_path / "server.log").open("w")
+    cmd = [aim, "server", "--repo", str(repo), "--host", "127.0.0.1", "--port", str(port), "-y"]
+    server = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert server.poll() is None, (tmp_path / "server.log").read_text()
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "aim server did not start"
+                time.sleep(0.2)
+        yield f"aim://127.0.0.1:{port}", repo
+    finally:
+        with_group = [signal.SIGTERM, signal.SIGKILL]  # the server and its uvicorn worker
+        for sig in with_group:
+            try:
+                os.killpg(server.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                server.wait(timeout=10)
+                time.sleep(0.5)
+            except subprocess.TimeoutExpired:
+                continue
+        log.close()
+
+
+def _jobs(url: str, spans: dict[int, tuple[int, int, str]]) -> dict[int, str]:
+    """Run the jobs ``{k: (first step, last step, run hash or "")}`` at once; their hashes."""
+    procs = {
+        k: subprocess.Popen(
+            [sys.executable, "-c", JOB, url, str(k), str(first), str(last), run_hash, str(STEPS)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k, (first, last, run_hash) in spans.items()
+    }
+    out = {k: p.communicate(timeout=300) for k, p in procs.items()}
+    assert all(p.returncode == 0 for p in procs.values()), [e[-2000:] for _, e in out.values()]
+    return {k: json.loads(o.strip().splitlines()[-1]) for k, (o, _) in out.items()}
+
+
+def test_eight_jobs_log_to_an_aim_server_and_resume_there(tmp_path):
+    run_dir = tmp_path / "run"
+    with aim_server(tmp_path) as (url, repo):
+        # 8 at once; jobs 0 and 1 stop half way and resume in another process
+        half = {k: (0, STEPS // 2 if k in RESUMED else STEPS, "") for k in range(JOBS)}
+        hashes = _jobs(url, half)
+        rest = {k: (STEPS // 2, STEPS, hashes[k]) for k in RESUMED}
+        assert _jobs(url, rest) == {k: hashes[k] for k in RESUMED}  # the same runs
+        # a real training run, tracked to the server: no private repo, no merge
+        run_cli(*tiny(**{"trainer.epochs": 1, "optim.warmup_epochs": 0}), "tracker=aim",
+                f"tracker.repo={url}", "tracker.system_metrics=false",
+                f"hydra.run.dir={run_dir}")  # fmt: skip
+    assert not (run_dir / "aim").exists()
+
+    runs = {r["hash"]: r for r in read(repo)}
+    assert len(runs) == JOBS + 1
+    for k, run_hash in hashes.items():
+        run = runs.pop(run_hash)
+        assert run["params"]["status"] == "completed" and run["params"]["job"]["job_num"] == k
+        loss = series(run, "loss", "train")
+        assert loss["steps"] == list(range(STEPS))  # in step order, each once
+        assert loss["values"] == [k * 1000 + s for s in range(STEPS)]
+        assert loss["epochs"] == [1 + s // 10 for s in range(STEPS)]
+    (trained,) = runs.values()
+    assert trained["params"]["status"] == "completed"
+    knn = series(trained, "knn_top1", "eval")
+    result = json.loads((run_dir / "result.json").read_text())
+    assert knn["values"] == [pytest.approx(result["knn_top1"])] and knn["steps"] == [8]
