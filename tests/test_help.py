@@ -58,16 +58,32 @@ def test_every_command_is_a_listed_module(help_text):
         assert "sys.path" not in script.read_text(), f"{script.name} edits sys.path"
 
 
+# Runs each command with --help in one interpreter, isolated (-I: no script dir, no cwd, no
+# PYTHONPATH on sys.path, so only the installed package); one line per command on stderr.
+HELPS = """
+import contextlib, io, runpy, sys
+for target in sys.argv[1:]:
+    sys.argv, out, code = [target, "--help"], io.StringIO(), 0
+    try:
+        with contextlib.redirect_stdout(out):
+            if target.endswith(".py"):
+                runpy.run_path(target, run_name="__main__")
+            else:
+                runpy.run_module(target, run_name="__main__", alter_sys=True)
+    except SystemExit as e:
+        code = e.code or 0
+    print("HELP", target, code, out.getvalue().startswith("usage:"), file=sys.stderr)
+"""
+
+
 @pytest.mark.slow
 def test_every_listed_command_answers_help(help_text, tmp_path):
-    listed = re.findall(r"python -m (sce_sweeps\.\w+)", help_text)
-    assert sorted(set(listed)) == command_modules()
-    runs = [["-m", module, "--help"] for module in sorted(set(listed))]
-    # -I: no script dir, no cwd, no PYTHONPATH on sys.path: the installed package only
-    runs += [["-I", str(script), "--help"] for script in sorted((ROOT / "analysis").glob("*.py"))]
-    for args in runs:
-        proc = python(args, tmp_path)
-        assert proc.returncode == 0 and proc.stdout.startswith("usage:"), (args, proc.stderr)
+    listed = sorted(set(re.findall(r"python -m (sce_sweeps\.\w+)", help_text)))
+    assert listed == command_modules()
+    scripts = [str(p) for p in sorted((ROOT / "analysis").glob("*.py"))]
+    proc = python(["-I", "-c", HELPS, *listed, *scripts], tmp_path)
+    answers = [line.split()[1:] for line in proc.stderr.splitlines() if line.startswith("HELP ")]
+    assert answers == [[target, "0", "True"] for target in [*listed, *scripts]], proc.stderr
 
 
 LOADED = """
