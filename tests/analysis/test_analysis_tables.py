@@ -14,7 +14,7 @@ import pytest
 from sce_sweeps.analysis import ablation_table, collect
 from sce_sweeps.analysis.cli import collect_main, table_main
 from tests.analysis.helpers import copy_sweep, run_script
-from tests.helpers import TINY, read_json
+from tests.helpers import read_json
 
 pytestmark = pytest.mark.slow
 
@@ -121,7 +121,8 @@ def test_manifest_states_and_jobs_not_started(partial_sweep, tmp_path):
     # the launcher saw jobs 0-2 end; job 3 start (the fixture): its process is gone
     assert [j["state"] for j in manifest["jobs"]] == ["completed"] * 3 + ["running"]
     manifest["pid"] = os.getpid()  # the launcher lives: a job it has not started is pending
-    pending = [*TINY, "tracker=none", "loss.coeff=0", "seed=5"]
+    first = manifest["jobs"][0]["overrides"]  # loss.coeff=0 seed=0: the same, with seed 5
+    pending = [o if not o.startswith("seed=") else "seed=5" for o in first]
     job = {**manifest["jobs"][0], "num": 5, "overrides": pending, "run_dir": "5"}
     manifest["jobs"].append({**job, "state": "pending", "job_ids": [], "config_hash": "x"})
     (sweep / "manifest.json").write_text(json.dumps(manifest))
