@@ -206,7 +206,9 @@ def register_schema() -> None:
     the resolvers the config files use."""
     from hydra.core.config_store import ConfigStore
 
-    ConfigStore.instance().store(name="sce_schema", node=Config)
+    store = ConfigStore.instance()
+    if "sce_schema.yaml" not in store.repo:  # once: storing it costs ~0.1 s, per run read
+        store.store(name="sce_schema", node=Config)
     if not OmegaConf.has_resolver("sce_scale"):
         # ${sce_scale:${dataset.image_size},0.43}: a crop size as a fraction of the image's
         OmegaConf.register_new_resolver("sce_scale", lambda size, frac: max(1, round(size * frac)))

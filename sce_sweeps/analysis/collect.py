@@ -105,9 +105,13 @@ def _flat_config(node: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# libyaml's safe loader when PyYAML has it: 10x faster than the pure-Python one
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _load_yaml(path: Path) -> Any:
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.load(path.read_text(), Loader=_SAFE_LOADER)  # noqa: S506 (a safe loader)
     except (OSError, yaml.YAMLError) as e:
         raise AnalysisError(f"{path}: unreadable YAML ({type(e).__name__})") from None
 

@@ -1,0 +1,276 @@
+"""How the orchestration of a sweep grows with its number of jobs (100, 300, 1,000).
+
+    python benchmarks/sweep_scale.py --jobs 100 300 1000 --launchers local slurm
+
+For each size N it prints one row:
+
+* **launch s**: the wall time of ``python stub_app.py -m ...`` through the project's launcher
+  (``hydra/launcher=sce_local`` or ``sce_slurm``: planning, validating, the manifest, submitting
+  and watching every job) for N trivial jobs, and of the same N jobs submitted with submitit
+  alone (the baseline: the executor's and SLURM's own cost);
+* **per-job ms**: (launch - baseline) / N, the project's orchestration cost per job;
+* **manifest s**: N saves of an N-job manifest (``runfiles.Manifest.save``, what the launcher
+  does as jobs start and end), in this process;
+* **status s** / **table s**: ``sweep_status`` and the ablation table (``table_main``) of the
+  N-job sweep, in this process (``status CLI s`` / ``table CLI s``: the commands, start-up
+  included);
+* **Aim gather s**: ``python -m sce_sweeps.tracking merge`` of M runs (``--aim-runs``, their
+  private repos made beforehand), and the cost per run, first and last tenth of the merges.
+
+A trivial job is a stub Hydra app written by this script: it writes ``result.json`` (through
+``sce_sweeps.runfiles.write_result``) and one ``metrics.jsonl`` row into its run dir and
+returns a float; it is launched through the real launchers. ``--launchers none`` skips the
+launches and measures status and table on a sweep dir of N such run dirs written directly,
+with the manifest the launcher would have left (the sizes a 2-core machine cannot launch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+STUB_APP = """
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from sce_sweeps import runfiles
+
+
+@hydra.main(version_base="1.3", config_path=None, config_name="stub")
+def main(cfg) -> float:
+    run_dir = HydraConfig.get().runtime.output_dir
+    value = 50.0 + 10 * float(cfg.loss.coeff) + 0.1 * int(cfg.seed)
+    (runfiles.Path(run_dir) / runfiles.METRICS).write_text(
+        '{"epoch": 1, "loss": 1.0, "knn_top1": %s}\\n' % value
+    )
+    runfiles.write_result(
+        run_dir,
+        {"status": "completed", "knn_top1": value, "loss": 1.0, "epochs": 1, "seed": int(cfg.seed),
+         "overrides": list(HydraConfig.get().overrides.task), "wall_time_s": 0.0},
+    )
+    return value
+
+
+if __name__ == "__main__":
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(
+        name="stub", node={"loss": {"coeff": 0.5}, "seed": 0, "sweep_name": "scale"}
+    )
+    main()
+"""
+
+
+def grid(n: int) -> list[str]:
+    """Overrides giving n jobs: coefficients x seeds."""
+    seeds = 5 if n % 5 == 0 else 1
+    coeffs = n // seeds
+    values = ",".join(f"{i / coeffs:.4f}" for i in range(coeffs))
+    return [f"loss.coeff={values}", f"seed={','.join(str(s) for s in range(seeds))}"]
+
+
+def launch(app: Path, sweep_dir: Path, n: int, launcher: str, parallel: int) -> float:
+    """Seconds to run the stub sweep through the project's launcher."""
+    cmd = [sys.executable, str(app), "-m", *grid(n), f"hydra.sweep.dir={sweep_dir}"]
+    cmd += [f"hydra/launcher=sce_{launcher}", "hydra.launcher.poll_s=0.2"]
+    if launcher == "local":
+        cmd += [f"hydra.launcher.max_parallel={parallel}"]
+    else:
+        cmd += ["hydra.launcher.partition=debug", "hydra.launcher.timeout_min=10",
+                "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=0.2",
+                f"hydra.launcher.array_parallelism={parallel}"]  # fmt: skip
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=app.parent, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"the sweep failed:\n{proc.stderr[-3000:]}")
+    return wall
+
+
+def _trivial(x: float) -> float:
+    return x
+
+
+def baseline(folder: Path, n: int, launcher: str, parallel: int) -> float:
+    """Seconds for submitit alone to run n trivial jobs (the executor's and SLURM's cost)."""
+    import submitit
+
+    start = time.perf_counter()
+    if launcher == "local":
+        executor = submitit.LocalExecutor(folder=folder)
+        executor.update_parameters(timeout_min=10)
+        running = []
+        for i in range(n):  # at most `parallel` at once, as the local launcher
+            while len([j for j in running if not j.done()]) >= parallel:
+                time.sleep(0.05)
+            running.append(executor.submit(_trivial, float(i)))
+        jobs = running
+    else:
+        executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+        executor.update_parameters(slurm_partition="debug", timeout_min=10, cpus_per_task=1,
+                                   mem_gb=0.2, slurm_array_parallelism=parallel)  # fmt: skip
+        jobs = executor.map_array(_trivial, [float(i) for i in range(n)])
+    for job in jobs:
+        job.result()
+    return time.perf_counter() - start
+
+
+def fake_sweep(sweep_dir: Path, n: int) -> None:
+    """N run dirs as the stub sweep leaves them, and its manifest, written directly."""
+    import yaml
+
+    from sce_sweeps import runfiles
+
+    overrides = [[f"loss.coeff={i // 5 / (n // 5):.4f}", f"seed={i % 5}"] for i in range(n)]
+    manifest = runfiles.Manifest.create(sweep_dir, "scale", "local")
+    for num, over in enumerate(overrides):
+        run_dir = sweep_dir / str(num)
+        (run_dir / ".hydra").mkdir(parents=True)
+        (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(over))
+        config = {"loss": {"coeff": float(over[0].split("=")[1])}, "seed": num % 5}
+        (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+        value = 50.0 + num * 0.01
+        (run_dir / runfiles.METRICS).write_text(json.dumps({"epoch": 1, "knn_top1": value}) + "\n")
+        runfiles.write_result(run_dir, {"status": "completed", "knn_top1": value, "epochs": 1,
+                                        "seed": num % 5, "overrides": over})  # fmt: skip
+        job = runfiles.Job(num, over, "h", str(num), state="completed", job_ids=[str(num)])
+        manifest.jobs.append(job)
+    manifest.save()
+
+
+def manifest_saves(sweep_dir: Path, n: int) -> float:
+    """Seconds for n saves of the n-job manifest (one per job that starts or ends)."""
+    from sce_sweeps import runfiles
+
+    manifest = runfiles.Manifest.load(sweep_dir)
+    assert manifest is not None and len(manifest.jobs) == n
+    start = time.perf_counter()
+    for job in manifest.jobs:
+        job.reason = "x"
+        manifest.save()
+    return time.perf_counter() - start
+
+
+def status_time(sweep_dir: Path) -> float:
+    from sce_sweeps import runfiles
+    from sce_sweeps.sweep.status import sweep_status
+
+    start = time.perf_counter()
+    statuses = sweep_status(runfiles.Manifest.load(sweep_dir))
+    elapsed = time.perf_counter() - start
+    assert all(s.state for s in statuses)
+    return elapsed
+
+
+def table_time(sweep_dir: Path) -> float:
+    from sce_sweeps.analysis.cli import table_main
+
+    out = Path(tempfile.mkdtemp())
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = table_main([str(sweep_dir), "--out", str(out)])
+    elapsed = time.perf_counter() - start
+    shutil.rmtree(out, ignore_errors=True)
+    assert code == 0, code
+    return elapsed
+
+
+def cli_time(*args: str) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, check=False)
+    return time.perf_counter() - start
+
+
+MAKE_RUNS = """
+import sys
+from pathlib import Path
+from aim import Run
+base, first, last = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+for k in range(first, last):
+    run = Run(repo=str(base / str(k) / "aim"), system_tracking_interval=None,
+              capture_terminal_logs=False, log_system_params=False)
+    run["job"] = {"num": k}
+    for step in range(100):
+        run.track(float(step), name="loss", step=step, context={"subset": "train"})
+    run.close()
+"""
+
+
+def aim_gather(work: Path, runs: int) -> tuple[float, float, float]:
+    """(total s, s per run over the first tenth, over the last tenth) of merging ``runs``
+    private repos into one shared repo, one merge after the other, as jobs ending would."""
+    sweep = work / "aim_sweep"
+    sweep.mkdir()
+    subprocess.run([sys.executable, "-c", MAKE_RUNS, str(sweep), "0", str(runs)], check=True)
+    from sce_sweeps.tracking import MERGE_TIMEOUT_S, merge_run, only_run
+
+    times = []
+    for k in range(runs):
+        run_repo = sweep / str(k) / "aim"
+        start = time.perf_counter()
+        merge_run(run_repo, only_run(run_repo), sweep / "aim", MERGE_TIMEOUT_S)
+        times.append(time.perf_counter() - start)
+    tenth = max(1, runs // 10)
+    return sum(times), sum(times[:tenth]) / tenth, sum(times[-tenth:]) / tenth
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, nargs="+", default=[100, 300, 1000])
+    parser.add_argument("--launchers", nargs="+", default=["local", "slurm"],
+                        choices=["local", "slurm", "none"])  # fmt: skip
+    parser.add_argument("--parallel", type=int, default=8, help="jobs at once")
+    parser.add_argument("--aim-runs", type=int, default=100, help="0: skip the Aim gather")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="sweep_scale_"))
+    app = work / "stub_app.py"
+    app.write_text(STUB_APP)
+    print(f"# {os.cpu_count()} CPUs; trivial jobs = a stub Hydra app writing result.json; "
+          f"{args.parallel} at once; work dir {work}")  # fmt: skip
+    head = ("launcher", "jobs", "launch s", "baseline s", "per-job ms", "manifest s",
+            "status s", "table s", "status CLI s", "table CLI s")  # fmt: skip
+    print(" | ".join(head))
+    print(" | ".join("---" for _ in head))
+    try:
+        for launcher in args.launchers:
+            for n in args.jobs:
+                sweep_dir = work / f"{launcher}_{n}"
+                if launcher == "none":
+                    fake_sweep(sweep_dir, n)
+                    wall = base = float("nan")
+                else:
+                    wall = launch(app, sweep_dir, n, launcher, args.parallel)
+                    base = baseline(work / f"base_{launcher}_{n}", n, launcher, args.parallel)
+                saves = manifest_saves(sweep_dir, n)
+                status, table = status_time(sweep_dir), table_time(sweep_dir)
+                status_cli = cli_time("sce_sweeps.status", str(sweep_dir), "--json")
+                table_cli = cli_time("sce_sweeps.ablation_table", str(sweep_dir), "--out",
+                                     str(work / "tables"))  # fmt: skip
+                per_job = (wall - base) / n * 1000
+                row = (launcher, n, wall, base, per_job, saves, status, table, status_cli,
+                       table_cli)  # fmt: skip
+                print(" | ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row),
+                      flush=True)  # fmt: skip
+        if args.aim_runs:
+            total, first, last = aim_gather(work, args.aim_runs)
+            print(f"\nAim gather of {args.aim_runs} runs (100 steps each): {total:.1f} s, "
+                  f"{first * 1000:.0f} ms/run over the first tenth, {last * 1000:.0f} ms/run "
+                  f"over the last tenth; {args.aim_runs * 10} runs ~ "
+                  f"{total * 10:.0f} s if linear")  # fmt: skip
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
