@@ -155,6 +155,7 @@ class TrainerConfig:
 
 # --- linear evaluation (sce_sweeps.engine.linear; presets in conf/linear) ---
 LINEAR_SCHEDULES = ("step", "cosine")
+LINEAR_TRAIN_CROPS = ("random_resized", "pad_crop")
 
 
 @dataclass
@@ -168,7 +169,11 @@ class LinearConfig:
     gamma: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 0.0
-    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # train crops
+    # train view: random_resized (RandomResizedCrop, linear.crop_scale) | pad_crop
+    # (RandomCrop of aug.crop_size after zero-padding by linear.crop_padding px)
+    train_crop: str = "random_resized"
+    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # random_resized
+    crop_padding: int = 4  # pad_crop
     max_steps_per_epoch: int | None = None
     eval_every: int = 0  # epochs between test evaluations; 0: at the end only
 
@@ -417,7 +422,9 @@ def _validate_linear(cfg: DictConfig) -> None:
     _unit(cfg, "linear.momentum")
     _positive(cfg, "linear.weight_decay", allow_zero=True)
     _positive(cfg, "linear.eval_every", allow_zero=True)
+    _choice(cfg, "linear.train_crop", LINEAR_TRAIN_CROPS)
     _scale(cfg, "linear.crop_scale")
+    _positive(cfg, "linear.crop_padding", allow_zero=True)
     if cfg.linear.max_steps_per_epoch is not None:
         _positive(cfg, "linear.max_steps_per_epoch")
 

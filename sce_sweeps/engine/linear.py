@@ -1,7 +1,8 @@
 """Linear evaluation: a linear classifier trained on the frozen trunk of a pretrained run.
 
 The protocol of the official run configs (frozen trunk in eval mode, SGD with momentum 0.9,
-train views random-resized crop + horizontal flip, eval views the deterministic centre crop
+train views a crop (``linear.train_crop``: random-resized for ImageNet, 4 px padded random
+crop for CIFAR-10) + horizontal flip, eval views the deterministic centre crop
 of :func:`sce_sweeps.data.build_eval_transform`) with the preset's schedule (``conf/linear``):
 CIFAR-10 batch 256, lr 30, x0.1 at epochs 60 and 80, 100 epochs; ImageNet batch 1024,
 lr 0.1 x 1024/256 = 0.4, cosine, 90 epochs, weight decay 0.
@@ -30,7 +31,7 @@ from torch.utils.data import DataLoader
 
 from sce_sweeps.data import EpochSampler, SSLDataset, build_datasets, collate_views
 from sce_sweeps.data import steps_per_epoch as num_steps
-from sce_sweeps.data.views import MultiViewTransform
+from sce_sweeps.data.views import MultiViewTransform, _FitSize
 from sce_sweeps.engine import checkpoint as ckpt
 from sce_sweeps.engine.train import _eval_loader, _loader, _StopSignals, pick_device
 from sce_sweeps.sce import build_model
@@ -44,13 +45,23 @@ class PretrainingNotFoundError(RuntimeError):
 
 
 def linear_train_transform(cfg: DictConfig) -> MultiViewTransform:
-    """Random-resized crop (``linear.crop_scale``) + horizontal flip + normalisation."""
-    d = cfg.dataset
+    """A crop + horizontal flip + normalisation.
+
+    The crop is ``linear.train_crop``: ``random_resized`` (``RandomResizedCrop`` of
+    ``aug.crop_size``, scale ``linear.crop_scale``) or ``pad_crop`` (the image brought to
+    ``aug.crop_size`` as the eval views are, then ``RandomCrop`` of that size after zero
+    padding by ``linear.crop_padding`` px, as the official CIFAR-10 protocol).
+    """
+    d, size, lin = cfg.dataset, cfg.aug.crop_size, cfg.linear
+    if lin.train_crop == "pad_crop":
+        crop: list[Any] = [_FitSize(size), T.RandomCrop(size, padding=lin.crop_padding)]
+    else:
+        crop = [T.RandomResizedCrop(size, scale=tuple(lin.crop_scale))]
     return MultiViewTransform(
         [
             T.Compose(
                 [
-                    T.RandomResizedCrop(cfg.aug.crop_size, scale=tuple(cfg.linear.crop_scale)),
+                    *crop,
                     T.RandomHorizontalFlip(),
                     T.ToTensor(),
                     T.Normalize([float(m) for m in d.mean], [float(s) for s in d.std]),

@@ -126,3 +126,37 @@ def test_linear_alone_needs_a_pretraining_checkpoint(tmp_path):
         timeout=120,
     )
     assert proc.returncode == 2 and "checkpoint.pt" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "preset, crop", [("cifar10", "pad_crop"), ("stl10", "pad_crop"), ("imagenet", "random_resized")]
+)
+def test_linear_train_view_follows_the_preset(preset, crop):
+    """CIFAR-10's official linear train view is RandomCrop(32, padding=4) + flip; ImageNet's a
+    random-resized crop."""
+    import torchvision.transforms as T
+    from hydra import compose, initialize_config_dir
+    from PIL import Image
+
+    from sce_sweeps.app import CONF_DIR
+    from sce_sweeps.config import ConfigError, validate
+    from sce_sweeps.engine.linear import linear_train_transform
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment={preset}"])
+    validate(cfg)
+    assert cfg.linear.train_crop == crop
+    (view,) = linear_train_transform(cfg).transforms
+    kinds = [type(t) for t in view.transforms]
+    size = cfg.aug.crop_size
+    if crop == "pad_crop":
+        assert T.RandomResizedCrop not in kinds
+        (pad,) = [t for t in view.transforms if isinstance(t, T.RandomCrop)]
+        assert (pad.size, pad.padding) == ((size, size), 4)
+    else:
+        assert T.RandomCrop not in kinds and T.RandomResizedCrop in kinds
+    image = Image.new("RGB", (cfg.dataset.image_size, cfg.dataset.image_size))
+    assert view(image).shape == (3, size, size)
+    cfg.linear.train_crop = "center"
+    with pytest.raises(ConfigError, match="linear.train_crop='center' is invalid"):
+        validate(cfg)
