@@ -60,7 +60,8 @@ def _parser(description: str, table_options: bool) -> argparse.ArgumentParser:
             action="append",
             metavar="NAME",
             help="a result.json metric to show; repeat for several; the first picks the best "
-            "row (default: knn_top1 and loss)",
+            "row (default: knn_top1, its baselines knn_top1_init and knn_top1_pixels where the "
+            "runs recorded them, and loss)",
         )
         parser.add_argument(
             "--references",
