@@ -142,7 +142,7 @@ class TrainerConfig:
     # --- multi-process (sce_sweeps.engine.distributed) ---
     devices: int = 1  # processes (GPUs) per node; trainer.batch_size is the global batch
     num_nodes: int = 1
-    sync_bn: bool = False  # SyncBatchNorm in the online branch across GPUs (CUDA only)
+    sync_bn: bool = False  # SyncBatchNorm in both branches across GPUs (CUDA only)
     # --- throughput (docs/throughput.md) ---
     # Where the views are drawn: cpu (DataLoader workers, torchvision on PIL images), device
     # (the split on the device, Kornia on whole batches), auto (device on CUDA for the

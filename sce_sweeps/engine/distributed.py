@@ -34,6 +34,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from sce_sweeps.sce.model import SplitBatchNorm2d
+
 
 class DistributedSetupError(RuntimeError):
     """The job's processes do not match ``trainer.devices`` x ``trainer.num_nodes``."""
@@ -174,9 +176,38 @@ def _unshuffle_batch(model: nn.Module, z: torch.Tensor, unshuffle: torch.Tensor)
     return all_gather(z)[unshuffle][rank * n : (rank + 1) * n]
 
 
+def convert_sync_bn(model: nn.Module) -> nn.Module:
+    """Replace, in place, the BatchNorm layers of both branches of ``model`` (an SCEModel) by
+    SyncBatchNorm, as the official ImageNet run (eztorch trainer ``gpu_ddp_sbn_amp``, Lightning's
+    ``sync_batchnorm`` over the whole module, momentum branch included).
+
+    The split BN of ``model.target_bn=shuffle`` stays as it is (shuffle BN normalises each
+    rank's part on its own). The parameters and buffers are the same tensors under the same
+    names, so the momentum update and checkpoints line up as before.
+
+    Returns:
+        ``model``.
+    """
+
+    def convert(module: nn.Module) -> nn.Module:
+        if isinstance(module, SplitBatchNorm2d):
+            return module
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        for name, child in module.named_children():
+            setattr(module, name, convert(child))
+        return module
+
+    for name in ("backbone", "projector", "predictor", "momentum_backbone", "momentum_projector"):
+        if getattr(model, name, None) is not None:
+            setattr(model, name, convert(getattr(model, name)))
+    return model
+
+
 def prepare(model: nn.Module, ctx: Dist, sync_bn: bool = False) -> nn.Module:
     """Give ``model`` (an SCEModel on its device) the collectives of its hooks, optionally
-    SyncBatchNorm in the online branch, and wrap it in DistributedDataParallel.
+    SyncBatchNorm in both branches (:func:`convert_sync_bn`), and wrap it in
+    DistributedDataParallel.
 
     Returns:
         The module to call for the loss (DDP); ``model`` stays the one to save and evaluate.
@@ -196,9 +227,7 @@ def prepare(model: nn.Module, ctx: Dist, sync_bn: bool = False) -> nn.Module:
     if sync_bn and not cuda:
         raise ValueError("trainer.sync_bn=true needs GPUs: SyncBatchNorm runs on CUDA only")
     if sync_bn:
-        for name in ("backbone", "projector", "predictor"):
-            if getattr(model, name) is not None:
-                setattr(model, name, nn.SyncBatchNorm.convert_sync_batchnorm(getattr(model, name)))
+        convert_sync_bn(model)
     device_ids = [torch.cuda.current_device()] if cuda else None
     # Buffers (queue, BN statistics) are synced once, at wrapping, not before each forward:
     # the queue stays the same on every rank by construction, and only rank 0's statistics

@@ -125,3 +125,46 @@ def test_sampler_shards_every_global_batch_by_rank_and_resumes(start_step):
         assert batch == one[step * 12 : (step + 1) * 12]
     with pytest.raises(ValueError, match="split evenly"):
         EpochSampler(100, 7, 2, 12, rank=0, world_size=5)
+
+
+@pytest.mark.parametrize("target_bn", ["standard", "shuffle"])
+def test_sync_bn_converts_both_branches_and_keeps_the_momentum_update(target_bn):
+    """trainer.sync_bn converts the momentum branch's BatchNorm too (as the official ImageNet
+    run), shuffle BN's split layers aside; names and the EMA update still line up. (The
+    conversion only: SyncBatchNorm's forward needs CUDA.)"""
+    from hydra import compose, initialize_config_dir
+    from torch import nn
+
+    from sce_sweeps.app import CONF_DIR
+    from sce_sweeps.engine.distributed import convert_sync_bn
+    from sce_sweeps.sce import build_model
+    from sce_sweeps.sce.model import SplitBatchNorm2d
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=[*TINY, f"model.target_bn={target_bn}"])
+    model = build_model(cfg)
+    names = list(model.state_dict())  # parameters and buffers, in order
+    assert convert_sync_bn(model) is model
+    assert list(model.state_dict()) == names
+
+    def kinds(module: nn.Module) -> set[type]:
+        return {type(m) for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+
+    assert kinds(model.backbone) == kinds(model.projector) == {nn.SyncBatchNorm}
+    assert kinds(model.momentum_projector) == {nn.SyncBatchNorm}
+    trunk = {SplitBatchNorm2d} if target_bn == "shuffle" else {nn.SyncBatchNorm}
+    assert kinds(model.momentum_backbone) == trunk
+    assert all(not p.requires_grad for p in model.target_parameters())
+
+    online = dict(model.named_parameters())
+    with torch.no_grad():
+        for p in model.online_parameters():
+            p.add_(1.0)
+        for b in model.backbone.buffers():
+            b.fill_(3)
+    model.momentum_update(0.5)
+    for name, p in model.named_parameters():
+        if name.startswith("momentum_"):
+            twin = online[name.removeprefix("momentum_")]
+            assert torch.allclose(p, twin - 0.5)  # halfway to the online weights (+1)
+    assert all((b == 3).all() for b in model.momentum_backbone.buffers())  # buffers copied
