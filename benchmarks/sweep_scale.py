@@ -143,7 +143,8 @@ def fake_sweep(sweep_dir: Path, n: int) -> None:
         value = 50.0 + num * 0.01
         (run_dir / runfiles.METRICS).write_text(json.dumps({"epoch": 1, "knn_top1": value}) + "\n")
         runfiles.write_result(run_dir, {"status": "completed", "knn_top1": value, "epochs": 1,
-                                        "seed": num % 5, "overrides": over})  # fmt: skip
+                                        "seed": num % 5, "overrides": over,
+                                        "config_hash": "h"})  # fmt: skip
         job = runfiles.Job(num, over, "h", str(num), state="completed", job_ids=[str(num)])
         manifest.jobs.append(job)
     manifest.save()
@@ -170,7 +171,8 @@ def status_time(sweep_dir: Path) -> float:
     start = time.perf_counter()
     statuses = sweep_status(runfiles.Manifest.load(sweep_dir))
     elapsed = time.perf_counter() - start
-    assert all(s.state for s in statuses)
+    states = {s.state.value for s in statuses}
+    assert states == {"completed"}, states
     return elapsed
 
 
@@ -189,8 +191,11 @@ def table_time(sweep_dir: Path) -> float:
 
 def cli_time(*args: str) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, check=False)
-    return time.perf_counter() - start
+    proc = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"python -m {' '.join(args)} failed:\n{proc.stderr[-2000:]}")
+    return elapsed
 
 
 MAKE_RUNS = """
