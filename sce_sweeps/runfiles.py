@@ -36,7 +36,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field, fields
-from enum import StrEnum
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +51,12 @@ HYDRA_DIR = ".hydra"
 RUN_MARKER = Path(HYDRA_DIR) / "overrides.yaml"  # what makes a directory a run dir
 
 
-class RunState(StrEnum):
-    """Where a run stands. A ``result.json`` holds one of the three final states."""
+class RunState(str, Enum):
+    """Where a run stands. A ``result.json`` holds one of the three final states.
+
+    A ``str``: it equals, prints, formats and serialises (JSON) as its plain value, on every
+    supported Python (``enum.StrEnum`` is 3.11+).
+    """
 
     COMPLETED = "completed"  # trained every epoch; result.json has its metrics
     PRUNED = "pruned"  # stopped early by a pruner (Optuna); result.json says after which epoch
@@ -61,6 +65,12 @@ class RunState(StrEnum):
     PENDING = "pending"  # queued (SLURM), or waiting for the launcher to start it
     NOT_SUBMITTED = "not submitted"  # the launcher could not submit it (SLURM refused)
     INTERRUPTED = "interrupted"  # no result and nothing running: a resume continues it
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, format_spec: str) -> str:
+        return format(self.value, format_spec)
 
 
 FINAL = (RunState.COMPLETED, RunState.PRUNED, RunState.FAILED)  # what result.json may say

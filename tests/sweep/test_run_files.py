@@ -369,3 +369,43 @@ def test_jobs_are_matched_by_number_overrides_or_config_hash(tmp_path):
     # a new Optuna trial with the parameters of trial 2 (its overrides name its own number)
     assert _known_job(manifest, 7, ["seed=2", "++hydra.job.env_set.T='7'"], "h2") is None
     assert _known_job(None, 0, ["seed=0"], "h0") is None
+
+
+def test_run_state_prints_formats_and_serialises_as_its_value():
+    from sce_sweeps.runfiles import RunState
+
+    state = RunState.NOT_SUBMITTED
+    assert state == "not submitted" and RunState("not submitted") is state
+    assert str(state) == f"{state}" == "not submitted"
+    assert f"{state:>15}|{RunState.FAILED:.4}" == "  not submitted|fail"
+    assert json.dumps({"status": RunState.PRUNED}) == '{"status": "pruned"}'
+    assert ", ".join([RunState.COMPLETED, RunState.RUNNING]) == "completed, running"
+
+
+def test_package_uses_no_python_3_11_only_features():
+    """pyproject says requires-python >= 3.10: no StrEnum, tomllib, typing.Self, exception
+    groups or except* in the package or its Hydra plugins."""
+    import ast
+
+    root = Path(__file__).resolve().parents[2]
+    banned_names = {"StrEnum", "Self", "ExceptionGroup", "BaseExceptionGroup", "tomllib"}
+    found = []
+    for path in sorted([*root.glob("sce_sweeps/**/*.py"), *root.glob("hydra_plugins/**/*.py")]):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names: list[str] = []
+            if isinstance(node, getattr(ast, "TryStar", ())):  # except* (3.11+)
+                names = ["except*"]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or "", *(a.name for a in node.names)]
+            elif isinstance(node, ast.Name):
+                names = [node.id]
+            elif isinstance(node, ast.Attribute):
+                names = [node.attr]
+            found += [
+                f"{path.relative_to(root)}:{node.lineno} {n}"
+                for n in names
+                if n in banned_names or n == "except*"
+            ]
+    assert not found, found
