@@ -117,8 +117,12 @@ def process_alive(pid: int | None, host: str, marker: str | None = None) -> bool
     return True
 
 
+def _has_checkpoint(run_dir: Path) -> bool:
+    return (run_dir / CHECKPOINT).exists() or (run_dir / PREVIOUS_CHECKPOINT).exists()
+
+
 def _interrupted_reason(run_dir: Path) -> str:
-    if (run_dir / CHECKPOINT).exists() or (run_dir / PREVIOUS_CHECKPOINT).exists():
+    if _has_checkpoint(run_dir):
         return "no result; stopped with a checkpoint (a resume continues from it)"
     return "no result; stopped before its first checkpoint"
 
@@ -164,8 +168,10 @@ def job_status(
         status.state, status.reason = RunState(result["status"]), result.get("reason")
         if status.state == RunState.COMPLETED:
             status.knn_top1 = result.get("knn_top1")
-    elif job.state in FINAL and job.finished_at:  # an app that writes no result.json:
-        status.state, status.reason = RunState(job.state), job.reason  # the launcher saw it end
+    elif job.state in FINAL and job.finished_at and not _has_checkpoint(run_dir):
+        # an app that writes no result.json: the launcher saw it end. (A run dir with a
+        # checkpoint belongs to an app that writes one: without it, the run is interrupted.)
+        status.state, status.reason = RunState(job.state), job.reason
     elif manifest.launcher == "slurm" and latest in slurm:
         status.state = RunState.FAILED
         status.reason = f"SLURM {slurm[latest][1]} without a result.json"
