@@ -88,7 +88,7 @@ def launch(app: Path, sweep_dir: Path, n: int, launcher: str, parallel: int) -> 
         cmd += [f"hydra.launcher.max_parallel={parallel}"]
     else:
         cmd += ["hydra.launcher.partition=debug", "hydra.launcher.timeout_min=10",
-                "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=0.2",
+                "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
                 f"hydra.launcher.array_parallelism={parallel}"]  # fmt: skip
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=app.parent, capture_output=True, text=True)
@@ -119,7 +119,7 @@ def baseline(folder: Path, n: int, launcher: str, parallel: int) -> float:
     else:
         executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
         executor.update_parameters(slurm_partition="debug", timeout_min=10, cpus_per_task=1,
-                                   mem_gb=0.2, slurm_array_parallelism=parallel)  # fmt: skip
+                                   mem_gb=1, slurm_array_parallelism=parallel)  # fmt: skip
         jobs = executor.map_array(_trivial, [float(i) for i in range(n)])
     for job in jobs:
         job.result()
