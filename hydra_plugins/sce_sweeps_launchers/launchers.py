@@ -154,10 +154,10 @@ class SweepLauncher(BaseSubmititLauncher):
         signal.signal(signal.SIGTERM, _stop_on_sigterm)
         return super().__call__(*args)
 
-    def _job_params(self, job: Any) -> tuple[Any, ...]:
-        """The arguments of ``self.__call__`` (run in the job) for a planned job."""
-        return (job.overrides, "hydra.sweep.dir", job.num, f"job_id_for_{job.num}",
-                Singleton.get_state())  # fmt: skip
+    def _job_params(self, job: Any, state: dict[str, Any]) -> tuple[Any, ...]:
+        """The arguments of ``self.__call__`` (run in the job) for a planned job; ``state`` is
+        Hydra's ``Singleton.get_state()``, taken once per submission (it copies the resolvers)."""
+        return (job.overrides, "hydra.sweep.dir", job.num, f"job_id_for_{job.num}", state)
 
     def _sweep_name(self) -> str:
         assert self.config is not None
@@ -471,13 +471,13 @@ class LocalLauncher(SweepLauncher):
         return room
 
     def _submit(self, executor: Any, jobs: list[Any]) -> list[Any]:
-        submitted = []
+        submitted, state = [], Singleton.get_state()
         for job in jobs:
             gpus = self.free_gpus[: self.gpus_per_job]
             self.free_gpus = self.free_gpus[self.gpus_per_job :]
             self.gpus_of[job.num] = gpus
             executor.update_parameters(gpus_per_node=len(gpus), visible_gpus=gpus)
-            submitted.append(executor.submit(self, *self._job_params(job)))
+            submitted.append(executor.submit(self, *self._job_params(job, state)))
         return submitted
 
     def _released(self, job: Any) -> None:
@@ -513,7 +513,8 @@ class SlurmLauncher(SweepLauncher):
         return sys.maxsize  # SLURM queues them all; array_parallelism caps how many run
 
     def _submit(self, executor: Any, jobs: list[Any]) -> list[Any]:
-        params = [self._job_params(job) for job in jobs]
+        state = Singleton.get_state()
+        params = [self._job_params(job, state) for job in jobs]
         submitted = executor.map_array(self, *zip(*params))
         ids = ", ".join(str(j.job_id) for j in submitted)
         _say(f"submitted {jobs_(len(submitted), 'SLURM job')}: {ids}")
