@@ -5,9 +5,11 @@ parametrize them: any Hydra app, not only sce_sweeps', runs through ``sce_local`
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hydra import version as hydra_version
 from hydra.core.plugins import Plugins
 from hydra.plugins.launcher import Launcher
 from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
@@ -16,6 +18,20 @@ from omegaconf import DictConfig
 from hydra_plugins.sce_sweeps_launchers import launchers
 
 LOCAL = ["hydra.launcher.poll_s=0.1", "hydra.launcher.max_parallel=2"]
+
+
+@pytest.fixture(autouse=True)
+def _hydra_default_version_base() -> Iterator[None]:
+    """The suites expect Hydra's default version base (1.1: jobs run in their output dir).
+    It is a process-wide singleton: a test that composed with version_base="1.3" earlier in
+    the same pytest process would otherwise leave the jobs in the current directory."""
+    base = hydra_version.VersionBase.instance()
+    saved = base.version_base
+    base.version_base = hydra_version._UNSPECIFIED_
+    yield
+    base.version_base = saved
+
+
 # the test cluster's partition (scripts/slurm_cluster.sh), tiny jobs
 SLURM = ["hydra.launcher.partition=debug", "hydra.launcher.mem_gb=1", "hydra.launcher.poll_s=0.5",
          "hydra.launcher.timeout_min=5"]  # fmt: skip
