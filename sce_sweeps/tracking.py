@@ -89,7 +89,8 @@ class AimTracker(NullTracker):
 
     Args:
         run_repo: the run's private Aim repo (``<run dir>/aim``).
-        shared_repo: the repo the run is merged into; None keeps it in ``run_repo`` only.
+        shared_repo: the repo the run is merged into; None keeps it in ``run_repo`` only (and
+            merges nothing while it trains).
         run_hash: the Aim run to continue (from the checkpoint), or None for a new one.
         params: the run's parameters (nested dicts of plain values).
         experiment: Aim experiment name (the sweep name).
@@ -122,7 +123,7 @@ class AimTracker(NullTracker):
         self.shared_repo = shared_repo
         self.images = images
         self.system_metrics = system_metrics
-        self.sync_interval_s = sync_interval_s
+        self.sync_interval_s = sync_interval_s if shared_repo is not None else None
         self._warned: set[str] = set()
         self._run: Any = None  # aim.Run while open
         self._next_merge = time.monotonic() + (sync_interval_s or 0.0)
@@ -175,10 +176,24 @@ class AimTracker(NullTracker):
 
     # -- internals ------------------------------------------------------------------------
 
-    def _open(self, run_hash: str | None, experiment: str | None = None) -> None:
-        """Open (or create) the run in the private repo; it holds Aim's run lock while open."""
+    def _open_run(self, run_hash: str | None, experiment: str | None, force_resume: bool) -> None:
+        """Open (or create) the run in ``run_repo``; ``force_resume`` takes over the lock that
+        a killed process left on it."""
         from aim import Run
 
+        self._run = Run(
+            run_hash,
+            repo=str(self.run_repo),
+            experiment=experiment,
+            force_resume=force_resume,
+            system_tracking_interval=SYSTEM_INTERVAL_S if self.system_metrics else None,
+            log_system_params=False,  # it would copy the environment, secrets included
+            capture_terminal_logs=False,
+        )
+        self.run_hash = self._run.hash
+
+    def _open(self, run_hash: str | None, experiment: str | None = None) -> None:
+        """Open (or create) the run in the private repo; it holds Aim's run lock while open."""
         if run_hash is None:  # an attempt killed before its first checkpoint left its run here
             run_hash = only_run(self.run_repo)
         if run_hash is not None and not run_in_repo(self.run_repo, run_hash):
@@ -190,16 +205,7 @@ class AimTracker(NullTracker):
         # a process that was killed left Aim's lock on the run: it is ours, take it over
         stale = run_hash is not None and run_locked(self.run_repo, run_hash)
         with _captured("aim.sdk.lock_manager"):  # force_resume warns of the lock a crash left
-            self._run = Run(
-                run_hash,
-                repo=str(self.run_repo),
-                experiment=experiment,
-                force_resume=stale,
-                system_tracking_interval=SYSTEM_INTERVAL_S if self.system_metrics else None,
-                log_system_params=False,  # it would copy the environment, secrets included
-                capture_terminal_logs=False,
-            )
-        self.run_hash = self._run.hash
+            self._open_run(run_hash, experiment, force_resume=stale)
 
     def _close_run(self) -> None:
         run, self._run = self._run, None
@@ -265,64 +271,23 @@ class RemoteAimTracker(AimTracker):
 
     Every job logs to the server directly (it is the repo's only writer), so nothing is
     merged; a resumed run reopens its run on the server by the hash its checkpoint stores.
-
-    Args:
-        url: the server, ``aim://host:port``.
-        run_hash: the Aim run to continue, or None for a new one.
-        params, experiment, name, system_metrics, images: as for :class:`AimTracker`.
+    Its arguments are :class:`AimTracker`'s, with ``run_repo`` the server (``aim://host:port``)
+    and ``shared_repo`` None.
 
     Raises:
         Exception: whatever Aim raises when the server cannot be reached;
             :func:`make_tracker` turns it into a warning.
     """
 
-    def __init__(
-        self,
-        url: str,
-        run_hash: str | None,
-        params: dict[str, Any],
-        experiment: str,
-        name: str,
-        *,
-        system_metrics: bool = True,
-        images: bool = True,
-    ) -> None:
-        self.url = url
-        super().__init__(
-            Path("."),  # no private repo
-            None,
-            run_hash,
-            params,
-            experiment,
-            name,
-            system_metrics=system_metrics,
-            images=images,
-            sync_interval_s=None,
-        )
-
     def _open(self, run_hash: str | None, experiment: str | None = None) -> None:
-        from aim import Run
-
-        def run(force_resume: bool) -> Any:
-            return Run(
-                run_hash,
-                repo=self.url,
-                experiment=experiment,
-                force_resume=force_resume,
-                system_tracking_interval=SYSTEM_INTERVAL_S if self.system_metrics else None,
-                log_system_params=False,
-                capture_terminal_logs=False,
-            )
-
         try:
-            self._run = run(force_resume=False)
+            self._open_run(run_hash, experiment, force_resume=False)
         except Exception:
             if run_hash is None:
                 raise
             # a killed job left the run locked on the server: it is ours, take it over
             with _captured("aim.sdk.lock_manager"):
-                self._run = run(force_resume=True)
-        self.run_hash = self._run.hash
+                self._open_run(run_hash, experiment, force_resume=True)
 
 
 # -- the shared repo ----------------------------------------------------------------------
@@ -551,19 +516,14 @@ def make_tracker(
         return NullTracker()
     logging.getLogger("aim").setLevel(logging.WARNING)  # Aim logs every reporter thread at INFO
     try:
-        if is_remote(cfg.tracker.repo):
-            return RemoteAimTracker(
-                cfg.tracker.repo,
-                run_hash,
-                run_params(cfg, info),
-                experiment=str(info.get("sweep_name") or cfg.sweep_name),
-                name=run_name(info),
-                system_metrics=cfg.tracker.system_metrics,
-                images=cfg.tracker.log_images,
-            )
-        return AimTracker(
-            Path(run_dir) / RUN_REPO,
-            shared_repo_path(cfg, Path(run_dir)),
+        if is_remote(cfg.tracker.repo):  # the server is the one writer: nothing to merge
+            tracker, run_repo, shared_repo = RemoteAimTracker, cfg.tracker.repo, None
+        else:
+            tracker, run_repo = AimTracker, Path(run_dir) / RUN_REPO
+            shared_repo = shared_repo_path(cfg, Path(run_dir))
+        return tracker(
+            run_repo,
+            shared_repo,
             run_hash,
             run_params(cfg, info),
             experiment=str(info.get("sweep_name") or cfg.sweep_name),
