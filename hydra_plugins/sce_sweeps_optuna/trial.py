@@ -92,6 +92,7 @@ class JournalRecordLock:
     appends leaves behind; every other writer then waits their 30 s grace period. The kernel
     (or NFS's lock manager) drops a record lock when its holder dies. Record locks do not
     exclude the threads of one process, so a per-journal thread lock is taken first.
+    ``with JournalRecordLock(path):`` holds it for a block, as Optuna holds it to append.
     """
 
     def __init__(self, filepath: str) -> None:
@@ -121,6 +122,13 @@ class JournalRecordLock:
         finally:
             self._thread_lock.release()
 
+    def __enter__(self) -> JournalRecordLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
 
 def repair_journal(path: Path) -> Path | None:
     """Cut off a journal's torn last line (a writer killed mid-append), keeping a copy of the
@@ -132,23 +140,19 @@ def repair_journal(path: Path) -> Path | None:
     """
     if not path.is_file() or path.stat().st_size == 0:
         return None
-    lock = JournalRecordLock(str(path))  # the lock JournalFileBackend takes to append
-    lock.acquire()
-    try:
-        with path.open("rb+") as f:
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) == b"\n":
-                return None
-            f.seek(0)
-            data = f.read()
-            keep = data.rfind(b"\n") + 1
-            copy = path.with_name(f"{path.name}.torn-{time.strftime('%Y%m%d-%H%M%S')}")
-            copy.write_bytes(data)
-            f.truncate(keep)
-            f.flush()
-            os.fsync(f.fileno())
-    finally:
-        lock.release()
+    # the lock JournalFileBackend takes to append
+    with JournalRecordLock(str(path)), path.open("rb+") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return None
+        f.seek(0)
+        data = f.read()
+        keep = data.rfind(b"\n") + 1
+        copy = path.with_name(f"{path.name}.torn-{time.strftime('%Y%m%d-%H%M%S')}")
+        copy.write_bytes(data)
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
     print(
         f"sce_sweeps: {path}: cut off a torn last line ({len(data) - keep} bytes, a writer "
         f"killed mid-append); the file as it was is kept as {copy.name}",
