@@ -79,7 +79,14 @@ def test_kill_while_results_are_written(tmp_path):
 
 
 def _metrics_resume(workdir: Path) -> int:
-    rows = train._truncate_metrics(workdir / train.METRICS, last_epoch=10**9)
+    path = workdir / train.METRICS
+    if path.exists() and path.stat().st_size:  # note whether the kill tore the last line
+        with path.open("rb") as f:
+            f.seek(-1, 2)
+            torn = f.read(1) != b"\n"
+        with (workdir / "torn.txt").open("a") as f:
+            f.write(f"{int(torn)}\n")
+    rows = train._truncate_metrics(path, last_epoch=10**9)
     assert [r["epoch"] for r in rows] == list(range(1, len(rows) + 1)), "a row went missing"
     return len(rows)
 
@@ -90,8 +97,16 @@ def _metrics_write(workdir: Path, version: int) -> None:
         f.write(json.dumps(row) + "\n")
 
 
+def _metrics_notes(workdir: Path) -> str:
+    torn = workdir / "torn.txt"
+    return f"{torn.read_text().split().count('1')} torn last lines dropped" if torn.exists() else ""
+
+
 def test_kill_while_metrics_are_appended(tmp_path):
-    row = kill_loop("metrics.jsonl", tmp_path, _metrics_resume, _metrics_write)
+    # Each resume reads and rewrites the whole file, so its size sets the cost: kill within the
+    # first ~20 ms of appends (a few 200 kB rows each) so that it stays tens of MB, not GBs.
+    row = kill_loop("metrics.jsonl", tmp_path, _metrics_resume, _metrics_write,
+                    delay_s=(0.001, 0.02), notes=_metrics_notes)  # fmt: skip
     assert (row.lost, row.resumable) == (0, row.tried)
 
 
