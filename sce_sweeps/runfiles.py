@@ -16,8 +16,10 @@ A run dir holds ``.hydra/`` (Hydra's config, hydra config and overrides), ``metr
 :class:`RunState` is the one vocabulary of a run's state: results, the manifest, ``status``,
 the analysis tables, the tracker and the Optuna trial table all use it.
 
-JSON files are written to a temporary file in the same directory, synced, then renamed over the
-old one, so a reader sees the old file or the new one, never half of one. This module imports
+JSON files and checkpoints are written to a temporary file in the same directory, synced, then
+renamed over the old one, so a reader sees the old file or the new one, never half of one. A
+writer killed before the rename leaves its temp file behind; the next writer of that file (and a
+run's resume, for checkpoints) removes it (:func:`remove_stale_temps`). This module imports
 neither torch nor pandas at import time: ``status`` answers in well under a second.
 """
 
@@ -29,16 +31,18 @@ import fcntl
 import io
 import json
 import os
+import re
+import secrets
 import shlex
 import shutil
 import socket
 import sys
-import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 RESULT = "result.json"
 METRICS = "metrics.jsonl"
@@ -122,23 +126,102 @@ def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
+# --- atomic writes -----------------------------------------------------------------------------
+
+HOST = socket.gethostname()
+STALE_TEMP_AGE_S = 60.0  # an unlocked temp of another host's writer is stale once this old
+
+
+def _temp_name(path: Path) -> re.Pattern[str]:
+    """How a writer of ``path`` names its temp: ``.<name>.<host>.<pid>.<8 hex digits>.tmp``."""
+    return re.compile(rf"\.{re.escape(path.name)}\.(?P<host>.+)\.(?P<pid>\d+)\.[0-9a-f]{{8}}\.tmp")
+
+
+@contextlib.contextmanager
+def atomic_write(path: Path, previous: Path | None = None) -> Iterator[BinaryIO]:
+    """Yield a binary file that becomes ``path`` when the block ends: a temp file beside it,
+    then synced and renamed over it (after moving the file it replaces to ``previous``, if
+    given). The temp is removed if the block raises; its writer holds an exclusive ``flock`` on
+    it until the rename, which tells :func:`remove_stale_temps` that it is being written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
+    tmp = path.with_name(f".{path.name}.{HOST}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            with contextlib.suppress(OSError):  # a filesystem without locks: the pid tells
+                fcntl.flock(f, fcntl.LOCK_EX)
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+            if previous is not None and path.exists():
+                os.replace(path, previous)
+            os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Remove the temp files that writers of ``path`` killed before their rename left beside it;
+    return them. A temp is stale when no process holds its ``flock`` and, for one of this host,
+    its writer's pid is dead, or, for another host's, it is :data:`STALE_TEMP_AGE_S` old. A
+    live writer's temp and files not named as :func:`atomic_write` names temps are never
+    touched."""
+    pattern, prefix, removed = _temp_name(path), f".{path.name}.", []
+    try:
+        entries = list(os.scandir(path.parent))
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        match = entry.name.startswith(prefix) and pattern.fullmatch(entry.name)
+        if match and entry.is_file(follow_symlinks=False):
+            tmp = Path(entry.path)
+            if _remove_if_stale(tmp, match["host"], int(match["pid"])):
+                removed.append(tmp)
+    return removed
+
+
+def _remove_if_stale(tmp: Path, host: str, pid: int) -> bool:
+    if host == HOST and _alive(pid):
+        return False  # writing it now (or its pid was taken since: kept until that ends)
+    try:
+        if host != HOST and time.time() - tmp.stat().st_mtime < STALE_TEMP_AGE_S:
+            return False  # maybe created a moment ago, not locked yet
+        fd = os.open(tmp, os.O_RDWR)  # NFS emulates flock with locks that need write access
+    except OSError:  # gone meanwhile, or not ours to open
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # its writer is alive (e.g. on another host, or another pid space)
+        except OSError:
+            if host != HOST:
+                return False  # no locks on this filesystem, no pid to ask: cannot tell
+        tmp.unlink(missing_ok=True)
+        return True
+    finally:
+        os.close(fd)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
+
+
 # --- JSON --------------------------------------------------------------------------------------
 
 
 def write_json_atomic(data: Any, path: str | Path) -> None:
     """Write ``data`` as JSON to ``path`` so that a crash leaves the old file or the new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
+    with atomic_write(Path(path)) as f:
+        f.write(text.encode())
 
 
 def read_json(path: str | Path) -> dict[str, Any] | None:
@@ -237,26 +320,14 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     import torch
 
     path = Path(path)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # a writer killed mid-write left it
-        stale.unlink(missing_ok=True)  # (one writer per run dir: none is being written now)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_write(path, previous=path.with_name(PREVIOUS_CHECKPOINT)) as f:
             torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
     except (OSError, RuntimeError) as e:
-        Path(tmp).unlink(missing_ok=True)
         full = _disk_full(e, state, path)
         if full is not None:
             raise full from None
         raise
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    if path.exists():
-        os.replace(path, path.with_name(PREVIOUS_CHECKPOINT))
-    os.replace(tmp, path)
 
 
 def _disk_full(error: BaseException, state: dict[str, Any], path: Path) -> DiskFullError | None:
@@ -281,7 +352,8 @@ def _disk_full(error: BaseException, state: dict[str, Any], path: Path) -> DiskF
 
 def load_checkpoint(path: str | Path) -> dict[str, Any] | None:
     """The checkpoint at ``path``, or the previous one (with a warning) when it is unreadable
-    or missing; None when the run has never written one.
+    or missing; None when the run has never written one. The temp file of a checkpoint write
+    killed before its rename is removed (:func:`remove_stale_temps`).
 
     Raises:
         CheckpointError: there are checkpoints but none is readable.
@@ -289,6 +361,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any] | None:
     import torch
 
     path = Path(path)
+    remove_stale_temps(path)
     candidates = [p for p in (path, path.with_name(PREVIOUS_CHECKPOINT)) if p.exists()]
     errors = []
     for candidate in candidates:
