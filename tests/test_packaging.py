@@ -153,3 +153,5 @@ def test_editable_install_uses_the_checkouts_conf(tmp_path, elsewhere):
     proc = run([python, "-c", "import sce_sweeps.app as a; print(a.CONF_DIR)"], elsewhere)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(ROOT / "conf")
+    purelib = run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], ROOT)
+    assert not Path(purelib.stdout.strip(), "sce_sweeps").exists()  # no copy of conf/ to go stale
