@@ -42,8 +42,13 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 
 from sce_sweeps.app import CONF_DIR  # noqa: E402
 from sce_sweeps.data.views import local_crops  # noqa: E402
-from sce_sweeps.engine.optim import build_optimizer  # noqa: E402
-from sce_sweeps.engine.train import LOG_EVERY, build_model, pick_device, train_step  # noqa: E402
+from sce_sweeps.engine.train import (  # noqa: E402
+    LOG_EVERY,
+    build_model,
+    optimizer_and_scaler,
+    pick_device,
+    train_step,
+)
 from sce_sweeps.sce.loss import loss_from_terms, sce_diagnostics, sce_terms  # noqa: E402
 
 
@@ -73,20 +78,10 @@ class Step:
         )
         torch.manual_seed(0)
         self.model = build_model(cfg).to(device, memory_format=fmt)
-        self.optimizer = build_optimizer(
-            [(n, p) for n, p in self.model.named_parameters() if p.requires_grad],
-            cfg.optim.name,
-            cfg.optim.lr,
-            cfg.optim.momentum,
-            cfg.optim.weight_decay,
-            cfg.optim.trust_coefficient,
-            cfg.optim.exclude_bias_norm,
-            fused=cuda and cfg.trainer.fused_optimizer,
+        self.optimizer, self.scaler, self.amp_dtype = optimizer_and_scaler(
+            self.model, cfg, cfg.optim.lr, cuda
         )
-        bf16 = cuda and cfg.trainer.amp and cfg.trainer.amp_dtype == "bfloat16"
-        self.amp_dtype = torch.bfloat16 if bf16 else None
-        self.scaler = torch.amp.GradScaler("cuda", enabled=cuda and cfg.trainer.amp and not bf16)
-        self.autocast = self.scaler.is_enabled() or bf16
+        self.autocast = self.scaler.is_enabled() or self.amp_dtype is not None
         self.net = torch.compile(self.model) if cuda and cfg.trainer.compile else self.model
         bs, c, size = cfg.trainer.batch_size, cfg.dataset.in_channels, cfg.aug.crop_size
         views = [torch.randn(bs, c, size, size) for _ in range(2)]

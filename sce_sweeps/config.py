@@ -135,7 +135,9 @@ class TrainerConfig:
     knn_k: int = 200
     knn_temp: float = 0.1
     eval_every: int = 1  # epochs; 0 evaluates only at the end
-    eval_random_init: bool = False  # also report kNN of the untrained network and raw pixels
+    # also evaluate the same network at random initialisation and raw pixels (after training)
+    eval_random_init: bool = False
+    linear_probe: bool = False  # a linear classifier on the frozen features, beside kNN
     checkpoint_every: int = 1  # epochs
     progress: bool = True
     num_threads: int | None = None

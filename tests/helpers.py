@@ -20,6 +20,7 @@ TINY = [
     "trainer.batch_size=64",
     "trainer.epochs=2",
     "trainer.eval_random_init=false",
+    "trainer.linear_probe=false",
     "trainer.eval_every=1",
     "trainer.knn_k=20",
     "trainer.num_threads=1",

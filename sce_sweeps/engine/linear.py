@@ -33,8 +33,7 @@ from sce_sweeps.data import EpochSampler, SSLDataset, build_datasets, collate_vi
 from sce_sweeps.data import steps_per_epoch as num_steps
 from sce_sweeps.data.views import MultiViewTransform, _FitSize
 from sce_sweeps.engine import checkpoint as ckpt
-from sce_sweeps.engine.train import _eval_loader, _loader, _StopSignals, pick_device
-from sce_sweeps.sce import build_model
+from sce_sweeps.engine.train import _eval_loader, _loader, _StopSignals, initial_model, pick_device
 from sce_sweeps.tracking import NullTracker
 
 LINEAR_DIR = "linear"  # <run dir>/linear: the stage's checkpoint.pt and metrics.jsonl
@@ -102,8 +101,7 @@ def build_probe(cfg: DictConfig, pretrained: dict[str, torch.Tensor] | None) -> 
     """The run's online trunk (``pretrained`` model state, or its random initialisation when
     None), frozen in eval mode, and a zero-bias linear classifier on its features."""
     device = pick_device(cfg.trainer.device)
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg)
+    model = initial_model(cfg)
     if pretrained is not None:
         model.load_state_dict(pretrained)
     trunk = model.backbone.to(device).eval().requires_grad_(False)

@@ -30,14 +30,15 @@ from sce_sweeps.data import steps_per_epoch as num_steps
 from sce_sweeps.data.device import DeviceData, use_device_path
 from sce_sweeps.engine import checkpoint as ckpt
 from sce_sweeps.engine import distributed
-from sce_sweeps.engine.init_knn import cached_init_knn, init_key
-from sce_sweeps.engine.knn import knn_accuracy, pixel_knn_accuracy
+from sce_sweeps.engine.baselines import CACHE, cached_metrics, init_key, pixel_metrics
+from sce_sweeps.engine.knn import extract_features, feature_metrics
 from sce_sweeps.engine.optim import build_optimizer, lr_at, set_lr
 from sce_sweeps.sce import SCEModel, SCETerms, build_model, momentum_at, sce_diagnostics
 from sce_sweeps.tracking import NullTracker
 
 METRICS = "metrics.jsonl"
 LOG_EVERY = 10  # steps between tracked train metrics
+EVAL_METRICS = ("knn_top1", "probe_top1")  # what an evaluation of the features records
 
 
 class NonFiniteLossError(RuntimeError):
@@ -195,12 +196,41 @@ class TrainState:
     step_in_epoch: int = 0
     elapsed: float = 0.0
     loss_sum: float = 0.0
-    result: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
 
     def elapsed_now(self) -> float:
         return self.elapsed + time.perf_counter() - self.started
+
+
+def initial_model(cfg: DictConfig) -> SCEModel:
+    """The run's network at initialisation: a function of the config alone (its seed
+    included), whatever the global random state, so that the random-init baseline and a
+    resumed run see the same network."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return build_model(cfg)
+
+
+def optimizer_and_scaler(
+    model: nn.Module, cfg: DictConfig, lr: float, cuda: bool
+) -> tuple[torch.optim.Optimizer, torch.amp.GradScaler, torch.dtype | None]:
+    """The optimizer of ``model``'s trainable parameters at ``lr``, the AMP scaler and the
+    autocast dtype (bfloat16, or None for float16 with the scaler) that the config asks for;
+    AMP and fused steps only on CUDA."""
+    optimizer = build_optimizer(
+        [(n, p) for n, p in model.named_parameters() if p.requires_grad],
+        cfg.optim.name,
+        lr,
+        cfg.optim.momentum,
+        cfg.optim.weight_decay,
+        cfg.optim.trust_coefficient,
+        cfg.optim.exclude_bias_norm,
+        fused=cuda and cfg.trainer.fused_optimizer,
+    )
+    bf16 = cuda and cfg.trainer.amp and cfg.trainer.amp_dtype == "bfloat16"
+    scaler = torch.amp.GradScaler("cuda", enabled=cuda and cfg.trainer.amp and not bf16)
+    return optimizer, scaler, torch.bfloat16 if bf16 else None
 
 
 def build(cfg: DictConfig, run_dir: Path, tracker: NullTracker) -> Trainer:
@@ -226,23 +256,13 @@ def build(cfg: DictConfig, run_dir: Path, tracker: NullTracker) -> Trainer:
     bank_loader = _eval_loader(bank_set, workers)
     query_loader = _eval_loader(query_set, workers)
 
-    model = build_model(cfg).to(device)
+    model = initial_model(cfg).to(device)
     if memory_format is not None:
         model = model.to(memory_format=memory_format)
     net = distributed.prepare(model, dist, cfg.trainer.sync_bn)
     if cuda and cfg.trainer.compile:
         net = torch.compile(net)
-    optimizer = build_optimizer(
-        [(n, p) for n, p in model.named_parameters() if p.requires_grad],
-        cfg.optim.name,
-        base_lr,
-        cfg.optim.momentum,
-        cfg.optim.weight_decay,
-        cfg.optim.trust_coefficient,
-        cfg.optim.exclude_bias_norm,
-        fused=cuda and cfg.trainer.fused_optimizer,
-    )
-    bf16 = cuda and cfg.trainer.amp and cfg.trainer.amp_dtype == "bfloat16"
+    optimizer, scaler, amp_dtype = optimizer_and_scaler(model, cfg, base_lr, cuda)
     return Trainer(
         cfg=cfg,
         run_dir=run_dir,
@@ -253,7 +273,7 @@ def build(cfg: DictConfig, run_dir: Path, tracker: NullTracker) -> Trainer:
         model=model,
         net=net,
         optimizer=optimizer,
-        scaler=torch.amp.GradScaler("cuda", enabled=cuda and cfg.trainer.amp and not bf16),
+        scaler=scaler,
         ssl_set=ssl_set,
         bank_loader=bank_loader,
         query_loader=query_loader,
@@ -262,47 +282,55 @@ def build(cfg: DictConfig, run_dir: Path, tracker: NullTracker) -> Trainer:
         warmup_steps=steps_per_epoch * cfg.optim.warmup_epochs,
         base_lr=base_lr,
         device_data=device_data,
-        amp_dtype=torch.bfloat16 if bf16 else None,
+        amp_dtype=amp_dtype,
     )
 
 
-def evaluate(t: Trainer) -> float:
-    """kNN top-1 (%) of the online backbone's features."""
-    cfg = t.cfg
-    return knn_accuracy(
-        t.model.backbone,
-        t.bank_loader,
-        t.query_loader,
+def evaluate(t: Trainer, backbone: nn.Module | None = None) -> dict[str, float]:
+    """The evaluation of a backbone's frozen features (the online backbone's by default):
+    ``knn_top1``, and ``probe_top1`` with ``trainer.linear_probe`` (both in %)."""
+    cfg, backbone = t.cfg, backbone or t.model.backbone
+    return feature_metrics(
+        extract_features(backbone, t.bank_loader, t.device),
+        extract_features(backbone, t.query_loader, t.device),
         cfg.dataset.num_classes,
-        t.device,
         cfg.trainer.knn_k,
         cfg.trainer.knn_temp,
+        cfg.trainer.linear_probe,
     )
+
+
+def baselines(t: Trainer) -> dict[str, float]:
+    """The evaluation of the same network at random initialisation (``*_init``: once per
+    sweep dir) and of raw pixels (``*_pixels``: once per data); see
+    :mod:`sce_sweeps.engine.baselines`."""
+    cfg, init = t.cfg, initial_model(t.cfg).backbone.to(t.device)
+    key = init_key(init, cfg, t.device)
+
+    def evaluate_init() -> dict[str, float]:
+        return {f"{name}_init": value for name, value in evaluate(t, init).items()}
+
+    metrics = cached_metrics(t.run_dir.parent / CACHE / f"{key}.json", evaluate_init)
+    metrics.update(
+        pixel_metrics(
+            t.bank_loader,
+            t.query_loader,
+            cfg.dataset.num_classes,
+            cfg.trainer.knn_k,
+            cfg.trainer.knn_temp,
+            cfg.trainer.linear_probe,
+        )
+    )
+    return metrics
 
 
 def restore(t: Trainer, resume_state: dict[str, Any] | None) -> TrainState:
-    """The state to train from: the checkpoint's, or a fresh one (kNN at init if asked)."""
+    """The state to train from: the checkpoint's, or a fresh one."""
     metrics_path = t.run_dir / METRICS
     if resume_state is None:
-        state = TrainState()
-        if not t.dist.is_main:
-            return state
-        metrics_path.unlink(missing_ok=True)
-        if t.cfg.trainer.eval_random_init:
-            # once per sweep for the same initial network and data (init_knn.py)
-            key = init_key(t.model.backbone, t.cfg, t.device)
-            state.result["knn_top1_init"] = cached_init_knn(
-                t.run_dir.parent, key, lambda: evaluate(t)
-            )
-            # the same kNN on raw pixels (cached per bank and query set)
-            state.result["knn_top1_pixels"] = pixel_knn_accuracy(
-                t.bank_loader,
-                t.query_loader,
-                t.cfg.dataset.num_classes,
-                t.cfg.trainer.knn_k,
-                t.cfg.trainer.knn_temp,
-            )
-        return state
+        if t.dist.is_main:
+            metrics_path.unlink(missing_ok=True)
+        return TrainState()
     if resume_state["config_hash"] != config_hash(t.cfg):
         raise ValueError(
             f"{t.run_dir / ckpt.CHECKPOINT} belongs to another config "
@@ -318,7 +346,6 @@ def restore(t: Trainer, resume_state: dict[str, Any] | None) -> TrainState:
         step_in_epoch=resume_state["step_in_epoch"],
         elapsed=resume_state["elapsed"],
         loss_sum=resume_state["loss_sum"],
-        result=resume_state["result"],
         history=_truncate_metrics(metrics_path, resume_state["epoch"]) if t.dist.is_main else [],
     )
 
@@ -336,7 +363,6 @@ def save(t: Trainer, state: TrainState) -> None:
         "step_in_epoch": state.step_in_epoch,
         "elapsed": state.elapsed_now(),
         "loss_sum": float(state.loss_sum),
-        "result": state.result,
         "tracker_run_hash": t.tracker.run_hash,
         "config": run_config(t.cfg),
         "config_hash": config_hash(t.cfg),
@@ -446,6 +472,8 @@ def _print_epoch(t: Trainer, row: dict[str, Any], train_s: float) -> None:
     line = f"epoch {done}/{epochs}: loss {row['loss']:.4f}, {images / max(train_s, 1e-9):.0f} img/s"
     if "knn_top1" in row:
         line += f", kNN top-1 {row['knn_top1']:.2f}%"
+    if "probe_top1" in row:
+        line += f", linear probe top-1 {row['probe_top1']:.2f}%"
     print(f"{line}, {left / 60:.1f} min left", file=sys.stderr, flush=True)
 
 
@@ -461,7 +489,7 @@ def end_epoch(t: Trainer, state: TrainState) -> dict[str, Any]:
     due = epoch + 1 == cfg.trainer.epochs or (every and (epoch + 1) % every == 0)
     train_s = state.elapsed_now() - (state.history[-1]["elapsed_s"] if state.history else 0.0)
     if due and t.dist.is_main:
-        row["knn_top1"] = evaluate(t)
+        row.update(evaluate(t))
     row["elapsed_s"] = state.elapsed_now()
     if t.dist.is_main and cfg.trainer.progress and not sys.stderr.isatty():
         _print_epoch(t, row, train_s)  # the bar is hidden in a log: never silent
@@ -473,8 +501,9 @@ def end_epoch(t: Trainer, state: TrainState) -> dict[str, Any]:
         f.write(json.dumps(row) + "\n")
     # at the step that ends the epoch: the epoch's mean train loss, and kNN top-1 apart
     t.tracker.log({"loss_epoch": row["loss"]}, end_step, epoch + 1, {"subset": "train"})
-    if "knn_top1" in row:
-        t.tracker.log({"knn_top1": row["knn_top1"]}, end_step, epoch + 1, {"subset": "eval"})
+    evaluated = {k: row[k] for k in EVAL_METRICS if k in row}
+    if evaluated:
+        t.tracker.log(evaluated, end_step, epoch + 1, {"subset": "eval"})
     return row
 
 
@@ -492,8 +521,9 @@ def train(
             run after checkpointing (raises :class:`Stopped`).
 
     Returns:
-        The final metrics: knn_top1, loss, epochs, wall_time_s (and the baselines
-            knn_top1_init and knn_top1_pixels if asked).
+        The final metrics: knn_top1 (and probe_top1 with trainer.linear_probe), loss,
+            epochs, wall_time_s; with trainer.eval_random_init, the same evaluation at random
+            initialisation (knn_top1_init, ...) and on raw pixels (knn_top1_pixels, ...).
 
     Raises:
         NonFiniteLossError: the loss became NaN or infinite.
@@ -517,10 +547,9 @@ def train(
                 _serve(stop)
 
     final = state.history[-1]
-    return {
-        **state.result,
-        "knn_top1": final.get("knn_top1", math.nan),
-        "loss": final["loss"],
-        "epochs": final["epoch"],
-        "wall_time_s": state.elapsed_now(),
-    }
+    result = {k: final[k] for k in EVAL_METRICS if k in final}
+    result.update(loss=final["loss"], epochs=final["epoch"], wall_time_s=state.elapsed_now())
+    result.setdefault("knn_top1", math.nan)
+    if cfg.trainer.eval_random_init and t.dist.is_main:  # after training: never before step 1
+        result.update(baselines(t))
+    return result

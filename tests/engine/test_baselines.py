@@ -1,17 +1,20 @@
-"""The random-init kNN baseline is evaluated once per sweep for the same network and data."""
+"""The baselines (the same network at random initialisation, raw pixels) are evaluated once
+the run has trained, once per sweep and data, by the same code as the run's own metrics."""
 
 from __future__ import annotations
 
 import json
+import multiprocessing
+import time
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
 from sce_sweeps.app import CONF_DIR
-from sce_sweeps.engine.init_knn import CACHE, cached_init_knn, init_key
-from sce_sweeps.engine.train import train
-from sce_sweeps.sce import build_model
+from sce_sweeps.engine.baselines import CACHE, cached_metrics, init_key
+from sce_sweeps.engine.train import build, initial_model, train
+from sce_sweeps.tracking import NullTracker
 from tests.helpers import TINY
 
 CPU = torch.device("cpu")
@@ -24,16 +27,27 @@ def compose_cfg(*overrides):
 
 def key_of(*overrides):
     cfg = compose_cfg(*overrides)
-    torch.manual_seed(cfg.seed)
-    return init_key(build_model(cfg).backbone, cfg, CPU)
+    return init_key(initial_model(cfg).backbone, cfg, CPU)
 
 
 def test_the_key_follows_the_initial_network_and_the_data_not_the_loss():
     base = key_of()
     assert key_of("loss.coeff=0.1", "loss.temp_m=0.07", "loss.queue_size=64") == base
     assert key_of("dataset.num_workers=1") == base
-    for other in ("seed=1", "model.width=8", "dataset.test_samples=128", "trainer.knn_k=10"):
+    others = ("seed=1", "model.width=8", "dataset.test_samples=128", "trainer.knn_k=10")
+    for other in (*others, "trainer.linear_probe=true"):
         assert key_of(other) != base, other
+
+
+def test_the_initial_network_depends_on_the_config_alone(tmp_path):
+    cfg = compose_cfg()
+    torch.manual_seed(123)
+    first = initial_model(cfg).state_dict()
+    torch.rand(100)  # whatever the global random state
+    again = initial_model(cfg).state_dict()
+    trained = build(cfg, tmp_path, NullTracker()).model.state_dict()  # the run's step-0 network
+    for name, tensor in first.items():
+        assert torch.equal(tensor, again[name]) and torch.equal(tensor, trained[name]), name
 
 
 def test_cached_value_is_read_back_and_evaluated_once(tmp_path):
@@ -41,19 +55,49 @@ def test_cached_value_is_read_back_and_evaluated_once(tmp_path):
 
     def evaluate():
         calls.append(1)
-        return 42.5
+        return {"knn_top1_init": 42.5}
 
-    assert cached_init_knn(tmp_path, "k", evaluate) == 42.5
-    assert cached_init_knn(tmp_path, "k", evaluate) == 42.5
+    path = tmp_path / CACHE / "k.json"
+    assert cached_metrics(path, evaluate) == {"knn_top1_init": 42.5}
+    assert cached_metrics(path, evaluate) == {"knn_top1_init": 42.5}
     assert len(calls) == 1
-    (tmp_path / CACHE / "k.json").write_text("{torn")
-    assert cached_init_knn(tmp_path, "k", evaluate) == 42.5 and len(calls) == 2
+    path.write_text("{torn")
+    assert cached_metrics(path, evaluate) == {"knn_top1_init": 42.5} and len(calls) == 2
+
+
+def _evaluate_slowly(path, log):
+    def evaluate():
+        with open(log, "a") as f:
+            f.write("evaluated\n")
+        time.sleep(1.0)  # the others arrive while this one evaluates
+        return {"knn_top1_init": 50.0}
+
+    assert cached_metrics(path, evaluate) == {"knn_top1_init": 50.0}
+
+
+def test_runs_that_miss_the_cache_together_evaluate_once(tmp_path):
+    path, log = tmp_path / CACHE / "k.json", tmp_path / "log"
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_evaluate_slowly, args=(path, log)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+    assert [p.exitcode for p in procs] == [0] * 4
+    assert log.read_text().splitlines() == ["evaluated"]
 
 
 @pytest.mark.slow
-def test_a_second_run_of_the_sweep_reads_the_baseline(tmp_path):
+def test_baselines_come_after_training_and_a_second_run_reads_them(tmp_path):
     cfg = compose_cfg("trainer.eval_random_init=true", "trainer.epochs=1", "optim.warmup_epochs=0")
-    first = train(cfg, tmp_path / "0")
+    cached_during_training = []
+
+    def on_epoch_end(epoch, row):
+        cached_during_training.append((tmp_path / CACHE).exists())
+        return False
+
+    first = train(cfg, tmp_path / "0", on_epoch_end=on_epoch_end)
+    assert cached_during_training == [False]  # nothing evaluated before the training ended
     (entry,) = (tmp_path / CACHE).glob("*.json")
     assert json.loads(entry.read_text())["knn_top1_init"] == first["knn_top1_init"]
     entry.write_text(json.dumps({"knn_top1_init": 12.5}))  # proves the next run reads it

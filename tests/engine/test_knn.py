@@ -1,4 +1,5 @@
-"""The weighted kNN on raw pixels: the same kNN as the network's, cached per data."""
+"""The evaluation of raw pixels: the same kNN and linear probe as the network's, cached per
+data."""
 
 import json
 
@@ -7,7 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from sce_sweeps.engine.knn import pixel_knn_accuracy
+from sce_sweeps.engine.baselines import pixel_metrics
+from sce_sweeps.engine.knn import pixel_features
+from sce_sweeps.engine.probe import linear_probe_top1
 from tests.helpers import TINY, read_json, run_cli
 
 
@@ -40,23 +43,38 @@ def _naive(bank_loader, query_loader, classes, k, temp):
 def test_pixel_knn_matches_a_naive_loop(k, tmp_path, monkeypatch):
     monkeypatch.setenv("SCE_SWEEPS_CACHE", str(tmp_path))
     bank, queries = _loaders()
-    got = pixel_knn_accuracy(bank, queries, 4, k=k, temp=0.1, cache=False)
+    got = pixel_metrics(bank, queries, 4, k, 0.1, False, cache=False)["knn_top1_pixels"]
     assert got == pytest.approx(_naive(bank, queries, 4, k, 0.1), abs=1e-6)
     assert 25.0 < got <= 100.0  # well above chance on separable data
+
+
+def _pixel_knn(bank, queries, k=200, linear_probe=False):
+    return pixel_metrics(bank, queries, 4, k, 0.1, linear_probe)["knn_top1_pixels"]
 
 
 def test_pixel_knn_is_cached_per_bank_and_queries(tmp_path, monkeypatch):
     monkeypatch.setenv("SCE_SWEEPS_CACHE", str(tmp_path))
     bank, queries = _loaders()
-    first = pixel_knn_accuracy(bank, queries, 4)
-    (entry,) = (tmp_path / "knn_pixels").glob("*.json")
+    first = _pixel_knn(bank, queries)
+    (entry,) = (tmp_path / "baselines_pixels").glob("*.json")
     assert json.loads(entry.read_text())["knn_top1_pixels"] == first
     entry.write_text(json.dumps({"knn_top1_pixels": 12.5}))
-    assert pixel_knn_accuracy(bank, queries, 4) == 12.5  # read back, not recomputed
-    assert pixel_knn_accuracy(bank, queries, 4, k=5) != 12.5  # another k: another entry
+    assert _pixel_knn(bank, queries) == 12.5  # read back, not recomputed
+    assert _pixel_knn(bank, queries, k=5) != 12.5  # another k: another entry
+    assert _pixel_knn(bank, queries, linear_probe=True) != 12.5  # with the probe: another
     other_bank, _ = _loaders(seed=1)
-    assert pixel_knn_accuracy(other_bank, queries, 4) != 12.5  # other pixels: another entry
-    assert len(list((tmp_path / "knn_pixels").glob("*.json"))) == 3
+    assert _pixel_knn(other_bank, queries) != 12.5  # other pixels: another entry
+    assert len(list((tmp_path / "baselines_pixels").glob("*.json"))) == 4
+
+
+def test_the_linear_probe_separates_separable_classes_deterministically():
+    bank, queries = _loaders(n_bank=600, n_query=200)
+    train, test = pixel_features(bank), pixel_features(queries)
+    top1 = linear_probe_top1(*train, *test, 4, epochs=30)
+    assert top1 == linear_probe_top1(*train, *test, 4, epochs=30)
+    assert top1 > 90.0  # well-separated Gaussian classes: a linear boundary exists
+    shuffled = train[1][torch.randperm(len(train[1]), generator=torch.Generator().manual_seed(0))]
+    assert linear_probe_top1(train[0], shuffled, *test, 4, epochs=30) < 50.0  # labels matter
 
 
 @pytest.mark.slow
@@ -66,9 +84,12 @@ def test_a_run_records_both_baselines(tmp_path, monkeypatch):
     monkeypatch.setenv("SCE_SWEEPS_CACHE", str(tmp_path / "cache"))
     run_dir = tmp_path / "run"
     overrides = [*TINY, "trainer.epochs=1", "trainer.eval_random_init=true"]
+    overrides += ["trainer.linear_probe=true"]
     run_cli(*overrides, "tracker=none", f"hydra.run.dir={run_dir}")
     result = read_json(run_dir / "result.json")
     assert 10.0 < result["knn_top1_pixels"] <= 100.0
     assert 10.0 < result["knn_top1_init"] <= 100.0
-    (entry,) = (tmp_path / "cache" / "knn_pixels").glob("*.json")
+    for metric in ("probe_top1", "probe_top1_init", "probe_top1_pixels"):
+        assert 10.0 < result[metric] <= 100.0, metric
+    (entry,) = (tmp_path / "cache" / "baselines_pixels").glob("*.json")
     assert json.loads(entry.read_text())["knn_top1_pixels"] == result["knn_top1_pixels"]
