@@ -28,6 +28,9 @@ LABELS = {
     "knn_top1": "kNN top-1 (%)",
     "knn_top1_init": "kNN top-1 at init (%)",
     "knn_top1_pixels": "kNN top-1 raw pixels (%)",
+    "probe_top1": "linear probe top-1 (%)",
+    "probe_top1_init": "linear probe top-1 at init (%)",
+    "probe_top1_pixels": "linear probe top-1 raw pixels (%)",
     "linear_top1": "linear top-1 (%)",
     "linear_top1_init": "linear top-1 at init (%)",
     "linear_top5": "linear top-5 (%)",
@@ -53,11 +56,13 @@ def baseline_of(metric: str) -> tuple[str, str] | None:
 
 
 def default_metrics(available: list[str]) -> list[str]:
-    """kNN top-1, its baselines where the runs recorded them, and the loss; led by linear
-    top-1 (and its baseline) where the runs have it: then it picks the best row."""
+    """kNN top-1, its baselines where the runs recorded them, and the loss; led by the linear
+    evaluation where the runs have it (``linear_top1``, else the linear probe's
+    ``probe_top1``), with its baselines: then it picks the best row."""
     knn = [DEFAULT_METRICS[0], *baselines_of(DEFAULT_METRICS[0], available)]
-    if "linear_top1" in available:
-        knn = ["linear_top1", *baselines_of("linear_top1", available), *knn]
+    for linear in ("probe_top1", "linear_top1"):
+        if linear in available:
+            knn = [linear, *baselines_of(linear, available), *knn]
     return [*knn, *DEFAULT_METRICS[1:]]
 
 
@@ -363,7 +368,8 @@ def _baseline_notes(table: AblationTable) -> list[str]:
                 if math.isfinite(best) and math.isfinite(floor) and best <= floor:
                     notes.append(
                         f"WARNING ({dataset}): no row beats the {baseline_of(baseline)[1]} "
-                        f"baseline ({floor:.2f} >= best {best:.2f}): these runs are too short "
+                        f"baseline of {label(metric)} ({floor:.2f} >= best {best:.2f}): "
+                        "these runs are too short "
                         "or too small to rank the swept values."
                     )
     return notes

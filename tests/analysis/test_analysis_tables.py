@@ -244,7 +244,7 @@ def test_baselines_are_shown_by_default_beside_the_metric(tiny_sweep, tmp_path):
     assert "Baselines of kNN top-1 (%), by the same code: random init and raw pixels" in markdown
     for name, key in (("random init", "knn_top1_init"), ("raw pixels", "knn_top1_pixels")):
         floor = max(statistics.mean(r[key] for r in runs) for runs in by_coeff.values())
-        warned = f"no row beats the {name} baseline" in markdown
+        warned = f"no row beats the {name} baseline of kNN top-1 (%)" in markdown
         assert warned == (best <= floor), markdown
     # asked for other metrics only: no baseline columns
     table = ablation_table(collect([tiny_sweep]), ["knn_top1", "loss"])

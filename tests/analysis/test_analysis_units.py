@@ -7,7 +7,7 @@ import pytest
 from sce_sweeps.analysis.cli import write_outputs
 from sce_sweeps.analysis.collect import AnalysisError, parse_overrides, swept_keys
 from sce_sweeps.analysis.references import load_references, same_value
-from sce_sweeps.analysis.tables import format_value, lower_is_better
+from sce_sweeps.analysis.tables import default_metrics, format_value, lower_is_better
 
 
 def test_parse_overrides_strips_prefixes_and_skips_hydra_and_deletions():
@@ -92,3 +92,12 @@ def test_write_outputs_leaves_no_temporary_files(tmp_path):
     assert [p.name for p in paths] == ["a.md", "b.png"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.md", "b.png"]
     assert (tmp_path / "out" / "b.png").read_bytes() == b"\x89PNG"
+
+
+def test_the_linear_evaluation_leads_the_default_metrics_with_its_baselines():
+    knn = ["knn_top1", "knn_top1_init", "knn_top1_pixels"]
+    probe = ["probe_top1", "probe_top1_init", "probe_top1_pixels"]
+    assert default_metrics([*knn, "loss"]) == [*knn, "loss"]
+    assert default_metrics([*knn, *probe, "loss"]) == [*probe, *knn, "loss"]
+    full = ["linear_top1", "linear_top1_init"]
+    assert default_metrics([*knn, *probe, *full, "loss"]) == [*full, *probe, *knn, "loss"]
