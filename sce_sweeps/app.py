@@ -246,6 +246,8 @@ def _finish(
         line = f"kNN top-1 {top1:.2f}%"
         if "knn_top1_init" in result:
             line += f" (random init: {result['knn_top1_init']:.2f}%)"
+        if "probe_top1" in result:
+            line += f", linear probe top-1 {result['probe_top1']:.2f}%"
         print(f"{line}  [{result['wall_time_s']:.0f} s, {run_dir}]")
         return top1
     return math.nan
