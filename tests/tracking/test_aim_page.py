@@ -11,14 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, run_cli
-from tests.tracking.helpers import tiny
+from tests.helpers import ROOT
+from tests.tracking.helpers import COEFFS, SEEDS
 
 pytestmark = pytest.mark.slow
 
 SCRIPT = ROOT / "scripts" / "aim_screenshot.py"
 CHROMIUM = Path("/usr/bin/chromium")
-COEFFS, SEEDS = (0.0, 1.0), (0, 1)
 
 
 def _script():
@@ -28,22 +27,12 @@ def _script():
     return module
 
 
-@pytest.fixture(scope="module")
-def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """2 values of λ x 2 seeds: 4 runs in 2 groups of 2."""
+@pytest.fixture
+def sweep(tracked_sweep: Path) -> Path:
+    """2 values of λ x 2 seeds: 4 runs in 2 groups of 2 (tests/tracking/conftest.py)."""
     if not CHROMIUM.exists():
         pytest.skip("no /usr/bin/chromium (apt-get install -y chromium; .ci/run installs it)")
-    sweep_dir = tmp_path_factory.mktemp("aim_page")
-    run_cli(
-        "-m",
-        *tiny(**{"trainer.epochs": 2, "tracker.system_metrics": "false"}),
-        "loss.coeff=" + ",".join(map(str, COEFFS)),
-        "seed=" + ",".join(map(str, SEEDS)),
-        "hydra.launcher.max_parallel=2",
-        f"hydra.sweep.dir={sweep_dir}",
-        timeout=600,
-    )
-    return sweep_dir
+    return tracked_sweep
 
 
 def test_explorer_shows_the_runs_grouped_by_the_swept_value(sweep: Path) -> None:

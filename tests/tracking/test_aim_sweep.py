@@ -17,40 +17,26 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, read_json, read_metrics, run_cli
+from tests.helpers import ROOT, read_json, read_metrics
 from tests.tracking.aim_read import read, series
-from tests.tracking.helpers import tiny
+from tests.tracking.helpers import COEFFS, EPOCHS, SEEDS, STEPS_PER_EPOCH, SWEEP_NAME
 
 pytestmark = pytest.mark.slow
 
-COEFFS = (0.0, 0.25, 0.75, 1.0)
-EPOCHS = 3
-STEPS_PER_EPOCH = 8  # 512 images, batch 64
-SWEEP_NAME = "tracking_test"
+# every run once: the swept values with each seed
+RUN_COEFFS = sorted(c for c in COEFFS for _ in SEEDS)
 
 
-@pytest.fixture(scope="module")
-def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 4-job multirun, the 4 jobs at once, each merging into the sweep's repo while it trains
-    as often as the time-share rule allows (tracker.sync_interval_s=0) and when it ends."""
-    sweep_dir = tmp_path_factory.mktemp("sweep")
-    run_cli(
-        "-m",
-        *tiny(**{"trainer.epochs": EPOCHS}),
-        "loss.coeff=" + ",".join(map(str, COEFFS)),
-        "tracker.sync_interval_s=0",
-        f"sweep_name={SWEEP_NAME}",
-        "hydra.launcher.max_parallel=4",
-        f"hydra.sweep.dir={sweep_dir}",
-        timeout=600,
-    )
-    return sweep_dir
+@pytest.fixture
+def sweep(tracked_sweep: Path) -> Path:
+    return tracked_sweep
 
 
 def test_concurrent_jobs_lose_no_run_and_no_step(sweep: Path) -> None:
     runs = read(sweep / "aim")  # the default repo of a sweep
-    assert len(runs) == len(COEFFS)
-    assert sorted(r["params"]["hparams"]["loss"]["coeff"] for r in runs) == list(COEFFS)
+    assert len(runs) == len(RUN_COEFFS)
+    assert sorted((r["params"]["hparams"]["loss"]["coeff"], r["params"]["hparams"]["seed"])
+                  for r in runs) == [(c, s) for c in COEFFS for s in SEEDS]  # fmt: skip
     # the four jobs trained at the same time: all had started before any had finished
     assert max(r["created"] for r in runs) < min(r["ended"] for r in runs)
 
@@ -131,7 +117,7 @@ def test_aim_up_serves_the_sweep_over_http(sweep: Path, tmp_path: Path) -> None:
     try:
         deadline = time.monotonic() + 120
         runs: dict = {}
-        while len(runs) < len(COEFFS):  # the server indexes the repo in the background
+        while len(runs) < len(RUN_COEFFS):  # the server indexes the repo in the background
             assert server.poll() is None, (tmp_path / "aim_up.log").read_text()
             assert time.monotonic() < deadline, f"runs over HTTP: {list(runs)}"
             try:
@@ -142,7 +128,7 @@ def test_aim_up_serves_the_sweep_over_http(sweep: Path, tmp_path: Path) -> None:
             time.sleep(1)
 
         coeffs = sorted(r["params"]["hparams"]["loss"]["coeff"] for r in runs.values())
-        assert coeffs == list(COEFFS)
+        assert coeffs == RUN_COEFFS
         assert {r["props"]["experiment"]["name"] for r in runs.values()} == {SWEEP_NAME}
         run_hash = next(iter(runs))
         info = json.loads(_get(f"{base}/runs/{run_hash}/info/"))
@@ -150,7 +136,7 @@ def test_aim_up_serves_the_sweep_over_http(sweep: Path, tmp_path: Path) -> None:
         metrics = {(t["name"], t["context"].get("subset")) for t in info["traces"]["metric"]}
         assert {("knn_top1", "eval"), ("loss", "train"), ("loss_epoch", "train")} <= metrics
         experiments = json.loads(_get(f"{base}/experiments/"))
-        assert {e["name"]: e["run_count"] for e in experiments}[SWEEP_NAME] == len(COEFFS)
+        assert {e["name"]: e["run_count"] for e in experiments}[SWEEP_NAME] == len(RUN_COEFFS)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
