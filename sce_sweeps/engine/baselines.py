@@ -25,7 +25,6 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from torch.utils.data import DataLoader
 
 from sce_sweeps.data.datasets import cache_dir
 from sce_sweeps.engine.knn import feature_metrics, pixel_features
+from sce_sweeps.runfiles import write_json_atomic
 
 #: The folder of the random-init cache in a sweep dir.
 CACHE = ".baselines"
@@ -100,9 +100,7 @@ def cached_metrics(path: Path, evaluate: Callable[[], dict[str, float]]) -> dict
             return entry
         metrics = evaluate()
         with contextlib.suppress(OSError):
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(metrics))
-            os.replace(tmp, path)
+            write_json_atomic(metrics, path)
     return metrics
 
 

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -177,14 +178,23 @@ class Trainer:
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     ssl_set: Dataset
-    bank_loader: DataLoader
-    query_loader: DataLoader
+    bank_set: Dataset  # the kNN bank and the probe's train split (eval transform)
+    query_set: Dataset  # the test split (eval transform)
     steps_per_epoch: int
     total_steps: int
     warmup_steps: int
     base_lr: float
     device_data: DeviceData | None = None  # trainer.data_path=device: the views' source
     amp_dtype: torch.dtype | None = None  # bfloat16 autocast (trainer.amp_dtype)
+
+    # The evaluation's loaders are made at the first evaluation, after the first step.
+    @cached_property
+    def bank_loader(self) -> DataLoader:
+        return _eval_loader(self.bank_set, self.cfg.dataset.num_workers)
+
+    @cached_property
+    def query_loader(self) -> DataLoader:
+        return _eval_loader(self.query_set, self.cfg.dataset.num_workers)
 
 
 @dataclass
@@ -250,11 +260,9 @@ def build(cfg: DictConfig, run_dir: Path, tracker: NullTracker) -> Trainer:
     device_data = None
     if use_device_path(cfg.trainer.data_path, cfg.dataset.name, device):
         device_data = DeviceData.from_dataset(ssl_set.base, cfg, device, dist.rank, dist.world_size)
-    bs, workers = cfg.trainer.batch_size, cfg.dataset.num_workers
+    bs = cfg.trainer.batch_size
     steps_per_epoch = num_steps(len(ssl_set), bs, cfg.trainer.max_steps_per_epoch)
     base_lr = cfg.optim.lr * bs / 256
-    bank_loader = _eval_loader(bank_set, workers)
-    query_loader = _eval_loader(query_set, workers)
 
     model = initial_model(cfg).to(device)
     if memory_format is not None:
@@ -275,8 +283,8 @@ def build(cfg: DictConfig, run_dir: Path, tracker: NullTracker) -> Trainer:
         optimizer=optimizer,
         scaler=scaler,
         ssl_set=ssl_set,
-        bank_loader=bank_loader,
-        query_loader=query_loader,
+        bank_set=bank_set,
+        query_set=query_set,
         steps_per_epoch=steps_per_epoch,
         total_steps=steps_per_epoch * cfg.trainer.epochs,
         warmup_steps=steps_per_epoch * cfg.optim.warmup_epochs,
