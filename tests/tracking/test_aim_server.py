@@ -27,25 +27,43 @@ pytestmark = pytest.mark.slow
 
 JOBS, STEPS, RESUMED = 8, 40, (0, 1)
 
-# One job's half: the project's tracker as make_tracker builds it for tracker.repo=aim://...
-JOB = """
-import json, sys
+# The jobs: the project's tracker as make_tracker builds it for tracker.repo=aim://..., one
+# forked process per job, all at once. The host imports the modules once and forks the jobs,
+# so that each starts logging at once rather than after its own imports.
+JOBS_HOST = """
+import json, os, sys
 from pathlib import Path
 from omegaconf import OmegaConf
 from sce_sweeps.config import Config
 from sce_sweeps.tracking import RemoteAimTracker, make_tracker
 
-url, run_hash = sys.argv[1], sys.argv[5]
-k, first, last, steps = (int(x) for x in sys.argv[2:5] + sys.argv[6:7])
-cfg = OmegaConf.structured(Config)
-cfg.tracker.repo, cfg.tracker.system_metrics, cfg.sweep_name = url, False, "server"
-info = {"sweep_name": "server", "job_num": k, "overrides": [f"seed={k}"]}
-tracker = make_tracker(cfg, Path("."), run_hash or None, info)
-assert isinstance(tracker, RemoteAimTracker), tracker
-for step in range(first, last):
-    tracker.log({"loss": k * 1000 + step}, step, 1 + step // 10, {"subset": "train"})
-tracker.close("completed" if last == steps else "running")
-print(json.dumps(tracker.run_hash))
+def job(url, k, first, last, run_hash, steps):
+    cfg = OmegaConf.structured(Config)
+    cfg.tracker.repo, cfg.tracker.system_metrics, cfg.sweep_name = url, False, "server"
+    info = {"sweep_name": "server", "job_num": k, "overrides": [f"seed={k}"]}
+    tracker = make_tracker(cfg, Path("."), run_hash or None, info)
+    assert isinstance(tracker, RemoteAimTracker), tracker
+    for step in range(first, last):
+        tracker.log({"loss": k * 1000 + step}, step, 1 + step // 10, {"subset": "train"})
+    tracker.close("completed" if last == steps else "running")
+    return tracker.run_hash
+
+url, steps, spans = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+pids = {}
+for k, (first, last, run_hash) in spans.items():
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            run_hash = job(url, int(k), first, last, run_hash, steps)
+            print(json.dumps({k: run_hash}), flush=True)
+            code = 0
+        finally:
+            sys.stderr.flush()
+            os._exit(code)
+    pids[pid] = k
+failed = [pids[pid] for pid in pids if os.waitpid(pid, 0)[1] != 0]
+sys.exit(f"jobs {failed} failed" if failed else 0)
 """
 
 
@@ -93,20 +111,22 @@ def aim_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 
 def _jobs(url: str, spans: dict[int, tuple[int, int, str]]) -> dict[int, str]:
-    """Run the jobs ``{k: (first step, last step, run hash or "")}`` at once; their hashes."""
-    procs = {
-        k: subprocess.Popen(
-            [sys.executable, "-c", JOB, url, str(k), str(first), str(last), run_hash, str(STEPS)],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for k, (first, last, run_hash) in spans.items()
-    }
-    out = {k: p.communicate(timeout=300) for k, p in procs.items()}
-    assert all(p.returncode == 0 for p in procs.values()), [e[-2000:] for _, e in out.values()]
-    return {k: json.loads(o.strip().splitlines()[-1]) for k, (o, _) in out.items()}
+    """Run the jobs ``{k: (first step, last step, run hash or "")}`` at once, each in its own
+    process; their hashes."""
+    proc = subprocess.run(
+        [sys.executable, "-c", JOBS_HOST, url, str(STEPS), json.dumps(spans)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    hashes = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("{"):
+            hashes.update({int(k): v for k, v in json.loads(line).items()})
+    assert sorted(hashes) == sorted(spans), proc.stdout[-2000:]
+    return hashes
 
 
 def test_eight_jobs_log_to_an_aim_server_and_resume_there(tmp_path):
