@@ -21,6 +21,7 @@ TINY = [
     "trainer.epochs=2",
     "trainer.eval_random_init=false",
     "trainer.linear_probe=false",
+    "trainer.data_path=cpu",  # DataLoader workers, as dataset.num_workers asks
     "trainer.eval_every=1",
     "trainer.knn_k=20",
     "trainer.num_threads=1",
