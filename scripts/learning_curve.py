@@ -1,13 +1,15 @@
-"""kNN top-1 against minutes of training, beside the baselines: how far a schedule is from
-beating random initialisation and raw pixels.
+"""An evaluation metric against minutes of training, beside its baselines: how far a schedule
+is from beating random initialisation and raw pixels.
 
-    python scripts/learning_curve.py SWEEP_DIR [SWEEP_DIR...] [--out PNG]
+    python scripts/learning_curve.py SWEEP_OR_RUN_DIR [...] [--metric M] [--out PNG]
 
-Reads the runs with ``sce_sweeps.analysis.collect`` (``metrics.jsonl``: ``elapsed_s`` and
-``knn_top1`` per evaluated epoch; ``result.json``: ``knn_top1_init``, ``knn_top1_pixels``),
-draws one line per run from its random-init kNN at minute 0 (minutes of training on the x
-axis, as measured, so they depend on the machine and its load) with the baselines as dashed
-lines, saves the PNG and prints the numbers as a Markdown table.
+Reads the runs with ``sce_sweeps.analysis.collect`` (``metrics.jsonl``: ``elapsed_s`` and the
+metric per evaluated epoch; ``result.json``: its baselines ``<metric>_init`` and
+``<metric>_pixels``), draws one line per run from its random-init value at minute 0 (minutes
+of training on the x axis, as measured, so they depend on the machine and its load) with the
+baselines as dashed lines, saves the PNG and prints the numbers as a Markdown table. The
+metric defaults to the linear probe's ``probe_top1`` where the runs have it, else
+``knn_top1``.
 """
 
 from __future__ import annotations
@@ -18,33 +20,32 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from sce_sweeps.analysis.collect import collect  # noqa: E402
-from sce_sweeps.analysis.tables import format_value  # noqa: E402
-
-BASELINES = {"knn_top1_init": "random init", "knn_top1_pixels": "raw pixels"}
+from sce_sweeps.analysis.collect import collect
+from sce_sweeps.analysis.tables import BASELINE_SUFFIXES, format_value, label
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dirs", nargs="+", type=Path)
+    parser.add_argument("--metric", help="default: probe_top1 where recorded, else knn_top1")
     parser.add_argument("--out", type=Path, default=Path("learning_curve.png"))
     args = parser.parse_args()
     sweeps = collect(args.sweep_dirs)
     runs = sweeps.runs[sweeps.runs["status"] == "completed"]
-    curves = sweeps.curves.dropna(subset=["knn_top1"])
+    metric = args.metric or ("probe_top1" if "probe_top1" in sweeps.curves else "knn_top1")
+    curves = sweeps.curves.dropna(subset=[metric])
     fig = Figure(figsize=(6.4, 4.0), layout="constrained")
     ax = fig.subplots()
-    rows = ["| run | swept | seed | epoch | minutes | kNN top-1 (%) |", "|---|---|---|--:|--:|--:|"]
+    rows = [f"| run | swept | seed | epoch | minutes | {label(metric)} |"]
+    rows.append("|---|---|---|--:|--:|--:|")
     for i, run in enumerate(runs.to_dict("records")):
         points = curves[curves["run_id"] == run["run_id"]].sort_values("epoch")
         swept = ", ".join(f"{k}={format_value(run[k])}" for k in sweeps.swept) or "-"
         minutes = points["elapsed_s"] / 60
-        start = [run["knn_top1_init"]] if "knn_top1_init" in run else []  # at minute 0
+        start = [run[f"{metric}_init"]] if f"{metric}_init" in run else []  # at minute 0
         ax.plot(
             [0.0] * len(start) + list(minutes),
-            start + list(points["knn_top1"]),
+            start + list(points[metric]),
             marker="o",
             color=f"C{i}",
             label=f"{swept}, seed {run['seed']}",
@@ -52,15 +53,16 @@ def main() -> None:
         for point, m in zip(points.to_dict("records"), minutes):
             rows.append(
                 f"| {run['run']} | {swept} | {run['seed']} | {point['epoch']} | {m:.1f} "
-                f"| {point['knn_top1']:.2f} |"
+                f"| {point[metric]:.2f} |"
             )
-    for j, (key, name) in enumerate(BASELINES.items()):
+    for j, (suffix, name) in enumerate(BASELINE_SUFFIXES.items()):
+        key = metric + suffix
         if key in runs and runs[key].notna().any():
             value = runs[key].mean()
             ax.axhline(value, color="0.4", linestyle="--" if j == 0 else ":", label=name)
             rows.append(f"| {name} | | | | | {value:.2f} |")
     ax.set_xlabel("minutes of training (wall clock, as measured)")
-    ax.set_ylabel("kNN top-1 (%)")
+    ax.set_ylabel(label(metric))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     args.out.parent.mkdir(parents=True, exist_ok=True)
