@@ -48,8 +48,8 @@ def _wait_for(predicate, proc, timeout=120):
         time.sleep(0.01)
 
 
-def test_run_writes_result_metrics_and_checkpoint(tmp_path):
-    run_cli(*TINY, "tracker=none", f"hydra.run.dir={tmp_path}")
+def test_run_writes_result_metrics_and_checkpoint(tiny_run):
+    tmp_path = tiny_run.run_dir
     result = read_json(tmp_path / "result.json")
     assert result["status"] == "completed" and result["epochs"] == 2
     assert 10.0 < result["knn_top1"] <= 100.0
@@ -59,9 +59,8 @@ def test_run_writes_result_metrics_and_checkpoint(tmp_path):
     assert _state(tmp_path)["epoch"] == 2
 
 
-def test_killed_after_epoch_one_resumes_identically(tmp_path):
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
-    run_cli(*TINY, "tracker=none", f"hydra.run.dir={straight}")
+def test_killed_after_epoch_one_resumes_identically(tmp_path, tiny_run):
+    straight, killed = tiny_run.run_dir, tmp_path / "killed"
 
     proc = _start(killed)
     ckpt = killed / "checkpoint.pt"
@@ -75,9 +74,8 @@ def test_killed_after_epoch_one_resumes_identically(tmp_path):
     _assert_same_run(straight, killed)
 
 
-def test_sigterm_mid_epoch_checkpoints_and_resumes_identically(tmp_path):
-    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
-    run_cli(*TINY, "tracker=none", f"hydra.run.dir={straight}")
+def test_sigterm_mid_epoch_checkpoints_and_resumes_identically(tmp_path, tiny_run):
+    straight, stopped = tiny_run.run_dir, tmp_path / "stopped"
 
     proc = _start(stopped)
     _wait_for(lambda: (stopped / "checkpoint.pt").exists(), proc)  # epoch 1 is done

@@ -14,8 +14,8 @@ LINE = re.compile(
 )
 
 
-def test_one_line_per_epoch_in_a_log(tmp_path):
-    proc = run_cli(*TINY, "tracker=none", f"hydra.run.dir={tmp_path / 'run'}")  # pipes
+def test_one_line_per_epoch_in_a_log(tmp_path, tiny_run):
+    proc = tiny_run.proc  # its stderr was a pipe
     epochs = [int(m.group(1)) for line in proc.stderr.splitlines() if (m := LINE.match(line))]
     assert epochs == [1, 2], proc.stderr[-2000:]
     quiet = run_cli(
