@@ -18,10 +18,12 @@ from sce_sweeps.linear import run_dir_config
 from sce_sweeps.tracking import NullTracker
 from tests.helpers import ROOT, TINY, read_json, run_cli
 
-# The embedded default (experiment=demo: width-8 ResNet-18, Fashion-MNIST) on 3072 images,
-# with a queue that fits them.
+# The embedded default (experiment=demo: width-8 ResNet-18, Fashion-MNIST) on 3072 images for
+# 2 epochs, with a queue that fits them (linear top-1 ~53% against ~22% at random init).
 SHORT_RUN = [
     "dataset.train_samples=3072",
+    "trainer.epochs=2",
+    "trainer.linear_probe=false",
     "loss.queue_size=2048",
     "dataset.test_samples=1000",
     "dataset.num_workers=0",
