@@ -22,8 +22,9 @@ from tests.helpers import ROOT, TINY, read_json, read_metrics, run_cli
 pytestmark = pytest.mark.slow
 
 # The project's launchers, which take P trials at once (thread_safe_launch): the SLURM one on
-# the test cluster's profile, the local one with room for the P=2 trials.
-SLURM = ["launcher=slurm", "cluster=local"]
+# the test cluster's profile (looking at its jobs every 0.5 s, not 5 s), the local one with room
+# for the P=2 trials.
+SLURM = ["launcher=slurm", "cluster=local", "hydra.launcher.poll_s=0.5"]
 LOCAL = ["launcher=local", "hydra.launcher.max_parallel=2"]
 
 
