@@ -14,7 +14,7 @@ from tests.slurm_fixtures import slurm_cluster  # noqa: F401  (session fixture)
 
 @dataclasses.dataclass(frozen=True)
 class TinyRun:
-    """A finished run of the CLI on the TINY overrides: its run dir and its process."""
+    """A finished run or sweep of the CLI on the TINY overrides: its dir and its process."""
 
     run_dir: Path
     proc: subprocess.CompletedProcess
@@ -26,3 +26,22 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
     made once per session and only read by the tests (the reference of the resume tests)."""
     run_dir = tmp_path_factory.mktemp("tiny_run") / "run"
     return TinyRun(run_dir, run_cli(*TINY, "tracker=none", f"hydra.run.dir={run_dir}"))
+
+
+@pytest.fixture(scope="session")
+def failing_point_sweep(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
+    """A local multirun of two one-epoch TINY jobs, one at a time, the second diverging
+    (lr 1e12: NaN loss); its sweep dir and its process (output piped). Only read by the tests."""
+    sweep_dir = tmp_path_factory.mktemp("failing_point") / "sweep"
+    proc = run_cli(
+        "-m",
+        *TINY,
+        "tracker=none",
+        "trainer.epochs=1",
+        "optim.warmup_epochs=0",
+        "optim.lr=0.06,1e12",
+        "hydra.launcher.poll_s=0.5",
+        "hydra.launcher.max_parallel=1",
+        f"hydra.sweep.dir={sweep_dir}",
+    )
+    return TinyRun(sweep_dir, proc)

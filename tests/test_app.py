@@ -112,16 +112,8 @@ def test_missing_dataset_is_one_clear_failure(tmp_path):
     assert str(tmp_path / "nowhere") in proc.stderr and "download" in proc.stderr
 
 
-def test_plain_multirun_survives_a_failing_point(tmp_path):
-    run_cli(
-        "-m",
-        *TINY,
-        "trainer.epochs=1",
-        "optim.warmup_epochs=0",
-        "tracker=none",
-        "optim.lr=0.06,1e12",
-        f"hydra.sweep.dir={tmp_path}",
-    )
+def test_plain_multirun_survives_a_failing_point(failing_point_sweep):
+    tmp_path = failing_point_sweep.run_dir  # optim.lr=0.06,1e12: the second point diverges
     ok, bad = read_json(tmp_path / "0" / "result.json"), read_json(tmp_path / "1" / "result.json")
     assert ok["status"] == "completed" and bad["status"] == "failed"
     assert os.path.isdir(tmp_path / "0" / ".hydra")

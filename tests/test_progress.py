@@ -9,7 +9,6 @@ import pytest
 
 from sce_sweeps import progress
 from sce_sweeps.runfiles import Job, Manifest, RunState
-from tests.helpers import TINY, run_cli
 
 T0 = 1_700_000_000.0
 
@@ -107,19 +106,10 @@ def test_show_keeps_one_printer_per_sweep(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_sweep_with_a_failed_job_prints_its_progress(tmp_path):
-    """A real local sweep of two jobs, one of which diverges (lr 1e12: NaN loss)."""
-    proc = run_cli(
-        "-m",
-        *TINY,
-        "tracker=none",
-        "trainer.epochs=1",
-        "optim.warmup_epochs=0",
-        "optim.lr=0.06,1e12",
-        "hydra.launcher.poll_s=0.5",
-        "hydra.launcher.max_parallel=1",
-        f"hydra.sweep.dir={tmp_path}",
-    )
+def test_sweep_with_a_failed_job_prints_its_progress(failing_point_sweep):
+    """A real local sweep of two jobs, one at a time, one of which diverges (lr 1e12: NaN
+    loss)."""
+    proc = failing_point_sweep.proc
     lines = [line for line in proc.stderr.splitlines() if " done (" in line]
     assert lines, proc.stderr[-3000:]
     assert re.search(r"0/2 done \(0 completed, 0 failed\), 1 running, 1 pending", lines[0])
