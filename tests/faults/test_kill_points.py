@@ -180,6 +180,7 @@ MAKE_RUNS = """
 import json, sys
 from pathlib import Path
 from aim import Run
+from sce_sweeps.tracking import create_repo
 base, hashes = Path(sys.argv[1]), []
 for k in range(4):
     run = Run(repo=str(base / f"run{k}" / "aim"), system_tracking_interval=None,
@@ -189,6 +190,7 @@ for k in range(4):
         run.track(float(k * 1000 + step), name="loss", step=step, context={"subset": "train"})
     hashes.append(run.hash)
     run.close()
+create_repo(base / "shared")  # the sweep's repo exists before its first merge, as in a sweep
 print(json.dumps(hashes))
 """
 
@@ -196,13 +198,14 @@ print(json.dumps(hashes))
 def _aim_resume(workdir: Path) -> int:
     from aim import Repo
 
-    from sce_sweeps.tracking import LOCK_FILE, exclusive_lock
+    from sce_sweeps.tracking import LOCK_FILE, exclusive_lock, index_repo
 
     hashes = json.loads((workdir / "hashes.json").read_text())
     acked = _acked(workdir)
     shared = workdir / "shared"
     if acked:
         with exclusive_lock(shared / LOCK_FILE, 60):  # as a merge would hold it
+            index_repo(shared)  # as `aim up` does: the SDK's queries see the merged runs
             repo = Repo(str(shared))
             for k in sorted({v % 4 for v in acked}):
                 run = repo.get_run(hashes[k])
@@ -231,5 +234,7 @@ def test_kill_while_aim_runs_are_merged(tmp_path):
 
     import sce_sweeps.tracking  # noqa: F401
 
-    row = kill_loop("Aim merge", tmp_path, _aim_resume, _aim_write, delay_s=(0.05, 1.0))
+    row = kill_loop("Aim merge", tmp_path, _aim_resume, _aim_write, delay_s=(0.05, 1.0),
+                    notes=lambda d: f"{len(_acked(d))} merges acknowledged")  # fmt: skip
     assert (row.lost, row.resumable) == (0, row.tried)
+    assert len(_acked(tmp_path)) >= row.tried // 2, row.notes  # kills landed among merges
