@@ -1,17 +1,18 @@
 """Before launching anything: compose and validate every job, and describe the launch.
 
-:func:`plan_jobs` composes each job's config exactly as the job will (Hydra's
-``load_sweep_config``), runs :func:`sce_sweeps.config.validate` on it and computes its config
-hash and run dir, so a grid value that does not fit the dataset fails before any submission.
+:func:`plan_jobs` composes each job's config exactly as Hydra's ``load_sweep_config`` does (the
+job then runs on that config), runs the app's check (:func:`sce_sweeps.config.validate`) on it
+and computes its config hash and run dir, so a grid value that does not fit the dataset fails
+before any submission.
 :func:`describe` is the dry-run report: count, overrides, resources, estimated GPU-hours.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,7 @@ class PlannedJob:
 
 def task_config(cfg: DictConfig) -> DictConfig:
     """The config the task function receives: the job's config without its ``hydra`` node."""
-    task = copy.deepcopy(cfg)
+    task = pickle.loads(pickle.dumps(cfg))  # a deep copy, several times faster than deepcopy
     with read_write(task), open_dict(task):
         del task["hydra"]
     return task
@@ -78,8 +79,7 @@ def _known_job(manifest: Manifest | None, num: int, overrides: list[str], hash_:
 
 
 def plan_jobs(
-    config_loader: Any,
-    master_config: DictConfig,
+    compose: Callable[[list[str]], DictConfig],
     job_overrides: list[list[str]],
     initial_job_idx: int,
     manifest: Manifest | None,
@@ -93,6 +93,9 @@ def plan_jobs(
     differ from every other job's.
 
     Args:
+        compose: the config of a job from its overrides: Hydra's ``load_sweep_config`` with
+            the multirun's config, or what gives the same (``SweepComposer``). It may raise
+            (an override that does not compose): nothing is planned then.
         validate: ``module.function`` that raises on an invalid task config (the launcher's
             ``validate`` key; the app's own check), or None to check only that it composes.
         config_hash: ``module.function`` giving the hash of what determines a job's result
@@ -104,7 +107,7 @@ def plan_jobs(
     used = {j.num for j in manifest.jobs} if manifest else set()
     for i, overrides in enumerate(job_overrides):
         num = initial_job_idx + i
-        cfg = config_loader.load_sweep_config(master_config, list(overrides))
+        cfg = compose(list(overrides))
         config_hash_, error = None, None
         try:
             task = task_config(cfg)

@@ -1,0 +1,139 @@
+"""The jobs of a sweep composed as Hydra composes them, once per distinct set of config groups.
+
+Hydra's ``ConfigLoader.load_sweep_config`` builds each job's config from scratch: it parses the
+overrides, builds the defaults list, loads and merges every config file of it, then applies
+the value overrides (``loss.coeff=0.5``). In a grid of N jobs that choose among a few config
+groups (``model=...``), the first steps give the same result for most jobs; only the last one
+differs. :class:`SweepComposer` runs the first steps once per distinct set of config-group
+overrides and keeps the merged config (pickled: unpickling copies a config several times faster
+than ``copy.deepcopy``); for each job it applies the value overrides and fills the ``hydra``
+node (``overrides``, ``runtime.choices``, ``job.override_dirname``...) exactly as Hydra's
+``ConfigLoaderImpl._load_configuration_impl`` does (hydra-core 1.3, whose private functions it
+calls; ``tests/sweep/test_compose_cache.py`` compares both on varied overrides).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from typing import Any
+
+from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
+from hydra._internal.defaults_list import create_defaults_list
+from hydra.conf import ConfigSourceInfo
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.core.utils import JobRuntime
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+
+class SweepComposer:
+    """``composer(overrides)`` is ``config_loader.load_sweep_config(master_config, overrides)``,
+    with the defaults list and the merge of config files done once per set of config groups.
+
+    Args:
+        config_loader: Hydra's config loader (``hydra_context.config_loader``).
+        master_config: the config of the multirun (the launcher's ``config``).
+    """
+
+    def __init__(self, config_loader: ConfigLoaderImpl, master_config: DictConfig) -> None:
+        self.loader = config_loader
+        self.master = master_config
+        self.config_name = master_config.hydra.job.config_name
+        hydra_overrides = OmegaConf.to_container(master_config.hydra.overrides.hydra)
+        assert isinstance(hydra_overrides, list)
+        self.hydra_overrides = [str(x) for x in hydra_overrides]
+        self.parser = OverridesParser.create()
+        self._merged: dict[tuple[str, ...], tuple[bytes, Any, Any]] = {}
+        self.compositions = 0  # how many times the config files were merged (for tests)
+
+    def __call__(self, sweep_overrides: list[str]) -> DictConfig:
+        """The config of the job with these overrides, as Hydra's ``load_sweep_config``."""
+        parsed = self.parser.parse_overrides(overrides=self.hydra_overrides + list(sweep_overrides))
+        self.loader.validate_sweep_overrides_legal(
+            overrides=parsed, run_mode=RunMode.RUN, from_shell=True
+        )
+        groups = tuple(o.input_line for o in parsed if self._shapes_defaults(o))
+        if groups not in self._merged:
+            self._merged[groups] = self._merge(list(groups))
+        merged, known_choices, sources = self._merged[groups]
+        cfg = pickle.loads(merged)
+        self._finish(cfg, parsed, known_choices, sources)
+        OmegaConf.copy_cache(from_config=self.master, to_config=cfg)
+        return cfg
+
+    def _shapes_defaults(self, override: Override) -> bool:
+        """Whether an override takes part in the defaults list (a config group choice, an
+        addition or deletion of one, a search path) rather than setting a value; the rule of
+        Hydra's ``defaults_list.Overrides``."""
+        key = override.key_or_group
+        if key == "hydra.searchpath" or key.startswith("hydra.searchpath."):
+            return True
+        if isinstance(override.value(), dict):
+            return False
+        return self._repo().group_exists(key)
+
+    def _repo(self) -> Any:
+        if not hasattr(self, "_caching_repo"):
+            _, self._caching_repo = self.loader._parse_overrides_and_create_caching_repo(
+                self.config_name, self.hydra_overrides
+            )
+        return self._caching_repo
+
+    def _merge(self, group_overrides: list[str]) -> tuple[bytes, Any, Any]:
+        """The first half of Hydra's composition: the defaults list and the merged config."""
+        self.compositions += 1
+        self.loader.ensure_main_config_source_available()
+        parsed, repo = self.loader._parse_overrides_and_create_caching_repo(
+            self.config_name, group_overrides
+        )
+        defaults = create_defaults_list(
+            repo=repo,
+            config_name=self.config_name,
+            overrides_list=parsed,
+            prepend_hydra=True,
+            skip_missing=False,
+        )
+        cfg = self.loader._compose_config_from_defaults_list(defaults=defaults.defaults, repo=repo)
+        OmegaConf.set_struct(cfg, True)
+        OmegaConf.set_readonly(cfg.hydra, False)
+        sources = [
+            ConfigSourceInfo(path=x.path, schema=x.scheme(), provider=x.provider)
+            for x in repo.get_sources()
+        ]
+        return pickle.dumps(cfg), dict(defaults.overrides.known_choices), sources
+
+    def _finish(
+        self, cfg: DictConfig, parsed: list[Override], known_choices: Any, sources: Any
+    ) -> None:
+        """The second half, as in Hydra: value overrides, then the ``hydra`` node."""
+        from hydra import __version__, version
+
+        values = [o for o in parsed if not self._shapes_defaults(o)]
+        ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
+        app_overrides = []
+        for override in parsed:
+            if override.is_hydra_override():
+                cfg.hydra.overrides.hydra.append(override.input_line)
+            else:
+                cfg.hydra.overrides.task.append(override.input_line)
+                app_overrides.append(override)
+        with open_dict(cfg.hydra):
+            cfg.hydra.runtime.choices.update(known_choices)
+            for key in cfg.hydra.job.env_copy:
+                cfg.hydra.job.env_set[key] = os.environ[key]
+        cfg.hydra.runtime.version = __version__
+        cfg.hydra.runtime.version_base = version.getbase()
+        cfg.hydra.runtime.cwd = os.getcwd()
+        cfg.hydra.runtime.config_sources = sources
+        if "name" not in cfg.hydra.job:
+            cfg.hydra.job.name = JobRuntime().get("name")
+        dirname = cfg.hydra.job.config.override_dirname
+        cfg.hydra.job.override_dirname = get_overrides_dirname(
+            overrides=app_overrides,
+            kv_sep=dirname.kv_sep,
+            item_sep=dirname.item_sep,
+            exclude_keys=dirname.exclude_keys,
+        )
+        cfg.hydra.job.config_name = self.config_name
