@@ -102,6 +102,7 @@ def build_probe(cfg: DictConfig, pretrained: dict[str, torch.Tensor] | None) -> 
     None), frozen in eval mode, and a zero-bias linear classifier on its features."""
     device = pick_device(cfg.trainer.device)
     model = initial_model(cfg)
+    torch.manual_seed(cfg.seed)  # the classifier's initialisation: a function of the seed
     if pretrained is not None:
         model.load_state_dict(pretrained)
     trunk = model.backbone.to(device).eval().requires_grad_(False)
