@@ -5,23 +5,32 @@
 For each size N it prints one row:
 
 * **launch s**: the wall time of ``python stub_app.py -m ...`` through the project's launcher
-  (``hydra/launcher=sce_local`` or ``sce_slurm``: planning, validating, the manifest, submitting
-  and watching every job) for N trivial jobs, and of the same N jobs submitted with submitit
-  alone (the baseline: the executor's and SLURM's own cost);
-* **per-job ms**: (launch - baseline) / N, the project's orchestration cost per job;
-* **save ms**: one save of the N-job manifest (``runfiles.Manifest.save``); the launcher saves
-  it at most once a poll (``hydra.launcher.poll_s``, default 2 s) while jobs start and end;
+  (``hydra/launcher=sce_local`` or ``sce_slurm``, ``hydra/sweeper=sce_grid``: composing and
+  validating, the manifest, submitting and watching every job) for N trivial jobs, and of the
+  same N jobs submitted with submitit alone (**baseline s**: the executor's and SLURM's own
+  cost, for a job that runs a plain function);
+* **per-job ms**: (launch - baseline) / N. On a shared 2-core machine this wall time is
+  mostly the jobs' own: each job starts Python, imports Hydra and runs Hydra's ``run_job``
+  (about 1 CPU s) where the baseline's job only unpickles a function;
+* **CPU s** / **per-job CPU ms**: the CPU time of the launching process itself (the stub app's
+  main process, its jobs excluded; for the baseline, this process during the baseline), and
+  (launch CPU - baseline CPU) / N: the orchestration cost per job, steady under other load;
+* **save ms**: one save of the N-job manifest (``runfiles.Manifest.save``); while jobs start
+  and end, the launcher saves it at most once a poll (``hydra.launcher.poll_s``) and at most
+  once every 20 saves' time (at most 5% of its time), except right after a SLURM submission;
 * **status s** / **table s**: ``sweep_status`` and the ablation table (``table_main``) of the
   N-job sweep, in this process (``status CLI s`` / ``table CLI s``: the commands, start-up
-  included);
+  included), as wall time (CPU time);
 * **Aim gather s**: ``python -m sce_sweeps.tracking merge`` of M runs (``--aim-runs``, their
   private repos made beforehand), and the cost per run, first and last tenth of the merges.
 
 A trivial job is a stub Hydra app written by this script: it writes ``result.json`` (through
 ``sce_sweeps.runfiles.write_result``) and one ``metrics.jsonl`` row into its run dir and
 returns a float; it is launched through the real launchers. ``--launchers none`` skips the
-launches and measures status and table on a sweep dir of N such run dirs written directly,
-with the manifest the launcher would have left (the sizes a 2-core machine cannot launch).
+launches and measures status and table on a sweep dir of N run dirs written directly as a
+sweep of the SCE app leaves them (its full config with its interpolations, hydra.yaml,
+result.json, metrics.jsonl), with the manifest the launcher would have left; a launched stub
+sweep's run dirs hold the stub's much smaller config.
 """
 
 from __future__ import annotations
@@ -62,8 +71,18 @@ def main(cfg) -> float:
     return value
 
 
+def _report_cpu():  # the launching process's own CPU time, its jobs excluded
+    import resource
+    import sys
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(f"SCALE_CPU_S={usage.ru_utime + usage.ru_stime}", file=sys.stderr)
+
+
 if __name__ == "__main__":
+    import atexit
     from hydra.core.config_store import ConfigStore
+
+    atexit.register(_report_cpu)
 
     ConfigStore.instance().store(
         name="stub", node={"loss": {"coeff": 0.5}, "seed": 0, "sweep_name": "scale"}
@@ -80,10 +99,14 @@ def grid(n: int) -> list[str]:
     return [f"loss.coeff={values}", f"seed={','.join(str(s) for s in range(seeds))}"]
 
 
-def launch(app: Path, sweep_dir: Path, n: int, launcher: str, parallel: int) -> float:
-    """Seconds to run the stub sweep through the project's launcher."""
+def launch(
+    app: Path, sweep_dir: Path, n: int, launcher: str, parallel: int, sweeper: str = "sce_grid"
+) -> tuple[float, float]:
+    """(wall s, CPU s of the launching process) of the stub sweep through the project's
+    launcher."""
     cmd = [sys.executable, str(app), "-m", *grid(n), f"hydra.sweep.dir={sweep_dir}"]
-    cmd += [f"hydra/launcher=sce_{launcher}", "hydra.launcher.poll_s=0.2"]
+    cmd += [f"hydra/launcher=sce_{launcher}", f"hydra/sweeper={sweeper}"]
+    cmd += ["hydra.launcher.poll_s=0.2"]
     if launcher == "local":
         cmd += [f"hydra.launcher.max_parallel={parallel}"]
     else:
@@ -95,18 +118,27 @@ def launch(app: Path, sweep_dir: Path, n: int, launcher: str, parallel: int) -> 
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"the sweep failed:\n{proc.stderr[-3000:]}")
-    return wall
+    cpu = [line for line in proc.stderr.splitlines() if line.startswith("SCALE_CPU_S=")]
+    return wall, float(cpu[-1].split("=")[1])
 
 
 def _trivial(x: float) -> float:
     return x
 
 
-def baseline(folder: Path, n: int, launcher: str, parallel: int) -> float:
-    """Seconds for submitit alone to run n trivial jobs (the executor's and SLURM's cost)."""
+def _cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def baseline(folder: Path, n: int, launcher: str, parallel: int) -> tuple[float, float]:
+    """(wall s, CPU s of this process) for submitit alone to run n trivial jobs (the
+    executor's and SLURM's cost)."""
     import submitit
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu()
     if launcher == "local":
         executor = submitit.LocalExecutor(folder=folder)
         executor.update_parameters(timeout_min=10)
@@ -123,27 +155,48 @@ def baseline(folder: Path, n: int, launcher: str, parallel: int) -> float:
         jobs = executor.map_array(_trivial, [float(i) for i in range(n)])
     for job in jobs:
         job.result()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, _cpu() - cpu
+
+
+def _app_config_files() -> tuple[dict, str]:
+    """The SCE app's default config (unresolved, as Hydra saves a run's
+    ``.hydra/config.yaml``) and its ``.hydra/hydra.yaml`` text: what real run dirs hold."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf, open_dict
+
+    from sce_sweeps.app import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", return_hydra_config=True)
+    hydra = OmegaConf.to_yaml({"hydra": cfg.hydra})
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return OmegaConf.to_container(cfg), hydra
 
 
 def fake_sweep(sweep_dir: Path, n: int) -> None:
-    """N run dirs as the stub sweep leaves them, and its manifest, written directly."""
+    """N run dirs as a sweep of the SCE app leaves them (its full config, with its
+    interpolations, and hydra.yaml), and the manifest the launcher would have left, written
+    directly."""
     import yaml
 
     from sce_sweeps import runfiles
 
+    config, hydra_yaml = _app_config_files()
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
     overrides = [[f"loss.coeff={i // 5 / (n // 5):.4f}", f"seed={i % 5}"] for i in range(n)]
     manifest = runfiles.Manifest.create(sweep_dir, "scale", "local")
     for num, over in enumerate(overrides):
         run_dir = sweep_dir / str(num)
         (run_dir / ".hydra").mkdir(parents=True)
         (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(over))
-        config = {"loss": {"coeff": float(over[0].split("=")[1])}, "seed": num % 5}
-        (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+        config["loss"]["coeff"], config["seed"] = float(over[0].split("=")[1]), num % 5
+        (run_dir / ".hydra" / "config.yaml").write_text(yaml.dump(config, Dumper=dumper))
+        (run_dir / ".hydra" / "hydra.yaml").write_text(hydra_yaml)
         value = 50.0 + num * 0.01
         (run_dir / runfiles.METRICS).write_text(json.dumps({"epoch": 1, "knn_top1": value}) + "\n")
-        runfiles.write_result(run_dir, {"status": "completed", "knn_top1": value, "epochs": 1,
-                                        "seed": num % 5, "overrides": over,
+        runfiles.write_result(run_dir, {"status": "completed", "knn_top1": value, "loss": 1.0,
+                                        "epochs": 1, "seed": num % 5, "overrides": over,
                                         "config_hash": "h"})  # fmt: skip
         job = runfiles.Job(num, over, "h", str(num), state="completed", job_ids=[str(num)])
         manifest.jobs.append(job)
@@ -164,35 +217,44 @@ def manifest_save(sweep_dir: Path, n: int, repeat: int = 20) -> float:
     return (time.perf_counter() - start) / repeat * 1000
 
 
-def status_time(sweep_dir: Path) -> float:
+def status_time(sweep_dir: Path) -> tuple[float, float]:
+    """(wall s, CPU s) of ``sweep_status`` of the sweep, in this process."""
     from sce_sweeps import runfiles
     from sce_sweeps.sweep.status import sweep_status
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu()
     statuses = sweep_status(runfiles.Manifest.load(sweep_dir))
-    elapsed = time.perf_counter() - start
+    elapsed = time.perf_counter() - start, _cpu() - cpu
     states = {s.state.value for s in statuses}
     assert states == {"completed"}, states
     return elapsed
 
 
-def table_time(sweep_dir: Path) -> float:
+def table_time(sweep_dir: Path) -> tuple[float, float]:
+    """(wall s, CPU s) of the ablation table of the sweep, in this process."""
     from sce_sweeps.analysis.cli import table_main
 
     out = Path(tempfile.mkdtemp())
-    start = time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()):
+    start, cpu = time.perf_counter(), _cpu()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         code = table_main([str(sweep_dir), "--out", str(out)])
-    elapsed = time.perf_counter() - start
+    elapsed = time.perf_counter() - start, _cpu() - cpu
     shutil.rmtree(out, ignore_errors=True)
     assert code == 0, code
     return elapsed
 
 
-def cli_time(*args: str) -> float:
-    start = time.perf_counter()
+def cli_time(*args: str) -> tuple[float, float]:
+    """(wall s, CPU s) of ``python -m ARGS``, start-up included."""
+    import resource
+
+    def children() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    start, cpu = time.perf_counter(), children()
     proc = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
+    elapsed = time.perf_counter() - start, children() - cpu
     if proc.returncode != 0:
         raise SystemExit(f"python -m {' '.join(args)} failed:\n{proc.stderr[-2000:]}")
     return elapsed
@@ -231,6 +293,12 @@ def aim_gather(work: Path, runs: int) -> tuple[float, float, float]:
     return sum(times), sum(times[:tenth]) / tenth, sum(times[-tenth:]) / tenth
 
 
+def _cell(value: object) -> str:
+    if isinstance(value, tuple):  # (wall, CPU)
+        return f"{value[0]:.2f} ({value[1]:.2f})"
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, nargs="+", default=[100, 300, 1000])
@@ -238,14 +306,18 @@ def main() -> None:
                         choices=["local", "slurm", "none"])  # fmt: skip
     parser.add_argument("--parallel", type=int, default=8, help="jobs at once")
     parser.add_argument("--aim-runs", type=int, default=100, help="0: skip the Aim gather")
+    parser.add_argument("--sweeper", default="sce_grid",
+                        help="hydra/sweeper of the launches (basic: Hydra's, which composes "
+                        "each job once more to check it)")  # fmt: skip
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sweep_scale_"))
     app = work / "stub_app.py"
     app.write_text(STUB_APP)
     print(f"# {os.cpu_count()} CPUs; trivial jobs = a stub Hydra app writing result.json; "
           f"{args.parallel} at once; work dir {work}")  # fmt: skip
-    head = ("launcher", "jobs", "launch s", "baseline s", "per-job ms", "save ms",
-            "status s", "table s", "status CLI s", "table CLI s")  # fmt: skip
+    head = ("launcher", "jobs", "launch s", "baseline s", "per-job ms", "CPU s", "baseline CPU s",
+            "per-job CPU ms", "save ms", "status s", "table s", "status CLI s",
+            "table CLI s")  # fmt: skip
     print(" | ".join(head))
     print(" | ".join("---" for _ in head))
     try:
@@ -254,20 +326,20 @@ def main() -> None:
                 sweep_dir = work / f"{launcher}_{n}"
                 if launcher == "none":
                     fake_sweep(sweep_dir, n)
-                    wall = base = float("nan")
+                    wall = base = cpu = base_cpu = float("nan")
                 else:
-                    wall = launch(app, sweep_dir, n, launcher, args.parallel)
-                    base = baseline(work / f"base_{launcher}_{n}", n, launcher, args.parallel)
+                    wall, cpu = launch(app, sweep_dir, n, launcher, args.parallel, args.sweeper)
+                    base, base_cpu = baseline(work / f"base_{launcher}_{n}", n, launcher,
+                                              args.parallel)  # fmt: skip
                 saves = manifest_save(sweep_dir, n)
                 status, table = status_time(sweep_dir), table_time(sweep_dir)
                 status_cli = cli_time("sce_sweeps.status", str(sweep_dir), "--json")
                 table_cli = cli_time("sce_sweeps.ablation_table", str(sweep_dir), "--out",
                                      str(work / "tables"))  # fmt: skip
-                per_job = (wall - base) / n * 1000
-                row = (launcher, n, wall, base, per_job, saves, status, table, status_cli,
-                       table_cli)  # fmt: skip
-                print(" | ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row),
-                      flush=True)  # fmt: skip
+                per_job, per_job_cpu = (wall - base) / n * 1000, (cpu - base_cpu) / n * 1000
+                row = (launcher, n, wall, base, per_job, cpu, base_cpu, per_job_cpu, saves, status,
+                       table, status_cli, table_cli)  # fmt: skip
+                print(" | ".join(_cell(v) for v in row), flush=True)
         if args.aim_runs:
             total, first, last = aim_gather(work, args.aim_runs)
             print(f"\nAim gather of {args.aim_runs} runs (100 steps each): {total:.1f} s, "

@@ -45,23 +45,38 @@ class SweepComposer:
         assert isinstance(hydra_overrides, list)
         self.hydra_overrides = [str(x) for x in hydra_overrides]
         self.parser = OverridesParser.create()
-        self._merged: dict[tuple[str, ...], tuple[bytes, Any, Any]] = {}
+        self._parsed: dict[str, Override] = {}  # Hydra's grammar takes ms an override
+        self._merged: dict[tuple[str, ...], tuple[bytes, bytes, Any]] = {}
         self.compositions = 0  # how many times the config files were merged (for tests)
 
     def __call__(self, sweep_overrides: list[str]) -> DictConfig:
         """The config of the job with these overrides, as Hydra's ``load_sweep_config``."""
-        parsed = self.parser.parse_overrides(overrides=self.hydra_overrides + list(sweep_overrides))
+        parsed = self._parse(self.hydra_overrides + list(sweep_overrides))
         self.loader.validate_sweep_overrides_legal(
             overrides=parsed, run_mode=RunMode.RUN, from_shell=True
         )
         groups = tuple(o.input_line for o in parsed if self._shapes_defaults(o))
         if groups not in self._merged:
             self._merged[groups] = self._merge(list(groups))
-        merged, known_choices, sources = self._merged[groups]
-        cfg = pickle.loads(merged)
-        self._finish(cfg, parsed, known_choices, sources)
+        with_runtime, plain, runtime = self._merged[groups]
+        values = [o for o in parsed if not self._shapes_defaults(o)]
+        keys = [o.key_or_group for o in values]
+        if any(k in ("hydra", "hydra.runtime") or k.startswith("hydra.runtime.") for k in keys):
+            cfg = pickle.loads(plain)
+            self._finish(cfg, parsed, values)
+            self._set_runtime(cfg, *runtime)
+        else:
+            cfg = pickle.loads(with_runtime)
+            self._finish(cfg, parsed, values)
         OmegaConf.copy_cache(from_config=self.master, to_config=cfg)
         return cfg
+
+    def _parse(self, lines: list[str]) -> list[Override]:
+        """Hydra's parse of each override, each distinct one parsed once."""
+        new = [line for line in dict.fromkeys(lines) if line not in self._parsed]
+        if new:
+            self._parsed.update(zip(new, self.parser.parse_overrides(overrides=new)))
+        return [self._parsed[line] for line in lines]
 
     def _shapes_defaults(self, override: Override) -> bool:
         """Whether an override takes part in the defaults list (a config group choice, an
@@ -81,8 +96,9 @@ class SweepComposer:
             )
         return self._caching_repo
 
-    def _merge(self, group_overrides: list[str]) -> tuple[bytes, Any, Any]:
-        """The first half of Hydra's composition: the defaults list and the merged config."""
+    def _merge(self, group_overrides: list[str]) -> tuple[bytes, bytes, Any]:
+        """The first half of Hydra's composition: the defaults list and the merged config,
+        pickled with and without what :meth:`_set_runtime` sets, and what it sets."""
         self.compositions += 1
         self.loader.ensure_main_config_source_available()
         parsed, repo = self.loader._parse_overrides_and_create_caching_repo(
@@ -98,35 +114,43 @@ class SweepComposer:
         cfg = self.loader._compose_config_from_defaults_list(defaults=defaults.defaults, repo=repo)
         OmegaConf.set_struct(cfg, True)
         OmegaConf.set_readonly(cfg.hydra, False)
+        known_choices = dict(defaults.overrides.known_choices)
         sources = [
             ConfigSourceInfo(path=x.path, schema=x.scheme(), provider=x.provider)
             for x in repo.get_sources()
         ]
-        return pickle.dumps(cfg), dict(defaults.overrides.known_choices), sources
+        merged = pickle.dumps(cfg)
+        # what _finish sets last, the same for every job, set here once: kept unless a job's
+        # value overrides touch hydra.runtime (then _finish sets them after, as Hydra does)
+        self._set_runtime(cfg, known_choices, sources)
+        return pickle.dumps(cfg), merged, (known_choices, sources)
 
-    def _finish(
-        self, cfg: DictConfig, parsed: list[Override], known_choices: Any, sources: Any
-    ) -> None:
-        """The second half, as in Hydra: value overrides, then the ``hydra`` node."""
+    @staticmethod
+    def _set_runtime(cfg: DictConfig, known_choices: Any, sources: Any) -> None:
         from hydra import __version__, version
 
-        values = [o for o in parsed if not self._shapes_defaults(o)]
-        ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
-        app_overrides = []
-        for override in parsed:
-            if override.is_hydra_override():
-                cfg.hydra.overrides.hydra.append(override.input_line)
-            else:
-                cfg.hydra.overrides.task.append(override.input_line)
-                app_overrides.append(override)
         with open_dict(cfg.hydra):
             cfg.hydra.runtime.choices.update(known_choices)
-            for key in cfg.hydra.job.env_copy:
-                cfg.hydra.job.env_set[key] = os.environ[key]
         cfg.hydra.runtime.version = __version__
         cfg.hydra.runtime.version_base = version.getbase()
-        cfg.hydra.runtime.cwd = os.getcwd()
         cfg.hydra.runtime.config_sources = sources
+
+    def _finish(self, cfg: DictConfig, parsed: list[Override], values: list[Override]) -> None:
+        """The second half, as in Hydra: the value overrides, then the ``hydra`` node (its
+        ``runtime`` but ``cwd`` set by :meth:`_set_runtime`)."""
+        ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
+        app_overrides = [o for o in parsed if not o.is_hydra_override()]
+        hydra_lines = [o.input_line for o in parsed if o.is_hydra_override()]
+        # one assignment each rather than Hydra's append per override: the same list
+        cfg.hydra.overrides.hydra = [*cfg.hydra.overrides.hydra, *hydra_lines]
+        cfg.hydra.overrides.task = [
+            *cfg.hydra.overrides.task,
+            *(o.input_line for o in app_overrides),
+        ]
+        with open_dict(cfg.hydra):
+            for key in cfg.hydra.job.env_copy:
+                cfg.hydra.job.env_set[key] = os.environ[key]
+        cfg.hydra.runtime.cwd = os.getcwd()
         if "name" not in cfg.hydra.job:
             cfg.hydra.job.name = JobRuntime().get("name")
         dirname = cfg.hydra.job.config.override_dirname
