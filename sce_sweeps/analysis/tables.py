@@ -131,8 +131,9 @@ def _check_metrics(sweeps: Sweeps, metrics: list[str]) -> None:
             raise AnalysisError(f"unknown metric {metric!r}; the runs' result.json have: {found}")
 
 
-def _stats(values: list[float]) -> dict[str, Any]:
-    values = [v for v in values if v is not None and math.isfinite(v)]
+def _stats(values: list[Any]) -> dict[str, Any]:
+    # numbers only: a column of that name may hold a config value (the ``loss`` group's choice)
+    values = [v for v in values if isinstance(v, int | float) and math.isfinite(v)]
     mean = statistics.fmean(values) if values else math.nan
     std = statistics.stdev(values) if len(values) > 1 else math.nan
     return {"mean": mean, "std": std, "n": len(values)}

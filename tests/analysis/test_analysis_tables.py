@@ -249,3 +249,18 @@ def test_baselines_are_shown_by_default_beside_the_metric(tiny_sweep, tmp_path):
     # asked for other metrics only: no baseline columns
     table = ablation_table(collect([tiny_sweep]), ["knn_top1", "loss"])
     assert set(table.rows["metric"]) == {"knn_top1", "loss"}
+
+
+def test_a_metric_no_run_recorded_is_empty_not_a_config_value(tiny_sweep, tmp_path):
+    """``loss`` is also a config group (its choice ``sce``): runs whose result.json lack the
+    loss metric must show no loss, not the group's choice read as a number."""
+    sweep = copy_sweep(tiny_sweep, tmp_path / "sweep")
+    for path in sweep.glob("*/result.json"):
+        result = json.loads(path.read_text())
+        del result["loss"]
+        path.write_text(json.dumps(result))
+    table = ablation_table(collect([sweep]))
+    losses = table.rows[table.rows["metric"] == "loss"]
+    assert len(losses) and losses["n"].eq(0).all(), losses
+    knn = table.rows[table.rows["metric"] == "knn_top1"]
+    assert knn["n"].eq(2).all()  # the other metrics as before
