@@ -6,10 +6,10 @@ is from beating random initialisation and raw pixels.
 Reads the runs with ``sce_sweeps.analysis.collect`` (``metrics.jsonl``: ``elapsed_s`` and the
 metric per evaluated epoch; ``result.json``: its baselines ``<metric>_init`` and
 ``<metric>_pixels``), draws one line per run from its random-init value at minute 0 (minutes
-of training on the x axis, as measured, so they depend on the machine and its load) with the
-baselines as dashed lines, saves the PNG and prints the numbers as a Markdown table. The
-metric defaults to the linear probe's ``probe_top1`` where the runs have it, else
-``knn_top1``.
+of training on the x axis, as measured, so they depend on the machine and its load; or
+epochs, with ``--x epoch``) with the baselines as dashed lines, saves the PNG and prints the
+numbers as a Markdown table. The metric defaults to the linear probe's ``probe_top1`` where
+the runs have it, else ``knn_top1``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dirs", nargs="+", type=Path)
     parser.add_argument("--metric", help="default: probe_top1 where recorded, else knn_top1")
+    parser.add_argument("--x", choices=("minutes", "epoch"), default="minutes", help="x axis")
     parser.add_argument("--out", type=Path, default=Path("learning_curve.png"))
     args = parser.parse_args()
     sweeps = collect(args.sweep_dirs)
@@ -44,7 +45,7 @@ def main() -> None:
         minutes = points["elapsed_s"] / 60
         start = [run[f"{metric}_init"]] if f"{metric}_init" in run else []  # at minute 0
         ax.plot(
-            [0.0] * len(start) + list(minutes),
+            [0.0] * len(start) + list(minutes if args.x == "minutes" else points["epoch"]),
             start + list(points[metric]),
             marker="o",
             color=f"C{i}",
@@ -61,7 +62,9 @@ def main() -> None:
             value = runs[key].mean()
             ax.axhline(value, color="0.4", linestyle="--" if j == 0 else ":", label=name)
             rows.append(f"| {name} | | | | | {value:.2f} |")
-    ax.set_xlabel("minutes of training (wall clock, as measured)")
+    ax.set_xlabel(
+        "minutes of training (wall clock, as measured)" if args.x == "minutes" else "epoch"
+    )
     ax.set_ylabel(label(metric))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
