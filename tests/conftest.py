@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import TINY, run_cli
 from tests.slurm_fixtures import slurm_cluster  # noqa: F401  (session fixture)
+
+
+def _private_progress_lock() -> None:
+    """A child forked from the test process gets a progress-bar lock of its own: tqdm's is a
+    multiprocessing lock shared with the parent, and the fault suite SIGKILLs forked children,
+    one of which could die holding it (tests/faults/test_forked_children.py)."""
+    if "tqdm" in sys.modules:
+        sys.modules["tqdm"].tqdm.set_lock(threading.RLock())
+
+
+os.register_at_fork(after_in_child=_private_progress_lock)
 
 
 @dataclasses.dataclass(frozen=True)
