@@ -6,8 +6,8 @@ profile composes with either launcher; the local launcher uses the GPUs, time li
 lines of a profile and ignores (with a warning) what only SLURM understands.
 """
 
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import List, Optional  # noqa: UP035 (OmegaConf needs typing's List)
 
 from hydra.core.config_store import ConfigStore
 from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
@@ -43,6 +43,10 @@ class LocalSweepLauncherConf(SweepLauncherConf):
     _target_: str = f"{PACKAGE}.LocalLauncher"
     timeout_min: int = 7 * 24 * 60  # local jobs have no real time limit
     poll_s: float = 0.5
+    # Warm start: one server imports these modules (and Hydra, submitit, this launcher) once
+    # and forks each job from it, instead of a fresh interpreter per job importing them
+    # again. null: a fresh interpreter per job (as with setup lines, which need a shell).
+    preload: Optional[List[str]] = field(default_factory=list)  # noqa: UP006, UP045
 
 
 @dataclass

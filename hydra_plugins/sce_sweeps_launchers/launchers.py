@@ -29,6 +29,7 @@ job ids it must not lose.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
 import math
@@ -48,6 +49,7 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, SlurmQue
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from hydra_plugins.sce_sweeps_launchers import warm
 from sce_sweeps import progress
 from sce_sweeps.runfiles import (
     Job,
@@ -65,7 +67,7 @@ from sce_sweeps.sweep.status import jobs_
 log = logging.getLogger(__name__)
 
 # Keys of our config that are not submitit parameters.
-OWN_KEYS = ("dry_run", "resume", "max_parallel", "poll_s", "validate", "config_hash")
+OWN_KEYS = ("dry_run", "resume", "max_parallel", "poll_s", "validate", "config_hash", "preload")
 # Keys only SLURM understands: the local launcher ignores them.
 SLURM_ONLY = (
     "partition",
@@ -177,6 +179,7 @@ class SweepLauncher(BaseSubmititLauncher):
         """What a job receives (submitit pickles the launcher): no lock, no manifest."""
         state = dict(self.__dict__)
         state.pop("_lock", None)
+        state.pop("warm", None)
         state["manifest"], state["_composer"], state["_entries"] = None, None, {}
         return state
 
@@ -569,6 +572,7 @@ class LocalLauncher(SweepLauncher):
                 _say(f"launcher=local ignores what only SLURM understands: {listed}")
             self.free_gpus, self.gpus_per_job = self._gpus()
             self.gpus_of: dict[int, list[int]] = {}
+            self.warm = self._start_server()
         executor = submitit.LocalExecutor(
             folder=Path(self.params["submitit_folder"]).absolute(),
             max_num_timeout=self.params["max_num_timeout"],
@@ -582,6 +586,17 @@ class LocalLauncher(SweepLauncher):
         )
         return executor
 
+    def _start_server(self) -> warm.Server | None:
+        """The warm-start server of this launcher's jobs (``preload``; see :mod:`.warm`), or
+        None where jobs start in a fresh interpreter."""
+        preload = self.options.get("preload")
+        if preload is None or self.params.get("setup"):
+            return None
+        modules = ["submitit.core.submission", __name__, *preload]
+        server = warm.Server(list(dict.fromkeys(modules)))
+        atexit.register(server.stop)
+        return server
+
     def _room(self, active: int) -> int:
         room = int(self.options.get("max_parallel", 2)) - active
         if self.gpus_per_job:
@@ -590,6 +605,12 @@ class LocalLauncher(SweepLauncher):
 
     def _submit(self, executor: Any, jobs: list[Any], shared: Path) -> list[Any]:
         submitted, call = [], JobCall(shared)
+        if self.warm is not None:
+            if self.warm.ready():
+                executor.python = self.warm.python()
+            else:
+                _say("warm start is off: the server could not import hydra.launcher.preload")
+                self.warm = None
         for job in jobs:
             gpus = self.free_gpus[: self.gpus_per_job]
             self.free_gpus = self.free_gpus[self.gpus_per_job :]

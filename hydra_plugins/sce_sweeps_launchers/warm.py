@@ -1,0 +1,276 @@
+"""Warm start of local jobs: import what every job needs once, then fork one child per job.
+
+A job of the local launcher is a fresh interpreter (``python -u -m submitit.core._submit
+FOLDER``, started by submitit's job controller) that imports Hydra, submitit, the launcher and
+the app (for SCE: torch, torchvision, kornia, Aim; seconds) before its first line of work. With
+``hydra.launcher.preload`` set, the launcher starts one **server** that imports those modules
+once; each job's command becomes a small **client** (a bare interpreter, standard library only)
+that hands the server its command line, environment, working directory and standard streams.
+The server forks a child, which runs the command as ``python`` would. submitit's controller
+sees the client as the job's process; the client mirrors the child:
+
+- signals sent to the client (SIGTERM, SIGINT, SIGUSR1/2: cancel, time limit, preemption) are
+  passed on to the child; a client killed outright (SIGKILL) gets its child killed too;
+- the client exits as the child did: the same exit code, or the same signal.
+
+Where the server is not reachable (not started, stopped, or its preload failed), the client
+runs the command in a fresh interpreter instead: a job never depends on the server.
+
+The modules are imported before any job's environment is known: a preloaded module that reads
+an environment variable at import time sees the launcher's. CUDA is initialised lazily by torch,
+in the child, after ``CUDA_VISIBLE_DEVICES`` is set; the server itself never touches a GPU.
+
+    python -m hydra_plugins.sce_sweeps_launchers.warm serve SOCKET MODULE...  # the server
+    python -I -S .../warm.py SOCKET PYTHON_ARGS...                            # a job's client
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+
+# What the client passes on to its child; SIGKILL cannot be caught (the server handles it).
+RELAYED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP)
+_MAX_MESSAGE = 1 << 20
+MODULE = "hydra_plugins.sce_sweeps_launchers.warm"
+
+
+# --- the client: one per job, standard library only -------------------------------------------
+
+
+def client(socket_path: str, args: list[str]) -> None:
+    """Run ``python ARGS`` as a child of the server at ``socket_path`` (in a fresh interpreter
+    if there is none) and exit as it does."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        sock.connect(socket_path)
+        request = {"args": args, "env": dict(os.environ), "cwd": os.getcwd()}
+        socket.send_fds(sock, [json.dumps(request).encode()], [0, 1, 2])
+        pid = json.loads(sock.recv(_MAX_MESSAGE))["pid"]
+    except (OSError, ValueError, KeyError):  # no server, or it went away: start cold
+        sock.close()
+        os.execv(sys.executable, [sys.executable, *args])
+
+    def relay(signum: int, frame: object) -> None:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    for signum in RELAYED:
+        signal.signal(signum, relay)
+    message = sock.recv(_MAX_MESSAGE)  # the child's wait status, once it has ended
+    if not message:
+        sys.stderr.write("warm start: the job server stopped before the job ended\n")
+        sys.exit(1)
+    status = json.loads(message)["status"]
+    if os.WIFSIGNALED(status):
+        signum = os.WTERMSIG(status)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+    sys.exit(os.waitstatus_to_exitcode(status))
+
+
+# --- the launcher's side ------------------------------------------------------------------------
+
+
+def client_python(socket_path: str) -> str:
+    """The command line of a client of the server at ``socket_path``, in place of ``python``."""
+    import shlex
+
+    return shlex.join([sys.executable, "-I", "-S", os.path.abspath(__file__), socket_path])
+
+
+class Server:
+    """A running server (see the module's docstring), started by :meth:`start`."""
+
+    def __init__(self, modules: list[str]) -> None:
+        import subprocess
+        import tempfile
+
+        self.folder = tempfile.mkdtemp(prefix="sce-warm-")  # AF_UNIX paths are short
+        self.socket_path = os.path.join(self.folder, "jobs")
+        cmd = [sys.executable, "-m", MODULE, "serve", self.socket_path, *modules]
+        self.process = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True
+        )
+        self._ready: bool | None = None
+
+    def ready(self) -> bool:
+        """Wait until the modules are imported; False if the server failed (it says why on
+        standard error), in which case jobs start cold."""
+        if self._ready is None:
+            assert self.process.stdout is not None
+            self._ready = self.process.stdout.readline() == b"ready\n"
+        return self._ready
+
+    def python(self) -> str:
+        """The command that replaces ``python`` in a job's command line."""
+        return client_python(self.socket_path)
+
+    def stop(self) -> None:
+        """No more jobs: the server exits once its children have ended (they are not waited
+        for here)."""
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            self.process.stdin.close()
+
+
+# --- the server ---------------------------------------------------------------------------------
+
+
+def run_command(args: list[str]) -> int:
+    """Run ``python ARGS`` in this (forked) process: ``[-u] -m MODULE ...`` or ``-c CODE ...``;
+    return its exit code (minus the signal for a KeyboardInterrupt, as the interpreter dies of
+    SIGINT), after what an interpreter does at exit (threads, atexit, streams)."""
+    import atexit
+    import runpy
+    import threading
+    import traceback
+
+    code: object = 0
+    try:
+        while args and args[0] in ("-u", "-B", "-E", "-s"):
+            args = args[1:]
+        if len(args) < 2 or args[0] not in ("-m", "-c"):
+            raise SystemExit(f"warm start runs `-m MODULE ...` or `-c CODE ...`, not {args}")
+        if args[0] == "-m":
+            sys.argv = [args[1], *args[2:]]  # runpy puts the module's path first
+            runpy.run_module(args[1], run_name="__main__", alter_sys=True)
+        else:
+            sys.argv = ["-c", *args[2:]]
+            exec(compile(args[1], "<string>", "exec"), {"__name__": "__main__"})
+    except SystemExit as e:
+        code = e.code
+    except KeyboardInterrupt:  # as the interpreter: the traceback, then die of SIGINT
+        traceback.print_exc()
+        code = -signal.SIGINT
+    except BaseException:  # noqa: BLE001 (as the interpreter: print it, exit 1)
+        traceback.print_exc()
+        code = 1
+    try:
+        threading._shutdown()  # join non-daemon threads, as multiprocessing's children do
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001 (a closed stream)
+                pass
+    if code is None:
+        return 0
+    if code == -signal.SIGINT:
+        return code
+    if isinstance(code, int):
+        return code & 0xFF
+    sys.stderr.write(f"{code}\n")
+    return 1
+
+
+def _child(request: dict, fds: list[int]) -> None:
+    """In the forked child: take the client's streams, directory and environment; run."""
+    for fd, target in zip(fds, (0, 1, 2)):
+        os.dup2(fd, target)
+        os.close(fd)
+    for signum in (*RELAYED, signal.SIGCHLD):
+        signal.signal(signum, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    for stream in (sys.stdout, sys.stderr):  # as `python -u`
+        stream.reconfigure(line_buffering=True, write_through=True)
+    code = run_command(list(request["args"]))
+    if code < 0:
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+    os._exit(code)
+
+
+def serve(socket_path: str, modules: list[str]) -> None:
+    """Import ``modules``, then fork a child per client until standard input closes (the
+    launcher ended); exit once the last child has ended."""
+    import importlib
+    import selectors
+
+    for name in modules:
+        importlib.import_module(name)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(socket_path)
+    listener.listen(128)
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+
+    events = selectors.DefaultSelector()
+    events.register(listener, selectors.EVENT_READ, "accept")
+    events.register(sys.stdin, selectors.EVENT_READ, "launcher")
+    children: dict[int, tuple[socket.socket, int]] = {}  # pid -> (its client's socket, pidfd)
+    accepting = True
+    while accepting or children:
+        for key, _ in events.select():
+            what = key.data
+            if what == "accept":
+                conn, _ = listener.accept()
+                try:
+                    message, fds, _, _ = socket.recv_fds(conn, _MAX_MESSAGE, 3)
+                    request = json.loads(message)
+                except (OSError, ValueError):
+                    conn.close()
+                    continue
+                sys.stdout.flush()
+                sys.stderr.flush()
+                pid = os.fork()
+                if pid == 0:
+                    events.close()
+                    listener.close()
+                    for other, _ in children.values():
+                        other.close()
+                    conn.close()
+                    _child(request, fds)
+                for fd in fds:
+                    os.close(fd)
+                pidfd = os.pidfd_open(pid)
+                children[pid] = (conn, pidfd)
+                conn.sendall(json.dumps({"pid": pid}).encode())
+                events.register(pidfd, selectors.EVENT_READ, ("ended", pid))
+                events.register(conn, selectors.EVENT_READ, ("client", pid))
+            elif what == "launcher":
+                if not os.read(sys.stdin.fileno(), 4096):
+                    events.unregister(sys.stdin)
+                    events.unregister(listener)
+                    listener.close()
+                    os.unlink(socket_path)
+                    os.rmdir(os.path.dirname(socket_path))
+                    accepting = False
+            elif what[0] == "ended":
+                pid = what[1]
+                conn, pidfd = children.pop(pid)
+                _, status = os.waitpid(pid, 0)
+                events.unregister(pidfd)
+                os.close(pidfd)
+                if conn.fileno() in events.get_map():
+                    events.unregister(conn)
+                try:
+                    conn.sendall(json.dumps({"status": status}).encode())
+                except OSError:  # the client is gone
+                    pass
+                conn.close()
+            elif what[0] == "client":  # the client ended (killed) before its child
+                pid = what[1]
+                conn = children[pid][0]
+                if conn.recv(_MAX_MESSAGE):  # clients send nothing after their request
+                    continue
+                events.unregister(conn)
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "serve":
+        serve(sys.argv[2], sys.argv[3:])
+    else:
+        client(sys.argv[1], sys.argv[2:])
