@@ -39,6 +39,9 @@ from sce_sweeps.tracking import NullTracker
 
 METRICS = "metrics.jsonl"
 LOG_EVERY = 10  # steps between tracked train metrics
+# Steps between two checks for a stop signal when several processes train: the ranks agree
+# through a collective whose read-back waits for the device. One process checks every step.
+STOP_CHECK_EVERY = 8
 EVAL_METRICS = ("knn_top1", "probe_top1")  # what an evaluation of the features records
 
 
@@ -455,13 +458,23 @@ def run_epoch(t: Trainer, state: TrainState, stop: _StopSignals) -> None:
             _check_finite(loss_value, state, step)
             bar.set_postfix(loss=f"{loss_value:.4f}")
             _log_step(t, step, state.epoch, loss_value, lr, momentum, terms)
-        if t.dist.any(stop.pending is not None, t.device):
+        if _stop_requested(t, stop, state.step_in_epoch):
             _check_finite(float(state.loss_sum), state, step)
             save(t, state)
             _serve(stop)
     bar.close()
     state.loss_sum = float(state.loss_sum)
     _check_finite(state.loss_sum, state, (state.epoch + 1) * t.steps_per_epoch - 1)
+
+
+def _stop_requested(t: Trainer, stop: _StopSignals, step_in_epoch: int) -> bool:
+    """Whether a rank has a stop signal pending, asked every step in one process and every
+    ``STOP_CHECK_EVERY`` steps over several (the end of an epoch asks too)."""
+    if not t.dist.enabled:
+        return stop.pending is not None
+    if step_in_epoch % STOP_CHECK_EVERY:
+        return False
+    return t.dist.any(stop.pending is not None, t.device)
 
 
 def _serve(stop: _StopSignals) -> None:

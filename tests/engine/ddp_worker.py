@@ -2,14 +2,18 @@
 OVERRIDES...`` as one rank of a gloo process group (RANK, WORLD_SIZE, MASTER_ADDR/PORT set by
 the test), or as a single process.
 
-Modes: ``train`` runs the real trainer in RUN_DIR; ``train_split`` does too in one process
-whose online trunk normalises each half of the batch on its own (split BN), as two ranks'
-BatchNorm does; ``queue`` runs one SCE step of the model with its collectives and writes,
-from rank 0, this step's keys of every rank and the queue.
+Modes: ``train`` runs the real trainer in RUN_DIR (``train_stop``: the rank STOP_RANK of the
+environment sends itself SIGUSR2 as its step STOP_STEP begins, as SLURM's warning would);
+``train_split`` does too in one process whose online trunk normalises each half of the batch
+on its own (split BN), as two ranks' BatchNorm does; ``queue`` runs one SCE step of the
+model with its collectives and writes, from rank 0, this step's keys of every rank and the
+queue.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -51,6 +55,20 @@ def _queue_step(cfg, out: Path) -> None:
     distributed.teardown()
 
 
+def _signal_at(step_fn, step: int):
+    """``step_fn``, sending SIGUSR2 to this process as its call number ``step`` (0-based)
+    begins."""
+    calls = []
+
+    def wrapped(*args, **kwargs):
+        if len(calls) == step:
+            os.kill(os.getpid(), signal.SIGUSR2)
+        calls.append(None)
+        return step_fn(*args, **kwargs)
+
+    return wrapped
+
+
 def main() -> None:
     mode, run_dir, overrides = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
@@ -61,6 +79,8 @@ def main() -> None:
         return
     if mode == "train_split":
         trainer.build_model = _split_online_bn
+    if mode == "train_stop" and os.environ["RANK"] == os.environ["STOP_RANK"]:
+        trainer.train_step = _signal_at(trainer.train_step, int(os.environ["STOP_STEP"]))
     train(cfg, run_dir)
     distributed.teardown()
 

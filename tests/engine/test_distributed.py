@@ -14,6 +14,7 @@ halves'.)
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -49,20 +50,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ranks(mode: str, run_dir, overrides: list[str], world: int) -> None:
-    """Run tests/engine/ddp_worker.py as ``world`` ranks of one gloo group."""
+def _ranks(
+    mode: str, run_dir, overrides: list[str], world: int, codes: tuple[int, ...] = (0,), **env_
+) -> None:
+    """Run tests/engine/ddp_worker.py as ``world`` ranks of one gloo group; each rank must
+    exit with its code in ``codes`` (the last one for the ranks after)."""
     port = str(_free_port())
     procs = []
     for rank in range(world):
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        env = {**os.environ, "OMP_NUM_THREADS": "1", **env_}
         if world > 1:
             env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
             env.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
         cmd = [sys.executable, "-m", "tests.engine.ddp_worker", mode, str(run_dir), *overrides]
         procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True))
     errors = [p.communicate(timeout=300)[1] for p in procs]
-    for p, err in zip(procs, errors):
-        assert p.returncode == 0, err[-4000:]
+    for rank, (p, err) in enumerate(zip(procs, errors)):
+        assert p.returncode == codes[min(rank, len(codes) - 1)], err[-4000:]
 
 
 @pytest.mark.slow
@@ -168,3 +172,20 @@ def test_sync_bn_converts_both_branches_and_keeps_the_momentum_update(target_bn)
             twin = online[name.removeprefix("momentum_")]
             assert torch.allclose(p, twin - 0.5)  # halfway to the online weights (+1)
     assert all((b == 3).all() for b in model.momentum_backbone.buffers())  # buffers copied
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signal_step", [3, 8])
+def test_a_stop_signal_on_one_rank_stops_every_rank_at_the_same_checked_step(tmp_path, signal_step):
+    """Rank 1 gets SLURM's warning as its step ``signal_step`` begins; the ranks agree on it
+    at the next step that is a multiple of STOP_CHECK_EVERY, save there and stop: rank 1
+    passes its signal on (no handler before: it exits 128 + SIGUSR2), rank 0 stops with it."""
+    from sce_sweeps.engine.train import STOP_CHECK_EVERY
+
+    overrides = [*STEPS, "trainer.devices=2", "trainer.epochs=1"]
+    overrides += ["trainer.max_steps_per_epoch=null", "dataset.train_samples=1024"]  # 32 steps
+    codes = (128 + signal.SIGTERM, 128 + signal.SIGUSR2)
+    _ranks("train_stop", tmp_path, overrides, 2, codes, STOP_RANK="1", STOP_STEP=str(signal_step))
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    checked = -(-(signal_step + 1) // STOP_CHECK_EVERY) * STOP_CHECK_EVERY
+    assert (state["epoch"], state["step_in_epoch"]) == (0, checked)
