@@ -225,8 +225,9 @@ def serve(socket_path: str, modules: list[str]) -> None:
                 if pid == 0:
                     events.close()
                     listener.close()
-                    for other, _ in children.values():
+                    for other, other_pidfd in children.values():
                         other.close()
+                        os.close(other_pidfd)
                     conn.close()
                     _child(request, fds)
                 for fd in fds:
