@@ -17,7 +17,12 @@ small bootstrap wraps the functions that end each stage, runs the app's own comm
   training; kept to compare with earlier versions, which evaluated the random-init kNN here);
 - first_step: data loading and the first training step.
 
-Each row is the median over the repeats, with the share of the total. Two more tables put
+Each row is the median over the repeats, with the share of the total. With ``--warm`` a second
+column starts the same job as a local sweep's job starts by default: forked from the launcher's
+warm-start server (``hydra.launcher.preload`` of ``conf/launcher/local.yaml``; see
+``hydra_plugins/sce_sweeps_launchers/warm.py``), already started, through the job's client
+(its interpreter is the "interpreter" stage; the preloaded imports are not repeated).
+Two more tables put
 this in proportion:
 
 - commands that train nothing (``--help``, a dry run of a sweep, the analysis table's
@@ -32,6 +37,7 @@ Usage::
     python benchmarks/startup.py                       # the embedded default, 3 repeats
     python benchmarks/startup.py --repeats 5 tracker=none model=resnet18_tiny
     python benchmarks/startup.py --skip job            # only the commands and the imports
+    python benchmarks/startup.py --warm --skip commands --skip imports   # cold and warm jobs
 """
 
 from __future__ import annotations
@@ -39,13 +45,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("interpreter", "import", "compose", "tracker", "datasets", "model", "knn_init")
 STAGES += ("first_step",)
 
@@ -86,13 +95,28 @@ DEPENDENCIES = ("torch", "torchvision", "hydra", "omegaconf", "numpy", "tqdm")
 DEPENDENCIES += ("aim", "optuna", "pandas", "matplotlib", "submitit", "sce_sweeps.app")
 
 
-def one_job(overrides: list[str], workdir: Path) -> dict[str, float]:
-    """Seconds spent in each stage of one job started now."""
+def warm_server() -> Any:
+    """A warm-start server that preloads what the local launcher's preloads for a job."""
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.sce_sweeps_launchers import warm
+
+    local = OmegaConf.load(ROOT / "conf" / "launcher" / "local.yaml")
+    modules = ["submitit.core.submission", "hydra_plugins.sce_sweeps_launchers.launchers"]
+    server = warm.Server([*modules, *local.hydra.launcher.preload])
+    if not server.ready():
+        raise SystemExit("the warm-start server failed to import its modules")
+    return server
+
+
+def one_job(overrides: list[str], workdir: Path, python: list[str]) -> dict[str, float]:
+    """Seconds spent in each stage of one job started now by ``python`` (an interpreter, or
+    the client of a warm-start server)."""
     marks_file = workdir / "marks.json"
     marks_file.unlink(missing_ok=True)
     run_dir = workdir / "run"
     env = {**os.environ, "SCE_STARTUP_MARKS": str(marks_file)}
-    argv = [sys.executable, "-c", BOOTSTRAP, f"hydra.run.dir={run_dir}", *overrides]
+    argv = [*python, "-c", BOOTSTRAP, f"hydra.run.dir={run_dir}", *overrides]
     start = time.time()
     proc = subprocess.run(argv, env=env, cwd=workdir, capture_output=True, text=True)
     if not marks_file.is_file():
@@ -136,7 +160,7 @@ COMMANDS = {
         "hydra.launcher.dry_run=true",
     ],
     "python analysis/ablation_table.py --help": [
-        str(Path(__file__).resolve().parent.parent / "analysis" / "ablation_table.py"),
+        str(ROOT / "analysis" / "ablation_table.py"),
         "--help",
     ],
 }
@@ -159,21 +183,37 @@ def main(argv: list[str] | None = None) -> int:
         choices=("job", "commands", "imports"),
         help="leave a table out (repeatable)",
     )
+    parser.add_argument(
+        "--warm", action="store_true", help="also start each job from a warm-start server"
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the job")
     args = parser.parse_args(argv)
     n = args.repeats
 
     with tempfile.TemporaryDirectory(prefix="sce_startup_") as tmp:
         if "job" not in args.skip:
-            runs = [one_job(args.overrides, Path(tmp)) for _ in range(n)]
-            # a stage that a run skipped (a baseline read from its cache) took it 0 s
-            seen = [k for k in (*STAGES, "total") if any(k in r for r in runs)]
-            median = {k: statistics.median(r.get(k, 0.0) for r in runs) for k in seen}
+            starts = {"cold": [sys.executable]}
+            server = warm_server() if args.warm else None
+            if server is not None:
+                starts["warm"] = shlex.split(server.python())
+            medians = {}
+            for start, python in starts.items():
+                runs = [one_job(args.overrides, Path(tmp), python) for _ in range(n)]
+                # a stage that a run skipped (a baseline read from its cache) took it 0 s
+                seen = [k for k in (*STAGES, "total") if any(k in r for r in runs)]
+                medians[start] = {k: statistics.median(r.get(k, 0.0) for r in runs) for k in seen}
+            if server is not None:
+                server.stop()
             given = " ".join(args.overrides) or "none"
             print(f"job start-up to the end of its first step, median of {n} (overrides: {given})")
-            print("| stage | s | share |\n|---|---:|---:|")
-            for stage, seconds in median.items():
-                print(f"| {stage} | {seconds:.2f} | {seconds / median['total']:.0%} |")
+            print("| stage | " + " | ".join(f"{k} s | share" for k in medians) + " |")
+            print("|---|" + "---:|---:|" * len(medians))
+            for stage in medians["cold"]:
+                cells = [
+                    f"{m.get(stage, 0.0):.2f} | {m.get(stage, 0.0) / m['total']:.0%}"
+                    for m in medians.values()
+                ]
+                print(f"| {stage} | " + " | ".join(cells) + " |")
         if "commands" not in args.skip:
             print(f"\ncommands that train nothing, wall time, median of {n}")
             print("| command | s |\n|---|---:|")

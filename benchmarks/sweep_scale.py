@@ -9,6 +9,10 @@ For each size N it prints one row:
   validating, the manifest, submitting and watching every job) for N trivial jobs, and of the
   same N jobs submitted with submitit alone (**baseline s**: the executor's and SLURM's own
   cost, for a job that runs a plain function);
+* **stock s** (with ``--stock``): the same stub sweep through hydra-submitit-launcher itself
+  (``hydra/launcher=submitit_local`` or ``submitit_slurm``, Hydra's basic sweeper), the launcher
+  a Hydra user would otherwise take; its local launcher starts every job at once (it has no
+  limit), so keep N small there; **vs stock ms**: (launch - stock) / N;
 * **per-job ms**: (launch - baseline) / N. On a shared 2-core machine this wall time is
   mostly the jobs' own: each job starts Python, imports Hydra and runs Hydra's ``run_job``
   (about 1 CPU s) where the baseline's job only unpickles a function;
@@ -120,6 +124,21 @@ def launch(
         raise SystemExit(f"the sweep failed:\n{proc.stderr[-3000:]}")
     cpu = [line for line in proc.stderr.splitlines() if line.startswith("SCALE_CPU_S=")]
     return wall, float(cpu[-1].split("=")[1])
+
+
+def stock(app: Path, sweep_dir: Path, n: int, launcher: str, parallel: int) -> float:
+    """Wall s of the stub sweep through hydra-submitit-launcher's own launcher."""
+    cmd = [sys.executable, str(app), "-m", *grid(n), f"hydra.sweep.dir={sweep_dir}"]
+    cmd += [f"hydra/launcher=submitit_{launcher}", "hydra/sweeper=basic"]
+    cmd += ["hydra.launcher.timeout_min=10"]
+    if launcher == "slurm":
+        cmd += ["hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1"]
+        cmd += ["hydra.launcher.mem_gb=1", f"hydra.launcher.array_parallelism={parallel}"]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=app.parent, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"the stock sweep failed:\n{proc.stderr[-3000:]}")
+    return time.perf_counter() - start
 
 
 def _trivial(x: float) -> float:
@@ -309,6 +328,9 @@ def main() -> None:
     parser.add_argument("--sweeper", default="sce_grid",
                         help="hydra/sweeper of the launches (basic: Hydra's, which composes "
                         "each job once more to check it)")  # fmt: skip
+    parser.add_argument(
+        "--stock", action="store_true", help="also launch through hydra-submitit-launcher's"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sweep_scale_"))
     app = work / "stub_app.py"
@@ -317,7 +339,7 @@ def main() -> None:
           f"{args.parallel} at once; work dir {work}")  # fmt: skip
     head = ("launcher", "jobs", "launch s", "baseline s", "per-job ms", "CPU s", "baseline CPU s",
             "per-job CPU ms", "save ms", "status s", "table s", "status CLI s",
-            "table CLI s")  # fmt: skip
+            "table CLI s", "stock s", "vs stock ms")  # fmt: skip
     print(" | ".join(head))
     print(" | ".join("---" for _ in head))
     try:
@@ -326,11 +348,15 @@ def main() -> None:
                 sweep_dir = work / f"{launcher}_{n}"
                 if launcher == "none":
                     fake_sweep(sweep_dir, n)
-                    wall = base = cpu = base_cpu = float("nan")
+                    wall = base = cpu = base_cpu = plain = float("nan")
                 else:
                     wall, cpu = launch(app, sweep_dir, n, launcher, args.parallel, args.sweeper)
                     base, base_cpu = baseline(work / f"base_{launcher}_{n}", n, launcher,
                                               args.parallel)  # fmt: skip
+                    plain = float("nan")
+                    if args.stock:
+                        plain = stock(app, work / f"stock_{launcher}_{n}", n, launcher,
+                                      args.parallel)  # fmt: skip
                 saves = manifest_save(sweep_dir, n)
                 status, table = status_time(sweep_dir), table_time(sweep_dir)
                 status_cli = cli_time("sce_sweeps.status", str(sweep_dir), "--json")
@@ -338,7 +364,7 @@ def main() -> None:
                                      str(work / "tables"))  # fmt: skip
                 per_job, per_job_cpu = (wall - base) / n * 1000, (cpu - base_cpu) / n * 1000
                 row = (launcher, n, wall, base, per_job, cpu, base_cpu, per_job_cpu, saves, status,
-                       table, status_cli, table_cli)  # fmt: skip
+                       table, status_cli, table_cli, plain, (wall - plain) / n * 1000)  # fmt: skip
                 print(" | ".join(_cell(v) for v in row), flush=True)
         if args.aim_runs:
             total, first, last = aim_gather(work, args.aim_runs)
