@@ -62,12 +62,14 @@ from sce_sweeps.runfiles import (
     relative_run_dir,
     try_read_result,
 )
-from sce_sweeps.sweep.status import jobs_
+from sce_sweeps.sweep.status import jobs_, queued_slurm_jobs
 
 log = logging.getLogger(__name__)
 
 # Keys of our config that are not submitit parameters.
 OWN_KEYS = ("dry_run", "resume", "max_parallel", "poll_s", "validate", "config_hash", "preload")
+# Jobs in the queue from which a poll asks squeue which are pending rather than checking each.
+QUEUE_QUERY_FROM = 32
 # Keys only SLURM understands: the local launcher ignores them.
 SLURM_ONLY = (
     "partition",
@@ -203,6 +205,10 @@ class SweepLauncher(BaseSubmititLauncher):
 
     def _released(self, job: Any) -> None:
         """Called when a submitted job is over."""
+
+    def _queued(self, sjobs: list[Any]) -> set[str]:
+        """Ids of those of ``sjobs`` known to be still waiting to start, which a poll skips."""
+        return set()
 
     def _describe_params(self) -> dict[str, Any]:
         return {**self.params, **self.options}
@@ -459,8 +465,11 @@ class SweepLauncher(BaseSubmititLauncher):
         """One look at this call's jobs (under the lock): settle those that are over, submit
         waiting ones as room allows; ``waiting``, ``running`` and ``returns`` are updated."""
         changed = submitted_ids = False
+        queued = self._queued([sjob for _, sjob in running.values()])
         for num, (job, sjob) in list(running.items()):
             entry = self._entries[num]
+            if sjob.job_id in queued:
+                continue
             if sjob.done():
                 returns[num] = self._finish(entry, job, sjob)
                 self._released(job)
@@ -647,6 +656,14 @@ class SlurmLauncher(SweepLauncher):
             **{k if k in generic else f"slurm_{k}": v for k, v in params.items()}
         )
         return executor
+
+    def _queued(self, sjobs: list[Any]) -> set[str]:
+        """With many jobs in the queue, one squeue call says which are still pending: a poll
+        then looks for the results of the few that may have ended (submitit's ``done()``
+        stats files, job by job), not of all of the array's jobs."""
+        if len(sjobs) <= QUEUE_QUERY_FROM:
+            return set()
+        return queued_slurm_jobs([str(sjob.job_id) for sjob in sjobs]) or set()
 
     def _room(self, active: int) -> int:
         return sys.maxsize  # SLURM queues them all; array_parallelism caps how many run

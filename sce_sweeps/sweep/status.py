@@ -101,6 +101,16 @@ def slurm_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
     return states
 
 
+def queued_slurm_jobs(job_ids: list[str]) -> set[str] | None:
+    """Those of ``job_ids`` (``<array id>_<task id>``) that SLURM holds pending, from one
+    ``squeue`` call over their arrays; None when squeue does not answer."""
+    arrays = sorted({job_id.split("_")[0] for job_id in job_ids})
+    if not arrays:
+        return set()
+    out = _run(["squeue", "-h", "-r", "-t", "PENDING", "-o", "%i", "-j", ",".join(arrays)])
+    return None if out is None else set(out.split()) & set(job_ids)
+
+
 def process_alive(pid: int | None, host: str, marker: str | None = None) -> bool:
     """Whether process ``pid`` of this host is alive (and its command line holds ``marker``)."""
     if not pid or host != socket.gethostname():
