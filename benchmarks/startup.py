@@ -102,8 +102,7 @@ def warm_server() -> Any:
     from hydra_plugins.sce_sweeps_launchers import warm
 
     local = OmegaConf.load(ROOT / "conf" / "launcher" / "local.yaml")
-    modules = ["submitit.core.submission", "hydra_plugins.sce_sweeps_launchers.launchers"]
-    server = warm.Server([*modules, *local.hydra.launcher.preload])
+    server = warm.Server([*warm.JOB_MODULES, *local.hydra.launcher.preload])
     if not server.ready():
         raise SystemExit("the warm-start server failed to import its modules")
     return server

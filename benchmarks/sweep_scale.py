@@ -346,14 +346,14 @@ def main() -> None:
         for launcher in args.launchers:
             for n in args.jobs:
                 sweep_dir = work / f"{launcher}_{n}"
+                plain = float("nan")  # the stock launcher's wall s, when measured
                 if launcher == "none":
                     fake_sweep(sweep_dir, n)
-                    wall = base = cpu = base_cpu = plain = float("nan")
+                    wall = base = cpu = base_cpu = float("nan")
                 else:
                     wall, cpu = launch(app, sweep_dir, n, launcher, args.parallel, args.sweeper)
                     base, base_cpu = baseline(work / f"base_{launcher}_{n}", n, launcher,
                                               args.parallel)  # fmt: skip
-                    plain = float("nan")
                     if args.stock:
                         plain = stock(app, work / f"stock_{launcher}_{n}", n, launcher,
                                       args.parallel)  # fmt: skip

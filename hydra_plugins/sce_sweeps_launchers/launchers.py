@@ -601,8 +601,7 @@ class LocalLauncher(SweepLauncher):
         preload = self.options.get("preload")
         if preload is None or self.params.get("setup"):
             return None
-        modules = ["submitit.core.submission", __name__, *preload]
-        server = warm.Server(list(dict.fromkeys(modules)))
+        server = warm.Server(list(dict.fromkeys([*warm.JOB_MODULES, *preload])))
         atexit.register(server.stop)
         return server
 

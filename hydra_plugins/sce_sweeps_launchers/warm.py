@@ -36,6 +36,8 @@ import sys
 RELAYED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP)
 _MAX_MESSAGE = 1 << 20
 MODULE = "hydra_plugins.sce_sweeps_launchers.warm"
+# What every job of the project's launchers imports, whatever the app: preloaded always.
+JOB_MODULES = ("submitit.core.submission", "hydra_plugins.sce_sweeps_launchers.launchers")
 
 
 # --- the client: one per job, standard library only -------------------------------------------
@@ -85,7 +87,8 @@ def client_python(socket_path: str) -> str:
 
 
 class Server:
-    """A running server (see the module's docstring), started by :meth:`start`."""
+    """A server (see the module's docstring), started on construction; :meth:`ready` waits
+    for its imports."""
 
     def __init__(self, modules: list[str]) -> None:
         import subprocess
