@@ -231,7 +231,7 @@ def manifest_save(sweep_dir: Path, n: int, repeat: int = 20) -> float:
     assert manifest is not None and len(manifest.jobs) == n
     start = time.perf_counter()
     for i in range(repeat):
-        manifest.jobs[i].reason = "x"
+        manifest.jobs[i % n].reason = "x"
         manifest.save()
     return (time.perf_counter() - start) / repeat * 1000
 
