@@ -151,3 +151,18 @@ def test_a_run_dir_reads_the_same_with_or_without_the_sweeps_reader(tmp_path: Pa
         (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(variant))
         (run_dir / ".hydra" / "hydra.yaml").write_text(hydra)
         assert read_config(run_dir, reader) == read_config(run_dir)
+
+
+def test_the_scale_benchmark_runs_on_a_sweep_smaller_than_its_save_repeats():
+    """``benchmarks/sweep_scale.py`` times 20 manifest saves, each changing one job; a sweep of
+    fewer jobs than that is measured too."""
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "sweep_scale.py"), "--launchers", "none"]
+    cmd += ["--jobs", "10", "--aim-runs", "0"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.splitlines()[-1].startswith("none | 10 |")
