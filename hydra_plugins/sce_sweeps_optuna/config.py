@@ -1,9 +1,126 @@
-"""The sweeper's structured config, registered as ``hydra/sweeper=sce_optuna``."""
+"""The sweeper's structured config, registered as ``hydra/sweeper=sce_optuna``, and the
+sampler config group ``hydra/sweeper/sampler=tpe|random|cmaes|nsgaii|grid|gp|qmc|motpe``.
+
+Every key of Hydra's own Optuna sweeper (hydra-optuna-sweeper, facebookresearch/hydra
+``plugins/hydra_optuna_sweeper/hydra_plugins/hydra_optuna_sweeper/config.py``) is here with its
+meaning and default, and the same sampler group; the keys after them are this sweeper's own.
+"""
 
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+# OmegaConf needs Optional[...] in structured configs, not X | None.
+# ruff: noqa: UP045
+
+
+@dataclass
+class SamplerConf:
+    """An Optuna sampler: its class (``_target_``) and keyword arguments. A null argument
+    means the class's own default."""
+
+    _target_: str = MISSING
+
+
+@dataclass
+class TPESamplerConf(SamplerConf):
+    _target_: str = "optuna.samplers.TPESampler"
+    seed: Optional[int] = None
+    consider_prior: Optional[bool] = None
+    prior_weight: Optional[float] = None
+    consider_magic_clip: Optional[bool] = None
+    consider_endpoints: Optional[bool] = None
+    n_startup_trials: int = 10
+    n_ei_candidates: int = 24
+    multivariate: bool = False
+    warn_independent_sampling: Optional[bool] = None
+    # Not in the official group: TPE imagines running trials as bad ones, so that parallel
+    # asynchronous trials do not all sample the same region.
+    constant_liar: bool = False
+
+
+@dataclass
+class RandomSamplerConf(SamplerConf):
+    _target_: str = "optuna.samplers.RandomSampler"
+    seed: Optional[int] = None
+
+
+@dataclass
+class CmaEsSamplerConf(SamplerConf):
+    _target_: str = "optuna.samplers.CmaEsSampler"
+    seed: Optional[int] = None
+    x0: Optional[dict[str, Any]] = None
+    sigma0: Optional[float] = None
+    independent_sampler: Optional[Any] = None
+    warn_independent_sampling: bool = True
+    consider_pruned_trials: bool = False
+    restart_strategy: Optional[Any] = None
+    inc_popsize: int = 2
+    use_separable_cma: bool = False
+    source_trials: Optional[Any] = None
+
+
+@dataclass
+class NSGAIISamplerConf(SamplerConf):
+    _target_: str = "optuna.samplers.NSGAIISampler"
+    seed: Optional[int] = None
+    population_size: int = 50
+    mutation_prob: Optional[float] = None
+    crossover_prob: float = 0.9
+    swapping_prob: float = 0.5
+    constraints_func: Optional[Any] = None
+
+
+@dataclass
+class GridSamplerConf(SamplerConf):
+    """The grid is the search space (choice and range parameters), filled in at run time."""
+
+    _target_: str = "optuna.samplers.GridSampler"
+    _partial_: bool = True
+    seed: Optional[int] = None  # not in the official group: the order of the grid points
+
+
+@dataclass
+class GPSamplerConf(SamplerConf):
+    _target_: str = "optuna.samplers.GPSampler"
+    seed: Optional[int] = None
+    independent_sampler: Optional[Any] = None
+    n_startup_trials: int = 10
+    deterministic_objective: bool = False
+    constraints_func: Optional[Any] = None
+    warn_independent_sampling: bool = True
+
+
+@dataclass
+class QMCSamplerConf(SamplerConf):
+    _target_: str = "optuna.samplers.QMCSampler"
+    seed: Optional[int] = None
+    qmc_type: str = "sobol"
+    scramble: bool = False
+    independent_sampler: Optional[Any] = None
+    warn_asynchronous_seeding: bool = True
+    warn_independent_sampling: bool = True
+
+
+@dataclass
+class MOTPESamplerConf(SamplerConf):
+    """Removed from Optuna 4: selecting it fails, pointing to tpe (as the official group)."""
+
+    _target_: str = "hydra_plugins.sce_sweeps_optuna.trial.motpe_removed"
+
+
+SAMPLER_GROUP: dict[str, type[SamplerConf]] = {
+    "tpe": TPESamplerConf,
+    "random": RandomSamplerConf,
+    "cmaes": CmaEsSamplerConf,
+    "nsgaii": NSGAIISamplerConf,
+    "grid": GridSamplerConf,
+    "gp": GPSamplerConf,
+    "qmc": QMCSamplerConf,
+    "motpe": MOTPESamplerConf,
+}
 
 
 @dataclass
@@ -12,29 +129,48 @@ class SCEOptunaSweeperConf:
 
     The search space is ``params`` (key: Hydra sweep syntax) merged with the sweep overrides
     of the command line, which win: ``choice(a,b,..)`` is categorical, ``interval(lo,hi)`` is
-    a float (``int(interval(..))`` an integer), ``range(lo,hi,step)`` a stepped number, and
-    ``tag(log, interval(..))`` samples on a log scale.
+    a float (``int(interval(..))`` an integer), ``range(lo,hi,step)`` a stepped number from lo
+    to hi (hi included), ``shuffle(range(..))`` categorical, and ``tag(log, interval(..))``
+    samples on a log scale.
     """
 
     _target_: str = "hydra_plugins.sce_sweeps_optuna.sweeper.SCEOptunaSweeper"
-    params: dict[str, str] = field(default_factory=dict)
-    # Objectives, one direction each: the names of the values a job's trial reporter tells
-    # (the first is reported each epoch, for pruning); a job without a reporter is told by
-    # what its task function returns.
-    objectives: list[str] = field(default_factory=lambda: ["objective"])
-    direction: Any = "maximize"  # a string, or a list with one direction per objective
-    # Trials that end COMPLETE, PRUNED or FAIL count, over every run of the same command.
+    _recursive_: bool = False  # the sweeper builds the sampler itself (and reseeds it)
+    defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}])
+
+    # ---- the keys of hydra-optuna-sweeper, same meaning and defaults
+    # The sampler group (hydra/sweeper/sampler=tpe|...), or any {_target_: ..., kwargs}.
+    sampler: Any = MISSING
+    direction: Any = "minimize"  # a string, or a list with one direction per objective
+    # null: a journal file <sweep dir>/optuna.journal; or a journal path, or a database URL.
+    storage: Optional[Any] = None
+    study_name: Optional[str] = None  # null: the sweep dir's name
+    # Trials to run: COMPLETE, PRUNED or FAIL ones, counted over the whole study (every run
+    # of the same command), unless n_trials_per_run.
     n_trials: int = 20
     # Trials running at once (P); a new one starts as soon as any ends.
     n_jobs: int = 2
-    sampler: str = "tpe"  # tpe | cmaes | gp | random | grid | nsgaii
-    sampler_kwargs: dict[str, Any] = field(default_factory=dict)
-    pruner: str = "median"  # median | successive_halving | hyperband | none
+    # The search stops with the failed trial's error when more than this fraction of the
+    # trials it ran failed (checked once n_jobs trials have ended): 0.0 stops at the first.
+    max_failure_rate: float = 0.0
+    params: Optional[dict[str, str]] = None
+    # ``module.function(cfg, trial)`` that suggests more parameters (define-by-run), after
+    # those of params; a parameter's name is its override key (``+w`` for a new key).
+    custom_search_space: Optional[str] = None
+
+    # ---- this sweeper's own keys
+    # Each run of the command adds n_trials trials, as hydra-optuna-sweeper counts them.
+    n_trials_per_run: bool = False
+    # Names of the values a job's trial reporter tells (the first is reported each epoch, for
+    # pruning), one per direction; null: ``objective`` (or objective_0, objective_1, ...). A
+    # job without a reporter is told by what its task function returns.
+    objectives: Optional[list[str]] = None
+    # null: median with one objective, none with several (Optuna prunes single objectives).
+    pruner: Optional[str] = None  # median | successive_halving | hyperband | none
     pruner_kwargs: dict[str, Any] = field(default_factory=dict)
-    seed: int | None = None  # of the sampler
-    # null: a journal file <sweep dir>/optuna.journal; or a journal path, or a database URL.
-    storage: str | None = None
-    study_name: str | None = None  # null: the sweep dir's name
+    # The sampler's seed when hydra.sweeper.sampler.seed is null.
+    seed: Optional[int] = None
+    sampler_kwargs: dict[str, Any] = field(default_factory=dict)  # merged into the sampler's
     # A job killed without a verdict (SIGKILL, node failure) is retried this many times.
     max_retries: int = 1
     # Seconds between a trial's heartbeats; a RUNNING trial inherited from an earlier sweeper
@@ -43,7 +179,7 @@ class SCEOptunaSweeperConf:
     stale_after: float = 300.0
     # The app's check of a job's config as ``module.function`` (raises on an invalid value):
     # every extreme of the search space is composed and checked before any trial launches.
-    validate: Optional[str] = None  # noqa: UP045 (OmegaConf needs Optional)
+    validate: Optional[str] = None
 
 
 ConfigStore.instance().store(
@@ -52,3 +188,7 @@ ConfigStore.instance().store(
     node=SCEOptunaSweeperConf,
     provider="sce_sweeps",
 )
+for _name, _node in SAMPLER_GROUP.items():
+    ConfigStore.instance().store(
+        group="hydra/sweeper/sampler", name=_name, node=_node, provider="sce_sweeps"
+    )

@@ -54,7 +54,6 @@ STUDY_ATTR = "sce_sweeps"  # study user attribute: objectives, pruner, heartbeat
 HEARTBEAT_ATTR = "sce_heartbeat"  # trial system attribute: time.time() of the last beat
 RETRY_OF_ATTR = "retry_of"  # trial user attribute: number of the killed trial it replaces
 
-SAMPLERS = ("tpe", "cmaes", "gp", "random", "grid", "nsgaii")
 PRUNERS = ("median", "successive_halving", "hyperband", "none")
 # The objective when the sweeper is given none: the value the task function returns.
 DEFAULT_OBJECTIVE = "objective"
@@ -177,46 +176,86 @@ def _accepted(cls: type, kwargs: dict[str, Any] | None, what: str) -> dict[str, 
     return {k: v for k, v in kwargs.items() if k in params}
 
 
+def motpe_removed(*args: Any, **kwargs: Any) -> Any:
+    """The target of ``hydra/sweeper/sampler=motpe``: Optuna 4 removed MOTPESampler."""
+    raise ValueError(
+        "the motpe sampler was removed in Optuna 4.0: use hydra/sweeper/sampler=tpe "
+        "(TPESampler handles several objectives)"
+    )
+
+
+def sampler_spec(sampler: str | dict[str, Any]) -> dict[str, Any]:
+    """A sampler as ``{_target_: class, **kwargs}``; a name (``tpe``, ``random``, ...) means
+    the defaults of that choice of the ``hydra/sweeper/sampler`` group.
+
+    Raises:
+        ValueError: for an unknown name, or a sampler without ``_target_``.
+    """
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.sce_sweeps_optuna.config import SAMPLER_GROUP
+
+    if isinstance(sampler, str):
+        if sampler not in SAMPLER_GROUP:
+            raise ValueError(
+                f"hydra.sweeper.sampler={sampler!r} is invalid: must be one of "
+                f"{', '.join(SAMPLER_GROUP)} (or hydra/sweeper/sampler=<name>)"
+            )
+        sampler = OmegaConf.to_container(OmegaConf.structured(SAMPLER_GROUP[sampler]))
+    spec = dict(sampler)
+    if not spec.get("_target_"):
+        raise ValueError(
+            "hydra.sweeper.sampler needs a _target_ (an Optuna sampler class): pick one with "
+            "hydra/sweeper/sampler=tpe|random|cmaes|nsgaii|grid|gp|qmc"
+        )
+    return spec
+
+
+def is_grid(sampler: str | dict[str, Any]) -> bool:
+    return sampler_spec(sampler)["_target_"] == "optuna.samplers.GridSampler"
+
+
 def make_sampler(
-    name: str,
+    sampler: str | dict[str, Any],
     kwargs: dict[str, Any] | None = None,
     seed: int | None = None,
     grid: dict[str, list[Any]] | None = None,
+    reseed: int = 0,
 ) -> optuna.samplers.BaseSampler:
-    """The sampler called ``name`` (one of :data:`SAMPLERS`), seeded.
+    """The sampler ``sampler`` (a name or ``{_target_: ..., **kwargs}``), instantiated as
+    Hydra instantiates a config: null arguments take the class's defaults.
 
     Args:
-        kwargs: extra keyword arguments of the Optuna sampler class.
+        kwargs: more keyword arguments (``hydra.sweeper.sampler_kwargs``), which win.
+        seed: the seed when the sampler's own ``seed`` is null.
         grid: the values of each parameter, for the grid sampler.
+        reseed: added to the seed (a resumed study must not replay the first draws).
 
     Raises:
-        ValueError: for an unknown name, or ``grid`` without a discrete search space.
+        ValueError: for an unknown sampler, or ``grid`` without a discrete search space.
     """
-    import optuna
+    from hydra.utils import get_object, instantiate
 
-    if name == "grid":
-        if not grid:
-            raise ValueError("the grid sampler needs choice(...) or range(...) parameters only")
-        cls = optuna.samplers.GridSampler
-        return cls(grid, seed=seed, **_accepted(cls, kwargs, "sampler_kwargs"))
-    classes = {
-        "tpe": optuna.samplers.TPESampler,
-        "cmaes": optuna.samplers.CmaEsSampler,
-        "gp": optuna.samplers.GPSampler,
-        "random": optuna.samplers.RandomSampler,
-        "nsgaii": optuna.samplers.NSGAIISampler,
-    }
-    if name not in classes:
-        raise ValueError(f"unknown sampler {name!r}: must be one of {', '.join(SAMPLERS)}")
-    needs = {"cmaes": "cmaes", "gp": "scipy"}.get(name)
+    spec = {**sampler_spec(sampler), **(kwargs or {})}
+    target = spec.pop("_target_")
+    spec.pop("_partial_", None)
+    args = {k: v for k, v in spec.items() if v is not None}
+    if args.get("seed", seed) is not None:
+        args["seed"] = int(args.get("seed", seed)) + reseed
+    cls = get_object(target)
+    name = target.rsplit(".", 1)[-1]
+    needs = {"CmaEsSampler": "cmaes", "GPSampler": "scipy", "QMCSampler": "scipy"}.get(name)
     if needs is not None:  # fail now, not at the sampler's first draw in a worker thread
         try:
             importlib.import_module(needs)
         except ImportError as e:
-            raise ImportError(
-                f"the {name} sampler needs the package {needs}: pip install {needs}"
-            ) from e
-    return classes[name](seed=seed, **_accepted(classes[name], kwargs, "sampler_kwargs"))
+            raise ImportError(f"{target} needs the package {needs}: pip install {needs}") from e
+    args = _accepted(cls, args, "hydra.sweeper.sampler")
+    if target == "optuna.samplers.GridSampler":
+        if not grid:
+            raise ValueError("the grid sampler needs choice(...) or range(...) parameters only")
+        args["search_space"] = grid
+    return instantiate({"_target_": target, "_convert_": "all", **args})
 
 
 def make_pruner(name: str, kwargs: dict[str, Any] | None = None) -> optuna.pruners.BasePruner:
