@@ -65,6 +65,7 @@ from hydra_plugins.sce_sweeps_optuna.trial import (
     JOURNAL_NAME,
     RETRY_OF_ATTR,
     STUDY_ATTR,
+    is_grid,
     last_sign_of_life,
     make_pruner,
     make_sampler,
@@ -77,6 +78,17 @@ from sce_sweeps.runfiles import SLURM_LIVE, SweepDirBusyError, claim_sweep_dir
 log = logging.getLogger(__name__)
 
 RETRIES_ATTR = "retries"
+GRID_STOP = "`Study.stop` is supposed to be invoked inside an objective function or a callback"
+
+
+def tell(study: optuna.Study, number: int, values: Any = None, **kwargs: Any) -> None:
+    """``study.tell`` outside ``study.optimize``: the grid sampler calls ``study.stop()``
+    once its grid is used up, which Optuna refuses there (the trial is told all the same)."""
+    try:
+        study.tell(number, values, skip_if_finished=True, **kwargs)
+    except RuntimeError as e:
+        if GRID_STOP not in str(e):
+            raise
 
 
 @dataclass
@@ -96,14 +108,16 @@ class Param:
         return f"{self.key}={value!r}"
 
     def grid_values(self) -> list[Any] | None:
-        """Every value, for the grid sampler; None for a continuous interval."""
+        """Every value, for the grid sampler; None for a continuous interval. As
+        hydra-optuna-sweeper builds its grid, a range's stop is left out (``range(1,4)``:
+        1, 2, 3), though the sampled distribution includes it."""
         dist = self.distribution
         if isinstance(dist, CategoricalDistribution):
             return list(dist.choices)
         if isinstance(dist, IntDistribution) and not dist.log:
-            return list(range(dist.low, dist.high + 1, dist.step))
+            return list(range(dist.low, dist.high, dist.step))
         if isinstance(dist, FloatDistribution) and dist.step is not None:
-            count = round((dist.high - dist.low) / dist.step) + 1
+            count = int((dist.high - dist.low) // dist.step)
             return [dist.low + i * dist.step for i in range(count)]
         return None
 
@@ -132,13 +146,18 @@ def param_from_override(override: Override) -> Param:
         start, stop, step = value.start, value.stop, value.step
         if step is None or step <= 0 or stop <= start:
             raise ConfigError(f"{key}: range(start, stop, step) needs start < stop and step > 0")
-        count = math.ceil((stop - start) / step)
-        last = start + (count - 1) * step
         if log_scale:
             raise ConfigError(f"{key}: tag(log, ...) needs an interval, not a range")
+        if value.shuffle:  # shuffle(range(..)): its values, as a categorical
+            choices = list(override.sweep_iterator())
+            return Param(
+                key, CategoricalDistribution(choices), list(override.sweep_string_iterator())
+            )
+        # as hydra-optuna-sweeper samples a range: from start to stop, stop included (Optuna
+        # lowers a stop that is not start + k * step to the last such value)
         if all(isinstance(v, int) for v in (start, stop, step)):
-            return Param(key, IntDistribution(int(start), int(last), step=int(step)))
-        return Param(key, FloatDistribution(float(start), float(last), step=float(step)))
+            return Param(key, IntDistribution(int(start), int(stop), step=int(step)))
+        return Param(key, FloatDistribution(float(start), float(stop), step=float(step)))
     if isinstance(value, IntervalSweep):
         low, high = value.start, value.end
         if not low < high:
@@ -197,32 +216,46 @@ class AsyncOptunaSweeper:
     def __init__(
         self,
         params: dict[str, str] | None = None,
-        objectives: Sequence[str] = (DEFAULT_OBJECTIVE,),
-        direction: str | Sequence[str] = "maximize",
+        objectives: Sequence[str] | None = None,
+        direction: str | Sequence[str] = "minimize",
         n_trials: int = 20,
         n_jobs: int = 2,
-        sampler: str = "tpe",
+        sampler: str | dict[str, Any] = "tpe",
         sampler_kwargs: dict[str, Any] | None = None,
-        pruner: str = "median",
+        pruner: str | None = None,
         pruner_kwargs: dict[str, Any] | None = None,
         seed: int | None = None,
         storage: str | None = None,
         study_name: str | None = None,
+        max_failure_rate: float = 0.0,
+        custom_search_space: str | None = None,
+        n_trials_per_run: bool = False,
         max_retries: int = 1,
         heartbeat_interval: float = 30.0,
         stale_after: float = 300.0,
         validate: str | None = None,
     ) -> None:
         self.params = dict(params or {})
-        self.objectives = list(objectives)
         directions = [direction] if isinstance(direction, str) else list(direction)
-        self.directions = [str(d).lower() for d in directions]
+        self.directions = [str(getattr(d, "name", d)).lower() for d in directions]
+        if objectives is None:  # the task's return value(s)
+            objectives = (
+                [DEFAULT_OBJECTIVE]
+                if len(self.directions) == 1
+                else [f"{DEFAULT_OBJECTIVE}_{i}" for i in range(len(self.directions))]
+            )
+        self.objectives = list(objectives)
         self.n_trials = int(n_trials)
         self.n_jobs = int(n_jobs)
-        self.sampler_name = sampler
+        self.sampler = sampler
         self.sampler_kwargs = dict(sampler_kwargs or {})
+        if pruner is None:  # Optuna prunes single-objective studies only
+            pruner = "median" if len(self.objectives) == 1 else "none"
         self.pruner_name = pruner
         self.pruner_kwargs = dict(pruner_kwargs or {})
+        self.max_failure_rate = float(max_failure_rate)
+        self.custom_search_space = custom_search_space
+        self.n_trials_per_run = bool(n_trials_per_run)
         self.seed = seed
         self.storage = storage
         self.study_name = study_name
@@ -231,12 +264,18 @@ class AsyncOptunaSweeper:
         self.stale_after = float(stale_after)
         self.validate = validate
         self._check_settings()
+        self._extend_space = get_method(custom_search_space) if custom_search_space else None
 
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.launcher: Launcher | None = None
         self.space: dict[str, Param] = {}
         self.fixed: list[str] = []
+        self.fixed_values: dict[str, str] = {}  # key=value overrides, as trial user attrs
+        self._budget = self.n_trials  # the study's trial count at which this run stops
+        self._workers = 1
+        self._settled = 0  # trials of this run with a verdict (not counting retried ones)
+        self._failures: list[tuple[int, str, BaseException | None]] = []
         self._lock = threading.Lock()  # around ask / tell / the trial budget
         self._launch_lock: threading.Lock | None = None  # set for non-thread-safe launchers
         self._in_flight: set[int] = set()
@@ -253,6 +292,8 @@ class AsyncOptunaSweeper:
             raise bad("n_trials", self.n_trials, "must be >= 1")
         if self.n_jobs < 1:
             raise bad("n_jobs", self.n_jobs, "must be >= 1")
+        if not 0.0 <= self.max_failure_rate <= 1.0:
+            raise bad("max_failure_rate", self.max_failure_rate, "must be in [0, 1]")
         if any(d not in ("maximize", "minimize") for d in self.directions):
             raise bad("direction", self.directions, "must be maximize or minimize (or a list)")
         if len(self.directions) != len(self.objectives):
@@ -297,19 +338,21 @@ class AsyncOptunaSweeper:
             merged[override.get_key_element().lstrip("+~")] = override
         for override in merged.values():
             key = override.get_key_element()
-            if override.is_sweep_override():
+            if override.is_delete():
+                self.fixed.append(str(override.input_line))
+            elif override.is_sweep_override():
                 self.space[key] = param_from_override(override)
             else:
-                self.fixed.append(f"{key}={override.get_value_element_as_str()}")
-        if not self.space:
-            raise ConfigError(
-                "nothing to search: give hydra.sweeper.params or sweep overrides such as "
-                "'loss.coeff=interval(0,1)'"
-            )
+                value = override.get_value_element_as_str()
+                self.fixed.append(f"{key}={value}")
+                self.fixed_values[key] = value
+        # no search space (only fixed values): each trial runs the same config
 
     def _extremes(self) -> Iterator[list[str]]:
         """Override lists that set one parameter to one of its extreme values (bounds of
         intervals and ranges, every choice) and the others to their first value."""
+        if not self.space:
+            yield list(self.fixed)
         first = {k: p.override(self._extreme_values(p)[0]) for k, p in self.space.items()}
         for key, param in self.space.items():
             for value in self._extreme_values(param):
@@ -350,13 +393,17 @@ class AsyncOptunaSweeper:
         self.storage_str = storage_str
         self.study_name = self.study_name or sweep_dir.name
         grid = None
-        if self.sampler_name == "grid":
+        if is_grid(self.sampler):
             grid = {k: p.grid_values() for k, p in self.space.items()}
-            if any(v is None for v in grid.values()):
+            if not grid or any(v is None for v in grid.values()):
                 raise ConfigError(
-                    "hydra.sweeper.sampler=grid needs choice() or range() parameters only"
+                    "hydra/sweeper/sampler=grid needs choice() or range() parameters only"
                 )
-        sampler = make_sampler(self.sampler_name, self.sampler_kwargs, self.seed, grid)
+            size = math.prod(len(v) for v in grid.values())
+            if self.n_trials > size:
+                log.info("n_trials %d lowered to the grid's %d points", self.n_trials, size)
+                self.n_trials = size
+        sampler = make_sampler(self.sampler, self.sampler_kwargs, self.seed, grid)
         try:
             study = optuna.create_study(
                 storage=open_storage(storage_str),
@@ -374,9 +421,9 @@ class AsyncOptunaSweeper:
             )
             raise SystemExit(2) from None
         done = len(study.get_trials(deepcopy=False))
-        if done and self.seed is not None:  # a resumed study: don't replay the seed's draws
+        if done:  # a resumed study: don't replay the seed's draws
             study.sampler = make_sampler(
-                self.sampler_name, self.sampler_kwargs, self.seed + 7919 * done, grid
+                self.sampler, self.sampler_kwargs, self.seed, grid, reseed=7919 * done
             )
         found = [d.name.lower() for d in study.directions]
         if found != self.directions:
@@ -414,6 +461,7 @@ class AsyncOptunaSweeper:
 
         self.optimize(study)
         self._summarise(study, sweep_dir)
+        self._raise_if_too_many_failures(final=True)
         return study.get_trials()
 
     def optimize(self, study: optuna.Study) -> None:
@@ -421,7 +469,11 @@ class AsyncOptunaSweeper:
         trials = study.get_trials(deepcopy=False)
         self._inherited = [t for t in trials if t.state == TrialState.RUNNING]
         self._in_flight = {t.number for t in self._inherited}
+        self._budget = self.n_trials
+        if self.n_trials_per_run:  # n_trials more than the earlier runs ran or left running
+            self._budget += len(counted_trials(trials)) + len(self._inherited)
         workers = self.n_jobs if self._launch_lock is None else 1
+        self._workers = workers
         if self._launch_lock is not None and self.n_jobs > 1:
             log.warning(
                 "%s is not thread-safe (no thread_safe_launch = True): trials run one at a "
@@ -435,7 +487,7 @@ class AsyncOptunaSweeper:
             study.study_name,
             self.storage_str,
             len(counted_trials(trials)),
-            self.n_trials,
+            self._budget,
             len(self._inherited),
             workers,
         )
@@ -481,19 +533,35 @@ class AsyncOptunaSweeper:
         if self._inherited:
             return "inherited", self._inherited.pop()
         done = len(counted_trials(study.get_trials(deepcopy=False)))
-        if done + len(self._in_flight) >= self.n_trials:
+        if done + len(self._in_flight) >= self._budget:
             return None
         sampler = study.sampler
         if isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study):
             return None
         trial = study.ask({k: p.distribution for k, p in self.space.items()})
         self._in_flight.add(trial.number)
+        for key, value in self.fixed_values.items():  # as hydra-optuna-sweeper records them
+            trial.set_user_attr(key, value)
+        if self._extend_space is not None:  # define-by-run: (cfg, trial) suggests more
+            self._extend_space(self.config, trial)
+            overlap = sorted(set(trial.params) & set(self.fixed_values))
+            if overlap:
+                raise ConfigError(
+                    f"hydra.sweeper.custom_search_space={self.custom_search_space} suggests "
+                    f"{overlap}, which the overrides fix: drop one of them"
+                )
         return "new", trial
 
-    def _overrides(self, trial: optuna.Trial) -> list[str]:
+    def _param_overrides(self, trial: optuna.Trial | FrozenTrial) -> list[str]:
+        """``key=value`` of each parameter: the space's in Hydra's encoding, then those a
+        custom_search_space suggested (named by their override key)."""
         params = [self.space[k].override(trial.params[k]) for k in self.space]
+        extra = [f"{k}={v}" for k, v in trial.params.items() if k not in self.space]
+        return params + extra
+
+    def _overrides(self, trial: optuna.Trial) -> list[str]:
         tags = trial_overrides(self.storage_str, str(self.study_name), trial.number)
-        return [*self.fixed, *params, *tags]
+        return [*self.fixed, *self._param_overrides(trial), *tags]
 
     def _run(self, study: optuna.Study, trial: optuna.Trial) -> None:
         """Launch one job for the trial, wait for it, settle the trial."""
@@ -504,25 +572,26 @@ class AsyncOptunaSweeper:
             "trial %d%s starts: %s",
             trial.number,
             f" (retry of {retry})" if retry is not None else "",
-            " ".join(self.space[k].override(trial.params[k]) for k in self.space),
+            " ".join(self._param_overrides(trial)),
         )
         returned: Any = None
         error: BaseException | None = None
+        died = False
         start = time.monotonic()
         try:
             with self._launch_lock or contextlib.nullcontext():
                 ret = self.launcher.launch([overrides], initial_job_idx=trial.number)[0]
             if ret.status == JobStatus.COMPLETED:
                 returned = ret.return_value
-            else:
+            else:  # the task raised: a failed trial, not retried
                 error = ret._return_value if isinstance(ret._return_value, BaseException) else None
                 error = error or RuntimeError(f"job status {ret.status.name}")
         except Exception as e:  # the job died (e.g. submitit's UncompletedJobError)
-            error = e
+            error, died = e, True
         except BaseException as e:  # the launcher gave up (SystemExit): so does the search
             self._fail_and_retry(study, study._storage.get_trial(trial._trial_id), repr(e))
             raise
-        self._settle(study, trial._trial_id, returned, error, time.monotonic() - start)
+        self._settle(study, trial._trial_id, returned, error, time.monotonic() - start, died)
 
     def _settle(
         self,
@@ -531,15 +600,23 @@ class AsyncOptunaSweeper:
         returned: Any,
         error: BaseException | None,
         seconds: float,
+        died: bool = False,
     ) -> None:
-        """Log the verdict the job gave; give one if it could not."""
+        """Log the verdict the job gave; give one if it could not: what the task returned,
+        FAIL if it raised, FAIL and a retry if its job ``died``. Count the trial's verdict
+        towards max_failure_rate."""
         frozen = study._storage.get_trial(trial_id)
+        retried = False
         if not frozen.state.is_finished():
             if error is None:  # the task returned but did not tell (no TrialReporter)
                 self._tell_returned(study, frozen, returned)
+            elif died:
+                retried = self._fail_and_retry(study, frozen, f"{type(error).__name__}: {error}")
             else:
-                self._fail_and_retry(study, frozen, f"{type(error).__name__}: {error}")
+                self._fail(study, frozen, f"{type(error).__name__}: {error}")
             frozen = study._storage.get_trial(trial_id)
+        if not retried:
+            self._count(frozen, error)
         values = frozen.values if frozen.values is not None else ""
         log.info(
             "trial %d %s %s after %.0f s (%d epochs reported)",
@@ -551,31 +628,51 @@ class AsyncOptunaSweeper:
         )
 
     def _tell_returned(self, study: optuna.Study, frozen: FrozenTrial, returned: Any) -> None:
-        values = list(returned) if isinstance(returned, (list, tuple)) else [returned]
+        """Tell the task's return value: one float per objective (the checks and messages of
+        hydra-optuna-sweeper); FAIL with the reason otherwise."""
+        many = len(self.objectives) > 1
         try:
-            values = [float(v) for v in values]
+            values = [float(v) for v in returned] if many else [float(returned)]
         except (TypeError, ValueError):
-            values = []
-        with self._lock:
-            if len(values) == len(self.objectives) and all(math.isfinite(v) for v in values):
-                study.tell(frozen.number, values, skip_if_finished=True)
-            else:
-                study.tell(frozen.number, state=TrialState.FAIL, skip_if_finished=True)
+            what = "a list or tuple of float-castable values" if many else "float-castable"
+            self._fail(study, frozen, f"Return value must be {what}. Got '{returned}'.")
+            return
+        if len(values) != len(self.objectives):
+            self._fail(
+                study,
+                frozen,
+                "The number of the values and the number of the objectives are mismatched. "
+                f"Expect {len(self.objectives)}, but actually {len(values)}.",
+            )
+        elif not all(math.isfinite(v) for v in values):
+            self._fail(study, frozen, f"non-finite return value {values}")
+        else:
+            with self._lock:
+                tell(study, frozen.number, values)
 
-    def _fail_and_retry(self, study: optuna.Study, frozen: FrozenTrial, reason: str) -> None:
+    def _fail(self, study: optuna.Study, frozen: FrozenTrial, reason: str) -> None:
+        """Mark a trial FAIL, with its reason (user attribute ``reason``), unless its job
+        gave its verdict first."""
+        with self._lock:
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                study._storage.set_trial_user_attr(frozen._trial_id, "reason", reason)
+            tell(study, frozen.number, state=TrialState.FAIL)
+        log.warning("trial %d FAIL: %s", frozen.number, reason)
+
+    def _fail_and_retry(self, study: optuna.Study, frozen: FrozenTrial, reason: str) -> bool:
         """Mark a trial whose job died FAIL; enqueue the same parameters again unless the
-        retries are used up or the job gave its verdict meanwhile."""
+        retries are used up or the job gave its verdict meanwhile. True when retried."""
         storage = study._storage
         with self._lock:
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
                 storage.set_trial_user_attr(frozen._trial_id, "reason", reason)
-            study.tell(frozen.number, state=TrialState.FAIL, skip_if_finished=True)
+            tell(study, frozen.number, state=TrialState.FAIL)
             if storage.get_trial(frozen._trial_id).state != TrialState.FAIL:
-                return  # the job's own verdict came first
+                return False  # the job's own verdict came first
             retries = int(frozen.user_attrs.get(RETRIES_ATTR, 0))
             if retries >= self.max_retries:
                 log.warning("trial %d FAIL (%s); no retries left", frozen.number, reason)
-                return
+                return False
             study.enqueue_trial(
                 frozen.params,
                 user_attrs={RETRY_OF_ATTR: frozen.number, RETRIES_ATTR: retries + 1},
@@ -583,6 +680,48 @@ class AsyncOptunaSweeper:
             log.warning(
                 "trial %d FAIL (%s); its parameters are queued again", frozen.number, reason
             )
+            return True
+
+    def _count(self, frozen: FrozenTrial, error: BaseException | None) -> None:
+        """Count a settled trial; stop launching when too many of this run's failed."""
+        with self._lock:
+            self._settled += 1
+            if frozen.state == TrialState.FAIL:
+                reason = str(frozen.user_attrs.get("reason", "failed"))
+                self._failures.append((frozen.number, reason, error))
+        self._raise_if_too_many_failures(final=False)
+
+    def _raise_if_too_many_failures(self, final: bool) -> None:
+        """hydra-optuna-sweeper's max_failure_rate, for asynchronous trials: once the first
+        n_jobs trials of this run have ended (its first batch), or at the end, more than
+        max_failure_rate of them failed: stop launching (running trials end) and, at the end,
+        raise the failed task's error."""
+        failed, settled = len(self._failures), self._settled
+        if not failed or failed / settled <= self.max_failure_rate:
+            return
+        if not final:
+            if settled >= self._workers and not self._stop.is_set():
+                log.error(
+                    "Failed %d times out of %d with max_failure_rate=%s: no new trials",
+                    failed,
+                    settled,
+                    self.max_failure_rate,
+                )
+                self._stop.set()
+            return
+        number, reason, error = self._failures[0]
+        log.error(
+            "Failed %d times out of %d with max_failure_rate=%s",
+            failed,
+            settled,
+            self.max_failure_rate,
+        )
+        if error is not None:
+            raise error
+        raise ValueError(
+            f"trial {number} failed: {reason} (hydra.sweeper.max_failure_rate="
+            f"{self.max_failure_rate}; raise it to go on after failed trials)"
+        )
 
     def _watch(self, study: optuna.Study, frozen: FrozenTrial) -> None:
         """Wait for a trial an earlier sweeper left RUNNING: until its job gives a verdict, or
@@ -600,7 +739,8 @@ class AsyncOptunaSweeper:
             if quiet > self.stale_after and not slurm_job_alive(
                 frozen.user_attrs.get("slurm_job_id")
             ):
-                self._fail_and_retry(study, frozen, f"no heartbeat for {quiet:.0f} s")
+                if not self._fail_and_retry(study, frozen, f"no heartbeat for {quiet:.0f} s"):
+                    self._count(storage.get_trial(frozen._trial_id), None)
                 return
             time.sleep(poll)
 
@@ -611,23 +751,25 @@ class AsyncOptunaSweeper:
 
         trials = study.get_trials(deepcopy=False)
         counts = {s.name: sum(t.state == s for t in trials) for s in TrialState}
-        summary: dict[str, Any] = {
-            "study_name": study.study_name,
-            "storage": self.storage_str,
-            "n_trials": self.n_trials,
-            "states": {k: v for k, v in counts.items() if v},
-        }
+        # hydra-optuna-sweeper's fields first: name, best_params, best_value or solutions
+        summary: dict[str, Any] = {"name": "optuna"}
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         if complete and len(self.directions) == 1:
             best = study.best_trial
-            summary["best"] = {"number": best.number, "value": best.value, "params": best.params}
+            summary.update(best_params=best.params, best_value=best.value)
+            summary["best_trial"] = best.number
             log.info("best trial %d: %s %s", best.number, best.value, best.params)
         elif complete:
-            summary["pareto_front"] = [
-                {"number": t.number, "values": t.values, "params": t.params}
-                for t in study.best_trials
-            ]
-            log.info("Pareto front: trials %s", [t.number for t in study.best_trials])
+            front = study.best_trials
+            summary["solutions"] = [{"params": t.params, "values": t.values} for t in front]
+            summary["solution_trials"] = [t.number for t in front]
+            log.info("Pareto front: trials %s", [t.number for t in front])
+        summary.update(
+            study_name=study.study_name,
+            storage=self.storage_str,
+            n_trials=self.n_trials,
+            states={k: v for k, v in counts.items() if v},
+        )
         log.info("trial states: %s", summary["states"])
         OmegaConf.save(OmegaConf.create(summary), sweep_dir / "optimization_results.yaml")
         trials_table(self.storage_str, study.study_name, sweep_dir).to_csv(
