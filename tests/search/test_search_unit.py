@@ -55,12 +55,21 @@ def test_search_space_from_hydra_syntax():
     assert queue.grid_values() == [0, 1024, 4096]
     names = _param("optim.name=choice(sgd, lars)")
     assert names.override("lars") == "optim.name=lars"
-    steps = _param("loss.queue_size=range(0, 10, 4)")  # 0, 4, 8
-    assert steps.distribution == IntDistribution(0, 8, step=4)
-    assert steps.grid_values() == [0, 4, 8]
+    steps = _param("loss.queue_size=range(0, 12, 4)")
+    assert steps.distribution == IntDistribution(0, 12, step=4)
+    assert steps.grid_values() == [0, 4, 8]  # hydra-optuna-sweeper's grid leaves out the stop
     floats = _param("loss.coeff=range(0, 1, 0.25)")
-    assert floats.distribution == FloatDistribution(0.0, 0.75, step=0.25)
+    assert floats.distribution == FloatDistribution(0.0, 1.0, step=0.25)
     assert coeff.grid_values() is None
+
+
+def test_ranges_and_shuffle_sample_as_hydra_optuna_sweeper():
+    """range() includes its stop; shuffle(range()) is categorical (hydra-optuna-sweeper)."""
+    assert _param("x=range(1,3)").distribution == IntDistribution(1, 3)
+    assert _param("x=range(0.5,5.5,step=1)").distribution == FloatDistribution(0.5, 5.5, step=1)
+    shuffled = _param("x=shuffle(range(1,3))").distribution
+    assert isinstance(shuffled, CategoricalDistribution)
+    assert sorted(shuffled.choices) == [1, 2]
 
 
 @pytest.mark.parametrize(
@@ -90,8 +99,12 @@ def test_every_sampler_and_pruner_builds():
     assert isinstance(make_sampler("grid", grid={"x": [1, 2]}), optuna.samplers.GridSampler)
     with pytest.raises(ValueError, match="grid"):
         make_sampler("grid", grid=None)
-    with pytest.raises(ValueError, match="unknown sampler"):
+    with pytest.raises(ValueError, match="hydra.sweeper.sampler='bogus' is invalid"):
         make_sampler("bogus")
+    qmc = make_sampler({"_target_": "optuna.samplers.QMCSampler", "seed": None}, seed=3)
+    assert isinstance(qmc, optuna.samplers.QMCSampler) and qmc._seed == 3
+    with pytest.raises(ValueError, match="_target_"):
+        make_sampler({"seed": 1})
     pruners = {
         "median": optuna.pruners.MedianPruner,
         "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
@@ -109,10 +122,15 @@ def test_every_sampler_and_pruner_builds():
     [
         ({"n_jobs": 0}, "n_jobs"),
         ({"n_trials": 0}, "n_trials"),
-        ({"direction": ["maximize", "minimize"]}, "direction"),
+        ({"direction": ["maximize", "minimize"], "objectives": ["a"]}, "direction"),
+        ({"max_failure_rate": 1.5}, "max_failure_rate"),
         ({"direction": "up"}, "direction"),
         (
-            {"objectives": ["knn_top1", "wall_time_s"], "direction": ["maximize", "minimize"]},
+            {
+                "objectives": ["knn_top1", "wall_time_s"],
+                "direction": ["maximize", "minimize"],
+                "pruner": "median",
+            },
             "pruner",
         ),
         ({"heartbeat_interval": 10, "stale_after": 5}, "stale_after"),
@@ -291,6 +309,16 @@ def test_no_retry_when_retries_are_used_up(tmp_path):
     sweeper.optimize(study)
     assert [t.state for t in study.trials].count(TrialState.FAIL) == 1
     assert len(study.trials) == 3  # the failed trial counts
+
+
+@pytest.mark.parametrize(("per_run", "total"), [(False, 3), (True, 6)])
+def test_rerunning_adds_trials_only_with_n_trials_per_run(tmp_path, per_run, total):
+    """By default n_trials counts the whole study (a rerun resumes); n_trials_per_run=true
+    adds n_trials at each run, as hydra-optuna-sweeper does."""
+    for _ in range(2):
+        sweeper, study = _sweeper(tmp_path, FakeLauncher({}), n_trials=3, n_trials_per_run=per_run)
+        sweeper.optimize(study)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * total
 
 
 def test_trials_left_running_are_watched_or_given_up(tmp_path):
