@@ -89,6 +89,14 @@ def run_app(app: Path, *overrides: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=app, capture_output=True, text=True, timeout=240)
 
 
+def searched(tmp_path: Path, source: str, config: str, *overrides: str) -> Path:
+    """The app, after a search that ended with exit code 0."""
+    app = make_app(tmp_path, source, config)
+    proc = run_app(app, *overrides)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return app
+
+
 def load(app: Path, name: str) -> optuna.Study:
     storage = open_storage(str(app / "search" / "optuna.journal"), repair=False)
     return optuna.load_study(study_name=name, storage=storage)
@@ -97,6 +105,8 @@ def load(app: Path, name: str) -> optuna.Study:
 def results(app: Path) -> dict:
     return OmegaConf.to_container(OmegaConf.load(app / "search" / "optimization_results.yaml"))
 
+
+MINIMAL = "defaults:\n  - override hydra/sweeper: sce_optuna\nx: 1\ny: 1\n"
 
 # The official example's config, with only the sweeper's name changed.
 SPHERE_CONFIG = """\
@@ -127,9 +137,7 @@ error: false
 
 
 def test_sphere_example_runs_with_the_official_config(tmp_path):
-    app = make_app(tmp_path, SPHERE, SPHERE_CONFIG)
-    proc = run_app(app)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    app = searched(tmp_path, SPHERE, SPHERE_CONFIG)
     study = load(app, "sphere")
     assert study.direction == optuna.study.StudyDirection.MINIMIZE
     trials = study.trials
@@ -146,8 +154,7 @@ def test_sphere_example_runs_with_the_official_config(tmp_path):
     assert found["best_params"] == best.params
     assert found["best_value"] == pytest.approx(best.value)
     # sampler.seed=123 seeds the sampler: the same command draws the same trials again
-    again = make_app(tmp_path / "again", SPHERE, SPHERE_CONFIG)
-    assert run_app(again).returncode == 0
+    again = searched(tmp_path / "again", SPHERE, SPHERE_CONFIG)
     assert [t.params for t in load(again, "sphere").trials] == [t.params for t in trials]
 
 
@@ -162,9 +169,8 @@ def test_a_failed_trial_ends_the_search_by_default(tmp_path):
 
 
 def test_max_failure_rate_one_goes_on(tmp_path):
-    app = make_app(tmp_path, SPHERE, SPHERE_CONFIG)
-    proc = run_app(app, "error=true", "hydra.sweeper.max_failure_rate=1.0")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    go_on = ["error=true", "hydra.sweeper.max_failure_rate=1.0"]
+    app = searched(tmp_path, SPHERE, SPHERE_CONFIG, *go_on)
     trials = load(app, "sphere").trials
     assert [t.state for t in trials] == [TrialState.FAIL] * 6  # a task error is not retried
     assert "cfg.error is True" in trials[0].user_attrs["reason"]
@@ -172,10 +178,7 @@ def test_max_failure_rate_one_goes_on(tmp_path):
 
 
 def test_direction_defaults_to_minimize(tmp_path):
-    config = "defaults:\n  - override hydra/sweeper: sce_optuna\nx: 1\ny: 1\n"
-    app = make_app(tmp_path, SPHERE, config)
-    proc = run_app(app, "x=choice(1,2)", "y=0", "hydra/sweeper/sampler=grid")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    app = searched(tmp_path, SPHERE, MINIMAL, "x=choice(1,2)", "y=0", "hydra/sweeper/sampler=grid")
     assert sorted(t.value for t in load(app, "search").trials) == [1.0, 4.0]
     assert load(app, "search").direction == optuna.study.StudyDirection.MINIMIZE
     assert results(app)["best_value"] == 1.0
@@ -205,9 +208,7 @@ y: 1
 
 
 def test_two_objectives_run_with_a_direction_list_alone(tmp_path):
-    app = make_app(tmp_path, TWO, MULTI_CONFIG)
-    proc = run_app(app)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    app = searched(tmp_path, TWO, MULTI_CONFIG)
     study = load(app, "multi-objective")
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 5
     for t in study.trials:
@@ -254,9 +255,7 @@ max_z_difference_from_x: 0.5
 
 
 def test_define_by_run_space(tmp_path):
-    app = make_app(tmp_path, DEFINE_BY_RUN, DEFINE_BY_RUN_CONFIG)
-    proc = run_app(app)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    app = searched(tmp_path, DEFINE_BY_RUN, DEFINE_BY_RUN_CONFIG)
     trials = load(app, "custom-search-space").trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
     for t in trials:
@@ -290,9 +289,7 @@ z: foo
 
 
 def test_grid_search_runs_to_exhaustion(tmp_path):
-    app = make_app(tmp_path, SPHERE, GRID_CONFIG)
-    proc = run_app(app)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    app = searched(tmp_path, SPHERE, GRID_CONFIG)
     trials = load(app, "sphere").trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 8
     # the official grid of range(-1.0, 1.0, step=1) is -1.0, 0.0 (its stop left out)
@@ -312,25 +309,19 @@ def test_grid_search_runs_to_exhaustion(tmp_path):
     ids=["random", "qmc", "cmaes", "target"],
 )
 def test_sampler_group_and_target_forms(tmp_path, sampler):
-    config = "defaults:\n  - override hydra/sweeper: sce_optuna\nx: 1\ny: 1\n"
-    app = make_app(tmp_path, SPHERE, config)
-    proc = run_app(app, "x=interval(-1,1)", "y=0", "hydra.sweeper.n_trials=3", *sampler)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    overrides = ["x=interval(-1,1)", "y=0", "hydra.sweeper.n_trials=3", *sampler]
+    app = searched(tmp_path, SPHERE, MINIMAL, *overrides)
     assert [t.state for t in load(app, "search").trials] == [TrialState.COMPLETE] * 3
 
 
 def test_motpe_is_refused_as_officially(tmp_path):
-    config = "defaults:\n  - override hydra/sweeper: sce_optuna\nx: 1\ny: 1\n"
-    app = make_app(tmp_path, SPHERE, config)
+    app = make_app(tmp_path, SPHERE, MINIMAL)
     proc = run_app(app, "x=interval(-1,1)", "y=0", "hydra/sweeper/sampler=motpe")
     assert proc.returncode != 0 and "hydra/sweeper/sampler=tpe" in proc.stderr
 
 
 def test_an_empty_space_repeats_the_config_n_trials_times(tmp_path):
-    config = "defaults:\n  - override hydra/sweeper: sce_optuna\nx: 1\ny: 1\n"
-    app = make_app(tmp_path, SPHERE, config)
-    proc = run_app(app, "x=2", "hydra.sweeper.n_trials=3")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    app = searched(tmp_path, SPHERE, MINIMAL, "x=2", "hydra.sweeper.n_trials=3")
     trials = load(app, "search").trials
     assert [t.value for t in trials] == [5.0] * 3
     assert all(t.params == {} and t.user_attrs["x"] == "2" for t in trials)  # as officially
