@@ -692,22 +692,26 @@ class AsyncOptunaSweeper:
         self._raise_if_too_many_failures(final=False)
 
     def _raise_if_too_many_failures(self, final: bool) -> None:
-        """hydra-optuna-sweeper's max_failure_rate, for asynchronous trials: once the first
-        n_jobs trials of this run have ended (its first batch), or at the end, more than
-        max_failure_rate of them failed: stop launching (running trials end) and, at the end,
-        raise the failed task's error."""
+        """hydra-optuna-sweeper's max_failure_rate, for asynchronous trials. While the search
+        runs, failures are judged against at least one batch of n_jobs trials (the official
+        sweeper judges each batch): more than max_failure_rate of them failed, and no new
+        trial starts (running ones end). At the end, more than max_failure_rate of the
+        trials this run settled failed: raise the first failed task's error."""
         failed, settled = len(self._failures), self._settled
-        if not failed or failed / settled <= self.max_failure_rate:
+        if not failed:
             return
         if not final:
-            if settled >= self._workers and not self._stop.is_set():
-                log.error(
-                    "Failed %d times out of %d with max_failure_rate=%s: no new trials",
-                    failed,
-                    settled,
-                    self.max_failure_rate,
-                )
+            if failed / max(settled, self._workers) > self.max_failure_rate:
+                if not self._stop.is_set():
+                    log.error(
+                        "Failed %d times out of %d with max_failure_rate=%s: no new trials",
+                        failed,
+                        settled,
+                        self.max_failure_rate,
+                    )
                 self._stop.set()
+            return
+        if failed / settled <= self.max_failure_rate:
             return
         number, reason, error = self._failures[0]
         log.error(

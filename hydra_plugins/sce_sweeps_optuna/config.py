@@ -151,7 +151,7 @@ class SCEOptunaSweeperConf:
     # Trials running at once (P); a new one starts as soon as any ends.
     n_jobs: int = 2
     # The search stops with the failed trial's error when more than this fraction of the
-    # trials it ran failed (checked once n_jobs trials have ended): 0.0 stops at the first.
+    # trials it ran failed (judged against at least n_jobs trials): 0.0 stops at the first.
     max_failure_rate: float = 0.0
     params: Optional[dict[str, str]] = None
     # ``module.function(cfg, trial)`` that suggests more parameters (define-by-run), after

@@ -305,10 +305,28 @@ def test_killed_job_is_failed_and_retried_with_the_same_params(tmp_path):
 
 def test_no_retry_when_retries_are_used_up(tmp_path):
     launcher = FakeLauncher({}, die={0})
-    sweeper, study = _sweeper(tmp_path, launcher, n_trials=3, max_retries=0)
+    sweeper, study = _sweeper(tmp_path, launcher, n_trials=3, max_retries=0, max_failure_rate=1)
     sweeper.optimize(study)
     assert [t.state for t in study.trials].count(TrialState.FAIL) == 1
     assert len(study.trials) == 3  # the failed trial counts
+
+
+def test_too_many_failures_stop_the_search(tmp_path):
+    """max_failure_rate is judged against at least n_jobs trials (hydra-optuna-sweeper judges
+    each batch of n_jobs): at 0.0 no trial starts after a failure, the running one ends, and
+    the search raises the failure; at 0.5 one failure in the first two trials is allowed."""
+    launcher = FakeLauncher({1: 0.3}, die={0})
+    sweeper, study = _sweeper(tmp_path, launcher, n_trials=6, max_retries=0)
+    sweeper.optimize(study)
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    with pytest.raises(RuntimeError, match="job of trial 0 was killed"):
+        sweeper._raise_if_too_many_failures(final=True)
+    half = tmp_path / "half"
+    half.mkdir()
+    sweeper, study = _sweeper(half, launcher, n_trials=4, max_retries=0, max_failure_rate=0.5)
+    sweeper.optimize(study)
+    assert len(study.trials) == 4
+    sweeper._raise_if_too_many_failures(final=True)  # 1 of 4 failed
 
 
 @pytest.mark.parametrize(("per_run", "total"), [(False, 3), (True, 6)])
