@@ -329,6 +329,18 @@ def test_too_many_failures_stop_the_search(tmp_path):
     sweeper._raise_if_too_many_failures(final=True)  # 1 of 4 failed
 
 
+def test_grid_search_tells_its_last_trial_without_error(tmp_path):
+    """The grid sampler calls study.stop() once its grid is used up; outside
+    study.optimize Optuna raises RuntimeError there. The search ends cleanly."""
+    # n_trials as the sweeper lowers it to the grid's size
+    sweeper, study = _sweeper(tmp_path, FakeLauncher({}), n_trials=2)
+    sweeper.space = {"x": _param("x=choice(0.1, 0.3)")}
+    study.sampler = optuna.samplers.GridSampler({"x": [0.1, 0.3]})
+    sweeper.optimize(study)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    assert sorted(t.params["x"] for t in study.trials) == [0.1, 0.3]
+
+
 @pytest.mark.parametrize(("per_run", "total"), [(False, 3), (True, 6)])
 def test_rerunning_adds_trials_only_with_n_trials_per_run(tmp_path, per_run, total):
     """By default n_trials counts the whole study (a rerun resumes); n_trials_per_run=true
