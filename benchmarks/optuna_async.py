@@ -122,6 +122,7 @@ def search(mode: str, args: argparse.Namespace, durations: list[float], out: Pat
         "-m",
         f"hydra.sweep.dir={sweep_dir}",
         "hydra/sweeper=sce_optuna",
+        "hydra.sweeper.study_name=optuna_async_bench",
         f"hydra.sweeper.n_trials={args.trials}",
         f"hydra.sweeper.n_jobs={args.parallel}",
         "hydra/sweeper/sampler=random",
