@@ -5,8 +5,11 @@ configured launcher (``launcher.launch([overrides], initial_job_idx=trial.number
 run dir is ``<sweep dir>/<trial number>``), wait for it, settle it. A new trial therefore
 starts as soon as any running one ends. The job itself reports, prunes and tells the study
 (:class:`.trial.TrialReporter`); the sweeper only settles trials whose job ended
-without a verdict: it tells what the task returned, or marks the trial FAIL and enqueues a
-retry with the same parameters when the job died (killed, node failure).
+without a verdict: it tells what the task returned (FAIL, with the reason, when that is not
+one float per objective), marks the trial FAIL when the task raised, or marks it FAIL and
+enqueues a retry with the same parameters when the job died (killed, node failure). Failed
+trials count towards ``max_failure_rate``, as in hydra-optuna-sweeper, whose config, sampler
+group, search-space syntax and results file this sweeper reads and writes the same way.
 
 Launchers that run jobs in other processes and only wait for them (the project's
 launcher=local|slurm, hydra-submitit-launcher's submitit_local/submitit_slurm, or any launcher
