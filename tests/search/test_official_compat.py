@@ -305,8 +305,9 @@ def test_grid_search_runs_to_exhaustion(tmp_path):
         ["hydra/sweeper/sampler=qmc", "hydra.sweeper.sampler.seed=7"],
         ["hydra/sweeper/sampler=cmaes", "hydra.sweeper.sampler.seed=7"],
         ["hydra.sweeper.sampler._target_=optuna.samplers.TPESampler"],
+        ["hydra.sweeper.sampler=random", "hydra.sweeper.seed=7"],  # sce_optuna's earlier form
     ],
-    ids=["random", "qmc", "cmaes", "target"],
+    ids=["random", "qmc", "cmaes", "target", "name"],
 )
 def test_sampler_group_and_target_forms(tmp_path, sampler):
     overrides = ["x=interval(-1,1)", "y=0", "hydra.sweeper.n_trials=3", *sampler]
