@@ -9,6 +9,7 @@ one line and exits 1 without writing anything.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from collections.abc import Callable
@@ -102,7 +103,13 @@ def _run(
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 1
     except OSError as e:
-        print(f"{parser.prog}: error: cannot write outputs: {e}", file=sys.stderr)
+        hint = ""
+        if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            hint = " (read-only file system or no permission): pass --out DIR to write elsewhere"
+        print(
+            f"{parser.prog}: error: cannot write outputs into {out_dir}{hint}: {e}",
+            file=sys.stderr,
+        )
         return 1
     for path in paths:
         print(f"wrote {path}", file=sys.stderr)
