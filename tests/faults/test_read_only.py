@@ -92,24 +92,20 @@ def test_status_tables_and_plots_of_a_read_only_sweep(read_only, tmp_path):
     assert _tree(sweep) == before
 
 
-def test_a_resume_with_nothing_to_do_works_read_only(read_only):
-    sweep = read_only / "done"
+@pytest.mark.parametrize(
+    ("name", "code", "words"),
+    [("done", 0, ["nothing to resume", "2 jobs"]), ("half", 2, ["not writable", "1 job to rerun"])],
+    ids=["nothing_to_do", "work_to_do"],
+)
+def test_a_resume_of_a_read_only_sweep_says_in_one_line_what_it_would_do(
+    read_only, name, code, words
+):
+    """Nothing to do: exit 0. Jobs to rerun: exit 2, the directory is not writable."""
+    sweep = read_only / name
     before = _tree(sweep)
     proc = _resume(sweep)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert proc.returncode == code, proc.stdout + proc.stderr
     out = (proc.stdout + proc.stderr).strip().splitlines()
-    assert len(out) == 1 and "nothing to resume" in out[0] and "2 jobs" in out[0], out
-    assert _tree(sweep) == before
-
-
-def test_a_resume_with_work_says_in_one_line_the_dir_is_not_writable(read_only):
-    sweep = read_only / "half"
-    before = _tree(sweep)
-    proc = _resume(sweep)
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert proc.stdout == "" and "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert str(sweep) in lines[0] and "not writable" in lines[0] and "1 job" in lines[0]
+    assert len(out) == 1 and "Traceback" not in proc.stderr, out
+    assert str(sweep) in out[0] and all(word in out[0] for word in words), out
     assert _tree(sweep) == before
