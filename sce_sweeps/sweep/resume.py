@@ -86,10 +86,10 @@ def read_only_verdict(manifest: Manifest) -> tuple[int, str]:
             f"nothing to resume: the {jobs_(len(statuses))} of {sweep_dir} are completed, "
             f"pruned or still running (the directory is read-only; nothing was written)"
         )
-    work = [f"{jobs_(len(todo))} to rerun"] * bool(todo or not more)
+    work = []
     if todo:
-        work[0] += f" ({', '.join(f'#{s.num} {s.state}' for s in todo[:5])}"
-        work[0] += ", ...)" if len(todo) > 5 else ")"
+        listed = ", ".join(f"#{s.num} {s.state}" for s in todo[:5]) + ", ..." * (len(todo) > 5)
+        work.append(f"{jobs_(len(todo))} to rerun ({listed})")
     if more:
         work.append(f"{more} more trial{'s' * (more > 1)} of n_trials={wanted}")
     return 2, (

@@ -15,8 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
-from sce_sweeps.runfiles import RESULT, Manifest
+from sce_sweeps.runfiles import RESULT, Job, Manifest, write_result
+from sce_sweeps.sweep.resume import read_only_verdict
 from tests.analysis.helpers import run_script
 from tests.helpers import ROOT, TINY, run_cli
 
@@ -109,3 +111,20 @@ def test_a_resume_of_a_read_only_sweep_says_in_one_line_what_it_would_do(
     assert len(out) == 1 and "Traceback" not in proc.stderr, out
     assert str(sweep) in out[0] and all(word in out[0] for word in words), out
     assert _tree(sweep) == before
+
+
+def test_a_read_only_search_with_trials_left_has_work_to_do(tmp_path):
+    """An Optuna search whose jobs all finished but that has not reached n_trials (its
+    multirun.yaml says) still has work: a read-only resume must not call it done."""
+    manifest = Manifest.create(tmp_path, "search", "local")
+    for num in range(2):
+        manifest.jobs.append(Job(num, [f"loss.coeff=0.{num}"], f"hash{num}", str(num)))
+        write_result(tmp_path / str(num), {"status": "completed", "config_hash": f"hash{num}"})
+    manifest.save()
+    sweeper = {"_target_": "hydra_plugins.sce_sweeps_optuna.sweeper.OptunaSweeper"}
+    (tmp_path / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"sweeper": sweeper}}))
+    assert read_only_verdict(Manifest.load(tmp_path))[0] == 0
+    sweeper["n_trials"] = 5
+    (tmp_path / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"sweeper": sweeper}}))
+    code, line = read_only_verdict(Manifest.load(tmp_path))
+    assert code == 2 and "not writable" in line and "3 more trials of n_trials=5" in line
