@@ -54,6 +54,9 @@ class DatasetConfig:
     train_samples: int | None = None  # a fixed, seeded subset of the train split
     test_samples: int | None = None
     num_workers: int = 2
+    # image_folder: leave out the image files that cannot be decoded (found by decoding every
+    # image once; counted in result.json as unreadable_images) instead of failing on them
+    skip_unreadable: bool = False
 
 
 @dataclass
@@ -444,5 +447,7 @@ def config_hash(cfg: DictConfig | dict[str, Any]) -> str:
     container.pop("tracker", None)
     container.get("trainer", {}).pop("progress", None)
     container.pop("linear", None)  # a stage after pretraining, with its own hash
+    if not container.get("dataset", {}).get("skip_unreadable", True):
+        del container["dataset"]["skip_unreadable"]  # off: the hash of configs before the key
     blob = json.dumps(container, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

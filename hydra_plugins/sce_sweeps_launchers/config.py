@@ -36,6 +36,10 @@ class SweepLauncherConf(SlurmQueueConf):
     # ``module.function`` giving the hash of what determines a job's result (how a resume
     # tells a finished job from a changed one). null: a hash of the resolved config.
     config_hash: Optional[str] = None  # noqa: UP045
+    # Dry run: also read each job's data through ``data_check`` and list what cannot be read.
+    check_data: bool = False
+    # ``module.function`` giving the problems of a job's data (lines; none when it reads).
+    data_check: Optional[str] = None  # noqa: UP045
 
 
 @dataclass

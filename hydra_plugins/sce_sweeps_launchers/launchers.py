@@ -67,7 +67,10 @@ from sce_sweeps.sweep.status import jobs_, queued_slurm_jobs
 log = logging.getLogger(__name__)
 
 # Keys of our config that are not submitit parameters.
-OWN_KEYS = ("dry_run", "resume", "max_parallel", "poll_s", "validate", "config_hash", "preload")
+OWN_KEYS = (
+    *("dry_run", "resume", "max_parallel", "poll_s", "validate", "config_hash", "preload"),
+    *("check_data", "data_check"),
+)
 # Jobs in the queue from which a poll asks squeue which are pending rather than checking each.
 QUEUE_QUERY_FROM = 32
 # Keys only SLURM understands: the local launcher ignores them.

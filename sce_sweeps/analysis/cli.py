@@ -9,12 +9,13 @@ one line and exits 1 without writing anything.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from sce_sweeps.analysis.collect import AnalysisError, collect
+from sce_sweeps.analysis.collect import AnalysisError, Sweeps, collect
 from sce_sweeps.analysis.references import REFERENCE_FILE, load_references
 from sce_sweeps.analysis.tables import ablation_table, to_csv, to_latex, to_markdown
 
@@ -53,6 +54,12 @@ def _parser(description: str, table_options: bool) -> argparse.ArgumentParser:
         type=Path,
         metavar="DIR",
         help="output dir (default: SWEEP_DIR/analysis; required with several sweep dirs)",
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse the whole input when a run file is unreadable (default: warn, count "
+        "that run as failed and go on with the others)",
     )
     if table_options:
         parser.add_argument(
@@ -96,15 +103,29 @@ def _run(
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 1
     except OSError as e:
-        print(f"{parser.prog}: error: cannot write outputs: {e}", file=sys.stderr)
+        hint = ""
+        if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            hint = " (read-only file system or no permission): pass --out DIR to write elsewhere"
+        print(
+            f"{parser.prog}: error: cannot write outputs into {out_dir}{hint}: {e}",
+            file=sys.stderr,
+        )
         return 1
     for path in paths:
         print(f"wrote {path}", file=sys.stderr)
     return 0
 
 
+def _collect(args: argparse.Namespace) -> Sweeps:
+    """The sweeps of the command line, with a warning line per unreadable file."""
+    sweeps = collect(args.sweep_dirs, strict=args.strict)
+    for line in sweeps.unreadable:
+        print(f"warning: {line}", file=sys.stderr)
+    return sweeps
+
+
 def _table(args: argparse.Namespace) -> tuple:
-    sweeps = collect(args.sweep_dirs)
+    sweeps = _collect(args)
     return sweeps, ablation_table(sweeps, args.metric, load_references(args.references))
 
 
@@ -157,12 +178,13 @@ def collect_main(argv: list[str] | None = None) -> int:
     )
 
     def build(args: argparse.Namespace) -> Outputs:
-        sweeps = collect(args.sweep_dirs)
+        sweeps = _collect(args)
         print(
             f"swept keys: {', '.join(sweeps.swept) or 'none'}; runs: "
             + ", ".join(
                 f"{n} {s}" for s, n in sweeps.runs["status"].value_counts(sort=False).items()
             )
+            + (f" ({sweeps.unreadable_runs} with an unreadable file)" * bool(sweeps.unreadable))
         )
         return {
             "runs.csv": sweeps.runs.to_csv(index=False, lineterminator="\n"),

@@ -20,7 +20,8 @@ import math
 import os
 import re
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,12 +68,20 @@ class Sweeps:
         curves: one row per run and epoch: identifying columns, then ``metrics.jsonl`` fields.
         swept: the swept keys, in the order they first appear in the runs' overrides.
         metrics: the numeric result keys found in the runs' ``result.json`` files.
+        unreadable: one line per file that could not be read (``<path>: corrupt ...``).
+        unreadable_runs: the runs with such a file; each counts as ``failed`` (never averaged
+            in), with the file in its ``reason``.
+        unplaced_runs: those of them left out of ``runs`` because their overrides are
+            unreadable and no manifest lists them (their swept values are unknown).
     """
 
     runs: pd.DataFrame
     curves: pd.DataFrame
     swept: list[str]
     metrics: list[str]
+    unreadable: list[str] = field(default_factory=list)
+    unreadable_runs: int = 0
+    unplaced_runs: int = 0
 
 
 def natural_key(text: str) -> list[Any]:
@@ -315,16 +324,42 @@ def _curve(run_dir: Path) -> list[dict[str, Any]]:
         raise AnalysisError(str(e)) from None
 
 
-def _manifest_states(sweep_dir: Path) -> tuple[Manifest | None, dict[Path, Any]]:
+class _Unreadable:
+    """The files of a sweep that could not be read: refused (``strict``), or noted so that
+    the runs that hold them count as failed and the rest are still tabulated."""
+
+    def __init__(self, strict: bool) -> None:
+        self.strict = strict
+        self.lines: list[str] = []
+
+    def read(self, problems: list[str], default: Any, what: Callable[..., Any], *args: Any) -> Any:
+        """``what(*args)``; when it raises :class:`AnalysisError`: re-raise (strict), or add
+        the error to ``problems`` and :attr:`lines` and return ``default``."""
+        try:
+            return what(*args)
+        except AnalysisError as e:
+            if self.strict:
+                raise
+            problems.append(str(e))
+            self.lines.append(str(e))
+            return default
+
+
+def _manifest_states(
+    sweep_dir: Path, unreadable: _Unreadable
+) -> tuple[Manifest | None, dict[Path, Any]]:
     """The sweep's manifest and the state of each of its jobs, by run dir, as ``status``
     tells it (a run dir that is gone, a sweep copied elsewhere, is looked for under the sweep
-    dir by its last part)."""
+    dir by its last part). An unreadable manifest is read as none (unless strict)."""
     from sce_sweeps.sweep.status import sweep_status
 
-    try:
-        manifest = Manifest.load(sweep_dir)
-    except RunFileError as e:
-        raise AnalysisError(str(e)) from None
+    def load() -> Manifest | None:
+        try:
+            return Manifest.load(sweep_dir)
+        except RunFileError as e:
+            raise AnalysisError(str(e)) from None
+
+    manifest = unreadable.read([], None, load)
     if manifest is None:
         return None, {}
     by_dir = {}
@@ -368,11 +403,48 @@ def _is_metric(key: str, value: Any) -> bool:
     return number and key not in INFO_KEYS
 
 
-def _sweep_records(sweep_dir: Path, index: int) -> tuple[list[dict], list[str]]:
+def _unreadable_status(problems: list[str]) -> tuple[str, str]:
+    return str(RunState.FAILED), "unreadable: " + "; ".join(problems)
+
+
+def _run_record(
+    run_dir: Path, jobs: dict[Path, Any], reader: _ConfigReader, unreadable: _Unreadable
+) -> dict[str, Any]:
+    """The record of one run dir; a run with an unreadable file is failed, its ``problems``
+    say which, and its overrides come from the manifest (None when it does not list it)."""
+    problems: list[str] = []
+
+    def override_lines() -> list[str]:
+        lines = _load_yaml(run_dir / RUN_MARKER) or []
+        if not isinstance(lines, list):
+            raise AnalysisError(f"{run_dir / RUN_MARKER}: not a list of overrides")
+        return lines
+
+    lines = unreadable.read(problems, None, override_lines)
+    result = unreadable.read(problems, None, _result, run_dir)
+    config = unreadable.read(problems, {}, read_config, run_dir, reader)
+    curve = unreadable.read(problems, [], _curve, run_dir)
+    job = jobs.pop(run_dir.resolve(), None)
+    if lines is None and job is not None:
+        lines = job.overrides
+    return {
+        "run_dir": run_dir,
+        "overrides": None if lines is None else parse_overrides(lines),
+        "config": config,
+        "result": result,
+        "status": _unreadable_status(problems) if problems else _status(result, job),
+        "curve": curve,
+        "problems": problems,
+    }
+
+
+def _sweep_records(
+    sweep_dir: Path, index: int, unreadable: _Unreadable
+) -> tuple[list[dict], list[str]]:
     """One record per run of one sweep (config, overrides, result, curve), and its swept keys."""
     if not sweep_dir.is_dir():
         raise AnalysisError(f"{sweep_dir}: no such directory")
-    manifest, jobs = _manifest_states(sweep_dir)
+    manifest, jobs = _manifest_states(sweep_dir, unreadable)
     run_dirs = find_run_dirs(sweep_dir)
     if not run_dirs and not manifest:
         if not any(sweep_dir.iterdir()):
@@ -382,31 +454,20 @@ def _sweep_records(sweep_dir: Path, index: int) -> tuple[list[dict], list[str]]:
         )
     records, reader = [], _ConfigReader()
     for run_dir in run_dirs:
-        lines = _load_yaml(run_dir / RUN_MARKER) or []
-        if not isinstance(lines, list):
-            raise AnalysisError(f"{run_dir / RUN_MARKER}: not a list of overrides")
-        result = _result(run_dir)
-        job = jobs.pop(run_dir.resolve(), None)
-        records.append(
-            {
-                "run_dir": run_dir,
-                "overrides": parse_overrides(lines),
-                "config": read_config(run_dir, reader),
-                "result": result,
-                "status": _status(result, job),
-                "curve": _curve(run_dir),
-            }
-        )
+        records.append(_run_record(run_dir, jobs, reader, unreadable))
     for run_dir, job in sorted(jobs.items(), key=lambda kv: natural_key(kv[0].as_posix())):
-        result = _result(run_dir) if run_dir.is_dir() else None
+        problems: list[str] = []
+        result = unreadable.read(problems, None, _result, run_dir)
+        curve = unreadable.read(problems, [], _curve, run_dir)
         records.append(  # in the manifest, not started (no .hydra in its run dir yet)
             {
                 "run_dir": run_dir,
                 "overrides": parse_overrides(job.overrides),
                 "config": {},
                 "result": result,
-                "status": _status(result, job),
-                "curve": _curve(run_dir),
+                "status": _unreadable_status(problems) if problems else _status(result, job),
+                "curve": curve,
+                "problems": problems,
             }
         )
     if not records:
@@ -415,7 +476,8 @@ def _sweep_records(sweep_dir: Path, index: int) -> tuple[list[dict], list[str]]:
         r["sweep_dir"] = sweep_dir
         r["run"] = os.path.relpath(r["run_dir"], sweep_dir.resolve()).replace(os.sep, "/")
         r["run_id"] = f"{index}:{r['run']}"
-    return records, swept_keys([r["overrides"] for r in records])
+    placed = [r["overrides"] for r in records if r["overrides"] is not None]
+    return records, swept_keys(placed)
 
 
 def _value(record: dict[str, Any], key: str) -> Any:
@@ -457,27 +519,42 @@ def _datasets(records: list[dict[str, Any]]) -> None:
             r["dataset"] = known.most_common(1)[0][0] if known else "unknown"
 
 
-def collect(sweep_dirs: list[Path | str]) -> Sweeps:
+def collect(sweep_dirs: list[Path | str], strict: bool = False) -> Sweeps:
     """Read one or more sweep dirs into tidy runs and curves tables.
+
+    A run file that cannot be read (a corrupt ``result.json``, ``metrics.jsonl`` or
+    ``.hydra`` YAML) makes its run ``failed``, named in :attr:`Sweeps.unreadable`; a corrupt
+    ``manifest.json`` is read as none. With ``strict``, either refuses the whole collection.
 
     Args:
         sweep_dirs: sweep dirs (or single run dirs); the same dir given twice counts once.
+        strict: raise on the first unreadable file instead.
 
     Returns:
         The collected :class:`Sweeps`.
 
     Raises:
-        AnalysisError: a dir is missing, empty or not a sweep, or a file in it is corrupt.
+        AnalysisError: a dir is missing, empty or not a sweep, or (``strict``) a file in it
+            is corrupt.
     """
     dirs = list(dict.fromkeys(Path(d).resolve() for d in sweep_dirs))
     if not dirs:
         raise AnalysisError("no sweep dirs given")
+    unreadable = _Unreadable(strict)
     records: list[dict[str, Any]] = []
     swept: dict[str, None] = {}
     for index, sweep_dir in enumerate(dirs):
-        sweep_records, keys = _sweep_records(sweep_dir, index)
+        sweep_records, keys = _sweep_records(sweep_dir, index, unreadable)
         records += sweep_records
         swept.update(dict.fromkeys(keys))
+    damaged = [r for r in records if r["problems"]]
+    placed = [r for r in records if r["overrides"] is not None]
+    if not placed:
+        raise AnalysisError(
+            f"{dirs[0]}: no run could be read ({len(records)} with unreadable overrides)"
+        )
+    unplaced = len(records) - len(placed)
+    records = placed
     keys = list(swept)
     _fill_defaults(records, [*keys, "dataset", "seed"])
     _datasets(records)
@@ -487,7 +564,13 @@ def collect(sweep_dirs: list[Path | str]) -> Sweeps:
             if _is_metric(k, v):
                 metrics[k] = None
     return Sweeps(
-        _runs_frame(records, keys, list(metrics)), _curves_frame(records, keys), keys, list(metrics)
+        _runs_frame(records, keys, list(metrics)),
+        _curves_frame(records, keys),
+        keys,
+        list(metrics),
+        unreadable.lines,
+        len(damaged),
+        unplaced,
     )
 
 

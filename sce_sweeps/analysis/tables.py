@@ -114,6 +114,8 @@ class AblationTable:
         rows: one row per (dataset, swept values, metric): mean, std, n, the counts, best,
             and the matched reference (ref_metric, ref_value, ref_confirmed, ref_source, diff).
         references: the references shown, in order of first use.
+        unreadable_runs: runs with an unreadable file, counted as failed.
+        unplaced_runs: those of them in no row (their overrides are unreadable).
     """
 
     keys: list[str]
@@ -122,6 +124,8 @@ class AblationTable:
     combos: list[tuple]
     rows: pd.DataFrame
     references: list[Reference] = field(default_factory=list)
+    unreadable_runs: int = 0
+    unplaced_runs: int = 0
 
 
 def _check_metrics(sweeps: Sweeps, metrics: list[str]) -> None:
@@ -175,7 +179,16 @@ def ablation_table(
                 )
     table = pd.DataFrame(rows)
     _mark_best(table, metrics[0])
-    return AblationTable(keys, metrics, datasets, combos, table, list(used))
+    return AblationTable(
+        keys,
+        metrics,
+        datasets,
+        combos,
+        table,
+        list(used),
+        sweeps.unreadable_runs,
+        sweeps.unplaced_runs,
+    )
 
 
 def _group_rows(
@@ -335,6 +348,15 @@ def _notes(table: AblationTable) -> list[str]:
         f"({'lowest' if lower_is_better(table.metrics[0]) else 'highest'}).",
         f"Datasets: {', '.join(table.datasets)}.",
     ]
+    if table.unreadable_runs:
+        n = table.unreadable_runs
+        note = (
+            f"{n} run{'s' * (n > 1)} with an unreadable file (named in the warnings), "
+            "counted as failed, never averaged in"
+        )
+        if table.unplaced_runs:
+            note += f"; {table.unplaced_runs} of them in no row (unreadable overrides)"
+        notes.append(note + ".")
     for ref in table.references:
         flag = "confirmed" if ref.confirmed else "UNCONFIRMED (marked ?)"
         notes.append(

@@ -30,6 +30,7 @@ from sce_sweeps.config import ConfigError
 from sce_sweeps.data.datasets import (
     DatasetNotFoundError,
     SubsetWithTargets,
+    UnreadableImageError,
     dataset_root,
     load_dataset,
     subset_indices,
@@ -44,9 +45,11 @@ __all__ = [
     "SSLDataset",
     "StopSafeDataLoader",
     "SubsetWithTargets",
+    "UnreadableImageError",
     "build_datasets",
     "build_eval_transform",
     "build_ssl_transform",
+    "check_data",
     "collate_views",
     "dataset_root",
     "ignore_stop_signals",
@@ -55,6 +58,7 @@ __all__ = [
     "seeded",
     "steps_per_epoch",
     "subset_indices",
+    "unreadable_of",
 ]
 
 _MASK_63 = (1 << 63) - 1
@@ -307,3 +311,53 @@ def build_datasets(cfg: Any) -> tuple[SSLDataset, EvalDataset, EvalDataset]:
         EvalDataset(bank, eval_transform),
         EvalDataset(test, eval_transform),
     )
+
+
+def unreadable_of(*datasets: Dataset) -> list[str]:
+    """The image files that the datasets (or the datasets they wrap) left out as unreadable
+    (``dataset.skip_unreadable``), relative to the dataset root, each once."""
+    found: dict[str, None] = {}
+    for dataset in datasets:
+        while dataset is not None:
+            found.update(dict.fromkeys(getattr(dataset, "unreadable", [])))
+            dataset = getattr(dataset, "base", None)
+    return list(found)
+
+
+_CHECKED: dict[str, list[str]] = {}  # the problems of each dataset config checked already
+
+
+def check_data(cfg: Any) -> list[str]:
+    """The problems of a run's data, found by reading it all without training: one line per
+    split that is missing or holds image files that cannot be decoded (with the option that
+    leaves them out); none when every file reads. A sweep's dry run calls it on every job
+    (``hydra.launcher.check_data=true``); a dataset is read once per process."""
+    from sce_sweeps.data.datasets import NamedImageFolder, unreadable_images
+
+    d = cfg.dataset
+    key = repr(sorted(dict(d).items()))
+    if key in _CHECKED:
+        return _CHECKED[key]
+    problems = []
+    for split in dict.fromkeys([d.train_split, d.test_split]):
+        try:
+            dataset = load_dataset(d, split)
+        except (DatasetNotFoundError, ValueError) as err:
+            problems.append(f"{d.name} {split}: {err}")
+            continue
+        base = getattr(dataset, "base", dataset)
+        if not isinstance(base, NamedImageFolder):
+            continue  # decoded whole when loaded
+        bad = base.unreadable or unreadable_images(base.dataset_root, [p for p, _ in base.samples])
+        if bad:
+            shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+            skip = (
+                "left out by dataset.skip_unreadable=true"
+                if d.skip_unreadable
+                else "set dataset.skip_unreadable=true to leave them out"
+            )
+            problems.append(
+                f"{len(bad)} unreadable images in {base.dataset_root} ({split}): {shown}; {skip}"
+            )
+    _CHECKED[key] = problems
+    return problems

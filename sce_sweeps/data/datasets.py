@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import pickle
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
+from torchvision.datasets import ImageFolder
 
 #: Where Debian's ``dataset-fashion-mnist`` package puts the gzip IDX files.
 SYSTEM_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
@@ -64,6 +66,22 @@ _STL10_SPLITS = {
 
 class DatasetNotFoundError(FileNotFoundError):
     """The files of a dataset are not where the config says; the message says how to get them."""
+
+
+class UnreadableImageError(RuntimeError):
+    """An image file of a dataset that cannot be decoded (truncated, corrupt, not an image).
+
+    The message names the file relative to the dataset root and the option that skips such
+    files (``dataset.skip_unreadable=true``).
+    """
+
+    def __init__(self, message: str) -> None:
+        # torch re-raises a DataLoader worker's exception as ``type(text)``, the text being the
+        # worker's traceback: keep its last line, ours, so a run's reason names the file.
+        mark = f"{type(self).__name__}: "
+        if message.startswith("Caught ") and mark in message:
+            message = message.rsplit(mark, 1)[1].strip()
+        super().__init__(message)
 
 
 class ArrayImageDataset(Dataset):
@@ -414,12 +432,97 @@ def _load_stl10(cfg: Any, split: str) -> ArrayImageDataset:
 
 def _rgb_loader(path: str) -> Image.Image:
     with open(path, "rb") as f:
-        return Image.open(f).convert("RGB")
+        return Image.open(f).convert("RGB")  # decodes the whole image: a truncated one fails
+
+
+#: How many of the skipped files' paths a run logs.
+LOGGED_UNREADABLE = 5
+
+
+def _decode_error(path: str) -> str | None:
+    """Why the image file ``path`` cannot be decoded, or None when it can."""
+    try:
+        _rgb_loader(path)
+    except Exception as err:  # PIL raises OSError, SyntaxError, ValueError... on bad files
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def unreadable_images(root: str, paths: Sequence[str]) -> list[str]:
+    """Those of the image files ``paths`` that cannot be decoded, relative to ``root``.
+
+    Every image is decoded once (on as many threads as there are CPUs); the answer is cached
+    under :func:`cache_dir`, keyed by the files' paths, sizes and modification times, so the
+    other jobs of a sweep on the same machine do not decode them again.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    stats = [(os.path.abspath(p), os.path.getsize(p), os.stat(p).st_mtime_ns) for p in paths]
+    blob = json.dumps(["unreadable", stats]).encode()
+    cached = cache_dir() / "unreadable" / f"{hashlib.sha256(blob).hexdigest()[:32]}.json"
+    try:
+        return json.loads(cached.read_text())
+    except (OSError, ValueError):
+        pass
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        errors = list(pool.map(_decode_error, paths))
+    bad = [os.path.relpath(p, root) for p, e in zip(paths, errors) if e is not None]
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(bad))
+        os.replace(tmp, cached)
+    except OSError:
+        pass
+    return bad
+
+
+class NamedImageFolder(ImageFolder):
+    """torchvision's ImageFolder of RGB images whose undecodable images raise
+    :class:`UnreadableImageError`, or, with ``skip_unreadable``, are left out (found by
+    decoding every image once: :func:`unreadable_images`).
+
+    Attributes:
+        unreadable: the images left out, relative to the dataset root.
+    """
+
+    def __init__(self, folder: str, root: str, skip_unreadable: bool) -> None:
+        super().__init__(folder, loader=_rgb_loader)
+        self.dataset_root = root
+        self.unreadable: list[str] = []
+        if skip_unreadable:
+            self.unreadable = unreadable_images(root, [p for p, _ in self.samples])
+            self._leave_out(set(self.unreadable))
+
+    def _leave_out(self, unreadable: set[str]) -> None:
+        if not unreadable:
+            return
+        root = self.dataset_root
+        self.samples = [s for s in self.samples if os.path.relpath(s[0], root) not in unreadable]
+        self.imgs, self.targets = self.samples, [t for _, t in self.samples]
+        shown = ", ".join(self.unreadable[:LOGGED_UNREADABLE])
+        more = len(self.unreadable) - LOGGED_UNREADABLE
+        print(
+            f"sce_sweeps: dataset.skip_unreadable: skipping {len(self.unreadable)} unreadable "
+            f"images of {root}: {shown}" + (f" and {more} more" if more > 0 else ""),
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        path, target = self.samples[index]
+        try:
+            return _rgb_loader(path), target
+        except Exception as err:  # see _decode_error
+            where = os.path.relpath(path, self.dataset_root)
+            raise UnreadableImageError(
+                f"{where}: unreadable image ({type(err).__name__}: {err}) in the dataset at "
+                f"{os.path.abspath(self.dataset_root)}; set dataset.skip_unreadable=true to "
+                "leave out the images that cannot be decoded"
+            ) from None
 
 
 def _load_image_folder(cfg: Any, split: str) -> Dataset:
-    from torchvision.datasets import ImageFolder
-
     folder = os.path.join(dataset_root(cfg), split)
     hint = (
         f"Expected the layout <root>/<split>/<class>/<image>, i.e. "
@@ -427,7 +530,8 @@ def _load_image_folder(cfg: Any, split: str) -> Dataset:
     )
     if not os.path.isdir(folder):
         raise DatasetNotFoundError(f"image folder {os.path.abspath(folder)} not found. {hint}")
+    skip = bool(getattr(cfg, "skip_unreadable", False))
     try:
-        return ImageFolder(folder, loader=_rgb_loader)
+        return NamedImageFolder(folder, dataset_root(cfg), skip)
     except FileNotFoundError as err:  # no class folders, or no images in them
         raise DatasetNotFoundError(f"{err}. {hint}") from err

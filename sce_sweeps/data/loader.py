@@ -15,6 +15,8 @@ until the workers exist.
 
 from __future__ import annotations
 
+import atexit
+import multiprocessing
 import signal
 from collections.abc import Iterator
 from functools import partial
@@ -24,6 +26,21 @@ from torch.utils.data import DataLoader
 
 #: The signals by which SLURM (and submitit) stop or requeue a job.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+
+
+@atexit.register  # after multiprocessing's own exit handler, so it runs before it
+def _kill_workers_at_exit() -> None:
+    """End the daemonic child processes still alive (DataLoader workers) with SIGKILL.
+
+    At exit, multiprocessing ends daemonic children with SIGTERM and waits for them. Our
+    workers ignore SIGTERM; the loader stops them itself, but one left behind by a run that
+    failed mid-epoch (a damaged image, a NaN loss: its iterator never shut down) would keep
+    the process waiting forever."""
+    children = [c for c in multiprocessing.active_children() if c.daemon]
+    if children:  # torch's SIGCHLD handler would report the killed workers as a failure
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for child in children:
+        child.kill()
 
 
 def ignore_stop_signals(worker_id: int) -> None:

@@ -26,7 +26,13 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm import tqdm
 
 from sce_sweeps.config import config_hash, run_config
-from sce_sweeps.data import EpochSampler, StopSafeDataLoader, build_datasets, collate_views
+from sce_sweeps.data import (
+    EpochSampler,
+    StopSafeDataLoader,
+    build_datasets,
+    collate_views,
+    unreadable_of,
+)
 from sce_sweeps.data import steps_per_epoch as num_steps
 from sce_sweeps.data.device import DeviceData, use_device_path
 from sce_sweeps.engine import checkpoint as ckpt
@@ -571,6 +577,8 @@ def train(
     result = {k: final[k] for k in EVAL_METRICS if k in final}
     result.update(loss=final["loss"], epochs=final["epoch"], wall_time_s=state.elapsed_now())
     result.setdefault("knn_top1", math.nan)
+    if cfg.dataset.skip_unreadable:  # the images left out, over the splits read
+        result["unreadable_images"] = len(unreadable_of(t.ssl_set, t.bank_set, t.query_set))
     if cfg.trainer.eval_random_init and t.dist.is_main:  # after training: never before step 1
         result.update(baselines(t))
     return result

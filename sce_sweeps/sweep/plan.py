@@ -279,4 +279,20 @@ def describe(
         if job.previous and not job.skip:
             note = f"  (rerun: {job.previous.state})"
         lines.append(f"  {job.num:>4}  {' '.join(v):<{width}}  {job.config_hash}  {run_dir}{note}")
+    if params.get("check_data"):
+        lines += data_lines(todo, params.get("data_check"))
     return "\n".join(lines)
+
+
+def data_lines(jobs: list[PlannedJob], data_check: str | None) -> list[str]:
+    """The dry run's check of the jobs' data (``check_data``): ``data_check`` (the launcher's
+    ``module.function``, the app's) on each job's config; one line per problem, each once."""
+    if not data_check:
+        return ["  data:       not checked (the launcher's data_check names no function)"]
+    check = get_method(data_check)
+    problems: dict[str, None] = {}
+    for job in jobs:
+        problems.update(dict.fromkeys(check(task_config(job.config))))
+    if not problems:
+        return [f"  data:       checked: every file of the {jobs_(len(jobs))}' data reads"]
+    return [f"  data:       {line}" for line in problems]

@@ -7,18 +7,26 @@ It reruns the command line recorded in the sweep's manifest, from the directory 
 SLURM a sweep started locally). The launcher then skips the runs that finished with the same
 config hash, and the ones still queued or running, and reruns the failed and unfinished ones;
 an unfinished run continues from its checkpoint.
+
+A sweep dir that cannot be written (a read-only filesystem: an archived sweep, a colleague's
+directory) is not handed to Hydra, which writes into it first: a resume that would rerun
+nothing says so and exits 0, one that has jobs to rerun says in one line that the directory
+is not writable and exits 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
-from sce_sweeps.runfiles import MANIFEST, Manifest, RunFileError, parse_override
+import yaml
+
+from sce_sweeps.runfiles import FINISHED, LIVE, MANIFEST, Manifest, RunFileError, parse_override
 
 REPLACED = ("hydra.sweep.dir=", "hydra.launcher.resume=", "hydra.launcher.dry_run=")
 
@@ -53,6 +61,43 @@ def resume_command(manifest: Manifest, extra: list[str]) -> list[str]:
     ]
 
 
+def _trials_wanted(sweep_dir: Path) -> int | None:
+    """``hydra.sweeper.n_trials`` of the sweep's ``multirun.yaml`` (a search sweep), or None."""
+    try:
+        saved = yaml.safe_load((sweep_dir / "multirun.yaml").read_text()) or {}
+        wanted = saved["hydra"]["sweeper"].get("n_trials")
+    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError):
+        return None
+    return wanted if isinstance(wanted, int) else None
+
+
+def read_only_verdict(manifest: Manifest) -> tuple[int, str]:
+    """For a sweep dir that cannot be written: exit status 0 and a line saying there is
+    nothing to resume, or 2 and a line saying which jobs would need it writable."""
+    from sce_sweeps.sweep.status import jobs_, sweep_status
+
+    sweep_dir = manifest.sweep_dir
+    statuses = sweep_status(manifest)
+    todo = [s for s in statuses if s.state not in FINISHED + LIVE]
+    wanted = _trials_wanted(sweep_dir)
+    more = max(0, wanted - len(statuses)) if wanted is not None else 0
+    if not todo and not more:
+        return 0, (
+            f"nothing to resume: the {jobs_(len(statuses))} of {sweep_dir} are completed, "
+            f"pruned or still running (the directory is read-only; nothing was written)"
+        )
+    work = []
+    if todo:
+        listed = ", ".join(f"#{s.num} {s.state}" for s in todo[:5]) + ", ..." * (len(todo) > 5)
+        work.append(f"{jobs_(len(todo))} to rerun ({listed})")
+    if more:
+        work.append(f"{more} more trial{'s' * (more > 1)} of n_trials={wanted}")
+    return 2, (
+        f"{sweep_dir} is not writable (read-only file system?): {', '.join(work)}; copy the "
+        f"sweep dir somewhere writable and resume the copy"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Rerun the sweep's command with resume on; return its exit status."""
     parser = argparse.ArgumentParser(
@@ -70,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     if manifest is None:
         print(f"sce_sweeps.resume: no {MANIFEST} in {args.sweep_dir}", file=sys.stderr)
         return 2
+    if not os.access(manifest.sweep_dir, os.W_OK):
+        code, line = read_only_verdict(manifest)
+        print(f"sce_sweeps.resume: {line}", file=sys.stderr if code else sys.stdout)
+        return code
     cmd = resume_command(manifest, args.overrides)
     print(f"sce_sweeps.resume: (cd {shlex.quote(manifest.cwd)} && {shlex.join(cmd)})", flush=True)
     return subprocess.run(cmd, cwd=manifest.cwd, check=False).returncode

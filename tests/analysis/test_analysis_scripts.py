@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 from pathlib import Path
 
 import pytest
@@ -95,7 +97,7 @@ def test_bad_input_one_clear_message_and_nothing_written(case, script, tiny_swee
     make, message = BAD[case]
     folder = make(tmp_path, tiny_sweep)
     before = _tree(tmp_path)
-    proc = run_script(script, folder)
+    proc = run_script(script, folder, "--strict")  # a corrupt run file refuses the table
     assert proc.returncode == 1
     assert proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
@@ -104,5 +106,59 @@ def test_bad_input_one_clear_message_and_nothing_written(case, script, tiny_swee
     assert _tree(tmp_path) == before  # no analysis/ dir, no temporary files
 
     if script == "ablation_table":  # an explicit output dir is not created either
-        proc = run_script(script, folder, "--out", tmp_path / "out")
+        proc = run_script(script, folder, "--strict", "--out", tmp_path / "out")
         assert proc.returncode == 1 and not (tmp_path / "out").exists()
+
+
+def _corrupt_metrics(sweep: Path) -> Path:
+    path = sweep / "1" / "metrics.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(["{not json", *lines[1:]]) + "\n")  # a line before the last
+    return path
+
+
+def _corrupt_config(sweep: Path) -> Path:
+    path = sweep / "1" / ".hydra" / "config.yaml"
+    path.write_text("loss: [unclosed\n")
+    return path
+
+
+def _corrupt_result_file(sweep: Path) -> Path:
+    path = sweep / "1" / "result.json"
+    path.write_text(path.read_text()[:40])  # cut short, as by a full disk
+    return path
+
+
+CORRUPT = {"result.json": _corrupt_result_file, "metrics.jsonl": _corrupt_metrics}
+CORRUPT["config.yaml"] = _corrupt_config
+
+
+@pytest.mark.parametrize("file", CORRUPT)
+def test_a_corrupt_run_file_is_named_and_counted_and_the_rest_tabulated(file, tiny_sweep, tmp_path):
+    """Run 1 (λ=0, seed 1) has an unreadable file: the table is built from the other three,
+    run 1 counts as failed in its row (never averaged in), a warning names the file and the
+    notes under the table give the count; --strict refuses, as before."""
+    sweep = copy_sweep(tiny_sweep, tmp_path / "sweep")
+    corrupt = CORRUPT[file](sweep)
+    proc = run_script("ablation_table", sweep, "--out", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and str(corrupt) in warnings[0], proc.stderr
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "out" / "ablation.csv").read_text())))
+    knn = {float(row["loss.coeff"]): row for row in rows if row["metric"] == "knn_top1"}
+    assert (knn[0]["n"], knn[0]["failed"]) == ("1", "1")
+    assert (knn[1]["n"], knn[1]["failed"]) == ("2", "0")
+    table, notes = proc.stdout.split("\n\n", 1)
+    assert "1 run with an unreadable file" in notes and "1 run" not in table
+
+    proc = run_script("collect", sweep, "--out", tmp_path / "collected")
+    assert proc.returncode == 0, proc.stderr
+    runs = list(csv.DictReader(io.StringIO((tmp_path / "collected" / "runs.csv").read_text())))
+    run1 = next(r for r in runs if r["run"] == "1")
+    assert run1["status"] == "failed" and str(corrupt) in run1["reason"]
+    assert run_script("plot_sweep", sweep, "--out", tmp_path / "plots").returncode == 0
+
+    strict = run_script("ablation_table", sweep, "--strict", "--out", tmp_path / "strict")
+    assert strict.returncode == 1 and str(corrupt) in strict.stderr
+    assert not (tmp_path / "strict").exists()

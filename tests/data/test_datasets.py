@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 from PIL import Image
+from torch.utils.data import DataLoader
 from torchvision import datasets as tvd
 
 from sce_sweeps.config import Config, ConfigError, DatasetConfig
@@ -293,3 +294,50 @@ def test_bad_root_and_queue_are_one_line_from_the_app(tmp_path):
     assert queue.returncode == 1
     line = "run failed: ConfigError: loss.queue_size=128 is invalid: must be <= the 100 training"
     assert line in queue.stderr, queue.stderr[-2000:]
+
+
+def _damage(root) -> list[str]:
+    """Cut one PNG of the train split short and add a file that is no image at all; their
+    paths relative to the dataset root."""
+    png = root / "train" / "class1" / sorted(os.listdir(root / "train" / "class1"))[0]
+    png.write_bytes(png.read_bytes()[:60])  # truncated, as by a copy that stopped
+    (root / "train" / "class2" / "zz_notes.png").write_bytes(b"not an image\n")
+    return [f"train/class1/{png.name}", "train/class2/zz_notes.png"]
+
+
+def _first_item_error(dataset, num_workers: int) -> str:
+    loader = DataLoader(dataset, batch_size=4, num_workers=num_workers, collate_fn=len)
+    with pytest.raises(ds.UnreadableImageError) as err:
+        for _ in loader:
+            pass
+    return str(err.value)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_damaged_image_is_named_with_the_option_that_skips_it(tmp_path, num_workers):
+    write_image_folder(tmp_path, {"train": 12, "val": 3}, num_classes=3)
+    damaged = _damage(tmp_path)
+    train = load_dataset(rgb_cfg("image_folder", tmp_path), "train")
+    assert len(train) == 13  # listed; read only when used
+    message = _first_item_error(train, num_workers)  # from a DataLoader worker too
+    assert message.splitlines()[0] == message  # one line, not the worker's traceback
+    assert message.startswith(f"{damaged[0]}: unreadable image (")
+    assert "dataset.skip_unreadable=true" in message
+
+
+def test_skip_unreadable_drops_counts_and_logs_the_damaged_images(tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv("SCE_SWEEPS_CACHE", str(tmp_path / "cache"))
+    write_image_folder(tmp_path / "data", {"train": 12, "val": 3}, num_classes=3)
+    damaged = _damage(tmp_path / "data")
+    cfg = rgb_cfg("image_folder", tmp_path / "data", skip_unreadable=True)
+    for _ in range(2):  # the second time from the cached scan
+        train = load_dataset(cfg, "train")
+        assert len(train) == 11 and train.unreadable == damaged
+        assert all(train[i][0].mode == "RGB" for i in range(len(train)))
+        assert len(train.targets) == 11
+        err = capfd.readouterr().err
+        assert "skipping 2 unreadable images" in err and all(d in err for d in damaged)
+    assert load_dataset(cfg, "val").unreadable == []
+    # a damaged file replaced by a good one is read again
+    Image.new("RGB", (40, 36)).save(tmp_path / "data" / damaged[1])
+    assert load_dataset(cfg, "train").unreadable == damaged[:1]
