@@ -107,9 +107,10 @@ def build_probe(cfg: DictConfig, pretrained: dict[str, torch.Tensor] | None) -> 
         model.load_state_dict(pretrained)
     trunk = model.backbone.to(device).eval().requires_grad_(False)
     feature_dim = model.projector[0].in_features
-    classifier = nn.Linear(feature_dim, cfg.dataset.num_classes).to(device)
-    nn.init.normal_(classifier.weight, std=0.01)
+    classifier = nn.Linear(feature_dim, cfg.dataset.num_classes)
+    nn.init.normal_(classifier.weight, std=0.01)  # on the CPU: the same on every device
     nn.init.zeros_(classifier.bias)
+    classifier = classifier.to(device)
     lin = cfg.linear
     optimizer = torch.optim.SGD(
         classifier.parameters(),
