@@ -18,19 +18,22 @@ __all__ = ["CHECKPOINT", "load", "rng_state", "save_atomic", "set_rng_state"]
 
 
 def rng_state() -> dict[str, Any]:
-    state = {
+    """The CPU, Python and NumPy generators' states and one state per visible CUDA device
+    (none on a CPU-only machine)."""
+    return {
         "torch": torch.get_rng_state(),
         "python": random.getstate(),
         "numpy": np.random.get_state(),
+        "cuda": [torch.cuda.get_rng_state(i) for i in range(torch.cuda.device_count())],
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore :func:`rng_state`'s states. CUDA devices get the saved states of as many
+    devices as both the checkpoint and this machine have: a run requeued onto a node with
+    fewer (or no) visible GPUs resumes, its extra devices' states are dropped."""
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    for index, cuda_state in enumerate(state.get("cuda", [])[: torch.cuda.device_count()]):
+        torch.cuda.set_rng_state(cuda_state, index)
