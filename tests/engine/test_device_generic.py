@@ -28,7 +28,8 @@ def _compose(*overrides: str):
 def _features(seed: int = 0) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(seed)
     centres = torch.randn(4, 16, generator=g) * 3
-    train_y, test_y = torch.randint(0, 4, (200,), generator=g), torch.randint(0, 4, (100,), generator=g)
+    train_y = torch.randint(0, 4, (200,), generator=g)
+    test_y = torch.randint(0, 4, (100,), generator=g)
     train_x = centres[train_y] + torch.randn(200, 16, generator=g)
     test_x = centres[test_y] + torch.randn(100, 16, generator=g)
     return train_x, train_y, test_x, test_y
