@@ -183,7 +183,7 @@ def run_linear(
     _, bank, test = build_datasets(cfg)
     train_set = SSLDataset(bank.base, linear_train_transform(cfg))
     steps = num_steps(len(train_set), lin.batch_size, lin.max_steps_per_epoch)
-    test_loader = _eval_loader(test, cfg.dataset.num_workers)
+    test_loader = _eval_loader(test, cfg.dataset.num_workers, probe.device)
 
     run_hash = linear_hash(pretraining["config_hash"], cfg)
     # best: the row of the evaluated epoch of highest top-1 (the official number is that of
@@ -260,7 +260,7 @@ def _epoch(
         len(train_set), cfg.seed, state["epoch"], lin.batch_size, state["step_in_epoch"], steps
     )
     loader = _loader(
-        train_set, lin.batch_size, cfg.dataset.num_workers, sampler=sampler,
+        train_set, lin.batch_size, cfg.dataset.num_workers, probe.device, sampler=sampler,
         collate_fn=collate_views,
     )  # fmt: skip
     probe.classifier.train()

@@ -147,3 +147,15 @@ def test_linear_stage_takes_the_runs_own_protocol(tmp_path):
     assert (lin.epochs, lin.lr, lin.schedule) == (10, 0.1, "cosine")
     lin = run_dir_config(run_dir, ["linear=cifar", "linear.epochs=5"]).linear
     assert (lin.epochs, lin.lr, lin.schedule, lin.train_crop) == (5, 30.0, "step", "pad_crop")
+
+
+def test_loaders_pin_host_memory_only_for_a_cuda_device(monkeypatch, tmp_path):
+    """Pinned host memory serves copies to a GPU: a run on the CPU of a machine that has a GPU
+    does not pin its batches (CUDA is reported present here)."""
+    from sce_sweeps.engine.train import build
+    from sce_sweeps.tracking import NullTracker
+    from tests.helpers import TINY
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    t = build(_compose(*TINY, "tracker=none", "trainer.device=cpu"), tmp_path, NullTracker())
+    assert not t.bank_loader.pin_memory and not t.query_loader.pin_memory
