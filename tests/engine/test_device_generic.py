@@ -159,3 +159,12 @@ def test_loaders_pin_host_memory_only_for_a_cuda_device(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     t = build(_compose(*TINY, "tracker=none", "trainer.device=cpu"), tmp_path, NullTracker())
     assert not t.bank_loader.pin_memory and not t.query_loader.pin_memory
+
+
+def test_the_demo_evaluates_its_narrow_network_at_a_learning_rate_that_fits_it():
+    """The official linear lr (30, for a ResNet-18's 512 features) is the CIFAR protocol's;
+    the embedded default's width-8 network takes linear=narrow (lr 0.3, measured best), and a
+    protocol chosen on the command line keeps its own rate."""
+    assert _compose().linear.lr == 0.3
+    assert _compose("experiment=cifar10").linear.lr == 30.0
+    assert _compose("linear=cifar").linear.lr == 30.0
