@@ -4,6 +4,7 @@
 # images/s where it measures one), then a summary; the exit status is non-zero on any FAIL.
 # Sized for under 8 minutes on one GPU (not yet timed on one). The steps (docs/throughput.md lists which code each one runs):
 #
+#   loss        the SCE loss on CUDA, fp32 and fp16 autocast, against the CPU (CUDA only)
 #   demo        the demo sweep (+sweep=demo: 3 jobs through the local launcher), shortened,
 #               tracker=none, with the linear probe and kNN on the device
 #   cifar_cpu   experiment=cifar10 for a few hundred steps on the CPU data path (PIL in
@@ -115,6 +116,21 @@ from sce_sweeps.data.synthetic import write_fake_dataset as w
 w('fashion_mnist', '$WORK/fmnist', $FM_TRAIN, $FM_TEST)
 w('cifar10', '$WORK/cifar', $CIFAR_TRAIN, $CIFAR_TEST)" || { echo "FAIL setup: data"; exit 1; }
 
+loss() {  # the SCE loss on the device, in fp32 and under autocast, against the CPU's
+  $PY - <<'PYEOF'
+import torch
+from sce_sweeps.sce import sce_loss
+g = torch.Generator().manual_seed(0)
+z1, z2, q = (torch.randn(n, 128, generator=g) for n in (256, 256, 4096))
+for coeff in (0.0, 0.5, 1.0):
+    cpu = sce_loss(z1, z2, q, coeff, 0.1, 0.05).item()
+    dev = sce_loss(z1.cuda(), z2.cuda(), q.cuda(), coeff, 0.1, 0.05).item()
+    with torch.autocast("cuda", dtype=torch.float16):
+        amp = sce_loss(z1.cuda(), z2.cuda(), q.cuda(), coeff, 0.1, 0.05).float().item()
+    print(f"coeff={coeff}: cpu {cpu:.6f} cuda {dev:.6f} autocast {amp:.6f}")
+    assert abs(cpu - dev) < 1e-4 and abs(cpu - amp) < 5e-2, (cpu, dev, amp)
+PYEOF
+}
 demo() {
   $PY -m sce_sweeps -m +sweep=demo "${COMMON[@]}" "dataset.root=$WORK/fmnist" "${DEMO[@]}" \
     "hydra.sweep.dir=$WORK/demo"
@@ -185,6 +201,7 @@ resume() {
 }
 
 echo "sce_sweeps GPU check on $DEV, work dir $WORK"
+if [ "$DEV" = cuda ]; then step loss 60 loss; else skip loss "CUDA only"; fi
 step demo 150 demo
 step cifar_cpu 90 cifar_cpu
 step cifar_device 90 cifar_device
