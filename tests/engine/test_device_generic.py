@@ -4,6 +4,8 @@ on a CUDA device, and the linear stage's own protocol."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -106,18 +108,28 @@ def test_resume_on_a_node_with_fewer_gpus_restores_the_states_it_can(monkeypatch
     assert ckpt.rng_state()["cuda"] == []  # the states of this node's devices: none
 
 
-@pytest.mark.parametrize("preset", ["cifar10", "cifar100", "stl10", "tiny_imagenet"])
-def test_official_pil_presets_keep_the_pil_pipeline_on_cuda(preset):
+PRESETS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
+OFFICIAL = [p for p in PRESETS if p not in ("demo", "none")]
+
+
+def test_the_official_presets_are_all_checked():
+    assert {"cifar10", "cifar100", "stl10", "tiny_imagenet", "imagenet"} <= set(OFFICIAL)
+
+
+@pytest.mark.parametrize("preset", OFFICIAL)
+def test_official_presets_keep_their_pipeline_on_cuda(preset):
     """The official CIFAR recipe augments with PIL transforms in CPU DataLoader workers
     (CEA-LIST/SCE sce/configs/transform/multi_crop_transform/
-    two_crops_soft_and_strong_pil_contrastive_cifar10.yaml); its presets pin that pipeline,
-    so a GPU does not swap it for the batched one."""
+    two_crops_soft_and_strong_pil_contrastive_cifar10.yaml): its presets pin that pipeline,
+    so a GPU does not swap it for the batched one. The ImageNet presets read image folders,
+    which stay on the CPU loader."""
     cfg = _compose(f"experiment={preset}")
-    assert cfg.trainer.data_path == "cpu" and cfg.aug.blur_type == "pil"
     assert not use_device_path(cfg.trainer.data_path, cfg.dataset.name, torch.device("cuda"))
-    # the batched path stays one override away
-    cfg = _compose(f"experiment={preset}", "trainer.data_path=device")
-    assert use_device_path(cfg.trainer.data_path, cfg.dataset.name, torch.device("cuda"))
+    if cfg.dataset.name != "image_folder" or preset == "tiny_imagenet":
+        assert cfg.trainer.data_path == "cpu" and cfg.aug.blur_type == "pil"
+        # the batched path stays one override away
+        cfg = _compose(f"experiment={preset}", "trainer.data_path=device")
+        assert use_device_path(cfg.trainer.data_path, cfg.dataset.name, torch.device("cuda"))
 
 
 def _run_dir_of(tmp_path, *overrides: str):
