@@ -18,22 +18,26 @@ __all__ = ["CHECKPOINT", "load", "rng_state", "save_atomic", "set_rng_state"]
 
 
 def rng_state() -> dict[str, Any]:
-    """The CPU, Python and NumPy generators' states and one state per visible CUDA device
-    (none on a CPU-only machine)."""
+    """The CPU, Python and NumPy generators' states and, where this process has used CUDA,
+    its current device's (one process per GPU: its own device; other devices' contexts are
+    not created)."""
+    used_cuda = torch.cuda.device_count() > 0 and torch.cuda.is_initialized()
     return {
         "torch": torch.get_rng_state(),
         "python": random.getstate(),
         "numpy": np.random.get_state(),
-        "cuda": [torch.cuda.get_rng_state(i) for i in range(torch.cuda.device_count())],
+        "cuda": [torch.cuda.get_rng_state()] if used_cuda else [],
     }
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore :func:`rng_state`'s states. CUDA devices get the saved states of as many
-    devices as both the checkpoint and this machine have: a run requeued onto a node with
-    fewer (or no) visible GPUs resumes, its extra devices' states are dropped."""
+    """Restore :func:`rng_state`'s states. The current CUDA device gets the first saved CUDA
+    state when this machine has a device: a run requeued onto a node with fewer (or no)
+    visible GPUs resumes (checkpoints of earlier versions hold one state per visible device;
+    the first is the one of the device their process used)."""
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
-    for index, cuda_state in enumerate(state.get("cuda", [])[: torch.cuda.device_count()]):
-        torch.cuda.set_rng_state(cuda_state, index)
+    cuda = state.get("cuda", [])
+    if cuda and torch.cuda.device_count() > 0:
+        torch.cuda.set_rng_state(cuda[0])
