@@ -93,10 +93,11 @@ def test_linear_classifier_initialisation_is_drawn_on_the_cpu():
 
 
 def test_resume_on_a_node_with_fewer_gpus_restores_the_states_it_can(monkeypatch):
-    """A checkpoint written on a node with 4 visible GPUs resumes on a node with fewer (here
-    none): only as many CUDA generator states as there are devices are restored. CUDA is
-    marked initialised so that torch sets each state at once (as on a GPU node) instead of
-    queueing it for CUDA's initialisation, which never comes on the CPU."""
+    """A checkpoint holding the states of 4 GPUs resumes on a node with fewer (here none):
+    only the current device's state is restored, where the node has a device. CUDA is marked
+    initialised so that torch sets a state at once (as on a GPU node) instead of queueing it
+    for CUDA's initialisation, which never comes on the CPU; setting device 0's state here
+    raises IndexError, as setting device 3's on a node of 2 GPUs does."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
     state = ckpt.rng_state()
@@ -105,7 +106,7 @@ def test_resume_on_a_node_with_fewer_gpus_restores_the_states_it_can(monkeypatch
     torch.set_rng_state(state["torch"])
     ckpt.set_rng_state(state)
     assert torch.equal(torch.rand(3), expected)
-    assert ckpt.rng_state()["cuda"] == []  # the states of this node's devices: none
+    assert ckpt.rng_state()["cuda"] == []  # no device: no CUDA state saved
 
 
 PRESETS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
