@@ -1,10 +1,11 @@
 """``python -m sce_sweeps.linear RUN_DIR [--random-init] [OVERRIDES...]``: linear evaluation
 of a finished (or stopped) pretraining run, alone.
 
-The run's own config comes from its checkpoint; OVERRIDES choose the protocol and where it
-runs (``linear=imagenet``, ``linear.epochs=10``, ``trainer.device=cuda``,
-``dataset.num_workers=8``...). The stage resumes from ``<run dir>/linear/checkpoint.pt``,
-tracks into the run's Aim run and adds ``linear_top1``/``linear_top5`` to its result.json.
+The run's own config comes from its checkpoint, its linear protocol included (an ImageNet
+run: ``linear=imagenet``); OVERRIDES choose another protocol and where it runs
+(``linear=cifar``, ``linear.epochs=10``, ``trainer.device=cuda``, ``dataset.num_workers=8``...).
+The stage resumes from ``<run dir>/linear/checkpoint.pt``, tracks into the run's Aim run and
+adds ``linear_top1``/``linear_top5`` (and the best epoch's) to its result.json.
 ``--random-init`` evaluates the same network untrained instead (``linear_top1_init``...).
 """
 
@@ -25,20 +26,22 @@ from sce_sweeps.tracking import make_tracker
 
 
 def run_dir_config(run_dir: Path, overrides: list[str]) -> DictConfig:
-    """The run's config from its checkpoint (keys the app gained since: their defaults), with
-    the ``linear`` group composed from ``conf/linear`` and the overrides applied."""
+    """The run's config from its checkpoint (keys the app gained since: their defaults) with
+    the overrides applied. The linear protocol is the run's own (``linear=imagenet`` for an
+    ImageNet run) unless an override chooses another from ``conf/linear`` (``linear=cifar``);
+    ``linear.<key>=...`` overrides apply to whichever protocol that is."""
     state = runfiles.load_checkpoint(run_dir / runfiles.CHECKPOINT)
     if state is None:
         raise FileNotFoundError(f"{run_dir} holds no {runfiles.CHECKPOINT}: nothing to evaluate")
-    group = [o for o in overrides if o.split("=")[0].lstrip("+~").split(".")[0] == "linear"]
+    choice = [o for o in overrides if o.split("=")[0].lstrip("+~") == "linear"]
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        defaults = compose("config", overrides=group)  # keys newer than the run get defaults
+        defaults = compose("config", overrides=choice)  # keys newer than the run get defaults
     OmegaConf.set_struct(defaults, False)
     own = OmegaConf.create(state["config"])
-    own.pop("linear", None)
-    rest = OmegaConf.from_dotlist([o for o in overrides if o not in group])
-    cfg = OmegaConf.merge(defaults, own, rest)
-    return cfg
+    if choice:
+        own.pop("linear", None)
+    rest = OmegaConf.from_dotlist([o.lstrip("+") for o in overrides if o not in choice])
+    return OmegaConf.merge(defaults, own, rest)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -200,24 +200,26 @@ def local_crops(aug: Any) -> list[tuple[int, list[float]]]:
 
 
 class _FitSize:
-    """Resize (shorter side) + center crop to ``size`` only when the image is not that size."""
+    """An image of ``size`` x ``size`` as it is; any other: resize (shorter side) to
+    ``size / ratio``, then centre crop to ``size``."""
 
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.resize = T.Compose([T.Resize(size), T.CenterCrop(size)])
+    def __init__(self, size: int, ratio: float = 1.0) -> None:
+        self.size, self.ratio = size, ratio
+        self.resize = T.Compose([T.Resize(int(size / ratio)), T.CenterCrop(size)])
 
     def __call__(self, image: Image.Image) -> Image.Image:
         return image if image.size == (self.size, self.size) else self.resize(image)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(size={self.size})"
+        return f"{type(self).__name__}(size={self.size}, ratio={self.ratio})"
 
 
 def build_eval_transform(dataset: Any, aug: Any) -> T.Compose:
     """The deterministic transform of kNN / linear evaluation.
 
-    Small sets keep their images as they are unless their side differs from ``aug.crop_size``
-    (then resize + center crop to it); ``image_folder`` images get
+    Images of side ``aug.crop_size`` stay as they are, at the scale of the train views
+    (CIFAR, Tiny-ImageNet's 64 px folder); others are resized and centre-cropped to it:
+    small sets' to fit, ``image_folder`` images (ImageNet) with
     ``Resize(int(crop_size / 0.875))`` + ``CenterCrop(crop_size)``.
 
     Args:
@@ -228,10 +230,11 @@ def build_eval_transform(dataset: Any, aug: Any) -> T.Compose:
         A transform from a PIL image to a ``C x crop_size x crop_size`` normalised tensor.
     """
     size = aug.crop_size
-    if dataset.name == "image_folder":
-        resize: list[Any] = [T.Resize(int(size / EVAL_CROP_RATIO)), T.CenterCrop(size)]
-    else:
-        resize = [_FitSize(size)]
+    ratio = EVAL_CROP_RATIO if dataset.name == "image_folder" else 1.0
     return T.Compose(
-        resize + [T.ToTensor(), T.Normalize(_floats(dataset.mean), _floats(dataset.std))]
+        [
+            _FitSize(size, ratio),
+            T.ToTensor(),
+            T.Normalize(_floats(dataset.mean), _floats(dataset.std)),
+        ]
     )

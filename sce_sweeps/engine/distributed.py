@@ -138,9 +138,9 @@ def setup(cfg: Any) -> Dist:
         local = int(os.environ.get("LOCAL_RANK", os.environ["RANK"]))
         if cuda:
             torch.cuda.set_device(local % torch.cuda.device_count())
-        dist.init_process_group(
-            "nccl" if cuda else "gloo", init_method="env://", timeout=timedelta(minutes=30)
-        )
+        # SCE_SWEEPS_DIST_BACKEND=gloo: several processes on one GPU (scripts/gpu_check.sh)
+        backend = os.environ.get("SCE_SWEEPS_DIST_BACKEND") or ("nccl" if cuda else "gloo")
+        dist.init_process_group(backend, init_method="env://", timeout=timedelta(minutes=30))
     local = int(os.environ.get("LOCAL_RANK", dist.get_rank()))
     return Dist(dist.get_rank(), dist.get_world_size(), local, enabled=True)
 

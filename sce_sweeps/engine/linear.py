@@ -107,9 +107,10 @@ def build_probe(cfg: DictConfig, pretrained: dict[str, torch.Tensor] | None) -> 
         model.load_state_dict(pretrained)
     trunk = model.backbone.to(device).eval().requires_grad_(False)
     feature_dim = model.projector[0].in_features
-    classifier = nn.Linear(feature_dim, cfg.dataset.num_classes).to(device)
-    nn.init.normal_(classifier.weight, std=0.01)
+    classifier = nn.Linear(feature_dim, cfg.dataset.num_classes)
+    nn.init.normal_(classifier.weight, std=0.01)  # on the CPU: the same on every device
     nn.init.zeros_(classifier.bias)
+    classifier = classifier.to(device)
     lin = cfg.linear
     optimizer = torch.optim.SGD(
         classifier.parameters(),
@@ -156,9 +157,12 @@ def run_linear(
     same network untrained, kept in ``<run dir>/linear_random_init/``).
 
     Returns:
-        ``linear_top1``, ``linear_top5`` (%), ``linear_loss`` (last epoch's mean),
-        ``linear_epochs`` and ``linear_images_per_s``; with ``random_init`` the keys end in
-        ``_init``.
+        ``linear_top1``, ``linear_top5`` (%, the last epoch's), ``linear_top1_best``,
+        ``linear_top5_best`` and ``linear_best_epoch`` (the evaluated epoch of highest top-1,
+        as the official number, which is that of the best validation checkpoint; with
+        ``linear.eval_every=0`` only the last epoch is evaluated), ``linear_loss`` (last
+        epoch's mean), ``linear_epochs`` and ``linear_images_per_s``; with ``random_init``
+        the keys end in ``_init``.
 
     Raises:
         PretrainingNotFoundError: ``run_dir`` has no pretraining checkpoint.
@@ -179,16 +183,18 @@ def run_linear(
     _, bank, test = build_datasets(cfg)
     train_set = SSLDataset(bank.base, linear_train_transform(cfg))
     steps = num_steps(len(train_set), lin.batch_size, lin.max_steps_per_epoch)
-    test_loader = _eval_loader(test, cfg.dataset.num_workers)
+    test_loader = _eval_loader(test, cfg.dataset.num_workers, probe.device)
 
     run_hash = linear_hash(pretraining["config_hash"], cfg)
-    state = {"epoch": 0, "step_in_epoch": 0, "loss_sum": 0.0, "hash": run_hash}
+    # best: the row of the evaluated epoch of highest top-1 (the official number is that of
+    # the best validation checkpoint; the last epoch's is linear_top1)
+    state = {"epoch": 0, "step_in_epoch": 0, "loss_sum": 0.0, "hash": run_hash, "best": None}
     saved = ckpt.load(path)
     if saved is not None and saved["hash"] == state["hash"]:
         probe.classifier.load_state_dict(saved["classifier"])
         probe.optimizer.load_state_dict(saved["optimizer"])
         ckpt.set_rng_state(saved["rng"])
-        state = {k: saved[k] for k in state}
+        state = {k: saved.get(k, state[k]) for k in state}
     else:
         metrics.unlink(missing_ok=True)
     suffix = "_init" if random_init else ""
@@ -203,6 +209,8 @@ def run_linear(
             row = {"epoch": state["epoch"] + 1, "loss": state["loss_sum"] / steps}
             if top1 is not None:
                 row.update(top1=top1, top5=top5)
+                if state["best"] is None or top1 > state["best"]["top1"]:
+                    state["best"] = dict(row)
                 step = (state["epoch"] + 1) * steps
                 tracker.log(
                     {f"linear_top1{suffix}": top1, f"linear_top5{suffix}": top5},
@@ -216,10 +224,14 @@ def run_linear(
             _save(probe, path, {**state, "result": row})
             if stop.pending:
                 stop.serve()
-    last = ckpt.load(path)["result"]
+    saved = ckpt.load(path)
+    last, best = saved["result"], saved.get("best") or saved["result"]
     return {
         f"linear_top1{suffix}": last["top1"],
         f"linear_top5{suffix}": last["top5"],
+        f"linear_top1_best{suffix}": best["top1"],
+        f"linear_top5_best{suffix}": best["top5"],
+        f"linear_best_epoch{suffix}": best["epoch"],
         f"linear_loss{suffix}": last["loss"],
         f"linear_epochs{suffix}": lin.epochs,
         # train images per second of this process's epochs (trunk forward + classifier step)
@@ -248,7 +260,7 @@ def _epoch(
         len(train_set), cfg.seed, state["epoch"], lin.batch_size, state["step_in_epoch"], steps
     )
     loader = _loader(
-        train_set, lin.batch_size, cfg.dataset.num_workers, sampler=sampler,
+        train_set, lin.batch_size, cfg.dataset.num_workers, probe.device, sampler=sampler,
         collate_fn=collate_views,
     )  # fmt: skip
     probe.classifier.train()

@@ -110,9 +110,11 @@ def build_optimizer(
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:
-    """Linear warm-up from 0 to base_lr over warmup_steps, then cosine decay to 0."""
+    """Linear warm-up from 0 (the first step) to base_lr (the last warm-up step), then cosine
+    decay to 0, per step: the official schedule (CEA-LIST/SCE
+    sce/schedulers/linear_warmup_cosine_annealing_lr.py, ``warmup_start_lr`` 0)."""
     if step < warmup_steps:
-        return base_lr * (step + 1) / warmup_steps
+        return base_lr * step / max(1, warmup_steps - 1)
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return base_lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 

@@ -33,6 +33,8 @@ def linear_probe_top1(
         train_x, test_x: features (N x F), on any device; ``train_y``, ``test_y``: labels.
         epochs: passes over the train features, in an order drawn from ``seed``; the
             learning rate follows a cosine from ``lr`` to 0 over them.
+        seed: the classifier's initial weights and the batch order, drawn on the CPU whatever
+            the features' device.
 
     Returns:
         The accuracy, a deterministic function of the inputs and the arguments.
@@ -40,11 +42,14 @@ def linear_probe_top1(
     device = train_x.device
     mean, std = train_x.mean(0), train_x.std(0) + 1e-6
     train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
+    # Every draw on the CPU from the seed's own generator, then moved: the same classifier
+    # and batch order on every device (and a CPU generator cannot draw on a CUDA tensor).
     generator = torch.Generator().manual_seed(seed)
-    classifier = torch.nn.Linear(train_x.shape[1], num_classes).to(device)
+    classifier = torch.nn.Linear(train_x.shape[1], num_classes)
     with torch.no_grad():
         classifier.weight.normal_(0, 0.01, generator=generator)
         classifier.bias.zero_()
+    classifier = classifier.to(device)
     optimizer = torch.optim.AdamW(classifier.parameters(), lr=lr, weight_decay=weight_decay)
     steps = epochs * -(-len(train_x) // batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)

@@ -137,26 +137,32 @@ def train_step(
     return (global_loss.detach() if dist is not None and dist.enabled else loss), terms
 
 
-def _loader(dataset: Any, batch_size: int, workers: int, **kw: Any) -> DataLoader:
+def _loader(
+    dataset: Any, batch_size: int, workers: int, device: torch.device, **kw: Any
+) -> DataLoader:
     # Its workers ignore the job's stop signals, which the loop serves (see StopSafeDataLoader).
+    # Pinned host memory only where the batches go to a GPU.
     return StopSafeDataLoader(
         dataset,
         batch_size=batch_size,
         num_workers=workers,
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=device.type == "cuda",
         persistent_workers=False,
         **kw,
     )
 
 
-def _eval_loader(dataset: Dataset, workers: int, max_bytes: int = 2**30) -> DataLoader:
-    """A loader over an evaluation set; a small one is transformed once and kept in memory
-    (its transform is deterministic), so each kNN evaluation is forward passes only."""
+def _eval_loader(
+    dataset: Dataset, workers: int, device: torch.device, max_bytes: int = 2**30
+) -> DataLoader:
+    """A loader over an evaluation set, for ``device``; a small one is transformed once and
+    kept in memory (its transform is deterministic), so each kNN evaluation is forward passes
+    only."""
     x, _ = dataset[0]
     if x.numel() * x.element_size() * len(dataset) > max_bytes:
-        return _loader(dataset, 512, workers)
-    xs, ys = zip(*_loader(dataset, 512, workers))
-    return _loader(TensorDataset(torch.cat(xs), torch.cat(ys)), 512, 0)
+        return _loader(dataset, 512, workers, device)
+    xs, ys = zip(*_loader(dataset, 512, workers, torch.device("cpu")))
+    return _loader(TensorDataset(torch.cat(xs), torch.cat(ys)), 512, 0, device)
 
 
 def _truncate_metrics(path: Path, last_epoch: int) -> list[dict[str, Any]]:
@@ -199,11 +205,11 @@ class Trainer:
     # The evaluation's loaders are made at the first evaluation, after the first step.
     @cached_property
     def bank_loader(self) -> DataLoader:
-        return _eval_loader(self.bank_set, self.cfg.dataset.num_workers)
+        return _eval_loader(self.bank_set, self.cfg.dataset.num_workers, self.device)
 
     @cached_property
     def query_loader(self) -> DataLoader:
-        return _eval_loader(self.query_set, self.cfg.dataset.num_workers)
+        return _eval_loader(self.query_set, self.cfg.dataset.num_workers, self.device)
 
 
 @dataclass
@@ -414,6 +420,7 @@ def _cpu_loader(t: Trainer, state: TrainState) -> DataLoader:
         t.ssl_set,
         sampler.local_batch_size,
         cfg.dataset.num_workers,
+        t.device,
         sampler=sampler,
         collate_fn=collate_views,
     )

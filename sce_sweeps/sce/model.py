@@ -219,6 +219,11 @@ class SCEModel(nn.Module):
             if pred_hidden_dim
             else None
         )
+        # The target starts as a copy of the online networks, as eztorch
+        # (eztorch/models/siamese/momentum_base.py: load_state_dict of the trunk and projector).
+        # CEA-LIST/SCE's CIFAR code instantiates them independently instead
+        # (sce/models/siamese/momentum_base.py), a first target unrelated to the online branch
+        # that the EMA (momentum 0.99) forgets within a few hundred steps.
         self.momentum_backbone = copy.deepcopy(backbone)
         self.momentum_projector = copy.deepcopy(self.projector)
         if target_bn == "shuffle":

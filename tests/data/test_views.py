@@ -120,6 +120,29 @@ def test_eval_transform_sizes():
     assert tensor.shape == (3, 32, 32) and label == 1 and bank.targets == [1, 0]
 
 
+@pytest.mark.parametrize("preset", ["tiny_imagenet", "imagenet"])
+def test_eval_views_are_at_the_scale_of_the_train_views(preset):
+    """Tiny-ImageNet's 64 px images train (pretraining and linear train views) at 64 px: its
+    test views keep them at that scale, not Resize(73) + CenterCrop(64). ImageNet's images,
+    larger than the crop, get Resize(crop / 0.875) + CenterCrop(crop)."""
+    from hydra import compose, initialize_config_dir
+
+    from sce_sweeps.app import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment={preset}"])
+    size = cfg.aug.crop_size
+    normalise = T.Compose(
+        [T.ToTensor(), T.Normalize(list(cfg.dataset.mean), list(cfg.dataset.std))]
+    )
+    view = build_eval_transform(cfg.dataset, cfg.aug)
+    at_size = image(3, (size, size))
+    assert torch.allclose(view(at_size), normalise(at_size), atol=1e-6)  # as is
+    larger = image(3, (size * 2 + 10, size * 2))
+    zoomed = T.Compose([T.Resize(int(size / 0.875)), T.CenterCrop(size)])(larger)
+    assert torch.allclose(view(larger), normalise(zoomed), atol=1e-6)
+
+
 def _ops(pipeline) -> list:
     """The transforms of a pipeline, RandomApply's content listed with its probability."""
     ops = []

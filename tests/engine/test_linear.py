@@ -3,6 +3,7 @@ exactly, beats the same network at random initialisation, and leads the ablation
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -102,6 +103,13 @@ def test_linear_stage_resumes_exactly_after_a_stop(tmp_path):
     assert {k: v for k, v in resumed.items() if k != speed} == {
         k: v for k, v in expected.items() if k != speed
     }
+    rows = [json.loads(line) for line in (straight / LINEAR_DIR / "metrics.jsonl").open()]
+    best = max(rows, key=lambda r: r["top1"])  # every epoch evaluated (eval_every=1)
+    assert (resumed["linear_top1_best"], resumed["linear_best_epoch"]) == (
+        best["top1"],
+        best["epoch"],
+    )
+    assert resumed["linear_top1"] == rows[-1]["top1"] and len(rows) == 3
     a = torch.load(straight / LINEAR_DIR / "checkpoint.pt", weights_only=False)["classifier"]
     b = torch.load(stopped / LINEAR_DIR / "checkpoint.pt", weights_only=False)["classifier"]
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -5,7 +5,11 @@ from sce_sweeps.engine.optim import LARS, build_optimizer, lr_at
 
 
 def test_warmup_then_cosine():
-    assert lr_at(0, 100, 10, 1.0) == pytest.approx(0.1)
+    """The official schedule (CEA-LIST/SCE sce/schedulers/linear_warmup_cosine_annealing_lr.py,
+    warmup_start_lr 0, per step): 0 at the first step, linear to the base rate at the last
+    warm-up step, then cosine to 0."""
+    assert lr_at(0, 100, 10, 1.0) == 0.0
+    assert lr_at(1, 100, 10, 1.0) == pytest.approx(1 / 9)
     assert lr_at(9, 100, 10, 1.0) == pytest.approx(1.0)
     assert lr_at(10, 100, 10, 1.0) == pytest.approx(1.0)
     assert lr_at(55, 100, 10, 1.0) == pytest.approx(0.5)
