@@ -237,10 +237,18 @@ def _finish(
 ) -> float:
     result = {**info, **(metrics or {}), "status": status, "reason": reason}
     run_dir.mkdir(parents=True, exist_ok=True)
-    if reporter is not None:  # the result first: a job killed before the study hears of it
-        runfiles.write_result(run_dir, result)  # loses nothing (the trial is retried)
-        result["optuna"] = reporter.finish(status, result)
-    result = runfiles.write_result(run_dir, result)
+    if reporter is not None:  # the result first, with the verdict it is about to tell: a job
+        # killed before the study hears of it loses nothing (its trial is retried), and one
+        # killed after it leaves a result that already carries the study's verdict
+        result["optuna"] = reporter.record(status, result)
+        written = runfiles.write_result(run_dir, result)
+        told = reporter.finish(status, result)
+        if told == result["optuna"]:
+            result = written
+        else:  # the study had its own verdict (a trial marked stale meanwhile)
+            result = runfiles.write_result(run_dir, {**result, "optuna": told})
+    else:
+        result = runfiles.write_result(run_dir, result)
     if status == RunState.COMPLETED:
         top1 = float(result["knn_top1"])
         line = f"kNN top-1 {top1:.2f}%"

@@ -395,23 +395,38 @@ class TrialReporter:
             return True
         return False
 
-    def finish(self, status: str, result: dict[str, Any]) -> dict[str, Any]:
-        """Tell the study the run's verdict (unless it already has one); return the trial's
-        fields for ``result.json``: study, trial_number, state, params."""
+    def _verdict(
+        self, status: str, result: dict[str, Any]
+    ) -> tuple[optuna.trial.TrialState, list[float] | None]:
+        """The state and values that a run's status and result tell the study."""
         from optuna.trial import TrialState
 
-        self._stop_heartbeat()
-        values: list[float] | None = None
-        state = TrialState.FAIL
         if status == "completed":
             values = [float(result.get(key, math.nan)) for key in self.objectives]
             if all(math.isfinite(v) for v in values):
-                state = TrialState.COMPLETE
-            else:
-                values = None
-                result.setdefault("reason", f"non-finite objective {self.objectives}")
-        elif status == "pruned":
-            state = TrialState.PRUNED
+                return TrialState.COMPLETE, values
+            result.setdefault("reason", f"non-finite objective {self.objectives}")
+            return TrialState.FAIL, None
+        return (TrialState.PRUNED if status == "pruned" else TrialState.FAIL), None
+
+    def record(self, status: str, result: dict[str, Any]) -> dict[str, Any]:
+        """The trial's fields for ``result.json`` (study, trial_number, state, params) as
+        :meth:`finish` will tell them: the run can write its result once, with them, before
+        the study hears of it."""
+        return {
+            "study": self.study.study_name,
+            "trial_number": self.number,
+            "state": self._verdict(status, result)[0].name,
+            "params": self.trial.params,
+        }
+
+    def finish(self, status: str, result: dict[str, Any]) -> dict[str, Any]:
+        """Tell the study the run's verdict (unless it already has one); return the trial's
+        fields for ``result.json`` as the study holds them (see :meth:`record`)."""
+        from optuna.trial import TrialState
+
+        self._stop_heartbeat()
+        state, values = self._verdict(status, result)
         if state != TrialState.COMPLETE and result.get("reason"):
             self._set_user_attr("reason", str(result["reason"]))
         if "wall_time_s" in result:
