@@ -36,6 +36,12 @@ class SweepLauncherConf(SlurmQueueConf):
     # ``module.function`` giving the hash of what determines a job's result (how a resume
     # tells a finished job from a changed one). null: a hash of the resolved config.
     config_hash: Optional[str] = None  # noqa: UP045
+    # Seconds without a heartbeat (a job's last step, in heartbeat.json) after which a running
+    # job is stalled. null: 5 times the longest interval between two of its steps, at least 300.
+    stall_after: Optional[float] = None  # noqa: UP045
+    # What to do with a stalled job: flag (status and the progress line say so) or kill (end
+    # it as failed, reason "stalled"; its checkpoint is kept, so a resume goes on from it).
+    stalled: str = "flag"
 
 
 @dataclass
