@@ -45,7 +45,8 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
 @pytest.fixture(scope="session")
 def failing_point_sweep(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
     """A local multirun of two one-epoch TINY jobs, one at a time, the second diverging
-    (lr 1e12: NaN loss); its sweep dir and its process (output piped). Only read by the tests."""
+    (lr 1e12: NaN loss); its sweep dir and its process (output piped; exit status 1, for
+    the failed job). Only read by the tests."""
     sweep_dir = tmp_path_factory.mktemp("failing_point") / "sweep"
     proc = run_cli(
         "-m",
@@ -57,5 +58,6 @@ def failing_point_sweep(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
         "hydra.launcher.poll_s=0.5",
         "hydra.launcher.max_parallel=1",
         f"hydra.sweep.dir={sweep_dir}",
+        check=False,
     )
     return TinyRun(sweep_dir, proc)

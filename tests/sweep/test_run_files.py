@@ -221,7 +221,7 @@ def test_resume_uses_the_previous_checkpoint_and_an_unresumable_run_fails_alone(
         [sys.executable, "-m", "sce_sweeps.resume", str(sweep_dir)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 1, proc.stderr[-3000:]  # 1: a job failed
     assert "Traceback" not in proc.stderr
     first = read_json(sweep_dir / "0" / "result.json")
     assert first["status"] == "completed" and first["epochs"] == 2
