@@ -15,20 +15,9 @@ import pytest
 
 from sce_sweeps.runfiles import Manifest
 from sce_sweeps.sweep.status import exit_code, sweep_status
-from tests.helpers import TINY, read_json, run_cli
+from tests.helpers import FAILING_POINT, read_json, run_cli
 
 pytestmark = pytest.mark.slow
-
-# Two one-epoch jobs, one at a time, the second diverging (lr 1e12: NaN loss).
-FAILING_POINT = [
-    *TINY,
-    "tracker=none",
-    "trainer.epochs=1",
-    "optim.warmup_epochs=0",
-    "optim.lr=0.06,1e12",
-    "hydra.launcher.poll_s=0.5",
-    "hydra.launcher.max_parallel=1",
-]
 
 
 def printed_commands(text: str) -> list[str]:
