@@ -377,7 +377,7 @@ class Stall:
 
     def __str__(self) -> str:
         return (
-            f"{STALLED}: no progress for {round(self.age_s)} s (limit {round(self.limit_s)} s), "
+            f"{STALLED}: no progress for {self.age_s:.1f} s (limit {self.limit_s:g} s), "
             f"last step {self.step}"
         )
 

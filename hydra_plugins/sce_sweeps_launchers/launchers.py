@@ -608,7 +608,7 @@ class SweepLauncher(BaseSubmititLauncher):
                 if kill
                 else ("hydra.launcher.stalled=kill would end it")
             )
-            _say(f"job #{entry.num} {found}; {then} [{entry.run_dir}]")
+            _say(f"job #{entry.num} {found}; {then} [{manifest.run_dir(entry)}]")
         if kill:
             self._stopping[entry.num] = (found, time.monotonic() + KILL_GRACE_S)
             self._end_stalled(sjob, found, force=False)

@@ -435,7 +435,7 @@ def test_heartbeat_is_rewritten_every_few_seconds_and_tells_a_stall(tmp_path, mo
     assert runfiles.stall(tmp_path, at=at + 400) is None
     found = runfiles.stall(tmp_path, at=at + 460)
     assert found is not None and round(found.age_s) == 460 and found.step == 2
-    assert str(found).startswith("stalled: no progress for 460 s (limit 450 s), last step 2")
+    assert str(found).startswith("stalled: no progress for 460.0 s (limit 450 s), last step 2")
     assert runfiles.stall(tmp_path, stall_after=10, at=at + 11) is not None
     runfiles.clear_heartbeat(tmp_path)  # a new attempt is watched from its own first beat
     assert runfiles.stall(tmp_path, stall_after=10, at=at + 11) is None
