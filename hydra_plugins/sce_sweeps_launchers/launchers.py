@@ -87,12 +87,12 @@ OWN_KEYS = (
 )
 # What the launcher does with a stalled job (hydra.launcher.stalled).
 STALLED_ACTIONS = ("flag", "kill")
+# Seconds a stalled local job has to checkpoint and stop after SIGTERM before it is killed.
+KILL_GRACE_S = 30.0
 # The jobs this process's launches were asked to run (or skip), by sweep dir: what a
 # multirun's exit status covers (SweepExitStatus). Not the manifest's other jobs: an earlier
 # launch's trial that the Optuna sweeper has since retried under a new number is not rerun.
 _asked: dict[str, set[int]] = {}
-# Seconds a stalled local job has to checkpoint and stop after SIGTERM before it is killed.
-KILL_GRACE_S = 30.0
 # Jobs in the queue from which a poll asks squeue which are pending rather than checking each.
 QUEUE_QUERY_FROM = 32
 # Keys only SLURM understands: the local launcher ignores them.
@@ -558,17 +558,17 @@ class SweepLauncher(BaseSubmititLauncher):
     def _finish(self, entry: Any, job: Any, sjob: Any) -> JobReturn:
         """Record how a job ended; a job that died without a return gets NaN, not an error."""
         entry.finished_at = now()
-        stalled = self._stopping.pop(job.num, None)
+        ended = self._stopping.pop(job.num, None)  # (its stall, deadline): ended by _watch
         self._flagged.discard(job.num)
         try:
             ret = sjob.results()[0]
-            if stalled is not None and ret.status != JobStatus.COMPLETED:
-                raise RuntimeError(str(stalled[0]))
+            if ended is not None and ret.status != JobStatus.COMPLETED:
+                raise RuntimeError(str(ended[0]))
         except Exception as e:  # cancelled, killed, out of memory: no JobReturn came back
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             entry.state, entry.reason = RunState.FAILED, f"{type(e).__name__}: {reason}"
-            if stalled is not None:  # ended by the launcher (_watch)
-                entry.reason = str(stalled[0])
+            if ended is not None:
+                entry.reason = str(ended[0])
             ret = JobReturn(overrides=job.overrides, status=JobStatus.COMPLETED)
             ret.return_value = math.nan
         else:
@@ -603,11 +603,7 @@ class SweepLauncher(BaseSubmititLauncher):
         kill = self.options.get("stalled") == "kill"
         if entry.num not in self._flagged:
             self._flagged.add(entry.num)
-            then = (
-                "ending it (hydra.launcher.stalled=kill)"
-                if kill
-                else ("hydra.launcher.stalled=kill would end it")
-            )
+            then = "ending it" if kill else "hydra.launcher.stalled=kill would end it"
             _say(f"job #{entry.num} {found}; {then} [{manifest.run_dir(entry)}]")
         if kill:
             self._stopping[entry.num] = (found, time.monotonic() + KILL_GRACE_S)
@@ -642,9 +638,8 @@ class SweepExitStatus(Callback):
     status of ``python -m sce_sweeps.status`` over the jobs it was asked to run, once the
     sweeper is done: 0 when every one completed or was pruned, 1 when any failed, was not
     submitted or never ran, 3 when some that an earlier launch submitted are still queued or
-    running. Selected by ``conf/launcher``
-    (``hydra.callbacks.sweep_exit_status``); a dry run, or a multirun that raised, is left as
-    it is."""
+    running. ``conf/launcher`` selects it (``hydra.callbacks.sweep_exit_status``); a dry run,
+    or a multirun that raised, is left as it is."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from sce_sweeps.sweep.status import exit_code, sweep_status

@@ -11,10 +11,9 @@ Every job gets one :class:`~sce_sweeps.runfiles.RunState`, from, in this order:
 3. otherwise a job the launcher ended because it stalled is *failed* ("stalled: ...", its
    checkpoint kept for a resume); a SLURM job that ended without a result is *failed* with
    SLURM's state as the reason (CANCELLED, TIMEOUT, OUT_OF_MEMORY, ...); a job SLURM refused
-   is *not submitted*
-   (with SLURM's reason); a job the launcher has not submitted yet is *pending* while the
-   launcher lives; anything else is *interrupted* (its process died, e.g. on Ctrl-C; its
-   checkpoint, if any, is where a resume continues).
+   is *not submitted* (with SLURM's reason); a job the launcher has not submitted yet is
+   *pending* while the launcher lives; anything else is *interrupted* (its process died, e.g.
+   on Ctrl-C; its checkpoint, if any, is where a resume continues).
 
 A running job whose heartbeat (``heartbeat.json``, its last step and time) is older than its
 limit (``hydra.launcher.stall_after``, recorded in the manifest; by default derived from the
