@@ -78,9 +78,18 @@ def job_state(sweep_dir: Path, num: int) -> dict:
     return json.loads(status(sweep_dir, "--json").stdout)["jobs"][num]
 
 
-def test_frozen_local_job_is_flagged_stalled_then_recovers(tmp_path):
+LOCAL = ("launcher=local", "hydra.launcher.max_parallel=3")
+SLURM = ("launcher=slurm", "cluster=local")
+
+
+@pytest.mark.parametrize(
+    "launcher", [LOCAL, pytest.param(SLURM, marks=pytest.mark.slurm)], ids=["local", "slurm"]
+)
+def test_frozen_job_is_flagged_stalled_then_recovers(request, tmp_path, launcher):
+    if launcher == SLURM:
+        request.getfixturevalue("slurm_cluster")
     sweep_dir, log = tmp_path / "sweep", tmp_path / "sweep.log"
-    proc = start_sweep(sweep_dir, log, "launcher=local", "hydra.launcher.max_parallel=3")
+    proc = start_sweep(sweep_dir, log, *launcher)
     pid = None
     try:
         pid = freeze_after_first_checkpoint(sweep_dir, proc, log)
@@ -146,9 +155,9 @@ def kill_stalled(tmp_path: Path, *launcher: str) -> None:
 
 
 def test_frozen_local_job_with_stalled_kill_fails_as_stalled_and_resumes(tmp_path):
-    kill_stalled(tmp_path, "launcher=local", "hydra.launcher.max_parallel=3")
+    kill_stalled(tmp_path, *LOCAL)
 
 
 @pytest.mark.slurm
 def test_frozen_slurm_job_with_stalled_kill_fails_as_stalled_and_resumes(slurm_cluster, tmp_path):
-    kill_stalled(tmp_path, "launcher=slurm", "cluster=local")
+    kill_stalled(tmp_path, *SLURM)
