@@ -148,11 +148,13 @@ def _temp_name(path: Path) -> re.Pattern[str]:
 
 
 @contextlib.contextmanager
-def atomic_write(path: Path, previous: Path | None = None) -> Iterator[BinaryIO]:
+def atomic_write(path: Path, previous: Path | None = None, sync: bool = True) -> Iterator[BinaryIO]:
     """Yield a binary file that becomes ``path`` when the block ends: a temp file beside it,
-    then synced and renamed over it (after moving the file it replaces to ``previous``, if
-    given). The temp is removed if the block raises; its writer holds an exclusive ``flock`` on
-    it until the rename, which tells :func:`remove_stale_temps` that it is being written."""
+    then synced (unless ``sync`` is False: a reader still never sees half a file, but a machine
+    crash may leave an empty one) and renamed over it (after moving the file it replaces to
+    ``previous``, if given). The temp is removed if the block raises; its writer holds an
+    exclusive ``flock`` on it until the rename, which tells :func:`remove_stale_temps` that it
+    is being written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
     tmp = path.with_name(f".{path.name}.{HOST}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
@@ -162,7 +164,8 @@ def atomic_write(path: Path, previous: Path | None = None) -> Iterator[BinaryIO]
                 fcntl.flock(f, fcntl.LOCK_EX)
             yield f
             f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                os.fsync(f.fileno())
             if previous is not None and path.exists():
                 os.replace(path, previous)
             os.replace(tmp, path)
@@ -227,10 +230,11 @@ def _alive(pid: int) -> bool:
 # --- JSON --------------------------------------------------------------------------------------
 
 
-def write_json_atomic(data: Any, path: str | Path) -> None:
-    """Write ``data`` as JSON to ``path`` so that a crash leaves the old file or the new one."""
+def write_json_atomic(data: Any, path: str | Path, sync: bool = True) -> None:
+    """Write ``data`` as JSON to ``path`` so that a crash leaves the old file or the new one
+    (``sync=False``: or, after a machine crash, maybe an empty one; see :func:`atomic_write`)."""
     text = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
-    with atomic_write(Path(path)) as f:
+    with atomic_write(Path(path), sync=sync) as f:
         f.write(text.encode())
 
 
@@ -324,9 +328,10 @@ _beats: dict[str, dict[str, float]] = {}  # run dir -> this process's beat bookk
 def beat(run_dir: str | Path, step: int) -> None:
     """Record that the run in ``run_dir`` is making progress: its ``step``, the time, this
     process and the longest interval between two calls so far (a step, or an evaluation between
-    two steps) in ``heartbeat.json``, rewritten atomically at most every :data:`BEAT_EVERY_S`
-    seconds. A process that stops (SIGSTOP, a hung collective, a stuck filesystem) stops
-    beating: :func:`stall` tells how long ago it last did."""
+    two steps) in ``heartbeat.json``, rewritten atomically (renamed, not synced: a reader sees
+    a whole file, and an unreadable one counts as no heartbeat) at most every
+    :data:`BEAT_EVERY_S` seconds. A process that stops (SIGSTOP, a hung collective, a stuck
+    filesystem) stops beating: :func:`stall` tells how long ago it last did."""
     key, clock = str(run_dir), time.monotonic()
     book = _beats.setdefault(key, {"called": clock, "written": -math.inf, "longest": 0.0})
     book["longest"] = max(book["longest"], clock - book["called"])
@@ -336,7 +341,7 @@ def beat(run_dir: str | Path, step: int) -> None:
     book["written"] = clock
     data = {"step": step, "time": time.time(), "at": now(), "pid": os.getpid(), "host": HOST}
     data["longest_gap_s"] = round(book["longest"], 3)
-    write_json_atomic(data, Path(run_dir) / HEARTBEAT)
+    write_json_atomic(data, Path(run_dir) / HEARTBEAT, sync=False)  # no fsync: a step's time
 
 
 def clear_heartbeat(run_dir: str | Path) -> None:
