@@ -64,14 +64,14 @@ def freeze_after_first_checkpoint(sweep_dir: Path, proc: subprocess.Popen, log: 
     return pid
 
 
+def command(module: str, *args: str | Path) -> subprocess.CompletedProcess:
+    """``python -m <module> *args`` from the repository root, its output piped."""
+    cmd = [sys.executable, "-m", module, *map(str, args)]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
 def status(sweep_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "sce_sweeps.status", str(sweep_dir), *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return command("sce_sweeps.status", sweep_dir, *args)
 
 
 def job_state(sweep_dir: Path, num: int) -> dict:
@@ -139,13 +139,7 @@ def kill_stalled(tmp_path: Path, *launcher: str) -> None:
     assert 1 <= saved < 4  # kept: the resume goes on from it
     assert not (run_dir / "result.json").exists()
 
-    resumed = subprocess.run(
-        [sys.executable, "-m", "sce_sweeps.resume", str(sweep_dir)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    resumed = command("sce_sweeps.resume", sweep_dir)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "1 job to run, 2 skipped" in resumed.stderr
     job_log = Path(read_json(sweep_dir / "manifest.json")["jobs"][FROZEN]["log"]).read_text()
