@@ -34,7 +34,8 @@ demo: data
 	$(PY) -m sce_sweeps -m +sweep=demo hydra.sweep.dir=$$dir $(DEMO_ARGS) && \
 	$(PY) analysis/ablation_table.py $$dir && \
 	echo "make demo: sweep and table in $$(( $$(date +%s) - start )) s ($$dir)" && \
-	echo "Browse the runs: $(VENV)/bin/aim up --repo $(CURDIR)/$$dir/aim"
+	$(PY) -c 'import shlex, sys; print("Browse the runs:", shlex.join(sys.argv[1:]))' \
+		$(VENV)/bin/aim up --repo "$(CURDIR)/$$dir/aim"
 
 test: data
 	$(PY) -m pytest

@@ -9,6 +9,12 @@ otherwise, so a log shows the sweep moving without filling up. Example::
     sce_sweeps: lambda_ablation [######------] 2/3 done (1 completed, 1 failed), 1 running,
     0 pending; best 81.02% (job #0); ~3m10s left, 6m02s elapsed
 
+A running job whose heartbeat is older than its limit (see :func:`sce_sweeps.runfiles.stall`)
+is flagged with how long it has made no progress, and the time left is then unknown::
+
+    sce_sweeps: lambda_ablation [####--------] 1/3 done (1 completed, 0 failed), 2 running
+    (1 stalled: job #1 for 5m12s), 0 pending; best 80.11% (job #0); time left: - (stalled)
+
 The time left is the typical (median) duration of the jobs finished so far (before the first
 one finishes: the running jobs' durations projected from the share of their epochs done),
 spread over the jobs still to run, as many at a time as are running now.
@@ -28,7 +34,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from sce_sweeps.runfiles import FINAL, HYDRA_DIR, METRICS, RunState
+from sce_sweeps.runfiles import FINAL, HYDRA_DIR, METRICS, RunState, stall
 
 BAR_WIDTH = 12
 INTERVAL_S = 60.0  # seconds between two lines in a log when nothing changes
@@ -133,9 +139,11 @@ def progress_line(
     elapsed_s: float | None = None,
     now: float | None = None,
     fractions: dict[int, float] | None = None,
+    stalled: dict[int, float] | None = None,
 ) -> str:
     """The one-line summary of a sweep's jobs (see the module's docstring); ``fractions``:
-    the share of its epochs each running job has done (job number -> [0, 1])."""
+    the share of its epochs each running job has done (job number -> [0, 1]); ``stalled``:
+    the running jobs without progress, and for how long (job number -> seconds)."""
     now = time.time() if now is None else now
     n = counts(jobs)
     total = len(jobs)
@@ -146,16 +154,21 @@ def progress_line(
     if n[RunState.PRUNED]:
         parts.append(f"{n[RunState.PRUNED]} pruned")
     parts.append(f"{n[RunState.FAILED]} failed")
+    stalled = stalled or {}
+    flag = ", ".join(f"job #{num} for {format_duration(s)}" for num, s in sorted(stalled.items()))
+    flag = f" ({len(stalled)} stalled: {flag})" if stalled else ""
     line = (
         f"{name} [{bar}] {done}/{total} done ({', '.join(parts)}), "
-        f"{n[RunState.RUNNING]} running, {n[RunState.PENDING]} pending"
+        f"{n[RunState.RUNNING]} running{flag}, {n[RunState.PENDING]} pending"
     )
     for state in (RunState.NOT_SUBMITTED, RunState.INTERRUPTED):
         if n[state]:
             line += f", {n[state]} {state}"
     top = best(jobs)
     line += f"; best {top[0]:.2f}% (job #{top[1]})" if top else "; best -"
-    if done < total:
+    if done < total and stalled:
+        line += "; time left: - (stalled)"
+    elif done < total:
         left = time_left(jobs, now, fractions)
         line += f"; ~{format_duration(left)} left" if left is not None else "; time left: -"
     if elapsed_s is not None:
@@ -184,10 +197,17 @@ class ProgressPrinter:
         jobs: list[Any],
         force: bool = False,
         sweep_dir: Path | None = None,
+        stall_after: float | None = None,
     ) -> None:
         """Show the line now if it is due (always on a terminal); with ``sweep_dir``, the
-        running jobs' epochs refine the time left."""
-        key = tuple(sorted((str(s), c) for s, c in counts(jobs).items()))
+        running jobs' epochs refine the time left, and their heartbeats tell which are stalled
+        (``stall_after``: the limit, see :func:`sce_sweeps.runfiles.stall_limit`)."""
+        stalled = {}
+        for job in jobs if sweep_dir is not None else []:
+            found = job.state == RunState.RUNNING and stall(sweep_dir / job.run_dir, stall_after)
+            if found:
+                stalled[job.num] = found.age_s
+        key = (*sorted((str(s), c) for s, c in counts(jobs).items()), *sorted(stalled))
         clock = time.monotonic()
         due = force or key != self._last or clock - self._last_at >= self.interval_s
         if not (self.tty or due):
@@ -199,7 +219,7 @@ class ProgressPrinter:
                     share = epochs_done(sweep_dir / job.run_dir)
                     if share is not None:
                         fractions[job.num] = share
-        line = progress_line(name, jobs, clock - self.started, fractions=fractions)
+        line = progress_line(name, jobs, clock - self.started, fractions=fractions, stalled=stalled)
         if self.tty:
             self.stream.write(f"\r\033[K{line}")
             self._drawn = True
@@ -215,9 +235,15 @@ class ProgressPrinter:
             self.stream.flush()
             self._drawn = False
 
-    def finish(self, name: str, jobs: list[Any], sweep_dir: Path | None = None) -> None:
+    def finish(
+        self,
+        name: str,
+        jobs: list[Any],
+        sweep_dir: Path | None = None,
+        stall_after: float | None = None,
+    ) -> None:
         """Show the final line and leave it there."""
-        self.update(name, jobs, force=True, sweep_dir=sweep_dir)
+        self.update(name, jobs, force=True, sweep_dir=sweep_dir, stall_after=stall_after)
         if self._drawn:
             self.stream.write("\n")
             self.stream.flush()
@@ -239,10 +265,11 @@ def show(manifest: Any, final: bool = False) -> None:
     on stderr; ``final`` leaves the line in place (end of a launch)."""
     with _LOCK:
         printer = _printer(manifest)
+        where = {"sweep_dir": manifest.sweep_dir, "stall_after": manifest.stall_after}
         if final:
-            printer.finish(manifest.sweep_name, manifest.jobs, manifest.sweep_dir)
+            printer.finish(manifest.sweep_name, manifest.jobs, **where)
         else:
-            printer.update(manifest.sweep_name, manifest.jobs, sweep_dir=manifest.sweep_dir)
+            printer.update(manifest.sweep_name, manifest.jobs, **where)
 
 
 def clear() -> None:

@@ -11,7 +11,8 @@ A sweep dir (``hydra.sweep.dir``) holds::
 
 A run dir holds ``.hydra/`` (Hydra's config, hydra config and overrides), ``metrics.jsonl``
 (one line per epoch), ``checkpoint.pt`` and the one before it, ``checkpoint.prev.pt``,
-``result.json`` (written once the run ends) and ``error.log`` for a failed run.
+``heartbeat.json`` (the last step and its time, while the run trains), ``result.json``
+(written once the run ends) and ``error.log`` for a failed run.
 
 :class:`RunState` is the one vocabulary of a run's state: results, the manifest, ``status``,
 the analysis tables, the tracker and the Optuna trial table all use it.
@@ -30,6 +31,7 @@ import errno
 import fcntl
 import io
 import json
+import math
 import os
 import re
 import secrets
@@ -49,6 +51,7 @@ METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"
 ERROR_LOG = "error.log"
+HEARTBEAT = "heartbeat.json"
 MANIFEST = "manifest.json"
 LOCK = ".sweep.lock"
 HYDRA_DIR = ".hydra"
@@ -121,6 +124,13 @@ class SweepDirBusyError(RunFileError):
     """Another process holds the sweep dir."""
 
 
+def command_line(*args: str | Path) -> str:
+    """A command as a user pastes it into a shell, each argument quoted where it must be:
+    ``command_line("-m", "sce_sweeps.status", "my sweep")`` is
+    ``python -m sce_sweeps.status 'my sweep'``."""
+    return shlex.join(["python", *map(str, args)])
+
+
 def now() -> str:
     """The local time as ``2026-11-30T09:46:03+0000``."""
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -138,11 +148,13 @@ def _temp_name(path: Path) -> re.Pattern[str]:
 
 
 @contextlib.contextmanager
-def atomic_write(path: Path, previous: Path | None = None) -> Iterator[BinaryIO]:
+def atomic_write(path: Path, previous: Path | None = None, sync: bool = True) -> Iterator[BinaryIO]:
     """Yield a binary file that becomes ``path`` when the block ends: a temp file beside it,
-    then synced and renamed over it (after moving the file it replaces to ``previous``, if
-    given). The temp is removed if the block raises; its writer holds an exclusive ``flock`` on
-    it until the rename, which tells :func:`remove_stale_temps` that it is being written."""
+    then synced (unless ``sync`` is False: a reader still never sees half a file, but a machine
+    crash may leave an empty one) and renamed over it (after moving the file it replaces to
+    ``previous``, if given). The temp is removed if the block raises; its writer holds an
+    exclusive ``flock`` on it until the rename, which tells :func:`remove_stale_temps` that it
+    is being written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
     tmp = path.with_name(f".{path.name}.{HOST}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
@@ -152,7 +164,8 @@ def atomic_write(path: Path, previous: Path | None = None) -> Iterator[BinaryIO]
                 fcntl.flock(f, fcntl.LOCK_EX)
             yield f
             f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                os.fsync(f.fileno())
             if previous is not None and path.exists():
                 os.replace(path, previous)
             os.replace(tmp, path)
@@ -217,10 +230,11 @@ def _alive(pid: int) -> bool:
 # --- JSON --------------------------------------------------------------------------------------
 
 
-def write_json_atomic(data: Any, path: str | Path) -> None:
-    """Write ``data`` as JSON to ``path`` so that a crash leaves the old file or the new one."""
+def write_json_atomic(data: Any, path: str | Path, sync: bool = True) -> None:
+    """Write ``data`` as JSON to ``path`` so that a crash leaves the old file or the new one
+    (``sync=False``: or, after a machine crash, maybe an empty one; see :func:`atomic_write`)."""
     text = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
-    with atomic_write(Path(path)) as f:
+    with atomic_write(Path(path), sync=sync) as f:
         f.write(text.encode())
 
 
@@ -300,6 +314,92 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
                 break
             raise RunFileError(f"{path}: corrupt line {i + 1}") from None
     return rows
+
+
+# --- heartbeat.json ----------------------------------------------------------------------------
+
+STALLED = "stalled"  # how the reason of a job ended for lack of progress begins
+BEAT_EVERY_S = 2.0  # a run rewrites its heartbeat at most this often
+STALL_FLOOR_S = 300.0  # the default stall limit is never below this
+STALL_GAPS = 5.0  # ... nor below this many times the longest interval between two beats
+_beats: dict[str, dict[str, float]] = {}  # run dir -> this process's beat bookkeeping
+
+
+def beat(run_dir: str | Path, step: int) -> None:
+    """Record that the run in ``run_dir`` is making progress: its ``step``, the time, this
+    process and the longest interval between two calls so far (a step, or an evaluation between
+    two steps) in ``heartbeat.json``, rewritten atomically (renamed, not synced: a reader sees
+    a whole file, and an unreadable one counts as no heartbeat) at most every
+    :data:`BEAT_EVERY_S` seconds. A process that stops (SIGSTOP, a hung collective, a stuck
+    filesystem) stops beating: :func:`stall` tells how long ago it last did."""
+    key, clock = str(run_dir), time.monotonic()
+    book = _beats.setdefault(key, {"called": clock, "written": -math.inf, "longest": 0.0})
+    book["longest"] = max(book["longest"], clock - book["called"])
+    book["called"] = clock
+    if clock - book["written"] < BEAT_EVERY_S:
+        return
+    book["written"] = clock
+    data = {"step": step, "time": time.time(), "at": now(), "pid": os.getpid(), "host": HOST}
+    data["longest_gap_s"] = round(book["longest"], 3)
+    write_json_atomic(data, Path(run_dir) / HEARTBEAT, sync=False)  # no fsync: a step's time
+
+
+def clear_heartbeat(run_dir: str | Path) -> None:
+    """Remove the heartbeat of an earlier attempt (a job about to start, or requeued): a run
+    is only watched from its own first beat."""
+    _beats.pop(str(run_dir), None)
+    with contextlib.suppress(OSError):
+        (Path(run_dir) / HEARTBEAT).unlink()
+
+
+def read_heartbeat(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run's last heartbeat; None when it has none (or an unreadable one)."""
+    try:
+        data = read_json(Path(run_dir) / HEARTBEAT)
+    except RunFileError:
+        return None
+    return data if data and isinstance(data.get("time"), (int, float)) else None
+
+
+def stall_limit(heartbeat: dict[str, Any], stall_after: float | None = None) -> float:
+    """Seconds without a beat after which a run is stalled: ``stall_after`` if given, else
+    :data:`STALL_GAPS` times the longest interval between two of its beats, at least
+    :data:`STALL_FLOOR_S`."""
+    if stall_after is not None:
+        return float(stall_after)
+    return max(STALL_FLOOR_S, STALL_GAPS * float(heartbeat.get("longest_gap_s") or 0.0))
+
+
+@dataclass
+class Stall:
+    """A running job whose heartbeat is older than its limit."""
+
+    age_s: float  # since its last beat
+    limit_s: float
+    step: int | None  # its last step
+    pid: int | None
+    host: str | None
+
+    def __str__(self) -> str:
+        return (
+            f"{STALLED}: no progress for {self.age_s:.1f} s (limit {self.limit_s:g} s), "
+            f"last step {self.step}"
+        )
+
+
+def stall(
+    run_dir: str | Path, stall_after: float | None = None, at: float | None = None
+) -> Stall | None:
+    """The stall of the run in ``run_dir`` (as of ``at``, default now), or None when it beat
+    within its limit (:func:`stall_limit`) or has not beaten yet."""
+    heartbeat = read_heartbeat(run_dir)
+    if heartbeat is None:
+        return None
+    age = (time.time() if at is None else at) - float(heartbeat["time"])
+    limit = stall_limit(heartbeat, stall_after)
+    if age <= limit:
+        return None
+    return Stall(age, limit, heartbeat.get("step"), heartbeat.get("pid"), heartbeat.get("host"))
 
 
 # --- checkpoints -------------------------------------------------------------------------------
@@ -445,7 +545,7 @@ def claim_sweep_dir(sweep_dir: str | Path) -> None:
         os.close(fd)
         raise SweepDirBusyError(
             f"{path.parent} is in use by another launch or resume ({holder}); "
-            f"see `python -m sce_sweeps.status {path.parent}`"
+            f"see `{command_line('-m', 'sce_sweeps.status', path.parent)}`"
         ) from None
     os.ftruncate(fd, 0)
     os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {now()}".encode())
@@ -525,6 +625,8 @@ class Manifest:
     updated_at: str = ""
     version: int = MANIFEST_VERSION
     resumes: int = 0
+    # seconds without a heartbeat after which a running job is stalled (None: from its steps)
+    stall_after: float | None = None
     jobs: list[Job] = field(default_factory=list)
     path: Path | None = field(default=None, repr=False, compare=False)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import TINY, run_cli
+from tests.helpers import FAILING_POINT, TINY, run_cli
 from tests.slurm_fixtures import slurm_cluster  # noqa: F401  (session fixture)
 
 
@@ -45,17 +45,8 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
 @pytest.fixture(scope="session")
 def failing_point_sweep(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
     """A local multirun of two one-epoch TINY jobs, one at a time, the second diverging
-    (lr 1e12: NaN loss); its sweep dir and its process (output piped). Only read by the tests."""
+    (lr 1e12: NaN loss); its sweep dir and its process (output piped; exit status 1, for
+    the failed job). Only read by the tests."""
     sweep_dir = tmp_path_factory.mktemp("failing_point") / "sweep"
-    proc = run_cli(
-        "-m",
-        *TINY,
-        "tracker=none",
-        "trainer.epochs=1",
-        "optim.warmup_epochs=0",
-        "optim.lr=0.06,1e12",
-        "hydra.launcher.poll_s=0.5",
-        "hydra.launcher.max_parallel=1",
-        f"hydra.sweep.dir={sweep_dir}",
-    )
+    proc = run_cli("-m", *FAILING_POINT, f"hydra.sweep.dir={sweep_dir}", check=False)
     return TinyRun(sweep_dir, proc)

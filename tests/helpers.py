@@ -28,6 +28,17 @@ TINY = [
     "optim.warmup_epochs=1",
 ]
 
+# A multirun of two one-epoch TINY jobs, one at a time, the second diverging (lr 1e12: NaN loss).
+FAILING_POINT = [
+    *TINY,
+    "tracker=none",
+    "trainer.epochs=1",
+    "optim.warmup_epochs=0",
+    "optim.lr=0.06,1e12",
+    "hydra.launcher.poll_s=0.5",
+    "hydra.launcher.max_parallel=1",
+]
+
 
 def run_cli(
     *args: str, timeout: float = 300, check: bool = True, **popen: object

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from sce_sweeps import progress
-from sce_sweeps.runfiles import Job, Manifest, RunState
+from sce_sweeps.runfiles import HEARTBEAT, Job, Manifest, RunState, write_json_atomic
 
 T0 = 1_700_000_000.0
 
@@ -135,3 +135,21 @@ def test_running_jobs_epochs_give_a_time_left_before_any_job_finishes(tmp_path):
     printer = progress.ProgressPrinter(log, tty=False)
     printer.update("s", jobs, sweep_dir=tmp_path)
     assert "time left: -" not in log.getvalue() and " left, " in log.getvalue()
+
+
+def test_a_job_whose_heartbeat_is_too_old_is_flagged_stalled(tmp_path):
+    """Job 3 last beat 100 s ago (limit 30 s): flagged, and the time left is unknown; job 4
+    beat just now; the default limit (no stall_after) is at least a few minutes."""
+    jobs = [_job(0, RunState.COMPLETED, 80.5, 0, 100), _job(3, RunState.RUNNING, None, 200)]
+    jobs += [_job(4, RunState.RUNNING, None, 200)]
+    for num, age in ((3, 100.0), (4, 0.0)):
+        beat = {"step": 12, "time": time.time() - age, "pid": 1, "host": "h", "longest_gap_s": 1}
+        write_json_atomic(beat, tmp_path / str(num) / HEARTBEAT)
+    log = io.StringIO()
+    progress.ProgressPrinter(log, tty=False).update("s", jobs, sweep_dir=tmp_path, stall_after=30)
+    line = log.getvalue()
+    assert re.search(r"2 running \(1 stalled: job #3 for 1m4\ds\), 0 pending", line), line
+    assert "time left: - (stalled)" in line
+    log = io.StringIO()
+    progress.ProgressPrinter(log, tty=False).update("s", jobs, sweep_dir=tmp_path)
+    assert "stalled" not in log.getvalue()  # default limit: 300 s at least

@@ -40,6 +40,12 @@ class SweepLauncherConf(SlurmQueueConf):
     check_data: bool = False
     # ``module.function`` giving the problems of a job's data (lines; none when it reads).
     data_check: Optional[str] = None  # noqa: UP045
+    # Seconds without a heartbeat (a job's last step, in heartbeat.json) after which a running
+    # job is stalled. null: 5 times the longest interval between two of its steps, at least 300.
+    stall_after: Optional[float] = None  # noqa: UP045
+    # What to do with a stalled job: flag (status and the progress line say so) or kill (end
+    # it as failed, reason "stalled"; its checkpoint is kept, so a resume goes on from it).
+    stalled: str = "flag"
 
 
 @dataclass

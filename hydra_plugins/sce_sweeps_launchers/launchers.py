@@ -30,6 +30,7 @@ job ids it must not lose.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import logging
 import math
@@ -45,6 +46,7 @@ from typing import Any
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, run_job, setup_globals
+from hydra.experimental.callback import Callback
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, SlurmQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -52,14 +54,19 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from hydra_plugins.sce_sweeps_launchers import warm
 from sce_sweeps import progress
 from sce_sweeps.runfiles import (
+    HOST,
     Job,
     Manifest,
     RunFileError,
     RunState,
+    Stall,
     SweepDirBusyError,
     claim_sweep_dir,
+    clear_heartbeat,
+    command_line,
     now,
     relative_run_dir,
+    stall,
     try_read_result,
 )
 from sce_sweeps.sweep.status import jobs_, queued_slurm_jobs
@@ -68,9 +75,26 @@ log = logging.getLogger(__name__)
 
 # Keys of our config that are not submitit parameters.
 OWN_KEYS = (
-    *("dry_run", "resume", "max_parallel", "poll_s", "validate", "config_hash", "preload"),
-    *("check_data", "data_check"),
+    "dry_run",
+    "resume",
+    "max_parallel",
+    "poll_s",
+    "validate",
+    "config_hash",
+    "preload",
+    "stall_after",
+    "stalled",
+    "check_data",
+    "data_check",
 )
+# What the launcher does with a stalled job (hydra.launcher.stalled).
+STALLED_ACTIONS = ("flag", "kill")
+# Seconds a stalled local job has to checkpoint and stop after SIGTERM before it is killed.
+KILL_GRACE_S = 30.0
+# The jobs this process's launches were asked to run (or skip), by sweep dir: what a
+# multirun's exit status covers (SweepExitStatus). Not the manifest's other jobs: an earlier
+# launch's trial that the Optuna sweeper has since retried under a new number is not rerun.
+_asked: dict[str, set[int]] = {}
 # Jobs in the queue from which a poll asks squeue which are pending rather than checking each.
 QUEUE_QUERY_FROM = 32
 # Keys only SLURM understands: the local launcher ignores them.
@@ -89,6 +113,14 @@ SLURM_ONLY = (
     "additional_parameters",
     "array_parallelism",
 )
+
+
+def _resume(sweep_dir: Path) -> str:
+    return command_line("-m", "sce_sweeps.resume", sweep_dir)
+
+
+def _status(sweep_dir: Path) -> str:
+    return command_line("-m", "sce_sweeps.status", sweep_dir)
 
 
 def _say(message: str) -> None:
@@ -130,6 +162,7 @@ class JobCall:
         """Resubmit the same call (submitit calls it on a preemption or a time limit)."""
         import submitit
 
+        _clear_heartbeat()  # the requeued job is watched from its own first beat
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
 
@@ -153,12 +186,21 @@ def share(launcher: SweepLauncher, folder: Path) -> Path:
     return path
 
 
+_job_run_dir: Path | None = None  # in a job's process: its run dir
+
+
+def _clear_heartbeat() -> None:
+    if _job_run_dir is not None:
+        clear_heartbeat(_job_run_dir)
+
+
 def _stop_on_sigterm(signum: int, frame: Any) -> None:
     """SIGTERM in a job: SLURM kills the job KillWait seconds later (scancel, scontrol
     requeue, preemption, time limit). The trainer calls this once its checkpoint is saved;
     stopping now, without a result, beats racing the kill: a requeued job resumes from the
     checkpoint instead of finding a run finished by a job SLURM has already requeued."""
     _say("SIGTERM: stopped after saving a checkpoint; a requeued job resumes from it")
+    _clear_heartbeat()
     raise SystemExit(128 + signum)
 
 
@@ -171,6 +213,13 @@ class SweepLauncher(BaseSubmititLauncher):
 
     def __init__(self, **params: Any) -> None:
         self.options = {k: params.pop(k) for k in OWN_KEYS if k in params}
+        stalled, stall_after = self.options.get("stalled", "flag"), self.options.get("stall_after")
+        if stalled not in STALLED_ACTIONS:
+            _say(f"hydra.launcher.stalled={stalled}: must be one of {', '.join(STALLED_ACTIONS)}")
+            raise SystemExit(2)
+        if stall_after is not None and not float(stall_after) > 0:
+            _say(f"hydra.launcher.stall_after={stall_after}: must be a number of seconds > 0")
+            raise SystemExit(2)
         super().__init__(**params)
         self.manifest: Manifest | None = None  # once launched
         self._lock = threading.RLock()  # the manifest, the running count, the GPU pool
@@ -179,6 +228,8 @@ class SweepLauncher(BaseSubmititLauncher):
         self._entries: dict[int, Job] = {}  # the manifest's jobs by number
         self._saved_at, self._save_s = 0.0, 0.0  # the manifest's last save: when, how long
         self._unsaved = False  # changes that _save() put off
+        self._flagged: set[int] = set()  # jobs said to be stalled
+        self._stopping: dict[int, tuple[Stall, float]] = {}  # stalled jobs being ended, deadline
 
     def __getstate__(self) -> dict[str, Any]:
         """What a job receives (submitit pickles the launcher): no lock, no manifest."""
@@ -240,6 +291,9 @@ class SweepLauncher(BaseSubmititLauncher):
         with open_dict(config.hydra.job):
             config.hydra.job.id = submitit.JobEnvironment().job_id
             config.hydra.job.num = job_num
+        global _job_run_dir
+        _job_run_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
+        _clear_heartbeat()  # an earlier attempt's (requeued without a signal)
         assert self.hydra_context is not None and self.task_function is not None
         return run_job(
             hydra_context=self.hydra_context,
@@ -293,7 +347,7 @@ class SweepLauncher(BaseSubmititLauncher):
         if existing is not None:
             _say(
                 f"{sweep_dir} already holds a sweep (manifest.json): resume it with "
-                f"`python -m sce_sweeps.resume {sweep_dir}` or hydra.launcher.resume=true"
+                f"`{_resume(sweep_dir)}` or hydra.launcher.resume=true"
             )
             raise SystemExit(2)
         return Manifest.create(sweep_dir, self._sweep_name(), self.kind)
@@ -365,6 +419,8 @@ class SweepLauncher(BaseSubmititLauncher):
             return None
 
         self.manifest = manifest
+        manifest.stall_after = self.options.get("stall_after")
+        _asked.setdefault(os.path.realpath(sweep_dir), set()).update(job.num for job in jobs)
         if resumed:
             manifest.pid, manifest.resumes = os.getpid(), manifest.resumes + 1
         returns = {job.num: self._skipped(job) for job in jobs if job.skip}
@@ -435,14 +491,13 @@ class SweepLauncher(BaseSubmititLauncher):
             where = "keep running on SLURM" if self.kind == "slurm" else "were stopped"
             _say(
                 f"interrupted: {len(running)} started jobs {where}; see "
-                f"`python -m sce_sweeps.status {manifest.sweep_dir}`, resume with "
-                f"`python -m sce_sweeps.resume {manifest.sweep_dir}`"
+                f"`{_status(manifest.sweep_dir)}`, resume with `{_resume(manifest.sweep_dir)}`"
             )
             raise
         except SubmissionError as e:
             _say(
                 f"not submitted: {e}; {jobs_(len(waiting))} not submitted (manifest.json says "
-                f"so); fix it, then `python -m sce_sweeps.resume {manifest.sweep_dir}`"
+                f"so); fix it, then `{_resume(manifest.sweep_dir)}`"
             )
             raise SystemExit(2) from None
         return returns
@@ -481,6 +536,8 @@ class SweepLauncher(BaseSubmititLauncher):
                 changed = True
             elif entry.state == RunState.PENDING and sjob.state == "RUNNING":
                 entry.state, changed = RunState.RUNNING, True
+            elif entry.state == RunState.RUNNING:
+                self._watch(manifest, entry, sjob)
         room = min(len(waiting), self._room(self._active))
         if room > 0:
             batch = waiting[:room]
@@ -503,11 +560,17 @@ class SweepLauncher(BaseSubmititLauncher):
     def _finish(self, entry: Any, job: Any, sjob: Any) -> JobReturn:
         """Record how a job ended; a job that died without a return gets NaN, not an error."""
         entry.finished_at = now()
+        ended = self._stopping.pop(job.num, None)  # (its stall, deadline): ended by _watch
+        self._flagged.discard(job.num)
         try:
             ret = sjob.results()[0]
+            if ended is not None and ret.status != JobStatus.COMPLETED:
+                raise RuntimeError(str(ended[0]))
         except Exception as e:  # cancelled, killed, out of memory: no JobReturn came back
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             entry.state, entry.reason = RunState.FAILED, f"{type(e).__name__}: {reason}"
+            if ended is not None:
+                entry.reason = str(ended[0])
             ret = JobReturn(overrides=job.overrides, status=JobStatus.COMPLETED)
             ret.return_value = math.nan
         else:
@@ -526,6 +589,40 @@ class SweepLauncher(BaseSubmititLauncher):
         _say(f"job #{job.num} {entry.state}: {detail} [{job.run_dir}]")
         return ret
 
+    def _watch(self, manifest: Manifest, entry: Job, sjob: Any) -> None:
+        """Flag a running job whose heartbeat is older than its limit (said once, until it
+        beats again); with ``stalled=kill``, end it: SIGTERM first (a process that can still
+        checkpoint does), then :meth:`_end_stalled` once the grace period is over."""
+        if entry.num in self._stopping:
+            found, deadline = self._stopping[entry.num]
+            if time.monotonic() > deadline:
+                self._end_stalled(sjob, found, force=True)
+            return
+        found = stall(manifest.run_dir(entry), self.options.get("stall_after"))
+        if found is None:
+            self._flagged.discard(entry.num)
+            return
+        kill = self.options.get("stalled") == "kill"
+        if entry.num not in self._flagged:
+            self._flagged.add(entry.num)
+            then = "ending it" if kill else "hydra.launcher.stalled=kill would end it"
+            _say(f"job #{entry.num} {found}; {then} [{manifest.run_dir(entry)}]")
+        if kill:
+            self._stopping[entry.num] = (found, time.monotonic() + KILL_GRACE_S)
+            self._end_stalled(sjob, found, force=False)
+
+    def _end_stalled(self, sjob: Any, found: Stall, force: bool) -> None:
+        """Stop a stalled job: SIGTERM (``force``: SIGKILL) to its process where it runs on
+        this host, else ``scancel`` (SLURM sends SIGTERM, then SIGKILL after KillWait)."""
+        sig = signal.SIGKILL if force else signal.SIGTERM
+        if found.pid and found.host == HOST:
+            for signum in (signal.SIGCONT, sig):  # a stopped process handles SIGTERM once woken
+                with contextlib.suppress(OSError):
+                    os.kill(int(found.pid), signum)
+        if self.kind == "slurm" or force:
+            with contextlib.suppress(Exception):
+                sjob.cancel(check=False)
+
     def _summary(self, manifest: Any, jobs: list[Any]) -> None:
         states: dict[str, int] = {}
         for job in jobs:
@@ -534,8 +631,51 @@ class SweepLauncher(BaseSubmititLauncher):
         counts = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
         _say(
             f"sweep {manifest.sweep_name}: {jobs_(len(jobs))}: {counts}; "
-            f"`python -m sce_sweeps.status {manifest.sweep_dir}` shows each"
+            f"`{_status(manifest.sweep_dir)}` shows each"
         )
+
+
+class SweepExitStatus(Callback):
+    """Ends a multirun (``python -m sce_sweeps -m ...``, and so its resume) with the exit
+    status of ``python -m sce_sweeps.status`` over the jobs it was asked to run, once the
+    sweeper is done: 0 when every one completed or was pruned, 1 when any failed, was not
+    submitted or never ran, 3 when some that an earlier launch submitted are still queued or
+    running. ``conf/launcher`` selects it (``hydra.callbacks.sweep_exit_status``); a dry run,
+    or a multirun that raised, is left as it is."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from sce_sweeps.sweep.status import exit_code, sweep_status
+
+        if sys.exc_info()[0] is not None or OmegaConf.select(config, "hydra.launcher.dry_run"):
+            return
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        try:
+            manifest = Manifest.load(sweep_dir)
+        except RunFileError:
+            return
+        asked = _asked.get(os.path.realpath(sweep_dir))
+        if manifest is None or not asked:
+            return
+        manifest.jobs = [job for job in manifest.jobs if job.num in asked]
+        statuses = sweep_status(manifest, launcher_alive=False)  # this launch is over
+        code = exit_code(statuses)
+        if code == 0:
+            return
+        states: dict[str, int] = {}
+        for s in statuses:
+            if s.state not in (RunState.COMPLETED, RunState.PRUNED):
+                states[s.state] = states.get(s.state, 0) + 1
+        counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+        then = (
+            f"rerun them with `{_resume(sweep_dir)}`"
+            if code == 1
+            else "an earlier launch submitted them"
+        )
+        _say(
+            f"exit status {code}: {counts} of {jobs_(len(statuses))}; see "
+            f"`{_status(sweep_dir)}`; {then}"
+        )
+        raise SystemExit(code)
 
 
 class LocalLauncher(SweepLauncher):

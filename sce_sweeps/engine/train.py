@@ -40,6 +40,7 @@ from sce_sweeps.engine import distributed
 from sce_sweeps.engine.baselines import CACHE, cached_metrics, init_key, pixel_metrics
 from sce_sweeps.engine.knn import extract_features, feature_metrics
 from sce_sweeps.engine.optim import build_optimizer, lr_at, set_lr
+from sce_sweeps.runfiles import beat
 from sce_sweeps.sce import SCEModel, SCETerms, build_model, momentum_at, sce_diagnostics
 from sce_sweeps.tracking import NullTracker
 
@@ -466,6 +467,7 @@ def run_epoch(t: Trainer, state: TrainState, stop: _StopSignals) -> None:
         )
         state.loss_sum += loss.detach().double()  # a float64 tensor within the epoch
         state.step_in_epoch += 1
+        beat(t.run_dir, step)  # heartbeat.json: the step and its time, every few seconds
         if step % LOG_EVERY == 0:
             loss_value = loss.item()
             _check_finite(loss_value, state, step)

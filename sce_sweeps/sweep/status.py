@@ -8,11 +8,17 @@ Every job gets one :class:`~sce_sweeps.runfiles.RunState`, from, in this order:
 2. the ``result.json`` of its run dir, when its config hash is the job's: *completed*,
    *failed* (with the reason the run recorded) or *pruned*; for an app that writes no
    ``result.json``, the final state the launcher recorded when the job returned;
-3. otherwise a SLURM job that ended without a result is *failed* with SLURM's state as the
-   reason (CANCELLED, TIMEOUT, OUT_OF_MEMORY, ...); a job SLURM refused is *not submitted*
-   (with SLURM's reason); a job the launcher has not submitted yet is *pending* while the
-   launcher lives; anything else is *interrupted* (its process died, e.g. on Ctrl-C; its
-   checkpoint, if any, is where a resume continues).
+3. otherwise a job the launcher ended because it stalled is *failed* ("stalled: ...", its
+   checkpoint kept for a resume); a SLURM job that ended without a result is *failed* with
+   SLURM's state as the reason (CANCELLED, TIMEOUT, OUT_OF_MEMORY, ...); a job SLURM refused
+   is *not submitted* (with SLURM's reason); a job the launcher has not submitted yet is
+   *pending* while the launcher lives; anything else is *interrupted* (its process died, e.g.
+   on Ctrl-C; its checkpoint, if any, is where a resume continues).
+
+A running job whose heartbeat (``heartbeat.json``, its last step and time) is older than its
+limit (``hydra.launcher.stall_after``, recorded in the manifest; by default derived from the
+job's own intervals between steps, at least a few minutes) stays *running*, flagged as stalled,
+with how long it has made no progress.
 
 The analysis tables and the Optuna trial table take their states from :func:`sweep_status`,
 so all three label a run the same way.
@@ -42,12 +48,14 @@ from sce_sweeps.runfiles import (
     MANIFEST,
     PREVIOUS_CHECKPOINT,
     SLURM_LIVE,
+    STALLED,
     STATE_ORDER,
     Job,
     Manifest,
     RunFileError,
     RunState,
     read_result,
+    stall,
 )
 
 
@@ -63,6 +71,7 @@ class JobStatus:
     job_id: str | None = None
     knn_top1: float | None = None
     log: str | None = None
+    stalled_s: float | None = None  # a running job without progress: for how long
 
 
 def _run(cmd: list[str]) -> str | None:
@@ -174,6 +183,9 @@ def job_status(
     final = result is not None and (result["status"] in FINISHED or seen_ending)
     if live and not final:
         status.state, status.reason = live
+        found = stall(run_dir, manifest.stall_after) if live[0] == RunState.RUNNING else None
+        if found is not None:
+            status.reason, status.stalled_s = f"{found} ({live[1]})", round(found.age_s, 1)
     elif result:
         status.state, status.reason = RunState(result["status"]), result.get("reason")
         if status.state == RunState.COMPLETED:
@@ -182,6 +194,8 @@ def job_status(
         # an app that writes no result.json: the launcher saw it end. (A run dir with a
         # checkpoint belongs to an app that writes one: without it, the run is interrupted.)
         status.state, status.reason = RunState(job.state), job.reason
+    elif job.finished_at and job.state == RunState.FAILED and str(job.reason).startswith(STALLED):
+        status.state, status.reason = RunState.FAILED, job.reason  # the launcher ended it
     elif manifest.launcher == "slurm" and latest in slurm:
         status.state = RunState.FAILED
         status.reason = f"SLURM {slurm[latest][1]} without a result.json"
@@ -194,11 +208,13 @@ def job_status(
     return status
 
 
-def sweep_status(manifest: Manifest) -> list[JobStatus]:
-    """The state of every job of the sweep."""
+def sweep_status(manifest: Manifest, launcher_alive: bool | None = None) -> list[JobStatus]:
+    """The state of every job of the sweep; ``launcher_alive``: whether the launcher may still
+    start the jobs it has not submitted (default: whether its process lives)."""
     slurm_ids = [j.job_ids[-1] for j in manifest.jobs if j.job_ids]
     slurm = slurm_states(slurm_ids) if manifest.launcher == "slurm" else {}
-    launcher_alive = process_alive(manifest.pid, manifest.host, "python")
+    if launcher_alive is None:
+        launcher_alive = process_alive(manifest.pid, manifest.host, "python")
     return [job_status(manifest, job, slurm, launcher_alive) for job in manifest.jobs]
 
 
@@ -247,7 +263,12 @@ def format_table(manifest: Manifest, statuses: list[JobStatus]) -> str:
             f"{s.num:>4}  {s.state:<13}  {' '.join(v):<{width}}  {s.job_id or '-':<10}  {detail}"
         )
     counts = {state: sum(s.state == state for s in statuses) for state in STATE_ORDER}
-    summary = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
+    stalled = sum(s.stalled_s is not None for s in statuses)
+    parts = []
+    for state, n in counts.items():
+        flag = f" ({stalled} stalled)" if state == RunState.RUNNING and stalled else ""
+        parts += [f"{n} {state}{flag}"] if n else []
+    summary = ", ".join(parts)
     lines.append(f"{jobs_(len(statuses))}: {summary}")
     return "\n".join(lines)
 

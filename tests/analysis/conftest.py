@@ -31,7 +31,8 @@ def partial_sweep(tiny_sweep: Path, tmp_path_factory: pytest.TempPathFactory) ->
     base = tmp_path_factory.mktemp("partial")
     sweep = copy_sweep(tiny_sweep, base / "sweep")
     failing = ["tracker=none", "loss.coeff=1", "seed=2", "optim.lr=1e12", SWEEP[-1]]
-    run_cli("-m", *TINY, *failing, f"hydra.sweep.dir={base / 'failing'}")
+    proc = run_cli("-m", *TINY, *failing, f"hydra.sweep.dir={base / 'failing'}", check=False)
+    assert proc.returncode == 1, proc.stderr[-3000:]  # its one job failed
     shutil.copytree(base / "failing" / "0", sweep / "4")
     (sweep / "3" / "result.json").unlink()
     manifest = Manifest.load(sweep)  # and its launcher saw it start, not end

@@ -221,7 +221,7 @@ def test_resume_uses_the_previous_checkpoint_and_an_unresumable_run_fails_alone(
         [sys.executable, "-m", "sce_sweeps.resume", str(sweep_dir)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 1, proc.stderr[-3000:]  # 1: a job failed
     assert "Traceback" not in proc.stderr
     first = read_json(sweep_dir / "0" / "result.json")
     assert first["status"] == "completed" and first["epochs"] == 2
@@ -409,3 +409,35 @@ def test_package_uses_no_python_3_11_only_features():
                 if n in banned_names or n == "except*"
             ]
     assert not found, found
+
+
+# --- heartbeat.json: a run's last step and its time ---------------------------------------------
+
+
+def test_heartbeat_is_rewritten_every_few_seconds_and_tells_a_stall(tmp_path, monkeypatch):
+    from sce_sweeps import runfiles
+
+    clock = [1000.0]
+    monkeypatch.setattr(runfiles.time, "monotonic", lambda: clock[0])
+    runfiles.beat(tmp_path, 0)
+    first = runfiles.read_heartbeat(tmp_path)
+    assert first["step"] == 0 and first["pid"] == os.getpid() and first["longest_gap_s"] == 0
+    clock[0] += 0.5
+    runfiles.beat(tmp_path, 1)  # within BEAT_EVERY_S: not rewritten
+    assert runfiles.read_heartbeat(tmp_path)["step"] == 0
+    clock[0] += 90.0  # a 90 s evaluation between two steps
+    runfiles.beat(tmp_path, 2)
+    beat = runfiles.read_heartbeat(tmp_path)
+    assert beat["step"] == 2 and beat["longest_gap_s"] == 90.0
+    at = beat["time"]
+    assert runfiles.stall_limit(beat) == 5 * 90.0  # derived: 5x the longest gap
+    assert runfiles.stall_limit({"longest_gap_s": 1.0}) == runfiles.STALL_FLOOR_S
+    assert runfiles.stall(tmp_path, at=at + 400) is None
+    found = runfiles.stall(tmp_path, at=at + 460)
+    assert found is not None and round(found.age_s) == 460 and found.step == 2
+    assert str(found).startswith("stalled: no progress for 460.0 s (limit 450 s), last step 2")
+    assert runfiles.stall(tmp_path, stall_after=10, at=at + 11) is not None
+    runfiles.clear_heartbeat(tmp_path)  # a new attempt is watched from its own first beat
+    assert runfiles.stall(tmp_path, stall_after=10, at=at + 11) is None
+    (tmp_path / runfiles.HEARTBEAT).write_text("{")  # torn by hand: no heartbeat, no error
+    assert runfiles.read_heartbeat(tmp_path) is None

@@ -96,6 +96,19 @@ def test_dry_run_of_crops_ablation_on_example_gpu_cluster():
         assert not (ROOT / "sweeps" / "crops_ablation").exists()
 
 
+@pytest.mark.parametrize(
+    ("override", "says"),
+    [
+        ("hydra.launcher.stalled=stop", "hydra.launcher.stalled=stop: must be one of flag, kill"),
+        ("hydra.launcher.stall_after=0", "hydra.launcher.stall_after=0.0: must be a number of"),
+    ],
+)
+def test_bad_stall_settings_fail_naming_the_key(tmp_path, override, says):
+    proc = run_cli("-m", override, f"hydra.sweep.dir={tmp_path / 'sweep'}", check=False)
+    assert proc.returncode == 2 and says in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "sweep").exists()
+
+
 def test_grid_point_too_big_for_the_dataset_fails_before_submission(tmp_path):
     proc = run_cli(
         "-m",

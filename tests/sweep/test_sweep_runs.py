@@ -169,7 +169,8 @@ def test_scontrol_requeue_resumes_from_checkpoint_with_the_same_result(slurm_clu
 @pytest.mark.slurm
 def test_failed_point_is_reported_and_only_it_is_rerun(slurm_cluster, tmp_path):
     grid = ["loss.coeff=0.5", "optim.lr=0.06,1e12", "trainer.epochs=1", "optim.warmup_epochs=0"]
-    sweep(tmp_path, *grid, "launcher=slurm", "cluster=local")  # finishes despite the NaN
+    proc = sweep(tmp_path, *grid, "launcher=slurm", "cluster=local", check=False)
+    assert proc.returncode == 1, proc.stderr[-3000:]  # it finishes despite the NaN, says so
     code, report = status(tmp_path)
     assert code == 1
     ok, bad = report["jobs"]
@@ -187,7 +188,7 @@ def test_failed_point_is_reported_and_only_it_is_rerun(slurm_cluster, tmp_path):
         text=True,
         timeout=300,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 1, proc.stderr[-3000:]  # the rerun job fails again
     assert "1 job to run, 1 skipped" in proc.stderr and "submitted 1 SLURM job:" in proc.stderr
     jobs = manifest(tmp_path)["jobs"]
     assert len(jobs[0]["job_ids"]) == 1 and len(jobs[1]["job_ids"]) == 2  # only it resubmitted
