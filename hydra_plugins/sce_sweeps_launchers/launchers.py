@@ -413,9 +413,15 @@ class SweepLauncher(BaseSubmititLauncher):
         if self.options.get("dry_run"):
             params, name = self._describe_params(), self._sweep_name()
             report = plan.describe(jobs, params, self.kind, name, sweep_dir, bool(resumed))
+            data_ok = True
+            if params.get("check_data"):
+                data, data_ok = plan.check_data(jobs, params.get("data_check"))
+                report = "\n".join([report, *data])
             if not manifest.path.exists():
                 plan.remove_unused_sweep_dir(sweep_dir)
             print(report, flush=True)
+            if not data_ok:  # a damaged dataset: the sweep would fail, say so by the status
+                raise SystemExit(1)
             return None
 
         self.manifest = manifest

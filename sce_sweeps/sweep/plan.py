@@ -279,20 +279,20 @@ def describe(
         if job.previous and not job.skip:
             note = f"  (rerun: {job.previous.state})"
         lines.append(f"  {job.num:>4}  {' '.join(v):<{width}}  {job.config_hash}  {run_dir}{note}")
-    if params.get("check_data"):
-        lines += data_lines(todo, params.get("data_check"))
     return "\n".join(lines)
 
 
-def data_lines(jobs: list[PlannedJob], data_check: str | None) -> list[str]:
-    """The dry run's check of the jobs' data (``check_data``): ``data_check`` (the launcher's
-    ``module.function``, the app's) on each job's config; one line per problem, each once."""
+def check_data(jobs: list[PlannedJob], data_check: str | None) -> tuple[list[str], bool]:
+    """The dry run's check of the data of the jobs to run (``check_data``): ``data_check``
+    (the launcher's ``module.function``, the app's) on each job's config. Returns the report's
+    lines (one per problem, each once) and whether every file reads."""
     if not data_check:
-        return ["  data:       not checked (the launcher's data_check names no function)"]
+        return ["  data:       not checked (the launcher's data_check names no function)"], True
     check = get_method(data_check)
+    todo = [j for j in jobs if not j.skip]
     problems: dict[str, None] = {}
-    for job in jobs:
+    for job in todo:
         problems.update(dict.fromkeys(check(task_config(job.config))))
     if not problems:
-        return [f"  data:       checked: every file of the {jobs_(len(jobs))}' data reads"]
-    return [f"  data:       {line}" for line in problems]
+        return [f"  data:       checked: every file of the {jobs_(len(todo))}' data reads"], True
+    return [f"  data:       {line}" for line in problems], False

@@ -11,6 +11,7 @@ training.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -86,9 +87,18 @@ def test_a_dry_run_checks_the_data_without_training(damaged, tmp_path, monkeypat
         "hydra.launcher.check_data=true",
         check=False,
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # the sweep would fail
     assert "DRY RUN: 2 jobs" in proc.stdout
     lines = [line for line in proc.stdout.splitlines() if line.startswith("  data:")]
     assert len(lines) == 1 and f"2 unreadable images in {root} (train): " in lines[0]
     assert all(f in lines[0] for f in files) and "dataset.skip_unreadable=true" in lines[0]
     assert not sweep.exists()  # nothing trained, nothing written
+
+    clean = tmp_path / "clean"  # the same folder without its damaged files passes
+    shutil.copytree(root, clean)
+    for name in files:
+        (clean / name).unlink()
+    args = [f"dataset.root={clean}" if a == f"dataset.root={root}" else a for a in proc.args[3:]]
+    proc = run_cli(*args, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "  data:       checked: every file of the 2 jobs' data reads" in proc.stdout
