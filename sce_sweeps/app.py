@@ -8,6 +8,7 @@ NaN, so one bad grid point never takes a sweep down.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import secrets
@@ -178,12 +179,24 @@ def run(cfg: DictConfig) -> float:
         metrics = _so_far(run_dir)
     except Exception as e:  # one failed run must not take the sweep down
         status, reason = RunState.FAILED, f"{type(e).__name__}: {e}"
-        (run_dir / runfiles.ERROR_LOG).write_text(traceback.format_exc())
+        _write_error_log(run_dir, traceback.format_exc())
         metrics = _so_far(run_dir)
     if tracker is not None:
-        tracker.close(status.value)
+        try:
+            tracker.close(status.value)
+        except Exception as e:  # a tracker's failure never fails the run
+            print(f"sce_sweeps: warning: tracking: {type(e).__name__}: {e}", file=sys.stderr)
+        if tracker.problem:  # recorded in the run's result, shown by status
+            info["tracking"] = tracker.problem
     distributed.teardown()  # multi-process run: leave the process group
-    objective = _finish(run_dir, info, metrics, status, reason, reporter)
+    try:
+        objective = _finish(run_dir, info, metrics, status, reason, reporter)
+    except OSError as e:  # e.g. the disk is full: say what happened, keep what can be kept
+        reason = _result_not_written(run_dir, info, metrics, status, reason, e)
+        if multirun:  # the launcher records the job as failed with this reason
+            raise RuntimeError(reason) from None
+        print(f"sce_sweeps: run failed: {reason}", file=sys.stderr)
+        raise SystemExit(1) from None
     if status == RunState.FAILED and not multirun:
         print(f"sce_sweeps: run failed: {reason}", file=sys.stderr)
         raise SystemExit(1)
@@ -212,6 +225,33 @@ def _train_peer(cfg: DictConfig, run_dir: Path) -> float:
     finally:
         distributed.teardown()
     return math.nan
+
+
+def _write_error_log(run_dir: Path, text: str) -> None:
+    """The failed run's traceback into ``error.log``; into the job's stderr when the file
+    cannot be written (a full disk: the run's reason says so)."""
+    try:
+        (run_dir / runfiles.ERROR_LOG).write_text(text)
+    except OSError as e:
+        print(f"sce_sweeps: {runfiles.ERROR_LOG} not written ({e}):\n{text}", file=sys.stderr)
+
+
+def _result_not_written(
+    run_dir: Path,
+    info: dict[str, Any],
+    metrics: dict[str, Any] | None,
+    status: RunState,
+    reason: str | None,
+    error: OSError,
+) -> str:
+    """The run's result, which could not be written to ``result.json``, into the job's stderr
+    (one JSON line); returns the reason the run failed."""
+    result = {**info, **(metrics or {}), "status": status, "reason": reason}
+    print(f"sce_sweeps: result: {json.dumps(result, default=str)}", file=sys.stderr)
+    lost = f"{runfiles.RESULT} not written in {run_dir} ({error})"
+    if status == RunState.FAILED and reason:
+        return f"{reason}; {lost}"
+    return f"{status}, but {lost}"
 
 
 def _so_far(run_dir: Path) -> dict[str, Any]:
