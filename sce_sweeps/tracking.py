@@ -9,14 +9,17 @@ job ever writes the shared repo while it trains:
 * each run writes its Aim run into a private repo in its own run dir (``<run dir>/aim``), a
   repo with exactly one writer, next to the checkpoint that stores the run's hash;
 * the run is copied (Aim's ``Repo.copy_runs``, what ``aim runs cp`` does) into the sweep's repo
-  (``<sweep dir>/aim``; ``sweeps/runs/aim`` for single runs; ``tracker.repo`` overrides) under
-  an exclusive POSIX lock on ``<repo>/merge.lock``: when the run ends, and while it trains at
-  most every ``tracker.sync_interval_s`` seconds, so the sweep can be watched live.
+  (``<sweep dir>/aim``; beside the runs for single runs, see :func:`runs_root`;
+  ``tracker.repo`` overrides) under an exclusive POSIX lock on ``<repo>/merge.lock``: when the
+  run ends, and while it trains at most every ``tracker.sync_interval_s`` seconds, so the
+  sweep can be watched live.
 
 A resumed or requeued run reopens the same Aim run (hash from the checkpoint) in its private
 repo. Aim keys a metric's values by step, so the steps of a partial epoch that are re-tracked
 after a resume replace the ones tracked before the crash: each step is stored once. A tracking
-failure of any kind is one warning; training goes on.
+failure of any kind is one warning; training goes on, and the run's record says what happened
+(:attr:`NullTracker.problem`). Aim's closing calls never return on a full disk: they run in a
+thread of their own, waited on for a bounded time, so the process always exits.
 
 Where the cluster's nodes can reach a server, ``tracker.repo=aim://host:port`` sends every run
 straight to an Aim remote tracking server (``aim server --repo <repo>``, served beside
