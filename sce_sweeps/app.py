@@ -191,11 +191,10 @@ def run(cfg: DictConfig) -> float:
     distributed.teardown()  # multi-process run: leave the process group
     try:
         objective = _finish(run_dir, info, metrics, status, reason, reporter)
-    except OSError as e:  # e.g. the disk is full: say what happened, keep what can be kept
-        reason = _result_not_written(run_dir, info, metrics, status, reason, e)
+    except ResultNotWrittenError as e:
         if multirun:  # the launcher records the job as failed with this reason
-            raise RuntimeError(reason) from None
-        print(f"sce_sweeps: run failed: {reason}", file=sys.stderr)
+            raise
+        print(f"sce_sweeps: run failed: {e}", file=sys.stderr)
         raise SystemExit(1) from None
     if status == RunState.FAILED and not multirun:
         print(f"sce_sweeps: run failed: {reason}", file=sys.stderr)
@@ -236,22 +235,19 @@ def _write_error_log(run_dir: Path, text: str) -> None:
         print(f"sce_sweeps: {runfiles.ERROR_LOG} not written ({e}):\n{text}", file=sys.stderr)
 
 
-def _result_not_written(
-    run_dir: Path,
-    info: dict[str, Any],
-    metrics: dict[str, Any] | None,
-    status: RunState,
-    reason: str | None,
-    error: OSError,
-) -> str:
-    """The run's result, which could not be written to ``result.json``, into the job's stderr
-    (one JSON line); returns the reason the run failed."""
-    result = {**info, **(metrics or {}), "status": status, "reason": reason}
+class ResultNotWrittenError(RuntimeError):
+    """``result.json`` could not be written (e.g. the disk is full); the message is why the
+    run failed. The result itself went to the job's stderr."""
+
+
+def _result_not_written(run_dir: Path, result: dict[str, Any], error: OSError) -> str:
+    """Keep a result that could not be written where it can be: the job's stderr (one JSON
+    line); return the reason the run failed."""
     print(f"sce_sweeps: result: {json.dumps(result, default=str)}", file=sys.stderr)
     lost = f"{runfiles.RESULT} not written in {run_dir} ({error})"
-    if status == RunState.FAILED and reason:
-        return f"{reason}; {lost}"
-    return f"{status}, but {lost}"
+    if result["status"] == RunState.FAILED and result["reason"]:
+        return f"{result['reason']}; {lost}"
+    return f"{result['status']}, but {lost}"
 
 
 def _so_far(run_dir: Path) -> dict[str, Any]:
@@ -276,11 +272,14 @@ def _finish(
     reporter: TrialReporter | None = None,
 ) -> float:
     result = {**info, **(metrics or {}), "status": status, "reason": reason}
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if reporter is not None:  # the result first: a job killed before the study hears of it
-        runfiles.write_result(run_dir, result)  # loses nothing (the trial is retried)
-        result["optuna"] = reporter.finish(status, result)
-    result = runfiles.write_result(run_dir, result)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if reporter is not None:  # the result first: a job killed before the study hears of it
+            runfiles.write_result(run_dir, result)  # loses nothing (the trial is retried)
+            result["optuna"] = reporter.finish(status, result)
+        result = runfiles.write_result(run_dir, result)
+    except OSError as e:  # e.g. the disk is full: say what happened, keep what can be kept
+        raise ResultNotWrittenError(_result_not_written(run_dir, result, e)) from None
     if status == RunState.COMPLETED:
         top1 = float(result["knn_top1"])
         line = f"kNN top-1 {top1:.2f}%"

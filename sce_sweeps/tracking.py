@@ -259,8 +259,10 @@ class AimTracker(NullTracker):
         if self._run is None:
             return
         owned = [self._run]  # the one reference: it goes in the closing thread
-        lock = getattr(self._run, "_lock", None)  # private: Aim's lock on the run (a file lock
-        self._run = None  # of the thread that took it, which releases it: see below)
+        # private: Aim's lock on a run of a repo on disk, a file lock (filelock's) held by the
+        # thread that took it, which alone can release it: this one, below
+        file_lock = getattr(getattr(self._run, "_lock", None), "_sf_lock", None)
+        self._run = None
 
         def close() -> None:
             run = owned.pop()
@@ -273,8 +275,8 @@ class AimTracker(NullTracker):
                 f"Aim did not close run {self.run_hash} within {CLOSE_WAIT_S:.0f} s (a full "
                 "disk? its repo removed?)"
             )
-        if lock is not None:
-            lock.release()
+        if file_lock is not None and file_lock.is_locked:
+            file_lock.release()
 
     def _merge(self, final: bool) -> None:
         """Copy the run into the shared repo; the run is closed meanwhile (Aim copies only

@@ -12,15 +12,13 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT
-from tests.tracking.helpers import tiny
+from tests.tracking.helpers import start_cli, tiny
 
 pytestmark = pytest.mark.slow
 
@@ -70,14 +68,7 @@ def test_disk_full_during_training_fails_the_run_and_the_process_exits(
         ]
         if tracker == "aim":
             args += [f"tracker.repo={disk / 'aim'}", "tracker.sync_interval_s=0"]
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "sce_sweeps", *args],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+        proc = start_cli(*args)
         try:
             while not (run_dir / "checkpoint.pt").exists():  # the first epoch is saved
                 assert proc.poll() is None, proc.communicate()

@@ -15,7 +15,7 @@ import torch
 from sce_sweeps.tracking import AimTracker, run_locked
 from tests.helpers import ROOT, read_metrics, run_cli
 from tests.tracking.aim_read import read, series
-from tests.tracking.helpers import tiny
+from tests.tracking.helpers import start_cli, tiny
 
 EPOCHS = 3
 STEPS_PER_EPOCH = 10  # 640 images, batch 64: train metrics at steps 0 | 10 | 20
@@ -41,13 +41,7 @@ def test_killed_after_epoch_one_and_resumed_is_one_aim_run(tmp_path: Path) -> No
         "tracker.system_metrics=false",  # nothing but the loop writes the run's metrics
         f"hydra.run.dir={run_dir}",
     ]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sce_sweeps", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_cli(*args)
     # Kill once epoch 1 is checkpointed and a step of epoch 2 is tracked (the run's metric
     # database changed after the checkpoint): that step will be tracked again on resume.
     deadline = time.monotonic() + 300
@@ -182,19 +176,15 @@ def test_stopped_while_its_aim_repo_is_created_and_resumed_is_tracked(tmp_path: 
         "tracker.system_metrics=false",
         f"hydra.run.dir={run_dir}",
     ]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sce_sweeps", *args],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_cli(*args)
     run_repo = run_dir / "aim"
     deadline = time.monotonic() + 300
     while not (run_repo.is_dir() and any(run_repo.iterdir())):  # Aim is making the repo
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.001)
     proc.terminate()
-    assert proc.wait() == -15
+    proc.communicate()
+    assert proc.returncode == -15
     assert not (run_dir / "result.json").exists()  # stopped before training
 
     resumed = run_cli(*args)
