@@ -256,6 +256,7 @@ class AimTracker(NullTracker):
             TimeoutError: Aim did not close it within :data:`CLOSE_WAIT_S` (on a full disk, its
                 database never closes); the run is left as it is.
         """
+        global _aim_stuck
         if self._run is None:
             return
         owned = [self._run]  # the one reference: it goes in the closing thread
@@ -271,6 +272,7 @@ class AimTracker(NullTracker):
             gc.collect()
 
         if not finishes_within(CLOSE_WAIT_S, close):
+            _aim_stuck = True  # nor will it close the rest at exit: no wait then
             raise TimeoutError(
                 f"Aim did not close run {self.run_hash} within {CLOSE_WAIT_S:.0f} s (a full "
                 "disk? its repo removed?)"
@@ -291,17 +293,20 @@ class AimTracker(NullTracker):
         except Exception as e:
             self._disable("close the Aim run", e)
             closed = False
-        if self.shared_repo is not None:
+        command = merge_command(self.run_repo.parent.parent, self.shared_repo)
+        if self.shared_repo is not None and not closed and final:  # Aim copies closed runs only
+            self.problem = (  # the warning was _disable's
+                f"{NOT_MERGED} {self.shared_repo}: {self.problem}; what Aim run {self.run_hash} "
+                f"holds is in {self.run_repo}: merge it with `{command} --force`"
+            )
+        elif self.shared_repo is not None and closed:
             timeout = MERGE_TIMEOUT_S if final else LIVE_MERGE_TIMEOUT_S
             try:
-                if not closed:  # Aim copies closed runs only
-                    raise TrackingError("the run could not be closed")
                 merge_run(self.run_repo, self.run_hash, self.shared_repo, timeout, live=not final)
             except Exception as e:
                 message = (
                     f"{NOT_MERGED} {self.shared_repo} ({type(e).__name__}: {e}); Aim run "
-                    f"{self.run_hash} is complete in {self.run_repo}: merge it with "
-                    f"`{merge_command(self.run_repo.parent.parent, self.shared_repo)}`"
+                    f"{self.run_hash} is complete in {self.run_repo}: merge it with `{command}`"
                 )
                 self._warn("merge", message)
                 if final:
@@ -499,12 +504,15 @@ def bound_aim_exit() -> None:
 
 
 _exit_bounded = False
+_aim_stuck = False  # an Aim run did not close in time (the process's one warning said so)
 
 
 def _close_aim_or_give_up() -> None:
     from aim.ext.cleanup import AutoClean  # private: Aim's exit hook and what it runs
 
     try:
+        if _aim_stuck:  # a run did not close: the rest will not either, and it was said
+            return
         if not finishes_within(EXIT_WAIT_S, AutoClean._cleanup):
             log.warning(
                 "tracking: Aim did not close its repo within %.0f s (a full disk?); exiting "

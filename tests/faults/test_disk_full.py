@@ -88,3 +88,5 @@ def test_disk_full_during_training_fails_the_run_and_the_process_exits(
         (failed,) = [line for line in err.splitlines() if "sce_sweeps: run failed: " in line]
         assert "no space left on device while writing checkpoint.pt" in failed, err[-3000:]
         assert "Error executing job" not in err, err[-3000:]  # the app did not crash
+        warnings = [line for line in (out + err).splitlines() if "][WARNING] - tracking:" in line]
+        assert len(warnings) == (tracker == "aim"), warnings  # tracking off: said once
