@@ -8,6 +8,7 @@ NaN, so one bad grid point never takes a sweep down.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import secrets
@@ -178,12 +179,23 @@ def run(cfg: DictConfig) -> float:
         metrics = _so_far(run_dir)
     except Exception as e:  # one failed run must not take the sweep down
         status, reason = RunState.FAILED, f"{type(e).__name__}: {e}"
-        (run_dir / runfiles.ERROR_LOG).write_text(traceback.format_exc())
+        _write_error_log(run_dir, traceback.format_exc())
         metrics = _so_far(run_dir)
     if tracker is not None:
-        tracker.close(status.value)
+        try:
+            tracker.close(status.value)
+        except Exception as e:  # a tracker's failure never fails the run
+            print(f"sce_sweeps: warning: tracking: {type(e).__name__}: {e}", file=sys.stderr)
+        if tracker.problem:  # recorded in the run's result, shown by status
+            info["tracking"] = tracker.problem
     distributed.teardown()  # multi-process run: leave the process group
-    objective = _finish(run_dir, info, metrics, status, reason, reporter)
+    try:
+        objective = _finish(run_dir, info, metrics, status, reason, reporter)
+    except ResultNotWrittenError as e:
+        if multirun:  # the launcher records the job as failed with this reason
+            raise
+        print(f"sce_sweeps: run failed: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
     if status == RunState.FAILED and not multirun:
         print(f"sce_sweeps: run failed: {reason}", file=sys.stderr)
         raise SystemExit(1)
@@ -214,6 +226,30 @@ def _train_peer(cfg: DictConfig, run_dir: Path) -> float:
     return math.nan
 
 
+def _write_error_log(run_dir: Path, text: str) -> None:
+    """The failed run's traceback into ``error.log``; into the job's stderr when the file
+    cannot be written (a full disk: the run's reason says so)."""
+    try:
+        (run_dir / runfiles.ERROR_LOG).write_text(text)
+    except OSError as e:
+        print(f"sce_sweeps: {runfiles.ERROR_LOG} not written ({e}):\n{text}", file=sys.stderr)
+
+
+class ResultNotWrittenError(RuntimeError):
+    """``result.json`` could not be written (e.g. the disk is full); the message is why the
+    run failed. The result itself went to the job's stderr."""
+
+
+def _result_not_written(run_dir: Path, result: dict[str, Any], error: OSError) -> str:
+    """Keep a result that could not be written where it can be: the job's stderr (one JSON
+    line); return the reason the run failed."""
+    print(f"sce_sweeps: result: {json.dumps(result, default=str)}", file=sys.stderr)
+    lost = f"{runfiles.RESULT} not written in {run_dir} ({error})"
+    if result["status"] == RunState.FAILED and result["reason"]:
+        return f"{result['reason']}; {lost}"
+    return f"{result['status']}, but {lost}"
+
+
 def _so_far(run_dir: Path) -> dict[str, Any]:
     """How far a run that stopped early got: epochs trained and its last kNN top-1."""
     try:
@@ -236,19 +272,22 @@ def _finish(
     reporter: TrialReporter | None = None,
 ) -> float:
     result = {**info, **(metrics or {}), "status": status, "reason": reason}
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if reporter is not None:  # the result first, with the verdict it is about to tell: a job
-        # killed before the study hears of it loses nothing (its trial is retried), and one
-        # killed after it leaves a result that already carries the study's verdict
-        result["optuna"] = reporter.record(status, result)
-        written = runfiles.write_result(run_dir, result)
-        told = reporter.finish(status, result)
-        if told == result["optuna"]:
-            result = written
-        else:  # the study had its own verdict (a trial marked stale meanwhile)
-            result = runfiles.write_result(run_dir, {**result, "optuna": told})
-    else:
-        result = runfiles.write_result(run_dir, result)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if reporter is not None:  # the result first, with the verdict it is about to tell: a
+            # job killed before the study hears of it loses nothing (its trial is retried), and
+            # one killed after it leaves a result that already carries the study's verdict
+            result["optuna"] = reporter.record(status, result)
+            written = runfiles.write_result(run_dir, result)
+            told = reporter.finish(status, result)
+            if told == result["optuna"]:
+                result = written
+            else:  # the study had its own verdict (a trial marked stale meanwhile)
+                result = runfiles.write_result(run_dir, {**result, "optuna": told})
+        else:
+            result = runfiles.write_result(run_dir, result)
+    except OSError as e:  # e.g. the disk is full: say what happened, keep what can be kept
+        raise ResultNotWrittenError(_result_not_written(run_dir, result, e)) from None
     if status == RunState.COMPLETED:
         top1 = float(result["knn_top1"])
         line = f"kNN top-1 {top1:.2f}%"

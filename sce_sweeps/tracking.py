@@ -9,14 +9,17 @@ job ever writes the shared repo while it trains:
 * each run writes its Aim run into a private repo in its own run dir (``<run dir>/aim``), a
   repo with exactly one writer, next to the checkpoint that stores the run's hash;
 * the run is copied (Aim's ``Repo.copy_runs``, what ``aim runs cp`` does) into the sweep's repo
-  (``<sweep dir>/aim``; ``sweeps/runs/aim`` for single runs; ``tracker.repo`` overrides) under
-  an exclusive POSIX lock on ``<repo>/merge.lock``: when the run ends, and while it trains at
-  most every ``tracker.sync_interval_s`` seconds, so the sweep can be watched live.
+  (``<sweep dir>/aim``; beside the runs for single runs, see :func:`runs_root`;
+  ``tracker.repo`` overrides) under an exclusive POSIX lock on ``<repo>/merge.lock``: when the
+  run ends, and while it trains at most every ``tracker.sync_interval_s`` seconds, so the
+  sweep can be watched live.
 
 A resumed or requeued run reopens the same Aim run (hash from the checkpoint) in its private
 repo. Aim keys a metric's values by step, so the steps of a partial epoch that are re-tracked
 after a resume replace the ones tracked before the crash: each step is stored once. A tracking
-failure of any kind is one warning; training goes on.
+failure of any kind is one warning; training goes on, and the run's record says what happened
+(:attr:`NullTracker.problem`). Aim's closing calls never return on a full disk: they run in a
+thread of their own, waited on for a bounded time, so the process always exits.
 
 Where the cluster's nodes can reach a server, ``tracker.repo=aim://host:port`` sends every run
 straight to an Aim remote tracking server (``aim server --repo <repo>``, served beside
@@ -31,36 +34,54 @@ killed between two merges.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import errno
 import fcntl
 import gc
 import io
+import itertools
 import json
 import logging
 import os
 import random
+import shlex
 import shutil
+import socket
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from sce_sweeps.runfiles import RunState, flatten, override_dict
+from sce_sweeps.runfiles import (
+    HYDRA_DIR,
+    RESULT,
+    RUN_MARKER,
+    RunFileError,
+    RunState,
+    flatten,
+    override_dict,
+    read_result,
+    write_json_atomic,
+)
 
 log = logging.getLogger(__name__)
 
 RUN_REPO = "aim"  # a run's private repo, inside its run dir
 SWEEP_REPO = "aim"  # the shared repo, inside the sweep dir
-SINGLE_RUNS_REPO = Path("sweeps") / "runs" / "aim"  # shared repo of single runs, from the cwd
 LOCK_FILE = "merge.lock"
+NEW_REPO_PREFIX = ".aim-new-"  # a repo being created, beside where it goes (create_repo)
 SYSTEM_INTERVAL_S = 10  # seconds between two samples of Aim's system metrics
 MERGE_TIMEOUT_S = 600.0  # longest wait for the shared repo's lock when a run ends
 LIVE_MERGE_TIMEOUT_S = 30.0  # ... while it trains (the next live merge retries)
 MERGE_TIME_SHARE = 20  # live merges are spaced by at least 20 times what the last one took
+CLOSE_WAIT_S = 20.0  # longest wait for Aim to close a run (on a full disk it never does)
+EXIT_WAIT_S = 10.0  # ... and, as the process exits, for Aim to close whatever is left open
+NOT_MERGED = "not merged into"  # how a run's record (result.json "tracking") says so
 
 
 class TrackingError(RuntimeError):
@@ -71,6 +92,7 @@ class NullTracker:
     """Tracks nothing. The interface every tracker implements."""
 
     run_hash: str | None = None
+    problem: str | None = None  # what went wrong with tracking, for the run's record
 
     def log(
         self, metrics: dict[str, float], step: int, epoch: int, context: dict[str, str]
@@ -191,9 +213,29 @@ class AimTracker(NullTracker):
             capture_terminal_logs=False,
         )
         self.run_hash = self._run.hash
+        bound_aim_exit()
 
     def _open(self, run_hash: str | None, experiment: str | None = None) -> None:
-        """Open (or create) the run in the private repo; it holds Aim's run lock while open."""
+        """Open (or create) the run in the private repo; it holds Aim's run lock while open.
+        A repo that an attempt killed while creating it is made again; one that cannot be
+        opened is set aside (kept, renamed) and the run tracked into a new one."""
+        prepare_repo(self.run_repo)  # its one writer: this run
+        try:
+            self._open_existing(run_hash, experiment)
+        except Exception as e:
+            if not (self.run_repo / ".aim").is_dir() or self._run is not None:
+                raise
+            aside = self.run_repo / f".aim-broken-{time.strftime('%Y%m%d-%H%M%S')}"
+            os.rename(self.run_repo / ".aim", aside)
+            self._warn(
+                "lost",
+                f"cannot open the Aim repo {self.run_repo} ({type(e).__name__}: {e}); set it "
+                f"aside as {aside.name}, tracking into a new Aim run",
+            )
+            prepare_repo(self.run_repo)
+            self._open_run(None, experiment, force_resume=False)
+
+    def _open_existing(self, run_hash: str | None, experiment: str | None) -> None:
         if run_hash is None:  # an attempt killed before its first checkpoint left its run here
             run_hash = only_run(self.run_repo)
         if run_hash is not None and not run_in_repo(self.run_repo, run_hash):
@@ -208,9 +250,35 @@ class AimTracker(NullTracker):
             self._open_run(run_hash, experiment, force_resume=stale)
 
     def _close_run(self) -> None:
-        run, self._run = self._run, None
-        if run is not None:
-            run.close()  # its databases close as the last reference goes
+        """Close the Aim run.
+
+        Raises:
+            TimeoutError: Aim did not close it within :data:`CLOSE_WAIT_S` (on a full disk, its
+                database never closes); the run is left as it is.
+        """
+        global _aim_stuck
+        if self._run is None:
+            return
+        owned = [self._run]  # the one reference: it goes in the closing thread
+        # private: Aim's lock on a run of a repo on disk, a file lock (filelock's) held by the
+        # thread that took it, which alone can release it: this one, below
+        file_lock = getattr(getattr(self._run, "_lock", None), "_sf_lock", None)
+        self._run = None
+
+        def close() -> None:
+            run = owned.pop()
+            run.close()
+            del run  # its databases close as the last reference goes: in this thread too
+            gc.collect()
+
+        if not finishes_within(CLOSE_WAIT_S, close):
+            _aim_stuck = True  # nor will it close the rest at exit: no wait then
+            raise TimeoutError(
+                f"Aim did not close run {self.run_hash} within {CLOSE_WAIT_S:.0f} s (a full "
+                "disk? its repo removed?)"
+            )
+        if file_lock is not None and file_lock.is_locked:
+            file_lock.release()
 
     def _merge(self, final: bool) -> None:
         """Copy the run into the shared repo; the run is closed meanwhile (Aim copies only
@@ -221,33 +289,43 @@ class AimTracker(NullTracker):
         open_before = self._run is not None
         try:
             self._close_run()
+            closed = True
         except Exception as e:
             self._disable("close the Aim run", e)
-        if self.shared_repo is not None:
+            closed = False
+        command = merge_command(self.run_repo.parent.parent, self.shared_repo)
+        if self.shared_repo is not None and not closed and final:  # Aim copies closed runs only
+            self.problem = (  # the warning was _disable's
+                f"{NOT_MERGED} {self.shared_repo}: {self.problem}; what Aim run {self.run_hash} "
+                f"holds is in {self.run_repo}: merge it with `{command} --force`"
+            )
+        elif self.shared_repo is not None and closed:
             timeout = MERGE_TIMEOUT_S if final else LIVE_MERGE_TIMEOUT_S
             try:
                 merge_run(self.run_repo, self.run_hash, self.shared_repo, timeout, live=not final)
             except Exception as e:
-                self._warn(
-                    "merge",
-                    f"could not merge Aim run {self.run_hash} into {self.shared_repo} ({e}); it "
-                    f"is complete in {self.run_repo}: merge it later with `python -m "
-                    f"sce_sweeps.tracking merge <sweep dir> --repo {self.shared_repo}`",
+                message = (
+                    f"{NOT_MERGED} {self.shared_repo} ({type(e).__name__}: {e}); Aim run "
+                    f"{self.run_hash} is complete in {self.run_repo}: merge it with `{command}`"
                 )
+                self._warn("merge", message)
+                if final:
+                    self.problem = message
         now = time.monotonic()
         self._next_merge = now + max(self.sync_interval_s or 0.0, MERGE_TIME_SHARE * (now - start))
-        if open_before and not final:
+        if open_before and closed and not final:
             try:
                 self._open(self.run_hash)
             except Exception as e:
                 self._disable("reopen the Aim run", e)
 
     def _disable(self, what: str, error: Exception) -> None:
-        self._warn(
-            "disabled",
+        message = (
             f"could not {what} ({type(error).__name__}: {error}); "
-            "tracking is off for the rest of this run, training goes on",
+            "tracking is off for the rest of this run, training goes on"
         )
+        self._warn("disabled", message)
+        self.problem = self.problem or message
         with contextlib.suppress(Exception):
             self._close_run()
         self._run = None
@@ -339,8 +417,7 @@ def merge_run(
 
     shared_repo.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(shared_repo / LOCK_FILE, timeout):
-        if not Repo.exists(str(shared_repo)):
-            create_repo(shared_repo)
+        prepare_repo(shared_repo)  # under the lock: no one else is creating it
         source = Repo(str(run_repo))
         dest = Repo(str(shared_repo))
         try:
@@ -370,10 +447,11 @@ def merge_run(
 def create_repo(path: Path) -> None:
     """Create an Aim repo at ``path`` all at once: built aside, then renamed into place, so
     that an ``aim up`` started meanwhile never sees a half-made one (it would offer to
-    overwrite it, and with ``--yes`` delete it)."""
+    overwrite it, and with ``--yes`` delete it), and a process killed meanwhile leaves only
+    its temp (which :func:`prepare_repo` removes)."""
     from aim import Repo
 
-    aside = path / f".aim-new-{os.getpid()}"
+    aside = path / f"{NEW_REPO_PREFIX}{socket.gethostname()}-{os.getpid()}"
     try:
         repo = Repo(str(aside), init=True)
         repo.structured_db.engine.dispose()
@@ -385,6 +463,87 @@ def create_repo(path: Path) -> None:
             raise
     finally:
         shutil.rmtree(aside, ignore_errors=True)
+
+
+def prepare_repo(path: Path) -> None:
+    """Make sure an Aim repo is at ``path``, creating it (:func:`create_repo`) if missing.
+    What a process killed while creating one left is removed first: its temps, and an
+    ``.aim`` that Aim had not finished (no ``VERSION`` file, Aim's last step, and no run).
+    Only for the repo's one writer (a run's private repo) or under its merge lock."""
+    from aim import Repo
+
+    for temp in path.glob(f"{NEW_REPO_PREFIX}*"):
+        shutil.rmtree(temp, ignore_errors=True)
+    half_made = not (path / ".aim" / "VERSION").exists() and not any(
+        (path / ".aim" / "meta" / "chunks").glob("*")
+    )
+    if (path / ".aim").is_dir() and half_made:
+        shutil.rmtree(path / ".aim")
+    if not Repo.exists(str(path)):
+        path.mkdir(parents=True, exist_ok=True)
+        create_repo(path)
+
+
+def merge_command(sweep_dir: Path, shared_repo: Path) -> str:
+    """The command that merges (again) the runs under ``sweep_dir`` into ``shared_repo``."""
+    words = ["python", "-m", "sce_sweeps.tracking", "merge", str(sweep_dir)]
+    if Path(shared_repo) != Path(sweep_dir) / SWEEP_REPO:
+        words += ["--repo", str(shared_repo)]
+    return shlex.join(words)
+
+
+def bound_aim_exit() -> None:
+    """Make sure the process exits even when Aim cannot close its databases (a full disk, a
+    repo deleted under it): Aim's exit hook waits for that without limit. This hook, run
+    before it, waits :data:`EXIT_WAIT_S` at most, then exits without it, with one warning.
+    Call it once an Aim object exists (Aim registers its hook with its first one)."""
+    global _exit_bounded
+    if not _exit_bounded:
+        atexit.register(_close_aim_or_give_up)
+        _exit_bounded = True
+
+
+_exit_bounded = False
+_aim_stuck = False  # an Aim run did not close in time (the process's one warning said so)
+
+
+def _close_aim_or_give_up() -> None:
+    from aim.ext.cleanup import AutoClean  # private: Aim's exit hook and what it runs
+
+    try:
+        if _aim_stuck:  # a run did not close: the rest will not either, and it was said
+            return
+        if not finishes_within(EXIT_WAIT_S, AutoClean._cleanup):
+            log.warning(
+                "tracking: Aim did not close its repo within %.0f s (a full disk?); exiting "
+                "without it (the run's record says how the run ended)",
+                EXIT_WAIT_S,
+            )
+    except Exception as e:
+        log.warning("tracking: Aim failed to close its repo (%s: %s)", type(e).__name__, e)
+    finally:  # also on a stop signal meanwhile: then exit at once
+        atexit.unregister(AutoClean.cleanup)
+
+
+def finishes_within(timeout: float, work: Callable[[], object]) -> bool:
+    """Run ``work`` in a thread of its own; whether it finished within ``timeout`` seconds
+    (then re-raising what it raised). A call into Aim that never returns is left to its
+    thread, which does not keep the process alive."""
+    done, errors = threading.Event(), []
+
+    def call() -> None:
+        try:
+            work()
+        except BaseException as e:  # noqa: BLE001 (re-raised in the caller's thread)
+            errors.append(e)
+        finally:
+            done.set()
+
+    threading.Thread(target=call, name="aim-close", daemon=True).start()
+    finished = done.wait(timeout)
+    if errors:
+        raise errors[0]
+    return finished
 
 
 def only_run(run_repo: Path) -> str | None:
@@ -411,22 +570,30 @@ def merge_sweep(
         force: also merge runs still locked by Aim, taking the lock over: for runs whose job
             was killed and will not resume. Never while such a job still trains.
 
+    Merging again is harmless: each run replaces its earlier copy. A run dir's record
+    (``result.json``) that says its run was not merged is updated once it is.
+
     Returns:
-        The hashes of the runs merged, and why each of the others was not.
+        The hashes of the runs merged (each once), and why each of the others was not.
     """
     from aim import Run
 
     shared_repo = shared_repo or sweep_dir / SWEEP_REPO
-    merged, skipped = [], {}
-    for aim_dir in sorted(sweep_dir.rglob(f"{RUN_REPO}/.aim")):
-        run_repo = aim_dir.parent
+    merged: list[str] = []
+    skipped: dict[str, str] = {}
+    for run_dir in run_dirs_with_repo(sweep_dir):
+        run_repo = run_dir / RUN_REPO
         if run_repo.resolve() == shared_repo.resolve():
             continue
-        for chunk in sorted((aim_dir / "meta" / "chunks").glob("*")):
+        all_merged = True
+        for chunk in sorted((run_repo / ".aim" / "meta" / "chunks").glob("*")):
             run_hash = chunk.name
+            if run_hash in merged:
+                continue
             if run_locked(run_repo, run_hash):
                 if not force:
                     skipped[run_hash] = f"{run_repo}: training, or killed (then use --force)"
+                    all_merged = False
                     continue
                 with _captured("aim.sdk.lock_manager"):
                     Run(
@@ -439,9 +606,36 @@ def merge_sweep(
             try:
                 merge_run(run_repo, run_hash, shared_repo, MERGE_TIMEOUT_S)
                 merged.append(run_hash)
+                skipped.pop(run_hash, None)
             except Exception as e:
                 skipped[run_hash] = f"{run_repo}: {type(e).__name__}: {e}"
+                all_merged = False
+        if all_merged:
+            _record_merged(run_dir)
     return merged, skipped
+
+
+def run_dirs_with_repo(sweep_dir: Path) -> list[Path]:
+    """The run dirs under ``sweep_dir`` that hold a private Aim repo (symlinks not followed,
+    repos not entered)."""
+    found = []
+    for parent, dirs, _ in os.walk(sweep_dir):
+        here = Path(parent)
+        if (here / RUN_MARKER).is_file() and (here / RUN_REPO / ".aim").is_dir():
+            found.append(here)
+        dirs[:] = sorted(d for d in dirs if d not in (".aim", HYDRA_DIR, RUN_REPO))
+    return found
+
+
+def _record_merged(run_dir: Path) -> None:
+    """Drop the run record's note that its Aim run was not merged, now that it is."""
+    try:
+        result = read_result(run_dir)
+    except RunFileError:
+        return
+    if result and str(result.get("tracking", "")).startswith(NOT_MERGED):
+        del result["tracking"]
+        write_json_atomic(result, run_dir / RESULT)
 
 
 def index_repo(repo: Path) -> None:
@@ -460,8 +654,9 @@ def index_repo(repo: Path) -> None:
 
 
 def shared_repo_path(cfg: DictConfig, run_dir: Path) -> Path:
-    """``tracker.repo`` if set, else ``<sweep dir>/aim`` in a multirun and ``sweeps/runs/aim``
-    (from the directory the app was started in) for a single run."""
+    """``tracker.repo`` if set (relative to the directory the app was started in), else
+    ``<sweep dir>/aim`` in a multirun and ``<runs root>/aim`` for a single run (see
+    :func:`runs_root`): beside the runs, wherever they are."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -474,8 +669,21 @@ def shared_repo_path(cfg: DictConfig, run_dir: Path) -> Path:
         if hc.mode == RunMode.MULTIRUN:
             default = base / hc.sweep.dir / SWEEP_REPO
         else:
-            default = base / SINGLE_RUNS_REPO
+            template = OmegaConf.to_container(hc.run, resolve=False)["dir"]
+            default = runs_root(str(template), base, base / run_dir) / SWEEP_REPO
     return base / cfg.tracker.repo if cfg.tracker.repo else default
+
+
+def runs_root(template: str, base: Path, run_dir: Path) -> Path:
+    """Where single runs go: the fixed part of ``hydra.run.dir`` (its components before the
+    first interpolation, from ``base``: ``sweeps/runs`` for ``sweeps/runs/${now:%Y-%m-%d}/
+    ...``), or the run dir's parent when every component is fixed or the first one is not."""
+    parts = Path(template).parts
+    fixed = list(itertools.takewhile(lambda part: "${" not in part, parts))
+    root = Path(os.path.abspath(base / Path(*fixed))) if fixed else None
+    if root is None or len(fixed) == len(parts) or root not in run_dir.parents:
+        return run_dir.parent
+    return root
 
 
 def run_params(cfg: DictConfig, info: dict[str, Any]) -> dict[str, Any]:
@@ -581,7 +789,7 @@ def main(argv: list[str] | None = None) -> None:
     merged, skipped = merge_sweep(args.sweep_dir, repo, force=args.force)
     if args.index:
         index_repo(repo)
-    print(f"merged {len(merged)} runs into {repo}")
+    print(f"merged {len(merged)} run{'s' * (len(merged) != 1)} into {repo}")
     for run_hash, why in skipped.items():
         print(f"not merged: {run_hash} ({why})")
     if skipped:

@@ -72,6 +72,7 @@ class JobStatus:
     knn_top1: float | None = None
     log: str | None = None
     stalled_s: float | None = None  # a running job without progress: for how long
+    tracking: str | None = None  # what went wrong with its tracking (e.g. Aim merge failed)
 
 
 def _run(cmd: list[str]) -> str | None:
@@ -188,6 +189,7 @@ def job_status(
             status.reason, status.stalled_s = f"{found} ({live[1]})", round(found.age_s, 1)
     elif result:
         status.state, status.reason = RunState(result["status"]), result.get("reason")
+        status.tracking = result.get("tracking")
         if status.state == RunState.COMPLETED:
             status.knn_top1 = result.get("knn_top1")
     elif job.state in FINAL and job.finished_at and not _has_checkpoint(run_dir):
@@ -259,6 +261,8 @@ def format_table(manifest: Manifest, statuses: list[JobStatus]) -> str:
             detail = s.reason or ""
         if s.state not in (*FINISHED, *LIVE) and s.log:
             detail += f"  [log: {s.log}]"
+        if s.tracking:
+            detail += f"  [tracking: {s.tracking}]"
         lines.append(
             f"{s.num:>4}  {s.state:<13}  {' '.join(v):<{width}}  {s.job_id or '-':<10}  {detail}"
         )

@@ -15,7 +15,7 @@ import torch
 from sce_sweeps.tracking import AimTracker, run_locked
 from tests.helpers import ROOT, read_metrics, run_cli
 from tests.tracking.aim_read import read, series
-from tests.tracking.helpers import tiny
+from tests.tracking.helpers import start_cli, tiny
 
 EPOCHS = 3
 STEPS_PER_EPOCH = 10  # 640 images, batch 64: train metrics at steps 0 | 10 | 20
@@ -41,13 +41,7 @@ def test_killed_after_epoch_one_and_resumed_is_one_aim_run(tmp_path: Path) -> No
         "tracker.system_metrics=false",  # nothing but the loop writes the run's metrics
         f"hydra.run.dir={run_dir}",
     ]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sce_sweeps", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_cli(*args)
     # Kill once epoch 1 is checkpointed and a step of epoch 2 is tracked (the run's metric
     # database changed after the checkpoint): that step will be tracked again on resume.
     deadline = time.monotonic() + 300
@@ -142,6 +136,8 @@ def test_run_left_open_by_a_killed_process_is_continued(tmp_path: Path) -> None:
 def test_merge_cli_recovers_a_killed_run_that_never_resumed(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     run_repo = sweep / "0" / "aim"
+    (sweep / "0" / ".hydra").mkdir(parents=True)  # what makes it a run dir
+    (sweep / "0" / ".hydra" / "overrides.yaml").write_text("[]\n")
     proc = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(KILLED_WRITER), str(run_repo), str(tmp_path / "x")],
         cwd=ROOT,
@@ -167,3 +163,32 @@ def test_merge_cli_recovers_a_killed_run_that_never_resumed(tmp_path: Path) -> N
     (run,) = read(sweep / "aim")
     assert run["hash"] == run_hash
     assert series(run, "x", "train")["steps"] == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.slow
+def test_stopped_while_its_aim_repo_is_created_and_resumed_is_tracked(tmp_path: Path) -> None:
+    """SIGTERM while the run's private repo is being made; the rerun of the same command
+    (a resume) makes it again and tracks the run."""
+    run_dir, shared = tmp_path / "run", tmp_path / "shared"
+    args = [
+        *tiny(**{"trainer.epochs": 1}),
+        f"tracker.repo={shared}",
+        "tracker.system_metrics=false",
+        f"hydra.run.dir={run_dir}",
+    ]
+    proc = start_cli(*args)
+    run_repo = run_dir / "aim"
+    deadline = time.monotonic() + 300
+    while not (run_repo.is_dir() and any(run_repo.iterdir())):  # Aim is making the repo
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.001)
+    proc.terminate()
+    proc.communicate()
+    assert proc.returncode == -15
+    assert not (run_dir / "result.json").exists()  # stopped before training
+
+    resumed = run_cli(*args)
+    assert "Aim cannot track" not in resumed.stdout + resumed.stderr
+    (run,) = read(shared)
+    assert run["params"]["status"] == "completed"
+    assert series(run, "knn_top1", "eval")["steps"] == [8]
