@@ -153,16 +153,18 @@ def _eval_loader(dataset: Dataset, workers: int, max_bytes: int = 2**30) -> Data
     return _loader(TensorDataset(torch.cat(xs), torch.cat(ys)), 512, 0)
 
 
-def _truncate_metrics(path: Path, last_epoch: int) -> list[dict[str, Any]]:
-    """Keep the metrics of epochs <= last_epoch (a crash may have left a later line)."""
+def _restore_metrics(path: Path, last_epoch: int, write: bool) -> list[dict[str, Any]]:
+    """The metrics of epochs <= last_epoch (a crash may have left a later line); ``write``
+    (rank 0) also drops the later lines from the file. Every rank reads the same rows."""
     from sce_sweeps.runfiles import read_metrics  # drops a line torn by a kill mid-append
 
     if not path.exists():
         return []
     rows = [r for r in read_metrics(path.parent) if r["epoch"] <= last_epoch]
-    tmp = path.with_name(f".{path.name}.tmp")  # a kill meanwhile leaves the file as it was
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(path)
+    if write:
+        tmp = path.with_name(f".{path.name}.tmp")  # a kill meanwhile leaves the file as it was
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        tmp.replace(path)
     return rows
 
 
@@ -357,7 +359,7 @@ def restore(t: Trainer, resume_state: dict[str, Any] | None) -> TrainState:
         step_in_epoch=resume_state["step_in_epoch"],
         elapsed=resume_state["elapsed"],
         loss_sum=resume_state["loss_sum"],
-        history=_truncate_metrics(metrics_path, resume_state["epoch"]) if t.dist.is_main else [],
+        history=_restore_metrics(metrics_path, resume_state["epoch"], write=t.dist.is_main),
     )
 
 

@@ -2,7 +2,8 @@
 OVERRIDES...`` as one rank of a gloo process group (RANK, WORLD_SIZE, MASTER_ADDR/PORT set by
 the test), or as a single process.
 
-Modes: ``train`` runs the real trainer in RUN_DIR (``train_stop``: the rank STOP_RANK of the
+Modes: ``train`` runs the real trainer in RUN_DIR, resuming from its checkpoint as the app
+does, and writes what ``train`` returned to ``result-<rank>.json`` (``train_stop``: the rank STOP_RANK of the
 environment sends itself SIGUSR2 as its step STOP_STEP begins, as SLURM's warning would);
 ``train_split`` does too in one process whose online trunk normalises each half of the batch
 on its own (split BN), as two ranks' BatchNorm does; ``queue`` runs one SCE step of the
@@ -12,6 +13,7 @@ queue.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -21,6 +23,7 @@ import torch
 import torch.distributed as dist
 from hydra import compose, initialize_config_dir
 
+from sce_sweeps import runfiles
 from sce_sweeps.app import CONF_DIR
 from sce_sweeps.engine import distributed
 from sce_sweeps.engine import train as trainer
@@ -81,7 +84,10 @@ def main() -> None:
         trainer.build_model = _split_online_bn
     if mode == "train_stop" and os.environ["RANK"] == os.environ["STOP_RANK"]:
         trainer.train_step = _signal_at(trainer.train_step, int(os.environ["STOP_STEP"]))
-    train(cfg, run_dir)
+    state = runfiles.load_checkpoint(run_dir / runfiles.CHECKPOINT)
+    result = train(cfg, run_dir, resume_state=state)
+    rank = os.environ.get("RANK", "0")
+    (run_dir / f"result-{rank}.json").write_text(json.dumps(result))
     distributed.teardown()
 
 

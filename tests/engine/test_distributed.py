@@ -22,7 +22,7 @@ import sys
 import pytest
 import torch
 
-from tests.helpers import ROOT, TINY, read_metrics
+from tests.helpers import ROOT, TINY, read_json, read_metrics
 
 LOSS_RTOL = 1e-4
 WEIGHT_ATOL = 1e-4
@@ -189,3 +189,26 @@ def test_a_stop_signal_on_one_rank_stops_every_rank_at_the_same_checked_step(tmp
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     checked = -(-(signal_step + 1) // STOP_CHECK_EVERY) * STOP_CHECK_EVERY
     assert (state["epoch"], state["step_in_epoch"]) == (0, checked)
+
+
+@pytest.mark.slow
+def test_a_run_killed_after_its_final_checkpoint_finishes_on_every_rank_without_training(
+    tmp_path,
+):
+    """A job killed between its last checkpoint and result.json is run again: every rank
+    restores the same state (the history of metrics.jsonl included) and returns the result
+    without training another step."""
+    overrides = [*STEPS, "trainer.devices=2", "trainer.epochs=2"]
+    _ranks("train", tmp_path, overrides, 2)
+    first = read_json(tmp_path / "result-0.json")
+    checkpoint = (tmp_path / "checkpoint.pt").read_bytes()
+    for rank in (0, 1):
+        (tmp_path / f"result-{rank}.json").unlink()
+    _ranks("train", tmp_path, overrides, 2)  # rank 1 failed with IndexError (history[-1])
+    again = [read_json(tmp_path / f"result-{rank}.json") for rank in (0, 1)]
+    for result in again:
+        assert (result["loss"], result["epochs"]) == (first["loss"], first["epochs"]) == (
+            read_metrics(tmp_path)[-1]["loss"],
+            2,
+        )
+    assert (tmp_path / "checkpoint.pt").read_bytes() == checkpoint  # not trained again
