@@ -51,10 +51,17 @@ def _free_port() -> int:
 
 
 def _ranks(
-    mode: str, run_dir, overrides: list[str], world: int, codes: tuple[int, ...] = (0,), **env_
-) -> None:
+    mode: str,
+    run_dir,
+    overrides: list[str],
+    world: int,
+    codes: tuple[int, ...] = (0,),
+    timeout: float = 300,
+    **env_,
+) -> list[str]:
     """Run tests/engine/ddp_worker.py as ``world`` ranks of one gloo group; each rank must
-    exit with its code in ``codes`` (the last one for the ranks after)."""
+    exit with its code in ``codes`` (the last one for the ranks after) within ``timeout``
+    seconds. Returns the ranks' stderr."""
     port = str(_free_port())
     procs = []
     for rank in range(world):
@@ -64,9 +71,14 @@ def _ranks(
             env.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
         cmd = [sys.executable, "-m", "tests.engine.ddp_worker", mode, str(run_dir), *overrides]
         procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True))
-    errors = [p.communicate(timeout=300)[1] for p in procs]
+    try:
+        errors = [p.communicate(timeout=timeout)[1] for p in procs]
+    finally:
+        for p in procs:  # a rank that hangs
+            p.kill()
     for rank, (p, err) in enumerate(zip(procs, errors)):
         assert p.returncode == codes[min(rank, len(codes) - 1)], err[-4000:]
+    return errors
 
 
 @pytest.mark.slow
@@ -207,8 +219,49 @@ def test_a_run_killed_after_its_final_checkpoint_finishes_on_every_rank_without_
     _ranks("train", tmp_path, overrides, 2)  # rank 1 failed with IndexError (history[-1])
     again = [read_json(tmp_path / f"result-{rank}.json") for rank in (0, 1)]
     for result in again:
-        assert (result["loss"], result["epochs"]) == (first["loss"], first["epochs"]) == (
-            read_metrics(tmp_path)[-1]["loss"],
-            2,
+        assert (
+            (result["loss"], result["epochs"])
+            == (first["loss"], first["epochs"])
+            == (
+                read_metrics(tmp_path)[-1]["loss"],
+                2,
+            )
         )
     assert (tmp_path / "checkpoint.pt").read_bytes() == checkpoint  # not trained again
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fail_rank", [0, 1])
+def test_an_error_on_one_rank_ends_every_rank_with_its_reason(tmp_path, fail_rank):
+    """A rank that raises (here a full disk as its step 2 begins) ends its peers, blocked in
+    the step's collectives, within seconds rather than the process group's 30 min timeout;
+    rank 0 records the failed rank's reason (the app: in result.json)."""
+    overrides = [*STEPS, "trainer.devices=2", "trainer.epochs=1"]
+    overrides += ["trainer.max_steps_per_epoch=null", "dataset.train_samples=1024"]  # 32 steps
+    env = {"FAIL_RANK": str(fail_rank), "FAIL_STEP": "2"}
+    errors = _ranks("train_fail", tmp_path, overrides, 2, (1,), timeout=120, **env)
+    assert "No space left on device" in errors[fail_rank]
+    peer = 1 - fail_rank
+    assert f"rank {fail_rank} of 2 failed: OSError: [Errno 28] No space left" in errors[peer]
+    if fail_rank == 1:  # rank 0 recorded it; rank 0's own failure is the app's to record
+        reason = (tmp_path / "peer_failure.txt").read_text()
+        assert reason == "rank 1 of 2 failed: OSError: [Errno 28] No space left on device"
+
+
+@pytest.mark.slow
+def test_ranks_share_the_evaluation_and_get_the_metrics_of_one_process(tmp_path):
+    """3 ranks evaluate a checkpoint: each extracts the features of its shard of the bank and
+    of the queries (uneven shards: 512 and 256 images), gathered in rank order; kNN top-1 and
+    the linear probe are those of one process."""
+    overrides = [*TINY, "tracker=none", "trainer.epochs=1", "trainer.batch_size=48"]
+    overrides += ["trainer.max_steps_per_epoch=2", "trainer.linear_probe=true"]
+    _ranks("train", tmp_path, [*overrides, "trainer.devices=1"], 1)
+    _ranks("evaluate", tmp_path, [*overrides, "trainer.devices=1"], 1)
+    one = read_json(tmp_path / "evaluate-0.json")
+    _ranks("evaluate", tmp_path, [*overrides, "trainer.devices=3"], 3)
+    ranks = [read_json(tmp_path / f"evaluate-{rank}.json") for rank in range(3)]
+    assert one["images"] == 512 + 256
+    assert [r["images"] for r in ranks] == [171 + 86, 171 + 85, 170 + 85]
+    for r in ranks:
+        assert r["metrics"]["knn_top1"] == pytest.approx(one["metrics"]["knn_top1"], abs=1e-9)
+        assert r["metrics"]["probe_top1"] == pytest.approx(one["metrics"]["probe_top1"], abs=0.5)
