@@ -505,7 +505,12 @@ def _stop_requested(t: Trainer, stop: _StopSignals, step_in_epoch: int) -> bool:
 
 
 def _serve(stop: _StopSignals) -> None:
-    """Pass on this process's stop signal; a rank without one stops with its peers."""
+    """Pass on this process's stop signal; a rank without one stops with its peers.
+
+    Every rank gets here at the same step, and first leaves the process group: a process
+    that exits with it alive may abort (SIGABRT) as the interpreter shuts down, gloo's
+    threads still holding tensors of its last collectives."""
+    distributed.teardown()
     if stop.pending:
         stop.serve()
     else:
