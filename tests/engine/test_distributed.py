@@ -113,6 +113,19 @@ def test_two_ranks_train_like_one_process_with_the_global_batch(tmp_path):
     assert torch.allclose(a["queue"][: 4 * 32], b["queue"][: 4 * 32], atol=WEIGHT_ATOL)
 
 
+def test_paper_presets_normalise_the_global_batch_on_several_devices():
+    """The official CIFAR-10 recipe trains on one GPU (BatchNorm over the batch of 256): on
+    several GPUs its preset keeps that batch for BatchNorm (SyncBatchNorm), as ImageNet's."""
+    from hydra import compose, initialize_config_dir
+
+    from sce_sweeps.app import CONF_DIR
+
+    for experiment in ("cifar10", "cifar100", "stl10", "tiny_imagenet", "imagenet"):
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = compose("config", overrides=[f"experiment={experiment}", "trainer.devices=4"])
+        assert cfg.trainer.sync_bn, experiment
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sym", [False, True])
 def test_the_queue_holds_every_ranks_keys_in_rank_order(tmp_path, sym):
