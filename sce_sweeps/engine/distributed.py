@@ -343,7 +343,10 @@ def prepare(model: nn.Module, ctx: Dist, sync_bn: bool = False) -> nn.Module:
         model.set_target_bn_splits(max(1, splits // ctx.world_size))
     cuda = next(model.parameters()).is_cuda
     if sync_bn and not cuda:
-        raise ValueError("trainer.sync_bn=true needs GPUs: SyncBatchNorm runs on CUDA only")
+        raise ValueError(
+            "trainer.sync_bn=true needs GPUs (SyncBatchNorm runs on CUDA only); on the CPU set "
+            "trainer.sync_bn=false: each rank's BatchNorm then sees batch_size / devices samples"
+        )
     if sync_bn:
         convert_sync_bn(model)
     device_ids = [torch.cuda.current_device()] if cuda else None

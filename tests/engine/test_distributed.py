@@ -278,3 +278,30 @@ def test_ranks_share_the_evaluation_and_get_the_metrics_of_one_process(tmp_path)
     for r in ranks:
         assert r["metrics"]["knn_top1"] == pytest.approx(one["metrics"]["knn_top1"], abs=1e-9)
         assert r["metrics"]["probe_top1"] == pytest.approx(one["metrics"]["probe_top1"], abs=0.5)
+
+
+def test_on_the_device_path_ranks_draw_other_views_of_the_same_images():
+    """trainer.data_path=device draws each rank's views with the rank's own seed: N ranks
+    train on the same images in the same order as one process with the global batch, with
+    other random views (docs/multi_gpu_and_linear.md states it). On the CPU path each
+    sample's views come from its own seed, the same for any number of ranks
+    (test_sampler_shards_every_global_batch_by_rank_and_resumes)."""
+    from hydra import compose, initialize_config_dir
+
+    from sce_sweeps.app import CONF_DIR
+    from sce_sweeps.data.device import DeviceData, DeviceViews
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=[*TINY, "trainer.data_path=device"])
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8, generator=generator)
+    views, cpu = DeviceViews(cfg.aug, cfg.dataset), torch.device("cpu")
+    one = DeviceData(images, torch.arange(64), views, 0, 16, None, cpu)
+    two = [DeviceData(images, torch.arange(64), views, 0, 16, None, cpu, r, 2) for r in (0, 1)]
+    one_views, one_labels = one.batch(0, 1)
+    parts = [data.batch(0, 1) for data in two]
+    assert torch.equal(torch.cat([labels for _, labels in parts]), one_labels)  # same images
+    for v in range(2):
+        two_views = torch.cat([views[v] for views, _ in parts])
+        assert two_views.shape == one_views[v].shape
+        assert not torch.allclose(two_views, one_views[v])  # other views
