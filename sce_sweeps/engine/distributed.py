@@ -91,6 +91,12 @@ class Dist:
         if self.enabled:
             dist.barrier()
 
+    def broadcast_buffers(self, module: nn.Module) -> None:
+        """Rank 0's buffers of ``module`` (BatchNorm's running statistics) on every rank."""
+        if self.enabled:
+            for buffer in module.buffers():
+                dist.broadcast(buffer, 0)
+
     def sum(self, x: torch.Tensor) -> torch.Tensor:
         """The sum of ``x`` over ranks (``x`` itself in one process)."""
         if not self.enabled:

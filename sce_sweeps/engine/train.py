@@ -320,9 +320,12 @@ def evaluate(
 
     ``shared`` (every rank calls it): each rank extracts the features of its shard of the bank
     and of the queries; the shards, gathered in rank order, are the features one process
-    extracts, so every rank gets the metrics of one process. Else this rank evaluates alone."""
+    extracts, so every rank gets the metrics of one process. Rank 0's BatchNorm statistics
+    (those it saves) are first given to every rank: with BatchNorm per rank, each rank's own
+    differ. Else this rank evaluates alone."""
     cfg, backbone = t.cfg, backbone or t.model.backbone
     ctx = t.dist if shared else distributed.Dist()
+    ctx.broadcast_buffers(backbone)
     loaders = (t.bank_shard, t.query_shard) if shared else (t.bank_loader, t.query_loader)
     bank, queries = (
         [ctx.gather_shards(x, len(dataset)) for x in extract_features(backbone, loader, t.device)]
