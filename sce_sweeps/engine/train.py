@@ -440,6 +440,9 @@ def _cpu_loader(t: Trainer, state: TrainState) -> DataLoader:
         cfg.dataset.num_workers,
         sampler=sampler,
         collate_fn=collate_views,
+        # its own generator: a DataLoader draws its workers' base seed from the global one
+        # as each epoch starts, which a run resumed mid-epoch would draw once more
+        generator=torch.Generator().manual_seed(cfg.seed),
     )
 
 
