@@ -163,8 +163,18 @@ def run(cfg: DictConfig) -> float:
             def on_epoch_end(epoch: int, row: dict[str, Any]) -> bool:
                 return reporter.on_epoch_end(epoch, row, last=epoch >= epochs)
 
+        def on_peer_failure(reason: str) -> None:  # another rank failed: this process ends
+            if tracker is not None:
+                tracker.close(RunState.FAILED.value)
+            _finish(run_dir, info, _so_far(run_dir), RunState.FAILED, reason, reporter)
+
         metrics = train(
-            cfg, run_dir, tracker=tracker, on_epoch_end=on_epoch_end, resume_state=state
+            cfg,
+            run_dir,
+            tracker=tracker,
+            on_epoch_end=on_epoch_end,
+            resume_state=state,
+            on_peer_failure=on_peer_failure,
         )
         # --- linear evaluation stage (linear.enabled): linear_top1/top5 into the result ---
         if cfg.linear.enabled:

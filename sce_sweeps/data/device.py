@@ -15,7 +15,8 @@ batch is a pure function of ``(seed, epoch, step)`` (and of the images): a run r
 step sees exactly the batches it would have seen, and the training loop's own RNG is
 untouched. Batches follow the same seeded permutation as the CPU path (:class:`EpochSampler`),
 so both paths train on the same images in the same order; only the random draws of the
-augmentations differ (seeded per sample on the CPU path, per group of steps on this one).
+augmentations differ (seeded per sample on the CPU path, per group of steps and per rank on
+this one: N processes draw other views than one process with the same global batch).
 
 Differences from the CPU path (torchvision on PIL images), by construction of the libraries:
 

@@ -19,15 +19,22 @@ has gradients) and given the collectives of :class:`sce_sweeps.sce.SCEModel`'s h
   are gathered back and unshuffled. With the same permutation this is exactly split BN over
   ``target_bn_splits`` groups in one process.
 
-Rank 0 alone writes checkpoints, metrics, results and tracking.
+Rank 0 alone writes checkpoints, metrics, results and tracking. The kNN evaluation is shared:
+each rank extracts the features of its shard of the bank and of the queries
+(:meth:`Dist.gather_shards`). An error on one rank ends every rank within seconds
+(:class:`FailureWatch`), rank 0 recording the failed rank's reason.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import threading
 import types
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -83,6 +90,123 @@ class Dist:
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()
+
+    def broadcast_buffers(self, module: nn.Module) -> None:
+        """Rank 0's buffers of ``module`` (BatchNorm's running statistics) on every rank."""
+        if self.enabled:
+            for buffer in module.buffers():
+                dist.broadcast(buffer, 0)
+
+    def sum(self, x: torch.Tensor) -> torch.Tensor:
+        """The sum of ``x`` over ranks (``x`` itself in one process)."""
+        if not self.enabled:
+            return x
+        x = x.detach().clone()
+        dist.all_reduce(x)
+        return x
+
+    def shard(self, n: int) -> range:
+        """This rank's contiguous share of ``n`` items (all of them in one process): the
+        first ``n % world`` ranks take one more, so that the shards in rank order are 0..n-1."""
+        size, extra = divmod(n, self.world_size)
+        start = self.rank * size + min(self.rank, extra)
+        return range(start, start + size + (self.rank < extra))
+
+    def gather_shards(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        """Every rank's shard of ``n`` rows (``x``: this rank's, see :meth:`shard`),
+        concatenated in rank order: the ``n`` rows as one process has them. The shards are
+        padded to the largest one for the all-gather and trimmed after."""
+        if not self.enabled:
+            return x
+        largest = -(-n // self.world_size)
+        padded = x.new_zeros((largest, *x.shape[1:]))
+        padded[: x.shape[0]] = x
+        parts = all_gather(padded).split(largest)
+        sizes = [len(Dist(r, self.world_size).shard(n)) for r in range(self.world_size)]
+        return torch.cat([part[:size] for part, size in zip(parts, sizes)])
+
+
+#: The file by which a rank that failed tells its peers why (in the run dir).
+FAILED = ".failed-rank{rank}"
+
+
+class FailureWatch:
+    """Ends every rank of a multi-process run within seconds when one of them fails.
+
+    Without it, the ranks that did not fail wait in their next collective until the process
+    group's timeout (30 min), holding every device of the job. Inside the ``with`` block, an
+    exception (other than ``expected``) writes this rank's reason to ``<run dir>/``
+    :data:`FAILED`; a thread on every rank polls the run dir every ``poll_s`` seconds and, on a
+    peer's file, prints the reason, lets rank 0 record it (``on_peer_failure(reason)``, e.g.
+    into ``result.json``) and ends the process with ``os._exit(1)``: its main thread may be
+    blocked in a collective, which nothing else interrupts. Entering removes this rank's file
+    from an earlier attempt and waits for every rank (a barrier), so that no stale file counts.
+    A no-op in one process.
+    """
+
+    def __init__(
+        self,
+        ctx: Dist,
+        run_dir: Path,
+        on_peer_failure: Callable[[str], None] | None = None,
+        expected: tuple[type[BaseException], ...] = (),
+        poll_s: float = 0.5,
+    ) -> None:
+        self.ctx, self.run_dir, self.poll_s = ctx, Path(run_dir), poll_s
+        self.on_peer_failure = on_peer_failure if ctx.is_main else None
+        self.expected = expected
+        self._done = threading.Event()
+        self._lock = threading.Lock()  # a peer's failure or this rank's own: one of them
+        self._thread = threading.Thread(target=self._watch, name="sce-failure-watch", daemon=True)
+
+    def _path(self, rank: int) -> Path:
+        return self.run_dir / FAILED.format(rank=rank)
+
+    def __enter__(self) -> FailureWatch:
+        if self.ctx.enabled:
+            self._path(self.ctx.rank).unlink(missing_ok=True)
+            self.ctx.barrier()
+            self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        with self._lock:
+            self._done.set()
+        failed = isinstance(exc, Exception) and not isinstance(exc, self.expected)
+        if self.ctx.enabled and failed:
+            self.fail(f"{type(exc).__name__}: {exc}")
+
+    def fail(self, reason: str) -> None:
+        """Tell the peers that this rank failed, and why (an empty file if the disk is full)."""
+        path = self._path(self.ctx.rank)
+        tmp = path.with_name(f"{path.name}.tmp")
+        try:
+            tmp.write_text(reason)
+            tmp.replace(path)
+        except OSError:
+            path.touch()
+
+    def _watch(self) -> None:
+        peers = [r for r in range(self.ctx.world_size) if r != self.ctx.rank]
+        while not self._done.wait(self.poll_s):
+            failed = next((r for r in peers if self._path(r).exists()), None)
+            if failed is None:
+                continue
+            with self._lock:
+                if self._done.is_set():  # this rank's own failure is being handled
+                    return
+                try:
+                    reason = self._path(failed).read_text() or "no reason recorded"
+                except OSError:
+                    reason = "no reason recorded"
+                reason = f"rank {failed} of {self.ctx.world_size} failed: {reason}"
+                print(f"sce_sweeps: {reason}; rank {self.ctx.rank} stops", file=sys.stderr)
+                try:
+                    if self.on_peer_failure is not None:
+                        self.on_peer_failure(reason)
+                finally:
+                    sys.stderr.flush()
+                    os._exit(1)
 
 
 def world_size(cfg: Any) -> int:
@@ -225,7 +349,10 @@ def prepare(model: nn.Module, ctx: Dist, sync_bn: bool = False) -> nn.Module:
         model.set_target_bn_splits(max(1, splits // ctx.world_size))
     cuda = next(model.parameters()).is_cuda
     if sync_bn and not cuda:
-        raise ValueError("trainer.sync_bn=true needs GPUs: SyncBatchNorm runs on CUDA only")
+        raise ValueError(
+            "trainer.sync_bn=true needs GPUs (SyncBatchNorm runs on CUDA only); on the CPU set "
+            "trainer.sync_bn=false: each rank's BatchNorm then sees batch_size / devices samples"
+        )
     if sync_bn:
         convert_sync_bn(model)
     device_ids = [torch.cuda.current_device()] if cuda else None

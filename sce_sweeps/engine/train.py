@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from tqdm import tqdm
 
 from sce_sweeps.config import config_hash, run_config
@@ -166,16 +166,18 @@ def _eval_loader(
     return _loader(TensorDataset(torch.cat(xs), torch.cat(ys)), 512, 0, device)
 
 
-def _truncate_metrics(path: Path, last_epoch: int) -> list[dict[str, Any]]:
-    """Keep the metrics of epochs <= last_epoch (a crash may have left a later line)."""
+def _restore_metrics(path: Path, last_epoch: int, write: bool) -> list[dict[str, Any]]:
+    """The metrics of epochs <= last_epoch (a crash may have left a later line); ``write``
+    (rank 0) also drops the later lines from the file. Every rank reads the same rows."""
     from sce_sweeps.runfiles import read_metrics  # drops a line torn by a kill mid-append
 
     if not path.exists():
         return []
     rows = [r for r in read_metrics(path.parent) if r["epoch"] <= last_epoch]
-    tmp = path.with_name(f".{path.name}.tmp")  # a kill meanwhile leaves the file as it was
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(path)
+    if write:
+        tmp = path.with_name(f".{path.name}.tmp")  # a kill meanwhile leaves the file as it was
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        tmp.replace(path)
     return rows
 
 
@@ -203,7 +205,8 @@ class Trainer:
     device_data: DeviceData | None = None  # trainer.data_path=device: the views' source
     amp_dtype: torch.dtype | None = None  # bfloat16 autocast (trainer.amp_dtype)
 
-    # The evaluation's loaders are made at the first evaluation, after the first step.
+    # The evaluation's loaders are made at the first evaluation, after the first step: the
+    # whole sets (for rank 0 alone), and this rank's shards of them (the same in one process).
     @cached_property
     def bank_loader(self) -> DataLoader:
         return _eval_loader(self.bank_set, self.cfg.dataset.num_workers, self.device)
@@ -211,6 +214,18 @@ class Trainer:
     @cached_property
     def query_loader(self) -> DataLoader:
         return _eval_loader(self.query_set, self.cfg.dataset.num_workers, self.device)
+
+    @cached_property
+    def bank_shard(self) -> DataLoader:
+        return self._shard(self.bank_set) if self.dist.enabled else self.bank_loader
+
+    @cached_property
+    def query_shard(self) -> DataLoader:
+        return self._shard(self.query_set) if self.dist.enabled else self.query_loader
+
+    def _shard(self, dataset: Dataset) -> DataLoader:
+        shard = Subset(dataset, self.dist.shard(len(dataset)))
+        return _eval_loader(shard, self.cfg.dataset.num_workers)
 
 
 @dataclass
@@ -310,13 +325,28 @@ def build(cfg: DictConfig, run_dir: Path, tracker: NullTracker) -> Trainer:
     )
 
 
-def evaluate(t: Trainer, backbone: nn.Module | None = None) -> dict[str, float]:
+def evaluate(
+    t: Trainer, backbone: nn.Module | None = None, shared: bool = True
+) -> dict[str, float]:
     """The evaluation of a backbone's frozen features (the online backbone's by default):
-    ``knn_top1``, and ``probe_top1`` with ``trainer.linear_probe`` (both in %)."""
+    ``knn_top1``, and ``probe_top1`` with ``trainer.linear_probe`` (both in %).
+
+    ``shared`` (every rank calls it): each rank extracts the features of its shard of the bank
+    and of the queries; the shards, gathered in rank order, are the features one process
+    extracts, so every rank gets the metrics of one process. Rank 0's BatchNorm statistics
+    (those it saves) are first given to every rank: with BatchNorm per rank, each rank's own
+    differ. Else this rank evaluates alone."""
     cfg, backbone = t.cfg, backbone or t.model.backbone
+    ctx = t.dist if shared else distributed.Dist()
+    ctx.broadcast_buffers(backbone)
+    loaders = (t.bank_shard, t.query_shard) if shared else (t.bank_loader, t.query_loader)
+    bank, queries = (
+        [ctx.gather_shards(x, len(dataset)) for x in extract_features(backbone, loader, t.device)]
+        for loader, dataset in zip(loaders, (t.bank_set, t.query_set))
+    )
     return feature_metrics(
-        extract_features(backbone, t.bank_loader, t.device),
-        extract_features(backbone, t.query_loader, t.device),
+        bank,
+        queries,
         cfg.dataset.num_classes,
         cfg.trainer.knn_k,
         cfg.trainer.knn_temp,
@@ -332,7 +362,7 @@ def baselines(t: Trainer) -> dict[str, float]:
     key = init_key(init, cfg, t.device)
 
     def evaluate_init() -> dict[str, float]:
-        return {f"{name}_init": value for name, value in evaluate(t, init).items()}
+        return {f"{name}_init": value for name, value in evaluate(t, init, shared=False).items()}
 
     metrics = cached_metrics(t.run_dir.parent / CACHE / f"{key}.json", evaluate_init)
     metrics.update(
@@ -370,7 +400,7 @@ def restore(t: Trainer, resume_state: dict[str, Any] | None) -> TrainState:
         step_in_epoch=resume_state["step_in_epoch"],
         elapsed=resume_state["elapsed"],
         loss_sum=resume_state["loss_sum"],
-        history=_truncate_metrics(metrics_path, resume_state["epoch"]) if t.dist.is_main else [],
+        history=_restore_metrics(metrics_path, resume_state["epoch"], write=t.dist.is_main),
     )
 
 
@@ -424,6 +454,9 @@ def _cpu_loader(t: Trainer, state: TrainState) -> DataLoader:
         t.device,
         sampler=sampler,
         collate_fn=collate_views,
+        # its own generator: a DataLoader draws its workers' base seed from the global one
+        # as each epoch starts, which a run resumed mid-epoch would draw once more
+        generator=torch.Generator().manual_seed(cfg.seed),
     )
 
 
@@ -493,7 +526,12 @@ def _stop_requested(t: Trainer, stop: _StopSignals, step_in_epoch: int) -> bool:
 
 
 def _serve(stop: _StopSignals) -> None:
-    """Pass on this process's stop signal; a rank without one stops with its peers."""
+    """Pass on this process's stop signal; a rank without one stops with its peers.
+
+    Every rank gets here at the same step, and first leaves the process group: a process
+    that exits with it alive may abort (SIGABRT) as the interpreter shuts down, gloo's
+    threads still holding tensors of its last collectives."""
+    distributed.teardown()
     if stop.pending:
         stop.serve()
     else:
@@ -524,7 +562,7 @@ def end_epoch(t: Trainer, state: TrainState) -> dict[str, Any]:
     every = cfg.trainer.eval_every
     due = epoch + 1 == cfg.trainer.epochs or (every and (epoch + 1) % every == 0)
     train_s = state.elapsed_now() - (state.history[-1]["elapsed_s"] if state.history else 0.0)
-    if due and t.dist.is_main:
+    if due:
         row.update(evaluate(t))
     row["elapsed_s"] = state.elapsed_now()
     if t.dist.is_main and cfg.trainer.progress and not sys.stderr.isatty():
@@ -549,12 +587,15 @@ def train(
     tracker: NullTracker | None = None,
     on_epoch_end: Callable[[int, dict[str, Any]], bool] | None = None,
     resume_state: dict[str, Any] | None = None,
+    on_peer_failure: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Train SCE as configured, in ``run_dir``; resume from ``resume_state`` when given.
 
     Args:
         on_epoch_end: called with (epoch, metrics) after each epoch; returning True stops the
             run after checkpointing (raises :class:`Stopped`).
+        on_peer_failure: several processes: called on rank 0 with the reason when another
+            rank fails, before this process ends (:class:`~.distributed.FailureWatch`).
 
     Returns:
         The final metrics: knn_top1 (and probe_top1 with trainer.linear_probe), loss,
@@ -564,23 +605,26 @@ def train(
     Raises:
         NonFiniteLossError: the loss became NaN or infinite.
     """
-    t = build(cfg, run_dir, tracker or NullTracker())
-    state = restore(t, resume_state)
-    state.started = time.perf_counter()
-    t.model.train()
-    with _StopSignals() as stop:
-        while state.epoch < cfg.trainer.epochs:
-            run_epoch(t, state, stop)
-            row = end_epoch(t, state)
-            stop_now = bool(on_epoch_end(state.epoch, row)) if on_epoch_end else False
-            stop_now = t.dist.broadcast_flag(stop_now, t.device)  # rank 0's verdict
-            last = state.epoch == cfg.trainer.epochs
-            if last or stop_now or state.epoch % cfg.trainer.checkpoint_every == 0:
-                save(t, state)
-            if stop_now:
-                raise Stopped(f"stopped after epoch {state.epoch}")
-            if t.dist.any(stop.pending is not None, t.device):
-                _serve(stop)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ctx = distributed.setup(cfg)
+    with distributed.FailureWatch(ctx, run_dir, on_peer_failure, expected=(Stopped,)):
+        t = build(cfg, run_dir, tracker or NullTracker())
+        state = restore(t, resume_state)
+        state.started = time.perf_counter()
+        t.model.train()
+        with _StopSignals() as stop:
+            while state.epoch < cfg.trainer.epochs:
+                run_epoch(t, state, stop)
+                row = end_epoch(t, state)
+                stop_now = bool(on_epoch_end(state.epoch, row)) if on_epoch_end else False
+                stop_now = t.dist.broadcast_flag(stop_now, t.device)  # rank 0's verdict
+                last = state.epoch == cfg.trainer.epochs
+                if last or stop_now or state.epoch % cfg.trainer.checkpoint_every == 0:
+                    save(t, state)
+                if stop_now:
+                    raise Stopped(f"stopped after epoch {state.epoch}")
+                if t.dist.any(stop.pending is not None, t.device):
+                    _serve(stop)
 
     final = state.history[-1]
     result = {k: final[k] for k in EVAL_METRICS if k in final}

@@ -2,16 +2,22 @@
 OVERRIDES...`` as one rank of a gloo process group (RANK, WORLD_SIZE, MASTER_ADDR/PORT set by
 the test), or as a single process.
 
-Modes: ``train`` runs the real trainer in RUN_DIR (``train_stop``: the rank STOP_RANK of the
+Modes: ``train`` runs the real trainer in RUN_DIR, resuming from its checkpoint as the app
+does, and writes what ``train`` returned to ``result-<rank>.json`` (``train_fail``: the rank
+FAIL_RANK raises OSError as its step FAIL_STEP begins, and a peer's failure is recorded in
+``peer_failure.txt`` as the app records it in result.json; ``train_stop``: the rank STOP_RANK of the
 environment sends itself SIGUSR2 as its step STOP_STEP begins, as SLURM's warning would);
 ``train_split`` does too in one process whose online trunk normalises each half of the batch
 on its own (split BN), as two ranks' BatchNorm does; ``queue`` runs one SCE step of the
 model with its collectives and writes, from rank 0, this step's keys of every rank and the
-queue.
+queue; ``evaluate`` evaluates RUN_DIR's checkpoint (``evaluate`` of the trainer) and writes,
+from each rank, the metrics and the number of images its backbone saw to
+``evaluate-<rank>.json``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -21,6 +27,7 @@ import torch
 import torch.distributed as dist
 from hydra import compose, initialize_config_dir
 
+from sce_sweeps import runfiles
 from sce_sweeps.app import CONF_DIR
 from sce_sweeps.engine import distributed
 from sce_sweeps.engine import train as trainer
@@ -69,6 +76,32 @@ def _signal_at(step_fn, step: int):
     return wrapped
 
 
+def _fail_at(step_fn, step: int):
+    """``step_fn``, raising OSError (as a full disk would) as its call number ``step`` begins."""
+    calls = []
+
+    def wrapped(*args, **kwargs):
+        if len(calls) == step:
+            raise OSError(28, "No space left on device")
+        calls.append(None)
+        return step_fn(*args, **kwargs)
+
+    return wrapped
+
+
+def _evaluate(cfg, run_dir: Path) -> None:
+    """Evaluate the checkpoint's online backbone as the trainer does; count the images each
+    rank's backbone sees."""
+    t = trainer.build(cfg, run_dir, trainer.NullTracker())
+    t.model.load_state_dict(runfiles.load_checkpoint(run_dir / runfiles.CHECKPOINT)["model"])
+    seen = []
+    t.model.backbone.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[0]))
+    metrics = trainer.evaluate(t)
+    out = {"metrics": metrics, "images": sum(seen)}
+    (run_dir / f"evaluate-{t.dist.rank}.json").write_text(json.dumps(out))
+    distributed.teardown()
+
+
 def main() -> None:
     mode, run_dir, overrides = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
@@ -77,11 +110,26 @@ def main() -> None:
     if mode == "queue":
         _queue_step(cfg, run_dir)
         return
+    if mode == "evaluate":
+        _evaluate(cfg, run_dir)
+        return
     if mode == "train_split":
         trainer.build_model = _split_online_bn
     if mode == "train_stop" and os.environ["RANK"] == os.environ["STOP_RANK"]:
         trainer.train_step = _signal_at(trainer.train_step, int(os.environ["STOP_STEP"]))
-    train(cfg, run_dir)
+    kwargs = {}
+    if mode == "train_fail":
+        if os.environ["RANK"] == os.environ["FAIL_RANK"]:
+            trainer.train_step = _fail_at(trainer.train_step, int(os.environ["FAIL_STEP"]))
+
+        def on_peer_failure(reason: str) -> None:
+            (run_dir / "peer_failure.txt").write_text(reason)
+
+        kwargs["on_peer_failure"] = on_peer_failure
+    state = runfiles.load_checkpoint(run_dir / runfiles.CHECKPOINT)
+    result = train(cfg, run_dir, resume_state=state, **kwargs)
+    rank = os.environ.get("RANK", "0")
+    (run_dir / f"result-{rank}.json").write_text(json.dumps(result))
     distributed.teardown()
 
 

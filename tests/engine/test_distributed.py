@@ -22,7 +22,7 @@ import sys
 import pytest
 import torch
 
-from tests.helpers import ROOT, TINY, read_metrics
+from tests.helpers import ROOT, TINY, read_json, read_metrics
 
 LOSS_RTOL = 1e-4
 WEIGHT_ATOL = 1e-4
@@ -51,10 +51,17 @@ def _free_port() -> int:
 
 
 def _ranks(
-    mode: str, run_dir, overrides: list[str], world: int, codes: tuple[int, ...] = (0,), **env_
-) -> None:
+    mode: str,
+    run_dir,
+    overrides: list[str],
+    world: int,
+    codes: tuple[int, ...] = (0,),
+    timeout: float = 300,
+    **env_,
+) -> list[str]:
     """Run tests/engine/ddp_worker.py as ``world`` ranks of one gloo group; each rank must
-    exit with its code in ``codes`` (the last one for the ranks after)."""
+    exit with its code in ``codes`` (the last one for the ranks after) within ``timeout``
+    seconds. Returns the ranks' stderr."""
     port = str(_free_port())
     procs = []
     for rank in range(world):
@@ -64,9 +71,14 @@ def _ranks(
             env.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
         cmd = [sys.executable, "-m", "tests.engine.ddp_worker", mode, str(run_dir), *overrides]
         procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True))
-    errors = [p.communicate(timeout=300)[1] for p in procs]
+    try:
+        errors = [p.communicate(timeout=timeout)[1] for p in procs]
+    finally:
+        for p in procs:  # a rank that hangs
+            p.kill()
     for rank, (p, err) in enumerate(zip(procs, errors)):
         assert p.returncode == codes[min(rank, len(codes) - 1)], err[-4000:]
+    return errors
 
 
 @pytest.mark.slow
@@ -99,6 +111,19 @@ def test_two_ranks_train_like_one_process_with_the_global_batch(tmp_path):
     print(f"\n2 ranks vs 1 process: loss rel. diff {loss_diff:.1e}, weight abs. diff {worst:.1e}")
     # the queue holds the 4 steps' global batches in the same order
     assert torch.allclose(a["queue"][: 4 * 32], b["queue"][: 4 * 32], atol=WEIGHT_ATOL)
+
+
+def test_paper_presets_normalise_the_global_batch_on_several_devices():
+    """The official CIFAR-10 recipe trains on one GPU (BatchNorm over the batch of 256): on
+    several GPUs its preset keeps that batch for BatchNorm (SyncBatchNorm), as ImageNet's."""
+    from hydra import compose, initialize_config_dir
+
+    from sce_sweeps.app import CONF_DIR
+
+    for experiment in ("cifar10", "cifar100", "stl10", "tiny_imagenet", "imagenet"):
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = compose("config", overrides=[f"experiment={experiment}", "trainer.devices=4"])
+        assert cfg.trainer.sync_bn, experiment
 
 
 @pytest.mark.slow
@@ -189,3 +214,94 @@ def test_a_stop_signal_on_one_rank_stops_every_rank_at_the_same_checked_step(tmp
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     checked = -(-(signal_step + 1) // STOP_CHECK_EVERY) * STOP_CHECK_EVERY
     assert (state["epoch"], state["step_in_epoch"]) == (0, checked)
+
+
+@pytest.mark.slow
+def test_a_run_killed_after_its_final_checkpoint_finishes_on_every_rank_without_training(
+    tmp_path,
+):
+    """A job killed between its last checkpoint and result.json is run again: every rank
+    restores the same state (the history of metrics.jsonl included) and returns the result
+    without training another step."""
+    overrides = [*STEPS, "trainer.devices=2", "trainer.epochs=2"]
+    _ranks("train", tmp_path, overrides, 2)
+    first = read_json(tmp_path / "result-0.json")
+    checkpoint = (tmp_path / "checkpoint.pt").read_bytes()
+    for rank in (0, 1):
+        (tmp_path / f"result-{rank}.json").unlink()
+    _ranks("train", tmp_path, overrides, 2)  # rank 1 failed with IndexError (history[-1])
+    again = [read_json(tmp_path / f"result-{rank}.json") for rank in (0, 1)]
+    for result in again:
+        assert (
+            (result["loss"], result["epochs"])
+            == (first["loss"], first["epochs"])
+            == (
+                read_metrics(tmp_path)[-1]["loss"],
+                2,
+            )
+        )
+    assert (tmp_path / "checkpoint.pt").read_bytes() == checkpoint  # not trained again
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fail_rank", [0, 1])
+def test_an_error_on_one_rank_ends_every_rank_with_its_reason(tmp_path, fail_rank):
+    """A rank that raises (here a full disk as its step 2 begins) ends its peers, blocked in
+    the step's collectives, within seconds rather than the process group's 30 min timeout;
+    rank 0 records the failed rank's reason (the app: in result.json)."""
+    overrides = [*STEPS, "trainer.devices=2", "trainer.epochs=1"]
+    overrides += ["trainer.max_steps_per_epoch=null", "dataset.train_samples=1024"]  # 32 steps
+    env = {"FAIL_RANK": str(fail_rank), "FAIL_STEP": "2"}
+    errors = _ranks("train_fail", tmp_path, overrides, 2, (1,), timeout=120, **env)
+    assert "No space left on device" in errors[fail_rank]
+    peer = 1 - fail_rank
+    assert f"rank {fail_rank} of 2 failed: OSError: [Errno 28] No space left" in errors[peer]
+    if fail_rank == 1:  # rank 0 recorded it; rank 0's own failure is the app's to record
+        reason = (tmp_path / "peer_failure.txt").read_text()
+        assert reason == "rank 1 of 2 failed: OSError: [Errno 28] No space left on device"
+
+
+@pytest.mark.slow
+def test_ranks_share_the_evaluation_and_get_the_metrics_of_one_process(tmp_path):
+    """3 ranks evaluate a checkpoint: each extracts the features of its shard of the bank and
+    of the queries (uneven shards: 512 and 256 images), gathered in rank order; kNN top-1 and
+    the linear probe are those of one process."""
+    overrides = [*TINY, "tracker=none", "trainer.epochs=1", "trainer.batch_size=48"]
+    overrides += ["trainer.max_steps_per_epoch=2", "trainer.linear_probe=true"]
+    _ranks("train", tmp_path, [*overrides, "trainer.devices=1"], 1)
+    _ranks("evaluate", tmp_path, [*overrides, "trainer.devices=1"], 1)
+    one = read_json(tmp_path / "evaluate-0.json")
+    _ranks("evaluate", tmp_path, [*overrides, "trainer.devices=3"], 3)
+    ranks = [read_json(tmp_path / f"evaluate-{rank}.json") for rank in range(3)]
+    assert one["images"] == 512 + 256
+    assert [r["images"] for r in ranks] == [171 + 86, 171 + 85, 170 + 85]
+    for r in ranks:
+        assert r["metrics"]["knn_top1"] == pytest.approx(one["metrics"]["knn_top1"], abs=1e-9)
+        assert r["metrics"]["probe_top1"] == pytest.approx(one["metrics"]["probe_top1"], abs=0.5)
+
+
+def test_on_the_device_path_ranks_draw_other_views_of_the_same_images():
+    """trainer.data_path=device draws each rank's views with the rank's own seed: N ranks
+    train on the same images in the same order as one process with the global batch, with
+    other random views (docs/multi_gpu_and_linear.md states it). On the CPU path each
+    sample's views come from its own seed, the same for any number of ranks
+    (test_sampler_shards_every_global_batch_by_rank_and_resumes)."""
+    from hydra import compose, initialize_config_dir
+
+    from sce_sweeps.app import CONF_DIR
+    from sce_sweeps.data.device import DeviceData, DeviceViews
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=[*TINY, "trainer.data_path=device"])
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8, generator=generator)
+    views, cpu = DeviceViews(cfg.aug, cfg.dataset), torch.device("cpu")
+    one = DeviceData(images, torch.arange(64), views, 0, 16, None, cpu)
+    two = [DeviceData(images, torch.arange(64), views, 0, 16, None, cpu, r, 2) for r in (0, 1)]
+    one_views, one_labels = one.batch(0, 1)
+    parts = [data.batch(0, 1) for data in two]
+    assert torch.equal(torch.cat([labels for _, labels in parts]), one_labels)  # same images
+    for v in range(2):
+        two_views = torch.cat([views[v] for views, _ in parts])
+        assert two_views.shape == one_views[v].shape
+        assert not torch.allclose(two_views, one_views[v])  # other views
