@@ -225,7 +225,7 @@ class Trainer:
 
     def _shard(self, dataset: Dataset) -> DataLoader:
         shard = Subset(dataset, self.dist.shard(len(dataset)))
-        return _eval_loader(shard, self.cfg.dataset.num_workers)
+        return _eval_loader(shard, self.cfg.dataset.num_workers, self.device)
 
 
 @dataclass
