@@ -341,7 +341,11 @@ def beat(run_dir: str | Path, step: int) -> None:
     book["written"] = clock
     data = {"step": step, "time": time.time(), "at": now(), "pid": os.getpid(), "host": HOST}
     data["longest_gap_s"] = round(book["longest"], 3)
-    write_json_atomic(data, Path(run_dir) / HEARTBEAT, sync=False)  # no fsync: a step's time
+    try:  # no fsync: a step's time; a heartbeat that cannot be written (a full disk) never
+        # fails the run: its next checkpoint says what is wrong
+        write_json_atomic(data, Path(run_dir) / HEARTBEAT, sync=False)
+    except OSError:
+        pass
 
 
 def clear_heartbeat(run_dir: str | Path) -> None:
