@@ -86,7 +86,7 @@ def _metrics_resume(workdir: Path) -> int:
             torn = f.read(1) != b"\n"
         with (workdir / "torn.txt").open("a") as f:
             f.write(f"{int(torn)}\n")
-    rows = train._truncate_metrics(path, last_epoch=10**9)
+    rows = train._restore_metrics(path, last_epoch=10**9, write=True)
     assert [r["epoch"] for r in rows] == list(range(1, len(rows) + 1)), "a row went missing"
     return len(rows)
 
