@@ -293,7 +293,10 @@ class AimTracker(NullTracker):
         except Exception as e:
             self._disable("close the Aim run", e)
             closed = False
-        command = merge_command(self.run_repo.parent.parent, self.shared_repo)
+        if self.shared_repo is None:  # a server's run: nothing to merge
+            command = ""
+        else:
+            command = merge_command(self.run_repo.parent.parent, self.shared_repo)
         if self.shared_repo is not None and not closed and final:  # Aim copies closed runs only
             self.problem = (  # the warning was _disable's
                 f"{NOT_MERGED} {self.shared_repo}: {self.problem}; what Aim run {self.run_hash} "

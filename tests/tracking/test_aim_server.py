@@ -58,6 +58,9 @@ for k, (first, last, run_hash) in spans.items():
             run_hash = job(url, int(k), first, last, run_hash, steps)
             print(json.dumps({k: run_hash}), flush=True)
             code = 0
+        except BaseException:
+            import traceback
+            traceback.print_exc()
         finally:
             sys.stderr.flush()
             os._exit(code)
