@@ -7,8 +7,8 @@ does, and writes what ``train`` returned to ``result-<rank>.json`` (``train_fail
 FAIL_RANK raises OSError as its step FAIL_STEP begins, and a peer's failure is recorded in
 ``peer_failure.txt`` as the app records it in result.json; ``train_stop``: the rank STOP_RANK of the
 environment sends itself SIGUSR2 as its step STOP_STEP begins, as SLURM's warning would);
-``train_split`` does too in one process whose online trunk normalises each half of the batch
-on its own (split BN), as two ranks' BatchNorm does; ``queue`` runs one SCE step of the
+``train_split`` does too in one process whose online trunk normalises each chunk of the batch
+on its own (split BN, ``model.target_bn_splits`` chunks), as the ranks' BatchNorm does; ``queue`` runs one SCE step of the
 model with its collectives and writes, from rank 0, this step's keys of every rank and the
 queue; ``evaluate`` evaluates RUN_DIR's checkpoint (``evaluate`` of the trainer) and writes,
 from each rank, the metrics and the number of images its backbone saw to
@@ -36,9 +36,10 @@ from sce_sweeps.sce import build_model, convert_split_bn
 
 
 def _split_online_bn(cfg):
-    """The run's model, its online trunk's BatchNorm split in 2 contiguous halves."""
+    """The run's model, its online trunk's BatchNorm split in ``model.target_bn_splits``
+    contiguous chunks: as many as the ranks it stands for, as the target's shuffle BN."""
     model = build_model(cfg)
-    convert_split_bn(model.backbone, 2)
+    convert_split_bn(model.backbone, cfg.model.target_bn_splits)
     return model
 
 

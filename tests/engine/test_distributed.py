@@ -1,9 +1,10 @@
-"""Multi-process training (gloo, CPU): 2 ranks with global batch B train as 1 process with B.
+"""Multi-process training (gloo, CPU): N ranks (2, 4) with global batch B train as 1 process
+with B.
 
-Equivalence holds under the same BatchNorm: each rank's online trunk normalises its own half
-of the batch (DDP's default), which one process reproduces with split BN over the two
-halves; the momentum branch uses shuffle BN (across ranks; in one process split BN over the
-same 2 groups of the same permutation); the projector has no BatchNorm
+Equivalence holds under the same BatchNorm: each rank's online trunk normalises its own
+chunk of the batch (DDP's default), which one process reproduces with split BN over the N
+chunks; the momentum branch uses shuffle BN (across ranks; in one process split BN over the
+same N groups of the same permutation); the projector has no BatchNorm
 (``model.proj_num_layers=1``: one process does not split the projector's BN). Left over are
 float rounding differences (the gradient is averaged over ranks), hence a tolerance: losses
 agree to 1e-4 relative and every weight to 1e-4 absolute after 4 steps. (BatchNorm's running
@@ -38,7 +39,6 @@ STEPS = [
     "optim.warmup_epochs=0",
     "model.proj_num_layers=1",
     "model.target_bn=shuffle",
-    "model.target_bn_splits=2",
     # views from per-sample seeds (the device path draws per-rank batch seeds instead)
     "trainer.data_path=cpu",
 ]
@@ -82,10 +82,12 @@ def _ranks(
 
 
 @pytest.mark.slow
-def test_two_ranks_train_like_one_process_with_the_global_batch(tmp_path):
+@pytest.mark.parametrize("world", [2, 4])
+def test_ranks_train_like_one_process_with_the_global_batch(tmp_path, world):
     one, two = tmp_path / "one", tmp_path / "two"
-    _ranks("train_split", one, [*STEPS, "trainer.devices=1"], 1)
-    _ranks("train", two, [*STEPS, "trainer.devices=2"], 2)
+    splits = f"model.target_bn_splits={world}"
+    _ranks("train_split", one, [*STEPS, splits, "trainer.devices=1"], 1)
+    _ranks("train", two, [*STEPS, splits, f"trainer.devices={world}"], world)
 
     losses_one = [r["loss"] for r in read_metrics(one)]
     losses_two = [r["loss"] for r in read_metrics(two)]
@@ -108,7 +110,9 @@ def test_two_ranks_train_like_one_process_with_the_global_batch(tmp_path):
         else:
             assert torch.equal(a[key], b[key]), key
     loss_diff = max(abs(x - y) / abs(x) for x, y in zip(losses_one, losses_two))
-    print(f"\n2 ranks vs 1 process: loss rel. diff {loss_diff:.1e}, weight abs. diff {worst:.1e}")
+    print(
+        f"\n{world} ranks vs 1 process: loss rel. diff {loss_diff:.1e}, weight abs. diff {worst:.1e}"
+    )
     # the queue holds the 4 steps' global batches in the same order
     assert torch.allclose(a["queue"][: 4 * 32], b["queue"][: 4 * 32], atol=WEIGHT_ATOL)
 

@@ -80,11 +80,6 @@ def _run_dir(sweep: Path) -> Path:
     return sweep / job["run_dir"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the resumed run's final epoch loss differs in the 8th digit (4.349996627 vs "
-    "4.349996597): the restored loss sum, not yet exact",
-)
 def test_four_ranks_of_the_cifar10_preset_stop_on_sigterm_and_resume_as_uninterrupted(tmp_path):
     data = tmp_path / "data"
     write_fake_dataset("cifar10", data, num_train=512, num_test=64)
