@@ -8,11 +8,11 @@ FAIL_RANK raises OSError as its step FAIL_STEP begins, and a peer's failure is r
 ``peer_failure.txt`` as the app records it in result.json; ``train_stop``: the rank STOP_RANK of the
 environment sends itself SIGUSR2 as its step STOP_STEP begins, as SLURM's warning would);
 ``train_split`` does too in one process whose online trunk normalises each chunk of the batch
-on its own (split BN, ``model.target_bn_splits`` chunks), as the ranks' BatchNorm does; ``queue`` runs one SCE step of the
-model with its collectives and writes, from rank 0, this step's keys of every rank and the
-queue; ``evaluate`` evaluates RUN_DIR's checkpoint (``evaluate`` of the trainer) and writes,
-from each rank, the metrics and the number of images its backbone saw to
-``evaluate-<rank>.json``.
+on its own (split BN, ``model.target_bn_splits`` chunks), as the ranks' BatchNorm does;
+``queue`` runs one SCE step of the model with its collectives and writes, from rank 0,
+this step's keys of every rank and the queue; ``evaluate`` evaluates RUN_DIR's checkpoint
+(``evaluate`` of the trainer) and writes, from each rank, the metrics and the number of
+images its backbone saw to ``evaluate-<rank>.json``.
 """
 
 from __future__ import annotations

@@ -111,7 +111,8 @@ def test_ranks_train_like_one_process_with_the_global_batch(tmp_path, world):
             assert torch.equal(a[key], b[key]), key
     loss_diff = max(abs(x - y) / abs(x) for x, y in zip(losses_one, losses_two))
     print(
-        f"\n{world} ranks vs 1 process: loss rel. diff {loss_diff:.1e}, weight abs. diff {worst:.1e}"
+        f"\n{world} ranks vs 1 process: loss rel. diff {loss_diff:.1e},",
+        f"weight abs. diff {worst:.1e}",
     )
     # the queue holds the 4 steps' global batches in the same order
     assert torch.allclose(a["queue"][: 4 * 32], b["queue"][: 4 * 32], atol=WEIGHT_ATOL)
