@@ -25,14 +25,13 @@ import contextlib
 import fcntl
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import OmegaConf
 from torch import nn
-from torch.utils.data import DataLoader
 
 from sce_sweeps.data.datasets import cache_dir
 from sce_sweeps.engine.knn import feature_metrics, pixel_features
@@ -105,8 +104,8 @@ def cached_metrics(path: Path, evaluate: Callable[[], dict[str, float]]) -> dict
 
 
 def pixel_metrics(
-    bank_loader: DataLoader,
-    query_loader: DataLoader,
+    bank_loader: Iterable,
+    query_loader: Iterable,
     num_classes: int,
     k: int,
     temp: float,

@@ -3,17 +3,18 @@ the linear probe, for a network's features and for raw pixels alike."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 
 from sce_sweeps.engine.probe import linear_probe_top1
 
 
 @torch.no_grad()
 def extract_features(
-    backbone: nn.Module, loader: DataLoader, device: torch.device
+    backbone: nn.Module, loader: Iterable, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """L2-normalised backbone features (N x F) and labels (N) of a whole loader."""
     was_training = backbone.training
@@ -81,7 +82,7 @@ def feature_metrics(
     return metrics
 
 
-def pixel_features(loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
+def pixel_features(loader: Iterable) -> tuple[torch.Tensor, torch.Tensor]:
     """The raw-pixel baseline's features: each image of a loader (after its eval transform:
     the same resize and normalisation the network sees) flattened and L2-normalised."""
     feats, labels = [], []

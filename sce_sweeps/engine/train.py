@@ -13,7 +13,7 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -325,11 +325,20 @@ def build(cfg: DictConfig, run_dir: Path, tracker: NullTracker) -> Trainer:
     )
 
 
+def _beating(loader: Iterable[Any], run_dir: Path, step: int) -> Iterator[Any]:
+    """``loader``'s batches, each a heartbeat at ``step``: an evaluation, which may take
+    longer than any step, is progress too and never looks stalled."""
+    for batch in loader:
+        beat(run_dir, step)
+        yield batch
+
+
 def evaluate(
-    t: Trainer, backbone: nn.Module | None = None, shared: bool = True
+    t: Trainer, backbone: nn.Module | None = None, shared: bool = True, step: int = 0
 ) -> dict[str, float]:
     """The evaluation of a backbone's frozen features (the online backbone's by default):
-    ``knn_top1``, and ``probe_top1`` with ``trainer.linear_probe`` (both in %).
+    ``knn_top1``, and ``probe_top1`` with ``trainer.linear_probe`` (both in %); each batch
+    beats the heartbeat at ``step`` (the last step trained).
 
     ``shared`` (every rank calls it): each rank extracts the features of its shard of the bank
     and of the queries; the shards, gathered in rank order, are the features one process
@@ -341,7 +350,10 @@ def evaluate(
     ctx.broadcast_buffers(backbone)
     loaders = (t.bank_shard, t.query_shard) if shared else (t.bank_loader, t.query_loader)
     bank, queries = (
-        [ctx.gather_shards(x, len(dataset)) for x in extract_features(backbone, loader, t.device)]
+        [
+            ctx.gather_shards(x, len(dataset))
+            for x in extract_features(backbone, _beating(loader, t.run_dir, step), t.device)
+        ]
         for loader, dataset in zip(loaders, (t.bank_set, t.query_set))
     )
     return feature_metrics(
@@ -359,16 +371,17 @@ def baselines(t: Trainer) -> dict[str, float]:
     sweep dir) and of raw pixels (``*_pixels``: once per data); see
     :mod:`sce_sweeps.engine.baselines`."""
     cfg, init = t.cfg, initial_model(t.cfg).backbone.to(t.device)
-    key = init_key(init, cfg, t.device)
+    key, step = init_key(init, cfg, t.device), t.total_steps - 1
 
     def evaluate_init() -> dict[str, float]:
-        return {f"{name}_init": value for name, value in evaluate(t, init, shared=False).items()}
+        metrics = evaluate(t, init, shared=False, step=step)
+        return {f"{name}_init": value for name, value in metrics.items()}
 
     metrics = cached_metrics(t.run_dir.parent / CACHE / f"{key}.json", evaluate_init)
     metrics.update(
         pixel_metrics(
-            t.bank_loader,
-            t.query_loader,
+            _beating(t.bank_loader, t.run_dir, step),
+            _beating(t.query_loader, t.run_dir, step),
             cfg.dataset.num_classes,
             cfg.trainer.knn_k,
             cfg.trainer.knn_temp,
@@ -563,7 +576,7 @@ def end_epoch(t: Trainer, state: TrainState) -> dict[str, Any]:
     due = epoch + 1 == cfg.trainer.epochs or (every and (epoch + 1) % every == 0)
     train_s = state.elapsed_now() - (state.history[-1]["elapsed_s"] if state.history else 0.0)
     if due:
-        row.update(evaluate(t))
+        row.update(evaluate(t, step=end_step - 1))
     row["elapsed_s"] = state.elapsed_now()
     if t.dist.is_main and cfg.trainer.progress and not sys.stderr.isatty():
         _print_epoch(t, row, train_s)  # the bar is hidden in a log: never silent

@@ -103,3 +103,26 @@ def test_baselines_come_after_training_and_a_second_run_reads_them(tmp_path):
     entry.write_text(json.dumps({"knn_top1_init": 12.5}))  # proves the next run reads it
     cfg.loss.coeff = 0.2
     assert train(cfg, tmp_path / "1")["knn_top1_init"] == 12.5
+
+
+def test_every_batch_of_an_evaluation_beats_the_heartbeat(tmp_path, monkeypatch):
+    """An evaluation (the first one, or the baselines after training, may last far longer than
+    a step) beats the heartbeat as it goes, so that a sweep watching for stalled jobs
+    (``hydra.launcher.stall_after``) never takes it for a hung job."""
+    from sce_sweeps.engine import train as trainer
+
+    cfg = compose_cfg("trainer.linear_probe=true", "trainer.eval_random_init=true")
+    t = build(cfg, tmp_path / "run", NullTracker())
+    events = []
+    monkeypatch.setattr(trainer, "beat", lambda run_dir, step: events.append(("beat", step)))
+    t.model.backbone.register_forward_hook(lambda *_: events.append(("batch", None)))
+    trainer.evaluate(t, step=7)
+    batches = [i for i, (kind, _) in enumerate(events) if kind == "batch"]
+    assert len(batches) == len(t.bank_loader) + len(t.query_loader) >= 2
+    for i in batches:
+        assert events[i - 1] == ("beat", 7), events[: i + 1]
+
+    events.clear()  # the baselines: the random-init network, then raw pixels, batch by batch
+    trainer.baselines(t)
+    last_step = t.total_steps - 1
+    assert events == [("beat", last_step)] * 2 * (len(t.bank_loader) + len(t.query_loader))
