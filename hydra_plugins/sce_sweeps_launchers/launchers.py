@@ -647,7 +647,16 @@ class SweepExitStatus(Callback):
     sweeper is done: 0 when every one completed or was pruned, 1 when any failed, was not
     submitted or never ran, 3 when some that an earlier launch submitted are still queued or
     running. ``conf/launcher`` selects it (``hydra.callbacks.sweep_exit_status``); a dry run,
-    or a multirun that raised, is left as it is."""
+    or a multirun that raised, is left as it is.
+
+    Before the sweeper writes into an existing sweep dir that cannot be written (a read-only
+    filesystem), it says in one line what a resume would do and exits (0: nothing to do, 2:
+    jobs to rerun), as ``python -m sce_sweeps.resume`` does."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from sce_sweeps.sweep.resume import exit_if_read_only
+
+        exit_if_read_only(str(config.hydra.sweep.dir))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from sce_sweeps.sweep.status import exit_code, sweep_status

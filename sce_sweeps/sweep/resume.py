@@ -98,6 +98,24 @@ def read_only_verdict(manifest: Manifest) -> tuple[int, str]:
     )
 
 
+def exit_if_read_only(sweep_dir: str | Path, prog: str = "sce_sweeps") -> None:
+    """Before a sweeper writes into ``sweep_dir``: where it exists and cannot be written, say in
+    one line what a resume would do (:func:`read_only_verdict`) and exit with its status."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir() or os.access(sweep_dir, os.W_OK):
+        return
+    try:
+        manifest = Manifest.load(sweep_dir)
+    except RunFileError:
+        manifest = None
+    if manifest is None:
+        code, line = 2, f"{sweep_dir} is not writable (read-only file system?)"
+    else:
+        code, line = read_only_verdict(manifest)
+    print(f"{prog}: {line}", file=sys.stderr if code else sys.stdout, flush=True)
+    raise SystemExit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Rerun the sweep's command with resume on; return its exit status."""
     parser = argparse.ArgumentParser(
@@ -115,10 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     if manifest is None:
         print(f"sce_sweeps.resume: no {MANIFEST} in {args.sweep_dir}", file=sys.stderr)
         return 2
-    if not os.access(manifest.sweep_dir, os.W_OK):
-        code, line = read_only_verdict(manifest)
-        print(f"sce_sweeps.resume: {line}", file=sys.stderr if code else sys.stdout)
-        return code
+    exit_if_read_only(manifest.sweep_dir, "sce_sweeps.resume")
     cmd = resume_command(manifest, args.overrides)
     print(f"sce_sweeps.resume: (cd {shlex.quote(manifest.cwd)} && {shlex.join(cmd)})", flush=True)
     return subprocess.run(cmd, cwd=manifest.cwd, check=False).returncode

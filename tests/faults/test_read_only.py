@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from sce_sweeps.runfiles import RESULT, Job, Manifest, write_result
-from sce_sweeps.sweep.resume import read_only_verdict
+from sce_sweeps.sweep.resume import read_only_verdict, resume_command
 from tests.analysis.helpers import run_script
 from tests.helpers import ROOT, TINY, run_cli
 
@@ -58,9 +58,15 @@ def read_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         subprocess.run(["umount", str(mount)], check=True)
 
 
-def _resume(sweep: Path) -> subprocess.CompletedProcess:
+def _resume(sweep: Path, style: str = "resume") -> subprocess.CompletedProcess:
+    """``python -m sce_sweeps.resume SWEEP``, or (``style="hydra"``) the sweep's own command
+    line with ``hydra.launcher.resume=true``, as a user retypes it."""
+    if style == "resume":
+        command = [sys.executable, "-m", "sce_sweeps.resume", str(sweep)]
+    else:
+        command = resume_command(Manifest.load(sweep), [])
     return subprocess.run(
-        [sys.executable, "-m", "sce_sweeps.resume", str(sweep)],
+        command,
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -94,18 +100,21 @@ def test_status_tables_and_plots_of_a_read_only_sweep(read_only, tmp_path):
     assert _tree(sweep) == before
 
 
+@pytest.mark.parametrize("style", ["resume", "hydra"])
 @pytest.mark.parametrize(
     ("name", "code", "words"),
     [("done", 0, ["nothing to resume", "2 jobs"]), ("half", 2, ["not writable", "1 job to rerun"])],
     ids=["nothing_to_do", "work_to_do"],
 )
 def test_a_resume_of_a_read_only_sweep_says_in_one_line_what_it_would_do(
-    read_only, name, code, words
+    read_only, name, code, words, style
 ):
-    """Nothing to do: exit 0. Jobs to rerun: exit 2, the directory is not writable."""
+    """Nothing to do: exit 0. Jobs to rerun: exit 2, the directory is not writable. The same
+    from ``python -m sce_sweeps.resume`` and from the sweep's command with
+    ``hydra.launcher.resume=true``."""
     sweep = read_only / name
     before = _tree(sweep)
-    proc = _resume(sweep)
+    proc = _resume(sweep, style)
     assert proc.returncode == code, proc.stdout + proc.stderr
     out = (proc.stdout + proc.stderr).strip().splitlines()
     assert len(out) == 1 and "Traceback" not in proc.stderr, out
