@@ -362,9 +362,8 @@ class SweepLauncher(BaseSubmititLauncher):
             return []
         manifest, jobs, returns, todo = planned
         returns.update(self._run(todo, manifest))
-        if len(jobs) > 1:
-            with self._lock:
-                self._summary(manifest, jobs)
+        with self._lock:
+            self._summary(manifest, jobs)
         return [returns[job.num] for job in jobs]
 
     def _plan(
@@ -630,11 +629,23 @@ class SweepLauncher(BaseSubmititLauncher):
                 sjob.cancel(check=False)
 
     def _summary(self, manifest: Any, jobs: list[Any]) -> None:
+        """The launch's last line: its jobs by state, and those whose tracking failed."""
         states: dict[str, int] = {}
         for job in jobs:
             state = self._entries[job.num].state
             states[state] = states.get(state, 0) + 1
         counts = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+        # a run that trained but whose tracking failed (e.g. its Aim merge) says so in its result
+        untracked = [
+            job.num
+            for job in jobs
+            if (try_read_result(manifest.sweep_dir / job.run_dir) or {}).get("tracking")
+        ]
+        if len(jobs) == 1 and not untracked:
+            return  # its own line said it all
+        if untracked:
+            listed = ", ".join(f"#{n}" for n in untracked[:5]) + ", ..." * (len(untracked) > 5)
+            counts += f"; tracking failed for {jobs_(len(untracked))} ({listed})"
         _say(
             f"sweep {manifest.sweep_name}: {jobs_(len(jobs))}: {counts}; "
             f"`{_status(manifest.sweep_dir)}` shows each"

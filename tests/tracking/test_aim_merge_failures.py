@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sce_sweeps.runfiles import Job, Manifest
+from sce_sweeps.runfiles import Manifest
 from sce_sweeps.sweep.status import format_table, sweep_status
 from sce_sweeps.tracking import create_repo
 from tests.helpers import ROOT, read_json, run_cli
@@ -36,13 +36,15 @@ def test_failed_merge_is_recorded_shown_and_retried_idempotently(tmp_path: Path)
     blocker = tmp_path / "blocked"
     blocker.write_text("a file where the shared repo's parent directory should be\n")
     repo = blocker / "aim"
-    run_cli(*tiny(**{"trainer.epochs": 1}), f"tracker.repo={repo}", f"hydra.run.dir={run_dir}")
+    args = ("-m", *tiny(**{"trainer.epochs": 1}), f"tracker.repo={repo}")
+    proc = run_cli(*args, f"hydra.sweep.dir={sweep}")
     result = read_json(run_dir / "result.json")
     assert result["status"] == "completed"
     assert result["tracking"].startswith(f"not merged into {repo}")
+    summary = [line for line in proc.stderr.splitlines() if "1 job: 1 completed" in line]
+    assert len(summary) == 1 and "tracking failed for 1 job (#0)" in summary[0], proc.stderr
 
-    manifest = Manifest.create(sweep, "merge_test", "local")
-    manifest.jobs = [Job(0, [], result["config_hash"], "0", state="completed")]
+    manifest = Manifest.load(sweep)
     table = format_table(manifest, sweep_status(manifest))
     command = table.split("merge it with `")[1].split("`")[0]
     assert f"not merged into {repo}" in table
