@@ -11,8 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import FAILING_POINT, TINY, run_cli
-from tests.slurm_fixtures import slurm_cluster  # noqa: F401  (session fixture)
+from tests.support import (
+    FAILING_POINT,
+    TINY,
+    run_cli,
+    slurm_cluster,  # noqa: F401  (session fixture)
+)
 
 
 def _private_progress_lock() -> None:

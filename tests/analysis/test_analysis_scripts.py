@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.analysis.helpers import copy_sweep, run_script
+from tests.support import copy_sweep, run_script
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,7 @@ import pytest
 
 from sce_sweeps.analysis import ablation_table, collect
 from sce_sweeps.analysis.cli import collect_main, table_main
-from tests.analysis.helpers import copy_sweep, run_script
-from tests.helpers import read_json
+from tests.support import copy_sweep, read_json, run_script
 
 pytestmark = pytest.mark.slow
 

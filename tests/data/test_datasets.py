@@ -279,7 +279,7 @@ def test_queue_and_batch_are_checked_against_the_images_there(
 
 
 def test_bad_root_and_queue_are_one_line_from_the_app(tmp_path):
-    from tests.helpers import TINY, run_cli
+    from tests.support import TINY, run_cli
 
     typo = run_cli(*TINY, "tracker=none", f"dataset.root={tmp_path / 'typo'}",
                    f"hydra.run.dir={tmp_path / 'a'}", check=False)  # fmt: skip

@@ -9,24 +9,17 @@ import time
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from sce_sweeps.app import CONF_DIR
 from sce_sweeps.engine.baselines import CACHE, cached_metrics, init_key
 from sce_sweeps.engine.train import build, initial_model, train
 from sce_sweeps.tracking import NullTracker
-from tests.helpers import TINY
+from tests.support import TINY, compose
 
 CPU = torch.device("cpu")
 
 
-def compose_cfg(*overrides):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose("config", overrides=[*TINY, "tracker=none", *overrides])
-
-
 def key_of(*overrides):
-    cfg = compose_cfg(*overrides)
+    cfg = compose(*TINY, "tracker=none", *overrides)
     return init_key(initial_model(cfg).backbone, cfg, CPU)
 
 
@@ -40,7 +33,7 @@ def test_the_key_follows_the_initial_network_and_the_data_not_the_loss():
 
 
 def test_the_initial_network_depends_on_the_config_alone(tmp_path):
-    cfg = compose_cfg()
+    cfg = compose(*TINY, "tracker=none")
     torch.manual_seed(123)
     first = initial_model(cfg).state_dict()
     torch.rand(100)  # whatever the global random state
@@ -89,7 +82,13 @@ def test_runs_that_miss_the_cache_together_evaluate_once(tmp_path):
 
 @pytest.mark.slow
 def test_baselines_come_after_training_and_a_second_run_reads_them(tmp_path):
-    cfg = compose_cfg("trainer.eval_random_init=true", "trainer.epochs=1", "optim.warmup_epochs=0")
+    cfg = compose(
+        *TINY,
+        "tracker=none",
+        "trainer.eval_random_init=true",
+        "trainer.epochs=1",
+        "optim.warmup_epochs=0",
+    )
     cached_during_training = []
 
     def on_epoch_end(epoch, row):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import TINY, read_json, read_metrics, run_cli
+from tests.support import TINY, read_json, read_metrics, run_cli
 
 DDP_RUN = [*TINY, "tracker=none", "trainer.devices=2", "hydra.launcher.poll_s=0.5"]
 

@@ -8,23 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from torch.overrides import TorchFunctionMode
 
 from sce_sweeps import runfiles
 from sce_sweeps.app import CONF_DIR
-from sce_sweeps.config import validate
 from sce_sweeps.data.device import use_device_path
 from sce_sweeps.engine import checkpoint as ckpt
 from sce_sweeps.engine.probe import linear_probe_top1
-
-
-def _compose(*overrides: str):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=list(overrides))
-    validate(cfg)
-    return cfg
+from tests.support import compose
 
 
 def _features(seed: int = 0) -> tuple[torch.Tensor, ...]:
@@ -83,7 +75,7 @@ def test_linear_classifier_initialisation_is_drawn_on_the_cpu():
     the seed on the CPU, then moved to the trunk's device."""
     from sce_sweeps.engine.linear import build_probe
 
-    cfg = _compose("trainer.device=cpu")
+    cfg = compose("trainer.device=cpu", validate=True)
     cpu = build_probe(cfg, None).classifier.weight
     assert cpu.std().item() == pytest.approx(0.01, rel=0.2)
     cfg.trainer.device = "meta"
@@ -124,17 +116,17 @@ def test_official_presets_keep_their_pipeline_on_cuda(preset):
     two_crops_soft_and_strong_pil_contrastive_cifar10.yaml): its presets pin that pipeline,
     so a GPU does not swap it for the batched one. The ImageNet presets read image folders,
     which stay on the CPU loader."""
-    cfg = _compose(f"experiment={preset}")
+    cfg = compose(f"experiment={preset}", validate=True)
     assert not use_device_path(cfg.trainer.data_path, cfg.dataset.name, torch.device("cuda"))
     if cfg.dataset.name != "image_folder" or preset == "tiny_imagenet":
         assert cfg.trainer.data_path == "cpu" and cfg.aug.blur_type == "pil"
         # the batched path stays one override away
-        cfg = _compose(f"experiment={preset}", "trainer.data_path=device")
+        cfg = compose(f"experiment={preset}", "trainer.data_path=device", validate=True)
         assert use_device_path(cfg.trainer.data_path, cfg.dataset.name, torch.device("cuda"))
 
 
 def _run_dir_of(tmp_path, *overrides: str):
-    cfg = _compose(*overrides)
+    cfg = compose(*overrides, validate=True)
     runfiles.save_checkpoint(
         {"config": OmegaConf.to_container(cfg, resolve=True)}, tmp_path / runfiles.CHECKPOINT
     )
@@ -167,10 +159,12 @@ def test_loaders_pin_host_memory_only_for_a_cuda_device(monkeypatch, tmp_path):
     does not pin its batches (CUDA is reported present here)."""
     from sce_sweeps.engine.train import build
     from sce_sweeps.tracking import NullTracker
-    from tests.helpers import TINY
+    from tests.support import TINY
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    t = build(_compose(*TINY, "tracker=none", "trainer.device=cpu"), tmp_path, NullTracker())
+    t = build(
+        compose(*TINY, "tracker=none", "trainer.device=cpu", validate=True), tmp_path, NullTracker()
+    )
     assert not t.bank_loader.pin_memory and not t.query_loader.pin_memory
 
 
@@ -178,6 +172,6 @@ def test_the_demo_evaluates_its_narrow_network_at_a_learning_rate_that_fits_it()
     """The official linear lr (30, for a ResNet-18's 512 features) is the CIFAR protocol's;
     the embedded default's width-8 network takes linear=narrow (lr 0.3, measured best), and a
     protocol chosen on the command line keeps its own rate."""
-    assert _compose().linear.lr == 0.3
-    assert _compose("experiment=cifar10").linear.lr == 30.0
-    assert _compose("linear=cifar").linear.lr == 30.0
+    assert compose(validate=True).linear.lr == 0.3
+    assert compose("experiment=cifar10", validate=True).linear.lr == 30.0
+    assert compose("linear=cifar", validate=True).linear.lr == 30.0

@@ -8,22 +8,15 @@ import signal
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from sce_sweeps.app import CONF_DIR
 from sce_sweeps.engine import checkpoint as ckpt
 from sce_sweeps.engine.train import train
 from sce_sweeps.tracking import NullTracker
-from tests.helpers import TINY
+from tests.support import TINY, compose
 
 pytestmark = pytest.mark.slow
 
 DEVICE = [*TINY, "trainer.data_path=device", "tracker=none", "aug.blur_p=0.5"]
-
-
-def compose_cfg(overrides):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose("config", overrides=overrides)
 
 
 class Interrupted(Exception):
@@ -46,7 +39,7 @@ def _raise(signum, frame):
 
 
 def test_resumed_mid_epoch_on_the_device_path_ends_identically(tmp_path):
-    cfg = compose_cfg(DEVICE)
+    cfg = compose(*DEVICE)
     straight = train(cfg, tmp_path / "straight")
 
     before = signal.signal(signal.SIGTERM, _raise)

@@ -17,7 +17,7 @@ from sce_sweeps.analysis.tables import default_metrics
 from sce_sweeps.engine.linear import LINEAR_DIR, run_linear
 from sce_sweeps.linear import run_dir_config
 from sce_sweeps.tracking import NullTracker
-from tests.helpers import ROOT, TINY, read_json, run_cli
+from tests.support import ROOT, TINY, read_json, run_cli
 
 # The embedded default (experiment=demo: width-8 ResNet-18, Fashion-MNIST) on 3072 images for
 # 2 epochs, with a queue that fits them (linear top-1 ~53% against ~22% at random init).

@@ -22,7 +22,7 @@ import pytest
 from hydra_plugins.sce_sweeps_optuna.trial import open_storage
 from sce_sweeps import runfiles
 from tests.faults.kill import TABLE, Row
-from tests.helpers import ROOT
+from tests.support import ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ from hydra_plugins.sce_sweeps_optuna.trial import open_storage
 from sce_sweeps import runfiles
 from sce_sweeps.engine import train
 from tests.faults.kill import kill_loop
-from tests.helpers import ROOT
+from tests.support import ROOT
 
 pytestmark = pytest.mark.slow
 

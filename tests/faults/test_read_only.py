@@ -19,8 +19,7 @@ import yaml
 
 from sce_sweeps.runfiles import RESULT, Job, Manifest, write_result
 from sce_sweeps.sweep.resume import read_only_verdict
-from tests.analysis.helpers import run_script
-from tests.helpers import ROOT, TINY, run_cli
+from tests.support import ROOT, TINY, run_cli, run_script
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from sce_sweeps import runfiles
-from tests.helpers import ROOT
+from tests.support import ROOT
 
 KINDS = ("result.json", "manifest.json", "checkpoint.pt")
 

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from hydra_plugins.sce_sweeps_optuna.trial import open_storage
-from tests.helpers import ROOT
+from tests.support import ROOT
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

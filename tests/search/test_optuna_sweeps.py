@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -17,7 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hydra_plugins.sce_sweeps_optuna._impl import counted_trials
 from hydra_plugins.sce_sweeps_optuna.trial import HEARTBEAT_ATTR, RETRY_OF_ATTR, open_storage
-from tests.helpers import ROOT, TINY, read_json, read_metrics, run_cli
+from tests.support import ROOT, TINY, read_json, read_metrics, run_cli, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -107,14 +106,6 @@ def test_slurm_search_prunes_some_trials_and_completes(slurm_cluster, tmp_path):
         assert jobs[trial.number]["state"] == state
 
 
-def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert proc.poll() is None, f"the sweeper ended early (exit {proc.returncode})"
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.5)
-
-
 @pytest.mark.parametrize("killed", ["sweeper", "sweeper_and_jobs"])
 def test_killed_search_resumes_without_repeating_a_trial(tmp_path, killed):
     """SIGKILL the sweeper mid-search, alone (its jobs live on, as SLURM jobs do: the rerun
@@ -158,7 +149,7 @@ def test_killed_search_resumes_without_repeating_a_trial(tmp_path, killed):
         return len(done) >= 1
 
     try:
-        _wait_for(mid_search, proc)
+        wait_until(mid_search, 240, "the search to be half done", proc=proc, interval=0.5)
     finally:
         if killed == "sweeper":
             proc.kill()  # SIGKILL: its local jobs live on, as SLURM jobs would

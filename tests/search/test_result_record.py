@@ -12,7 +12,7 @@ import pytest
 from hydra_plugins.sce_sweeps_optuna.trial import STUDY_ATTR, TrialReporter, open_storage
 from sce_sweeps.app import _finish
 from sce_sweeps.runfiles import RunState
-from tests.helpers import read_json
+from tests.support import read_json
 
 METRICS = {"knn_top1": 61.5, "loss": 5.0, "epochs": 2, "wall_time_s": 3.0}
 

@@ -50,7 +50,7 @@ def test_sweeper_searches_a_minimal_app(tmp_path: Path, launcher: str) -> None:
 
 def test_space_is_checked_by_the_apps_own_check_before_any_trial(tmp_path: Path) -> None:
     """sce_sweeps' preset names its check (hydra.sweeper.validate); the sweeper knows no key."""
-    from tests.helpers import run_cli
+    from tests.support import run_cli
 
     sweep_dir = tmp_path / "search"
     proc = run_cli(

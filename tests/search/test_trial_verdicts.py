@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 from hydra_plugins.sce_sweeps_optuna.trial import STUDY_ATTR, open_storage, trial_overrides
-from tests.helpers import TINY, read_json, read_metrics, run_cli
+from tests.support import TINY, read_json, read_metrics, run_cli
 
 pytestmark = pytest.mark.slow
 

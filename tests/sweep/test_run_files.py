@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -31,7 +30,7 @@ from sce_sweeps.runfiles import (
     save_checkpoint,
 )
 from sce_sweeps.search import open_storage
-from tests.helpers import ROOT, TINY, run_cli
+from tests.support import ROOT, TINY, run_cli, wait_until
 
 ONE_EPOCH = [*TINY, "tracker=none", "trainer.epochs=1", "optim.warmup_epochs=0"]
 
@@ -114,15 +113,16 @@ def test_a_sweep_dir_is_claimed_by_one_process_at_a_time(tmp_path):
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0  # released: free
     holder = subprocess.Popen([sys.executable, "-c", f"{code}; import time; time.sleep(60)"])
     try:  # a holder that dies, however it dies, frees it
-        deadline = time.monotonic() + 30
-        while True:
+
+        def held() -> bool:
             try:
                 claim_sweep_dir(tmp_path)
                 release_sweep_dir(tmp_path)
             except SweepDirBusyError:
-                break
-            assert time.monotonic() < deadline, "the holder never claimed it"
-            time.sleep(0.05)
+                return True
+            return False
+
+        wait_until(held, 30, "the holder to claim it", interval=0.05)
     finally:
         holder.kill()
         holder.wait()
@@ -387,7 +387,7 @@ def test_package_uses_no_python_3_11_only_features():
     groups or except* in the package or its Hydra plugins."""
     import ast
 
-    root = Path(__file__).resolve().parents[2]
+    root = ROOT
     banned_names = {"StrEnum", "Self", "ExceptionGroup", "BaseExceptionGroup", "tomllib"}
     found = []
     for path in sorted([*root.glob("sce_sweeps/**/*.py"), *root.glob("hydra_plugins/**/*.py")]):

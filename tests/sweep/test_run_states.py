@@ -28,7 +28,7 @@ from sce_sweeps.runfiles import (
     write_result,
 )
 from sce_sweeps.search import trials_table
-from tests.helpers import ROOT
+from tests.support import ROOT
 
 # job number: (its run's state, what the run dir holds, what the manifest last saw, trial)
 SWEEP = {

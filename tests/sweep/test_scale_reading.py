@@ -159,7 +159,7 @@ def test_the_scale_benchmark_runs_on_a_sweep_smaller_than_its_save_repeats():
     import subprocess
     import sys
 
-    from tests.helpers import ROOT
+    from tests.support import ROOT
 
     cmd = [sys.executable, str(ROOT / "benchmarks" / "sweep_scale.py"), "--launchers", "none"]
     cmd += ["--jobs", "10", "--aim-runs", "0"]

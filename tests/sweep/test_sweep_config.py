@@ -13,14 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 from sce_sweeps.app import CONF_DIR
 from sce_sweeps.runfiles import Job, Manifest
 from sce_sweeps.sweep.plan import gpus_per_job, remove_unused_sweep_dir
 from sce_sweeps.sweep.resume import resume_command
 from sce_sweeps.sweep.status import exit_code, format_table, job_status, sweep_status
-from tests.helpers import ROOT, run_cli
+from tests.support import ROOT, compose, run_cli
 
 PRESETS = {  # sweep: (swept key, number of values)
     "lambda_ablation": ("loss.coeff", 9),
@@ -31,17 +30,12 @@ PRESETS = {  # sweep: (swept key, number of values)
 }
 
 
-def compose_cfg(overrides):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose("config", overrides=list(overrides), return_hydra_config=True)
-
-
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_preset_sweeps_its_axis_over_three_seeds(name):
     text = (Path(CONF_DIR) / "sweep" / f"{name}.yaml").read_text()
     assert text.startswith("# @package _global_\n# ") and "Why:" in text
     assert "launcher" not in text and "cluster" not in text
-    cfg = compose_cfg([f"+sweep={name}"])
+    cfg = compose(f"+sweep={name}", hydra=True)
     params = cfg.hydra.sweeper.params
     key, count = PRESETS[name]
     assert cfg.sweep_name == name
@@ -50,14 +44,14 @@ def test_preset_sweeps_its_axis_over_three_seeds(name):
 
 
 def test_lambda_grid_is_zero_to_one_in_eighths():
-    params = compose_cfg(["+sweep=lambda_ablation"]).hydra.sweeper.params
+    params = compose("+sweep=lambda_ablation", hydra=True).hydra.sweeper.params
     assert [float(v) for v in params["loss.coeff"].split(",")] == [i / 8 for i in range(9)]
 
 
 @pytest.mark.parametrize("launcher", ["local", "slurm"])
 @pytest.mark.parametrize("cluster", [None, "local", "example_gpu"])
 def test_launcher_and_cluster_profiles_compose(launcher, cluster):
-    cfg = compose_cfg([f"launcher={launcher}"] + ([f"cluster={cluster}"] if cluster else []))
+    cfg = compose(f"launcher={launcher}", *([f"cluster={cluster}"] if cluster else []), hydra=True)
     target = cfg.hydra.launcher._target_
     assert target.endswith("LocalLauncher" if launcher == "local" else "SlurmLauncher")
     assert cfg.hydra.launcher.max_num_timeout >= 1  # USR2 before a time limit requeues
@@ -68,7 +62,7 @@ def test_launcher_and_cluster_profiles_compose(launcher, cluster):
 
 
 def test_default_launcher_is_local_with_two_processes():
-    launcher = compose_cfg([]).hydra.launcher
+    launcher = compose(hydra=True).hydra.launcher
     assert launcher._target_.endswith("LocalLauncher") and launcher.max_parallel == 2
 
 

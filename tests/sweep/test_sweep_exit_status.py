@@ -15,7 +15,7 @@ import pytest
 
 from sce_sweeps.runfiles import Manifest
 from sce_sweeps.sweep.status import exit_code, sweep_status
-from tests.helpers import FAILING_POINT, read_json, run_cli
+from tests.support import FAILING_POINT, read_json, run_cli
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import ROOT, TINY, read_json, run_cli
+from tests.support import ROOT, TINY, read_json, run_cli, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -143,11 +143,10 @@ def test_scontrol_requeue_resumes_from_checkpoint_with_the_same_result(slurm_clu
     cmd += ["launcher=slurm", "cluster=local", f"hydra.sweep.dir={sweep_dir}"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 180
-        while _epoch_of_checkpoint(sweep_dir / "0") < 1:  # the job trains: epoch 1 is saved
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the job did not reach its first checkpoint"
-            time.sleep(0.2)
+        # the job trains: epoch 1 is saved
+        wait_until(
+            lambda: _epoch_of_checkpoint(sweep_dir / "0") >= 1, 180, "a checkpoint", proc=proc
+        )
         job_id = manifest(sweep_dir)["jobs"][0]["job_ids"][-1]
         subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
         out, err = proc.communicate(timeout=240)

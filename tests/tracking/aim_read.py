@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import ROOT
+from tests.support import ROOT
 
 
 def read_repo(repo: Path) -> list[dict[str, Any]]:

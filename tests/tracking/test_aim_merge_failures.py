@@ -13,9 +13,8 @@ import pytest
 from sce_sweeps.runfiles import Job, Manifest
 from sce_sweeps.sweep.status import format_table, sweep_status
 from sce_sweeps.tracking import create_repo
-from tests.helpers import ROOT, read_json, run_cli
+from tests.support import ROOT, read_json, run_cli, tiny
 from tests.tracking.aim_read import read
-from tests.tracking.helpers import tiny
 
 pytestmark = pytest.mark.slow
 

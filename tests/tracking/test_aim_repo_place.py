@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import tiny
 from tests.tracking.aim_read import read, series
-from tests.tracking.helpers import tiny
 
 
 @pytest.mark.slow

@@ -6,16 +6,14 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from sce_sweeps.tracking import AimTracker, run_locked
-from tests.helpers import ROOT, read_metrics, run_cli
+from tests.support import ROOT, read_metrics, run_cli, start_cli, tiny, wait_until
 from tests.tracking.aim_read import read, series
-from tests.tracking.helpers import start_cli, tiny
 
 EPOCHS = 3
 STEPS_PER_EPOCH = 10  # 640 images, batch 64: train metrics at steps 0 | 10 | 20
@@ -44,16 +42,14 @@ def test_killed_after_epoch_one_and_resumed_is_one_aim_run(tmp_path: Path) -> No
     proc = start_cli(*args)
     # Kill once epoch 1 is checkpointed and a step of epoch 2 is tracked (the run's metric
     # database changed after the checkpoint): that step will be tracked again on resume.
-    deadline = time.monotonic() + 300
-    while True:
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "timed out"
-        ckpt = run_dir / "checkpoint.pt"
-        if ckpt.exists() and _state(run_dir)["epoch"] == 1:
-            seqs = run_dir / "aim" / ".aim" / "seqs" / "chunks"
-            if _tracked_after(seqs, ckpt.stat().st_mtime_ns):
-                break
-        time.sleep(0.01)
+    ckpt, seqs = run_dir / "checkpoint.pt", run_dir / "aim" / ".aim" / "seqs" / "chunks"
+
+    def tracked_after_epoch_1() -> bool:
+        if not (ckpt.exists() and _state(run_dir)["epoch"] == 1):
+            return False
+        return _tracked_after(seqs, ckpt.stat().st_mtime_ns)
+
+    wait_until(tracked_after_epoch_1, 300, "a step of epoch 2", proc=proc, interval=0.01)
     proc.kill()  # SIGKILL: no tracker.close, Aim's run lock stays behind
     proc.wait()
     run_hash = _state(run_dir)["tracker_run_hash"]
@@ -178,10 +174,8 @@ def test_stopped_while_its_aim_repo_is_created_and_resumed_is_tracked(tmp_path: 
     ]
     proc = start_cli(*args)
     run_repo = run_dir / "aim"
-    deadline = time.monotonic() + 300
-    while not (run_repo.is_dir() and any(run_repo.iterdir())):  # Aim is making the repo
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.001)
+    making = lambda: run_repo.is_dir() and any(run_repo.iterdir())  # noqa: E731
+    wait_until(making, 300, "Aim to make the repo", proc=proc, interval=0.001)
     proc.terminate()
     proc.communicate()
     assert proc.returncode == -15
