@@ -52,7 +52,7 @@ from sce_sweeps.engine.train import (  # noqa: E402
     run_epoch,
     train_step,
 )
-from sce_sweeps.tracking import NullTracker  # noqa: E402
+from sce_sweeps.runtime.tracking import NullTracker  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:

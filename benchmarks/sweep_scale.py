@@ -25,7 +25,7 @@ For each size N it prints one row:
 * **status s** / **table s**: ``sweep_status`` and the ablation table (``table_main``) of the
   N-job sweep, in this process (``status CLI s`` / ``table CLI s``: the commands, start-up
   included), as wall time (CPU time);
-* **Aim gather s**: ``python -m sce_sweeps.tracking merge`` of M runs (``--aim-runs``, their
+* **Aim gather s**: ``python -m sce_sweeps.runtime.tracking merge`` of M runs (``--aim-runs``, their
   private repos made beforehand), and the cost per run, first and last tenth of the merges.
 
 A trivial job is a stub Hydra app written by this script: it writes ``result.json`` (through
@@ -300,7 +300,7 @@ def aim_gather(work: Path, runs: int) -> tuple[float, float, float]:
     sweep = work / "aim_sweep"
     sweep.mkdir()
     subprocess.run([sys.executable, "-c", MAKE_RUNS, str(sweep), "0", str(runs)], check=True)
-    from sce_sweeps.tracking import MERGE_TIMEOUT_S, merge_run, only_run
+    from sce_sweeps.runtime.tracking import MERGE_TIMEOUT_S, merge_run, only_run
 
     times = []
     for k in range(runs):

@@ -24,10 +24,10 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from hydra_plugins.sce_sweeps_optuna.trial import TrialReporter
 from sce_sweeps import runfiles
 from sce_sweeps.config import ConfigError, config_hash, register_schema, validate
 from sce_sweeps.runfiles import RunState
+from sce_sweeps.runtime.trial import TrialReporter
 
 # The training engine and the tracker (torch, torchvision, Aim) are imported by the functions
 # that train, not here: `--help`, composition errors, dry runs and the process that launches a
@@ -104,7 +104,7 @@ def run(cfg: DictConfig) -> float:
     """Train one configuration in Hydra's output dir; return the objective (kNN top-1 %)."""
     from sce_sweeps.engine import distributed  # the engine loads torch: see the imports
     from sce_sweeps.engine.train import Stopped, train
-    from sce_sweeps.tracking import make_tracker
+    from sce_sweeps.runtime.tracking import make_tracker
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     # --- multi-process run (trainer.devices x num_nodes > 1): rank 0 continues below ---

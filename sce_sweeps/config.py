@@ -16,6 +16,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from sce_sweeps.runtime.errors import ConfigError
+
 DATASETS = ("fashion_mnist", "cifar10", "cifar100", "stl10", "image_folder")
 ARCHS = ("resnet18", "resnet50")
 VIEW_MODES = ("weak_strong", "two_strong")
@@ -31,10 +33,6 @@ AMP_DTYPES = ("float16", "bfloat16")
 
 # Size of the train split of the datasets whose size is known before loading them.
 TRAIN_SIZES = {"fashion_mnist": 60000, "cifar10": 50000, "cifar100": 50000, "stl10": 5000}
-
-
-class ConfigError(ValueError):
-    """An invalid configuration value; the message names the key and the allowed range."""
 
 
 @dataclass
@@ -198,6 +196,14 @@ class TrackerConfig:
 
 
 @dataclass
+class RecordConfig:
+    """What the sweep runtime shows first (status, summaries, tables) and which way is better."""
+
+    metric: str = "knn_top1"
+    mode: str = "max"  # max | min (OmegaConf 2.3 has no Literal fields)
+
+
+@dataclass
 class Config:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -207,6 +213,7 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     linear: LinearConfig = field(default_factory=LinearConfig)
+    record: RecordConfig = field(default_factory=RecordConfig)
     seed: int = 0
     sweep_name: str = "single"
 
@@ -258,6 +265,7 @@ def validate(cfg: DictConfig) -> None:
         ConfigError: for the first invalid value, naming its key and the allowed range.
     """
     _choice(cfg, "dataset.name", DATASETS)
+    _choice(cfg, "record.mode", ("max", "min"))
     for key in ("dataset.num_classes", "dataset.in_channels", "dataset.image_size"):
         _positive(cfg, key)
     for key in ("dataset.train_samples", "dataset.test_samples"):

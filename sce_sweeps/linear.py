@@ -22,7 +22,7 @@ from sce_sweeps import runfiles
 from sce_sweeps.app import CONF_DIR
 from sce_sweeps.config import ConfigError, validate
 from sce_sweeps.engine.linear import run_linear
-from sce_sweeps.tracking import make_tracker
+from sce_sweeps.runtime.tracking import make_tracker
 
 
 def run_dir_config(run_dir: Path, overrides: list[str]) -> DictConfig:

@@ -49,7 +49,7 @@ def test_help_opens_with_the_project_and_its_commands(help_text):
 
 def test_every_command_is_a_listed_module(help_text):
     modules = command_modules()
-    assert {"sce_sweeps.status", "sce_sweeps.resume", "sce_sweeps.search"} <= set(modules)
+    assert {"sce_sweeps.status", "sce_sweeps.resume", "sce_sweeps.runtime.search"} <= set(modules)
     for module in modules:
         assert re.search(rf"python -m {module} [a-zA-Z]", help_text), module
     # the scripts in analysis/ are the same commands, run on the installed package

@@ -3,7 +3,7 @@
 :class:`SweepLauncher` does what both share, in :meth:`~SweepLauncher.launch`:
 
 1. compose and validate every job (:func:`sce_sweeps.sweep.plan.plan_jobs`, each job composed
-   once, by :class:`~hydra_plugins.sce_sweeps_launchers.compose.SweepComposer`); one invalid
+   once, by :class:`~sce_sweeps.runtime.adapters.hydra_config.SweepComposer`); one invalid
    job stops the launch before anything runs, with one line per invalid job;
 2. dry run: print the jobs, their resources and GPU-hours, and stop there;
 3. create (or, on resume, reopen) ``manifest.json`` and skip the jobs a resume need not rerun;
@@ -380,9 +380,9 @@ class SweepLauncher(BaseSubmititLauncher):
         manifest = self._open_manifest(sweep_dir)
         resumed = self.options.get("resume") and first_launch
         if self._composer is None:
-            from hydra_plugins.sce_sweeps_launchers.compose import SweepComposer
+            from sce_sweeps.runtime.adapters.hydra_config import sweep_composer
 
-            self._composer = SweepComposer(self.hydra_context.config_loader, self.config)
+            self._composer = sweep_composer(self.hydra_context.config_loader, self.config)
         try:
             jobs = plan.plan_jobs(
                 self._composer,

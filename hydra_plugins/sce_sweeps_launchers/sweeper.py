@@ -12,8 +12,9 @@ any other launcher it checks as Hydra does. Its config is ``BasicSweeper``'s (``
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweeperConf
 from hydra.core.config_store import ConfigStore
+
+from sce_sweeps.runtime.adapters.hydra_config import BasicSweeper, BasicSweeperConf
 
 
 class GridSweeper(BasicSweeper):

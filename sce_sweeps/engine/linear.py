@@ -34,7 +34,7 @@ from sce_sweeps.data import steps_per_epoch as num_steps
 from sce_sweeps.data.views import MultiViewTransform, _FitSize
 from sce_sweeps.engine import checkpoint as ckpt
 from sce_sweeps.engine.train import _eval_loader, _loader, _StopSignals, initial_model, pick_device
-from sce_sweeps.tracking import NullTracker
+from sce_sweeps.runtime.tracking import NullTracker
 
 LINEAR_DIR = "linear"  # <run dir>/linear: the stage's checkpoint.pt and metrics.jsonl
 

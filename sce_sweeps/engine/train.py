@@ -41,8 +41,8 @@ from sce_sweeps.engine.baselines import CACHE, cached_metrics, init_key, pixel_m
 from sce_sweeps.engine.knn import extract_features, feature_metrics
 from sce_sweeps.engine.optim import build_optimizer, lr_at, set_lr
 from sce_sweeps.runfiles import beat
+from sce_sweeps.runtime.tracking import NullTracker
 from sce_sweeps.sce import SCEModel, SCETerms, build_model, momentum_at, sce_diagnostics
-from sce_sweeps.tracking import NullTracker
 
 METRICS = "metrics.jsonl"
 LOG_EVERY = 10  # steps between tracked train metrics

@@ -12,7 +12,7 @@ import torch
 
 from sce_sweeps.engine.baselines import CACHE, cached_metrics, init_key
 from sce_sweeps.engine.train import build, initial_model, train
-from sce_sweeps.tracking import NullTracker
+from sce_sweeps.runtime.tracking import NullTracker
 from tests.support import TINY, compose
 
 CPU = torch.device("cpu")

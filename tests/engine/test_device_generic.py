@@ -158,7 +158,7 @@ def test_loaders_pin_host_memory_only_for_a_cuda_device(monkeypatch, tmp_path):
     """Pinned host memory serves copies to a GPU: a run on the CPU of a machine that has a GPU
     does not pin its batches (CUDA is reported present here)."""
     from sce_sweeps.engine.train import build
-    from sce_sweeps.tracking import NullTracker
+    from sce_sweeps.runtime.tracking import NullTracker
     from tests.support import TINY
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

@@ -11,7 +11,7 @@ import torch
 
 from sce_sweeps.engine import checkpoint as ckpt
 from sce_sweeps.engine.train import train
-from sce_sweeps.tracking import NullTracker
+from sce_sweeps.runtime.tracking import NullTracker
 from tests.support import TINY, compose
 
 pytestmark = pytest.mark.slow

@@ -16,7 +16,7 @@ import torch
 from sce_sweeps.analysis.tables import default_metrics
 from sce_sweeps.engine.linear import LINEAR_DIR, run_linear
 from sce_sweeps.linear import run_dir_config
-from sce_sweeps.tracking import NullTracker
+from sce_sweeps.runtime.tracking import NullTracker
 from tests.support import ROOT, TINY, read_json, run_cli
 
 # The embedded default (experiment=demo: width-8 ResNet-18, Fashion-MNIST) on 3072 images for

@@ -19,8 +19,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from hydra_plugins.sce_sweeps_optuna.trial import open_storage
 from sce_sweeps import runfiles
+from sce_sweeps.runtime.trial import open_storage
 from tests.faults.kill import TABLE, Row
 from tests.support import ROOT
 
@@ -30,7 +30,7 @@ JOBS, STEPS, KILLED = 8, 40, (1, 3, 4, 6)
 
 
 def _job(sweep: Path, k: int) -> None:
-    from sce_sweeps.tracking import AimTracker
+    from sce_sweeps.runtime.tracking import AimTracker
 
     state_path = sweep / f"job{k}.json"
     state = runfiles.read_json(state_path) or {"step": 0, "hash": None, "trial": None}
@@ -66,7 +66,7 @@ def _job(sweep: Path, k: int) -> None:
 def test_eight_jobs_share_the_aim_repo_and_the_journal_through_kills(tmp_path):
     import aim.sdk.repo  # noqa: F401  (imported once, before forking the jobs)
 
-    import sce_sweeps.tracking  # noqa: F401
+    import sce_sweeps.runtime.tracking  # noqa: F401
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     start = time.monotonic()

@@ -1,6 +1,6 @@
 """SIGKILL at random points while each kind of run file is written, through the project's own
 writers and readers (sce_sweeps.runfiles, the trainer's metrics, Optuna's journal as the
-sweeper opens it, the Aim merge of sce_sweeps.tracking); see tests/faults/kill.py."""
+sweeper opens it, the Aim merge of sce_sweeps.runtime.tracking); see tests/faults/kill.py."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import optuna
 import pytest
 import torch
 
-from hydra_plugins.sce_sweeps_optuna.trial import open_storage
 from sce_sweeps import runfiles
 from sce_sweeps.engine import train
+from sce_sweeps.runtime.trial import open_storage
 from tests.faults.kill import kill_loop
 from tests.support import ROOT
 
@@ -180,7 +180,7 @@ MAKE_RUNS = """
 import json, sys
 from pathlib import Path
 from aim import Run
-from sce_sweeps.tracking import create_repo
+from sce_sweeps.runtime.tracking import create_repo
 base, hashes = Path(sys.argv[1]), []
 for k in range(4):
     run = Run(repo=str(base / f"run{k}" / "aim"), system_tracking_interval=None,
@@ -198,7 +198,7 @@ print(json.dumps(hashes))
 def _aim_resume(workdir: Path) -> int:
     from aim import Repo
 
-    from sce_sweeps.tracking import LOCK_FILE, exclusive_lock, index_repo
+    from sce_sweeps.runtime.tracking import LOCK_FILE, exclusive_lock, index_repo
 
     hashes = json.loads((workdir / "hashes.json").read_text())
     acked = _acked(workdir)
@@ -219,7 +219,7 @@ def _aim_resume(workdir: Path) -> int:
 
 
 def _aim_write(workdir: Path, version: int) -> None:
-    from sce_sweeps.tracking import merge_run
+    from sce_sweeps.runtime.tracking import merge_run
 
     hashes = json.loads((workdir / "hashes.json").read_text())
     k = version % 4
@@ -232,7 +232,7 @@ def test_kill_while_aim_runs_are_merged(tmp_path):
     (tmp_path / "hashes.json").write_text(made.stdout.strip().splitlines()[-1])
     import aim.sdk.repo  # noqa: F401  (imported once here, not in each forked writer)
 
-    import sce_sweeps.tracking  # noqa: F401
+    import sce_sweeps.runtime.tracking  # noqa: F401
 
     row = kill_loop("Aim merge", tmp_path, _aim_resume, _aim_write, delay_s=(0.05, 1.0),
                     notes=lambda d: f"{len(_acked(d))} merges acknowledged")  # fmt: skip

@@ -18,7 +18,7 @@ import pytest
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from hydra_plugins.sce_sweeps_optuna.trial import open_storage
+from sce_sweeps.runtime.trial import open_storage
 from tests.support import ROOT
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

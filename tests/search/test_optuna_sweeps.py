@@ -15,7 +15,7 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from hydra_plugins.sce_sweeps_optuna._impl import counted_trials
-from hydra_plugins.sce_sweeps_optuna.trial import HEARTBEAT_ATTR, RETRY_OF_ATTR, open_storage
+from sce_sweeps.runtime.trial import HEARTBEAT_ATTR, RETRY_OF_ATTR, open_storage
 from tests.support import ROOT, TINY, read_json, read_metrics, run_cli, wait_until
 
 pytestmark = pytest.mark.slow

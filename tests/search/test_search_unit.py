@@ -21,18 +21,18 @@ from hydra_plugins.sce_sweeps_optuna._impl import (
     counted_trials,
     param_from_override,
 )
-from hydra_plugins.sce_sweeps_optuna.trial import (
+from hydra_plugins.sce_sweeps_optuna.config import make_sampler
+from sce_sweeps.runtime.search import main, trials_table
+from sce_sweeps.runtime.trial import (
     ENV_TRIAL,
     HEARTBEAT_ATTR,
     RETRY_OF_ATTR,
     STUDY_ATTR,
     TrialReporter,
     make_pruner,
-    make_sampler,
     open_storage,
     trial_overrides,
 )
-from sce_sweeps.search import main, trials_table
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from hydra_plugins.sce_sweeps_optuna.trial import open_storage
+from sce_sweeps.runtime.trial import open_storage
 
 APP = """
 import hydra

@@ -29,7 +29,7 @@ from sce_sweeps.runfiles import (
     release_sweep_dir,
     save_checkpoint,
 )
-from sce_sweeps.search import open_storage
+from sce_sweeps.runtime.search import open_storage
 from tests.support import ROOT, TINY, run_cli, wait_until
 
 ONE_EPOCH = [*TINY, "tracker=none", "trainer.epochs=1", "optim.warmup_epochs=0"]

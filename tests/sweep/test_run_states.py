@@ -14,7 +14,6 @@ import optuna
 import pytest
 import yaml
 
-from hydra_plugins.sce_sweeps_optuna.trial import open_storage
 from sce_sweeps.analysis import ablation_table, collect
 from sce_sweeps.runfiles import (
     CHECKPOINT,
@@ -27,7 +26,8 @@ from sce_sweeps.runfiles import (
     write_json_atomic,
     write_result,
 )
-from sce_sweeps.search import trials_table
+from sce_sweeps.runtime.search import trials_table
+from sce_sweeps.runtime.trial import open_storage
 from tests.support import ROOT
 
 # job number: (its run's state, what the run dir holds, what the manifest last saw, trial)

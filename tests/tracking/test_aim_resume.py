@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sce_sweeps.tracking import AimTracker, run_locked
+from sce_sweeps.runtime.tracking import AimTracker, run_locked
 from tests.support import ROOT, read_metrics, run_cli, start_cli, tiny, wait_until
 from tests.tracking.aim_read import read, series
 
@@ -86,7 +86,7 @@ def test_killed_after_epoch_one_and_resumed_is_one_aim_run(tmp_path: Path) -> No
 KILLED_WRITER = """
 import os, signal, sys
 from pathlib import Path
-from sce_sweeps.tracking import AimTracker
+from sce_sweeps.runtime.tracking import AimTracker
 
 run_repo, shared = Path(sys.argv[1]), Path(sys.argv[2])
 tracker = AimTracker(run_repo, shared, None, {"hparams": {"x": 1}}, "exp", "job",
@@ -145,7 +145,7 @@ def test_merge_cli_recovers_a_killed_run_that_never_resumed(tmp_path: Path) -> N
 
     def merge(*flags: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "sce_sweeps.tracking", "merge", str(sweep), *flags],
+            [sys.executable, "-m", "sce_sweeps.runtime.tracking", "merge", str(sweep), *flags],
             cwd=ROOT,
             capture_output=True,
             text=True,

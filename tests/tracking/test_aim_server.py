@@ -34,7 +34,7 @@ import json, os, sys
 from pathlib import Path
 from omegaconf import OmegaConf
 from sce_sweeps.config import Config
-from sce_sweeps.tracking import RemoteAimTracker, make_tracker
+from sce_sweeps.runtime.tracking import RemoteAimTracker, make_tracker
 
 def job(url, k, first, last, run_hash, steps):
     cfg = OmegaConf.structured(Config)

@@ -20,7 +20,6 @@ study's user attribute ``sce_sweeps``, written by the sweeper.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 import os
@@ -176,88 +175,6 @@ def _accepted(cls: type, kwargs: dict[str, Any] | None, what: str) -> dict[str, 
     return {k: v for k, v in kwargs.items() if k in params}
 
 
-def motpe_removed(*args: Any, **kwargs: Any) -> Any:
-    """The target of ``hydra/sweeper/sampler=motpe``: Optuna 4 removed MOTPESampler."""
-    raise ValueError(
-        "the motpe sampler was removed in Optuna 4.0: use hydra/sweeper/sampler=tpe "
-        "(TPESampler handles several objectives)"
-    )
-
-
-def sampler_spec(sampler: str | dict[str, Any]) -> dict[str, Any]:
-    """A sampler as ``{_target_: class, **kwargs}``; a name (``tpe``, ``random``, ...) means
-    the defaults of that choice of the ``hydra/sweeper/sampler`` group.
-
-    Raises:
-        ValueError: for an unknown name, or a sampler without ``_target_``.
-    """
-    from omegaconf import OmegaConf
-
-    from hydra_plugins.sce_sweeps_optuna.config import SAMPLER_GROUP
-
-    if isinstance(sampler, str):
-        if sampler not in SAMPLER_GROUP:
-            raise ValueError(
-                f"hydra.sweeper.sampler={sampler!r} is invalid: must be one of "
-                f"{', '.join(SAMPLER_GROUP)} (or hydra/sweeper/sampler=<name>)"
-            )
-        sampler = OmegaConf.to_container(OmegaConf.structured(SAMPLER_GROUP[sampler]))
-    spec = dict(sampler)
-    if not spec.get("_target_"):
-        raise ValueError(
-            "hydra.sweeper.sampler needs a _target_ (an Optuna sampler class): pick one with "
-            "hydra/sweeper/sampler=tpe|random|cmaes|nsgaii|grid|gp|qmc"
-        )
-    return spec
-
-
-def is_grid(sampler: str | dict[str, Any]) -> bool:
-    return sampler_spec(sampler)["_target_"] == "optuna.samplers.GridSampler"
-
-
-def make_sampler(
-    sampler: str | dict[str, Any],
-    kwargs: dict[str, Any] | None = None,
-    seed: int | None = None,
-    grid: dict[str, list[Any]] | None = None,
-    reseed: int = 0,
-) -> optuna.samplers.BaseSampler:
-    """The sampler ``sampler`` (a name or ``{_target_: ..., **kwargs}``), instantiated as
-    Hydra instantiates a config: null arguments take the class's defaults.
-
-    Args:
-        kwargs: more keyword arguments (``hydra.sweeper.sampler_kwargs``), which win.
-        seed: the seed when the sampler's own ``seed`` is null.
-        grid: the values of each parameter, for the grid sampler.
-        reseed: added to the seed (a resumed study must not replay the first draws).
-
-    Raises:
-        ValueError: for an unknown sampler, or ``grid`` without a discrete search space.
-    """
-    from hydra.utils import get_object, instantiate
-
-    spec = {**sampler_spec(sampler), **(kwargs or {})}
-    target = spec.pop("_target_")
-    spec.pop("_partial_", None)
-    args = {k: v for k, v in spec.items() if v is not None}
-    if args.get("seed", seed) is not None:
-        args["seed"] = int(args.get("seed", seed)) + reseed
-    cls = get_object(target)
-    name = target.rsplit(".", 1)[-1]
-    needs = {"CmaEsSampler": "cmaes", "GPSampler": "scipy", "QMCSampler": "scipy"}.get(name)
-    if needs is not None:  # fail now, not at the sampler's first draw in a worker thread
-        try:
-            importlib.import_module(needs)
-        except ImportError as e:
-            raise ImportError(f"{target} needs the package {needs}: pip install {needs}") from e
-    args = _accepted(cls, args, "hydra.sweeper.sampler")
-    if target == "optuna.samplers.GridSampler":
-        if not grid:
-            raise ValueError("the grid sampler needs choice(...) or range(...) parameters only")
-        args["search_space"] = grid
-    return instantiate({"_target_": target, "_convert_": "all", **args})
-
-
 def make_pruner(name: str, kwargs: dict[str, Any] | None = None) -> optuna.pruners.BasePruner:
     """The pruner called ``name`` (one of :data:`PRUNERS`); steps are epochs."""
     import optuna
@@ -291,8 +208,10 @@ class TrialReporter:
     def __init__(self, study: optuna.Study, trial_id: int, run_dir: Path) -> None:
         import optuna
 
+        from sce_sweeps.runtime.adapters.optuna_storage import storage_of
+
         self.study = study
-        self.storage = study._storage
+        self.storage = storage_of(study)
         self.trial_id = trial_id
         self.trial = optuna.Trial(study, trial_id)
         self.number = self.trial.number
@@ -321,12 +240,14 @@ class TrialReporter:
             return None
         import optuna
 
+        from sce_sweeps.runtime.adapters.optuna_storage import load_study
+
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         storage = open_storage(os.environ[ENV_STORAGE])
         study_name, number = os.environ[ENV_STUDY], int(os.environ[ENV_TRIAL])
-        study = optuna.load_study(
+        study = load_study(
+            storage,
             study_name=study_name,
-            storage=storage,
             sampler=optuna.samplers.RandomSampler(),  # a job never samples
         )
         spec = study.user_attrs.get(STUDY_ATTR, {})

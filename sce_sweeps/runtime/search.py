@@ -1,4 +1,4 @@
-"""The trial table of an Optuna search: ``python -m sce_sweeps.search <sweep dir>``.
+"""The trial table of an Optuna search: ``python -m sce_sweeps.runtime.search <sweep dir>``.
 
 Each trial is one row: its number, its run's :class:`~sce_sweeps.runfiles.RunState` (the state
 ``python -m sce_sweeps.status`` shows for the trial's job, so both label a run the same way),
@@ -6,7 +6,7 @@ Optuna's own trial state, value(s), parameters, user attributes, duration and
 ``epochs_reported``. Works while the search runs. The search itself is the sweeper plugin's
 (``hydra_plugins/sce_sweeps_optuna``).
 
-    python -m sce_sweeps.search sweeps/optuna_search/<date>/<time> [--csv trials.csv]
+    python -m sce_sweeps.runtime.search sweeps/optuna_search/<date>/<time> [--csv trials.csv]
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hydra_plugins.sce_sweeps_optuna.trial import JOURNAL_NAME, open_storage
 from sce_sweeps.runfiles import Manifest, RunFileError, RunState
+from sce_sweeps.runtime.trial import JOURNAL_NAME, open_storage
 
 if TYPE_CHECKING:
     import optuna
@@ -99,9 +99,10 @@ def trials_table(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m sce_sweeps.search LOCATION [--study NAME] [--csv PATH]``."""
+    """``python -m sce_sweeps.runtime.search LOCATION [--study NAME] [--csv PATH]``."""
     parser = argparse.ArgumentParser(
-        prog="python -m sce_sweeps.search", description="Tabulate the trials of an Optuna study."
+        prog="python -m sce_sweeps.runtime.search",
+        description="Tabulate the trials of an Optuna study.",
     )
     parser.add_argument("location", help="a sweep dir, a journal file or a database URL")
     parser.add_argument("--study", default=None, help="study name (if the storage has several)")
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         frame = trials_table(args.location, args.study)
     except (FileNotFoundError, ValueError, RunFileError) as e:
-        print(f"sce_sweeps.search: {e}", file=sys.stderr)
+        print(f"sce_sweeps.runtime.search: {e}", file=sys.stderr)
         return 2
     if args.csv:
         frame.to_csv(args.csv, index=False)

@@ -26,7 +26,7 @@ straight to an Aim remote tracking server (``aim server --repo <repo>``, served 
 ``aim up --repo <repo>``) instead: :class:`RemoteAimTracker`, no private repo and no merge; the
 server is the repo's one writer.
 
-Reading a sweep: ``aim up --repo <sweep dir>/aim``. ``python -m sce_sweeps.tracking merge
+Reading a sweep: ``aim up --repo <sweep dir>/aim``. ``python -m sce_sweeps.runtime.tracking merge
 <sweep dir>`` merges (again) every run dir's private repo into the sweep's, e.g. after a job was
 killed between two merges.
 """
@@ -489,7 +489,7 @@ def prepare_repo(path: Path) -> None:
 
 def merge_command(sweep_dir: Path, shared_repo: Path) -> str:
     """The command that merges (again) the runs under ``sweep_dir`` into ``shared_repo``."""
-    words = ["python", "-m", "sce_sweeps.tracking", "merge", str(sweep_dir)]
+    words = ["python", "-m", "sce_sweeps.runtime.tracking", "merge", str(sweep_dir)]
     if Path(shared_repo) != Path(sweep_dir) / SWEEP_REPO:
         words += ["--repo", str(shared_repo)]
     return shlex.join(words)
@@ -775,8 +775,8 @@ def _captured(logger: str) -> Iterator[list[str]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m sce_sweeps.tracking merge SWEEP_DIR [--repo REPO] [--force] [--index]``."""
-    parser = argparse.ArgumentParser(prog="python -m sce_sweeps.tracking")
+    """``python -m sce_sweeps.runtime.tracking merge SWEEP_DIR [--repo R] [--force] [--index]``."""
+    parser = argparse.ArgumentParser(prog="python -m sce_sweeps.runtime.tracking")
     sub = parser.add_subparsers(dest="command", required=True)
     merge = sub.add_parser("merge", help="merge every run dir's Aim repo into the sweep's")
     merge.add_argument("sweep_dir", type=Path)
