@@ -454,10 +454,13 @@ class SweepLauncher(BaseSubmititLauncher):
         entry.state, entry.reason, entry.finished_at = RunState.PENDING, None, None
 
     def _skipped(self, job: Any) -> JobReturn:
-        """The return of a job a resume does not rerun: its result's objective, else NaN."""
+        """The return of a job a resume does not rerun: its result's primary metric (the app's
+        ``record.metric``), else NaN."""
         from sce_sweeps.sweep.plan import task_config
 
-        value = job.previous.knn_top1 if job.previous.knn_top1 is not None else math.nan
+        metric = OmegaConf.select(job.config, "record.metric", default=None)
+        value = getattr(job.previous, str(metric), None) if metric else None
+        value = value if value is not None else math.nan
         _say(f"job #{job.num}: {job.previous.state}, not rerun ({job.run_dir})")
         return JobReturn(
             overrides=job.overrides,

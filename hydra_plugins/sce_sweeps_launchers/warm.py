@@ -127,10 +127,8 @@ class Server:
 def run_command(args: list[str]) -> int:
     """Run ``python ARGS`` in this (forked) process: ``[-u] -m MODULE ...`` or ``-c CODE ...``;
     return its exit code (minus the signal for a KeyboardInterrupt, as the interpreter dies of
-    SIGINT), after what an interpreter does at exit (threads, atexit, streams)."""
-    import atexit
+    SIGINT), once it has flushed what it owns (see :func:`flush_job`)."""
     import runpy
-    import threading
     import traceback
 
     code: object = 0
@@ -153,15 +151,7 @@ def run_command(args: list[str]) -> int:
     except BaseException:  # noqa: BLE001 (as the interpreter: print it, exit 1)
         traceback.print_exc()
         code = 1
-    try:
-        threading._shutdown()  # join non-daemon threads, as multiprocessing's children do
-        atexit._run_exitfuncs()
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:  # noqa: BLE001 (a closed stream)
-                pass
+    flush_job()
     if code is None:
         return 0
     if code == -signal.SIGINT:
@@ -169,7 +159,29 @@ def run_command(args: list[str]) -> int:
     if isinstance(code, int):
         return code & 0xFF
     sys.stderr.write(f"{code}\n")
+    sys.stderr.flush()
     return 1
+
+
+def flush_job() -> None:
+    """What a forked job owns, finished before it leaves through ``os._exit`` (which skips the
+    interpreter's exit): its non-daemon threads joined, its tracker closed, its log handlers
+    and standard streams flushed."""
+    import logging
+    import threading
+
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    tracking = sys.modules.get("sce_sweeps.runtime.tracking")
+    if tracking is not None:
+        tracking.close_at_exit()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 (a closed stream)
+            pass
 
 
 def _child(request: dict, fds: list[int]) -> None:

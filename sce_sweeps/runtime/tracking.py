@@ -68,6 +68,7 @@ from sce_sweeps.runfiles import (
     read_result,
     write_json_atomic,
 )
+from sce_sweeps.runtime.adapters import aim_repo
 
 log = logging.getLogger(__name__)
 
@@ -238,14 +239,14 @@ class AimTracker(NullTracker):
     def _open_existing(self, run_hash: str | None, experiment: str | None) -> None:
         if run_hash is None:  # an attempt killed before its first checkpoint left its run here
             run_hash = only_run(self.run_repo)
-        if run_hash is not None and not run_in_repo(self.run_repo, run_hash):
+        if run_hash is not None and run_hash not in aim_repo.run_hashes(self.run_repo):
             self._warn(
                 "lost",
                 f"Aim run {run_hash} is not in {self.run_repo}; tracking into a new Aim run",
             )
             run_hash = None
         # a process that was killed left Aim's lock on the run: it is ours, take it over
-        stale = run_hash is not None and run_locked(self.run_repo, run_hash)
+        stale = run_hash is not None and aim_repo.run_locked(self.run_repo, run_hash)
         with _captured("aim.sdk.lock_manager"):  # force_resume warns of the lock a crash left
             self._open_run(run_hash, experiment, force_resume=stale)
 
@@ -260,9 +261,7 @@ class AimTracker(NullTracker):
         if self._run is None:
             return
         owned = [self._run]  # the one reference: it goes in the closing thread
-        # private: Aim's lock on a run of a repo on disk, a file lock (filelock's) held by the
-        # thread that took it, which alone can release it: this one, below
-        file_lock = getattr(getattr(self._run, "_lock", None), "_sf_lock", None)
+        file_lock = aim_repo.run_file_lock(self._run)  # released by this thread, below
         self._run = None
 
         def close() -> None:
@@ -437,14 +436,10 @@ def merge_run(
             else:
                 raise TrackingError("; ".join(errors) or f"Aim could not copy run {run_hash}")
             if live:  # copy_runs copied the end time that closing the run set
-                meta = dest.request_tree("meta", run_hash, read_only=False).subtree("meta")
-                meta["chunks", run_hash, "end_time"] = None
-                del meta
+                aim_repo.mark_live(dest, run_hash)
         finally:
             for repo in (source, dest):  # a sqlite connection per merge would pile up
-                repo.structured_db.session_cls.remove()
-                repo.structured_db.engine.dispose()
-                repo.close()
+                aim_repo.close_repo(repo)
 
 
 def create_repo(path: Path) -> None:
@@ -456,10 +451,7 @@ def create_repo(path: Path) -> None:
 
     aside = path / f"{NEW_REPO_PREFIX}{socket.gethostname()}-{os.getpid()}"
     try:
-        repo = Repo(str(aside), init=True)
-        repo.structured_db.engine.dispose()
-        repo.close()
-        del repo
+        aim_repo.close_repo(Repo(str(aside), init=True))
         os.rename(aside / ".aim", path / ".aim")
     except OSError:
         if not Repo.exists(str(path)):  # else someone (`aim up`, `aim init`) just made one
@@ -477,10 +469,7 @@ def prepare_repo(path: Path) -> None:
 
     for temp in path.glob(f"{NEW_REPO_PREFIX}*"):
         shutil.rmtree(temp, ignore_errors=True)
-    half_made = not (path / ".aim" / "VERSION").exists() and not any(
-        (path / ".aim" / "meta" / "chunks").glob("*")
-    )
-    if (path / ".aim").is_dir() and half_made:
+    if (path / ".aim").is_dir() and aim_repo.half_made(path):
         shutil.rmtree(path / ".aim")
     if not Repo.exists(str(path)):
         path.mkdir(parents=True, exist_ok=True)
@@ -511,12 +500,10 @@ _aim_stuck = False  # an Aim run did not close in time (the process's one warnin
 
 
 def _close_aim_or_give_up() -> None:
-    from aim.ext.cleanup import AutoClean  # private: Aim's exit hook and what it runs
-
     try:
         if _aim_stuck:  # a run did not close: the rest will not either, and it was said
             return
-        if not finishes_within(EXIT_WAIT_S, AutoClean._cleanup):
+        if not aim_repo.run_exit_hook(lambda hook: finishes_within(EXIT_WAIT_S, hook)):
             log.warning(
                 "tracking: Aim did not close its repo within %.0f s (a full disk?); exiting "
                 "without it (the run's record says how the run ended)",
@@ -524,8 +511,14 @@ def _close_aim_or_give_up() -> None:
             )
     except Exception as e:
         log.warning("tracking: Aim failed to close its repo (%s: %s)", type(e).__name__, e)
-    finally:  # also on a stop signal meanwhile: then exit at once
-        atexit.unregister(AutoClean.cleanup)
+
+
+def close_at_exit() -> None:
+    """Close what the tracker left open now, as it would at exit: for a process that leaves
+    through ``os._exit`` (a forked job)."""
+    if _exit_bounded:
+        atexit.unregister(_close_aim_or_give_up)
+        _close_aim_or_give_up()
 
 
 def finishes_within(timeout: float, work: Callable[[], object]) -> bool:
@@ -551,17 +544,8 @@ def finishes_within(timeout: float, work: Callable[[], object]) -> bool:
 
 def only_run(run_repo: Path) -> str | None:
     """The hash of the one run in a run dir's private repo, if it has one."""
-    chunks = run_repo / ".aim" / "meta" / "chunks"
-    hashes = sorted(p.name for p in chunks.iterdir()) if chunks.is_dir() else []
+    hashes = aim_repo.run_hashes(run_repo)
     return hashes[0] if len(hashes) == 1 else None
-
-
-def run_in_repo(repo: Path, run_hash: str) -> bool:
-    return (repo / ".aim" / "meta" / "chunks" / run_hash).is_dir()
-
-
-def run_locked(repo: Path, run_hash: str) -> bool:
-    return (repo / ".aim" / "locks" / f"{run_hash}.softlock").exists()
 
 
 def merge_sweep(
@@ -589,11 +573,10 @@ def merge_sweep(
         if run_repo.resolve() == shared_repo.resolve():
             continue
         all_merged = True
-        for chunk in sorted((run_repo / ".aim" / "meta" / "chunks").glob("*")):
-            run_hash = chunk.name
+        for run_hash in aim_repo.run_hashes(run_repo):
             if run_hash in merged:
                 continue
-            if run_locked(run_repo, run_hash):
+            if aim_repo.run_locked(run_repo, run_hash):
                 if not force:
                     skipped[run_hash] = f"{run_repo}: training, or killed (then use --force)"
                     all_merged = False
@@ -639,18 +622,6 @@ def _record_merged(run_dir: Path) -> None:
     if result and str(result.get("tracking", "")).startswith(NOT_MERGED):
         del result["tracking"]
         write_json_atomic(result, run_dir / RESULT)
-
-
-def index_repo(repo: Path) -> None:
-    """Index every run of a repo so that Aim's SDK queries see it (``aim up`` does this itself
-    in the background). Do not run it while ``aim up`` serves the repo."""
-    from aim import Repo
-    from aim.sdk.index_manager import RepoIndexManager
-
-    aim_repo = Repo.from_path(str(repo))
-    manager = RepoIndexManager.get_index_manager(aim_repo)
-    for run_hash in aim_repo.list_all_runs():
-        manager.index(run_hash)
 
 
 # -- building a tracker -------------------------------------------------------------------
@@ -791,7 +762,7 @@ def main(argv: list[str] | None = None) -> None:
     repo = args.repo or args.sweep_dir / SWEEP_REPO
     merged, skipped = merge_sweep(args.sweep_dir, repo, force=args.force)
     if args.index:
-        index_repo(repo)
+        aim_repo.index_repo(repo)
     print(f"merged {len(merged)} run{'s' * (len(merged) != 1)} into {repo}")
     for run_hash, why in skipped.items():
         print(f"not merged: {run_hash} ({why})")

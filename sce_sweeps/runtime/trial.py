@@ -240,7 +240,7 @@ class TrialReporter:
             return None
         import optuna
 
-        from sce_sweeps.runtime.adapters.optuna_storage import load_study
+        from sce_sweeps.runtime.adapters.optuna_storage import load_study, trial_id
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         storage = open_storage(os.environ[ENV_STORAGE])
@@ -252,9 +252,7 @@ class TrialReporter:
         )
         spec = study.user_attrs.get(STUDY_ATTR, {})
         study.pruner = make_pruner(spec.get("pruner", "none"), spec.get("pruner_kwargs"))
-        study_id = storage.get_study_id_from_name(study_name)
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
-        return cls(study, trial_id, Path(run_dir))
+        return cls(study, trial_id(study, number), Path(run_dir))
 
     @property
     def finished(self) -> bool:

@@ -23,6 +23,7 @@ def test_private_and_public_paths_see_the_same_trials(tmp_path, monkeypatch, pub
     trials = [study.ask() for _ in range(3)]
     study.tell(trials[0], 1.0)
     for trial in trials:
+        assert adapter.trial_id(study, trial) == adapter.trial_id(study, trial.number)
         assert adapter.trial_id(study, trial) == trial._trial_id
         assert adapter.get_trial(study, trial) == study.get_trials(deepcopy=False)[trial.number]
     assert adapter.storage_of(study) is (study._storage if not public else adapter._storages[study])

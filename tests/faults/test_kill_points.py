@@ -198,7 +198,8 @@ print(json.dumps(hashes))
 def _aim_resume(workdir: Path) -> int:
     from aim import Repo
 
-    from sce_sweeps.runtime.tracking import LOCK_FILE, exclusive_lock, index_repo
+    from sce_sweeps.runtime.adapters.aim_repo import index_repo
+    from sce_sweeps.runtime.tracking import LOCK_FILE, exclusive_lock
 
     hashes = json.loads((workdir / "hashes.json").read_text())
     acked = _acked(workdir)

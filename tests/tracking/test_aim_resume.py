@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sce_sweeps.runtime.tracking import AimTracker, run_locked
+from sce_sweeps.runtime.adapters.aim_repo import run_locked
+from sce_sweeps.runtime.tracking import AimTracker
 from tests.support import ROOT, read_metrics, run_cli, start_cli, tiny, wait_until
 from tests.tracking.aim_read import read, series
 

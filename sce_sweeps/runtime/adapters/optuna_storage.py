@@ -47,13 +47,14 @@ def storage_of(study: optuna.Study) -> BaseStorage:
     return study._storage if private("optuna") else _storages[study]
 
 
-def trial_id(study: optuna.Study, trial: optuna.Trial | FrozenTrial) -> int:
-    """The storage's id of a trial of ``study`` (not its number)."""
-    if private("optuna"):
+def trial_id(study: optuna.Study, trial: optuna.Trial | FrozenTrial | int) -> int:
+    """The storage's id of a trial of ``study`` (given as a trial or by its number)."""
+    if private("optuna") and not isinstance(trial, int):
         return trial._trial_id
     storage = storage_of(study)
+    number = trial if isinstance(trial, int) else trial.number
     study_id = storage.get_study_id_from_name(study.study_name)
-    return storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+    return storage.get_trial_id_from_study_id_trial_number(study_id, number)
 
 
 def get_trial(study: optuna.Study, trial: optuna.Trial | FrozenTrial) -> FrozenTrial:
