@@ -29,8 +29,8 @@ def help_text(tmp_path_factory):
 def command_modules():
     """Every module of the package that runs as a command (``if __name__ == "__main__"``)."""
     return sorted(
-        f"sce_sweeps.{p.stem}"
-        for p in PACKAGE.glob("*.py")
+        ".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts)
+        for p in PACKAGE.rglob("*.py")
         if p.stem != "__main__" and '__name__ == "__main__"' in p.read_text()
     )
 
@@ -78,7 +78,7 @@ for target in sys.argv[1:]:
 
 @pytest.mark.slow
 def test_every_listed_command_answers_help(help_text, tmp_path):
-    listed = sorted(set(re.findall(r"python -m (sce_sweeps\.\w+)", help_text)))
+    listed = sorted(set(re.findall(r"python -m (sce_sweeps(?:\.\w+)+)", help_text)))
     assert listed == command_modules()
     scripts = [str(p) for p in sorted((ROOT / "analysis").glob("*.py"))]
     proc = python(["-I", "-c", HELPS, *listed, *scripts], tmp_path)
