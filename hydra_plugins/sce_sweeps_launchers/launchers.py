@@ -14,17 +14,10 @@ asynchronous Optuna sweeper launches one trial per call from P threads. The mani
 count of running jobs (``max_parallel`` holds across all calls) and the GPU pool are shared
 under one lock; each call waits for its own jobs only.
 
-Jobs run :meth:`SweepLauncher.__call__` (Hydra's ``run_job`` in the job's run dir, on the
-config the launcher composed), through a :class:`JobCall`, whose ``checkpoint()`` resubmits the
-same call, so a job stopped by a preemption or a time limit is requeued and the trainer resumes
-from the ``checkpoint.pt`` it wrote on the signal. What all the jobs of a submission share (the
-launcher and Hydra's global state) is pickled once into one file beside submitit's, not once per
-job.
-
-What a job costs the launcher does not grow with the number of jobs: the manifest's entries are
-found through an index, and the manifest is saved once a poll at most, less often when saving
-it takes long (see :meth:`SweepLauncher._save`), except right after a SLURM submission, whose
-job ids it must not lose.
+Jobs run :meth:`SweepLauncher.__call__` (Hydra's ``run_job`` in the run dir, on the config
+the launcher composed) through a :class:`JobCall`, whose ``checkpoint()`` resubmits the same
+call: a job stopped by a preemption or a time limit is requeued and resumes from its checkpoint.
+What the jobs of a submission share (the launcher, Hydra's global state) is pickled once.
 """
 
 from __future__ import annotations

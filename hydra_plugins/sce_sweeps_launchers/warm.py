@@ -1,24 +1,14 @@
 """Warm start of local jobs: import what every job needs once, then fork one child per job.
 
-A job of the local launcher is a fresh interpreter (``python -u -m submitit.core._submit
-FOLDER``, started by submitit's job controller) that imports Hydra, submitit, the launcher and
-the app (for SCE: torch, torchvision, kornia, Aim; seconds) before its first line of work. With
-``hydra.launcher.preload`` set, the launcher starts one **server** that imports those modules
-once; each job's command becomes a small **client** (a bare interpreter, standard library only)
-that hands the server its command line, environment, working directory and standard streams.
-The server forks a child, which runs the command as ``python`` would. submitit's controller
-sees the client as the job's process; the client mirrors the child:
-
-- signals sent to the client (SIGTERM, SIGINT, SIGUSR1/2: cancel, time limit, preemption) are
-  passed on to the child; a client killed outright (SIGKILL) gets its child killed too;
-- the client exits as the child did: the same exit code, or the same signal.
-
-Where the server is not reachable (not started, stopped, or its preload failed), the client
-runs the command in a fresh interpreter instead: a job never depends on the server.
-
-The modules are imported before any job's environment is known: a preloaded module that reads
-an environment variable at import time sees the launcher's. CUDA is initialised lazily by torch,
-in the child, after ``CUDA_VISIBLE_DEVICES`` is set; the server itself never touches a GPU.
+With ``hydra.launcher.preload`` set, the local launcher starts one **server** that imports
+those modules (Hydra, submitit, the app: seconds) once; each job's command (submitit's
+``python -u -m submitit.core._submit FOLDER``) becomes a small **client** (standard library
+only) that hands the server its command line, environment, working directory and standard
+streams. The server forks a child that runs the command as ``python`` would; the client relays
+signals to it (SIGTERM, SIGINT, SIGUSR1/2, SIGHUP), its child is killed when it is killed
+outright, and it exits as the child did (code or signal). Without a reachable server a job runs
+in a fresh interpreter. Preloaded modules see the launcher's environment at import; CUDA is
+initialised lazily by torch in the child, after ``CUDA_VISIBLE_DEVICES`` is set.
 
     python -m hydra_plugins.sce_sweeps_launchers.warm serve SOCKET MODULE...  # the server
     python -I -S .../warm.py SOCKET PYTHON_ARGS...                            # a job's client

@@ -30,8 +30,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -189,19 +187,9 @@ def launcher_is_thread_safe(launcher: Launcher) -> bool:
 
 def slurm_job_alive(job_id: str | None) -> bool:
     """Whether SLURM still has the job pending or running (False without SLURM)."""
-    if not job_id or shutil.which("squeue") is None:
-        return False
-    try:
-        out = subprocess.run(
-            ["squeue", "-h", "-j", str(job_id), "-o", "%T"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return out.returncode == 0 and any(s in SLURM_LIVE for s in out.stdout.split())
+    from sce_sweeps.sweep.status import slurm_states
+
+    return bool(job_id) and slurm_states([str(job_id)]).get(str(job_id), ("",))[0] in SLURM_LIVE
 
 
 def counted_trials(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
