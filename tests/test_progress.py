@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from sce_sweeps import progress
-from sce_sweeps.runfiles import HEARTBEAT, Job, Manifest, RunState, write_json_atomic
+from sce_sweeps.runtime import progress
+from sce_sweeps.runtime.record import HEARTBEAT, Job, Manifest, RunState, write_json_atomic
 
 T0 = 1_700_000_000.0
 

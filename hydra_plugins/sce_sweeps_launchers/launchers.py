@@ -2,7 +2,7 @@
 
 :class:`SweepLauncher` does what both share, in :meth:`~SweepLauncher.launch`:
 
-1. compose and validate every job (:func:`sce_sweeps.sweep.plan.plan_jobs`, each job composed
+1. compose and validate every job (:func:`sce_sweeps.runtime.plan.plan_jobs`, each job composed
    once, by :class:`~sce_sweeps.runtime.adapters.hydra_config.SweepComposer`); one invalid
    job stops the launch before anything runs, with one line per invalid job;
 2. dry run: print the jobs, their resources and GPU-hours, and stop there;
@@ -45,8 +45,8 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmitit
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hydra_plugins.sce_sweeps_launchers import warm
-from sce_sweeps import progress
-from sce_sweeps.runfiles import (
+from sce_sweeps.runtime import progress, slurm
+from sce_sweeps.runtime.record import (
     HOST,
     Job,
     Manifest,
@@ -62,7 +62,7 @@ from sce_sweeps.runfiles import (
     stall,
     try_read_result,
 )
-from sce_sweeps.sweep.status import jobs_, queued_slurm_jobs
+from sce_sweeps.runtime.status import jobs_
 
 log = logging.getLogger(__name__)
 
@@ -364,8 +364,8 @@ class SweepLauncher(BaseSubmititLauncher):
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> tuple[Any, list[Any], dict[int, JobReturn], list[Any]] | None:
         """Plan, validate and record the jobs of one launch() call; None for a dry run."""
-        from sce_sweeps.sweep import plan
-        from sce_sweeps.sweep.status import sweep_status
+        from sce_sweeps.runtime import plan
+        from sce_sweeps.runtime.status import sweep_status
 
         assert self.config is not None and self.hydra_context is not None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
@@ -449,7 +449,7 @@ class SweepLauncher(BaseSubmititLauncher):
     def _skipped(self, job: Any) -> JobReturn:
         """The return of a job a resume does not rerun: its result's primary metric (the app's
         ``record.metric``), else NaN."""
-        from sce_sweeps.sweep.plan import task_config
+        from sce_sweeps.runtime.plan import task_config
 
         metric = OmegaConf.select(job.config, "record.metric", default=None)
         value = getattr(job.previous, str(metric), None) if metric else None
@@ -646,7 +646,7 @@ class SweepExitStatus(Callback):
     or a multirun that raised, is left as it is."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from sce_sweeps.sweep.status import exit_code, sweep_status
+        from sce_sweeps.runtime.status import exit_code, sweep_status
 
         if sys.exc_info()[0] is not None or OmegaConf.select(config, "hydra.launcher.dry_run"):
             return
@@ -807,7 +807,7 @@ class SlurmLauncher(SweepLauncher):
         stats files, job by job), not of all of the array's jobs."""
         if len(sjobs) <= QUEUE_QUERY_FROM:
             return set()
-        return queued_slurm_jobs([str(sjob.job_id) for sjob in sjobs]) or set()
+        return slurm.queued_jobs([str(sjob.job_id) for sjob in sjobs]) or set()
 
     def _room(self, active: int) -> int:
         return sys.maxsize  # SLURM queues them all; array_parallelism caps how many run

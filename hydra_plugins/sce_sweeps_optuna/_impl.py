@@ -61,9 +61,10 @@ from optuna.distributions import (
 from optuna.trial import FrozenTrial, TrialState
 
 from hydra_plugins.sce_sweeps_optuna.config import is_grid, make_sampler
-from sce_sweeps.runfiles import SLURM_LIVE, SweepDirBusyError, claim_sweep_dir
+from sce_sweeps.runtime import slurm
 from sce_sweeps.runtime.adapters.optuna_storage import create_study, get_trial, set_user_attr
 from sce_sweeps.runtime.errors import ConfigError
+from sce_sweeps.runtime.record import SweepDirBusyError, claim_sweep_dir
 from sce_sweeps.runtime.search import trials_table
 from sce_sweeps.runtime.trial import (
     DEFAULT_OBJECTIVE,
@@ -183,13 +184,6 @@ def launcher_is_thread_safe(launcher: Launcher) -> bool:
 
         return type(launcher) in (sl.LocalLauncher, sl.SlurmLauncher)
     return False
-
-
-def slurm_job_alive(job_id: str | None) -> bool:
-    """Whether SLURM still has the job pending or running (False without SLURM)."""
-    from sce_sweeps.sweep.status import slurm_states
-
-    return bool(job_id) and slurm_states([str(job_id)]).get(str(job_id), ("",))[0] in SLURM_LIVE
 
 
 def counted_trials(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
@@ -730,7 +724,7 @@ class AsyncOptunaSweeper:
                 self._settle(study, frozen, None, None, time.monotonic() - start)
                 return
             quiet = time.time() - last_sign_of_life(frozen)
-            if quiet > self.stale_after and not slurm_job_alive(
+            if quiet > self.stale_after and not slurm.job_alive(
                 frozen.user_attrs.get("slurm_job_id")
             ):
                 if not self._fail_and_retry(study, frozen, f"no heartbeat for {quiet:.0f} s"):

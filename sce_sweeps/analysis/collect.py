@@ -8,8 +8,8 @@ Each run dir gives its resolved config (``.hydra/config.yaml``), its group choic
 The swept keys are found from the sweep itself: the override keys whose values differ between
 the sweep's runs. ``seed`` is the replicate axis and ``dataset`` the column axis of the
 tables, so neither is a swept key. Each run's ``status`` is its
-:class:`~sce_sweeps.runfiles.RunState`: for a sweep with a manifest, the state
-``python -m sce_sweeps.status`` shows (:func:`sce_sweeps.sweep.status.sweep_status`); without
+:class:`~sce_sweeps.runtime.record.RunState`: for a sweep with a manifest, the state
+``python -m sce_sweeps.status`` shows (:func:`sce_sweeps.runtime.status.sweep_status`); without
 one, its ``result.json``'s, or ``interrupted`` when it has none.
 """
 
@@ -28,15 +28,14 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from sce_sweeps.runfiles import (
+from sce_sweeps.runtime.overrides import flatten, override_dict
+from sce_sweeps.runtime.record import (
     HYDRA_DIR,
     MANIFEST,
     RUN_MARKER,
     Manifest,
     RunFileError,
     RunState,
-    flatten,
-    override_dict,
     read_metrics,
     read_result,
 )
@@ -351,7 +350,7 @@ def _manifest_states(
     """The sweep's manifest and the state of each of its jobs, by run dir, as ``status``
     tells it (a run dir that is gone, a sweep copied elsewhere, is looked for under the sweep
     dir by its last part). An unreadable manifest is read as none (unless strict)."""
-    from sce_sweeps.sweep.status import sweep_status
+    from sce_sweeps.runtime.status import sweep_status
 
     def load() -> Manifest | None:
         try:

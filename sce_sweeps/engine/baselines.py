@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader
 
 from sce_sweeps.data.datasets import cache_dir
 from sce_sweeps.engine.knn import feature_metrics, pixel_features
-from sce_sweeps.runfiles import write_json_atomic
+from sce_sweeps.runtime.record import write_json_atomic
 
 #: The folder of the random-init cache in a sweep dir.
 CACHE = ".baselines"

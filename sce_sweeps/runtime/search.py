@@ -1,6 +1,6 @@
 """The trial table of an Optuna search: ``python -m sce_sweeps.runtime.search <sweep dir>``.
 
-Each trial is one row: its number, its run's :class:`~sce_sweeps.runfiles.RunState` (the state
+Each trial is one row: its number, its run's :class:`~sce_sweeps.runtime.record.RunState` (the state
 ``python -m sce_sweeps.status`` shows for the trial's job, so both label a run the same way),
 Optuna's own trial state, value(s), parameters, user attributes, duration and
 ``epochs_reported``. Works while the search runs. The search itself is the sweeper plugin's
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sce_sweeps.runfiles import Manifest, RunFileError, RunState
+from sce_sweeps.runtime.record import Manifest, RunFileError, RunState
 from sce_sweeps.runtime.trial import JOURNAL_NAME, open_storage
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ def run_states(trials: list[optuna.trial.FrozenTrial], sweep_dir: Path | None) -
     jobs = {}
     manifest = Manifest.load(sweep_dir) if sweep_dir is not None else None
     if manifest is not None:
-        from sce_sweeps.sweep.status import sweep_status
+        from sce_sweeps.runtime.status import sweep_status
 
         jobs = {s.num: s.state for s in sweep_status(manifest)}
     return [str(jobs.get(t.number, TRIAL_STATES[t.state.name])) for t in trials]
@@ -66,7 +66,7 @@ def trials_table(
     storage: str, study_name: str | None = None, sweep_dir: Path | None = None
 ) -> pd.DataFrame:
     """All trials of a study as a DataFrame: number, state (the run's
-    :class:`~sce_sweeps.runfiles.RunState`), trial_state (Optuna's), value(s), params, user
+    :class:`~sce_sweeps.runtime.record.RunState`), trial_state (Optuna's), value(s), params, user
     attrs, duration and ``epochs_reported`` (how far a pruned trial got).
 
     Args:

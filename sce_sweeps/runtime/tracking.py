@@ -57,18 +57,17 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from sce_sweeps.runfiles import (
+from sce_sweeps.runtime.adapters import aim_repo
+from sce_sweeps.runtime.overrides import flatten, override_dict
+from sce_sweeps.runtime.record import (
     HYDRA_DIR,
     RESULT,
     RUN_MARKER,
     RunFileError,
     RunState,
-    flatten,
-    override_dict,
     read_result,
     write_json_atomic,
 )
-from sce_sweeps.runtime.adapters import aim_repo
 
 log = logging.getLogger(__name__)
 

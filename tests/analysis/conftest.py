@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sce_sweeps.data.synthetic import write_fake_dataset
-from sce_sweeps.runfiles import Manifest
+from sce_sweeps.runtime.record import Manifest
 from tests.support import TINY, copy_sweep, run_cli
 
 # the runs record their baselines (random-init network, raw pixels), as the demo's do

@@ -11,11 +11,11 @@ import torch
 from omegaconf import OmegaConf
 from torch.overrides import TorchFunctionMode
 
-from sce_sweeps import runfiles
 from sce_sweeps.app import CONF_DIR
 from sce_sweeps.data.device import use_device_path
 from sce_sweeps.engine import checkpoint as ckpt
 from sce_sweeps.engine.probe import linear_probe_top1
+from sce_sweeps.runtime import record
 from tests.support import compose
 
 
@@ -127,8 +127,8 @@ def test_official_presets_keep_their_pipeline_on_cuda(preset):
 
 def _run_dir_of(tmp_path, *overrides: str):
     cfg = compose(*overrides, validate=True)
-    runfiles.save_checkpoint(
-        {"config": OmegaConf.to_container(cfg, resolve=True)}, tmp_path / runfiles.CHECKPOINT
+    record.save_checkpoint(
+        {"config": OmegaConf.to_container(cfg, resolve=True)}, tmp_path / record.CHECKPOINT
     )
     return tmp_path
 

@@ -9,8 +9,8 @@ import signal
 import pytest
 import torch
 
-from sce_sweeps.engine import checkpoint as ckpt
 from sce_sweeps.engine.train import train
+from sce_sweeps.runtime import record
 from sce_sweeps.runtime.tracking import NullTracker
 from tests.support import TINY, compose
 
@@ -48,13 +48,13 @@ def test_resumed_mid_epoch_on_the_device_path_ends_identically(tmp_path):
             train(cfg, tmp_path / "stopped", tracker=TermAt(step=10))  # epoch 2, step 3 of 8
     finally:
         signal.signal(signal.SIGTERM, before)
-    state = ckpt.load(tmp_path / "stopped" / ckpt.CHECKPOINT)
+    state = record.load_checkpoint(tmp_path / "stopped" / record.CHECKPOINT)
     assert (state["epoch"], state["step_in_epoch"]) == (1, 3)
     resumed = train(cfg, tmp_path / "stopped", resume_state=state)
 
     for key in ("knn_top1", "loss", "epochs"):
         assert resumed[key] == straight[key], key
-    a = ckpt.load(tmp_path / "straight" / ckpt.CHECKPOINT)["model"]
-    b = ckpt.load(tmp_path / "stopped" / ckpt.CHECKPOINT)["model"]
+    a = record.load_checkpoint(tmp_path / "straight" / record.CHECKPOINT)["model"]
+    b = record.load_checkpoint(tmp_path / "stopped" / record.CHECKPOINT)["model"]
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]

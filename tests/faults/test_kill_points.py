@@ -1,5 +1,5 @@
 """SIGKILL at random points while each kind of run file is written, through the project's own
-writers and readers (sce_sweeps.runfiles, the trainer's metrics, Optuna's journal as the
+writers and readers (sce_sweeps.runtime.record, the trainer's metrics, Optuna's journal as the
 sweeper opens it, the Aim merge of sce_sweeps.runtime.tracking); see tests/faults/kill.py."""
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ import optuna
 import pytest
 import torch
 
-from sce_sweeps import runfiles
-from sce_sweeps.engine import train
+from sce_sweeps.runtime import record
 from sce_sweeps.runtime.trial import open_storage
 from tests.faults.kill import kill_loop
 from tests.support import ROOT
@@ -38,7 +37,7 @@ def _temp_files(workdir: Path) -> str:
 
 
 def _checkpoint_resume(workdir: Path) -> int:
-    state = runfiles.load_checkpoint(workdir / runfiles.CHECKPOINT)
+    state = record.load_checkpoint(workdir / record.CHECKPOINT)
     if state is None:
         return 0
     assert bool((state["weights"] == state["epoch"]).all()), "a torn checkpoint was loaded"
@@ -47,7 +46,7 @@ def _checkpoint_resume(workdir: Path) -> int:
 
 def _checkpoint_write(workdir: Path, version: int) -> None:
     state = {"epoch": version, "weights": torch.full((512, 1024), float(version))}  # 2 MB
-    runfiles.save_checkpoint(state, workdir / runfiles.CHECKPOINT)
+    record.save_checkpoint(state, workdir / record.CHECKPOINT)
 
 
 def test_kill_while_checkpoints_are_written(tmp_path):
@@ -60,14 +59,14 @@ def test_kill_while_checkpoints_are_written(tmp_path):
 
 
 def _result_resume(workdir: Path) -> int:
-    result = runfiles.read_result(workdir)
+    result = record.read_result(workdir)
     return 0 if result is None else int(result["epochs"])
 
 
 def _result_write(workdir: Path, version: int) -> None:
     pad = {f"param_{i}": "x" * 64 for i in range(2000)}  # ~150 kB: a write takes a while
     result = {"status": "completed", "epochs": version, "knn_top1": float(version), **pad}
-    runfiles.write_result(workdir, result)
+    record.write_result(workdir, result)
 
 
 def test_kill_while_results_are_written(tmp_path):
@@ -79,22 +78,21 @@ def test_kill_while_results_are_written(tmp_path):
 
 
 def _metrics_resume(workdir: Path) -> int:
-    path = workdir / train.METRICS
+    path = workdir / record.METRICS
     if path.exists() and path.stat().st_size:  # note whether the kill tore the last line
         with path.open("rb") as f:
             f.seek(-1, 2)
             torn = f.read(1) != b"\n"
         with (workdir / "torn.txt").open("a") as f:
             f.write(f"{int(torn)}\n")
-    rows = train._restore_metrics(path, last_epoch=10**9, write=True)
+    rows = record.truncate_metrics(workdir, last_epoch=10**9)
     assert [r["epoch"] for r in rows] == list(range(1, len(rows) + 1)), "a row went missing"
     return len(rows)
 
 
 def _metrics_write(workdir: Path, version: int) -> None:
     row = {"epoch": version, "loss": 1.0 / version, "pad": "x" * 200_000}
-    with (workdir / train.METRICS).open("a") as f:  # as train.end_epoch appends a row
-        f.write(json.dumps(row) + "\n")
+    record.append_metrics(workdir, row)  # as train.end_epoch appends a row
 
 
 def _metrics_notes(workdir: Path) -> str:
@@ -114,7 +112,7 @@ def test_kill_while_metrics_are_appended(tmp_path):
 
 
 def _manifest_resume(workdir: Path) -> int:
-    manifest = runfiles.Manifest.load(workdir)
+    manifest = record.Manifest.load(workdir)
     assert manifest is not None and len(manifest.jobs) == 2000
     recorded = {int(j.reason) for j in manifest.jobs if j.reason}
     acked = _acked(workdir)
@@ -129,13 +127,13 @@ def _manifest_resume(workdir: Path) -> int:
 def _manifest_write(workdir: Path, version: int) -> None:
     manifest = _cache["manifest"]
     job = manifest.jobs[version % 2000]
-    job.state, job.reason = runfiles.RunState.RUNNING.value, str(version)
+    job.state, job.reason = record.RunState.RUNNING.value, str(version)
     manifest.save()
 
 
 def test_kill_while_the_manifest_is_written(tmp_path):
-    manifest = runfiles.Manifest.create(tmp_path, "faults", "slurm")
-    manifest.jobs = [runfiles.Job(i, [f"loss.coeff={i}"], "h", str(i)) for i in range(2000)]
+    manifest = record.Manifest.create(tmp_path, "faults", "slurm")
+    manifest.jobs = [record.Job(i, [f"loss.coeff={i}"], "h", str(i)) for i in range(2000)]
     manifest.save()
     row = kill_loop("manifest.json", tmp_path, _manifest_resume, _manifest_write,
                     notes=_temp_files)  # fmt: skip

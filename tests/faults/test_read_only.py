@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sce_sweeps.runfiles import RESULT, Job, Manifest, write_result
-from sce_sweeps.sweep.resume import read_only_verdict
+from sce_sweeps.runtime.record import RESULT, Job, Manifest, write_result
+from sce_sweeps.runtime.resume import read_only_verdict
 from tests.support import ROOT, TINY, run_cli, run_script
 
 pytestmark = pytest.mark.slow

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sce_sweeps.runfiles import HEARTBEAT
+from sce_sweeps.runtime.record import HEARTBEAT
 from tests.support import ROOT, TINY, read_json, wait_until
 
 pytestmark = pytest.mark.slow

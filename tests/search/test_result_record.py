@@ -10,8 +10,8 @@ import optuna
 import pytest
 
 from sce_sweeps.app import _finish
-from sce_sweeps.runfiles import RunState
 from sce_sweeps.runtime.adapters.optuna_storage import create_study, trial_id
+from sce_sweeps.runtime.record import RunState
 from sce_sweeps.runtime.trial import STUDY_ATTR, TrialReporter, open_storage
 from tests.support import read_json
 

@@ -1,4 +1,4 @@
-"""The run and sweep files (sce_sweeps.runfiles) under faults: unreadable checkpoints, a full
+"""The run and sweep files (sce_sweeps.runtime.record) under faults: unreadable checkpoints, a full
 disk, run dirs that would escape the sweep dir, two launches or resumes of one sweep dir at
 once, torn Optuna journals."""
 
@@ -16,7 +16,7 @@ import optuna
 import pytest
 import torch
 
-from sce_sweeps.runfiles import (
+from sce_sweeps.runtime.record import (
     CHECKPOINT,
     PREVIOUS_CHECKPOINT,
     CheckpointError,
@@ -105,7 +105,7 @@ def test_disk_full_reported_by_the_os_is_named_too(tmp_path, monkeypatch):
 def test_a_sweep_dir_is_claimed_by_one_process_at_a_time(tmp_path):
     claim_sweep_dir(tmp_path)
     claim_sweep_dir(tmp_path)  # the same process again: fine
-    code = f"from sce_sweeps.runfiles import claim_sweep_dir as c; c({str(tmp_path)!r})"
+    code = f"from sce_sweeps.runtime.record import claim_sweep_dir as c; c({str(tmp_path)!r})"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode != 0 and "SweepDirBusyError" in proc.stderr
     assert f"pid {os.getpid()}" in proc.stderr  # names who holds it
@@ -356,8 +356,8 @@ def test_request_sbatch_refuses_is_one_line_and_resume_submits_once_fixed(slurm_
 
 
 def test_jobs_are_matched_by_number_overrides_or_config_hash(tmp_path):
-    from sce_sweeps.runfiles import Job
-    from sce_sweeps.sweep.plan import _known_job
+    from sce_sweeps.runtime.plan import _known_job
+    from sce_sweeps.runtime.record import Job
 
     manifest = Manifest.create(tmp_path, "s", "local")
     for num, seed in enumerate((0, 1, 2)):
@@ -372,7 +372,7 @@ def test_jobs_are_matched_by_number_overrides_or_config_hash(tmp_path):
 
 
 def test_run_state_prints_formats_and_serialises_as_its_value():
-    from sce_sweeps.runfiles import RunState
+    from sce_sweeps.runtime.record import RunState
 
     state = RunState.NOT_SUBMITTED
     assert state == "not submitted" and RunState("not submitted") is state
@@ -415,29 +415,30 @@ def test_package_uses_no_python_3_11_only_features():
 
 
 def test_heartbeat_is_rewritten_every_few_seconds_and_tells_a_stall(tmp_path, monkeypatch):
-    from sce_sweeps import runfiles
+    from sce_sweeps.runtime import record
+    from sce_sweeps.runtime.record import heartbeat
 
     clock = [1000.0]
-    monkeypatch.setattr(runfiles.time, "monotonic", lambda: clock[0])
-    runfiles.beat(tmp_path, 0)
-    first = runfiles.read_heartbeat(tmp_path)
+    monkeypatch.setattr(heartbeat.time, "monotonic", lambda: clock[0])
+    record.beat(tmp_path, 0)
+    first = record.read_heartbeat(tmp_path)
     assert first["step"] == 0 and first["pid"] == os.getpid() and first["longest_gap_s"] == 0
     clock[0] += 0.5
-    runfiles.beat(tmp_path, 1)  # within BEAT_EVERY_S: not rewritten
-    assert runfiles.read_heartbeat(tmp_path)["step"] == 0
+    record.beat(tmp_path, 1)  # within BEAT_EVERY_S: not rewritten
+    assert record.read_heartbeat(tmp_path)["step"] == 0
     clock[0] += 90.0  # a 90 s evaluation between two steps
-    runfiles.beat(tmp_path, 2)
-    beat = runfiles.read_heartbeat(tmp_path)
+    record.beat(tmp_path, 2)
+    beat = record.read_heartbeat(tmp_path)
     assert beat["step"] == 2 and beat["longest_gap_s"] == 90.0
     at = beat["time"]
-    assert runfiles.stall_limit(beat) == 5 * 90.0  # derived: 5x the longest gap
-    assert runfiles.stall_limit({"longest_gap_s": 1.0}) == runfiles.STALL_FLOOR_S
-    assert runfiles.stall(tmp_path, at=at + 400) is None
-    found = runfiles.stall(tmp_path, at=at + 460)
+    assert record.stall_limit(beat) == 5 * 90.0  # derived: 5x the longest gap
+    assert record.stall_limit({"longest_gap_s": 1.0}) == record.STALL_FLOOR_S
+    assert record.stall(tmp_path, at=at + 400) is None
+    found = record.stall(tmp_path, at=at + 460)
     assert found is not None and round(found.age_s) == 460 and found.step == 2
     assert str(found).startswith("stalled: no progress for 460.0 s (limit 450 s), last step 2")
-    assert runfiles.stall(tmp_path, stall_after=10, at=at + 11) is not None
-    runfiles.clear_heartbeat(tmp_path)  # a new attempt is watched from its own first beat
-    assert runfiles.stall(tmp_path, stall_after=10, at=at + 11) is None
-    (tmp_path / runfiles.HEARTBEAT).write_text("{")  # torn by hand: no heartbeat, no error
-    assert runfiles.read_heartbeat(tmp_path) is None
+    assert record.stall(tmp_path, stall_after=10, at=at + 11) is not None
+    record.clear_heartbeat(tmp_path)  # a new attempt is watched from its own first beat
+    assert record.stall(tmp_path, stall_after=10, at=at + 11) is None
+    (tmp_path / record.HEARTBEAT).write_text("{")  # torn by hand: no heartbeat, no error
+    assert record.read_heartbeat(tmp_path) is None

@@ -1,5 +1,5 @@
 """One sweep dir holding a run in every state: ``status``, the analysis tables and the Optuna
-trial table label each run the same way, with the one vocabulary of sce_sweeps.runfiles."""
+trial table label each run the same way, with the one vocabulary of sce_sweeps.runtime.record."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from sce_sweeps.analysis import ablation_table, collect
-from sce_sweeps.runfiles import (
+from sce_sweeps.runtime.record import (
     CHECKPOINT,
     RUN_MARKER,
     Job,

@@ -19,7 +19,7 @@ from sce_sweeps.analysis.collect import (
     read_config,
 )
 from sce_sweeps.app import CONF_DIR
-from sce_sweeps.runfiles import flatten
+from sce_sweeps.runtime.overrides import flatten
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from sce_sweeps.app import CONF_DIR
-from sce_sweeps.runfiles import Job, Manifest
-from sce_sweeps.sweep.plan import gpus_per_job, remove_unused_sweep_dir
-from sce_sweeps.sweep.resume import resume_command
-from sce_sweeps.sweep.status import exit_code, format_table, job_status, sweep_status
+from sce_sweeps.runtime.plan import gpus_per_job, remove_unused_sweep_dir
+from sce_sweeps.runtime.record import Job, Manifest
+from sce_sweeps.runtime.resume import resume_command
+from sce_sweeps.runtime.status import exit_code, format_table, job_status, sweep_status
 from tests.support import ROOT, compose, run_cli
 
 PRESETS = {  # sweep: (swept key, number of values)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from sce_sweeps.runfiles import Manifest
-from sce_sweeps.sweep.status import exit_code, sweep_status
+from sce_sweeps.runtime.record import Manifest
+from sce_sweeps.runtime.status import exit_code, sweep_status
 from tests.support import FAILING_POINT, read_json, run_cli
 
 pytestmark = pytest.mark.slow

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from sce_sweeps.runfiles import Job, Manifest
+from sce_sweeps.runtime.record import Job, Manifest
+from sce_sweeps.runtime.status import format_table, sweep_status
 from sce_sweeps.runtime.tracking import create_repo
-from sce_sweeps.sweep.status import format_table, sweep_status
 from tests.support import ROOT, read_json, run_cli, tiny
 from tests.tracking.aim_read import read
 

@@ -21,8 +21,15 @@ from typing import Any
 from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from sce_sweeps.runfiles import FINISHED, LIVE, LOCK, Manifest, confined_run_dir, relative_run_dir
-from sce_sweeps.sweep.status import JobStatus, jobs_, varying_overrides
+from sce_sweeps.runtime.record import (
+    FINISHED,
+    LIVE,
+    LOCK,
+    Manifest,
+    confined_run_dir,
+    relative_run_dir,
+)
+from sce_sweeps.runtime.status import JobStatus, jobs_, varying_overrides
 
 
 @dataclass

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import yaml
 
-from sce_sweeps.runfiles import FINISHED, LIVE, MANIFEST, Manifest, RunFileError, parse_override
+from sce_sweeps.runtime.overrides import parse_override
+from sce_sweeps.runtime.record import FINISHED, LIVE, MANIFEST, Manifest, RunFileError
 
 REPLACED = ("hydra.sweep.dir=", "hydra.launcher.resume=", "hydra.launcher.dry_run=")
 
@@ -74,7 +75,7 @@ def _trials_wanted(sweep_dir: Path) -> int | None:
 def read_only_verdict(manifest: Manifest) -> tuple[int, str]:
     """For a sweep dir that cannot be written: exit status 0 and a line saying there is
     nothing to resume, or 2 and a line saying which jobs would need it writable."""
-    from sce_sweeps.sweep.status import jobs_, sweep_status
+    from sce_sweeps.runtime.status import jobs_, sweep_status
 
     sweep_dir = manifest.sweep_dir
     statuses = sweep_status(manifest)

@@ -9,7 +9,7 @@ otherwise, so a log shows the sweep moving without filling up. Example::
     sce_sweeps: lambda_ablation [######------] 2/3 done (1 completed, 1 failed), 1 running,
     0 pending; best 81.02% (job #0); ~3m10s left, 6m02s elapsed
 
-A running job whose heartbeat is older than its limit (see :func:`sce_sweeps.runfiles.stall`)
+A running job whose heartbeat is older than its limit (see :func:`sce_sweeps.runtime.record.stall`)
 is flagged with how long it has made no progress, and the time left is then unknown::
 
     sce_sweeps: lambda_ablation [####--------] 1/3 done (1 completed, 0 failed), 2 running
@@ -34,7 +34,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from sce_sweeps.runfiles import FINAL, HYDRA_DIR, METRICS, RunState, stall
+from sce_sweeps.runtime.record import FINAL, HYDRA_DIR, METRICS, RunState, stall
 
 BAR_WIDTH = 12
 INTERVAL_S = 60.0  # seconds between two lines in a log when nothing changes
@@ -42,7 +42,7 @@ _LOCK = threading.Lock()
 
 
 def _seconds(stamp: str | None) -> float | None:
-    """A manifest time stamp (``runfiles.now()``) as seconds since the epoch."""
+    """A manifest time stamp (``record.now()``) as seconds since the epoch."""
     if not stamp:
         return None
     try:
@@ -201,7 +201,7 @@ class ProgressPrinter:
     ) -> None:
         """Show the line now if it is due (always on a terminal); with ``sweep_dir``, the
         running jobs' epochs refine the time left, and their heartbeats tell which are stalled
-        (``stall_after``: the limit, see :func:`sce_sweeps.runfiles.stall_limit`)."""
+        (``stall_after``: the limit, see :func:`sce_sweeps.runtime.record.stall_limit`)."""
         stalled = {}
         for job in jobs if sweep_dir is not None else []:
             found = job.state == RunState.RUNNING and stall(sweep_dir / job.run_dir, stall_after)
@@ -261,7 +261,7 @@ def _printer(manifest: Any) -> ProgressPrinter:
 
 
 def show(manifest: Any, final: bool = False) -> None:
-    """Show the progress of the sweep of ``manifest`` (a :class:`~sce_sweeps.runfiles.Manifest`)
+    """Show the progress of the sweep of ``manifest`` (a :class:`~.record.Manifest`)
     on stderr; ``final`` leaves the line in place (end of a launch)."""
     with _LOCK:
         printer = _printer(manifest)

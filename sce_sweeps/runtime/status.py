@@ -1,6 +1,6 @@
 """Where each job of a sweep stands: ``python -m sce_sweeps.status <sweep dir>``.
 
-Every job gets one :class:`~sce_sweeps.runfiles.RunState`, from, in this order:
+Every job gets one :class:`~sce_sweeps.runtime.record.RunState`, from, in this order:
 
 1. SLURM (``squeue``, then ``sacct``) for its latest SLURM job id, or the liveness of its
    local process: a queued job is *pending*, a started one *running* (unless its run already
@@ -32,18 +32,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import socket
-import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sce_sweeps.runfiles import (
+from sce_sweeps.runtime.procs import alive
+from sce_sweeps.runtime.record import (
     CHECKPOINT,
     FINAL,
     FINISHED,
+    HOST,
     LIVE,
     MANIFEST,
     PREVIOUS_CHECKPOINT,
@@ -57,6 +55,7 @@ from sce_sweeps.runfiles import (
     read_result,
     stall,
 )
+from sce_sweeps.runtime.slurm import job_states
 
 
 @dataclass
@@ -75,66 +74,9 @@ class JobStatus:
     tracking: str | None = None  # what went wrong with its tracking (e.g. Aim merge failed)
 
 
-def _run(cmd: list[str]) -> str | None:
-    """stdout of ``cmd``, or None when it is missing or fails."""
-    if shutil.which(cmd[0]) is None:
-        return None
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return proc.stdout if proc.returncode == 0 else None
-
-
-def slurm_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
-    """{job id: (state, reason)} from squeue for queued/running jobs, else from sacct.
-
-    Array tasks are named ``<array id>_<task id>``; ``squeue -r`` lists a pending array's tasks
-    one by one. Jobs SLURM no longer knows (or no SLURM at all) are left out.
-    """
-    if not job_ids:
-        return {}
-    states: dict[str, tuple[str, str]] = {}
-    queue = _run(["squeue", "-h", "-r", "-o", "%i|%T|%r"]) or ""
-    for line in queue.splitlines():
-        job_id, state, reason = (line.split("|") + ["", ""])[:3]
-        if job_id in job_ids:
-            states[job_id] = (state, reason)
-    rest = [j for j in job_ids if j not in states]
-    if rest:
-        cmd = ["sacct", "-n", "-X", "-P", "-o", "JobID,State,ExitCode", "-j", ",".join(rest)]
-        for line in (_run(cmd) or "").splitlines():
-            job_id, state, exit_code = (line.split("|") + ["", ""])[:3]
-            if job_id in rest:
-                name = state.split()[0] if state else "UNKNOWN"
-                states[job_id] = (name, f"{state}, exit {exit_code}")
-    return states
-
-
-def queued_slurm_jobs(job_ids: list[str]) -> set[str] | None:
-    """Those of ``job_ids`` (``<array id>_<task id>``) that SLURM holds pending, from one
-    ``squeue`` call over their arrays; None when squeue does not answer."""
-    arrays = sorted({job_id.split("_")[0] for job_id in job_ids})
-    if not arrays:
-        return set()
-    out = _run(["squeue", "-h", "-r", "-t", "PENDING", "-o", "%i", "-j", ",".join(arrays)])
-    return None if out is None else set(out.split()) & set(job_ids)
-
-
 def process_alive(pid: int | None, host: str, marker: str | None = None) -> bool:
     """Whether process ``pid`` of this host is alive (and its command line holds ``marker``)."""
-    if not pid or host != socket.gethostname():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    if marker and cmdline.exists():
-        return marker in cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    return True
+    return host == HOST and alive(pid, marker)
 
 
 def _has_checkpoint(run_dir: Path) -> bool:
@@ -214,7 +156,7 @@ def sweep_status(manifest: Manifest, launcher_alive: bool | None = None) -> list
     """The state of every job of the sweep; ``launcher_alive``: whether the launcher may still
     start the jobs it has not submitted (default: whether its process lives)."""
     slurm_ids = [j.job_ids[-1] for j in manifest.jobs if j.job_ids]
-    slurm = slurm_states(slurm_ids) if manifest.launcher == "slurm" else {}
+    slurm = job_states(slurm_ids) if manifest.launcher == "slurm" else {}
     if launcher_alive is None:
         launcher_alive = process_alive(manifest.pid, manifest.host, "python")
     return [job_status(manifest, job, slurm, launcher_alive) for job in manifest.jobs]
