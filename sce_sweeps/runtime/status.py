@@ -35,16 +35,15 @@ import json
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from sce_sweeps.runtime.procs import alive
 from sce_sweeps.runtime.record import (
-    CHECKPOINT,
     FINAL,
     FINISHED,
     HOST,
     LIVE,
     MANIFEST,
-    PREVIOUS_CHECKPOINT,
     SLURM_LIVE,
     STALLED,
     STATE_ORDER,
@@ -52,6 +51,7 @@ from sce_sweeps.runtime.record import (
     Manifest,
     RunFileError,
     RunState,
+    has_checkpoint,
     read_result,
     stall,
 )
@@ -79,32 +79,48 @@ def process_alive(pid: int | None, host: str, marker: str | None = None) -> bool
     return host == HOST and alive(pid, marker)
 
 
-def _has_checkpoint(run_dir: Path) -> bool:
-    return (run_dir / CHECKPOINT).exists() or (run_dir / PREVIOUS_CHECKPOINT).exists()
-
-
 def _interrupted_reason(run_dir: Path) -> str:
-    if _has_checkpoint(run_dir):
+    if has_checkpoint(run_dir):
         return "no result; stopped with a checkpoint (a resume continues from it)"
     return "no result; stopped before its first checkpoint"
 
 
+def _own_result(manifest: Manifest, job: Job) -> dict[str, Any] | RunFileError | None:
+    """The job's ``result.json`` (None when it has none, or one of another config)."""
+    try:
+        result = read_result(manifest.run_dir(job))
+    except RunFileError as e:
+        return e
+    return result if result and result.get("config_hash") == job.config_hash else None
+
+
+def _settled(job: Job, result: dict[str, Any] | RunFileError | None) -> bool:
+    """Whether the job's state is known without asking SLURM: its run recorded a completed or
+    pruned result (or a corrupt one), or the launcher saw it end."""
+    if isinstance(result, RunFileError) or (result and result["status"] in FINISHED):
+        return True
+    return job.finished_at is not None and job.state in FINAL
+
+
 def job_status(
-    manifest: Manifest, job: Job, slurm: dict[str, tuple[str, str]], launcher_alive: bool
+    manifest: Manifest,
+    job: Job,
+    slurm: dict[str, tuple[str, str]],
+    launcher_alive: bool,
+    result: dict[str, Any] | RunFileError | None | bool = True,
 ) -> JobStatus:
-    """The state of one job (see the module docstring for the rules)."""
+    """The state of one job (see the module docstring for the rules); ``result``: its
+    :func:`_own_result`, read here if not given."""
     run_dir = manifest.run_dir(job)
     latest = job.job_ids[-1] if job.job_ids else None
     status = JobStatus(
         job.num, RunState.INTERRUPTED, None, job.overrides, job.run_dir, latest, log=job.log
     )
-    try:
-        result = read_result(run_dir)
-    except RunFileError as e:
-        status.state, status.reason = RunState.FAILED, str(e)
+    if result is True:
+        result = _own_result(manifest, job)
+    if isinstance(result, RunFileError):
+        status.state, status.reason = RunState.FAILED, str(result)
         return status
-    if result and result.get("config_hash") != job.config_hash:
-        result = None  # another config ran in this dir
     live = None
     if manifest.launcher == "slurm" and latest in slurm:
         slurm_state, slurm_reason = slurm[latest]
@@ -134,7 +150,7 @@ def job_status(
         status.tracking = result.get("tracking")
         if status.state == RunState.COMPLETED:
             status.knn_top1 = result.get("knn_top1")
-    elif job.state in FINAL and job.finished_at and not _has_checkpoint(run_dir):
+    elif job.state in FINAL and job.finished_at and not has_checkpoint(run_dir):
         # an app that writes no result.json: the launcher saw it end. (A run dir with a
         # checkpoint belongs to an app that writes one: without it, the run is interrupted.)
         status.state, status.reason = RunState(job.state), job.reason
@@ -155,11 +171,17 @@ def job_status(
 def sweep_status(manifest: Manifest, launcher_alive: bool | None = None) -> list[JobStatus]:
     """The state of every job of the sweep; ``launcher_alive``: whether the launcher may still
     start the jobs it has not submitted (default: whether its process lives)."""
-    slurm_ids = [j.job_ids[-1] for j in manifest.jobs if j.job_ids]
-    slurm = job_states(slurm_ids) if manifest.launcher == "slurm" else {}
+    results = [_own_result(manifest, job) for job in manifest.jobs]
+    ask = [
+        j.job_ids[-1] for j, r in zip(manifest.jobs, results) if j.job_ids and not _settled(j, r)
+    ]  # a finished sweep asks SLURM nothing
+    slurm = job_states(ask) if manifest.launcher == "slurm" else {}
     if launcher_alive is None:
         launcher_alive = process_alive(manifest.pid, manifest.host, "python")
-    return [job_status(manifest, job, slurm, launcher_alive) for job in manifest.jobs]
+    return [
+        job_status(manifest, job, slurm, launcher_alive, result)
+        for job, result in zip(manifest.jobs, results)
+    ]
 
 
 def jobs_(n: int, noun: str = "job") -> str:
