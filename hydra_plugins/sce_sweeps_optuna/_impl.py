@@ -106,7 +106,7 @@ class Param:
     def override(self, value: Any) -> str:
         if self.encoded is not None:
             assert isinstance(self.distribution, CategoricalDistribution)
-            index = int(self.distribution.to_internal_repr(value))
+            index = self.distribution.choices.index(value)
             return f"{self.key}={self.encoded[index]}"
         return f"{self.key}={value!r}"
 
