@@ -123,8 +123,9 @@ def test_aim_up_serves_the_sweep_over_http(sweep: Path, tmp_path: Path) -> None:
             runs = {h: r for h, r in _decode_run_stream(body).items() if "params" in r}
             return runs if len(runs) >= len(RUN_COEFFS) else {}
 
-        log = tmp_path / "aim_up.log"
-        runs = wait_until(indexed, 120, "the runs over HTTP", proc=server, log=log, interval=1)
+        runs = wait_until(
+            indexed, 120, "the runs over HTTP", proc=server, log=tmp_path / "aim_up.log", interval=1
+        )
 
         coeffs = sorted(r["params"]["hparams"]["loss"]["coeff"] for r in runs.values())
         assert coeffs == RUN_COEFFS
