@@ -4,7 +4,9 @@ only), run-file readers and the real one-node SLURM cluster (scripts/slurm_clust
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import os
 import shutil
@@ -12,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -126,6 +129,34 @@ def run_cli(
             f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
         )
     return proc
+
+
+def run_in_process(
+    *args: str, main: Callable[[list[str]], object] | None = None
+) -> subprocess.CompletedProcess:
+    """``python -m sce_sweeps *args`` run in this process (Hydra's main, as the CLI calls it),
+    or ``main(list(args))`` of another command: its exit status and what it printed, as
+    ``run_cli`` returns them."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from sce_sweeps.app import cli
+
+    out, err, argv = io.StringIO(), io.StringIO(), sys.argv
+    sys.argv = ["sce_sweeps", *args]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args)) if main is not None else cli()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) or e.code is None else 1
+        if isinstance(e.code, str):
+            err.write(e.code + "\n")
+    except Exception:  # what the interpreter prints before it exits with 1
+        err.write(traceback.format_exc())
+        code = 1
+    finally:
+        sys.argv = argv
+        GlobalHydra.instance().clear()
+    return subprocess.CompletedProcess(args, code or 0, out.getvalue(), err.getvalue())
 
 
 def start_cli(*args: str) -> subprocess.Popen:

@@ -2,13 +2,14 @@
 sce_sweeps.<command>`, listed there, and answers --help; commands that train nothing do not
 load torch."""
 
+import os
 import re
 import subprocess
 import sys
 
 import pytest
 
-from tests.support import ROOT
+from tests.support import ROOT, run_in_process
 
 PACKAGE = ROOT / "sce_sweeps"
 
@@ -21,7 +22,12 @@ def python(args, cwd):
 
 @pytest.fixture(scope="module")
 def help_text(tmp_path_factory):
-    proc = python(["-m", "sce_sweeps", "--help"], tmp_path_factory.mktemp("elsewhere"))
+    here = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("elsewhere"))
+    try:
+        proc = run_in_process("--help")
+    finally:
+        os.chdir(here)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -107,6 +113,7 @@ finally:
     ],
     ids=["help", "slurm_dry_run"],
 )
+@pytest.mark.e2e
 def test_commands_that_train_nothing_do_not_load_torch(args, tmp_path):
     proc = python(["-c", LOADED, *args], tmp_path)
     assert proc.returncode == 0, proc.stderr

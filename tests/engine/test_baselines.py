@@ -68,6 +68,7 @@ def _evaluate_slowly(path, log):
     assert cached_metrics(path, evaluate) == {"knn_top1_init": 50.0}
 
 
+@pytest.mark.e2e
 def test_runs_that_miss_the_cache_together_evaluate_once(tmp_path):
     path, log = tmp_path / CACHE / "k.json", tmp_path / "log"
     ctx = multiprocessing.get_context("fork")

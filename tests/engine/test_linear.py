@@ -15,9 +15,10 @@ import torch
 
 from sce_sweeps.analysis.tables import default_metrics
 from sce_sweeps.engine.linear import LINEAR_DIR, run_linear
+from sce_sweeps.linear import main as linear_main
 from sce_sweeps.linear import run_dir_config
 from sce_sweeps.runtime.tracking import NullTracker
-from tests.support import ROOT, TINY, read_json, run_cli
+from tests.support import ROOT, TINY, read_json, run_cli, run_in_process
 
 # The embedded default (experiment=demo: width-8 ResNet-18, Fashion-MNIST) on 3072 images for
 # 2 epochs, with a queue that fits them (linear top-1 ~53% against ~22% at random init).
@@ -128,13 +129,7 @@ def test_tables_lead_with_linear_top1_when_the_runs_have_it():
 
 
 def test_linear_alone_needs_a_pretraining_checkpoint(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "sce_sweeps.linear", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_in_process(str(tmp_path), main=linear_main)
     assert proc.returncode == 2 and "checkpoint.pt" in proc.stderr
 
 

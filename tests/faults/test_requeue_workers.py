@@ -59,6 +59,7 @@ print(f"batches complete; main process got {len(got)} signals")
 """
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("loader", ["stop_safe", "plain"])
 def test_workers_outlive_a_storm_of_stop_signals(loader):
     proc = subprocess.run(

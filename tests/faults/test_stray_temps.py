@@ -23,6 +23,8 @@ import pytest
 from sce_sweeps.runtime import record
 from tests.support import ROOT
 
+pytestmark = pytest.mark.e2e  # jobs, servers and writers in processes of their own
+
 KINDS = ("result.json", "manifest.json", "checkpoint.pt")
 
 

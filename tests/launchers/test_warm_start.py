@@ -16,6 +16,8 @@ import pytest
 from hydra_plugins.sce_sweeps_launchers import warm
 from tests.support import wait_until
 
+pytestmark = pytest.mark.e2e  # jobs, servers and writers in processes of their own
+
 
 @pytest.fixture(scope="module")
 def server():

@@ -21,6 +21,8 @@ from optuna.trial import TrialState
 from sce_sweeps.runtime.trial import open_storage
 from tests.support import ROOT
 
+pytestmark = pytest.mark.e2e  # jobs, servers and writers in processes of their own
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 SPHERE = """

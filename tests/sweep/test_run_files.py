@@ -8,6 +8,7 @@ import errno
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +31,8 @@ from sce_sweeps.runtime.record import (
     save_checkpoint,
 )
 from sce_sweeps.runtime.search import open_storage
-from tests.support import ROOT, TINY, run_cli, wait_until
+from sce_sweeps.runtime.status import main as status_main
+from tests.support import ROOT, TINY, run_cli, run_in_process, wait_until
 
 ONE_EPOCH = [*TINY, "tracker=none", "trainer.epochs=1", "optim.warmup_epochs=0"]
 
@@ -102,6 +104,7 @@ def test_disk_full_reported_by_the_os_is_named_too(tmp_path, monkeypatch):
 # --- claiming a sweep dir -----------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_a_sweep_dir_is_claimed_by_one_process_at_a_time(tmp_path):
     claim_sweep_dir(tmp_path)
     claim_sweep_dir(tmp_path)  # the same process again: fine
@@ -143,9 +146,9 @@ def test_a_sweep_dir_is_claimed_by_one_process_at_a_time(tmp_path):
 )
 def test_run_dirs_stay_inside_the_sweep_dir_and_apart(tmp_path, subdir, message):
     sweep_dir = tmp_path / "a" / "b" / "sweep"
-    proc = run_cli(
+    proc = run_in_process(
         "-m", *ONE_EPOCH, "loss.coeff=0,1", f"hydra.sweep.dir={sweep_dir}",
-        f"hydra.sweep.subdir={subdir}", check=False,
+        f"hydra.sweep.subdir={subdir}",
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -191,9 +194,9 @@ def test_corrupt_journal_is_refused_with_one_line_and_left_as_it_is(tmp_path):
     lines = journal.read_bytes().splitlines(keepends=True)
     broken = b"".join([lines[0], b"{not json\n", *lines[1:]])
     journal.write_bytes(broken)
-    proc = run_cli(
+    proc = run_in_process(
         "-m", "+sweep=optuna_search", *ONE_EPOCH, f"hydra.sweep.dir={tmp_path}",
-        "hydra.sweeper.study_name=s", check=False,
+        "hydra.sweeper.study_name=s",
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("sce_sweeps:")]
@@ -230,10 +233,7 @@ def test_resume_uses_the_previous_checkpoint_and_an_unresumable_run_fails_alone(
     second = read_json(sweep_dir / "1" / "result.json")
     assert second["status"] == "failed"
     assert second["reason"].startswith("CheckpointError: cannot resume from")
-    status = subprocess.run(
-        [sys.executable, "-m", "sce_sweeps.status", str(sweep_dir), "--json"],
-        cwd=ROOT, capture_output=True, text=True,
-    )  # fmt: skip
+    status = run_in_process(str(sweep_dir), "--json", main=status_main)
     assert [j["state"] for j in json.loads(status.stdout)["jobs"]] == ["completed", "failed"]
 
 
@@ -283,12 +283,12 @@ def test_concurrent_launches_and_resumes_of_one_sweep_dir_one_wins(tmp_path):
 # --- SLURM that is not there, or refuses the request ---------------------------------------------
 
 
-def _slurm_sweep(sweep_dir: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
+def _slurm_sweep(sweep_dir: Path, *extra: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "sce_sweeps", "-m", *ONE_EPOCH, "loss.coeff=0,1"]
     cmd += ["launcher=slurm", "cluster=local", "hydra.launcher.poll_s=0.5"]
     return subprocess.run(
         [*cmd, f"hydra.sweep.dir={sweep_dir}", *extra],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, env=env,
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
 
 
@@ -300,10 +300,7 @@ def _one_error_line(stderr: str) -> str:
 
 
 def _not_submitted(sweep_dir: Path) -> list[tuple[str, str]]:
-    status = subprocess.run(
-        [sys.executable, "-m", "sce_sweeps.status", str(sweep_dir), "--json"],
-        cwd=ROOT, capture_output=True, text=True,
-    )  # fmt: skip
+    status = run_in_process(str(sweep_dir), "--json", main=status_main)
     assert status.returncode == 1
     jobs = json.loads(status.stdout)["jobs"]
     manifest = Manifest.load(sweep_dir)
@@ -312,15 +309,16 @@ def _not_submitted(sweep_dir: Path) -> list[tuple[str, str]]:
     return [(j["state"], j["reason"]) for j in jobs]
 
 
-def test_slurm_commands_missing_one_line_exit_2_not_submitted(tmp_path):
+def test_slurm_commands_missing_one_line_exit_2_not_submitted(tmp_path, monkeypatch):
     bin_dir = tmp_path / "bin"  # a PATH with the usual tools but no SLURM commands
     bin_dir.mkdir()
     for tool in ("git", "nvidia-smi"):
-        found = subprocess.run(["which", tool], capture_output=True, text=True).stdout.strip()
-        if found:
+        if found := shutil.which(tool):
             (bin_dir / tool).symlink_to(found)
-    env = {**os.environ, "PATH": str(bin_dir)}
-    proc = _slurm_sweep(tmp_path / "sweep", env=env)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    slurm = ["launcher=slurm", "cluster=local", "hydra.launcher.poll_s=0.5"]
+    sweep = [*ONE_EPOCH, "loss.coeff=0,1", *slurm, f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    proc = run_in_process("-m", *sweep)
     assert proc.returncode == 2, proc.stderr[-3000:]
     line = _one_error_line(proc.stderr)
     assert "SLURM's commands are not installed" in line and "sce_sweeps.resume" in line

@@ -153,6 +153,7 @@ def test_a_run_dir_reads_the_same_with_or_without_the_sweeps_reader(tmp_path: Pa
         assert read_config(run_dir, reader) == read_config(run_dir)
 
 
+@pytest.mark.e2e
 def test_the_scale_benchmark_runs_on_a_sweep_smaller_than_its_save_repeats():
     """``benchmarks/sweep_scale.py`` times 20 manifest saves, each changing one job; a sweep of
     fewer jobs than that is measured too."""

@@ -19,7 +19,8 @@ from sce_sweeps.runtime.plan import gpus_per_job, remove_unused_sweep_dir
 from sce_sweeps.runtime.record import Job, Manifest
 from sce_sweeps.runtime.resume import resume_command
 from sce_sweeps.runtime.status import exit_code, format_table, job_status, sweep_status
-from tests.support import ROOT, compose, run_cli
+from sce_sweeps.runtime.status import main as status_main
+from tests.support import ROOT, compose, run_in_process
 
 PRESETS = {  # sweep: (swept key, number of values)
     "lambda_ablation": ("loss.coeff", 9),
@@ -68,7 +69,7 @@ def test_default_launcher_is_local_with_two_processes():
 
 def test_dry_run_of_crops_ablation_on_example_gpu_cluster():
     made = not (ROOT / "sweeps" / "crops_ablation").exists()
-    proc = run_cli(
+    proc = run_in_process(
         "-m",
         "+sweep=crops_ablation",
         "launcher=slurm",
@@ -76,6 +77,7 @@ def test_dry_run_of_crops_ablation_on_example_gpu_cluster():
         "hydra.launcher.dry_run=true",
     )
     out = proc.stdout
+    assert proc.returncode == 0, proc.stderr
     assert "DRY RUN: 24 jobs of sweep crops_ablation would be submitted to SLURM" in out
     assert "partition=gpu account=my_lab qos=normal constraint=a100" in out
     assert "1 task, 1 GPU, 10 CPUs per task, 64 GB, time limit 12:00:00" in out
@@ -98,20 +100,19 @@ def test_dry_run_of_crops_ablation_on_example_gpu_cluster():
     ],
 )
 def test_bad_stall_settings_fail_naming_the_key(tmp_path, override, says):
-    proc = run_cli("-m", override, f"hydra.sweep.dir={tmp_path / 'sweep'}", check=False)
+    proc = run_in_process("-m", override, f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert proc.returncode == 2 and says in proc.stderr, proc.stderr[-2000:]
     assert not (tmp_path / "sweep").exists()
 
 
 def test_grid_point_too_big_for_the_dataset_fails_before_submission(tmp_path):
-    proc = run_cli(
+    proc = run_in_process(
         "-m",
         "+sweep=queue_ablation",
         "dataset.train_samples=10000",
         "launcher=slurm",
         "cluster=local",
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        check=False,
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
     bad = [line for line in proc.stderr.splitlines() if "invalid config" in line]
@@ -186,12 +187,11 @@ def test_status_reads_run_dirs_and_says_why(tmp_path):
 
 def test_status_exit_codes_from_the_command_line(tmp_path):
     _manifest(tmp_path)
-    status = [sys.executable, "-m", "sce_sweeps.status"]
-    proc = subprocess.run([*status, str(tmp_path), "--json"], cwd=ROOT, capture_output=True)
+    proc = run_in_process(str(tmp_path), "--json", main=status_main)
     assert proc.returncode == 1
     assert [j["state"] for j in json.loads(proc.stdout)["jobs"]][:2] == ["completed", "failed"]
-    proc = subprocess.run([*status, str(tmp_path / "nowhere")], cwd=ROOT, capture_output=True)
-    assert proc.returncode == 2 and b"no manifest.json" in proc.stderr
+    proc = run_in_process(str(tmp_path / "nowhere"), main=status_main)
+    assert proc.returncode == 2 and "no manifest.json" in proc.stderr
 
 
 def test_a_result_of_another_config_does_not_count(tmp_path):
@@ -204,7 +204,7 @@ def test_live_local_processes_are_running_or_pending(tmp_path):
     manifest = _manifest(tmp_path)
     assert manifest.host == socket.gethostname()
     # a process whose command line names the sweep dir, as submitit's local job process does
-    job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", tmp_path.name])
+    job = subprocess.Popen(["sh", "-c", "sleep 60; :", tmp_path.name])
     try:
         cmdline = Path(f"/proc/{job.pid}/cmdline")
         while tmp_path.name.encode() not in cmdline.read_bytes():  # until it has exec'd
@@ -231,8 +231,8 @@ def test_resume_replays_the_command_with_resume_on(tmp_path):
 
 
 def test_resume_of_a_dir_without_manifest_is_refused(tmp_path):
-    proc = run_cli(
-        "-m", "seed=0,1", f"hydra.sweep.dir={tmp_path}", "hydra.launcher.resume=true", check=False
+    proc = run_in_process(
+        "-m", "seed=0,1", f"hydra.sweep.dir={tmp_path}", "hydra.launcher.resume=true"
     )
     assert proc.returncode == 2 and "nothing to resume" in proc.stderr
 

@@ -99,6 +99,7 @@ os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
+@pytest.mark.e2e
 def test_run_left_open_by_a_killed_process_is_continued(tmp_path: Path) -> None:
     """Killed before its first checkpoint (no hash to resume with): the next attempt takes
     over the run left in the run dir, lock included, and re-tracked steps replace old ones."""
@@ -130,6 +131,7 @@ def test_run_left_open_by_a_killed_process_is_continued(tmp_path: Path) -> None:
     assert x["epochs"] == [1, 1, 1, 2, 2, 2, 2, 2]
 
 
+@pytest.mark.e2e
 def test_merge_cli_recovers_a_killed_run_that_never_resumed(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     run_repo = sweep / "0" / "aim"
