@@ -19,7 +19,8 @@ import yaml
 
 from sce_sweeps.runtime.record import RESULT, Job, Manifest, write_result
 from sce_sweeps.runtime.resume import read_only_verdict
-from tests.support import ROOT, TINY, run_cli, run_script
+from sce_sweeps.runtime.status import main as status_main
+from tests.support import ROOT, TINY, run_cli, run_in_process, run_script
 
 pytestmark = pytest.mark.slow
 
@@ -70,12 +71,7 @@ def _resume(sweep: Path) -> subprocess.CompletedProcess:
 def test_status_tables_and_plots_of_a_read_only_sweep(read_only, tmp_path):
     sweep = read_only / "done"
     before = _tree(sweep)
-    status = subprocess.run(
-        [sys.executable, "-m", "sce_sweeps.status", str(sweep)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    status = run_in_process(str(sweep), main=status_main)
     assert status.returncode == 0, status.stderr
     assert "2 jobs: 2 completed" in status.stdout
     for script in ("ablation_table", "plot_sweep", "collect"):

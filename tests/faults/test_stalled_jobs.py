@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from sce_sweeps.runtime.record import HEARTBEAT
-from tests.support import ROOT, TINY, read_json, wait_until
+from sce_sweeps.runtime.status import main as status_main
+from tests.support import ROOT, TINY, read_json, run_in_process, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +63,8 @@ def command(module: str, *args: str | Path) -> subprocess.CompletedProcess:
 
 
 def status(sweep_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    return command("sce_sweeps.status", sweep_dir, *args)
+    """``python -m sce_sweeps.status``, in this process: the tests poll it."""
+    return run_in_process(str(sweep_dir), *args, main=status_main)
 
 
 def job_state(sweep_dir: Path, num: int) -> dict:

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.support import ROOT, TINY, read_json, run_cli, wait_until
+from sce_sweeps.runtime.status import main as status_main
+from tests.support import ROOT, TINY, read_json, run_cli, run_in_process, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -36,13 +37,7 @@ def sweep(sweep_dir: Path, *overrides: str, check: bool = True) -> subprocess.Co
 
 
 def status(sweep_dir: Path) -> tuple[int, dict]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "sce_sweeps.status", str(sweep_dir), "--json"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_in_process(str(sweep_dir), "--json", main=status_main)
     return proc.returncode, json.loads(proc.stdout)
 
 
