@@ -17,7 +17,6 @@ from collections.abc import Callable
 from typing import Any
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweeperConf
 from hydra._internal.defaults_list import create_defaults_list
 from hydra.conf import ConfigSourceInfo
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -28,7 +27,18 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sce_sweeps.runtime.adapters import private
 
-__all__ = ["BasicSweeper", "BasicSweeperConf", "SweepComposer", "sweep_composer"]
+__all__ = ["SweepComposer", "sweep_composer"]  # and BasicSweeper(Conf), by __getattr__
+
+
+def __getattr__(name: str) -> Any:
+    """``BasicSweeper`` and its config, as Hydra's module holds them now: each plugin scan of
+    Hydra (one per ``initialize``/``compose`` in a process) re-executes that module, and a
+    class taken from an earlier execution no longer passes its own ``super()`` check."""
+    if name in ("BasicSweeper", "BasicSweeperConf"):
+        from hydra._internal.core_plugins import basic_sweeper
+
+        return getattr(basic_sweeper, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def sweep_composer(
