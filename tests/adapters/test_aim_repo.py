@@ -7,6 +7,8 @@ import pytest
 
 from sce_sweeps.runtime.adapters import aim_repo
 
+pytestmark = pytest.mark.e2e  # Aim makes a repo's database with alembic, in a Python of its own
+
 
 @pytest.fixture
 def repo(tmp_path):
