@@ -10,9 +10,7 @@ import threading
 
 import pytest
 
-from tests.support import (
-    slurm_cluster,  # noqa: F401  (session fixture)
-)
+from tests.support import failing_point_sweep, slurm_cluster, tiny_run  # noqa: F401 (fixtures)
 
 
 def _private_progress_lock() -> None:

@@ -197,6 +197,34 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
+# --- runs of the CLI made once per session, only read by the tests -------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class TinyRun:
+    """A finished run or sweep of the CLI on the TINY overrides: its dir and its process."""
+
+    run_dir: Path
+    proc: subprocess.CompletedProcess
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
+    """``python -m sce_sweeps *TINY tracker=none``, straight through, with its output piped
+    (the reference of the resume tests)."""
+    run_dir = tmp_path_factory.mktemp("tiny_run") / "run"
+    return TinyRun(run_dir, run_cli(*TINY, "tracker=none", f"hydra.run.dir={run_dir}"))
+
+
+@pytest.fixture(scope="session")
+def failing_point_sweep(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
+    """A local multirun of FAILING_POINT: its sweep dir and its process (output piped; exit
+    status 1, for the failed job)."""
+    sweep_dir = tmp_path_factory.mktemp("failing_point") / "sweep"
+    proc = run_cli("-m", *FAILING_POINT, f"hydra.sweep.dir={sweep_dir}", check=False)
+    return TinyRun(sweep_dir, proc)
+
+
 # --- the real one-node SLURM cluster -------------------------------------------------------------
 # Started once per session (a no-op when ``sinfo`` shows a usable node) and left running, since
 # other sessions share it. When it cannot start, the tests that need it FAIL: never skipped.

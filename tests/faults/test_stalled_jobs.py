@@ -99,20 +99,8 @@ def test_frozen_job_is_flagged_stalled_then_recovers(request, tmp_path, launcher
         table = status(sweep_dir)
         assert table.returncode == 3  # still running
         assert f"limit {STALL_AFTER} s" in table.stdout and "(1 stalled)" in table.stdout
-        wait_until(
-            lambda: "1 stalled: job #1 for " in log.read_text(),
-            240,
-            proc=proc,
-            log=log,
-            interval=0.3,
-        )
-        wait_until(
-            lambda: "job #1 stalled: no progress for" in log.read_text(),
-            240,
-            proc=proc,
-            log=log,
-            interval=0.3,
-        )
+        for line in ("1 stalled: job #1 for ", "job #1 stalled: no progress for"):
+            wait_until(lambda: line in log.read_text(), 240, line, proc, log, interval=0.3)  # noqa: B023
         assert "time left: - (stalled)" in log.read_text()
     finally:
         if pid is not None:
