@@ -36,15 +36,12 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
-import errno
-import fcntl
 import gc
 import io
 import itertools
 import json
 import logging
 import os
-import random
 import shlex
 import shutil
 import socket
@@ -65,6 +62,7 @@ from sce_sweeps.runtime.record import (
     RUN_MARKER,
     RunFileError,
     RunState,
+    locked,
     read_result,
     write_json_atomic,
 )
@@ -372,35 +370,6 @@ class RemoteAimTracker(AimTracker):
 # -- the shared repo ----------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def exclusive_lock(path: Path, timeout: float) -> Iterator[None]:
-    """Hold an exclusive POSIX record lock on ``path`` (created if missing).
-
-    POSIX locks (``fcntl``) are honoured across the clients of NFS (v3 through lockd, v4
-    natively) and of Lustre/GPFS mounted with locking on, and the kernel or lock server drops
-    them when their holder dies, so a killed job never leaves the repo locked.
-
-    Raises:
-        TimeoutError: the lock was not free within ``timeout`` seconds.
-    """
-    with open(path, "a") as f:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as e:
-                if e.errno not in (errno.EACCES, errno.EAGAIN):
-                    raise
-                if time.monotonic() >= deadline:
-                    raise TimeoutError(f"{path} stayed locked for {timeout:.0f} s") from None
-                time.sleep(0.05 + 0.1 * random.random())
-        try:
-            yield
-        finally:
-            fcntl.lockf(f, fcntl.LOCK_UN)
-
-
 def merge_run(
     run_repo: Path, run_hash: str, shared_repo: Path, timeout: float, live: bool = False
 ) -> None:
@@ -417,7 +386,7 @@ def merge_run(
     from aim import Repo
 
     shared_repo.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(shared_repo / LOCK_FILE, timeout):
+    with locked(shared_repo / LOCK_FILE, timeout):
         prepare_repo(shared_repo)  # under the lock: no one else is creating it
         source = Repo(str(run_repo))
         dest = Repo(str(shared_repo))

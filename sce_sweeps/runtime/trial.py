@@ -20,6 +20,7 @@ study's user attribute ``sce_sweeps``, written by the sweeper.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -83,40 +84,32 @@ _THREAD_LOCKS: dict[str, threading.Lock] = {}
 
 
 class JournalRecordLock:
-    """The lock of a journal file: a POSIX record lock (``fcntl``) on ``<journal>.flock``,
-    given to Optuna's ``JournalFileBackend`` (which calls ``acquire`` and ``release``).
-
-    Optuna's own locks are files (a symlink, an O_EXCL file) that a writer killed while it
-    appends leaves behind; every other writer then waits their 30 s grace period. The kernel
-    (or NFS's lock manager) drops a record lock when its holder dies. Record locks do not
-    exclude the threads of one process, so a per-journal thread lock is taken first.
-    ``with JournalRecordLock(path):`` holds it for a block, as Optuna holds it to append.
-    """
+    """The lock of a journal file, given to Optuna's ``JournalFileBackend`` (which calls
+    ``acquire`` and ``release``): the record's file lock on ``<journal>.flock``, which the
+    kernel drops when its holder dies (Optuna's own lock files outlive a killed writer, and
+    every other writer then waits 30 s). A per-journal thread lock is taken first: record
+    locks do not exclude the threads of one process. ``with JournalRecordLock(path):`` holds
+    it for a block, as Optuna holds it to append."""
 
     def __init__(self, filepath: str) -> None:
         self._path = filepath + ".flock"
         self._thread_lock = _THREAD_LOCKS.setdefault(filepath, threading.Lock())
-        self._file: Any = None
+        self._held = contextlib.ExitStack()
 
     def acquire(self) -> bool:
-        import fcntl
+        from sce_sweeps.runtime.record import locked
 
         self._thread_lock.acquire()
         try:
-            self._file = open(self._path, "a")  # noqa: SIM115 (closed in release)
-            fcntl.lockf(self._file, fcntl.LOCK_EX)
+            self._held.enter_context(locked(self._path))
         except BaseException:
             self._thread_lock.release()
             raise
         return True
 
     def release(self) -> None:
-        import fcntl
-
-        f, self._file = self._file, None
         try:
-            fcntl.lockf(f, fcntl.LOCK_UN)
-            f.close()
+            self._held.close()
         finally:
             self._thread_lock.release()
 

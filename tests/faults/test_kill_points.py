@@ -197,13 +197,14 @@ def _aim_resume(workdir: Path) -> int:
     from aim import Repo
 
     from sce_sweeps.runtime.adapters.aim_repo import index_repo
-    from sce_sweeps.runtime.tracking import LOCK_FILE, exclusive_lock
+    from sce_sweeps.runtime.record import locked
+    from sce_sweeps.runtime.tracking import LOCK_FILE
 
     hashes = json.loads((workdir / "hashes.json").read_text())
     acked = _acked(workdir)
     shared = workdir / "shared"
     if acked:
-        with exclusive_lock(shared / LOCK_FILE, 60):  # as a merge would hold it
+        with locked(shared / LOCK_FILE, 60):  # as a merge would hold it
             index_repo(shared)  # as `aim up` does: the SDK's queries see the merged runs
             repo = Repo(str(shared))
             for k in sorted({v % 4 for v in acked}):
