@@ -54,6 +54,7 @@ from sce_sweeps.runtime.record import (
     RunState,
     Stall,
     SweepDirBusyError,
+    atomic_write,
     claim_sweep_dir,
     clear_heartbeat,
     command_line,
@@ -172,10 +173,8 @@ def share(launcher: SweepLauncher, folder: Path) -> Path:
     blob = cloudpickle.dumps((launcher, state))
     path = folder / f"shared-{hashlib.sha1(blob).hexdigest()[:16]}.pkl"
     if not path.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(blob)
-        os.replace(tmp, path)
+        with atomic_write(path, sync=False) as f:
+            f.write(blob)
     return path
 
 

@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sce_sweeps.runtime.record import locked
+
 if TYPE_CHECKING:  # optuna is imported lazily: single runs never need it
     import optuna
 
@@ -80,38 +82,27 @@ def open_storage(storage: str, repair: bool = True) -> optuna.storages.BaseStora
     )
 
 
-_THREAD_LOCKS: dict[str, threading.Lock] = {}
-
-
 class JournalRecordLock:
-    """The lock of a journal file, given to Optuna's ``JournalFileBackend`` (which calls
-    ``acquire`` and ``release``): the record's file lock on ``<journal>.flock``, which the
-    kernel drops when its holder dies (Optuna's own lock files outlive a killed writer, and
-    every other writer then waits 30 s). A per-journal thread lock is taken first: record
-    locks do not exclude the threads of one process. ``with JournalRecordLock(path):`` holds
-    it for a block, as Optuna holds it to append."""
+    """The lock of a journal file (the run record's :func:`~sce_sweeps.runtime.record.locked`
+    on ``<journal>.flock``), given to Optuna's ``JournalFileBackend`` (which calls ``acquire``
+    and ``release``).
+
+    Optuna's own locks are files (a symlink, an O_EXCL file) that a writer killed while it
+    appends leaves behind; every other writer then waits their 30 s grace period. The kernel
+    (or NFS's lock manager) drops a record lock when its holder dies.
+    ``with JournalRecordLock(path):`` holds it for a block, as Optuna holds it to append.
+    """
 
     def __init__(self, filepath: str) -> None:
         self._path = filepath + ".flock"
-        self._thread_lock = _THREAD_LOCKS.setdefault(filepath, threading.Lock())
         self._held = contextlib.ExitStack()
 
     def acquire(self) -> bool:
-        from sce_sweeps.runtime.record import locked
-
-        self._thread_lock.acquire()
-        try:
-            self._held.enter_context(locked(self._path))
-        except BaseException:
-            self._thread_lock.release()
-            raise
+        self._held.enter_context(locked(self._path))
         return True
 
     def release(self) -> None:
-        try:
-            self._held.close()
-        finally:
-            self._thread_lock.release()
+        self._held.close()
 
     def __enter__(self) -> JournalRecordLock:
         self.acquire()

@@ -17,11 +17,13 @@ import contextlib
 import errno
 import fcntl
 import json
+import math
 import os
 import random
 import re
 import secrets
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +33,9 @@ from sce_sweeps.runtime.procs import alive
 
 HOST = socket.gethostname()
 STALE_TEMP_AGE_S = 60.0  # an unlocked temp of another host's writer is stale once this old
+
+
+_thread_locks: dict[str, threading.Lock] = {}  # lock file -> this process's turn at it
 
 
 class RunFileError(Exception):
@@ -55,24 +60,30 @@ def try_lock(f: int | IO[Any]) -> bool:
 @contextlib.contextmanager
 def locked(path: str | Path, timeout: float | None = None) -> Iterator[None]:
     """Hold the exclusive lock on ``path`` (created if missing) for the block, waiting for it
-    at most ``timeout`` seconds (None: as long as it takes).
+    at most ``timeout`` seconds (None: as long as it takes). The threads of this process take
+    turns first: they share its record lock, which any of them closing the file would drop.
 
     Raises:
         TimeoutError: the lock was not free within ``timeout`` seconds.
     """
-    with open(path, "a") as f:
-        if timeout is None:
-            fcntl.lockf(f, fcntl.LOCK_EX)
-        else:
-            deadline = time.monotonic() + timeout
-            while not try_lock(f):
+    deadline = time.monotonic() + (timeout if timeout is not None else math.inf)
+    turn = _thread_locks.setdefault(os.path.realpath(path), threading.Lock())
+    if not turn.acquire(timeout=-1 if timeout is None else timeout):
+        raise TimeoutError(f"{path} stayed locked for {timeout:.0f} s")
+    try:
+        with open(path, "a") as f:
+            if timeout is None:
+                fcntl.lockf(f, fcntl.LOCK_EX)
+            while timeout is not None and not try_lock(f):
                 if time.monotonic() >= deadline:
                     raise TimeoutError(f"{path} stayed locked for {timeout:.0f} s")
                 time.sleep(0.05 + 0.1 * random.random())
-        try:
-            yield
-        finally:
-            fcntl.lockf(f, fcntl.LOCK_UN)
+            try:
+                yield
+            finally:
+                fcntl.lockf(f, fcntl.LOCK_UN)
+    finally:
+        turn.release()
 
 
 # --- the atomic write --------------------------------------------------------------------------
