@@ -49,7 +49,7 @@ JOBS = [
 def test_line_counts_each_state_with_a_failed_job():
     line = progress.progress_line("lambda_ablation", JOBS, elapsed_s=260, now=T0 + 260)
     assert "[######------] 3/6 done (2 completed, 1 failed), 1 running, 2 pending" in line
-    assert "best 82.25% (job #2)" in line
+    assert "best 82.25 (job #2)" in line
     # median duration 100 s: the running job has 40 s left, the 2 pending 100 s each, 1 slot
     assert "~4m00s left" in line and "4m20s elapsed" in line
 
@@ -102,7 +102,7 @@ def test_show_keeps_one_printer_per_sweep(tmp_path, capsys):
     progress.show(manifest, final=True)
     err = capsys.readouterr().err
     assert "lambda_ablation [############] 1/1 done (1 completed, 0 failed)" in err
-    assert "best 70.00% (job #0)" in err
+    assert "best 70 (job #0)" in err
 
 
 @pytest.mark.slow

@@ -370,6 +370,9 @@ class SweepLauncher(BaseSubmititLauncher):
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         first_launch = self.manifest is None
         manifest = self._open_manifest(sweep_dir)
+        # the app's primary metric, for status and the value a skipped job returns
+        manifest.metric = OmegaConf.select(self.config, "record.metric", default=None)
+        manifest.mode = OmegaConf.select(self.config, "record.mode", default="max")
         resumed = self.options.get("resume") and first_launch
         if self._composer is None:
             from sce_sweeps.runtime.adapters.hydra_config import sweep_composer
@@ -450,9 +453,7 @@ class SweepLauncher(BaseSubmititLauncher):
         ``record.metric``), else NaN."""
         from sce_sweeps.runtime.plan import task_config
 
-        metric = OmegaConf.select(job.config, "record.metric", default=None)
-        value = getattr(job.previous, str(metric), None) if metric else None
-        value = value if value is not None else math.nan
+        value = job.previous.value if job.previous.value is not None else math.nan
         _say(f"job #{job.num}: {job.previous.state}, not rerun ({job.run_dir})")
         return JobReturn(
             overrides=job.overrides,

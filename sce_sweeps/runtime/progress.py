@@ -66,8 +66,9 @@ def counts(jobs: Iterable[Any]) -> Counter[RunState]:
     return Counter(RunState(job.state) for job in jobs)
 
 
-def best(jobs: Iterable[Any]) -> tuple[float, int] | None:
-    """(objective, job number) of the completed job with the highest objective, if any."""
+def best(jobs: Iterable[Any], mode: str = "max") -> tuple[float, int] | None:
+    """(objective, job number) of the completed job with the best objective (the highest,
+    or with ``mode="min"`` the lowest), if any."""
     done = [
         (job.objective, job.num)
         for job in jobs
@@ -75,7 +76,8 @@ def best(jobs: Iterable[Any]) -> tuple[float, int] | None:
         and job.objective is not None
         and math.isfinite(job.objective)
     ]
-    return max(done, key=lambda d: (d[0], -d[1])) if done else None
+    sign = -1 if mode == "min" else 1
+    return max(done, key=lambda d: (sign * d[0], -d[1])) if done else None
 
 
 def time_left(
@@ -140,6 +142,7 @@ def progress_line(
     now: float | None = None,
     fractions: dict[int, float] | None = None,
     stalled: dict[int, float] | None = None,
+    mode: str = "max",
 ) -> str:
     """The one-line summary of a sweep's jobs (see the module's docstring); ``fractions``:
     the share of its epochs each running job has done (job number -> [0, 1]); ``stalled``:
@@ -164,8 +167,8 @@ def progress_line(
     for state in (RunState.NOT_SUBMITTED, RunState.INTERRUPTED):
         if n[state]:
             line += f", {n[state]} {state}"
-    top = best(jobs)
-    line += f"; best {top[0]:.2f}% (job #{top[1]})" if top else "; best -"
+    top = best(jobs, mode)
+    line += f"; best {top[0]:.4g} (job #{top[1]})" if top else "; best -"
     if done < total and stalled:
         line += "; time left: - (stalled)"
     elif done < total:
@@ -198,6 +201,7 @@ class ProgressPrinter:
         force: bool = False,
         sweep_dir: Path | None = None,
         stall_after: float | None = None,
+        mode: str = "max",
     ) -> None:
         """Show the line now if it is due (always on a terminal); with ``sweep_dir``, the
         running jobs' epochs refine the time left, and their heartbeats tell which are stalled
@@ -219,7 +223,7 @@ class ProgressPrinter:
                     share = epochs_done(sweep_dir / job.run_dir)
                     if share is not None:
                         fractions[job.num] = share
-        line = progress_line(name, jobs, clock - self.started, fractions=fractions, stalled=stalled)
+        line = progress_line(name, jobs, clock - self.started, None, fractions, stalled, mode)
         if self.tty:
             self.stream.write(f"\r\033[K{line}")
             self._drawn = True
@@ -239,11 +243,10 @@ class ProgressPrinter:
         self,
         name: str,
         jobs: list[Any],
-        sweep_dir: Path | None = None,
-        stall_after: float | None = None,
+        **where: Any,
     ) -> None:
-        """Show the final line and leave it there."""
-        self.update(name, jobs, force=True, sweep_dir=sweep_dir, stall_after=stall_after)
+        """Show the final line and leave it there (``where``: as :meth:`update` takes it)."""
+        self.update(name, jobs, force=True, **where)
         if self._drawn:
             self.stream.write("\n")
             self.stream.flush()
@@ -266,6 +269,7 @@ def show(manifest: Any, final: bool = False) -> None:
     with _LOCK:
         printer = _printer(manifest)
         where = {"sweep_dir": manifest.sweep_dir, "stall_after": manifest.stall_after}
+        where["mode"] = manifest.mode
         if final:
             printer.finish(manifest.sweep_name, manifest.jobs, **where)
         else:

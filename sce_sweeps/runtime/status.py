@@ -68,7 +68,7 @@ class JobStatus:
     overrides: list[str]
     run_dir: str
     job_id: str | None = None
-    knn_top1: float | None = None
+    value: float | None = None  # a completed job's primary metric (the manifest's metric)
     log: str | None = None
     stalled_s: float | None = None  # a running job without progress: for how long
     tracking: str | None = None  # what went wrong with its tracking (e.g. Aim merge failed)
@@ -148,8 +148,8 @@ def job_status(
     elif result:
         status.state, status.reason = RunState(result["status"]), result.get("reason")
         status.tracking = result.get("tracking")
-        if status.state == RunState.COMPLETED:
-            status.knn_top1 = result.get("knn_top1")
+        if status.state == RunState.COMPLETED and manifest.metric:
+            status.value = result.get(manifest.metric)
     elif job.state in FINAL and job.finished_at and not has_checkpoint(run_dir):
         # an app that writes no result.json: the launcher saw it end. (A run dir with a
         # checkpoint belongs to an app that writes one: without it, the run is interrupted.)
@@ -219,8 +219,8 @@ def format_table(manifest: Manifest, statuses: list[JobStatus]) -> str:
     width = max([len(" ".join(v)) for v in varying] + [9])
     lines.append(f"{'job':>4}  {'state':<13}  {'overrides':<{width}}  {'job id':<10}  details")
     for s, v in zip(statuses, varying):
-        if s.state == RunState.COMPLETED and s.knn_top1 is not None:
-            detail = f"kNN top-1 {s.knn_top1:.2f}%"
+        if s.state == RunState.COMPLETED and s.value is not None:
+            detail = f"{manifest.metric} {s.value:.4g}"
         else:
             detail = s.reason or ""
         if s.state not in (*FINISHED, *LIVE) and s.log:

@@ -154,6 +154,7 @@ def _manifest(sweep_dir: Path, launcher: str = "local") -> Manifest:
     manifest.pid = 999_999_999  # no such process: the launcher is gone
     manifest.program = ["-m", "sce_sweeps"]
     manifest.argv = ["-m", "+sweep=lambda_ablation", "seed=0", f"hydra.sweep.dir={sweep_dir}"]
+    manifest.metric = "knn_top1"  # as the launcher records the app's record.metric
     for num, (state, result) in enumerate(
         [
             ("completed", {"status": "completed", "knn_top1": 51.2}),
@@ -178,11 +179,11 @@ def test_status_reads_run_dirs_and_says_why(tmp_path):
     manifest = Manifest.load(tmp_path)
     statuses = sweep_status(manifest)
     assert [s.state for s in statuses] == ["completed", "failed", "interrupted", "interrupted"]
-    assert statuses[0].knn_top1 == 51.2
+    assert statuses[0].value == 51.2
     assert statuses[1].reason == "NonFiniteLossError: loss is nan"
     assert exit_code(statuses) == 1
     table = format_table(manifest, statuses)
-    assert "kNN top-1 51.20%" in table and "1 completed, 1 failed, 2 interrupted" in table
+    assert "knn_top1 51.2" in table and "1 completed, 1 failed, 2 interrupted" in table
 
 
 def test_status_exit_codes_from_the_command_line(tmp_path):

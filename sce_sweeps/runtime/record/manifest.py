@@ -106,6 +106,8 @@ class Manifest:
     resumes: int = 0
     # seconds without a heartbeat after which a running job is stalled (None: from its steps)
     stall_after: float | None = None
+    metric: str | None = None  # the app's primary metric (its config's record.metric)
+    mode: str = "max"  # whether a higher (max) or lower (min) metric is better
     jobs: list[Job] = field(default_factory=list)
     path: Path | None = field(default=None, repr=False, compare=False)
 
