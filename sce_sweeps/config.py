@@ -8,7 +8,6 @@ range. Both run before any job is submitted or any checkpoint is written.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from sce_sweeps.runtime import confighash
 from sce_sweeps.runtime.errors import ConfigError
 
 DATASETS = ("fashion_mnist", "cifar10", "cifar100", "stl10", "image_folder")
@@ -457,5 +457,4 @@ def config_hash(cfg: DictConfig | dict[str, Any]) -> str:
     container.pop("linear", None)  # a stage after pretraining, with its own hash
     if not container.get("dataset", {}).get("skip_unreadable", True):
         del container["dataset"]["skip_unreadable"]  # off: the hash of configs before the key
-    blob = json.dumps(container, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return confighash.config_hash(container)
