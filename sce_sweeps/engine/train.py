@@ -483,7 +483,7 @@ def run_epoch(t: Trainer, state: TrainState, stop: StopSignals) -> None:
         )
         state.loss_sum += loss.detach().double()  # a float64 tensor within the epoch
         state.step_in_epoch += 1
-        record.beat(t.run_dir, step)  # heartbeat.json: the step and its time, every few seconds
+        record.beat(t.run_dir, step, t.total_steps)  # heartbeat.json, every few seconds
         if step % LOG_EVERY == 0:
             loss_value = loss.item()
             _check_finite(loss_value, state, step)

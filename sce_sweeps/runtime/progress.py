@@ -23,7 +23,6 @@ spread over the jobs still to run, as many at a time as are running now.
 from __future__ import annotations
 
 import math
-import re
 import statistics
 import sys
 import threading
@@ -34,7 +33,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from sce_sweeps.runtime.record import FINAL, HYDRA_DIR, METRICS, RunState, stall
+from sce_sweeps.runtime.record import FINAL, RunState, done_share, stall
 
 BAR_WIDTH = 12
 INTERVAL_S = 60.0  # seconds between two lines in a log when nothing changes
@@ -122,19 +121,6 @@ def time_left(
     return left / max(1, len(running))
 
 
-def epochs_done(run_dir: Path) -> float | None:
-    """The share of its epochs a run has done: lines of ``metrics.jsonl`` over
-    ``trainer.epochs`` of its ``.hydra/config.yaml``; None when either is not there yet."""
-    try:
-        text = (run_dir / HYDRA_DIR / "config.yaml").read_text()
-        match = re.search(r"^trainer:\n(?:  .*\n)*?  epochs: (\d+)$", text, re.MULTILINE)
-        total = int(match.group(1)) if match else 0
-        lines = (run_dir / METRICS).read_text().count("\n")
-    except OSError:
-        return None
-    return min(1.0, lines / total) if total else None
-
-
 def progress_line(
     name: str,
     jobs: list[Any],
@@ -220,7 +206,7 @@ class ProgressPrinter:
         if sweep_dir is not None:
             for job in jobs:
                 if job.state == RunState.RUNNING:
-                    share = epochs_done(sweep_dir / job.run_dir)
+                    share = done_share(sweep_dir / job.run_dir)
                     if share is not None:
                         fractions[job.num] = share
         line = progress_line(name, jobs, clock - self.started, None, fractions, stalled, mode)

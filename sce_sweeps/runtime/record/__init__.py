@@ -2,7 +2,7 @@
 
 What a job reports, from inside its run dir:
 
-- its progress: :func:`beat` (step) while it trains, :func:`clear_heartbeat` as it starts;
+- its progress: :func:`beat` (step of total) while it trains, :func:`clear_heartbeat` as it starts;
 - its metrics per epoch: :func:`append_metrics` (one ``metrics.jsonl`` line each),
   :func:`truncate_metrics` to the epochs of the checkpoint it resumes from;
 - its checkpoints: :func:`save_checkpoint`, :func:`load_checkpoint`;
@@ -10,9 +10,9 @@ What a job reports, from inside its run dir:
   flat params, :func:`~sce_sweeps.runtime.overrides.flatten`), :func:`write_error_log`.
 
 What the runtime reads back: :func:`read_result` / :func:`try_read_result`,
-:func:`read_metrics`, :func:`read_heartbeat` and :func:`stall`, :func:`has_checkpoint`, and the
-sweep's :class:`Manifest` (written by the launcher process alone, which first claims the sweep
-dir: :func:`claim_sweep_dir`).
+:func:`read_metrics`, :func:`read_heartbeat`, :func:`done_share` and :func:`stall`,
+:func:`has_checkpoint`, and the sweep's :class:`Manifest` (written by the launcher process
+alone, which first claims the sweep dir: :func:`claim_sweep_dir`).
 
 Every file is written atomically (:func:`atomic_write`); nothing here imports torch or pandas
 at import time, so ``status`` answers in well under a second.
@@ -42,6 +42,7 @@ from sce_sweeps.runtime.record.heartbeat import (
     Stall,
     beat,
     clear_heartbeat,
+    done_share,
     read_heartbeat,
     stall,
     stall_limit,
@@ -122,6 +123,7 @@ __all__ = [
     "clear_heartbeat",
     "command_line",
     "confined_run_dir",
+    "done_share",
     "has_checkpoint",
     "load_checkpoint",
     "locked",

@@ -21,8 +21,9 @@ STALL_GAPS = 5.0  # ... nor below this many times the longest interval between t
 _beats: dict[str, dict[str, float]] = {}  # run dir -> this process's beat bookkeeping
 
 
-def beat(run_dir: str | Path, step: int) -> None:
-    """Record that the run in ``run_dir`` is making progress: its ``step``, the time, this
+def beat(run_dir: str | Path, step: int, total: int | None = None) -> None:
+    """Record that the run in ``run_dir`` is making progress: its ``step`` (of ``total``,
+    when known: :func:`done_share`), the time, this
     process and the longest interval between two calls so far (a step, or an evaluation between
     two steps) in ``heartbeat.json``, rewritten atomically (renamed, not synced: a reader sees
     a whole file, and an unreadable one counts as no heartbeat) at most every
@@ -37,6 +38,8 @@ def beat(run_dir: str | Path, step: int) -> None:
     book["written"] = clock
     data = {"step": step, "time": time.time(), "at": now(), "pid": os.getpid(), "host": HOST}
     data["longest_gap_s"] = round(book["longest"], 3)
+    if total:
+        data["total"] = total
     try:  # no fsync: a step's time; a heartbeat that cannot be written (a full disk) never
         # fails the run: its next checkpoint says what is wrong
         write_json_atomic(data, Path(run_dir) / HEARTBEAT, sync=False)
@@ -59,6 +62,15 @@ def read_heartbeat(run_dir: str | Path) -> dict[str, Any] | None:
     except RunFileError:
         return None
     return data if data and isinstance(data.get("time"), (int, float)) else None
+
+
+def done_share(run_dir: str | Path) -> float | None:
+    """The share of its steps the run had done at its last heartbeat; None when it has not
+    beaten yet, or did not say how many steps it has."""
+    heartbeat = read_heartbeat(run_dir)
+    if not heartbeat or not heartbeat.get("total"):
+        return None
+    return min(1.0, (int(heartbeat["step"]) + 1) / int(heartbeat["total"]))
 
 
 def stall_limit(heartbeat: dict[str, Any], stall_after: float | None = None) -> float:
