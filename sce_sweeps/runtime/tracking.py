@@ -631,9 +631,9 @@ def runs_root(template: str, base: Path, run_dir: Path) -> Path:
 def run_params(cfg: DictConfig, info: dict[str, Any]) -> dict[str, Any]:
     """What the Aim run stores as parameters.
 
-    * ``hparams``: the resolved config, nested (group by ``run.hparams.loss.coeff``);
-    * ``swept``: what the command line set (the swept keys among them), flat: ``loss.coeff``
-      or a group's choice such as ``model``;
+    * ``hparams``: the resolved config, nested (group by ``run.hparams.<group>.<key>``);
+    * ``swept``: what the command line set (the swept keys among them), flat:
+      ``<group>.<key>`` or a group's choice such as ``<group>``;
     * ``job``: sweep name, job number, overrides, SLURM job id, run dir, git commit, config
       hash, seed (and whatever else the app reports about the job).
     """
