@@ -58,13 +58,12 @@ from sce_sweeps.runtime.adapters import aim_repo
 from sce_sweeps.runtime.overrides import flatten, override_dict
 from sce_sweeps.runtime.record import (
     HYDRA_DIR,
-    RESULT,
     RUN_MARKER,
     RunFileError,
     RunState,
     locked,
     read_result,
-    write_json_atomic,
+    write_result,
 )
 
 log = logging.getLogger(__name__)
@@ -589,7 +588,7 @@ def _record_merged(run_dir: Path) -> None:
         return
     if result and str(result.get("tracking", "")).startswith(NOT_MERGED):
         del result["tracking"]
-        write_json_atomic(result, run_dir / RESULT)
+        write_result(run_dir, result, stamp=False)
 
 
 # -- building a tracker -------------------------------------------------------------------

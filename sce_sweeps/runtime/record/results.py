@@ -37,12 +37,15 @@ def try_read_result(run_dir: str | Path) -> dict[str, Any] | None:
         return None
 
 
-def write_result(run_dir: str | Path, result: dict[str, Any]) -> dict[str, Any]:
-    """Write ``result.json`` (its ``status`` a final state), stamped ``finished_at``."""
+def write_result(run_dir: str | Path, result: dict[str, Any], stamp: bool = True) -> dict[str, Any]:
+    """Write ``result.json`` (its ``status`` a final state), stamped ``finished_at`` (unless
+    ``stamp`` is False: a note added to the result of a run that ended earlier)."""
     status = RunState(result["status"])
     if status not in FINAL:
         raise ValueError(f"result status must be one of {[s.value for s in FINAL]}: {status}")
-    result = {**result, "status": status.value, "finished_at": now()}
+    result = {**result, "status": status.value}
+    if stamp:
+        result["finished_at"] = now()
     write_json_atomic(result, Path(run_dir) / RESULT)
     return result
 
