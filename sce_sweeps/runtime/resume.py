@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from sce_sweeps.runtime.overrides import parse_override
-from sce_sweeps.runtime.record import FINISHED, LIVE, MANIFEST, Manifest, RunFileError
+from sce_sweeps.runtime.record import FINISHED, LIVE, MANIFEST, Manifest
 
 REPLACED = ("hydra.sweep.dir=", "hydra.launcher.resume=", "hydra.launcher.dry_run=")
 
@@ -108,13 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweep_dir", type=Path, help=f"a sweep dir (holding {MANIFEST})")
     parser.add_argument("overrides", nargs="*", help="extra overrides, e.g. launcher=slurm")
     args = parser.parse_args(argv)
-    try:
-        manifest = Manifest.load(args.sweep_dir)
-    except RunFileError as e:
-        print(f"sce_sweeps.resume: {e}", file=sys.stderr)
-        return 2
+    from sce_sweeps.runtime.status import load_sweep
+
+    manifest = load_sweep(args.sweep_dir, "sce_sweeps.resume")
     if manifest is None:
-        print(f"sce_sweeps.resume: no {MANIFEST} in {args.sweep_dir}", file=sys.stderr)
         return 2
     if not os.access(manifest.sweep_dir, os.W_OK):
         code, line = read_only_verdict(manifest)

@@ -241,6 +241,19 @@ def format_table(manifest: Manifest, statuses: list[JobStatus]) -> str:
     return "\n".join(lines)
 
 
+def load_sweep(sweep_dir: Path, prog: str) -> Manifest | None:
+    """The sweep's manifest; None, after ``prog`` says why on stderr, when it has none (or a
+    corrupt one)."""
+    try:
+        manifest = Manifest.load(sweep_dir)
+    except RunFileError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return None
+    if manifest is None:
+        print(f"{prog}: no {MANIFEST} in {sweep_dir}", file=sys.stderr)
+    return manifest
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m sce_sweeps.status <sweep dir> [--json]``."""
     parser = argparse.ArgumentParser(
@@ -255,13 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweep_dir", type=Path, help=f"a sweep dir (holding {MANIFEST})")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     args = parser.parse_args(argv)
-    try:
-        manifest = Manifest.load(args.sweep_dir)
-    except RunFileError as e:
-        print(f"sce_sweeps.status: {e}", file=sys.stderr)
-        return 2
+    manifest = load_sweep(args.sweep_dir, "sce_sweeps.status")
     if manifest is None:
-        print(f"sce_sweeps.status: no {MANIFEST} in {args.sweep_dir}", file=sys.stderr)
         return 2
     statuses = sweep_status(manifest)
     code = exit_code(statuses)
