@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from sce_sweeps.app import CONF_DIR
-from sce_sweeps.config import ConfigError, validate
+from sce_sweeps.app import CONF_DIR, config_error_line
+from sce_sweeps.config import ConfigError, run_config, validate
 from tests.support import ROOT, compose
 
 GROUPS = sorted(p.name for p in Path(CONF_DIR).iterdir() if p.is_dir() and p.name != "sweep")
@@ -81,22 +81,47 @@ def test_schema_rejects_wrong_types_at_compose_time():
         ("loss.temp=0", "loss.temp"),
         ("loss.temp_m=-0.1", "loss.temp_m"),
         ("loss.queue_size=-1", "loss.queue_size"),
-        ("dataset.name=mnist", "dataset.name"),
-        ("model.arch=vit", "model.arch"),
         ("model.initial_momentum=1.0", "model.initial_momentum"),
-        ("optim.name=adam", "optim.name"),
         ("optim.lr=0", "optim.lr"),
         ("trainer.epochs=0", "trainer.epochs"),
         ("trainer.batch_size=-4", "trainer.batch_size"),
         ("aug.crop_scale=[0.5,0.2]", "aug.crop_scale"),
-        ("trainer.device=tpu", "trainer.device"),
-        ("tracker.name=wandb", "tracker.name"),
         ("dataset.train_samples=1000", "loss.queue_size"),
+        ("aug.local_crop_size=40", "aug.local_crop_size"),
+        ("aug.blur_kernel_size=4", "aug.blur_kernel_size"),
+        ("dataset.mean=[0.1,0.2]", "dataset.mean"),
     ],
 )
 def test_invalid_values_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         validate(compose(override, hydra=True))
+
+
+@pytest.mark.parametrize(
+    "override, allowed",
+    [
+        ("dataset.name=mnist", "fashion_mnist, cifar10, cifar100, stl10, image_folder"),
+        ("model.arch=vit", "resnet18, resnet50"),
+        ("optim.name=adam", "sgd, lars"),
+        ("trainer.device=tpu", "auto, cpu, cuda"),
+        ("tracker.name=wandb", "aim, none"),
+        ("linear.schedule=poly", "step, cosine"),
+    ],
+)
+def test_a_choice_outside_its_enum_fails_at_compose_naming_the_key_and_the_choices(
+    override, allowed
+):
+    with pytest.raises(Exception) as error:
+        compose(override)
+    line = config_error_line(error.value)
+    assert line is not None and override in line and f"[{allowed}]" in line, line
+
+
+def test_choices_read_as_their_names():
+    cfg = compose("model.arch=resnet50")
+    assert cfg.model.arch == "resnet50" and f"{cfg.model.arch}" == "resnet50"
+    run = run_config(cfg)
+    assert type(run["model"]["arch"]) is str and run["model"]["arch"] == "resnet50"
 
 
 @pytest.mark.slow
