@@ -25,7 +25,7 @@ For each size N it prints one row:
 * **status s** / **table s**: ``sweep_status`` and the ablation table (``table_main``) of the
   N-job sweep, in this process (``status CLI s`` / ``table CLI s``: the commands, start-up
   included), as wall time (CPU time);
-* **Aim gather s**: ``python -m sce_sweeps.runtime.tracking merge`` of M runs (``--aim-runs``, their
+* **Aim gather s**: ``python -m sce_sweeps.cli merge`` of M runs (``--aim-runs``, their
   private repos made beforehand), and the cost per run, first and last tenth of the merges.
 
 A trivial job is a stub Hydra app written by this script: it writes ``result.json`` (through
@@ -359,8 +359,8 @@ def main() -> None:
                                       args.parallel)  # fmt: skip
                 saves = manifest_save(sweep_dir, n)
                 status, table = status_time(sweep_dir), table_time(sweep_dir)
-                status_cli = cli_time("sce_sweeps.status", str(sweep_dir), "--json")
-                table_cli = cli_time("sce_sweeps.ablation_table", str(sweep_dir), "--out",
+                status_cli = cli_time("sce_sweeps.cli", "status", str(sweep_dir), "--json")
+                table_cli = cli_time("sce_sweeps.cli", "table", str(sweep_dir), "--out",
                                      str(work / "tables"))  # fmt: skip
                 per_job, per_job_cpu = (wall - base) / n * 1000, (cpu - base_cpu) / n * 1000
                 row = (launcher, n, wall, base, per_job, cpu, base_cpu, per_job_cpu, saves, status,

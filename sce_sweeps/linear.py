@@ -1,4 +1,4 @@
-"""``python -m sce_sweeps.linear RUN_DIR [--random-init] [OVERRIDES...]``: linear evaluation
+"""``python -m sce_sweeps.cli linear RUN_DIR [--random-init] [OVERRIDES...]``: linear evaluation
 of a finished (or stopped) pretraining run, alone.
 
 The run's own config comes from its checkpoint, its linear protocol included (an ImageNet
@@ -45,7 +45,7 @@ def run_dir_config(run_dir: Path, overrides: list[str]) -> DictConfig:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m sce_sweeps.linear", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m sce_sweeps.cli linear", description=__doc__)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--random-init", action="store_true", help="the untrained network")
     parser.add_argument("overrides", nargs="*", help="e.g. linear=imagenet linear.epochs=10")
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg = run_dir_config(args.run_dir, args.overrides)
         validate(cfg)
     except (FileNotFoundError, ConfigError, record.RunFileError) as e:
-        print(f"sce_sweeps.linear: {e}", file=sys.stderr)
+        print(f"sce_sweeps.cli linear: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     result = record.try_read_result(args.run_dir)
     state = record.load_checkpoint(args.run_dir / record.CHECKPOINT)
@@ -71,7 +71,3 @@ def main(argv: list[str] | None = None) -> None:
     suffix = "_init" if args.random_init else ""
     top1, speed = metrics[f"linear_top1{suffix}"], metrics[f"linear_images_per_s{suffix}"]
     print(f"linear top-1 {top1:.2f}% ({speed:.0f} img/s) [{args.run_dir}]")
-
-
-if __name__ == "__main__":
-    main()

@@ -110,11 +110,11 @@ SLURM_ONLY = (
 
 
 def _resume(sweep_dir: Path) -> str:
-    return command_line("-m", "sce_sweeps.resume", sweep_dir)
+    return command_line("-m", "sce_sweeps.cli", "resume", sweep_dir)
 
 
 def _status(sweep_dir: Path) -> str:
-    return command_line("-m", "sce_sweeps.status", sweep_dir)
+    return command_line("-m", "sce_sweeps.cli", "status", sweep_dir)
 
 
 def _say(message: str) -> None:
@@ -639,7 +639,7 @@ class SweepLauncher(BaseSubmititLauncher):
 
 class SweepExitStatus(Callback):
     """Ends a multirun (``python -m sce_sweeps -m ...``, and so its resume) with the exit
-    status of ``python -m sce_sweeps.status`` over the jobs it was asked to run, once the
+    status of ``python -m sce_sweeps.cli status`` over the jobs it was asked to run, once the
     sweeper is done: 0 when every one completed or was pruned, 1 when any failed, was not
     submitted or never ran, 3 when some that an earlier launch submitted are still queued or
     running. ``conf/launcher`` selects it (``hydra.callbacks.sweep_exit_status``); a dry run,

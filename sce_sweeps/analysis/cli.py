@@ -1,4 +1,4 @@
-"""The command lines of ``python -m sce_sweeps.ablation_table``, ``plot_sweep`` and ``collect``
+"""The command lines of ``python -m sce_sweeps.cli table``, ``plot`` and ``collect``
 (and of the same scripts in ``analysis/``).
 
 Every command reads and checks all of its input, renders all of its outputs in memory, and

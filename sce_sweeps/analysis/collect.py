@@ -9,7 +9,7 @@ The swept keys are found from the sweep itself: the override keys whose values d
 the sweep's runs. ``seed`` is the replicate axis and ``dataset`` the column axis of the
 tables, so neither is a swept key. Each run's ``status`` is its
 :class:`~sce_sweeps.runtime.record.RunState`: for a sweep with a manifest, the state
-``python -m sce_sweeps.status`` shows (:func:`sce_sweeps.runtime.status.sweep_status`); without
+``python -m sce_sweeps.cli status`` shows (:func:`sce_sweeps.runtime.status.sweep_status`); without
 one, its ``result.json``'s, or ``interrupted`` when it has none.
 """
 

@@ -1,5 +1,5 @@
-"""``python -m sce_sweeps.resume <sweep dir> [overrides]``: finish an interrupted or partly failed
-sweep.
+"""``python -m sce_sweeps.cli resume <sweep dir> [overrides]``: finish an interrupted or partly
+failed sweep.
 
 It reruns the command line recorded in the sweep's manifest, from the directory it ran in, with
 ``hydra.sweep.dir=<sweep dir> hydra.launcher.resume=true`` (and any extra overrides, e.g.
@@ -102,7 +102,7 @@ def read_only_verdict(manifest: Manifest) -> tuple[int, str]:
 def main(argv: list[str] | None = None) -> int:
     """Rerun the sweep's command with resume on; return its exit status."""
     parser = argparse.ArgumentParser(
-        prog="python -m sce_sweeps.resume",
+        prog="python -m sce_sweeps.cli resume",
         description="Rerun a sweep's failed and unfinished jobs, skipping finished ones.",
     )
     parser.add_argument("sweep_dir", type=Path, help=f"a sweep dir (holding {MANIFEST})")
@@ -110,13 +110,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from sce_sweeps.runtime.status import load_sweep
 
-    manifest = load_sweep(args.sweep_dir, "sce_sweeps.resume")
+    manifest = load_sweep(args.sweep_dir, "sce_sweeps.cli resume")
     if manifest is None:
         return 2
     if not os.access(manifest.sweep_dir, os.W_OK):
         code, line = read_only_verdict(manifest)
-        print(f"sce_sweeps.resume: {line}", file=sys.stderr if code else sys.stdout)
+        print(f"sce_sweeps.cli resume: {line}", file=sys.stderr if code else sys.stdout)
         return code
     cmd = resume_command(manifest, args.overrides)
-    print(f"sce_sweeps.resume: (cd {shlex.quote(manifest.cwd)} && {shlex.join(cmd)})", flush=True)
+    cd = f"cd {shlex.quote(manifest.cwd)}"
+    print(f"sce_sweeps.cli resume: ({cd} && {shlex.join(cmd)})", flush=True)
     return subprocess.run(cmd, cwd=manifest.cwd, check=False).returncode

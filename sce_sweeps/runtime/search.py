@@ -1,12 +1,12 @@
-"""The trial table of an Optuna search: ``python -m sce_sweeps.runtime.search <sweep dir>``.
+"""The trial table of an Optuna search: ``python -m sce_sweeps.cli trials <sweep dir>``.
 
 Each trial is one row: its number, its run's :class:`~sce_sweeps.runtime.record.RunState` (the state
-``python -m sce_sweeps.status`` shows for the trial's job, so both label a run the same way),
+``python -m sce_sweeps.cli status`` shows for the trial's job, so both label a run the same way),
 Optuna's own trial state, value(s), parameters, user attributes, duration and
 ``epochs_reported``. Works while the search runs. The search itself is the sweeper plugin's
 (``hydra_plugins/sce_sweeps_optuna``).
 
-    python -m sce_sweeps.runtime.search sweeps/optuna_search/<date>/<time> [--csv trials.csv]
+    python -m sce_sweeps.cli trials sweeps/optuna_search/<date>/<time> [--csv trials.csv]
 """
 
 from __future__ import annotations
@@ -99,9 +99,9 @@ def trials_table(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m sce_sweeps.runtime.search LOCATION [--study NAME] [--csv PATH]``."""
+    """``python -m sce_sweeps.cli trials LOCATION [--study NAME] [--csv PATH]``."""
     parser = argparse.ArgumentParser(
-        prog="python -m sce_sweeps.runtime.search",
+        prog="python -m sce_sweeps.cli trials",
         description="Tabulate the trials of an Optuna study.",
     )
     parser.add_argument("location", help="a sweep dir, a journal file or a database URL")
@@ -111,13 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         frame = trials_table(args.location, args.study)
     except (FileNotFoundError, ValueError, RunFileError) as e:
-        print(f"sce_sweeps.runtime.search: {e}", file=sys.stderr)
+        print(f"sce_sweeps.cli trials: {e}", file=sys.stderr)
         return 2
     if args.csv:
         frame.to_csv(args.csv, index=False)
     print(frame.to_string(index=False) if len(frame) else "no trials yet")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Where each job of a sweep stands: ``python -m sce_sweeps.status <sweep dir>``.
+"""Where each job of a sweep stands: ``python -m sce_sweeps.cli status <sweep dir>``.
 
 Every job gets one :class:`~sce_sweeps.runtime.record.RunState`, from, in this order:
 
@@ -255,9 +255,9 @@ def load_sweep(sweep_dir: Path, prog: str) -> Manifest | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m sce_sweeps.status <sweep dir> [--json]``."""
+    """``python -m sce_sweeps.cli status <sweep dir> [--json]``."""
     parser = argparse.ArgumentParser(
-        prog="python -m sce_sweeps.status",
+        prog="python -m sce_sweeps.cli status",
         description="Show each job of a sweep as "
         + " / ".join(s.value for s in STATE_ORDER)
         + ", from SLURM and from the run dirs.",
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweep_dir", type=Path, help=f"a sweep dir (holding {MANIFEST})")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     args = parser.parse_args(argv)
-    manifest = load_sweep(args.sweep_dir, "sce_sweeps.status")
+    manifest = load_sweep(args.sweep_dir, "sce_sweeps.cli status")
     if manifest is None:
         return 2
     statuses = sweep_status(manifest)

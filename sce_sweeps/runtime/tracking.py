@@ -26,7 +26,7 @@ straight to an Aim remote tracking server (``aim server --repo <repo>``, served 
 ``aim up --repo <repo>``) instead: :class:`RemoteAimTracker`, no private repo and no merge; the
 server is the repo's one writer.
 
-Reading a sweep: ``aim up --repo <sweep dir>/aim``. ``python -m sce_sweeps.runtime.tracking merge
+Reading a sweep: ``aim up --repo <sweep dir>/aim``. ``python -m sce_sweeps.cli merge
 <sweep dir>`` merges (again) every run dir's private repo into the sweep's, e.g. after a job was
 killed between two merges.
 """
@@ -445,7 +445,7 @@ def prepare_repo(path: Path) -> None:
 
 def merge_command(sweep_dir: Path, shared_repo: Path) -> str:
     """The command that merges (again) the runs under ``sweep_dir`` into ``shared_repo``."""
-    words = ["python", "-m", "sce_sweeps.runtime.tracking", "merge", str(sweep_dir)]
+    words = ["python", "-m", "sce_sweeps.cli", "merge", str(sweep_dir)]
     if Path(shared_repo) != Path(sweep_dir) / SWEEP_REPO:
         words += ["--repo", str(shared_repo)]
     return shlex.join(words)
@@ -713,10 +713,11 @@ def _captured(logger: str) -> Iterator[list[str]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m sce_sweeps.runtime.tracking merge SWEEP_DIR [--repo R] [--force] [--index]``."""
-    parser = argparse.ArgumentParser(prog="python -m sce_sweeps.runtime.tracking")
-    sub = parser.add_subparsers(dest="command", required=True)
-    merge = sub.add_parser("merge", help="merge every run dir's Aim repo into the sweep's")
+    """``python -m sce_sweeps.cli merge SWEEP_DIR [--repo REPO] [--force] [--index]``."""
+    merge = argparse.ArgumentParser(
+        prog="python -m sce_sweeps.cli merge",
+        description="merge every run dir's Aim repo into the sweep's",
+    )
     merge.add_argument("sweep_dir", type=Path)
     merge.add_argument("--repo", type=Path, help="the shared repo (default: SWEEP_DIR/aim)")
     merge.add_argument(
@@ -725,7 +726,7 @@ def main(argv: list[str] | None = None) -> None:
     merge.add_argument(
         "--index", action="store_true", help="then index it for Aim's SDK (not while aim up runs)"
     )
-    args = parser.parse_args(argv)
+    args = merge.parse_args(argv)
     repo = args.repo or args.sweep_dir / SWEEP_REPO
     merged, skipped = merge_sweep(args.sweep_dir, repo, force=args.force)
     if args.index:
@@ -735,7 +736,3 @@ def main(argv: list[str] | None = None) -> None:
         print(f"not merged: {run_hash} ({why})")
     if skipped:
         raise SystemExit(1)
-
-
-if __name__ == "__main__":
-    main()

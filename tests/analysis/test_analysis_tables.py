@@ -203,7 +203,7 @@ def test_collect_writes_tidy_runs_and_curves(partial_sweep, tmp_path):
         "completed",
         "completed",
         "completed",
-        "interrupted",  # as `python -m sce_sweeps.status` says: no result, no process
+        "interrupted",  # as `python -m sce_sweeps.cli status` says: no result, no process
         "failed",
     ]
     for name in ("0", "1", "2"):

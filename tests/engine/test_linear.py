@@ -48,7 +48,7 @@ LINEAR = [
 
 def _linear_cli(*args: str) -> subprocess.CompletedProcess:
     proc = subprocess.run(
-        [sys.executable, "-m", "sce_sweeps.linear", *args],
+        [sys.executable, "-m", "sce_sweeps.cli", "linear", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

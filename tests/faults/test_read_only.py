@@ -60,7 +60,7 @@ def read_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 def _resume(sweep: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "sce_sweeps.resume", str(sweep)],
+        [sys.executable, "-m", "sce_sweeps.cli", "resume", str(sweep)],
         cwd=ROOT,
         capture_output=True,
         text=True,

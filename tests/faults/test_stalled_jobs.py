@@ -56,9 +56,9 @@ def freeze_after_first_checkpoint(sweep_dir: Path, proc: subprocess.Popen, log: 
     return pid
 
 
-def command(module: str, *args: str | Path) -> subprocess.CompletedProcess:
+def command(*args: str | Path) -> subprocess.CompletedProcess:
     """``python -m <module> *args`` from the repository root, its output piped."""
-    cmd = [sys.executable, "-m", module, *map(str, args)]
+    cmd = [sys.executable, "-m", *map(str, args)]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
@@ -138,7 +138,7 @@ def kill_stalled(tmp_path: Path, *launcher: str) -> None:
     assert 1 <= saved < 4  # kept: the resume goes on from it
     assert not (run_dir / "result.json").exists()
 
-    resumed = command("sce_sweeps.resume", sweep_dir)
+    resumed = command("sce_sweeps.cli", "resume", sweep_dir)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "1 job to run, 2 skipped" in resumed.stderr
     job_log = Path(read_json(sweep_dir / "manifest.json")["jobs"][FROZEN]["log"]).read_text()

@@ -111,7 +111,7 @@ def test_killed_search_resumes_without_repeating_a_trial(tmp_path, killed):
     """SIGKILL the sweeper mid-search, alone (its jobs live on, as SLURM jobs do: the rerun
     waits for their verdicts) or with its jobs (the rerun finds their trials without a
     heartbeat, marks them FAIL and retries their parameters); rerun the same command with
-    hydra.launcher.resume=true, as ``python -m sce_sweeps.resume`` does."""
+    hydra.launcher.resume=true, as ``python -m sce_sweeps.cli resume`` does."""
     sweep_dir = tmp_path / "search"
     n_trials = 4
     args = search_args(
@@ -162,7 +162,7 @@ def test_killed_search_resumes_without_repeating_a_trial(tmp_path, killed):
     assert left_running
     results_before = {n: (sweep_dir / str(n) / "result.json").read_text() for n in finished_before}
 
-    rerun = run_cli(*args, "hydra.launcher.resume=true", timeout=400)  # = sce_sweeps.resume
+    rerun = run_cli(*args, "hydra.launcher.resume=true", timeout=400)  # = sce_sweeps.cli resume
     (tmp_path / "rerun.log").write_text(rerun.stdout + rerun.stderr)
     trials = load_trials(sweep_dir)
     counted = counted_trials(trials)

@@ -221,7 +221,7 @@ def test_resume_uses_the_previous_checkpoint_and_an_unresumable_run_fails_alone(
     _truncate(sweep_dir / "1" / CHECKPOINT)  # both torn: this run cannot resume
     _truncate(sweep_dir / "1" / PREVIOUS_CHECKPOINT)
     proc = subprocess.run(
-        [sys.executable, "-m", "sce_sweeps.resume", str(sweep_dir)],
+        [sys.executable, "-m", "sce_sweeps.cli", "resume", str(sweep_dir)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 1, proc.stderr[-3000:]  # 1: a job failed
@@ -270,7 +270,7 @@ def test_concurrent_launches_and_resumes_of_one_sweep_dir_one_wins(tmp_path):
     assert len(manifest.jobs) == 1 and len(manifest.jobs[0].job_ids) == 1
 
     (sweep_dir / "0" / "result.json").unlink()  # interrupted: a resume reruns it
-    resume = ["-m", "sce_sweeps.resume", str(sweep_dir)]
+    resume = ["-m", "sce_sweeps.cli", "resume", str(sweep_dir)]
     results = _both([_popen(*resume), _popen(*resume)])
     assert sorted(code for code, _ in results) == [0, 2], results
     refused = next(err for code, err in results if code == 2)
@@ -321,7 +321,7 @@ def test_slurm_commands_missing_one_line_exit_2_not_submitted(tmp_path, monkeypa
     proc = run_in_process("-m", *sweep)
     assert proc.returncode == 2, proc.stderr[-3000:]
     line = _one_error_line(proc.stderr)
-    assert "SLURM's commands are not installed" in line and "sce_sweeps.resume" in line
+    assert "SLURM's commands are not installed" in line and "sce_sweeps.cli resume" in line
     states = _not_submitted(tmp_path / "sweep")
     assert {s for s, _ in states} == {"not submitted"}
     assert all("not installed" in reason for _, reason in states)
@@ -341,7 +341,7 @@ def test_request_sbatch_refuses_is_one_line_and_resume_submits_once_fixed(slurm_
 
     fixed = "hydra.launcher.cpus_per_task=1"
     resume = subprocess.run(
-        [sys.executable, "-m", "sce_sweeps.resume", str(sweep_dir), fixed],
+        [sys.executable, "-m", "sce_sweeps.cli", "resume", str(sweep_dir), fixed],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert resume.returncode == 0, resume.stderr[-3000:]

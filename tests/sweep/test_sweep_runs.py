@@ -176,7 +176,7 @@ def test_failed_point_is_reported_and_only_it_is_rerun(slurm_cluster, tmp_path):
     time.sleep(1)  # finished_at has a 1 s resolution
 
     proc = subprocess.run(
-        [sys.executable, "-m", "sce_sweeps.resume", str(tmp_path)],
+        [sys.executable, "-m", "sce_sweeps.cli", "resume", str(tmp_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,

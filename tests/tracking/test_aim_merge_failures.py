@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 def _merge(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "sce_sweeps.runtime.tracking", "merge", *args],
+        [sys.executable, "-m", "sce_sweeps.cli", "merge", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -47,7 +47,7 @@ def test_failed_merge_is_recorded_shown_and_retried_idempotently(tmp_path: Path)
     assert f"not merged into {repo}" in table
 
     blocker.unlink()  # the repo's place is fixed: the command shown now merges the run
-    argv = shlex.split(command)[4:]  # after `python -m sce_sweeps.runtime.tracking merge`
+    argv = shlex.split(command)[4:]  # after `python -m sce_sweeps.cli merge`
     first, again = _merge(*argv), _merge(*argv)
     for proc in (first, again):  # the same answer each time, the run counted once
         assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -148,7 +148,7 @@ def test_merge_cli_recovers_a_killed_run_that_never_resumed(tmp_path: Path) -> N
 
     def merge(*flags: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "sce_sweeps.runtime.tracking", "merge", str(sweep), *flags],
+            [sys.executable, "-m", "sce_sweeps.cli", "merge", str(sweep), *flags],
             cwd=ROOT,
             capture_output=True,
             text=True,

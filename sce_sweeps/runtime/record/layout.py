@@ -36,8 +36,8 @@ RUN_MARKER = Path(HYDRA_DIR) / "overrides.yaml"  # what makes a directory a run 
 
 def command_line(*args: str | Path) -> str:
     """A command as a user pastes it into a shell, each argument quoted where it must be:
-    ``command_line("-m", "sce_sweeps.status", "my sweep")`` is
-    ``python -m sce_sweeps.status 'my sweep'``."""
+    ``command_line("-m", "sce_sweeps.cli", "status", "my sweep")`` is
+    ``python -m sce_sweeps.cli status 'my sweep'``."""
     return shlex.join(["python", *map(str, args)])
 
 

@@ -46,7 +46,7 @@ def claim_sweep_dir(sweep_dir: str | Path) -> None:
         os.close(fd)
         raise SweepDirBusyError(
             f"{path.parent} is in use by another launch or resume ({holder}); "
-            f"see `{command_line('-m', 'sce_sweeps.status', path.parent)}`"
+            f"see `{command_line('-m', 'sce_sweeps.cli', 'status', path.parent)}`"
         )
     os.ftruncate(fd, 0)
     os.write(fd, f"pid {os.getpid()} on {HOST} since {now()}".encode())
@@ -95,7 +95,7 @@ class Manifest:
     sweep_name: str
     launcher: str  # local | slurm
     command: str  # the command line, as typed (shell-quoted)
-    argv: list[str]  # its arguments after the program, for `python -m sce_sweeps.resume`
+    argv: list[str]  # its arguments after the program, for `python -m sce_sweeps.cli resume`
     program: list[str]  # e.g. ["-m", "sce_sweeps"]
     cwd: str
     host: str
