@@ -24,8 +24,9 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from sce_sweeps.config import ConfigError, config_hash, register_schema, validate
+from sce_sweeps.config import ConfigError, config_hash, register_schema, run_config, validate
 from sce_sweeps.runtime import record
+from sce_sweeps.runtime.overrides import flatten
 from sce_sweeps.runtime.record import RunState
 from sce_sweeps.runtime.trial import TrialReporter
 
@@ -97,6 +98,11 @@ def _job_info(cfg: DictConfig) -> dict[str, Any]:
         "git_commit": git_commit(),
         "config_hash": config_hash(cfg),
         "seed": cfg.seed,
+        # the resolved config, flat (``loss.coeff``), and the group choices (``model``)
+        "params": {
+            **flatten(run_config(cfg)),
+            **{k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra/")},
+        },
     }
 
 
@@ -156,7 +162,8 @@ def run(cfg: DictConfig) -> float:
                 f"{state['step_in_epoch']} of {run_dir}",
                 file=sys.stderr,
             )
-        tracker = make_tracker(cfg, run_dir, state and state.get("tracker_run_hash"), info)
+        job = {k: v for k, v in info.items() if k != "params"}  # Aim has them as hparams
+        tracker = make_tracker(cfg, run_dir, state and state.get("tracker_run_hash"), job)
         on_epoch_end = None
         if reporter is not None:  # never asked to prune after the last epoch: it is done
 

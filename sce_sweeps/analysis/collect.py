@@ -105,208 +105,53 @@ def parse_overrides(lines: list[str]) -> dict[str, str]:
     return override_dict(lines)
 
 
-# libyaml's safe loader when PyYAML has it: 10x faster than the pure-Python one
-_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
 def _load_yaml(path: Path) -> Any:
     try:
-        return yaml.load(path.read_text(), Loader=_SAFE_LOADER)  # noqa: S506 (a safe loader)
+        return yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as e:
         raise AnalysisError(f"{path}: unreadable YAML ({type(e).__name__})") from None
 
 
-# "  key: value" (value on the line) or "  key:" (a block follows)
-_KEY_LINE = re.compile(r"( *)([A-Za-z_][\w.-]*):(?: (.*))?")
-
-
-def _indent(line: str) -> int:
-    return len(line) - len(line.lstrip(" "))
-
-
-def _value_lines(lines: list[str]) -> list[tuple[str, ...] | None]:
-    """For each line of a YAML mapping laid out as OmegaConf writes it, the key path of the
-    value it holds whole (``("loss", "coeff")`` for ``  coeff: 0.5`` under ``loss:``), or
-    None (a block's head, a list item, a value that goes on over the next lines). All None
-    when a line is not of this layout (a comment, a quoted key, a document marker)."""
-    paths: list[tuple[str, ...] | None] = [None] * len(lines)
-    stack: list[tuple[int, str]] = []  # the blocks the line is in: (indent, key)
-    in_list = -1  # the indent of the list items the lines are in, -1 outside lists
-    for i, line in enumerate(lines):
-        indent = _indent(line)
-        item = line.lstrip(" ").startswith("- ") or line.strip() == "-"
-        if in_list >= 0 and (indent > in_list or (indent == in_list and item)):
-            continue
-        in_list = indent if item else -1
-        if item:
-            continue
-        match = _KEY_LINE.fullmatch(line)
-        if match is None:
-            return [None] * len(lines)
-        key, value = match.group(2), match.group(3)
-        while stack and stack[-1][0] >= indent:
-            stack.pop()
-        if not value:
-            stack.append((indent, key))
-            continue
-        following = lines[i + 1] if i + 1 < len(lines) else ""
-        goes_on = following.strip() and _indent(following) > indent
-        if not goes_on and value[0] not in "|>&*!":
-            paths[i] = (*(k for _, k in stack), key)
-    return paths
-
-
-def _with_value(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
-    """A copy of ``tree`` with ``value`` at ``path`` (the mappings on the path are copied,
-    the rest shared)."""
-    new = dict(tree)
-    new[path[0]] = value if len(path) == 1 else _with_value(tree[path[0]], path[1:], value)
-    return new
-
-
-class _ConfigReader:
-    """Reads the ``.hydra/config.yaml`` files of a sweep's runs, which differ from one another
-    in a few lines (the swept values, the seed): a file with the lines of the last file parsed
-    whole but for some ``key: value`` lines is that file's config with those values, each
-    line parsed alone. PyYAML builds a parsed file in Python, about 1 ms for the 120 lines of
-    an SCE config: most of the time a 1,000-run table took."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.paths: list[tuple[str, ...] | None] = []
-        self.config: Any = None
-
-    def read(self, path: Path) -> Any:
-        try:
-            text = path.read_text()
-            lines = text.splitlines()
-            config = self._from_last(lines)
-            if config is None:
-                config = yaml.load(text, Loader=_SAFE_LOADER)  # noqa: S506 (a safe loader)
-                self.lines, self.paths, self.config = lines, _value_lines(lines), config
-        except (OSError, yaml.YAMLError) as e:
-            raise AnalysisError(f"{path}: unreadable YAML ({type(e).__name__})") from None
-        return config
-
-    def _from_last(self, lines: list[str]) -> Any:
-        """The config of ``lines`` from the last file parsed whole, or None."""
-        if len(lines) != len(self.lines) or not isinstance(self.config, dict):
-            return None
-        config = self.config
-        for i, (line, last) in enumerate(zip(lines, self.lines)):
-            if line == last:
-                continue
-            path = self.paths[i]
-            same_place = (
-                path is not None
-                and _indent(line) == _indent(last)
-                and _value_lines([line]) == [(path[-1],)]
-            )
-            following = lines[i + 1] if i + 1 < len(lines) else ""
-            if not same_place or (following.strip() and _indent(following) > _indent(line)):
-                return None
-            parsed = yaml.load(line.strip(), Loader=_SAFE_LOADER)  # noqa: S506
-            if not isinstance(parsed, dict) or list(parsed) != [path[-1]]:
-                return None
-            config = _with_value(config, path, parsed[path[-1]])
-        return config
-
-
-_KEY_REF = re.compile(r"\$\{([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\}")
-
-
-def _interpolating(value: Any) -> bool:
-    if isinstance(value, str):
-        return "${" in value
-    if isinstance(value, list | tuple):
-        return any(_interpolating(v) for v in value)
-    return isinstance(value, dict) and any(_interpolating(v) for v in value.values())
-
-
-def _resolve_key_refs(flat: dict[str, Any]) -> dict[str, Any] | None:
-    """``flat`` (a flattened config) with each value that is exactly a reference to another
-    key's value (``${dataset.image_size}``) replaced by that value, as OmegaConf resolves it;
-    None when it holds any other interpolation (a resolver, a string with a reference inside,
-    a reference to a whole node), which only OmegaConf resolves."""
-    resolved = dict(flat)
-    for key, value in flat.items():
-        for _ in range(len(flat) + 1):  # a chain of references ends, or it is a cycle
-            if not _interpolating(value):
-                break
-            match = _KEY_REF.fullmatch(value) if isinstance(value, str) else None
-            if match is None or match.group(1) not in flat:
-                return None
-            value = flat[match.group(1)]
-        else:
-            return None
-        resolved[key] = value
-    return resolved
-
-
-def _resolved_config(raw: dict[str, Any]) -> dict[str, Any]:
-    """The config as ``OmegaConf.to_container(OmegaConf.create(raw), resolve=True)``,
-    flattened; OmegaConf (some ms a config) only for what :func:`_resolve_key_refs` cannot."""
-    flat = _resolve_key_refs(flatten(raw))
-    if flat is not None:
-        return flat
+def _written_params(run_dir: Path) -> dict[str, Any]:
+    """The params of a run written before runs recorded them in ``result.json``: its resolved
+    ``.hydra/config.yaml``, flattened, and the group choices of ``.hydra/hydra.yaml``."""
     from omegaconf import OmegaConf
 
     from sce_sweeps.config import register_schema
 
     register_schema()  # the resolvers the config files use
-    try:
-        return flatten(OmegaConf.to_container(OmegaConf.create(raw), resolve=True))
-    except Exception:  # an interpolation we cannot resolve: keep it as written
-        return flatten(raw)
-
-
-def read_config(run_dir: Path, reader: _ConfigReader | None = None) -> dict[str, Any]:
-    """The run's resolved config, flattened (``loss.coeff``), plus its group choices
-    (``dataset``, ``model``, ``aug``...) from ``.hydra/hydra.yaml``; ``reader``: the one of
-    the sweep's runs read before."""
-    flat: dict[str, Any] = {}
-    path = run_dir / HYDRA_DIR / "config.yaml"
-    if path.is_file():
-        raw = (reader or _ConfigReader()).read(path)
-        if not isinstance(raw, dict):
+    params: dict[str, Any] = {}
+    for name in ("config.yaml", "hydra.yaml"):
+        path = run_dir / HYDRA_DIR / name
+        if not path.is_file():
+            continue
+        try:
+            cfg = OmegaConf.load(path)
+        except Exception as e:
+            raise AnalysisError(f"{path}: unreadable YAML ({type(e).__name__})") from None
+        if not OmegaConf.is_dict(cfg):
             raise AnalysisError(f"{path}: not a config (expected a mapping)")
-        flat = {  # lists and empty mappings as JSON text (one cell each)
-            k: json.dumps(v) if isinstance(v, list | tuple | dict) else v
-            for k, v in _resolved_config(raw).items()
-        }
-    hydra_path = run_dir / HYDRA_DIR / "hydra.yaml"
-    if hydra_path.is_file():
-        choices = _group_choices(hydra_path)
-        flat.update({k: v for k, v in choices.items() if not k.startswith("hydra/")})
-    return flat
+        if name == "hydra.yaml":
+            choices = OmegaConf.select(cfg, "hydra.runtime.choices", default={}) or {}
+            params.update({k: v for k, v in choices.items() if not k.startswith("hydra/")})
+            continue
+        try:
+            params.update(flatten(OmegaConf.to_container(cfg, resolve=True)))
+        except Exception:  # an interpolation we cannot resolve: keep it as written
+            params.update(flatten(OmegaConf.to_container(cfg)))
+    return params
 
 
-# the block Hydra writes (OmegaConf.to_yaml) under hydra.runtime: "    choices:", then one
-# "      group: option" line per group
-_CHOICES = re.compile(
-    r"^hydra:\n(?:.*\n)*?  runtime:\n(?:    .*\n)*?    choices:\n((?:      .*\n)*)", re.M
-)
-
-
-def _group_choices(path: Path) -> dict[str, Any]:
-    """``hydra.runtime.choices`` of a run's ``.hydra/hydra.yaml``: parsed from its own block
-    of the file when it is laid out as Hydra writes it (the whole file is some 200 lines of
-    YAML, 1.5 ms a run), else from the whole file."""
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise AnalysisError(f"{path}: unreadable YAML ({type(e).__name__})") from None
-    match = _CHOICES.search(text)
-    try:
-        if match:
-            block = "".join(line[6:] + "\n" for line in match.group(1).splitlines())
-            choices = yaml.load(block, Loader=_SAFE_LOADER) or {}  # noqa: S506 (a safe loader)
-        else:
-            hydra = yaml.load(text, Loader=_SAFE_LOADER) or {}  # noqa: S506
-            choices = (hydra.get("hydra", {}).get("runtime", {}) or {}).get("choices", {}) or {}
-    except yaml.YAMLError as e:
-        raise AnalysisError(f"{path}: unreadable YAML ({type(e).__name__})") from None
-    return choices if isinstance(choices, dict) else {}
+def read_config(run_dir: Path, result: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The run's params: its resolved config, flattened (``loss.coeff``), and its group
+    choices (``dataset``, ``model``...), as its ``result.json`` records them; lists and
+    mappings as JSON text (one cell each)."""
+    params = (result or {}).get("params")
+    if not isinstance(params, dict):
+        params = _written_params(run_dir)
+    return {
+        k: json.dumps(v) if isinstance(v, list | tuple | dict) else v for k, v in params.items()
+    }
 
 
 def _result(run_dir: Path) -> dict[str, Any] | None:
@@ -406,9 +251,7 @@ def _unreadable_status(problems: list[str]) -> tuple[str, str]:
     return str(RunState.FAILED), "unreadable: " + "; ".join(problems)
 
 
-def _run_record(
-    run_dir: Path, jobs: dict[Path, Any], reader: _ConfigReader, unreadable: _Unreadable
-) -> dict[str, Any]:
+def _run_record(run_dir: Path, jobs: dict[Path, Any], unreadable: _Unreadable) -> dict[str, Any]:
     """The record of one run dir; a run with an unreadable file is failed, its ``problems``
     say which, and its overrides come from the manifest (None when it does not list it)."""
     problems: list[str] = []
@@ -421,7 +264,7 @@ def _run_record(
 
     lines = unreadable.read(problems, None, override_lines)
     result = unreadable.read(problems, None, _result, run_dir)
-    config = unreadable.read(problems, {}, read_config, run_dir, reader)
+    config = unreadable.read(problems, {}, read_config, run_dir, result)
     curve = unreadable.read(problems, [], _curve, run_dir)
     job = jobs.pop(run_dir.resolve(), None)
     if lines is None and job is not None:
@@ -451,9 +294,7 @@ def _sweep_records(
         raise AnalysisError(
             f"{sweep_dir}: not a sweep dir (no run dirs with .hydra/overrides.yaml, no {MANIFEST})"
         )
-    records, reader = [], _ConfigReader()
-    for run_dir in run_dirs:
-        records.append(_run_record(run_dir, jobs, reader, unreadable))
+    records = [_run_record(run_dir, jobs, unreadable) for run_dir in run_dirs]
     for run_dir, job in sorted(jobs.items(), key=lambda kv: natural_key(kv[0].as_posix())):
         problems: list[str] = []
         result = unreadable.read(problems, None, _result, run_dir)

@@ -285,9 +285,11 @@ def test_a_wrong_data_path_or_amp_dtype_fails_at_compose_naming_the_key():
         ("trainer.data_path", "gpu", "[auto, cpu, device]"),
         ("trainer.amp_dtype", "fp8", "[float16, bfloat16]"),
     ):
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            with pytest.raises(Exception) as error:
-                compose("config", overrides=[f"{key}={value}"])
+        with (
+            initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"),
+            pytest.raises(Exception) as error,
+        ):
+            compose("config", overrides=[f"{key}={value}"])
         line = config_error_line(error.value)
         assert f"{key}={value}" in line and allowed in line, line
 
