@@ -177,20 +177,25 @@ def baseline(folder: Path, n: int, launcher: str, parallel: int) -> tuple[float,
     return time.perf_counter() - start, _cpu() - cpu
 
 
-def _app_config_files() -> tuple[dict, str]:
+def _app_config_files() -> tuple[dict, str, dict]:
     """The SCE app's default config (unresolved, as Hydra saves a run's
-    ``.hydra/config.yaml``) and its ``.hydra/hydra.yaml`` text: what real run dirs hold."""
+    ``.hydra/config.yaml``), its ``.hydra/hydra.yaml`` text and the params its result.json
+    records (resolved, flat, with the group choices): what real run dirs hold."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf, open_dict
 
     from sce_sweeps.app import CONF_DIR
+    from sce_sweeps.config import run_config
+    from sce_sweeps.runfiles import flatten
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("config", return_hydra_config=True)
     hydra = OmegaConf.to_yaml({"hydra": cfg.hydra})
+    choices = {k: v for k, v in cfg.hydra.runtime.choices.items() if not k.startswith("hydra/")}
     with open_dict(cfg):
         del cfg["hydra"]
-    return OmegaConf.to_container(cfg), hydra
+    container = OmegaConf.to_container(cfg, enum_to_str=True)
+    return container, hydra, {**flatten(run_config(cfg)), **choices}
 
 
 def fake_sweep(sweep_dir: Path, n: int) -> None:
@@ -201,7 +206,7 @@ def fake_sweep(sweep_dir: Path, n: int) -> None:
 
     from sce_sweeps.runtime import record
 
-    config, hydra_yaml = _app_config_files()
+    config, hydra_yaml, params = _app_config_files()
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
     overrides = [[f"loss.coeff={i // 5 / (n // 5):.4f}", f"seed={i % 5}"] for i in range(n)]
     manifest = record.Manifest.create(sweep_dir, "scale", "local")
@@ -216,7 +221,9 @@ def fake_sweep(sweep_dir: Path, n: int) -> None:
         (run_dir / record.METRICS).write_text(json.dumps({"epoch": 1, "knn_top1": value}) + "\n")
         record.write_result(run_dir, {"status": "completed", "knn_top1": value, "loss": 1.0,
                                         "epochs": 1, "seed": num % 5, "overrides": over,
-                                        "config_hash": "h"})  # fmt: skip
+                                        "config_hash": "h", "params": {**params,
+                                        "loss.coeff": config["loss"]["coeff"],
+                                        "seed": num % 5}})  # fmt: skip
         job = record.Job(num, over, "h", str(num), state="completed", job_ids=[str(num)])
         manifest.jobs.append(job)
     manifest.save()
