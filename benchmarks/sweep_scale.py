@@ -186,7 +186,7 @@ def _app_config_files() -> tuple[dict, str, dict]:
 
     from sce_sweeps.app import CONF_DIR
     from sce_sweeps.config import run_config
-    from sce_sweeps.runfiles import flatten
+    from sce_sweeps.runtime.overrides import flatten
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("config", return_hydra_config=True)

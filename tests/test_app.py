@@ -47,6 +47,9 @@ def test_run_writes_result_metrics_and_checkpoint(tiny_run):
     assert 10.0 < result["knn_top1"] <= 100.0
     for key in ("loss", "wall_time_s", "config_hash", "git_commit", "seed", "overrides"):
         assert key in result
+    params = result["params"]  # the resolved config, flat, and the group choices
+    assert params["trainer.epochs"] == 2 and params["model.arch"] == "resnet18"
+    assert params["experiment"] == "demo" and isinstance(params["aug.crop_scale"], list)
     assert [r["epoch"] for r in read_metrics(tmp_path)] == [1, 2]
     assert _state(tmp_path)["epoch"] == 2
 
