@@ -124,7 +124,7 @@ def test_preset_overrides_are_validated(overrides, message):
 
 def test_a_preset_choice_outside_its_enum_fails_at_compose():
     with pytest.raises(Exception, match=re.escape("aug.blur_type=box")) as error:
-        compose_cfg(["experiment=cifar10", "aug.blur_type=box"])
+        compose("experiment=cifar10", "aug.blur_type=box")
     assert "expected one of [kernel, pil]" in str(error.value.__cause__)
 
 
