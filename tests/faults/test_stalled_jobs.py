@@ -63,7 +63,7 @@ def command(*args: str | Path) -> subprocess.CompletedProcess:
 
 
 def status(sweep_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    """``python -m sce_sweeps.status``, in this process: the tests poll it."""
+    """``python -m sce_sweeps.cli status``, in this process: the tests poll it."""
     return run_in_process(str(sweep_dir), *args, main=status_main)
 
 
