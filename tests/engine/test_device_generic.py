@@ -78,6 +78,7 @@ def test_linear_classifier_initialisation_is_drawn_on_the_cpu():
     cfg = compose("trainer.device=cpu", validate=True)
     cpu = build_probe(cfg, None).classifier.weight
     assert cpu.std().item() == pytest.approx(0.01, rel=0.2)
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg))  # untyped: meta is no device of the schema
     cfg.trainer.device = "meta"
     with RandomDrawsOnCPU():
         meta = build_probe(cfg, None).classifier.weight
