@@ -41,7 +41,7 @@ test: data
 	$(PY) -m pytest
 
 test-fast: data
-	$(PY) -m pytest -m "not slow and not slurm"
+	$(PY) -m pytest -m "not slow and not slurm and not e2e"
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Ablation table of finished or partial sweeps: `python analysis/ablation_table.py --help`.
 
-The same command as `python -m sce_sweeps.ablation_table`: it runs the installed package
+The same command as `python -m sce_sweeps.cli table`: it runs the installed package
 (`make setup` or `pip install -e .`); see docs/analysis.md.
 """
 

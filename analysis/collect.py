@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Collect sweeps into tidy CSV files: `python analysis/collect.py --help`.
 
-The same command as `python -m sce_sweeps.collect`: it runs the installed package
+The same command as `python -m sce_sweeps.cli collect`: it runs the installed package
 (`make setup` or `pip install -e .`); see docs/analysis.md.
 """
 

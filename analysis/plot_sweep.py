@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Plots of finished or partial sweeps: `python analysis/plot_sweep.py --help`.
 
-The same command as `python -m sce_sweeps.plot_sweep`: it runs the installed package
+The same command as `python -m sce_sweeps.cli plot`: it runs the installed package
 (`make setup` or `pip install -e .`); see docs/analysis.md.
 """
 

@@ -45,14 +45,14 @@ from sce_sweeps.config import TRAIN_SIZES  # noqa: E402
 from sce_sweeps.data.device import DeviceData  # noqa: E402
 from sce_sweeps.engine.train import (  # noqa: E402
     LOG_EVERY,
+    StopSignals,
     Trainer,
     TrainState,
-    _StopSignals,
     build,
     run_epoch,
     train_step,
 )
-from sce_sweeps.tracking import NullTracker  # noqa: E402
+from sce_sweeps.runtime.tracking import NullTracker  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -72,7 +72,7 @@ def _epochs(t: Trainer, epochs: int) -> Callable[[], None]:
     """Run ``epochs`` full epochs of the trainer's own loop."""
 
     def run() -> None:
-        with _StopSignals() as stop:
+        with StopSignals() as stop:
             for epoch in range(epochs):
                 run_epoch(t, TrainState(epoch=epoch), stop)
 

@@ -43,7 +43,7 @@ def sleep_task(cfg: Any) -> float:
     """Trial n sleeps durations[n] seconds; the objective is a smooth function of x."""
     import os
 
-    from hydra_plugins.sce_sweeps_optuna.trial import ENV_TRIAL  # the job's trial number
+    from sce_sweeps.runtime.trial import ENV_TRIAL  # the job's trial number
 
     time.sleep(float(cfg.durations[int(os.environ[ENV_TRIAL])]))
     return -((float(cfg.x) - 0.3) ** 2)

@@ -63,7 +63,7 @@ BOOTSTRAP = r"""
 import json, os, sys, time
 marks = {"interpreter": time.time()}
 import sce_sweeps.app as app
-from sce_sweeps import tracking
+from sce_sweeps.runtime import tracking
 from sce_sweeps.engine import train
 marks["import"] = time.time()
 

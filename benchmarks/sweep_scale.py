@@ -19,17 +19,17 @@ For each size N it prints one row:
 * **CPU s** / **per-job CPU ms**: the CPU time of the launching process itself (the stub app's
   main process, its jobs excluded; for the baseline, this process during the baseline), and
   (launch CPU - baseline CPU) / N: the orchestration cost per job, steady under other load;
-* **save ms**: one save of the N-job manifest (``runfiles.Manifest.save``); while jobs start
+* **save ms**: one save of the N-job manifest (``record.Manifest.save``); while jobs start
   and end, the launcher saves it at most once a poll (``hydra.launcher.poll_s``) and at most
   once every 20 saves' time (at most 5% of its time), except right after a SLURM submission;
 * **status s** / **table s**: ``sweep_status`` and the ablation table (``table_main``) of the
   N-job sweep, in this process (``status CLI s`` / ``table CLI s``: the commands, start-up
   included), as wall time (CPU time);
-* **Aim gather s**: ``python -m sce_sweeps.tracking merge`` of M runs (``--aim-runs``, their
+* **Aim gather s**: ``python -m sce_sweeps.cli merge`` of M runs (``--aim-runs``, their
   private repos made beforehand), and the cost per run, first and last tenth of the merges.
 
 A trivial job is a stub Hydra app written by this script: it writes ``result.json`` (through
-``sce_sweeps.runfiles.write_result``) and one ``metrics.jsonl`` row into its run dir and
+``sce_sweeps.record.write_result``) and one ``metrics.jsonl`` row into its run dir and
 returns a float; it is launched through the real launchers. ``--launchers none`` skips the
 launches and measures status and table on a sweep dir of N run dirs written directly as a
 sweep of the SCE app leaves them (its full config with its interpolations, hydra.yaml,
@@ -57,17 +57,17 @@ sys.path.insert(0, str(ROOT))
 STUB_APP = """
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from sce_sweeps import runfiles
+from sce_sweeps.runtime import record
 
 
 @hydra.main(version_base="1.3", config_path=None, config_name="stub")
 def main(cfg) -> float:
     run_dir = HydraConfig.get().runtime.output_dir
     value = 50.0 + 10 * float(cfg.loss.coeff) + 0.1 * int(cfg.seed)
-    (runfiles.Path(run_dir) / runfiles.METRICS).write_text(
+    (record.Path(run_dir) / record.METRICS).write_text(
         '{"epoch": 1, "loss": 1.0, "knn_top1": %s}\\n' % value
     )
-    runfiles.write_result(
+    record.write_result(
         run_dir,
         {"status": "completed", "knn_top1": value, "loss": 1.0, "epochs": 1, "seed": int(cfg.seed),
          "overrides": list(HydraConfig.get().overrides.task), "wall_time_s": 0.0},
@@ -177,20 +177,25 @@ def baseline(folder: Path, n: int, launcher: str, parallel: int) -> tuple[float,
     return time.perf_counter() - start, _cpu() - cpu
 
 
-def _app_config_files() -> tuple[dict, str]:
+def _app_config_files() -> tuple[dict, str, dict]:
     """The SCE app's default config (unresolved, as Hydra saves a run's
-    ``.hydra/config.yaml``) and its ``.hydra/hydra.yaml`` text: what real run dirs hold."""
+    ``.hydra/config.yaml``), its ``.hydra/hydra.yaml`` text and the params its result.json
+    records (resolved, flat, with the group choices): what real run dirs hold."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf, open_dict
 
     from sce_sweeps.app import CONF_DIR
+    from sce_sweeps.config import run_config
+    from sce_sweeps.runtime.overrides import flatten
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("config", return_hydra_config=True)
     hydra = OmegaConf.to_yaml({"hydra": cfg.hydra})
+    choices = {k: v for k, v in cfg.hydra.runtime.choices.items() if not k.startswith("hydra/")}
     with open_dict(cfg):
         del cfg["hydra"]
-    return OmegaConf.to_container(cfg), hydra
+    container = OmegaConf.to_container(cfg, enum_to_str=True)
+    return container, hydra, {**flatten(run_config(cfg)), **choices}
 
 
 def fake_sweep(sweep_dir: Path, n: int) -> None:
@@ -199,12 +204,12 @@ def fake_sweep(sweep_dir: Path, n: int) -> None:
     directly."""
     import yaml
 
-    from sce_sweeps import runfiles
+    from sce_sweeps.runtime import record
 
-    config, hydra_yaml = _app_config_files()
+    config, hydra_yaml, params = _app_config_files()
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
     overrides = [[f"loss.coeff={i // 5 / (n // 5):.4f}", f"seed={i % 5}"] for i in range(n)]
-    manifest = runfiles.Manifest.create(sweep_dir, "scale", "local")
+    manifest = record.Manifest.create(sweep_dir, "scale", "local")
     for num, over in enumerate(overrides):
         run_dir = sweep_dir / str(num)
         (run_dir / ".hydra").mkdir(parents=True)
@@ -213,11 +218,13 @@ def fake_sweep(sweep_dir: Path, n: int) -> None:
         (run_dir / ".hydra" / "config.yaml").write_text(yaml.dump(config, Dumper=dumper))
         (run_dir / ".hydra" / "hydra.yaml").write_text(hydra_yaml)
         value = 50.0 + num * 0.01
-        (run_dir / runfiles.METRICS).write_text(json.dumps({"epoch": 1, "knn_top1": value}) + "\n")
-        runfiles.write_result(run_dir, {"status": "completed", "knn_top1": value, "loss": 1.0,
+        (run_dir / record.METRICS).write_text(json.dumps({"epoch": 1, "knn_top1": value}) + "\n")
+        record.write_result(run_dir, {"status": "completed", "knn_top1": value, "loss": 1.0,
                                         "epochs": 1, "seed": num % 5, "overrides": over,
-                                        "config_hash": "h"})  # fmt: skip
-        job = runfiles.Job(num, over, "h", str(num), state="completed", job_ids=[str(num)])
+                                        "config_hash": "h", "params": {**params,
+                                        "loss.coeff": config["loss"]["coeff"],
+                                        "seed": num % 5}})  # fmt: skip
+        job = record.Job(num, over, "h", str(num), state="completed", job_ids=[str(num)])
         manifest.jobs.append(job)
     manifest.save()
 
@@ -225,9 +232,9 @@ def fake_sweep(sweep_dir: Path, n: int) -> None:
 def manifest_save(sweep_dir: Path, n: int, repeat: int = 20) -> float:
     """Milliseconds for one save of the n-job manifest; the launcher saves it at most once a
     poll (``hydra.launcher.poll_s``), whatever the number of jobs that started or ended."""
-    from sce_sweeps import runfiles
+    from sce_sweeps.runtime import record
 
-    manifest = runfiles.Manifest.load(sweep_dir)
+    manifest = record.Manifest.load(sweep_dir)
     assert manifest is not None and len(manifest.jobs) == n
     start = time.perf_counter()
     for i in range(repeat):
@@ -238,11 +245,11 @@ def manifest_save(sweep_dir: Path, n: int, repeat: int = 20) -> float:
 
 def status_time(sweep_dir: Path) -> tuple[float, float]:
     """(wall s, CPU s) of ``sweep_status`` of the sweep, in this process."""
-    from sce_sweeps import runfiles
-    from sce_sweeps.sweep.status import sweep_status
+    from sce_sweeps.runtime import record
+    from sce_sweeps.runtime.status import sweep_status
 
     start, cpu = time.perf_counter(), _cpu()
-    statuses = sweep_status(runfiles.Manifest.load(sweep_dir))
+    statuses = sweep_status(record.Manifest.load(sweep_dir))
     elapsed = time.perf_counter() - start, _cpu() - cpu
     states = {s.state.value for s in statuses}
     assert states == {"completed"}, states
@@ -300,7 +307,7 @@ def aim_gather(work: Path, runs: int) -> tuple[float, float, float]:
     sweep = work / "aim_sweep"
     sweep.mkdir()
     subprocess.run([sys.executable, "-c", MAKE_RUNS, str(sweep), "0", str(runs)], check=True)
-    from sce_sweeps.tracking import MERGE_TIMEOUT_S, merge_run, only_run
+    from sce_sweeps.runtime.tracking import MERGE_TIMEOUT_S, merge_run, only_run
 
     times = []
     for k in range(runs):
@@ -359,8 +366,8 @@ def main() -> None:
                                       args.parallel)  # fmt: skip
                 saves = manifest_save(sweep_dir, n)
                 status, table = status_time(sweep_dir), table_time(sweep_dir)
-                status_cli = cli_time("sce_sweeps.status", str(sweep_dir), "--json")
-                table_cli = cli_time("sce_sweeps.ablation_table", str(sweep_dir), "--out",
+                status_cli = cli_time("sce_sweeps.cli", "status", str(sweep_dir), "--json")
+                table_cli = cli_time("sce_sweeps.cli", "table", str(sweep_dir), "--out",
                                      str(work / "tables"))  # fmt: skip
                 per_job, per_job_cpu = (wall - base) / n * 1000, (cpu - base_cpu) / n * 1000
                 row = (launcher, n, wall, base, per_job, cpu, base_cpu, per_job_cpu, saves, status,

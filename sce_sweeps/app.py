@@ -24,10 +24,11 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from hydra_plugins.sce_sweeps_optuna.trial import TrialReporter
-from sce_sweeps import runfiles
-from sce_sweeps.config import ConfigError, config_hash, register_schema, validate
-from sce_sweeps.runfiles import RunState
+from sce_sweeps.config import ConfigError, config_hash, register_schema, run_config, validate
+from sce_sweeps.runtime import record
+from sce_sweeps.runtime.overrides import flatten
+from sce_sweeps.runtime.record import RunState
+from sce_sweeps.runtime.trial import TrialReporter
 
 # The training engine and the tracker (torch, torchvision, Aim) are imported by the functions
 # that train, not here: `--help`, composition errors, dry runs and the process that launches a
@@ -97,6 +98,11 @@ def _job_info(cfg: DictConfig) -> dict[str, Any]:
         "git_commit": git_commit(),
         "config_hash": config_hash(cfg),
         "seed": cfg.seed,
+        # the resolved config, flat (``loss.coeff``), and the group choices (``model``)
+        "params": {
+            **flatten(run_config(cfg)),
+            **{k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra/")},
+        },
     }
 
 
@@ -104,7 +110,7 @@ def run(cfg: DictConfig) -> float:
     """Train one configuration in Hydra's output dir; return the objective (kNN top-1 %)."""
     from sce_sweeps.engine import distributed  # the engine loads torch: see the imports
     from sce_sweeps.engine.train import Stopped, train
-    from sce_sweeps.tracking import make_tracker
+    from sce_sweeps.runtime.tracking import make_tracker
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     # --- multi-process run (trainer.devices x num_nodes > 1): rank 0 continues below ---
@@ -135,7 +141,7 @@ def run(cfg: DictConfig) -> float:
             check_or_exit(cfg)
         return _finish(run_dir, info, None, RunState.FAILED, f"invalid config: {e}", reporter)
 
-    previous = runfiles.try_read_result(run_dir)
+    previous = record.try_read_result(run_dir)
     if (
         previous
         and previous["status"] == RunState.COMPLETED
@@ -149,14 +155,15 @@ def run(cfg: DictConfig) -> float:
     status, reason, metrics = RunState.COMPLETED, None, {}
     epochs = cfg.trainer.epochs
     try:
-        state = runfiles.load_checkpoint(run_dir / runfiles.CHECKPOINT)
+        state = record.load_checkpoint(run_dir / record.CHECKPOINT)
         if state is not None:
             print(
                 f"sce_sweeps: resuming from epoch {state['epoch']}, step "
                 f"{state['step_in_epoch']} of {run_dir}",
                 file=sys.stderr,
             )
-        tracker = make_tracker(cfg, run_dir, state and state.get("tracker_run_hash"), info)
+        job = {k: v for k, v in info.items() if k != "params"}  # Aim has them as hparams
+        tracker = make_tracker(cfg, run_dir, state and state.get("tracker_run_hash"), job)
         on_epoch_end = None
         if reporter is not None:  # never asked to prune after the last epoch: it is done
 
@@ -189,7 +196,7 @@ def run(cfg: DictConfig) -> float:
         metrics = _so_far(run_dir)
     except Exception as e:  # one failed run must not take the sweep down
         status, reason = RunState.FAILED, f"{type(e).__name__}: {e}"
-        _write_error_log(run_dir, traceback.format_exc())
+        record.write_error_log(run_dir, traceback.format_exc())
         metrics = _so_far(run_dir)
     if tracker is not None:
         try:
@@ -222,11 +229,11 @@ def _train_peer(cfg: DictConfig, run_dir: Path) -> float:
         validate(cfg)
     except ConfigError:
         return math.nan  # rank 0 records it
-    previous = runfiles.try_read_result(run_dir)
+    previous = record.try_read_result(run_dir)
     done = previous and previous["status"] == RunState.COMPLETED
     if done and previous.get("config_hash") == config_hash(cfg):
         return math.nan
-    state = runfiles.load_checkpoint(run_dir / runfiles.CHECKPOINT)
+    state = record.load_checkpoint(run_dir / record.CHECKPOINT)
     try:
         train(cfg, run_dir, resume_state=state)
     except Stopped:
@@ -234,15 +241,6 @@ def _train_peer(cfg: DictConfig, run_dir: Path) -> float:
     finally:
         distributed.teardown()
     return math.nan
-
-
-def _write_error_log(run_dir: Path, text: str) -> None:
-    """The failed run's traceback into ``error.log``; into the job's stderr when the file
-    cannot be written (a full disk: the run's reason says so)."""
-    try:
-        (run_dir / runfiles.ERROR_LOG).write_text(text)
-    except OSError as e:
-        print(f"sce_sweeps: {runfiles.ERROR_LOG} not written ({e}):\n{text}", file=sys.stderr)
 
 
 class ResultNotWrittenError(RuntimeError):
@@ -254,7 +252,7 @@ def _result_not_written(run_dir: Path, result: dict[str, Any], error: OSError) -
     """Keep a result that could not be written where it can be: the job's stderr (one JSON
     line); return the reason the run failed."""
     print(f"sce_sweeps: result: {json.dumps(result, default=str)}", file=sys.stderr)
-    lost = f"{runfiles.RESULT} not written in {run_dir} ({error})"
+    lost = f"{record.RESULT} not written in {run_dir} ({error})"
     if result["status"] == RunState.FAILED and result["reason"]:
         return f"{result['reason']}; {lost}"
     return f"{result['status']}, but {lost}"
@@ -263,8 +261,8 @@ def _result_not_written(run_dir: Path, result: dict[str, Any], error: OSError) -
 def _so_far(run_dir: Path) -> dict[str, Any]:
     """How far a run that stopped early got: epochs trained and its last kNN top-1."""
     try:
-        rows = runfiles.read_metrics(run_dir)
-    except runfiles.RunFileError:
+        rows = record.read_metrics(run_dir)
+    except record.RunFileError:
         rows = []
     known = [r for r in rows if "knn_top1" in r]
     return {
@@ -288,14 +286,14 @@ def _finish(
             # job killed before the study hears of it loses nothing (its trial is retried), and
             # one killed after it leaves a result that already carries the study's verdict
             result["optuna"] = reporter.record(status, result)
-            written = runfiles.write_result(run_dir, result)
+            written = record.write_result(run_dir, result)
             told = reporter.finish(status, result)
             if told == result["optuna"]:
                 result = written
             else:  # the study had its own verdict (a trial marked stale meanwhile)
-                result = runfiles.write_result(run_dir, {**result, "optuna": told})
+                result = record.write_result(run_dir, {**result, "optuna": told})
         else:
-            result = runfiles.write_result(run_dir, result)
+            result = record.write_result(run_dir, result)
     except OSError as e:  # e.g. the disk is full: say what happened, keep what can be kept
         raise ResultNotWrittenError(_result_not_written(run_dir, result, e)) from None
     if status == RunState.COMPLETED:

@@ -1,4 +1,4 @@
-"""``python -m sce_sweeps.linear RUN_DIR [--random-init] [OVERRIDES...]``: linear evaluation
+"""``python -m sce_sweeps.cli linear RUN_DIR [--random-init] [OVERRIDES...]``: linear evaluation
 of a finished (or stopped) pretraining run, alone.
 
 The run's own config comes from its checkpoint, its linear protocol included (an ImageNet
@@ -18,11 +18,11 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from sce_sweeps import runfiles
 from sce_sweeps.app import CONF_DIR
 from sce_sweeps.config import ConfigError, validate
 from sce_sweeps.engine.linear import run_linear
-from sce_sweeps.tracking import make_tracker
+from sce_sweeps.runtime import record
+from sce_sweeps.runtime.tracking import make_tracker
 
 
 def run_dir_config(run_dir: Path, overrides: list[str]) -> DictConfig:
@@ -30,9 +30,9 @@ def run_dir_config(run_dir: Path, overrides: list[str]) -> DictConfig:
     the overrides applied. The linear protocol is the run's own (``linear=imagenet`` for an
     ImageNet run) unless an override chooses another from ``conf/linear`` (``linear=cifar``);
     ``linear.<key>=...`` overrides apply to whichever protocol that is."""
-    state = runfiles.load_checkpoint(run_dir / runfiles.CHECKPOINT)
+    state = record.load_checkpoint(run_dir / record.CHECKPOINT)
     if state is None:
-        raise FileNotFoundError(f"{run_dir} holds no {runfiles.CHECKPOINT}: nothing to evaluate")
+        raise FileNotFoundError(f"{run_dir} holds no {record.CHECKPOINT}: nothing to evaluate")
     choice = [o for o in overrides if o.split("=")[0].lstrip("+~") == "linear"]
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         defaults = compose("config", overrides=choice)  # keys newer than the run get defaults
@@ -45,7 +45,7 @@ def run_dir_config(run_dir: Path, overrides: list[str]) -> DictConfig:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m sce_sweeps.linear", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m sce_sweeps.cli linear", description=__doc__)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--random-init", action="store_true", help="the untrained network")
     parser.add_argument("overrides", nargs="*", help="e.g. linear=imagenet linear.epochs=10")
@@ -53,25 +53,21 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cfg = run_dir_config(args.run_dir, args.overrides)
         validate(cfg)
-    except (FileNotFoundError, ConfigError, runfiles.RunFileError) as e:
-        print(f"sce_sweeps.linear: {e}", file=sys.stderr)
+    except (FileNotFoundError, ConfigError, record.RunFileError) as e:
+        print(f"sce_sweeps.cli linear: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    result = runfiles.try_read_result(args.run_dir)
-    state = runfiles.load_checkpoint(args.run_dir / runfiles.CHECKPOINT)
+    result = record.try_read_result(args.run_dir)
+    state = record.load_checkpoint(args.run_dir / record.CHECKPOINT)
     info = {k: v for k, v in (result or {}).items() if k in ("sweep_name", "job_num", "overrides")}
     tracker = make_tracker(cfg, args.run_dir, state.get("tracker_run_hash"), info)
-    status = runfiles.RunState.FAILED
+    status = record.RunState.FAILED
     try:
         metrics = run_linear(cfg, args.run_dir, tracker, random_init=args.random_init)
-        status = runfiles.RunState((result or {}).get("status", runfiles.RunState.COMPLETED))
+        status = record.RunState((result or {}).get("status", record.RunState.COMPLETED))
     finally:
         tracker.close(status.value)
     if result is not None:
-        runfiles.write_result(args.run_dir, {**result, **metrics})
+        record.write_result(args.run_dir, {**result, **metrics})
     suffix = "_init" if args.random_init else ""
     top1, speed = metrics[f"linear_top1{suffix}"], metrics[f"linear_images_per_s{suffix}"]
     print(f"linear top-1 {top1:.2f}% ({speed:.0f} img/s) [{args.run_dir}]")
-
-
-if __name__ == "__main__":
-    main()

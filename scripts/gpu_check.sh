@@ -10,7 +10,7 @@
 #   cifar_cpu   experiment=cifar10 for a few hundred steps on the CPU data path (PIL in
 #               DataLoader workers, the official pipeline), images/s
 #   cifar_dev   the same on the device data path (Kornia on whole batches), images/s
-#   linear      python -m sce_sweeps.linear RUN_DIR (the standalone linear stage), 2 epochs
+#   linear      python -m sce_sweeps.cli linear RUN_DIR (the standalone linear stage), 2 epochs
 #   step_*      benchmarks/step_throughput.py: the plain step (fp32, contiguous, foreach SGD,
 #               eager), then AMP bf16, AMP fp16 (the default), channels_last, fused SGD and
 #               torch.compile, each with its images/s against the plain step (CUDA only)
@@ -149,7 +149,7 @@ cifar() {  # cifar PATH
 cifar_cpu() { cifar cpu; }
 cifar_device() { cifar device; }
 linear() {
-  $PY -m sce_sweeps.linear "$WORK/cifar_cpu" "${LINEAR[@]}" "trainer.device=$DEV" \
+  $PY -m sce_sweeps.cli linear "$WORK/cifar_cpu" "${LINEAR[@]}" "trainer.device=$DEV" \
     "dataset.num_workers=$WORKERS" | tee "$WORK/linear.out"
   ok "$WORK/cifar_cpu" 'r["linear_top1"] >= 0 and "linear_top1_best" in r' || return 1
   grep -o '[0-9.]* img/s' "$WORK/linear.out" >"$WORK/linear.note"

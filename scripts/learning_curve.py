@@ -21,7 +21,8 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from sce_sweeps.analysis.collect import collect
-from sce_sweeps.analysis.tables import BASELINE_SUFFIXES, format_value, label
+from sce_sweeps.analysis.tables import BASELINE_SUFFIXES, label
+from sce_sweeps.runtime.tables import format_value
 
 
 def main() -> None:

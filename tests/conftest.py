@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
+import re
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pytest
 
-from tests.helpers import FAILING_POINT, TINY, run_cli
-from tests.slurm_fixtures import slurm_cluster  # noqa: F401  (session fixture)
+from tests.support import failing_point_sweep, slurm_cluster, tiny_run  # noqa: F401 (fixtures)
 
 
 def _private_progress_lock() -> None:
@@ -25,28 +23,69 @@ def _private_progress_lock() -> None:
 
 os.register_at_fork(after_in_child=_private_progress_lock)
 
+# The fast set (``make test-fast``): every test not marked slow, slurm or e2e. It runs in this
+# process, with a tight time limit; starting a process (a subprocess, a fork, DataLoader workers)
+# fails it: such a test belongs to the end-to-end set.
+SPAWNING_MARKS = ("slow", "slurm", "e2e")
+FAST_TIMEOUT_S = 60
+# the session fixtures that run the CLI: only end-to-end tests read them
+PROCESS_FIXTURES = {
+    "tiny_run",
+    "failing_point_sweep",
+    "tiny_sweep",
+    "partial_sweep",
+    "cifar_sweep",
+    "tracked_sweep",
+    "slurm_cluster",
+}
 
-@dataclasses.dataclass(frozen=True)
-class TinyRun:
-    """A finished run or sweep of the CLI on the TINY overrides: its dir and its process."""
 
-    run_dir: Path
-    proc: subprocess.CompletedProcess
+def _fast(item: pytest.Item) -> bool:
+    return not any(item.get_closest_marker(mark) for mark in SPAWNING_MARKS)
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
-    """``python -m sce_sweeps *TINY tracker=none``, straight through, with its output piped;
-    made once per session and only read by the tests (the reference of the resume tests)."""
-    run_dir = tmp_path_factory.mktemp("tiny_run") / "run"
-    return TinyRun(run_dir, run_cli(*TINY, "tracker=none", f"hydra.run.dir={run_dir}"))
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _fast(item) and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(FAST_TIMEOUT_S))
 
 
-@pytest.fixture(scope="session")
-def failing_point_sweep(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
-    """A local multirun of two one-epoch TINY jobs, one at a time, the second diverging
-    (lr 1e12: NaN loss); its sweep dir and its process (output piped; exit status 1, for
-    the failed job). Only read by the tests."""
-    sweep_dir = tmp_path_factory.mktemp("failing_point") / "sweep"
-    proc = run_cli("-m", *FAILING_POINT, f"hydra.sweep.dir={sweep_dir}", check=False)
-    return TinyRun(sweep_dir, proc)
+def _refuse(what: str) -> AssertionError:
+    return AssertionError(
+        f"a fast test starts no interpreter ({what}): make it in-process, or mark it e2e"
+    )
+
+
+class _NoInterpreter(subprocess.Popen):
+    """subprocess.Popen that refuses to start Python (other programs, git or squeue, may run)."""
+
+    def __init__(self, args, *rest, **kwargs) -> None:  # noqa: ANN001 (Popen's signature)
+        argv = [args] if isinstance(args, str | bytes | os.PathLike) else list(args)
+        prog = os.fsdecode(argv[0]).split()[0] if argv else ""
+        if prog == sys.executable or re.fullmatch(r"python[\d.]*", os.path.basename(prog)):
+            raise _refuse(" ".join(map(os.fsdecode, argv))[:200])
+        super().__init__(args, *rest, **kwargs)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """In the fast set, fail a test that starts Python, from its fixtures (whatever their scope)
+    or its body: a subprocess, a fork (multiprocessing, DataLoader workers)."""
+    if not _fast(item):
+        return (yield)
+
+    def no_fork(*args: object, **kwargs: object) -> None:
+        raise _refuse("os.fork")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(subprocess, "Popen", _NoInterpreter)
+        for name in ("fork", "forkpty"):
+            patch.setattr(os, name, no_fork)
+        return (yield)
+
+
+@pytest.fixture(autouse=True)
+def _no_cli_output_in_fast_tests(request: pytest.FixtureRequest) -> None:
+    """A session fixture that ran the CLI, made by an earlier end-to-end test, is theirs too."""
+    if _fast(request.node):
+        assert not PROCESS_FIXTURES & set(request.fixturenames), "a fast test reads a CLI's output"

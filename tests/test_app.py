@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from tests.helpers import ROOT, TINY, read_json, read_metrics, run_cli
+from tests.support import ROOT, TINY, read_json, read_metrics, run_cli, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -40,14 +40,6 @@ def _start(run_dir):
     )
 
 
-def _wait_for(predicate, proc, timeout=120):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
-
-
 def test_run_writes_result_metrics_and_checkpoint(tiny_run):
     tmp_path = tiny_run.run_dir
     result = read_json(tmp_path / "result.json")
@@ -55,6 +47,9 @@ def test_run_writes_result_metrics_and_checkpoint(tiny_run):
     assert 10.0 < result["knn_top1"] <= 100.0
     for key in ("loss", "wall_time_s", "config_hash", "git_commit", "seed", "overrides"):
         assert key in result
+    params = result["params"]  # the resolved config, flat, and the group choices
+    assert params["trainer.epochs"] == 2 and params["model.arch"] == "resnet18"
+    assert params["experiment"] == "demo" and isinstance(params["aug.crop_scale"], list)
     assert [r["epoch"] for r in read_metrics(tmp_path)] == [1, 2]
     assert _state(tmp_path)["epoch"] == 2
 
@@ -64,7 +59,7 @@ def test_killed_after_epoch_one_resumes_identically(tmp_path, tiny_run):
 
     proc = _start(killed)
     ckpt = killed / "checkpoint.pt"
-    _wait_for(lambda: ckpt.exists() and _state(killed)["epoch"] == 1, proc)
+    wait_until(lambda: ckpt.exists() and _state(killed)["epoch"] == 1, proc=proc, interval=0.01)
     proc.kill()  # SIGKILL: nothing gets to clean up
     proc.wait()
     assert not (killed / "result.json").exists()
@@ -78,7 +73,9 @@ def test_sigterm_mid_epoch_checkpoints_and_resumes_identically(tmp_path, tiny_ru
     straight, stopped = tiny_run.run_dir, tmp_path / "stopped"
 
     proc = _start(stopped)
-    _wait_for(lambda: (stopped / "checkpoint.pt").exists(), proc)  # epoch 1 is done
+    wait_until(
+        lambda: (stopped / "checkpoint.pt").exists(), proc=proc, interval=0.01
+    )  # epoch 1 is done
     time.sleep(0.3)  # a few steps into epoch 2
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)

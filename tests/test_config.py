@@ -5,23 +5,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from sce_sweeps.app import CONF_DIR
-from sce_sweeps.config import ConfigError, validate
+from sce_sweeps.app import CONF_DIR, config_error_line
+from sce_sweeps.config import ConfigError, run_config, validate
+from tests.support import ROOT, compose
 
-ROOT = Path(__file__).resolve().parent.parent
 GROUPS = sorted(p.name for p in Path(CONF_DIR).iterdir() if p.is_dir() and p.name != "sweep")
 
 
 def options(group):
     return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
-
-
-def compose_cfg(overrides=()):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
 
 
 @pytest.mark.parametrize(
@@ -31,7 +25,7 @@ def test_every_group_option_composes_and_validates(group, option):
     base = [] if group == "trainer" else ["trainer=paper"]
     base += ["dataset=imagenet"] if option == "sce_imagenet" else []
     base += ["launcher=slurm"] if group == "cluster" else []
-    cfg = compose_cfg([*base, f"{group}={option}"])
+    cfg = compose(*base, f"{group}={option}", hydra=True)
     OmegaConf.resolve(cfg)
     validate(cfg)
     # launcher and cluster choose and fill hydra.launcher; the others are the run's own nodes
@@ -42,13 +36,13 @@ def test_every_group_option_composes_and_validates(group, option):
 
 
 def test_default_is_demo_on_fashion_mnist():
-    cfg = compose_cfg()
+    cfg = compose(hydra=True)
     assert cfg.dataset.name == "fashion_mnist" and cfg.aug.crop_size == 28
     assert cfg.loss.coeff == 0.5 and cfg.loss.temp == 0.1 and cfg.loss.temp_m == 0.05
 
 
 def test_demo_is_an_experiment_selected_last():
-    cfg = compose_cfg()
+    cfg = compose(hydra=True)
     choices = cfg.hydra.runtime.choices
     assert choices.experiment == "demo" and choices.trainer == "demo"
     assert cfg.dataset.train_samples == 20000 and cfg.optim.warmup_epochs == 1
@@ -60,24 +54,24 @@ def test_demo_is_an_experiment_selected_last():
 def test_group_choices_give_their_own_values(experiment):
     """optim=lars and dataset=cifar10 never inherit the demo's learning rate, warm-up or
     subset, with or without the demo experiment."""
-    lars = compose_cfg([experiment, "optim=lars"]).optim
+    lars = compose(experiment, "optim=lars", hydra=True).optim
     assert (lars.name, lars.lr, lars.warmup_epochs, lars.weight_decay) == ("lars", 0.3, 10, 1e-6)
-    cifar = compose_cfg([experiment, "dataset=cifar10"]).dataset
+    cifar = compose(experiment, "dataset=cifar10", hydra=True).dataset
     assert (cifar.name, cifar.train_samples, cifar.image_size) == ("cifar10", None, 32)
-    trainer = compose_cfg([experiment, "trainer=paper"])
+    trainer = compose(experiment, "trainer=paper", hydra=True)
     assert trainer.trainer.epochs == 200
     assert trainer.optim.lr == (0.06 if experiment != "experiment=demo" else 0.12)
 
 
 def test_without_the_experiment_the_groups_are_the_official_cifar_recipe():
-    cfg = compose_cfg(["experiment=none"])
+    cfg = compose("experiment=none", hydra=True)
     assert (cfg.optim.lr, cfg.optim.warmup_epochs, cfg.trainer.epochs) == (0.06, 5, 200)
     assert cfg.model.width == 64 and cfg.dataset.train_samples is None
 
 
 def test_schema_rejects_wrong_types_at_compose_time():
     with pytest.raises(Exception, match="loss.coeff"):
-        compose_cfg(["loss.coeff=abc"])
+        compose("loss.coeff=abc", hydra=True)
 
 
 @pytest.mark.parametrize(
@@ -87,22 +81,47 @@ def test_schema_rejects_wrong_types_at_compose_time():
         ("loss.temp=0", "loss.temp"),
         ("loss.temp_m=-0.1", "loss.temp_m"),
         ("loss.queue_size=-1", "loss.queue_size"),
-        ("dataset.name=mnist", "dataset.name"),
-        ("model.arch=vit", "model.arch"),
         ("model.initial_momentum=1.0", "model.initial_momentum"),
-        ("optim.name=adam", "optim.name"),
         ("optim.lr=0", "optim.lr"),
         ("trainer.epochs=0", "trainer.epochs"),
         ("trainer.batch_size=-4", "trainer.batch_size"),
         ("aug.crop_scale=[0.5,0.2]", "aug.crop_scale"),
-        ("trainer.device=tpu", "trainer.device"),
-        ("tracker.name=wandb", "tracker.name"),
         ("dataset.train_samples=1000", "loss.queue_size"),
+        ("aug.local_crop_size=40", "aug.local_crop_size"),
+        ("aug.blur_kernel_size=4", "aug.blur_kernel_size"),
+        ("dataset.mean=[0.1,0.2]", "dataset.mean"),
     ],
 )
 def test_invalid_values_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        validate(compose_cfg([override]))
+        validate(compose(override, hydra=True))
+
+
+@pytest.mark.parametrize(
+    "override, allowed",
+    [
+        ("dataset.name=mnist", "fashion_mnist, cifar10, cifar100, stl10, image_folder"),
+        ("model.arch=vit", "resnet18, resnet50"),
+        ("optim.name=adam", "sgd, lars"),
+        ("trainer.device=tpu", "auto, cpu, cuda"),
+        ("tracker.name=wandb", "aim, none"),
+        ("linear.schedule=poly", "step, cosine"),
+    ],
+)
+def test_a_choice_outside_its_enum_fails_at_compose_naming_the_key_and_the_choices(
+    override, allowed
+):
+    with pytest.raises(Exception) as error:
+        compose(override)
+    line = config_error_line(error.value)
+    assert line is not None and override in line and f"[{allowed}]" in line, line
+
+
+def test_choices_read_as_their_names():
+    cfg = compose("model.arch=resnet50")
+    assert cfg.model.arch == "resnet50" and f"{cfg.model.arch}" == "resnet50"
+    run = run_config(cfg)
+    assert type(run["model"]["arch"]) is str and run["model"]["arch"] == "resnet50"
 
 
 @pytest.mark.slow

@@ -1,15 +1,18 @@
-"""`python -m sce_sweeps --help` speaks for the project; every command is `python -m
-sce_sweeps.<command>`, listed there, and answers --help; commands that train nothing do not
-load torch."""
+"""`python -m sce_sweeps --help` speaks for the project; every other command is a subcommand
+of `python -m sce_sweeps.cli`, listed there, and answers --help; commands that train nothing do
+not load torch."""
 
+import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from sce_sweeps.cli import COMMANDS
+from sce_sweeps.cli import main as cli_main
+from tests.support import ROOT, run_in_process
+
 PACKAGE = ROOT / "sce_sweeps"
 
 
@@ -21,18 +24,14 @@ def python(args, cwd):
 
 @pytest.fixture(scope="module")
 def help_text(tmp_path_factory):
-    proc = python(["-m", "sce_sweeps", "--help"], tmp_path_factory.mktemp("elsewhere"))
+    here = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("elsewhere"))
+    try:
+        proc = run_in_process("--help")
+    finally:
+        os.chdir(here)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
-
-
-def command_modules():
-    """Every module of the package that runs as a command (``if __name__ == "__main__"``)."""
-    return sorted(
-        f"sce_sweeps.{p.stem}"
-        for p in PACKAGE.glob("*.py")
-        if p.stem != "__main__" and '__name__ == "__main__"' in p.read_text()
-    )
 
 
 def test_help_opens_with_the_project_and_its_commands(help_text):
@@ -47,15 +46,28 @@ def test_help_opens_with_the_project_and_its_commands(help_text):
     assert sweeps is not None and sweeps.group(1).split(", ") == presets
 
 
-def test_every_command_is_a_listed_module(help_text):
-    modules = command_modules()
-    assert {"sce_sweeps.status", "sce_sweeps.resume", "sce_sweeps.search"} <= set(modules)
-    for module in modules:
-        assert re.search(rf"python -m {module} [a-zA-Z]", help_text), module
+def test_every_command_is_a_listed_subcommand_of_the_cli(help_text):
+    assert {"status", "resume", "table", "plot", "collect", "linear", "merge"} <= set(COMMANDS)
+    for name in COMMANDS:
+        assert re.search(rf"python -m sce_sweeps\.cli {name} [A-Z]", help_text), name
+    listed = set(re.findall(r"python -m (sce_sweeps\.\w+)", help_text))
+    assert listed == {"sce_sweeps.cli"}  # no other module runs as a command
+    commands = sorted(
+        p.stem for p in PACKAGE.rglob("*.py") if '__name__ == "__main__"' in p.read_text()
+    )
+    assert commands == ["__main__", "cli"]
     # the scripts in analysis/ are the same commands, run on the installed package
     for script in sorted((ROOT / "analysis").glob("*.py")):
-        assert f"sce_sweeps.{script.stem}" in modules, script.name
         assert "sys.path" not in script.read_text(), f"{script.name} edits sys.path"
+
+
+def test_cli_lists_its_commands_and_refuses_unknown_ones(capsys):
+    assert cli_main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m sce_sweeps.cli COMMAND")
+    assert all(f"  {name} " in out for name in COMMANDS)
+    assert cli_main(["statsu"]) == 2
+    assert "unknown command 'statsu'" in capsys.readouterr().err
 
 
 # Runs each command with --help in one interpreter, isolated (-I: no script dir, no cwd, no
@@ -63,27 +75,28 @@ def test_every_command_is_a_listed_module(help_text):
 HELPS = """
 import contextlib, io, runpy, sys
 for target in sys.argv[1:]:
-    sys.argv, out, code = [target, "--help"], io.StringIO(), 0
+    script = target.endswith(".py")
+    sys.argv = [target, "--help"] if script else ["sce_sweeps.cli", target, "--help"]
+    out, code = io.StringIO(), 0
     try:
         with contextlib.redirect_stdout(out):
-            if target.endswith(".py"):
+            if script:
                 runpy.run_path(target, run_name="__main__")
             else:
-                runpy.run_module(target, run_name="__main__", alter_sys=True)
+                runpy.run_module("sce_sweeps.cli", run_name="__main__", alter_sys=True)
     except SystemExit as e:
         code = e.code or 0
-    print("HELP", target, code, out.getvalue().startswith("usage:"), file=sys.stderr)
+    prog = target.rsplit("/", 1)[-1] if script else "python -m sce_sweeps.cli " + target
+    print("HELP", target, code, out.getvalue().startswith("usage: " + prog), file=sys.stderr)
 """
 
 
 @pytest.mark.slow
-def test_every_listed_command_answers_help(help_text, tmp_path):
-    listed = sorted(set(re.findall(r"python -m (sce_sweeps\.\w+)", help_text)))
-    assert listed == command_modules()
+def test_every_command_answers_help(tmp_path):
     scripts = [str(p) for p in sorted((ROOT / "analysis").glob("*.py"))]
-    proc = python(["-I", "-c", HELPS, *listed, *scripts], tmp_path)
+    proc = python(["-I", "-c", HELPS, *COMMANDS, *scripts], tmp_path)
     answers = [line.split()[1:] for line in proc.stderr.splitlines() if line.startswith("HELP ")]
-    assert answers == [[target, "0", "True"] for target in [*listed, *scripts]], proc.stderr
+    assert answers == [[target, "0", "True"] for target in [*COMMANDS, *scripts]], proc.stderr
 
 
 LOADED = """
@@ -107,6 +120,7 @@ finally:
     ],
     ids=["help", "slurm_dry_run"],
 )
+@pytest.mark.e2e
 def test_commands_that_train_nothing_do_not_load_torch(args, tmp_path):
     proc = python(["-c", LOADED, *args], tmp_path)
     assert proc.returncode == 0, proc.stderr

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from sce_sweeps import progress
-from sce_sweeps.runfiles import HEARTBEAT, Job, Manifest, RunState, write_json_atomic
+from sce_sweeps.runtime import progress, record
+from sce_sweeps.runtime.record import HEARTBEAT, Job, Manifest, RunState, write_json_atomic
 
 T0 = 1_700_000_000.0
 
@@ -49,7 +49,7 @@ JOBS = [
 def test_line_counts_each_state_with_a_failed_job():
     line = progress.progress_line("lambda_ablation", JOBS, elapsed_s=260, now=T0 + 260)
     assert "[######------] 3/6 done (2 completed, 1 failed), 1 running, 2 pending" in line
-    assert "best 82.25% (job #2)" in line
+    assert "best 82.25 (job #2)" in line
     # median duration 100 s: the running job has 40 s left, the 2 pending 100 s each, 1 slot
     assert "~4m00s left" in line and "4m20s elapsed" in line
 
@@ -102,7 +102,7 @@ def test_show_keeps_one_printer_per_sweep(tmp_path, capsys):
     progress.show(manifest, final=True)
     err = capsys.readouterr().err
     assert "lambda_ablation [############] 1/1 done (1 completed, 0 failed)" in err
-    assert "best 70.00% (job #0)" in err
+    assert "best 70 (job #0)" in err
 
 
 @pytest.mark.slow
@@ -115,20 +115,15 @@ def test_sweep_with_a_failed_job_prints_its_progress(failing_point_sweep):
     assert re.search(r"0/2 done \(0 completed, 0 failed\), 1 running, 1 pending", lines[0])
     final = lines[-1]
     assert "[############] 2/2 done (1 completed, 1 failed), 0 running, 0 pending" in final
-    assert re.search(r"best \d+\.\d\d% \(job #0\)", final) and "left" not in final
+    assert re.search(r"best \d+(\.\d+)? \(job #0\)", final) and "left" not in final
 
 
 def test_running_jobs_epochs_give_a_time_left_before_any_job_finishes(tmp_path):
-    """Job 0 has done 1 of its 4 epochs in 60 s: 180 s left, then 240 s for the pending job."""
+    """Job 0 has done a quarter of its steps in 60 s: 180 s left, then 240 s for the pending job."""
     run_dir = tmp_path / "0"
-    (run_dir / ".hydra").mkdir(parents=True)
-    (run_dir / ".hydra" / "config.yaml").write_text(
-        "dataset:\n  name: fashion_mnist\n  epochs: 99\ntrainer:\n  batch_size: 128\n"
-        "  epochs: 4\n  eval_every: 1\nseed: 0\n"
-    )
-    (run_dir / "metrics.jsonl").write_text('{"epoch": 1, "loss": 5.0}\n')
-    assert progress.epochs_done(run_dir) == 0.25
-    assert progress.epochs_done(tmp_path / "1") is None  # not started: no run dir yet
+    record.beat(run_dir, 24, total=100)  # its 25th step of 100, as the trainer reports it
+    assert record.done_share(run_dir) == 0.25
+    assert record.done_share(tmp_path / "1") is None  # not started: no run dir yet
     jobs = [_job(0, RunState.RUNNING, None, 0), _job(1, RunState.PENDING)]
     assert progress.time_left(jobs, T0 + 60, {0: 0.25}) == pytest.approx(180 + 240)
     log = io.StringIO()

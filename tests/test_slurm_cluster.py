@@ -1,6 +1,6 @@
 """Real submitit jobs on the local one-node SLURM cluster (no mocks).
 
-Needs the ``slurm_cluster`` fixture from tests/slurm_fixtures.py, which starts the cluster with
+Needs the ``slurm_cluster`` fixture from tests/support.py, which starts the cluster with
 scripts/slurm_cluster.sh (root, Debian packages) and FAILS the tests if it cannot.
 """
 
@@ -15,6 +15,8 @@ from pathlib import Path
 import cloudpickle
 import pytest
 import submitit
+
+from tests.support import wait_until
 
 pytestmark = pytest.mark.slurm
 
@@ -33,30 +35,20 @@ def _executor(folder: Path, cluster) -> submitit.AutoExecutor:
 
 def _wait_done(job: submitit.Job, timeout_s: float) -> None:
     """Poll the job (forcing sacct) until it is done; fail instead of hanging past timeout_s."""
-    deadline = time.monotonic() + timeout_s
-    while not job.done(force_check=True):
-        if time.monotonic() > deadline:
-            state = job.watcher.get_state(job.job_id, mode="force")
-            subprocess.run(["scancel", job.job_id], check=False)
-            pytest.fail(f"job {job.job_id} not done after {timeout_s}s (state {state})")
-        time.sleep(0.5)
+    try:
+        wait_until(lambda: job.done(force_check=True), timeout_s, f"job {job.job_id}", interval=0.5)
+    except pytest.fail.Exception:
+        subprocess.run(["scancel", job.job_id], check=False)
+        raise
 
 
 def _wait_state(job: submitit.Job, state: str, timeout_s: float) -> None:
     """Wait until sacct reports `state` (the result pickle appears slightly before the job ends)."""
-    _wait_for(
+    wait_until(
         lambda: job.watcher.get_state(job.job_id, mode="force") == state,
         timeout_s,
         f"job {job.job_id} to reach {state} in sacct",
     )
-
-
-def _wait_for(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.2)
 
 
 # --- functions run inside the jobs ------------------------------------------------------------
@@ -150,7 +142,7 @@ def test_function_job_returns_result(slurm_cluster, tmp_path):
 def test_scancel_running_job_raises_instead_of_hanging(slurm_cluster, tmp_path):
     marker = tmp_path / "running.txt"
     job = _executor(tmp_path, slurm_cluster).submit(_sleep_forever, str(marker))
-    _wait_for(marker.exists, timeout_s=60, what=f"job {job.job_id} to start")
+    wait_until(marker.exists, 60, f"job {job.job_id} to start")
     subprocess.run(["scancel", job.job_id], check=True, timeout=30)
     t0 = time.monotonic()
     # submitit waits up to 15 s for a result pickle a slow shared filesystem might still show;
@@ -168,7 +160,7 @@ def test_checkpointable_job_is_requeued_and_resumes(slurm_cluster, tmp_path):
     log = tmp_path / "progress.log"
     total = 16
     job = _executor(tmp_path, slurm_cluster).submit(_Counter(str(log), total, 0.25))
-    _wait_for(lambda: "step 2" in _read_log(log), timeout_s=60, what=f"job {job.job_id} progress")
+    wait_until(lambda: "step 2" in _read_log(log), 60, f"job {job.job_id} progress")
     # Preemption path: SIGTERM (ignored by submitit) then USR2 -> checkpoint() -> scontrol requeue.
     job._interrupt()
     # The requeued job may restart only after cred_expire (10 s in the test cluster's config).

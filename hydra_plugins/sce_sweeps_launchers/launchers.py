@@ -2,8 +2,8 @@
 
 :class:`SweepLauncher` does what both share, in :meth:`~SweepLauncher.launch`:
 
-1. compose and validate every job (:func:`sce_sweeps.sweep.plan.plan_jobs`, each job composed
-   once, by :class:`~hydra_plugins.sce_sweeps_launchers.compose.SweepComposer`); one invalid
+1. compose and validate every job (:func:`sce_sweeps.runtime.plan.plan_jobs`, each job composed
+   once, by :class:`~sce_sweeps.runtime.adapters.hydra_config.SweepComposer`); one invalid
    job stops the launch before anything runs, with one line per invalid job;
 2. dry run: print the jobs, their resources and GPU-hours, and stop there;
 3. create (or, on resume, reopen) ``manifest.json`` and skip the jobs a resume need not rerun;
@@ -14,17 +14,10 @@ asynchronous Optuna sweeper launches one trial per call from P threads. The mani
 count of running jobs (``max_parallel`` holds across all calls) and the GPU pool are shared
 under one lock; each call waits for its own jobs only.
 
-Jobs run :meth:`SweepLauncher.__call__` (Hydra's ``run_job`` in the job's run dir, on the
-config the launcher composed), through a :class:`JobCall`, whose ``checkpoint()`` resubmits the
-same call, so a job stopped by a preemption or a time limit is requeued and the trainer resumes
-from the ``checkpoint.pt`` it wrote on the signal. What all the jobs of a submission share (the
-launcher and Hydra's global state) is pickled once into one file beside submitit's, not once per
-job.
-
-What a job costs the launcher does not grow with the number of jobs: the manifest's entries are
-found through an index, and the manifest is saved once a poll at most, less often when saving
-it takes long (see :meth:`SweepLauncher._save`), except right after a SLURM submission, whose
-job ids it must not lose.
+Jobs run :meth:`SweepLauncher.__call__` (Hydra's ``run_job`` in the run dir, on the config
+the launcher composed) through a :class:`JobCall`, whose ``checkpoint()`` resubmits the same
+call: a job stopped by a preemption or a time limit is requeued and resumes from its checkpoint.
+What the jobs of a submission share (the launcher, Hydra's global state) is pickled once.
 """
 
 from __future__ import annotations
@@ -52,8 +45,8 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmitit
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hydra_plugins.sce_sweeps_launchers import warm
-from sce_sweeps import progress
-from sce_sweeps.runfiles import (
+from sce_sweeps.runtime import progress, slurm
+from sce_sweeps.runtime.record import (
     HOST,
     Job,
     Manifest,
@@ -61,6 +54,7 @@ from sce_sweeps.runfiles import (
     RunState,
     Stall,
     SweepDirBusyError,
+    atomic_write,
     claim_sweep_dir,
     clear_heartbeat,
     command_line,
@@ -69,7 +63,7 @@ from sce_sweeps.runfiles import (
     stall,
     try_read_result,
 )
-from sce_sweeps.sweep.status import jobs_, queued_slurm_jobs
+from sce_sweeps.runtime.status import jobs_
 
 log = logging.getLogger(__name__)
 
@@ -116,11 +110,11 @@ SLURM_ONLY = (
 
 
 def _resume(sweep_dir: Path) -> str:
-    return command_line("-m", "sce_sweeps.resume", sweep_dir)
+    return command_line("-m", "sce_sweeps.cli", "resume", sweep_dir)
 
 
 def _status(sweep_dir: Path) -> str:
-    return command_line("-m", "sce_sweeps.status", sweep_dir)
+    return command_line("-m", "sce_sweeps.cli", "status", sweep_dir)
 
 
 def _say(message: str) -> None:
@@ -179,10 +173,8 @@ def share(launcher: SweepLauncher, folder: Path) -> Path:
     blob = cloudpickle.dumps((launcher, state))
     path = folder / f"shared-{hashlib.sha1(blob).hexdigest()[:16]}.pkl"
     if not path.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(blob)
-        os.replace(tmp, path)
+        with atomic_write(path, sync=False) as f:
+            f.write(blob)
     return path
 
 
@@ -370,18 +362,21 @@ class SweepLauncher(BaseSubmititLauncher):
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> tuple[Any, list[Any], dict[int, JobReturn], list[Any]] | None:
         """Plan, validate and record the jobs of one launch() call; None for a dry run."""
-        from sce_sweeps.sweep import plan
-        from sce_sweeps.sweep.status import sweep_status
+        from sce_sweeps.runtime import plan
+        from sce_sweeps.runtime.status import sweep_status
 
         assert self.config is not None and self.hydra_context is not None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         first_launch = self.manifest is None
         manifest = self._open_manifest(sweep_dir)
+        # the app's primary metric, for status and the value a skipped job returns
+        manifest.metric = OmegaConf.select(self.config, "record.metric", default=None)
+        manifest.mode = OmegaConf.select(self.config, "record.mode", default="max")
         resumed = self.options.get("resume") and first_launch
         if self._composer is None:
-            from hydra_plugins.sce_sweeps_launchers.compose import SweepComposer
+            from sce_sweeps.runtime.adapters.hydra_config import sweep_composer
 
-            self._composer = SweepComposer(self.hydra_context.config_loader, self.config)
+            self._composer = sweep_composer(self.hydra_context.config_loader, self.config)
         try:
             jobs = plan.plan_jobs(
                 self._composer,
@@ -453,10 +448,11 @@ class SweepLauncher(BaseSubmititLauncher):
         entry.state, entry.reason, entry.finished_at = RunState.PENDING, None, None
 
     def _skipped(self, job: Any) -> JobReturn:
-        """The return of a job a resume does not rerun: its result's objective, else NaN."""
-        from sce_sweeps.sweep.plan import task_config
+        """The return of a job a resume does not rerun: its result's primary metric (the app's
+        ``record.metric``), else NaN."""
+        from sce_sweeps.runtime.plan import task_config
 
-        value = job.previous.knn_top1 if job.previous.knn_top1 is not None else math.nan
+        value = job.previous.value if job.previous.value is not None else math.nan
         _say(f"job #{job.num}: {job.previous.state}, not rerun ({job.run_dir})")
         return JobReturn(
             overrides=job.overrides,
@@ -654,7 +650,7 @@ class SweepLauncher(BaseSubmititLauncher):
 
 class SweepExitStatus(Callback):
     """Ends a multirun (``python -m sce_sweeps -m ...``, and so its resume) with the exit
-    status of ``python -m sce_sweeps.status`` over the jobs it was asked to run, once the
+    status of ``python -m sce_sweeps.cli status`` over the jobs it was asked to run, once the
     sweeper is done: 0 when every one completed or was pruned, 1 when any failed, was not
     submitted or never ran, 3 when some that an earlier launch submitted are still queued or
     running. ``conf/launcher`` selects it (``hydra.callbacks.sweep_exit_status``); a dry run,
@@ -665,12 +661,12 @@ class SweepExitStatus(Callback):
     jobs to rerun), as ``python -m sce_sweeps.resume`` does."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from sce_sweeps.sweep.resume import exit_if_read_only
+        from sce_sweeps.runtime.resume import exit_if_read_only
 
         exit_if_read_only(str(config.hydra.sweep.dir))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from sce_sweeps.sweep.status import exit_code, sweep_status
+        from sce_sweeps.runtime.status import exit_code, sweep_status
 
         if sys.exc_info()[0] is not None or OmegaConf.select(config, "hydra.launcher.dry_run"):
             return
@@ -831,7 +827,7 @@ class SlurmLauncher(SweepLauncher):
         stats files, job by job), not of all of the array's jobs."""
         if len(sjobs) <= QUEUE_QUERY_FROM:
             return set()
-        return queued_slurm_jobs([str(sjob.job_id) for sjob in sjobs]) or set()
+        return slurm.queued_jobs([str(sjob.job_id) for sjob in sjobs]) or set()
 
     def _room(self, active: int) -> int:
         return sys.maxsize  # SLURM queues them all; array_parallelism caps how many run

@@ -2,7 +2,7 @@
 
 Before launching a batch, Hydra's ``BasicSweeper`` composes every job's config to check that
 it composes (``Sweeper.validate_batch_is_legal``); the sce launchers then compose and check
-every job again before launching any (:func:`sce_sweeps.sweep.plan.plan_jobs`), and each job
+every job again before launching any (:func:`sce_sweeps.runtime.plan.plan_jobs`), and each job
 would compose it a third time. :class:`GridSweeper` leaves the check to the launcher when the
 launcher is one of these (the same composition, with the same errors, before anything runs); with
 any other launcher it checks as Hydra does. Its config is ``BasicSweeper``'s (``params``,
@@ -12,8 +12,9 @@ any other launcher it checks as Hydra does. Its config is ``BasicSweeper``'s (``
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweeperConf
 from hydra.core.config_store import ConfigStore
+
+from sce_sweeps.runtime.adapters.hydra_config import BasicSweeper, BasicSweeperConf
 
 
 class GridSweeper(BasicSweeper):

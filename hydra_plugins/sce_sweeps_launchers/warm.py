@@ -1,24 +1,14 @@
 """Warm start of local jobs: import what every job needs once, then fork one child per job.
 
-A job of the local launcher is a fresh interpreter (``python -u -m submitit.core._submit
-FOLDER``, started by submitit's job controller) that imports Hydra, submitit, the launcher and
-the app (for SCE: torch, torchvision, kornia, Aim; seconds) before its first line of work. With
-``hydra.launcher.preload`` set, the launcher starts one **server** that imports those modules
-once; each job's command becomes a small **client** (a bare interpreter, standard library only)
-that hands the server its command line, environment, working directory and standard streams.
-The server forks a child, which runs the command as ``python`` would. submitit's controller
-sees the client as the job's process; the client mirrors the child:
-
-- signals sent to the client (SIGTERM, SIGINT, SIGUSR1/2: cancel, time limit, preemption) are
-  passed on to the child; a client killed outright (SIGKILL) gets its child killed too;
-- the client exits as the child did: the same exit code, or the same signal.
-
-Where the server is not reachable (not started, stopped, or its preload failed), the client
-runs the command in a fresh interpreter instead: a job never depends on the server.
-
-The modules are imported before any job's environment is known: a preloaded module that reads
-an environment variable at import time sees the launcher's. CUDA is initialised lazily by torch,
-in the child, after ``CUDA_VISIBLE_DEVICES`` is set; the server itself never touches a GPU.
+With ``hydra.launcher.preload`` set, the local launcher starts one **server** that imports
+those modules (Hydra, submitit, the app: seconds) once; each job's command (submitit's
+``python -u -m submitit.core._submit FOLDER``) becomes a small **client** (standard library
+only) that hands the server its command line, environment, working directory and standard
+streams. The server forks a child that runs the command as ``python`` would; the client relays
+signals to it (SIGTERM, SIGINT, SIGUSR1/2, SIGHUP), its child is killed when it is killed
+outright, and it exits as the child did (code or signal). Without a reachable server a job runs
+in a fresh interpreter. Preloaded modules see the launcher's environment at import; CUDA is
+initialised lazily by torch in the child, after ``CUDA_VISIBLE_DEVICES`` is set.
 
     python -m hydra_plugins.sce_sweeps_launchers.warm serve SOCKET MODULE...  # the server
     python -I -S .../warm.py SOCKET PYTHON_ARGS...                            # a job's client
@@ -127,10 +117,8 @@ class Server:
 def run_command(args: list[str]) -> int:
     """Run ``python ARGS`` in this (forked) process: ``[-u] -m MODULE ...`` or ``-c CODE ...``;
     return its exit code (minus the signal for a KeyboardInterrupt, as the interpreter dies of
-    SIGINT), after what an interpreter does at exit (threads, atexit, streams)."""
-    import atexit
+    SIGINT), once it has flushed what it owns (see :func:`flush_job`)."""
     import runpy
-    import threading
     import traceback
 
     code: object = 0
@@ -153,15 +141,7 @@ def run_command(args: list[str]) -> int:
     except BaseException:  # noqa: BLE001 (as the interpreter: print it, exit 1)
         traceback.print_exc()
         code = 1
-    try:
-        threading._shutdown()  # join non-daemon threads, as multiprocessing's children do
-        atexit._run_exitfuncs()
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:  # noqa: BLE001 (a closed stream)
-                pass
+    flush_job()
     if code is None:
         return 0
     if code == -signal.SIGINT:
@@ -169,7 +149,29 @@ def run_command(args: list[str]) -> int:
     if isinstance(code, int):
         return code & 0xFF
     sys.stderr.write(f"{code}\n")
+    sys.stderr.flush()
     return 1
+
+
+def flush_job() -> None:
+    """What a forked job owns, finished before it leaves through ``os._exit`` (which skips the
+    interpreter's exit): its non-daemon threads joined, its tracker closed, its log handlers
+    and standard streams flushed."""
+    import logging
+    import threading
+
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    tracking = sys.modules.get("sce_sweeps.runtime.tracking")
+    if tracking is not None:
+        tracking.close_at_exit()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 (a closed stream)
+            pass
 
 
 def _child(request: dict, fds: list[int]) -> None:

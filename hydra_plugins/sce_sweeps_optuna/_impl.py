@@ -30,8 +30,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -62,21 +60,23 @@ from optuna.distributions import (
 )
 from optuna.trial import FrozenTrial, TrialState
 
-from hydra_plugins.sce_sweeps_optuna.trial import (
+from hydra_plugins.sce_sweeps_optuna.config import is_grid, make_sampler
+from sce_sweeps.runtime import slurm
+from sce_sweeps.runtime.adapters.optuna_storage import create_study, get_trial, set_user_attr
+from sce_sweeps.runtime.errors import ConfigError
+from sce_sweeps.runtime.record import SweepDirBusyError, claim_sweep_dir
+from sce_sweeps.runtime.search import trials_table
+from sce_sweeps.runtime.trial import (
     DEFAULT_OBJECTIVE,
     HEARTBEAT_ATTR,
     JOURNAL_NAME,
     RETRY_OF_ATTR,
     STUDY_ATTR,
-    is_grid,
     last_sign_of_life,
     make_pruner,
-    make_sampler,
     open_storage,
     trial_overrides,
 )
-from sce_sweeps.config import ConfigError
-from sce_sweeps.runfiles import SLURM_LIVE, SweepDirBusyError, claim_sweep_dir
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class Param:
     def override(self, value: Any) -> str:
         if self.encoded is not None:
             assert isinstance(self.distribution, CategoricalDistribution)
-            index = int(self.distribution.to_internal_repr(value))
+            index = self.distribution.choices.index(value)
             return f"{self.key}={self.encoded[index]}"
         return f"{self.key}={value!r}"
 
@@ -184,23 +184,6 @@ def launcher_is_thread_safe(launcher: Launcher) -> bool:
 
         return type(launcher) in (sl.LocalLauncher, sl.SlurmLauncher)
     return False
-
-
-def slurm_job_alive(job_id: str | None) -> bool:
-    """Whether SLURM still has the job pending or running (False without SLURM)."""
-    if not job_id or shutil.which("squeue") is None:
-        return False
-    try:
-        out = subprocess.run(
-            ["squeue", "-h", "-j", str(job_id), "-o", "%T"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return out.returncode == 0 and any(s in SLURM_LIVE for s in out.stdout.split())
 
 
 def counted_trials(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
@@ -408,8 +391,8 @@ class AsyncOptunaSweeper:
                 self.n_trials = size
         sampler = make_sampler(self.sampler, self.sampler_kwargs, self.seed, grid)
         try:
-            study = optuna.create_study(
-                storage=open_storage(storage_str),
+            study = create_study(
+                open_storage(storage_str),
                 study_name=self.study_name,
                 sampler=sampler,
                 pruner=make_pruner(self.pruner_name, self.pruner_kwargs),
@@ -592,14 +575,14 @@ class AsyncOptunaSweeper:
         except Exception as e:  # the job died (e.g. submitit's UncompletedJobError)
             error, died = e, True
         except BaseException as e:  # the launcher gave up (SystemExit): so does the search
-            self._fail_and_retry(study, study._storage.get_trial(trial._trial_id), repr(e))
+            self._fail_and_retry(study, get_trial(study, trial), repr(e))
             raise
-        self._settle(study, trial._trial_id, returned, error, time.monotonic() - start, died)
+        self._settle(study, trial, returned, error, time.monotonic() - start, died)
 
     def _settle(
         self,
         study: optuna.Study,
-        trial_id: int,
+        trial: Any,
         returned: Any,
         error: BaseException | None,
         seconds: float,
@@ -608,7 +591,7 @@ class AsyncOptunaSweeper:
         """Log the verdict the job gave; give one if it could not: what the task returned,
         FAIL if it raised, FAIL and a retry if its job ``died``. Count the trial's verdict
         towards max_failure_rate."""
-        frozen = study._storage.get_trial(trial_id)
+        frozen = get_trial(study, trial)
         retried = False
         if not frozen.state.is_finished():
             if error is None:  # the task returned but did not tell (no TrialReporter)
@@ -617,7 +600,7 @@ class AsyncOptunaSweeper:
                 retried = self._fail_and_retry(study, frozen, f"{type(error).__name__}: {error}")
             else:
                 self._fail(study, frozen, f"{type(error).__name__}: {error}")
-            frozen = study._storage.get_trial(trial_id)
+            frozen = get_trial(study, frozen)
         if not retried:
             self._count(frozen, error)
         values = frozen.values if frozen.values is not None else ""
@@ -658,19 +641,18 @@ class AsyncOptunaSweeper:
         gave its verdict first."""
         with self._lock:
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                study._storage.set_trial_user_attr(frozen._trial_id, "reason", reason)
+                set_user_attr(study, frozen, "reason", reason)
             tell(study, frozen.number, state=TrialState.FAIL)
         log.warning("trial %d FAIL: %s", frozen.number, reason)
 
     def _fail_and_retry(self, study: optuna.Study, frozen: FrozenTrial, reason: str) -> bool:
         """Mark a trial whose job died FAIL; enqueue the same parameters again unless the
         retries are used up or the job gave its verdict meanwhile. True when retried."""
-        storage = study._storage
         with self._lock:
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                storage.set_trial_user_attr(frozen._trial_id, "reason", reason)
+                set_user_attr(study, frozen, "reason", reason)
             tell(study, frozen.number, state=TrialState.FAIL)
-            if storage.get_trial(frozen._trial_id).state != TrialState.FAIL:
+            if get_trial(study, frozen).state != TrialState.FAIL:
                 return False  # the job's own verdict came first
             retries = int(frozen.user_attrs.get(RETRIES_ATTR, 0))
             if retries >= self.max_retries:
@@ -733,29 +715,26 @@ class AsyncOptunaSweeper:
     def _watch(self, study: optuna.Study, frozen: FrozenTrial) -> None:
         """Wait for a trial an earlier sweeper left RUNNING: until its job gives a verdict, or
         goes quiet for stale_after seconds (and is not a live SLURM job): then FAIL + retry."""
-        storage = study._storage
         poll = min(max(1.0, self.heartbeat_interval / 2), 10.0)
         start = time.monotonic()
         log.info("trial %d was left RUNNING: watching its job", frozen.number)
         while not self._stop.is_set():
-            frozen = storage.get_trial(frozen._trial_id)
+            frozen = get_trial(study, frozen)
             if frozen.state.is_finished():
-                self._settle(study, frozen._trial_id, None, None, time.monotonic() - start)
+                self._settle(study, frozen, None, None, time.monotonic() - start)
                 return
             quiet = time.time() - last_sign_of_life(frozen)
-            if quiet > self.stale_after and not slurm_job_alive(
+            if quiet > self.stale_after and not slurm.job_alive(
                 frozen.user_attrs.get("slurm_job_id")
             ):
                 if not self._fail_and_retry(study, frozen, f"no heartbeat for {quiet:.0f} s"):
-                    self._count(storage.get_trial(frozen._trial_id), None)
+                    self._count(get_trial(study, frozen), None)
                 return
             time.sleep(poll)
 
     # ---------------------------------------------------------------- results
     def _summarise(self, study: optuna.Study, sweep_dir: Path) -> None:
         """Write optimization_results.yaml and trials.csv to the sweep dir; log the best."""
-        from sce_sweeps.search import trials_table  # the project's trial table
-
         trials = study.get_trials(deepcopy=False)
         counts = {s.name: sum(t.state == s for t in trials) for s in TrialState}
         # hydra-optuna-sweeper's fields first: name, best_params, best_value or solutions

@@ -6,11 +6,18 @@ Every key of Hydra's own Optuna sweeper (hydra-optuna-sweeper, facebookresearch/
 meaning and default, and the same sampler group; the keys after them are this sweeper's own.
 """
 
+import importlib
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from hydra.utils import get_object, instantiate
+from omegaconf import MISSING, OmegaConf
+
+from sce_sweeps.runtime.trial import _accepted
+
+if TYPE_CHECKING:
+    import optuna
 
 # OmegaConf needs Optional[...] in structured configs, not X | None.
 # ruff: noqa: UP045
@@ -108,7 +115,7 @@ class QMCSamplerConf(SamplerConf):
 class MOTPESamplerConf(SamplerConf):
     """Removed from Optuna 4: selecting it fails, pointing to tpe (as the official group)."""
 
-    _target_: str = "hydra_plugins.sce_sweeps_optuna.trial.motpe_removed"
+    _target_: str = "hydra_plugins.sce_sweeps_optuna.config.motpe_removed"
 
 
 SAMPLER_GROUP: dict[str, type[SamplerConf]] = {
@@ -192,3 +199,79 @@ for _name, _node in SAMPLER_GROUP.items():
     ConfigStore.instance().store(
         group="hydra/sweeper/sampler", name=_name, node=_node, provider="sce_sweeps"
     )
+
+
+def motpe_removed(*args: Any, **kwargs: Any) -> Any:
+    """The target of ``hydra/sweeper/sampler=motpe``: Optuna 4 removed MOTPESampler."""
+    raise ValueError(
+        "the motpe sampler was removed in Optuna 4.0: use hydra/sweeper/sampler=tpe "
+        "(TPESampler handles several objectives)"
+    )
+
+
+def sampler_spec(sampler: str | dict[str, Any]) -> dict[str, Any]:
+    """A sampler as ``{_target_: class, **kwargs}``; a name (``tpe``, ``random``, ...) means
+    the defaults of that choice of the ``hydra/sweeper/sampler`` group.
+
+    Raises:
+        ValueError: for an unknown name, or a sampler without ``_target_``.
+    """
+    if isinstance(sampler, str):
+        if sampler not in SAMPLER_GROUP:
+            raise ValueError(
+                f"hydra.sweeper.sampler={sampler!r} is invalid: must be one of "
+                f"{', '.join(SAMPLER_GROUP)} (or hydra/sweeper/sampler=<name>)"
+            )
+        sampler = OmegaConf.to_container(OmegaConf.structured(SAMPLER_GROUP[sampler]))
+    spec = dict(sampler)
+    if not spec.get("_target_"):
+        raise ValueError(
+            "hydra.sweeper.sampler needs a _target_ (an Optuna sampler class): pick one with "
+            "hydra/sweeper/sampler=tpe|random|cmaes|nsgaii|grid|gp|qmc"
+        )
+    return spec
+
+
+def is_grid(sampler: str | dict[str, Any]) -> bool:
+    return sampler_spec(sampler)["_target_"] == "optuna.samplers.GridSampler"
+
+
+def make_sampler(
+    sampler: str | dict[str, Any],
+    kwargs: dict[str, Any] | None = None,
+    seed: int | None = None,
+    grid: dict[str, list[Any]] | None = None,
+    reseed: int = 0,
+) -> "optuna.samplers.BaseSampler":
+    """The sampler ``sampler`` (a name or ``{_target_: ..., **kwargs}``), instantiated as
+    Hydra instantiates a config: null arguments take the class's defaults.
+
+    Args:
+        kwargs: more keyword arguments (``hydra.sweeper.sampler_kwargs``), which win.
+        seed: the seed when the sampler's own ``seed`` is null.
+        grid: the values of each parameter, for the grid sampler.
+        reseed: added to the seed (a resumed study must not replay the first draws).
+
+    Raises:
+        ValueError: for an unknown sampler, or ``grid`` without a discrete search space.
+    """
+    spec = {**sampler_spec(sampler), **(kwargs or {})}
+    target = spec.pop("_target_")
+    spec.pop("_partial_", None)
+    args = {k: v for k, v in spec.items() if v is not None}
+    if args.get("seed", seed) is not None:
+        args["seed"] = int(args.get("seed", seed)) + reseed
+    cls = get_object(target)
+    name = target.rsplit(".", 1)[-1]
+    needs = {"CmaEsSampler": "cmaes", "GPSampler": "scipy", "QMCSampler": "scipy"}.get(name)
+    if needs is not None:  # fail now, not at the sampler's first draw in a worker thread
+        try:
+            importlib.import_module(needs)
+        except ImportError as e:
+            raise ImportError(f"{target} needs the package {needs}: pip install {needs}") from e
+    args = _accepted(cls, args, "hydra.sweeper.sampler")
+    if target == "optuna.samplers.GridSampler":
+        if not grid:
+            raise ValueError("the grid sampler needs choice(...) or range(...) parameters only")
+        args["search_space"] = grid
+    return instantiate({"_target_": target, "_convert_": "all", **args})

@@ -1,6 +1,6 @@
 """Analysis of finished or partial sweeps: collect runs, ablation tables, plots.
 
-The commands ``python -m sce_sweeps.ablation_table``, ``plot_sweep`` and ``collect`` (the
+The commands ``python -m sce_sweeps.cli table``, ``plot`` and ``collect`` (the
 scripts in the repository's ``analysis/`` are the same commands) run
 :mod:`sce_sweeps.analysis.cli`.
 """

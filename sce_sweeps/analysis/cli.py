@@ -1,4 +1,4 @@
-"""The command lines of ``python -m sce_sweeps.ablation_table``, ``plot_sweep`` and ``collect``
+"""The command lines of ``python -m sce_sweeps.cli table``, ``plot`` and ``collect``
 (and of the same scripts in ``analysis/``).
 
 Every command reads and checks all of its input, renders all of its outputs in memory, and
@@ -9,8 +9,8 @@ one line and exits 1 without writing anything.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,24 +18,17 @@ from pathlib import Path
 from sce_sweeps.analysis.collect import AnalysisError, Sweeps, collect
 from sce_sweeps.analysis.references import REFERENCE_FILE, load_references
 from sce_sweeps.analysis.tables import ablation_table, to_csv, to_latex, to_markdown
+from sce_sweeps.runtime.record import atomic_write
 
 Outputs = dict[str, str | bytes]
 
 
 def write_outputs(out_dir: Path, files: Outputs) -> list[Path]:
     """Write ``files`` (name -> content) into ``out_dir``, each atomically."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staged: dict[str, Path] = {}
-    try:
+    with contextlib.ExitStack() as staged:  # renamed into place once all are written
         for name, data in files.items():
-            tmp = out_dir / f".{name}.{os.getpid()}.tmp"
-            tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-            staged[name] = tmp
-        for name, tmp in staged.items():
-            os.replace(tmp, out_dir / name)
-    finally:
-        for tmp in staged.values():
-            tmp.unlink(missing_ok=True)
+            f = staged.enter_context(atomic_write(out_dir / name))
+            f.write(data.encode() if isinstance(data, str) else data)
     return [out_dir / name for name in files]
 
 

@@ -15,15 +15,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from sce_sweeps.analysis.collect import Sweeps
-from sce_sweeps.analysis.tables import (
-    AblationTable,
-    baseline_of,
-    baselines_of,
-    combo_of,
-    format_value,
-    label,
-    sort_key,
-)
+from sce_sweeps.analysis.tables import AblationTable, baseline_of, baselines_of, label
+from sce_sweeps.runtime.tables import combo_of, format_value, sort_key
 
 CURVE_METRICS = ("knn_top1", "loss")
 RC = {"svg.hashsalt": "sce_sweeps", "svg.fonttype": "path", "font.size": 9}

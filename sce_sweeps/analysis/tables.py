@@ -9,7 +9,6 @@ the measured ones, with the difference where they measure the same metric.
 from __future__ import annotations
 
 import math
-import statistics
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ import pandas as pd
 
 from sce_sweeps.analysis.collect import UNFINISHED, AnalysisError, Sweeps
 from sce_sweeps.analysis.references import Reference, find_reference
+from sce_sweeps.runtime.tables import combo_of, format_value, group_runs, none_if_nan, stats
 
 DEFAULT_METRICS = ("knn_top1", "loss")
 # The baselines of a metric, computed by the same code: the same network at random
@@ -75,33 +75,6 @@ def label(metric: str) -> str:
     return LABELS.get(metric, metric)
 
 
-def format_value(value: Any) -> str:
-    """A swept value as a row label: ``0.5``, ``1e+12``, ``multi_crop``."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
-
-
-def sort_key(value: Any) -> tuple[int, Any]:
-    """Orders swept values: numbers numerically, then text, then missing."""
-    if value is None:
-        return (2, "")
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return (0, float(value))
-    return (1, str(value))
-
-
-def _none_if_nan(value: Any) -> Any:
-    return None if isinstance(value, float) and math.isnan(value) else value
-
-
-def combo_of(row: dict[str, Any], keys: list[str]) -> tuple:
-    """A run's (or table row's) swept values, missing as None."""
-    return tuple(_none_if_nan(row[k]) for k in keys)
-
-
 @dataclass
 class AblationTable:
     """An ablation table in long form plus what the renderers need.
@@ -135,14 +108,6 @@ def _check_metrics(sweeps: Sweeps, metrics: list[str]) -> None:
             raise AnalysisError(f"unknown metric {metric!r}; the runs' result.json have: {found}")
 
 
-def _stats(values: list[Any]) -> dict[str, Any]:
-    # numbers only: a column of that name may hold a config value (the ``loss`` group's choice)
-    values = [v for v in values if isinstance(v, int | float) and math.isfinite(v)]
-    mean = statistics.fmean(values) if values else math.nan
-    std = statistics.stdev(values) if len(values) > 1 else math.nan
-    return {"mean": mean, "std": std, "n": len(values)}
-
-
 def ablation_table(
     sweeps: Sweeps,
     metrics: list[str] | None = None,
@@ -163,11 +128,7 @@ def ablation_table(
     _check_metrics(sweeps, metrics)
     keys, runs = sweeps.swept, sweeps.runs
     datasets = list(dict.fromkeys(runs["dataset"]))
-    groups: dict[tuple[str, tuple], list[dict[str, Any]]] = {}
-    for run in runs.to_dict("records"):
-        combo = combo_of(run, keys)
-        groups.setdefault((run["dataset"], combo), []).append(run)
-    combos = sorted({c for _, c in groups}, key=lambda c: [sort_key(v) for v in c])
+    groups, combos = group_runs(runs, keys, "dataset")
 
     rows, used = [], {}
     for dataset in datasets:
@@ -214,7 +175,7 @@ def _group_rows(
     out = []
     for metric in metrics:
         row = {"dataset": dataset, **values, "metric": metric}
-        row.update(_stats([_none_if_nan(m.get(metric)) for m in completed]))
+        row.update(stats([none_if_nan(m.get(metric)) for m in completed]))
         row.update(counts)
         row["best"] = False
         shown = ref is not None and metric == ref_metric

@@ -31,6 +31,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets import ImageFolder
 
+from sce_sweeps.runtime.record import atomic_write, write_json_atomic
+
 #: Where Debian's ``dataset-fashion-mnist`` package puts the gzip IDX files.
 SYSTEM_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 
@@ -290,12 +292,10 @@ def decoded(
         pass
     images, labels = decode()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         pixels = torch.from_numpy(images if images.flags.writeable else images.copy())
         state = {"images": pixels, "targets": torch.from_numpy(np.array(labels, np.int64))}
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        with atomic_write(path, sync=False) as f:
+            torch.save(state, f)
     except OSError:
         pass
     return ArrayImageDataset(images, labels)
@@ -468,10 +468,7 @@ def unreadable_images(root: str, paths: Sequence[str]) -> list[str]:
         errors = list(pool.map(_decode_error, paths))
     bad = [os.path.relpath(p, root) for p, e in zip(paths, errors) if e is not None]
     try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(bad))
-        os.replace(tmp, cached)
+        write_json_atomic(bad, cached, sync=False)
     except OSError:
         pass
     return bad

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from sce_sweeps.config import DATA_PATHS
+from sce_sweeps.config import DataPath
 from sce_sweeps.data import EpochSampler, _hash63
 from sce_sweeps.data.datasets import ArrayImageDataset, SubsetWithTargets, decoded
 from sce_sweeps.data.views import BLUR_SIGMA, _blur_kernel, _floats, local_crops
@@ -66,12 +66,11 @@ def use_device_path(data_path: str, dataset_name: str, device: torch.device) -> 
     datasets held in memory (not for image folders, which stay on the CPU loader).
 
     Raises:
-        ValueError: for a value of ``trainer.data_path`` outside :data:`DATA_PATHS`.
+        ValueError: for a value of ``trainer.data_path`` outside :class:`DataPath`.
     """
-    if data_path not in DATA_PATHS:
-        raise ValueError(
-            f"trainer.data_path={data_path!r} is invalid: must be one of {', '.join(DATA_PATHS)}"
-        )
+    if data_path not in DataPath.__members__:
+        allowed = ", ".join(DataPath.__members__)
+        raise ValueError(f"trainer.data_path={data_path!r} is invalid: must be one of {allowed}")
     if data_path == "auto":
         return device.type == "cuda" and dataset_name in _IN_MEMORY
     return data_path == "device"

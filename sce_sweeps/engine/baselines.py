@@ -22,10 +22,9 @@ evaluation.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,7 @@ from torch import nn
 
 from sce_sweeps.data.datasets import cache_dir
 from sce_sweeps.engine.knn import feature_metrics, pixel_features
-from sce_sweeps.runfiles import write_json_atomic
+from sce_sweeps.runtime.record import locked, write_json_atomic
 
 #: The folder of the random-init cache in a sweep dir.
 CACHE = ".baselines"
@@ -68,20 +67,6 @@ def pixel_key(tensors: list[torch.Tensor], settings: list[Any]) -> str:
     return digest.hexdigest()[:32]
 
 
-@contextlib.contextmanager
-def _turn(path: Path) -> Iterator[None]:
-    """Hold the lock beside ``path`` (or nothing, where it cannot be created)."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lock = open(path.with_name(f".{path.name}.lock"), "a")  # noqa: SIM115
-    except OSError:
-        yield
-        return
-    with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
-        yield
-
-
 def _read(path: Path) -> dict[str, float] | None:
     with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
         return {k: float(v) for k, v in json.loads(path.read_text()).items()}
@@ -94,7 +79,10 @@ def cached_metrics(path: Path, evaluate: Callable[[], dict[str, float]]) -> dict
     path = Path(path)
     if (entry := _read(path)) is not None:
         return entry
-    with _turn(path):
+    with contextlib.ExitStack() as turn:
+        with contextlib.suppress(OSError):  # a cache dir that cannot be written: no turns
+            path.parent.mkdir(parents=True, exist_ok=True)
+            turn.enter_context(locked(path.with_name(f".{path.name}.lock")))
         if (entry := _read(path)) is not None:  # another run evaluated it meanwhile
             return entry
         metrics = evaluate()

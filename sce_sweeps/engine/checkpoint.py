@@ -1,6 +1,5 @@
-"""Checkpoints: the file I/O is :mod:`sce_sweeps.runfiles`' (atomic write, the previous
-checkpoint kept, disk-full errors that say how much room is needed); here, the RNG states a
-checkpoint carries."""
+"""The RNG states a checkpoint carries (its file I/O is the run record's:
+:func:`sce_sweeps.runtime.record.save_checkpoint`)."""
 
 from __future__ import annotations
 
@@ -9,12 +8,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from sce_sweeps.runfiles import CHECKPOINT
-from sce_sweeps.runfiles import load_checkpoint as load
-from sce_sweeps.runfiles import save_checkpoint as save_atomic
-
-__all__ = ["CHECKPOINT", "load", "rng_state", "save_atomic", "set_rng_state"]
 
 
 def rng_state() -> dict[str, Any]:

@@ -41,6 +41,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from sce_sweeps.runtime.record import atomic_write
 from sce_sweeps.sce.model import SplitBatchNorm2d
 
 
@@ -179,10 +180,9 @@ class FailureWatch:
     def fail(self, reason: str) -> None:
         """Tell the peers that this rank failed, and why (an empty file if the disk is full)."""
         path = self._path(self.ctx.rank)
-        tmp = path.with_name(f"{path.name}.tmp")
         try:
-            tmp.write_text(reason)
-            tmp.replace(path)
+            with atomic_write(path, sync=False) as f:
+                f.write(reason.encode())
         except OSError:
             path.touch()
 

@@ -33,8 +33,15 @@ from sce_sweeps.data import EpochSampler, SSLDataset, build_datasets, collate_vi
 from sce_sweeps.data import steps_per_epoch as num_steps
 from sce_sweeps.data.views import MultiViewTransform, _FitSize
 from sce_sweeps.engine import checkpoint as ckpt
-from sce_sweeps.engine.train import _eval_loader, _loader, _StopSignals, initial_model, pick_device
-from sce_sweeps.tracking import NullTracker
+from sce_sweeps.engine.train import (
+    StopSignals,
+    data_loader,
+    eval_loader,
+    initial_model,
+    pick_device,
+)
+from sce_sweeps.runtime import record
+from sce_sweeps.runtime.tracking import NullTracker
 
 LINEAR_DIR = "linear"  # <run dir>/linear: the stage's checkpoint.pt and metrics.jsonl
 
@@ -136,7 +143,7 @@ def accuracy(probe: Probe, loader: DataLoader) -> tuple[float, float]:
 
 
 def _save(probe: Probe, path: Path, state: dict[str, Any]) -> None:
-    ckpt.save_atomic(
+    record.save_checkpoint(
         {
             **state,
             "classifier": probe.classifier.state_dict(),
@@ -169,37 +176,37 @@ def run_linear(
     """
     tracker = tracker or NullTracker()
     lin = cfg.linear
-    pretraining = ckpt.load(run_dir / ckpt.CHECKPOINT)
+    pretraining = record.load_checkpoint(run_dir / record.CHECKPOINT)
     if pretraining is None:
-        raise PretrainingNotFoundError(f"{run_dir} has no {ckpt.CHECKPOINT} to evaluate")
+        raise PretrainingNotFoundError(f"{run_dir} has no {record.CHECKPOINT} to evaluate")
     pretrained = None if random_init else pretraining["model"]
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
     probe = build_probe(cfg, pretrained)
     out = run_dir / (LINEAR_DIR + ("_random_init" if random_init else ""))
     out.mkdir(parents=True, exist_ok=True)
-    path, metrics = out / ckpt.CHECKPOINT, out / "metrics.jsonl"
+    path = out / record.CHECKPOINT
 
     _, bank, test = build_datasets(cfg)
     train_set = SSLDataset(bank.base, linear_train_transform(cfg))
     steps = num_steps(len(train_set), lin.batch_size, lin.max_steps_per_epoch)
-    test_loader = _eval_loader(test, cfg.dataset.num_workers, probe.device)
+    test_loader = eval_loader(test, cfg.dataset.num_workers, probe.device)
 
     run_hash = linear_hash(pretraining["config_hash"], cfg)
     # best: the row of the evaluated epoch of highest top-1 (the official number is that of
     # the best validation checkpoint; the last epoch's is linear_top1)
     state = {"epoch": 0, "step_in_epoch": 0, "loss_sum": 0.0, "hash": run_hash, "best": None}
-    saved = ckpt.load(path)
+    saved = record.load_checkpoint(path)
     if saved is not None and saved["hash"] == state["hash"]:
         probe.classifier.load_state_dict(saved["classifier"])
         probe.optimizer.load_state_dict(saved["optimizer"])
         ckpt.set_rng_state(saved["rng"])
         state = {k: saved.get(k, state[k]) for k in state}
     else:
-        metrics.unlink(missing_ok=True)
+        record.truncate_metrics(out)
     suffix = "_init" if random_init else ""
     trained_s, trained_steps = 0.0, 0
-    with _StopSignals() as stop:
+    with StopSignals() as stop:
         while state["epoch"] < lin.epochs:
             start, first = time.perf_counter(), state["step_in_epoch"]
             _epoch(cfg, probe, train_set, steps, state, stop, path)
@@ -218,13 +225,12 @@ def run_linear(
                     state["epoch"] + 1,
                     {"subset": "linear"},
                 )
-            with metrics.open("a") as f:
-                f.write(json.dumps(row) + "\n")
+            record.append_metrics(out, row)
             state.update(epoch=state["epoch"] + 1, step_in_epoch=0, loss_sum=0.0)
             _save(probe, path, {**state, "result": row})
             if stop.pending:
                 stop.serve()
-    saved = ckpt.load(path)
+    saved = record.load_checkpoint(path)
     last, best = saved["result"], saved.get("best") or saved["result"]
     return {
         f"linear_top1{suffix}": last["top1"],
@@ -250,7 +256,7 @@ def _epoch(
     train_set: SSLDataset,
     steps: int,
     state: dict[str, Any],
-    stop: _StopSignals,
+    stop: StopSignals,
     path: Path,
 ) -> None:
     """Train the classifier over the rest of ``state['epoch']``; on a stop signal,
@@ -259,7 +265,7 @@ def _epoch(
     sampler = EpochSampler(
         len(train_set), cfg.seed, state["epoch"], lin.batch_size, state["step_in_epoch"], steps
     )
-    loader = _loader(
+    loader = data_loader(
         train_set, lin.batch_size, cfg.dataset.num_workers, probe.device, sampler=sampler,
         collate_fn=collate_views,
     )  # fmt: skip

@@ -8,7 +8,6 @@ resumed from any checkpoint, even mid-epoch, continues exactly as it would have.
 
 from __future__ import annotations
 
-import json
 import math
 import signal
 import sys
@@ -40,11 +39,10 @@ from sce_sweeps.engine import distributed
 from sce_sweeps.engine.baselines import CACHE, cached_metrics, init_key, pixel_metrics
 from sce_sweeps.engine.knn import extract_features, feature_metrics
 from sce_sweeps.engine.optim import build_optimizer, lr_at, set_lr
-from sce_sweeps.runfiles import beat
+from sce_sweeps.runtime import record
+from sce_sweeps.runtime.tracking import NullTracker
 from sce_sweeps.sce import SCEModel, SCETerms, build_model, momentum_at, sce_diagnostics
-from sce_sweeps.tracking import NullTracker
 
-METRICS = "metrics.jsonl"
 LOG_EVERY = 10  # steps between tracked train metrics
 # Steps between two checks for a stop signal when several processes train: the ranks agree
 # through a collective whose read-back waits for the device. One process checks every step.
@@ -66,7 +64,7 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-class _StopSignals:
+class StopSignals:
     """Turns SIGUSR2 (SLURM's time-limit warning, submitit's preemption signal) and SIGTERM
     into a request that the loop serves at the next step boundary: checkpoint, then hand the
     signal to the handler that was installed before (submitit's requeue), if any."""
@@ -77,7 +75,7 @@ class _StopSignals:
         self.pending: tuple[int, Any] | None = None
         self.previous: dict[int, Any] = {}
 
-    def __enter__(self) -> _StopSignals:
+    def __enter__(self) -> StopSignals:
         for sig in self.SIGNALS:
             try:
                 self.previous[sig] = signal.signal(sig, self._request)
@@ -138,7 +136,7 @@ def train_step(
     return (global_loss.detach() if dist is not None and dist.enabled else loss), terms
 
 
-def _loader(
+def data_loader(
     dataset: Any, batch_size: int, workers: int, device: torch.device, **kw: Any
 ) -> DataLoader:
     # Its workers ignore the job's stop signals, which the loop serves (see StopSafeDataLoader).
@@ -153,7 +151,7 @@ def _loader(
     )
 
 
-def _eval_loader(
+def eval_loader(
     dataset: Dataset, workers: int, device: torch.device, max_bytes: int = 2**30
 ) -> DataLoader:
     """A loader over an evaluation set, for ``device``; a small one is transformed once and
@@ -161,24 +159,9 @@ def _eval_loader(
     only."""
     x, _ = dataset[0]
     if x.numel() * x.element_size() * len(dataset) > max_bytes:
-        return _loader(dataset, 512, workers, device)
-    xs, ys = zip(*_loader(dataset, 512, workers, torch.device("cpu")))
-    return _loader(TensorDataset(torch.cat(xs), torch.cat(ys)), 512, 0, device)
-
-
-def _restore_metrics(path: Path, last_epoch: int, write: bool) -> list[dict[str, Any]]:
-    """The metrics of epochs <= last_epoch (a crash may have left a later line); ``write``
-    (rank 0) also drops the later lines from the file. Every rank reads the same rows."""
-    from sce_sweeps.runfiles import read_metrics  # drops a line torn by a kill mid-append
-
-    if not path.exists():
-        return []
-    rows = [r for r in read_metrics(path.parent) if r["epoch"] <= last_epoch]
-    if write:
-        tmp = path.with_name(f".{path.name}.tmp")  # a kill meanwhile leaves the file as it was
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        tmp.replace(path)
-    return rows
+        return data_loader(dataset, 512, workers, device)
+    xs, ys = zip(*data_loader(dataset, 512, workers, torch.device("cpu")))
+    return data_loader(TensorDataset(torch.cat(xs), torch.cat(ys)), 512, 0, device)
 
 
 @dataclass
@@ -209,11 +192,11 @@ class Trainer:
     # whole sets (for rank 0 alone), and this rank's shards of them (the same in one process).
     @cached_property
     def bank_loader(self) -> DataLoader:
-        return _eval_loader(self.bank_set, self.cfg.dataset.num_workers, self.device)
+        return eval_loader(self.bank_set, self.cfg.dataset.num_workers, self.device)
 
     @cached_property
     def query_loader(self) -> DataLoader:
-        return _eval_loader(self.query_set, self.cfg.dataset.num_workers, self.device)
+        return eval_loader(self.query_set, self.cfg.dataset.num_workers, self.device)
 
     @cached_property
     def bank_shard(self) -> DataLoader:
@@ -225,7 +208,7 @@ class Trainer:
 
     def _shard(self, dataset: Dataset) -> DataLoader:
         shard = Subset(dataset, self.dist.shard(len(dataset)))
-        return _eval_loader(shard, self.cfg.dataset.num_workers, self.device)
+        return eval_loader(shard, self.cfg.dataset.num_workers, self.device)
 
 
 @dataclass
@@ -325,11 +308,11 @@ def build(cfg: DictConfig, run_dir: Path, tracker: NullTracker) -> Trainer:
     )
 
 
-def _beating(loader: Iterable[Any], run_dir: Path, step: int) -> Iterator[Any]:
+def _beating(loader: Iterable[Any], t: Trainer, step: int) -> Iterator[Any]:
     """``loader``'s batches, each a heartbeat at ``step``: an evaluation, which may take
     longer than any step, is progress too and never looks stalled."""
     for batch in loader:
-        beat(run_dir, step)
+        record.beat(t.run_dir, step, t.total_steps)
         yield batch
 
 
@@ -352,7 +335,7 @@ def evaluate(
     bank, queries = (
         [
             ctx.gather_shards(x, len(dataset))
-            for x in extract_features(backbone, _beating(loader, t.run_dir, step), t.device)
+            for x in extract_features(backbone, _beating(loader, t, step), t.device)
         ]
         for loader, dataset in zip(loaders, (t.bank_set, t.query_set))
     )
@@ -380,8 +363,8 @@ def baselines(t: Trainer) -> dict[str, float]:
     metrics = cached_metrics(t.run_dir.parent / CACHE / f"{key}.json", evaluate_init)
     metrics.update(
         pixel_metrics(
-            _beating(t.bank_loader, t.run_dir, step),
-            _beating(t.query_loader, t.run_dir, step),
+            _beating(t.bank_loader, t, step),
+            _beating(t.query_loader, t, step),
             cfg.dataset.num_classes,
             cfg.trainer.knn_k,
             cfg.trainer.knn_temp,
@@ -393,14 +376,13 @@ def baselines(t: Trainer) -> dict[str, float]:
 
 def restore(t: Trainer, resume_state: dict[str, Any] | None) -> TrainState:
     """The state to train from: the checkpoint's, or a fresh one."""
-    metrics_path = t.run_dir / METRICS
     if resume_state is None:
         if t.dist.is_main:
-            metrics_path.unlink(missing_ok=True)
+            record.truncate_metrics(t.run_dir)
         return TrainState()
     if resume_state["config_hash"] != config_hash(t.cfg):
         raise ValueError(
-            f"{t.run_dir / ckpt.CHECKPOINT} belongs to another config "
+            f"{t.run_dir / record.CHECKPOINT} belongs to another config "
             f"(hash {resume_state['config_hash']} != {config_hash(t.cfg)}); "
             "use a new run dir or remove the checkpoint"
         )
@@ -413,7 +395,8 @@ def restore(t: Trainer, resume_state: dict[str, Any] | None) -> TrainState:
         step_in_epoch=resume_state["step_in_epoch"],
         elapsed=resume_state["elapsed"],
         loss_sum=resume_state["loss_sum"],
-        history=_restore_metrics(metrics_path, resume_state["epoch"], write=t.dist.is_main),
+        # every rank reads the same rows; rank 0 drops the lines of a later epoch
+        history=record.truncate_metrics(t.run_dir, resume_state["epoch"], t.dist.is_main),
     )
 
 
@@ -434,7 +417,7 @@ def save(t: Trainer, state: TrainState) -> None:
         "config": run_config(t.cfg),
         "config_hash": config_hash(t.cfg),
     }
-    ckpt.save_atomic(checkpoint, t.run_dir / ckpt.CHECKPOINT)
+    record.save_checkpoint(checkpoint, t.run_dir / record.CHECKPOINT)
 
 
 def _log_step(
@@ -460,7 +443,7 @@ def _cpu_loader(t: Trainer, state: TrainState) -> DataLoader:
         rank=t.dist.rank,
         world_size=t.dist.world_size,
     )
-    return _loader(
+    return data_loader(
         t.ssl_set,
         sampler.local_batch_size,
         cfg.dataset.num_workers,
@@ -478,7 +461,7 @@ def _check_finite(value: float, state: TrainState, step: int) -> None:
         raise NonFiniteLossError(f"loss is {value} at epoch {state.epoch + 1}, step {step}")
 
 
-def run_epoch(t: Trainer, state: TrainState, stop: _StopSignals) -> None:
+def run_epoch(t: Trainer, state: TrainState, stop: StopSignals) -> None:
     """Train the rest of ``state.epoch`` from ``state.step_in_epoch``; on a stop signal,
     checkpoint at the step boundary and pass the signal on.
 
@@ -513,7 +496,7 @@ def run_epoch(t: Trainer, state: TrainState, stop: _StopSignals) -> None:
         )
         state.loss_sum += loss.detach().double()  # a float64 tensor within the epoch
         state.step_in_epoch += 1
-        beat(t.run_dir, step)  # heartbeat.json: the step and its time, every few seconds
+        record.beat(t.run_dir, step, t.total_steps)  # heartbeat.json, every few seconds
         if step % LOG_EVERY == 0:
             loss_value = loss.item()
             _check_finite(loss_value, state, step)
@@ -528,7 +511,7 @@ def run_epoch(t: Trainer, state: TrainState, stop: _StopSignals) -> None:
     _check_finite(state.loss_sum, state, (state.epoch + 1) * t.steps_per_epoch - 1)
 
 
-def _stop_requested(t: Trainer, stop: _StopSignals, step_in_epoch: int) -> bool:
+def _stop_requested(t: Trainer, stop: StopSignals, step_in_epoch: int) -> bool:
     """Whether a rank has a stop signal pending, asked every step in one process and every
     ``STOP_CHECK_EVERY`` steps over several (the end of an epoch asks too)."""
     if not t.dist.enabled:
@@ -538,7 +521,7 @@ def _stop_requested(t: Trainer, stop: _StopSignals, step_in_epoch: int) -> bool:
     return t.dist.any(stop.pending is not None, t.device)
 
 
-def _serve(stop: _StopSignals) -> None:
+def _serve(stop: StopSignals) -> None:
     """Pass on this process's stop signal; a rank without one stops with its peers.
 
     Every rank gets here at the same step, and first leaves the process group: a process
@@ -584,8 +567,7 @@ def end_epoch(t: Trainer, state: TrainState) -> dict[str, Any]:
     state.epoch, state.step_in_epoch, state.loss_sum = epoch + 1, 0, 0.0
     if not t.dist.is_main:
         return row
-    with (t.run_dir / METRICS).open("a") as f:
-        f.write(json.dumps(row) + "\n")
+    record.append_metrics(t.run_dir, row)
     # at the step that ends the epoch: the epoch's mean train loss, and kNN top-1 apart
     t.tracker.log({"loss_epoch": row["loss"]}, end_step, epoch + 1, {"subset": "train"})
     evaluated = {k: row[k] for k in EVAL_METRICS if k in row}
@@ -625,7 +607,7 @@ def train(
         state = restore(t, resume_state)
         state.started = time.perf_counter()
         t.model.train()
-        with _StopSignals() as stop:
+        with StopSignals() as stop:
             while state.epoch < cfg.trainer.epochs:
                 run_epoch(t, state, stop)
                 row = end_epoch(t, state)

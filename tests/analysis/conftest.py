@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 
 from sce_sweeps.data.synthetic import write_fake_dataset
-from sce_sweeps.runfiles import Manifest
-from tests.analysis.helpers import copy_sweep
-from tests.helpers import TINY, run_cli
+from sce_sweeps.runtime.record import Manifest
+from tests.support import TINY, copy_sweep, run_cli
 
 # the runs record their baselines (random-init network, raw pixels), as the demo's do
 SWEEP = ["tracker=none", "loss.coeff=0,1", "seed=0,1", "trainer.eval_random_init=true"]

@@ -5,11 +5,12 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 from pathlib import Path
 
 import pytest
 
-from tests.analysis.helpers import copy_sweep, run_script
+from tests.support import copy_sweep, run_script
 
 pytestmark = pytest.mark.slow
 
@@ -118,6 +119,9 @@ def _corrupt_metrics(sweep: Path) -> Path:
 
 
 def _corrupt_config(sweep: Path) -> Path:
+    """A run written before result.json recorded its params: its config is read instead."""
+    result = sweep / "1" / "result.json"
+    result.write_text(json.dumps({**json.loads(result.read_text()), "params": None}))
     path = sweep / "1" / ".hydra" / "config.yaml"
     path.write_text("loss: [unclosed\n")
     return path

@@ -13,8 +13,7 @@ import pytest
 
 from sce_sweeps.analysis import ablation_table, collect
 from sce_sweeps.analysis.cli import collect_main, table_main
-from tests.analysis.helpers import copy_sweep, run_script
-from tests.helpers import read_json
+from tests.support import copy_sweep, read_json, run_script
 
 pytestmark = pytest.mark.slow
 
@@ -204,7 +203,7 @@ def test_collect_writes_tidy_runs_and_curves(partial_sweep, tmp_path):
         "completed",
         "completed",
         "completed",
-        "interrupted",  # as `python -m sce_sweeps.status` says: no result, no process
+        "interrupted",  # as `python -m sce_sweeps.cli status` says: no result, no process
         "failed",
     ]
     for name in ("0", "1", "2"):
@@ -264,3 +263,18 @@ def test_a_metric_no_run_recorded_is_empty_not_a_config_value(tiny_sweep, tmp_pa
     assert len(losses) and losses["n"].eq(0).all(), losses
     knn = table.rows[table.rows["metric"] == "knn_top1"]
     assert knn["n"].eq(2).all()  # the other metrics as before
+
+
+def test_params_in_result_json_give_the_runs_their_run_configs_gave(partial_sweep, tmp_path):
+    """Each run records its resolved, flattened params and group choices in result.json; a
+    run written before that is read from its .hydra files, with the same values."""
+    older = copy_sweep(partial_sweep, tmp_path / "older")
+    for path in older.glob("*/result.json"):
+        result = read_json(path)
+        assert isinstance(result["params"]["loss.coeff"], float)
+        assert result["params"]["dataset"] == "fashion_mnist_20k"
+        path.write_text(json.dumps({k: v for k, v in result.items() if k != "params"}))
+    new = collect([partial_sweep]).runs.drop(columns="sweep_dir")
+    old = collect([older]).runs.drop(columns="sweep_dir")
+    assert list(new.columns) == list(old.columns)
+    assert new.astype(str).to_dict("records") == old.astype(str).to_dict("records")

@@ -5,14 +5,16 @@ from __future__ import annotations
 import pytest
 
 from sce_sweeps.analysis.cli import write_outputs
-from sce_sweeps.analysis.collect import AnalysisError, parse_overrides, swept_keys
+from sce_sweeps.analysis.collect import AXES, AnalysisError
 from sce_sweeps.analysis.references import load_references, same_value
-from sce_sweeps.analysis.tables import default_metrics, format_value, lower_is_better
+from sce_sweeps.analysis.tables import default_metrics, lower_is_better
+from sce_sweeps.runtime.overrides import override_dict
+from sce_sweeps.runtime.tables import format_value, stats, swept_keys
 
 
 def test_parse_overrides_strips_prefixes_and_skips_hydra_and_deletions():
     lines = ["+sweep=lambda_ablation", "++loss.temp=0.1", "~aug.blur_p", "hydra.verbose=true"]
-    assert parse_overrides([*lines, "loss.coeff=0.5", "x="]) == {
+    assert override_dict([*lines, "loss.coeff=0.5", "x="]) == {
         "sweep": "lambda_ablation",
         "loss.temp": "0.1",
         "loss.coeff": "0.5",
@@ -26,8 +28,15 @@ def test_swept_keys_are_the_differing_overrides_not_seed_or_dataset():
         {"model": "tiny", "loss.coeff": "1", "seed": "1", "dataset": "stl10"},
         {"model": "tiny", "loss.coeff": "1", "seed": "0", "optim.lr": "1e12"},
     ]
-    assert swept_keys(runs) == ["loss.coeff", "optim.lr"]
-    assert swept_keys(runs[:1]) == []
+    assert swept_keys(runs, AXES.fixed) == ["loss.coeff", "optim.lr"]
+    assert swept_keys(runs[:1], AXES.fixed) == []
+    assert swept_keys(runs) == ["loss.coeff", "seed", "dataset", "optim.lr"]  # no app: all
+
+
+def test_stats_are_mean_sample_std_and_count_of_the_finite_numbers():
+    assert stats([1.0, 3.0, float("nan"), None, "resnet18"]) == {"mean": 2.0, "std": 2**0.5, "n": 2}
+    one = stats([5])
+    assert one["n"] == 1 and one["mean"] == 5 and one["std"] != one["std"]  # NaN
 
 
 def test_values_compare_as_numbers_then_as_text():

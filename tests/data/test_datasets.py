@@ -141,6 +141,7 @@ def test_subset_is_fixed_and_seed_independent(tmp_path):
         load_dataset(dataset_cfg(root=str(tmp_path), train_samples=51), "train")
 
 
+@pytest.mark.e2e
 def test_subset_and_sample_seeds_same_in_another_process():
     code = (
         "from sce_sweeps.data import subset_indices, EpochSampler;"
@@ -279,18 +280,18 @@ def test_queue_and_batch_are_checked_against_the_images_there(
 
 
 def test_bad_root_and_queue_are_one_line_from_the_app(tmp_path):
-    from tests.helpers import TINY, run_cli
+    from tests.support import TINY, run_in_process
 
-    typo = run_cli(*TINY, "tracker=none", f"dataset.root={tmp_path / 'typo'}",
-                   f"hydra.run.dir={tmp_path / 'a'}", check=False)  # fmt: skip
+    typo = run_in_process(*TINY, "tracker=none", f"dataset.root={tmp_path / 'typo'}",
+                          f"hydra.run.dir={tmp_path / 'a'}")  # fmt: skip
     assert typo.returncode == 1
     line = f"run failed: DatasetNotFoundError: dataset.root={tmp_path / 'typo'} does not exist"
     assert line in typo.stderr, typo.stderr[-2000:]
 
     write_fashion_mnist(tmp_path / "small", 100, 20)  # fewer images than the 60000 nominal
     small = [f"dataset.root={tmp_path / 'small'}", "dataset.train_samples=null"]
-    queue = run_cli(*TINY, "tracker=none", *small, "dataset.test_samples=null",
-                    f"hydra.run.dir={tmp_path / 'b'}", check=False)  # fmt: skip
+    queue = run_in_process(*TINY, "tracker=none", *small, "dataset.test_samples=null",
+                           f"hydra.run.dir={tmp_path / 'b'}")  # fmt: skip
     assert queue.returncode == 1
     line = "run failed: ConfigError: loss.queue_size=128 is invalid: must be <= the 100 training"
     assert line in queue.stderr, queue.stderr[-2000:]
@@ -313,7 +314,7 @@ def _first_item_error(dataset, num_workers: int) -> str:
     return str(err.value)
 
 
-@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("num_workers", [0, pytest.param(2, marks=pytest.mark.e2e)])  # workers fork
 def test_a_damaged_image_is_named_with_the_option_that_skips_it(tmp_path, num_workers):
     write_image_folder(tmp_path, {"train": 12, "val": 3}, num_classes=3)
     damaged = _damage(tmp_path)

@@ -56,6 +56,7 @@ def test_invalid_arguments():
         EpochSampler(60, 0, 0, 8, start_step=8)
 
 
+@pytest.mark.e2e
 def test_batches_identical_with_workers_and_after_resume():
     aug = OmegaConf.structured(AugConfig(crop_size=20, blur_p=0.5, solarize_p=0.2))
     dataset = OmegaConf.structured(DatasetConfig())

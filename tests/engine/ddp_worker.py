@@ -27,11 +27,11 @@ import torch
 import torch.distributed as dist
 from hydra import compose, initialize_config_dir
 
-from sce_sweeps import runfiles
 from sce_sweeps.app import CONF_DIR
 from sce_sweeps.engine import distributed
 from sce_sweeps.engine import train as trainer
 from sce_sweeps.engine.train import train
+from sce_sweeps.runtime import record
 from sce_sweeps.sce import build_model, convert_split_bn
 
 
@@ -94,7 +94,7 @@ def _evaluate(cfg, run_dir: Path) -> None:
     """Evaluate the checkpoint's online backbone as the trainer does; count the images each
     rank's backbone sees."""
     t = trainer.build(cfg, run_dir, trainer.NullTracker())
-    t.model.load_state_dict(runfiles.load_checkpoint(run_dir / runfiles.CHECKPOINT)["model"])
+    t.model.load_state_dict(record.load_checkpoint(run_dir / record.CHECKPOINT)["model"])
     seen = []
     t.model.backbone.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[0]))
     metrics = trainer.evaluate(t)
@@ -127,7 +127,7 @@ def main() -> None:
             (run_dir / "peer_failure.txt").write_text(reason)
 
         kwargs["on_peer_failure"] = on_peer_failure
-    state = runfiles.load_checkpoint(run_dir / runfiles.CHECKPOINT)
+    state = record.load_checkpoint(run_dir / record.CHECKPOINT)
     result = train(cfg, run_dir, resume_state=state, **kwargs)
     rank = os.environ.get("RANK", "0")
     (run_dir / f"result-{rank}.json").write_text(json.dumps(result))

@@ -9,24 +9,17 @@ import time
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from sce_sweeps.app import CONF_DIR
 from sce_sweeps.engine.baselines import CACHE, cached_metrics, init_key
 from sce_sweeps.engine.train import build, initial_model, train
-from sce_sweeps.tracking import NullTracker
-from tests.helpers import TINY
+from sce_sweeps.runtime.tracking import NullTracker
+from tests.support import TINY, compose
 
 CPU = torch.device("cpu")
 
 
-def compose_cfg(*overrides):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose("config", overrides=[*TINY, "tracker=none", *overrides])
-
-
 def key_of(*overrides):
-    cfg = compose_cfg(*overrides)
+    cfg = compose(*TINY, "tracker=none", *overrides)
     return init_key(initial_model(cfg).backbone, cfg, CPU)
 
 
@@ -40,7 +33,7 @@ def test_the_key_follows_the_initial_network_and_the_data_not_the_loss():
 
 
 def test_the_initial_network_depends_on_the_config_alone(tmp_path):
-    cfg = compose_cfg()
+    cfg = compose(*TINY, "tracker=none")
     torch.manual_seed(123)
     first = initial_model(cfg).state_dict()
     torch.rand(100)  # whatever the global random state
@@ -75,6 +68,7 @@ def _evaluate_slowly(path, log):
     assert cached_metrics(path, evaluate) == {"knn_top1_init": 50.0}
 
 
+@pytest.mark.e2e
 def test_runs_that_miss_the_cache_together_evaluate_once(tmp_path):
     path, log = tmp_path / CACHE / "k.json", tmp_path / "log"
     ctx = multiprocessing.get_context("fork")
@@ -89,7 +83,13 @@ def test_runs_that_miss_the_cache_together_evaluate_once(tmp_path):
 
 @pytest.mark.slow
 def test_baselines_come_after_training_and_a_second_run_reads_them(tmp_path):
-    cfg = compose_cfg("trainer.eval_random_init=true", "trainer.epochs=1", "optim.warmup_epochs=0")
+    cfg = compose(
+        *TINY,
+        "tracker=none",
+        "trainer.eval_random_init=true",
+        "trainer.epochs=1",
+        "optim.warmup_epochs=0",
+    )
     cached_during_training = []
 
     def on_epoch_end(epoch, row):
@@ -111,10 +111,14 @@ def test_every_batch_of_an_evaluation_beats_the_heartbeat(tmp_path, monkeypatch)
     (``hydra.launcher.stall_after``) never takes it for a hung job."""
     from sce_sweeps.engine import train as trainer
 
-    cfg = compose_cfg("trainer.linear_probe=true", "trainer.eval_random_init=true")
+    cfg = compose(
+        *TINY, "tracker=none", "trainer.linear_probe=true", "trainer.eval_random_init=true"
+    )
     t = build(cfg, tmp_path / "run", NullTracker())
     events = []
-    monkeypatch.setattr(trainer, "beat", lambda run_dir, step: events.append(("beat", step)))
+    monkeypatch.setattr(
+        trainer.record, "beat", lambda run_dir, step, total: events.append(("beat", step))
+    )
     t.model.backbone.register_forward_hook(lambda *_: events.append(("batch", None)))
     trainer.evaluate(t, step=7)
     batches = [i for i, (kind, _) in enumerate(events) if kind == "batch"]

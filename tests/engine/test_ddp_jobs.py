@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import TINY, read_json, read_metrics, run_cli
+from tests.support import TINY, read_json, read_metrics, run_cli, run_in_process
 
 DDP_RUN = [*TINY, "tracker=none", "trainer.devices=2", "hydra.launcher.poll_s=0.5"]
 
@@ -62,7 +62,7 @@ def test_slurm_job_of_two_tasks_equals_two_local_processes(slurm_cluster, tmp_pa
 
 
 def test_dry_run_counts_gpu_hours_over_every_gpu_of_a_job(tmp_path):
-    proc = run_cli(
+    proc = run_in_process(
         "-m",
         "trainer.devices=4",
         "trainer.num_nodes=2",
@@ -71,5 +71,6 @@ def test_dry_run_counts_gpu_hours_over_every_gpu_of_a_job(tmp_path):
         "hydra.launcher.dry_run=true",
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
     )
+    assert proc.returncode == 0, proc.stderr
     assert "8 tasks, 8 GPUs" in proc.stdout
     assert "GPU-hours:  96 at most (1 job x 8 GPU x 12 h" in proc.stdout

@@ -8,23 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from torch.overrides import TorchFunctionMode
 
-from sce_sweeps import runfiles
 from sce_sweeps.app import CONF_DIR
-from sce_sweeps.config import validate
 from sce_sweeps.data.device import use_device_path
 from sce_sweeps.engine import checkpoint as ckpt
 from sce_sweeps.engine.probe import linear_probe_top1
-
-
-def _compose(*overrides: str):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=list(overrides))
-    validate(cfg)
-    return cfg
+from sce_sweeps.runtime import record
+from tests.support import compose
 
 
 def _features(seed: int = 0) -> tuple[torch.Tensor, ...]:
@@ -83,9 +75,10 @@ def test_linear_classifier_initialisation_is_drawn_on_the_cpu():
     the seed on the CPU, then moved to the trunk's device."""
     from sce_sweeps.engine.linear import build_probe
 
-    cfg = _compose("trainer.device=cpu")
+    cfg = compose("trainer.device=cpu", validate=True)
     cpu = build_probe(cfg, None).classifier.weight
     assert cpu.std().item() == pytest.approx(0.01, rel=0.2)
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg))  # untyped: meta is no device of the schema
     cfg.trainer.device = "meta"
     with RandomDrawsOnCPU():
         meta = build_probe(cfg, None).classifier.weight
@@ -124,25 +117,25 @@ def test_official_presets_keep_their_pipeline_on_cuda(preset):
     two_crops_soft_and_strong_pil_contrastive_cifar10.yaml): its presets pin that pipeline,
     so a GPU does not swap it for the batched one. The ImageNet presets read image folders,
     which stay on the CPU loader."""
-    cfg = _compose(f"experiment={preset}")
+    cfg = compose(f"experiment={preset}", validate=True)
     assert not use_device_path(cfg.trainer.data_path, cfg.dataset.name, torch.device("cuda"))
     if cfg.dataset.name != "image_folder" or preset == "tiny_imagenet":
         assert cfg.trainer.data_path == "cpu" and cfg.aug.blur_type == "pil"
         # the batched path stays one override away
-        cfg = _compose(f"experiment={preset}", "trainer.data_path=device")
+        cfg = compose(f"experiment={preset}", "trainer.data_path=device", validate=True)
         assert use_device_path(cfg.trainer.data_path, cfg.dataset.name, torch.device("cuda"))
 
 
 def _run_dir_of(tmp_path, *overrides: str):
-    cfg = _compose(*overrides)
-    runfiles.save_checkpoint(
-        {"config": OmegaConf.to_container(cfg, resolve=True)}, tmp_path / runfiles.CHECKPOINT
+    cfg = compose(*overrides, validate=True)
+    record.save_checkpoint(
+        {"config": OmegaConf.to_container(cfg, resolve=True)}, tmp_path / record.CHECKPOINT
     )
     return tmp_path
 
 
 def test_linear_stage_takes_the_runs_own_protocol(tmp_path):
-    """``python -m sce_sweeps.linear RUN_DIR`` of an ImageNet run evaluates with the ImageNet
+    """``python -m sce_sweeps.cli linear RUN_DIR`` of an ImageNet run evaluates with the ImageNet
     protocol the run was configured with (batch 1024, lr 0.1 x 4, cosine, 90 epochs,
     random-resized crops), not the default group's CIFAR one; overrides still apply."""
     from sce_sweeps.linear import run_dir_config
@@ -166,11 +159,13 @@ def test_loaders_pin_host_memory_only_for_a_cuda_device(monkeypatch, tmp_path):
     """Pinned host memory serves copies to a GPU: a run on the CPU of a machine that has a GPU
     does not pin its batches (CUDA is reported present here)."""
     from sce_sweeps.engine.train import build
-    from sce_sweeps.tracking import NullTracker
-    from tests.helpers import TINY
+    from sce_sweeps.runtime.tracking import NullTracker
+    from tests.support import TINY
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    t = build(_compose(*TINY, "tracker=none", "trainer.device=cpu"), tmp_path, NullTracker())
+    t = build(
+        compose(*TINY, "tracker=none", "trainer.device=cpu", validate=True), tmp_path, NullTracker()
+    )
     assert not t.bank_loader.pin_memory and not t.query_loader.pin_memory
 
 
@@ -178,6 +173,6 @@ def test_the_demo_evaluates_its_narrow_network_at_a_learning_rate_that_fits_it()
     """The official linear lr (30, for a ResNet-18's 512 features) is the CIFAR protocol's;
     the embedded default's width-8 network takes linear=narrow (lr 0.3, measured best), and a
     protocol chosen on the command line keeps its own rate."""
-    assert _compose().linear.lr == 0.3
-    assert _compose("experiment=cifar10").linear.lr == 30.0
-    assert _compose("linear=cifar").linear.lr == 30.0
+    assert compose(validate=True).linear.lr == 0.3
+    assert compose("experiment=cifar10", validate=True).linear.lr == 30.0
+    assert compose("linear=cifar", validate=True).linear.lr == 30.0

@@ -8,22 +8,15 @@ import signal
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from sce_sweeps.app import CONF_DIR
-from sce_sweeps.engine import checkpoint as ckpt
 from sce_sweeps.engine.train import train
-from sce_sweeps.tracking import NullTracker
-from tests.helpers import TINY
+from sce_sweeps.runtime import record
+from sce_sweeps.runtime.tracking import NullTracker
+from tests.support import TINY, compose
 
 pytestmark = pytest.mark.slow
 
 DEVICE = [*TINY, "trainer.data_path=device", "tracker=none", "aug.blur_p=0.5"]
-
-
-def compose_cfg(overrides):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose("config", overrides=overrides)
 
 
 class Interrupted(Exception):
@@ -46,7 +39,7 @@ def _raise(signum, frame):
 
 
 def test_resumed_mid_epoch_on_the_device_path_ends_identically(tmp_path):
-    cfg = compose_cfg(DEVICE)
+    cfg = compose(*DEVICE)
     straight = train(cfg, tmp_path / "straight")
 
     before = signal.signal(signal.SIGTERM, _raise)
@@ -55,13 +48,13 @@ def test_resumed_mid_epoch_on_the_device_path_ends_identically(tmp_path):
             train(cfg, tmp_path / "stopped", tracker=TermAt(step=10))  # epoch 2, step 3 of 8
     finally:
         signal.signal(signal.SIGTERM, before)
-    state = ckpt.load(tmp_path / "stopped" / ckpt.CHECKPOINT)
+    state = record.load_checkpoint(tmp_path / "stopped" / record.CHECKPOINT)
     assert (state["epoch"], state["step_in_epoch"]) == (1, 3)
     resumed = train(cfg, tmp_path / "stopped", resume_state=state)
 
     for key in ("knn_top1", "loss", "epochs"):
         assert resumed[key] == straight[key], key
-    a = ckpt.load(tmp_path / "straight" / ckpt.CHECKPOINT)["model"]
-    b = ckpt.load(tmp_path / "stopped" / ckpt.CHECKPOINT)["model"]
+    a = record.load_checkpoint(tmp_path / "straight" / record.CHECKPOINT)["model"]
+    b = record.load_checkpoint(tmp_path / "stopped" / record.CHECKPOINT)["model"]
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]

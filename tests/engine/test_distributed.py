@@ -23,7 +23,7 @@ import sys
 import pytest
 import torch
 
-from tests.helpers import ROOT, TINY, read_json, read_metrics
+from tests.support import ROOT, TINY, read_json, read_metrics
 
 LOSS_RTOL = 1e-4
 WEIGHT_ATOL = 1e-4

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from sce_sweeps.engine.baselines import pixel_metrics
 from sce_sweeps.engine.knn import pixel_features
 from sce_sweeps.engine.probe import linear_probe_top1
-from tests.helpers import TINY, read_json, run_cli
+from tests.support import TINY, read_json, run_cli
 
 
 def _loaders(seed=0, n_bank=300, n_query=100, classes=4):

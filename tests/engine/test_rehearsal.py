@@ -14,14 +14,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from sce_sweeps.data.synthetic import write_fake_dataset
-from tests.helpers import ROOT, read_json, read_metrics, run_cli
+from tests.support import ROOT, read_json, read_metrics, run_cli, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -91,14 +90,8 @@ def test_four_ranks_of_the_cifar10_preset_stop_on_sigterm_and_resume_as_uninterr
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "1"}
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 300
-        saved = None
-        while time.monotonic() < deadline and proc.poll() is None:  # epoch 1's checkpoint
-            saved = next(stopped.glob("*/checkpoint.pt"), None)
-            if saved is not None:
-                break
-            time.sleep(0.05)
-        assert saved is not None and proc.poll() is None, "epoch 1 never ended"
+        epoch_1 = lambda: next(stopped.glob("*/checkpoint.pt"), None)  # noqa: E731
+        wait_until(epoch_1, 300, "epoch 1's checkpoint", proc=proc, interval=0.05)
         ranks = _ranks(proc.pid)
         assert len(ranks) == 4, ranks
         for pid in ranks:

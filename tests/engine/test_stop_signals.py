@@ -7,21 +7,21 @@ import signal
 
 import pytest
 
-from sce_sweeps.engine.train import _StopSignals
+from sce_sweeps.engine.train import StopSignals
 
 
 @pytest.fixture
 def recorded():
     """Handlers standing in for submitit's (SIGUSR2) and the launcher's (SIGTERM)."""
     calls: list[int] = []
-    before = {s: signal.signal(s, lambda n, f: calls.append(n)) for s in _StopSignals.SIGNALS}
+    before = {s: signal.signal(s, lambda n, f: calls.append(n)) for s in StopSignals.SIGNALS}
     yield calls
     for sig, handler in before.items():
         signal.signal(sig, handler)
 
 
 def test_a_signal_waits_for_serve_then_reaches_the_previous_handler(recorded):
-    with _StopSignals() as stop:
+    with StopSignals() as stop:
         os.kill(os.getpid(), signal.SIGTERM)
         assert stop.pending is not None and stop.pending[0] == signal.SIGTERM
         assert recorded == []  # nothing happens before the checkpoint
@@ -31,7 +31,7 @@ def test_a_signal_waits_for_serve_then_reaches_the_previous_handler(recorded):
 
 @pytest.mark.parametrize("order", [("USR2", "TERM"), ("TERM", "USR2")])
 def test_the_requeue_signal_wins_when_both_arrive_before_a_step_ends(recorded, order):
-    with _StopSignals() as stop:
+    with StopSignals() as stop:
         for name in order:
             os.kill(os.getpid(), getattr(signal, f"SIG{name}"))
         stop.serve()
@@ -40,7 +40,7 @@ def test_the_requeue_signal_wins_when_both_arrive_before_a_step_ends(recorded, o
 
 def test_handlers_are_restored_on_exit(recorded):
     installed = signal.getsignal(signal.SIGTERM)
-    with _StopSignals():
+    with StopSignals():
         assert signal.getsignal(signal.SIGTERM) != installed
     assert signal.getsignal(signal.SIGTERM) == installed
 
@@ -48,7 +48,7 @@ def test_handlers_are_restored_on_exit(recorded):
 def test_without_a_previous_handler_the_signal_ends_the_process():
     before = signal.signal(signal.SIGUSR2, signal.SIG_DFL)
     try:
-        with _StopSignals() as stop:
+        with StopSignals() as stop:
             os.kill(os.getpid(), signal.SIGUSR2)
             with pytest.raises(SystemExit) as exit_:
                 stop.serve()

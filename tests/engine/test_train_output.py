@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from tests.helpers import TINY, run_cli
+from tests.support import TINY, run_cli
 
 pytestmark = pytest.mark.slow
 

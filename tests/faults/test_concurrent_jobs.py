@@ -19,10 +19,10 @@ from pathlib import Path
 import optuna
 import pytest
 
-from hydra_plugins.sce_sweeps_optuna.trial import open_storage
-from sce_sweeps import runfiles
+from sce_sweeps.runtime import record
+from sce_sweeps.runtime.trial import open_storage
 from tests.faults.kill import TABLE, Row
-from tests.helpers import ROOT
+from tests.support import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -30,10 +30,10 @@ JOBS, STEPS, KILLED = 8, 40, (1, 3, 4, 6)
 
 
 def _job(sweep: Path, k: int) -> None:
-    from sce_sweeps.tracking import AimTracker
+    from sce_sweeps.runtime.tracking import AimTracker
 
     state_path = sweep / f"job{k}.json"
-    state = runfiles.read_json(state_path) or {"step": 0, "hash": None, "trial": None}
+    state = record.read_json(state_path) or {"step": 0, "hash": None, "trial": None}
     storage = open_storage(str(sweep / "optuna.journal"))
     study = optuna.create_study(storage=storage, study_name="faults", load_if_exists=True)
     if state["trial"] is None:
@@ -56,7 +56,7 @@ def _job(sweep: Path, k: int) -> None:
         tracker.log({"loss": value}, step, 1, {"subset": "train"})
         storage.set_trial_intermediate_value(trial_id, step, value)
         state["step"] = step + 1
-        runfiles.write_json_atomic(state, state_path)  # what a checkpoint records
+        record.write_json_atomic(state, state_path)  # what a checkpoint records
         time.sleep(0.1)
     tracker.close("completed")
     study.tell(state["trial"], float(k))
@@ -66,7 +66,7 @@ def _job(sweep: Path, k: int) -> None:
 def test_eight_jobs_share_the_aim_repo_and_the_journal_through_kills(tmp_path):
     import aim.sdk.repo  # noqa: F401  (imported once, before forking the jobs)
 
-    import sce_sweeps.tracking  # noqa: F401
+    import sce_sweeps.runtime.tracking  # noqa: F401
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     start = time.monotonic()
@@ -81,12 +81,12 @@ def test_eight_jobs_share_the_aim_repo_and_the_journal_through_kills(tmp_path):
     while len(killed_at) < len(KILLED):
         assert time.monotonic() < deadline, f"jobs did not reach steps {targets}: {killed_at}"
         for k in set(KILLED) - set(killed_at):
-            if (runfiles.read_json(tmp_path / f"job{k}.json") or {"step": 0})["step"] < targets[k]:
+            if (record.read_json(tmp_path / f"job{k}.json") or {"step": 0})["step"] < targets[k]:
                 continue
             assert jobs[k].is_alive(), f"job {k} ended before it was killed"
             os.kill(jobs[k].pid, signal.SIGKILL)
             jobs[k].join()
-            killed_at[k] = runfiles.read_json(tmp_path / f"job{k}.json")["step"]
+            killed_at[k] = record.read_json(tmp_path / f"job{k}.json")["step"]
             jobs[k] = ctx.Process(target=_job, args=(tmp_path, k))  # requeued: it resumes
             jobs[k].start()
         time.sleep(0.005)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from sce_sweeps.data.synthetic import write_image_folder
-from tests.helpers import TINY, read_json, run_cli
+from tests.support import TINY, read_json, run_cli
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tracking.helpers import start_cli, tiny
+from tests.support import start_cli, tiny
 
 pytestmark = pytest.mark.slow
 

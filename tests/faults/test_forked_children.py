@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import signal
 
+import pytest
 from tqdm import tqdm
 
 
@@ -15,6 +16,7 @@ def _die_holding_the_progress_lock() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+@pytest.mark.e2e
 def test_a_child_killed_inside_a_progress_bar_leaves_the_parents_lock_free():
     lock = tqdm.get_lock()  # made before the fork, as after any in-process training run
     child = multiprocessing.get_context("fork").Process(target=_die_holding_the_progress_lock)

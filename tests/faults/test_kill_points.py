@@ -1,6 +1,6 @@
 """SIGKILL at random points while each kind of run file is written, through the project's own
-writers and readers (sce_sweeps.runfiles, the trainer's metrics, Optuna's journal as the
-sweeper opens it, the Aim merge of sce_sweeps.tracking); see tests/faults/kill.py."""
+writers and readers (sce_sweeps.runtime.record, the trainer's metrics, Optuna's journal as the
+sweeper opens it, the Aim merge of sce_sweeps.runtime.tracking); see tests/faults/kill.py."""
 
 from __future__ import annotations
 
@@ -13,11 +13,10 @@ import optuna
 import pytest
 import torch
 
-from hydra_plugins.sce_sweeps_optuna.trial import open_storage
-from sce_sweeps import runfiles
-from sce_sweeps.engine import train
+from sce_sweeps.runtime import record
+from sce_sweeps.runtime.trial import open_storage
 from tests.faults.kill import kill_loop
-from tests.helpers import ROOT
+from tests.support import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +37,7 @@ def _temp_files(workdir: Path) -> str:
 
 
 def _checkpoint_resume(workdir: Path) -> int:
-    state = runfiles.load_checkpoint(workdir / runfiles.CHECKPOINT)
+    state = record.load_checkpoint(workdir / record.CHECKPOINT)
     if state is None:
         return 0
     assert bool((state["weights"] == state["epoch"]).all()), "a torn checkpoint was loaded"
@@ -47,7 +46,7 @@ def _checkpoint_resume(workdir: Path) -> int:
 
 def _checkpoint_write(workdir: Path, version: int) -> None:
     state = {"epoch": version, "weights": torch.full((512, 1024), float(version))}  # 2 MB
-    runfiles.save_checkpoint(state, workdir / runfiles.CHECKPOINT)
+    record.save_checkpoint(state, workdir / record.CHECKPOINT)
 
 
 def test_kill_while_checkpoints_are_written(tmp_path):
@@ -60,14 +59,14 @@ def test_kill_while_checkpoints_are_written(tmp_path):
 
 
 def _result_resume(workdir: Path) -> int:
-    result = runfiles.read_result(workdir)
+    result = record.read_result(workdir)
     return 0 if result is None else int(result["epochs"])
 
 
 def _result_write(workdir: Path, version: int) -> None:
     pad = {f"param_{i}": "x" * 64 for i in range(2000)}  # ~150 kB: a write takes a while
     result = {"status": "completed", "epochs": version, "knn_top1": float(version), **pad}
-    runfiles.write_result(workdir, result)
+    record.write_result(workdir, result)
 
 
 def test_kill_while_results_are_written(tmp_path):
@@ -79,22 +78,21 @@ def test_kill_while_results_are_written(tmp_path):
 
 
 def _metrics_resume(workdir: Path) -> int:
-    path = workdir / train.METRICS
+    path = workdir / record.METRICS
     if path.exists() and path.stat().st_size:  # note whether the kill tore the last line
         with path.open("rb") as f:
             f.seek(-1, 2)
             torn = f.read(1) != b"\n"
         with (workdir / "torn.txt").open("a") as f:
             f.write(f"{int(torn)}\n")
-    rows = train._restore_metrics(path, last_epoch=10**9, write=True)
+    rows = record.truncate_metrics(workdir, last_epoch=10**9)
     assert [r["epoch"] for r in rows] == list(range(1, len(rows) + 1)), "a row went missing"
     return len(rows)
 
 
 def _metrics_write(workdir: Path, version: int) -> None:
     row = {"epoch": version, "loss": 1.0 / version, "pad": "x" * 200_000}
-    with (workdir / train.METRICS).open("a") as f:  # as train.end_epoch appends a row
-        f.write(json.dumps(row) + "\n")
+    record.append_metrics(workdir, row)  # as train.end_epoch appends a row
 
 
 def _metrics_notes(workdir: Path) -> str:
@@ -114,7 +112,7 @@ def test_kill_while_metrics_are_appended(tmp_path):
 
 
 def _manifest_resume(workdir: Path) -> int:
-    manifest = runfiles.Manifest.load(workdir)
+    manifest = record.Manifest.load(workdir)
     assert manifest is not None and len(manifest.jobs) == 2000
     recorded = {int(j.reason) for j in manifest.jobs if j.reason}
     acked = _acked(workdir)
@@ -129,13 +127,13 @@ def _manifest_resume(workdir: Path) -> int:
 def _manifest_write(workdir: Path, version: int) -> None:
     manifest = _cache["manifest"]
     job = manifest.jobs[version % 2000]
-    job.state, job.reason = runfiles.RunState.RUNNING.value, str(version)
+    job.state, job.reason = record.RunState.RUNNING.value, str(version)
     manifest.save()
 
 
 def test_kill_while_the_manifest_is_written(tmp_path):
-    manifest = runfiles.Manifest.create(tmp_path, "faults", "slurm")
-    manifest.jobs = [runfiles.Job(i, [f"loss.coeff={i}"], "h", str(i)) for i in range(2000)]
+    manifest = record.Manifest.create(tmp_path, "faults", "slurm")
+    manifest.jobs = [record.Job(i, [f"loss.coeff={i}"], "h", str(i)) for i in range(2000)]
     manifest.save()
     row = kill_loop("manifest.json", tmp_path, _manifest_resume, _manifest_write,
                     notes=_temp_files)  # fmt: skip
@@ -180,7 +178,7 @@ MAKE_RUNS = """
 import json, sys
 from pathlib import Path
 from aim import Run
-from sce_sweeps.tracking import create_repo
+from sce_sweeps.runtime.tracking import create_repo
 base, hashes = Path(sys.argv[1]), []
 for k in range(4):
     run = Run(repo=str(base / f"run{k}" / "aim"), system_tracking_interval=None,
@@ -198,13 +196,15 @@ print(json.dumps(hashes))
 def _aim_resume(workdir: Path) -> int:
     from aim import Repo
 
-    from sce_sweeps.tracking import LOCK_FILE, exclusive_lock, index_repo
+    from sce_sweeps.runtime.adapters.aim_repo import index_repo
+    from sce_sweeps.runtime.record import locked
+    from sce_sweeps.runtime.tracking import LOCK_FILE
 
     hashes = json.loads((workdir / "hashes.json").read_text())
     acked = _acked(workdir)
     shared = workdir / "shared"
     if acked:
-        with exclusive_lock(shared / LOCK_FILE, 60):  # as a merge would hold it
+        with locked(shared / LOCK_FILE, 60):  # as a merge would hold it
             index_repo(shared)  # as `aim up` does: the SDK's queries see the merged runs
             repo = Repo(str(shared))
             for k in sorted({v % 4 for v in acked}):
@@ -219,7 +219,7 @@ def _aim_resume(workdir: Path) -> int:
 
 
 def _aim_write(workdir: Path, version: int) -> None:
-    from sce_sweeps.tracking import merge_run
+    from sce_sweeps.runtime.tracking import merge_run
 
     hashes = json.loads((workdir / "hashes.json").read_text())
     k = version % 4
@@ -232,7 +232,7 @@ def test_kill_while_aim_runs_are_merged(tmp_path):
     (tmp_path / "hashes.json").write_text(made.stdout.strip().splitlines()[-1])
     import aim.sdk.repo  # noqa: F401  (imported once here, not in each forked writer)
 
-    import sce_sweeps.tracking  # noqa: F401
+    import sce_sweeps.runtime.tracking  # noqa: F401
 
     row = kill_loop("Aim merge", tmp_path, _aim_resume, _aim_write, delay_s=(0.05, 1.0),
                     notes=lambda d: f"{len(_acked(d))} merges acknowledged")  # fmt: skip

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sce_sweeps.runfiles import RESULT, Job, Manifest, write_result
-from sce_sweeps.sweep.resume import read_only_verdict, resume_command
-from tests.analysis.helpers import run_script
-from tests.helpers import ROOT, TINY, run_cli
+from sce_sweeps.runtime.record import RESULT, Job, Manifest, write_result
+from sce_sweeps.runtime.resume import read_only_verdict, resume_command
+from sce_sweeps.runtime.status import main as status_main
+from tests.support import ROOT, TINY, run_cli, run_in_process, run_script
 
 pytestmark = pytest.mark.slow
 
@@ -59,10 +59,10 @@ def read_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def _resume(sweep: Path, style: str = "resume") -> subprocess.CompletedProcess:
-    """``python -m sce_sweeps.resume SWEEP``, or (``style="hydra"``) the sweep's own command
+    """``python -m sce_sweeps.cli resume SWEEP``, or (``style="hydra"``) the sweep's own command
     line with ``hydra.launcher.resume=true``, as a user retypes it."""
     if style == "resume":
-        command = [sys.executable, "-m", "sce_sweeps.resume", str(sweep)]
+        command = [sys.executable, "-m", "sce_sweeps.cli", "resume", str(sweep)]
     else:
         command = resume_command(Manifest.load(sweep), [])
     return subprocess.run(
@@ -77,12 +77,7 @@ def _resume(sweep: Path, style: str = "resume") -> subprocess.CompletedProcess:
 def test_status_tables_and_plots_of_a_read_only_sweep(read_only, tmp_path):
     sweep = read_only / "done"
     before = _tree(sweep)
-    status = subprocess.run(
-        [sys.executable, "-m", "sce_sweeps.status", str(sweep)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    status = run_in_process(str(sweep), main=status_main)
     assert status.returncode == 0, status.stderr
     assert "2 jobs: 2 completed" in status.stdout
     for script in ("ablation_table", "plot_sweep", "collect"):

@@ -10,14 +10,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from sce_sweeps.runfiles import HEARTBEAT
-from tests.helpers import ROOT, TINY, read_json
+from sce_sweeps.runtime.record import HEARTBEAT
+from sce_sweeps.runtime.status import main as status_main
+from tests.support import ROOT, TINY, read_json, run_in_process, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -37,14 +37,6 @@ def start_sweep(sweep_dir: Path, log: Path, *overrides: str) -> subprocess.Popen
         )
 
 
-def wait_for(predicate, proc: subprocess.Popen, log: Path, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert proc.poll() is None, f"the sweep ended early: {log.read_text()[-3000:]}"
-        assert time.monotonic() < deadline, f"timed out: {log.read_text()[-3000:]}"
-        time.sleep(0.3)
-
-
 def checkpoint_epoch(run_dir: Path) -> int:
     try:
         state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
@@ -57,21 +49,22 @@ def freeze_after_first_checkpoint(sweep_dir: Path, proc: subprocess.Popen, log: 
     """SIGSTOP the trainer of job FROZEN (its pid from its heartbeat) once it has saved
     epoch 1; return the pid."""
     run_dir = sweep_dir / str(FROZEN)
-    wait_for(lambda: checkpoint_epoch(run_dir) >= 1, proc, log)
-    wait_for(lambda: (run_dir / HEARTBEAT).exists(), proc, log)
+    wait_until(lambda: checkpoint_epoch(run_dir) >= 1, 240, proc=proc, log=log, interval=0.3)
+    wait_until(lambda: (run_dir / HEARTBEAT).exists(), 240, proc=proc, log=log, interval=0.3)
     pid = read_json(run_dir / HEARTBEAT)["pid"]
     os.kill(pid, signal.SIGSTOP)
     return pid
 
 
-def command(module: str, *args: str | Path) -> subprocess.CompletedProcess:
+def command(*args: str | Path) -> subprocess.CompletedProcess:
     """``python -m <module> *args`` from the repository root, its output piped."""
-    cmd = [sys.executable, "-m", module, *map(str, args)]
+    cmd = [sys.executable, "-m", *map(str, args)]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
 def status(sweep_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    return command("sce_sweeps.status", sweep_dir, *args)
+    """``python -m sce_sweeps.cli status``, in this process: the tests poll it."""
+    return run_in_process(str(sweep_dir), *args, main=status_main)
 
 
 def job_state(sweep_dir: Path, num: int) -> dict:
@@ -93,15 +86,21 @@ def test_frozen_job_is_flagged_stalled_then_recovers(request, tmp_path, launcher
     pid = None
     try:
         pid = freeze_after_first_checkpoint(sweep_dir, proc, log)
-        wait_for(lambda: job_state(sweep_dir, FROZEN)["stalled_s"] is not None, proc, log)
+        wait_until(
+            lambda: job_state(sweep_dir, FROZEN)["stalled_s"] is not None,
+            240,
+            proc=proc,
+            log=log,
+            interval=0.3,
+        )
         job = job_state(sweep_dir, FROZEN)
         assert job["state"] == "running" and job["stalled_s"] > STALL_AFTER
         assert job["reason"].startswith("stalled: no progress for ")
         table = status(sweep_dir)
         assert table.returncode == 3  # still running
         assert f"limit {STALL_AFTER} s" in table.stdout and "(1 stalled)" in table.stdout
-        wait_for(lambda: "1 stalled: job #1 for " in log.read_text(), proc, log)
-        wait_for(lambda: "job #1 stalled: no progress for" in log.read_text(), proc, log)
+        for line in ("1 stalled: job #1 for ", "job #1 stalled: no progress for"):
+            wait_until(lambda: line in log.read_text(), 240, line, proc, log, interval=0.3)  # noqa: B023
         assert "time left: - (stalled)" in log.read_text()
     finally:
         if pid is not None:
@@ -139,7 +138,7 @@ def kill_stalled(tmp_path: Path, *launcher: str) -> None:
     assert 1 <= saved < 4  # kept: the resume goes on from it
     assert not (run_dir / "result.json").exists()
 
-    resumed = command("sce_sweeps.resume", sweep_dir)
+    resumed = command("sce_sweeps.cli", "resume", sweep_dir)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "1 job to run, 2 skipped" in resumed.stderr
     job_log = Path(read_json(sweep_dir / "manifest.json")["jobs"][FROZEN]["log"]).read_text()

@@ -20,8 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from sce_sweeps import runfiles
-from tests.helpers import ROOT
+from sce_sweeps.runtime import record
+from tests.support import ROOT
+
+pytestmark = pytest.mark.e2e  # jobs, servers and writers in processes of their own
 
 KINDS = ("result.json", "manifest.json", "checkpoint.pt")
 
@@ -29,22 +31,22 @@ KINDS = ("result.json", "manifest.json", "checkpoint.pt")
 def write(kind: str, workdir: Path, version: int) -> None:
     """Record ``version`` in the file ``kind`` of ``workdir`` through the project's writer."""
     if kind == "result.json":
-        runfiles.write_result(workdir, {"status": "completed", "epochs": version})
+        record.write_result(workdir, {"status": "completed", "epochs": version})
     elif kind == "manifest.json":
-        manifest = runfiles.Manifest.create(workdir, "stray", "local")
+        manifest = record.Manifest.create(workdir, "stray", "local")
         manifest.resumes = version
         manifest.save()
     else:
-        runfiles.save_checkpoint({"epoch": version}, workdir / runfiles.CHECKPOINT)
+        record.save_checkpoint({"epoch": version}, workdir / record.CHECKPOINT)
 
 
 def read(kind: str, workdir: Path) -> int:
     """The version the file ``kind`` of ``workdir`` holds, through the project's reader."""
     if kind == "result.json":
-        return runfiles.read_result(workdir)["epochs"]
+        return record.read_result(workdir)["epochs"]
     if kind == "manifest.json":
-        return runfiles.Manifest.load(workdir).resumes
-    return runfiles.load_checkpoint(workdir / runfiles.CHECKPOINT)["epoch"]
+        return record.Manifest.load(workdir).resumes
+    return record.load_checkpoint(workdir / record.CHECKPOINT)["epoch"]
 
 
 # Writes version 1, then version 2 stopping in os.replace(temp, file): SIGKILLed there
@@ -120,7 +122,7 @@ def test_the_temp_of_a_live_writer_is_never_removed(tmp_path, kind):
         assert temp, proc.stderr.read()
         write(kind, tmp_path, 3)  # another writer of the same file, meanwhile
         if kind == "checkpoint.pt":
-            runfiles.load_checkpoint(tmp_path / runfiles.CHECKPOINT)  # and a resume
+            record.load_checkpoint(tmp_path / record.CHECKPOINT)  # and a resume
         assert (tmp_path / temp).exists()
         proc.stdin.write("\n")
         proc.stdin.flush()
@@ -160,15 +162,15 @@ def test_only_stale_temps_of_the_file_are_removed(tmp_path):
         os.utime(tmp_path / name, (old, old))
     with open(tmp_path / kept[1], "r+") as held:
         locker = subprocess.Popen(  # holds the lock as a writer on another host would
-            [sys.executable, "-c", "import fcntl, time; fcntl.flock(0, fcntl.LOCK_EX); "
+            [sys.executable, "-c", "import fcntl, time; fcntl.lockf(0, fcntl.LOCK_EX); "
              "print('locked', flush=True); time.sleep(300)"],
             stdin=held, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
     try:
         assert locker.stdout.readline().strip() == "locked"
         with pytest.raises(BlockingIOError), open(tmp_path / kept[1], "r+") as f:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        runfiles.write_result(tmp_path, {"status": "completed", "epochs": 1})
+            fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        record.write_result(tmp_path, {"status": "completed", "epochs": 1})
         left = sorted(p.name for p in tmp_path.iterdir())
     finally:
         locker.kill()

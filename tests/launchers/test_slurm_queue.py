@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from sce_sweeps.sweep.status import queued_slurm_jobs
+from sce_sweeps.runtime.slurm import queued_jobs
 
 pytestmark = pytest.mark.slurm
 
@@ -21,28 +21,28 @@ def test_pending_tasks_of_an_array_are_queued_and_others_are_not(slurm_cluster, 
     array = out.stdout.strip().split(";")[0]
     try:
         ids = [f"{array}_{i}" for i in range(4)]
-        assert queued_slurm_jobs([*ids, "999999_0"]) == set(ids)
+        assert queued_jobs([*ids, "999999_0"]) == set(ids)
         subprocess.run(["scontrol", "release", f"{array}_1"], check=True, timeout=60)
         subprocess.run(["scancel", f"{array}_2"], check=True, timeout=60)
-        queued = queued_slurm_jobs(ids)
+        queued = queued_jobs(ids)
         assert queued is not None and f"{array}_2" not in queued
         assert {f"{array}_0", f"{array}_3"} <= queued
     finally:
         subprocess.run(["scancel", array], timeout=60)
-    assert queued_slurm_jobs([]) == set()
+    assert queued_jobs([]) == set()
 
 
 APP = """
 import os
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from sce_sweeps import runfiles
+from sce_sweeps.runtime import record
 
 
 @hydra.main(version_base="1.3", config_path=None, config_name=None)
 def main(cfg) -> float:
     run_dir = HydraConfig.get().runtime.output_dir
-    runfiles.write_result(run_dir, {"status": "completed", "x": float(cfg.x)})
+    record.write_result(run_dir, {"status": "completed", "x": float(cfg.x)})
     return float(cfg.x)
 
 

@@ -9,12 +9,14 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from hydra_plugins.sce_sweeps_launchers import warm
+from tests.support import wait_until
+
+pytestmark = pytest.mark.e2e  # jobs, servers and writers in processes of their own
 
 
 @pytest.fixture(scope="module")
@@ -83,16 +85,12 @@ def test_a_client_killed_outright_takes_its_job_with_it(server, tmp_path):
     pid_file = tmp_path / "pid"
     code = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
     proc = _client(server, "-c", code)
-    deadline = time.monotonic() + 60
-    while not pid_file.exists() or not pid_file.read_text():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until(lambda: pid_file.exists() and pid_file.read_text(), 60, "the job", interval=0.05)
     proc.kill()
     proc.wait(timeout=60)
     job = int(pid_file.read_text())
-    while Path(f"/proc/{job}").exists():  # the server reaps it once killed
-        assert time.monotonic() < deadline, "the job outlived its client"
-        time.sleep(0.05)
+    # the server reaps it once killed
+    wait_until(lambda: not Path(f"/proc/{job}").exists(), 60, "the job to end", interval=0.05)
 
 
 def test_without_a_server_a_job_starts_cold(tmp_path):

@@ -18,8 +18,10 @@ import pytest
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from hydra_plugins.sce_sweeps_optuna.trial import open_storage
-from tests.helpers import ROOT
+from sce_sweeps.runtime.trial import open_storage
+from tests.support import ROOT
+
+pytestmark = pytest.mark.e2e  # jobs, servers and writers in processes of their own
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

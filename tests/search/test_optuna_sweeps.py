@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -16,8 +15,8 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from hydra_plugins.sce_sweeps_optuna._impl import counted_trials
-from hydra_plugins.sce_sweeps_optuna.trial import HEARTBEAT_ATTR, RETRY_OF_ATTR, open_storage
-from tests.helpers import ROOT, TINY, read_json, read_metrics, run_cli
+from sce_sweeps.runtime.trial import HEARTBEAT_ATTR, RETRY_OF_ATTR, open_storage
+from tests.support import ROOT, TINY, read_json, read_metrics, run_cli, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -107,20 +106,12 @@ def test_slurm_search_prunes_some_trials_and_completes(slurm_cluster, tmp_path):
         assert jobs[trial.number]["state"] == state
 
 
-def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert proc.poll() is None, f"the sweeper ended early (exit {proc.returncode})"
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.5)
-
-
 @pytest.mark.parametrize("killed", ["sweeper", "sweeper_and_jobs"])
 def test_killed_search_resumes_without_repeating_a_trial(tmp_path, killed):
     """SIGKILL the sweeper mid-search, alone (its jobs live on, as SLURM jobs do: the rerun
     waits for their verdicts) or with its jobs (the rerun finds their trials without a
     heartbeat, marks them FAIL and retries their parameters); rerun the same command with
-    hydra.launcher.resume=true, as ``python -m sce_sweeps.resume`` does."""
+    hydra.launcher.resume=true, as ``python -m sce_sweeps.cli resume`` does."""
     sweep_dir = tmp_path / "search"
     n_trials = 4
     args = search_args(
@@ -158,7 +149,7 @@ def test_killed_search_resumes_without_repeating_a_trial(tmp_path, killed):
         return len(done) >= 1
 
     try:
-        _wait_for(mid_search, proc)
+        wait_until(mid_search, 240, "the search to be half done", proc=proc, interval=0.5)
     finally:
         if killed == "sweeper":
             proc.kill()  # SIGKILL: its local jobs live on, as SLURM jobs would
@@ -171,7 +162,7 @@ def test_killed_search_resumes_without_repeating_a_trial(tmp_path, killed):
     assert left_running
     results_before = {n: (sweep_dir / str(n) / "result.json").read_text() for n in finished_before}
 
-    rerun = run_cli(*args, "hydra.launcher.resume=true", timeout=400)  # = sce_sweeps.resume
+    rerun = run_cli(*args, "hydra.launcher.resume=true", timeout=400)  # = sce_sweeps.cli resume
     (tmp_path / "rerun.log").write_text(rerun.stdout + rerun.stderr)
     trials = load_trials(sweep_dir)
     counted = counted_trials(trials)

@@ -9,10 +9,11 @@ from pathlib import Path
 import optuna
 import pytest
 
-from hydra_plugins.sce_sweeps_optuna.trial import STUDY_ATTR, TrialReporter, open_storage
 from sce_sweeps.app import _finish
-from sce_sweeps.runfiles import RunState
-from tests.helpers import read_json
+from sce_sweeps.runtime.adapters.optuna_storage import create_study, trial_id
+from sce_sweeps.runtime.record import RunState
+from sce_sweeps.runtime.trial import STUDY_ATTR, TrialReporter, open_storage
+from tests.support import read_json
 
 METRICS = {"knn_top1": 61.5, "loss": 5.0, "epochs": 2, "wall_time_s": 3.0}
 
@@ -22,12 +23,10 @@ class Killed(BaseException):
 
 
 def _reporter(tmp_path: Path) -> tuple[optuna.Study, TrialReporter]:
-    study = optuna.create_study(
-        storage=open_storage(str(tmp_path / "optuna.journal")), study_name="s"
-    )
+    study = create_study(open_storage(str(tmp_path / "optuna.journal")), study_name="s")
     study.set_user_attr(STUDY_ATTR, {"objectives": ["knn_top1"], "heartbeat_interval": 60.0})
     trial = study.ask({"lr": optuna.distributions.FloatDistribution(0.1, 1.0)})
-    return study, TrialReporter(study, trial._trial_id, tmp_path / "run")
+    return study, TrialReporter(study, trial_id(study, trial), tmp_path / "run")
 
 
 def test_a_job_killed_after_telling_the_study_leaves_the_verdict_in_its_result(

@@ -21,18 +21,18 @@ from hydra_plugins.sce_sweeps_optuna._impl import (
     counted_trials,
     param_from_override,
 )
-from hydra_plugins.sce_sweeps_optuna.trial import (
+from hydra_plugins.sce_sweeps_optuna.config import make_sampler
+from sce_sweeps.runtime.search import main, trials_table
+from sce_sweeps.runtime.trial import (
     ENV_TRIAL,
     HEARTBEAT_ATTR,
     RETRY_OF_ATTR,
     STUDY_ATTR,
     TrialReporter,
     make_pruner,
-    make_sampler,
     open_storage,
     trial_overrides,
 )
-from sce_sweeps.search import main, trials_table
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -281,14 +281,12 @@ def _sweeper(tmp_path: Path, launcher: FakeLauncher, **settings) -> tuple:
 def test_a_new_trial_starts_as_soon_as_any_ends(tmp_path):
     launcher = FakeLauncher({0: 1.5, 1: 0.2, 2: 0.2, 3: 0.2, 4: 0.2})
     sweeper, study = _sweeper(tmp_path, launcher)
-    start = time.monotonic()
     sweeper.optimize(study)
-    wall = time.monotonic() - start
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 5
     end_of_0 = launcher.times[0][1]
-    # trials 1-4 ran one after the other beside the long trial 0, never waiting for it
+    # trials 1-4 ran one after the other beside the long trial 0, never waiting for it (a
+    # batch-synchronous loop starts trial 2 after 0 ends; benchmarks/optuna_async.py times both)
     assert all(launcher.times[n][0] < end_of_0 for n in (1, 2, 3, 4))
-    assert wall < 1.5 + 0.6  # a batch-synchronous loop needs 1.5 + 0.2 + 0.2
     assert all("SCE_OPTUNA_STORAGE=" in " ".join(o) for o in launcher.overrides.values())
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from hydra_plugins.sce_sweeps_optuna.trial import open_storage
+from sce_sweeps.runtime.trial import open_storage
 
 APP = """
 import hydra
@@ -27,6 +27,7 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("launcher", ["basic", pytest.param("sce_local", marks=pytest.mark.slow)])
 def test_sweeper_searches_a_minimal_app(tmp_path: Path, launcher: str) -> None:
     (tmp_path / "app.py").write_text(APP)
@@ -48,9 +49,10 @@ def test_sweeper_searches_a_minimal_app(tmp_path: Path, launcher: str) -> None:
     assert (sweep_dir / "manifest.json").exists() == (launcher == "sce_local")
 
 
+@pytest.mark.e2e
 def test_space_is_checked_by_the_apps_own_check_before_any_trial(tmp_path: Path) -> None:
     """sce_sweeps' preset names its check (hydra.sweeper.validate); the sweeper knows no key."""
-    from tests.helpers import run_cli
+    from tests.support import run_cli
 
     sweep_dir = tmp_path / "search"
     proc = run_cli(

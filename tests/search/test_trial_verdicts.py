@@ -9,8 +9,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from hydra_plugins.sce_sweeps_optuna.trial import STUDY_ATTR, open_storage, trial_overrides
-from tests.helpers import TINY, read_json, read_metrics, run_cli
+from sce_sweeps.runtime.trial import STUDY_ATTR, open_storage, trial_overrides
+from tests.support import TINY, read_json, read_metrics, run_cli
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""The run and sweep files (sce_sweeps.runfiles) under faults: unreadable checkpoints, a full
+"""The run and sweep files (sce_sweeps.runtime.record) under faults: unreadable checkpoints, a full
 disk, run dirs that would escape the sweep dir, two launches or resumes of one sweep dir at
 once, torn Optuna journals."""
 
@@ -8,16 +8,16 @@ import errno
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
 import pytest
 import torch
 
-from sce_sweeps.runfiles import (
+from sce_sweeps.runtime.record import (
     CHECKPOINT,
     PREVIOUS_CHECKPOINT,
     CheckpointError,
@@ -30,8 +30,9 @@ from sce_sweeps.runfiles import (
     release_sweep_dir,
     save_checkpoint,
 )
-from sce_sweeps.search import open_storage
-from tests.helpers import ROOT, TINY, run_cli
+from sce_sweeps.runtime.search import open_storage
+from sce_sweeps.runtime.status import main as status_main
+from tests.support import ROOT, TINY, run_cli, run_in_process, wait_until
 
 ONE_EPOCH = [*TINY, "tracker=none", "trainer.epochs=1", "optim.warmup_epochs=0"]
 
@@ -103,10 +104,11 @@ def test_disk_full_reported_by_the_os_is_named_too(tmp_path, monkeypatch):
 # --- claiming a sweep dir -----------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_a_sweep_dir_is_claimed_by_one_process_at_a_time(tmp_path):
     claim_sweep_dir(tmp_path)
     claim_sweep_dir(tmp_path)  # the same process again: fine
-    code = f"from sce_sweeps.runfiles import claim_sweep_dir as c; c({str(tmp_path)!r})"
+    code = f"from sce_sweeps.runtime.record import claim_sweep_dir as c; c({str(tmp_path)!r})"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode != 0 and "SweepDirBusyError" in proc.stderr
     assert f"pid {os.getpid()}" in proc.stderr  # names who holds it
@@ -114,15 +116,16 @@ def test_a_sweep_dir_is_claimed_by_one_process_at_a_time(tmp_path):
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0  # released: free
     holder = subprocess.Popen([sys.executable, "-c", f"{code}; import time; time.sleep(60)"])
     try:  # a holder that dies, however it dies, frees it
-        deadline = time.monotonic() + 30
-        while True:
+
+        def held() -> bool:
             try:
                 claim_sweep_dir(tmp_path)
                 release_sweep_dir(tmp_path)
             except SweepDirBusyError:
-                break
-            assert time.monotonic() < deadline, "the holder never claimed it"
-            time.sleep(0.05)
+                return True
+            return False
+
+        wait_until(held, 30, "the holder to claim it", interval=0.05)
     finally:
         holder.kill()
         holder.wait()
@@ -143,9 +146,9 @@ def test_a_sweep_dir_is_claimed_by_one_process_at_a_time(tmp_path):
 )
 def test_run_dirs_stay_inside_the_sweep_dir_and_apart(tmp_path, subdir, message):
     sweep_dir = tmp_path / "a" / "b" / "sweep"
-    proc = run_cli(
+    proc = run_in_process(
         "-m", *ONE_EPOCH, "loss.coeff=0,1", f"hydra.sweep.dir={sweep_dir}",
-        f"hydra.sweep.subdir={subdir}", check=False,
+        f"hydra.sweep.subdir={subdir}",
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -191,9 +194,9 @@ def test_corrupt_journal_is_refused_with_one_line_and_left_as_it_is(tmp_path):
     lines = journal.read_bytes().splitlines(keepends=True)
     broken = b"".join([lines[0], b"{not json\n", *lines[1:]])
     journal.write_bytes(broken)
-    proc = run_cli(
+    proc = run_in_process(
         "-m", "+sweep=optuna_search", *ONE_EPOCH, f"hydra.sweep.dir={tmp_path}",
-        "hydra.sweeper.study_name=s", check=False,
+        "hydra.sweeper.study_name=s",
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("sce_sweeps:")]
@@ -218,7 +221,7 @@ def test_resume_uses_the_previous_checkpoint_and_an_unresumable_run_fails_alone(
     _truncate(sweep_dir / "1" / CHECKPOINT)  # both torn: this run cannot resume
     _truncate(sweep_dir / "1" / PREVIOUS_CHECKPOINT)
     proc = subprocess.run(
-        [sys.executable, "-m", "sce_sweeps.resume", str(sweep_dir)],
+        [sys.executable, "-m", "sce_sweeps.cli", "resume", str(sweep_dir)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 1, proc.stderr[-3000:]  # 1: a job failed
@@ -230,10 +233,7 @@ def test_resume_uses_the_previous_checkpoint_and_an_unresumable_run_fails_alone(
     second = read_json(sweep_dir / "1" / "result.json")
     assert second["status"] == "failed"
     assert second["reason"].startswith("CheckpointError: cannot resume from")
-    status = subprocess.run(
-        [sys.executable, "-m", "sce_sweeps.status", str(sweep_dir), "--json"],
-        cwd=ROOT, capture_output=True, text=True,
-    )  # fmt: skip
+    status = run_in_process(str(sweep_dir), "--json", main=status_main)
     assert [j["state"] for j in json.loads(status.stdout)["jobs"]] == ["completed", "failed"]
 
 
@@ -270,7 +270,7 @@ def test_concurrent_launches_and_resumes_of_one_sweep_dir_one_wins(tmp_path):
     assert len(manifest.jobs) == 1 and len(manifest.jobs[0].job_ids) == 1
 
     (sweep_dir / "0" / "result.json").unlink()  # interrupted: a resume reruns it
-    resume = ["-m", "sce_sweeps.resume", str(sweep_dir)]
+    resume = ["-m", "sce_sweeps.cli", "resume", str(sweep_dir)]
     results = _both([_popen(*resume), _popen(*resume)])
     assert sorted(code for code, _ in results) == [0, 2], results
     refused = next(err for code, err in results if code == 2)
@@ -283,12 +283,12 @@ def test_concurrent_launches_and_resumes_of_one_sweep_dir_one_wins(tmp_path):
 # --- SLURM that is not there, or refuses the request ---------------------------------------------
 
 
-def _slurm_sweep(sweep_dir: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
+def _slurm_sweep(sweep_dir: Path, *extra: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "sce_sweeps", "-m", *ONE_EPOCH, "loss.coeff=0,1"]
     cmd += ["launcher=slurm", "cluster=local", "hydra.launcher.poll_s=0.5"]
     return subprocess.run(
         [*cmd, f"hydra.sweep.dir={sweep_dir}", *extra],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, env=env,
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
 
 
@@ -300,10 +300,7 @@ def _one_error_line(stderr: str) -> str:
 
 
 def _not_submitted(sweep_dir: Path) -> list[tuple[str, str]]:
-    status = subprocess.run(
-        [sys.executable, "-m", "sce_sweeps.status", str(sweep_dir), "--json"],
-        cwd=ROOT, capture_output=True, text=True,
-    )  # fmt: skip
+    status = run_in_process(str(sweep_dir), "--json", main=status_main)
     assert status.returncode == 1
     jobs = json.loads(status.stdout)["jobs"]
     manifest = Manifest.load(sweep_dir)
@@ -312,18 +309,19 @@ def _not_submitted(sweep_dir: Path) -> list[tuple[str, str]]:
     return [(j["state"], j["reason"]) for j in jobs]
 
 
-def test_slurm_commands_missing_one_line_exit_2_not_submitted(tmp_path):
+def test_slurm_commands_missing_one_line_exit_2_not_submitted(tmp_path, monkeypatch):
     bin_dir = tmp_path / "bin"  # a PATH with the usual tools but no SLURM commands
     bin_dir.mkdir()
     for tool in ("git", "nvidia-smi"):
-        found = subprocess.run(["which", tool], capture_output=True, text=True).stdout.strip()
-        if found:
+        if found := shutil.which(tool):
             (bin_dir / tool).symlink_to(found)
-    env = {**os.environ, "PATH": str(bin_dir)}
-    proc = _slurm_sweep(tmp_path / "sweep", env=env)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    slurm = ["launcher=slurm", "cluster=local", "hydra.launcher.poll_s=0.5"]
+    sweep = [*ONE_EPOCH, "loss.coeff=0,1", *slurm, f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    proc = run_in_process("-m", *sweep)
     assert proc.returncode == 2, proc.stderr[-3000:]
     line = _one_error_line(proc.stderr)
-    assert "SLURM's commands are not installed" in line and "sce_sweeps.resume" in line
+    assert "SLURM's commands are not installed" in line and "sce_sweeps.cli resume" in line
     states = _not_submitted(tmp_path / "sweep")
     assert {s for s, _ in states} == {"not submitted"}
     assert all("not installed" in reason for _, reason in states)
@@ -343,7 +341,7 @@ def test_request_sbatch_refuses_is_one_line_and_resume_submits_once_fixed(slurm_
 
     fixed = "hydra.launcher.cpus_per_task=1"
     resume = subprocess.run(
-        [sys.executable, "-m", "sce_sweeps.resume", str(sweep_dir), fixed],
+        [sys.executable, "-m", "sce_sweeps.cli", "resume", str(sweep_dir), fixed],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert resume.returncode == 0, resume.stderr[-3000:]
@@ -356,8 +354,8 @@ def test_request_sbatch_refuses_is_one_line_and_resume_submits_once_fixed(slurm_
 
 
 def test_jobs_are_matched_by_number_overrides_or_config_hash(tmp_path):
-    from sce_sweeps.runfiles import Job
-    from sce_sweeps.sweep.plan import _known_job
+    from sce_sweeps.runtime.plan import _known_job
+    from sce_sweeps.runtime.record import Job
 
     manifest = Manifest.create(tmp_path, "s", "local")
     for num, seed in enumerate((0, 1, 2)):
@@ -372,7 +370,7 @@ def test_jobs_are_matched_by_number_overrides_or_config_hash(tmp_path):
 
 
 def test_run_state_prints_formats_and_serialises_as_its_value():
-    from sce_sweeps.runfiles import RunState
+    from sce_sweeps.runtime.record import RunState
 
     state = RunState.NOT_SUBMITTED
     assert state == "not submitted" and RunState("not submitted") is state
@@ -387,7 +385,7 @@ def test_package_uses_no_python_3_11_only_features():
     groups or except* in the package or its Hydra plugins."""
     import ast
 
-    root = Path(__file__).resolve().parents[2]
+    root = ROOT
     banned_names = {"StrEnum", "Self", "ExceptionGroup", "BaseExceptionGroup", "tomllib"}
     found = []
     for path in sorted([*root.glob("sce_sweeps/**/*.py"), *root.glob("hydra_plugins/**/*.py")]):
@@ -415,29 +413,30 @@ def test_package_uses_no_python_3_11_only_features():
 
 
 def test_heartbeat_is_rewritten_every_few_seconds_and_tells_a_stall(tmp_path, monkeypatch):
-    from sce_sweeps import runfiles
+    from sce_sweeps.runtime import record
+    from sce_sweeps.runtime.record import heartbeat
 
     clock = [1000.0]
-    monkeypatch.setattr(runfiles.time, "monotonic", lambda: clock[0])
-    runfiles.beat(tmp_path, 0)
-    first = runfiles.read_heartbeat(tmp_path)
+    monkeypatch.setattr(heartbeat.time, "monotonic", lambda: clock[0])
+    record.beat(tmp_path, 0)
+    first = record.read_heartbeat(tmp_path)
     assert first["step"] == 0 and first["pid"] == os.getpid() and first["longest_gap_s"] == 0
     clock[0] += 0.5
-    runfiles.beat(tmp_path, 1)  # within BEAT_EVERY_S: not rewritten
-    assert runfiles.read_heartbeat(tmp_path)["step"] == 0
+    record.beat(tmp_path, 1)  # within BEAT_EVERY_S: not rewritten
+    assert record.read_heartbeat(tmp_path)["step"] == 0
     clock[0] += 90.0  # a 90 s evaluation between two steps
-    runfiles.beat(tmp_path, 2)
-    beat = runfiles.read_heartbeat(tmp_path)
+    record.beat(tmp_path, 2)
+    beat = record.read_heartbeat(tmp_path)
     assert beat["step"] == 2 and beat["longest_gap_s"] == 90.0
     at = beat["time"]
-    assert runfiles.stall_limit(beat) == 5 * 90.0  # derived: 5x the longest gap
-    assert runfiles.stall_limit({"longest_gap_s": 1.0}) == runfiles.STALL_FLOOR_S
-    assert runfiles.stall(tmp_path, at=at + 400) is None
-    found = runfiles.stall(tmp_path, at=at + 460)
+    assert record.stall_limit(beat) == 5 * 90.0  # derived: 5x the longest gap
+    assert record.stall_limit({"longest_gap_s": 1.0}) == record.STALL_FLOOR_S
+    assert record.stall(tmp_path, at=at + 400) is None
+    found = record.stall(tmp_path, at=at + 460)
     assert found is not None and round(found.age_s) == 460 and found.step == 2
     assert str(found).startswith("stalled: no progress for 460.0 s (limit 450 s), last step 2")
-    assert runfiles.stall(tmp_path, stall_after=10, at=at + 11) is not None
-    runfiles.clear_heartbeat(tmp_path)  # a new attempt is watched from its own first beat
-    assert runfiles.stall(tmp_path, stall_after=10, at=at + 11) is None
-    (tmp_path / runfiles.HEARTBEAT).write_text("{")  # torn by hand: no heartbeat, no error
-    assert runfiles.read_heartbeat(tmp_path) is None
+    assert record.stall(tmp_path, stall_after=10, at=at + 11) is not None
+    record.clear_heartbeat(tmp_path)  # a new attempt is watched from its own first beat
+    assert record.stall(tmp_path, stall_after=10, at=at + 11) is None
+    (tmp_path / record.HEARTBEAT).write_text("{")  # torn by hand: no heartbeat, no error
+    assert record.read_heartbeat(tmp_path) is None

@@ -1,12 +1,11 @@
 """One sweep dir holding a run in every state: ``status``, the analysis tables and the Optuna
-trial table label each run the same way, with the one vocabulary of sce_sweeps.runfiles."""
+trial table label each run the same way, with the one vocabulary of sce_sweeps.runtime.record."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,9 +13,8 @@ import optuna
 import pytest
 import yaml
 
-from hydra_plugins.sce_sweeps_optuna.trial import open_storage
 from sce_sweeps.analysis import ablation_table, collect
-from sce_sweeps.runfiles import (
+from sce_sweeps.runtime.record import (
     CHECKPOINT,
     RUN_MARKER,
     Job,
@@ -27,8 +25,10 @@ from sce_sweeps.runfiles import (
     write_json_atomic,
     write_result,
 )
-from sce_sweeps.search import trials_table
-from tests.helpers import ROOT
+from sce_sweeps.runtime.search import trials_table
+from sce_sweeps.runtime.status import main as status_main
+from sce_sweeps.runtime.trial import open_storage
+from tests.support import run_in_process
 
 # job number: (its run's state, what the run dir holds, what the manifest last saw, trial)
 SWEEP = {
@@ -81,7 +81,7 @@ def _sweep(sweep_dir: Path, live_pid: int) -> None:
 def test_status_analysis_and_trial_table_label_every_run_alike(tmp_path):
     sweep_dir = tmp_path / "every_state"
     # a live job process, whose command line names the sweep dir as submitit's local jobs' do
-    job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", sweep_dir.name])
+    job = subprocess.Popen(["sh", "-c", "sleep 120; :", sweep_dir.name])
     try:
         cmdline = Path(f"/proc/{job.pid}/cmdline")
         while sweep_dir.name.encode() not in cmdline.read_bytes():  # until it has exec'd
@@ -89,10 +89,7 @@ def test_status_analysis_and_trial_table_label_every_run_alike(tmp_path):
         _sweep(sweep_dir, job.pid)
         expected = [str(state) for state, *_ in SWEEP.values()]
 
-        proc = subprocess.run(
-            [sys.executable, "-m", "sce_sweeps.status", str(sweep_dir), "--json"],
-            cwd=ROOT, capture_output=True, text=True,
-        )  # fmt: skip
+        proc = run_in_process(str(sweep_dir), "--json", main=status_main)
         assert proc.returncode == 1, proc.stderr  # failed, not submitted, interrupted
         status = [j["state"] for j in json.loads(proc.stdout)["jobs"]]
 
@@ -110,10 +107,7 @@ def test_status_analysis_and_trial_table_label_every_run_alike(tmp_path):
             "pruned": 1,
             "unfinished": 4,  # running, pending, not submitted, interrupted
         }
-        table_text = subprocess.run(
-            [sys.executable, "-m", "sce_sweeps.status", str(sweep_dir)],
-            cwd=ROOT, capture_output=True, text=True,
-        ).stdout  # fmt: skip
+        table_text = run_in_process(str(sweep_dir), main=status_main).stdout
         assert (
             "7 jobs: 1 completed, 1 pruned, 1 running, 1 pending, 1 failed, 1 not submitted, "
             "1 interrupted"

@@ -13,14 +13,14 @@ import time
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 from sce_sweeps.app import CONF_DIR
-from sce_sweeps.runfiles import Job, Manifest
-from sce_sweeps.sweep.plan import gpus_per_job, remove_unused_sweep_dir
-from sce_sweeps.sweep.resume import resume_command
-from sce_sweeps.sweep.status import exit_code, format_table, job_status, sweep_status
-from tests.helpers import ROOT, run_cli
+from sce_sweeps.runtime.plan import gpus_per_job, remove_unused_sweep_dir
+from sce_sweeps.runtime.record import Job, Manifest
+from sce_sweeps.runtime.resume import resume_command
+from sce_sweeps.runtime.status import exit_code, format_table, job_status, sweep_status
+from sce_sweeps.runtime.status import main as status_main
+from tests.support import ROOT, compose, run_in_process
 
 PRESETS = {  # sweep: (swept key, number of values)
     "lambda_ablation": ("loss.coeff", 9),
@@ -31,17 +31,12 @@ PRESETS = {  # sweep: (swept key, number of values)
 }
 
 
-def compose_cfg(overrides):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose("config", overrides=list(overrides), return_hydra_config=True)
-
-
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_preset_sweeps_its_axis_over_three_seeds(name):
     text = (Path(CONF_DIR) / "sweep" / f"{name}.yaml").read_text()
     assert text.startswith("# @package _global_\n# ") and "Why:" in text
     assert "launcher" not in text and "cluster" not in text
-    cfg = compose_cfg([f"+sweep={name}"])
+    cfg = compose(f"+sweep={name}", hydra=True)
     params = cfg.hydra.sweeper.params
     key, count = PRESETS[name]
     assert cfg.sweep_name == name
@@ -50,14 +45,14 @@ def test_preset_sweeps_its_axis_over_three_seeds(name):
 
 
 def test_lambda_grid_is_zero_to_one_in_eighths():
-    params = compose_cfg(["+sweep=lambda_ablation"]).hydra.sweeper.params
+    params = compose("+sweep=lambda_ablation", hydra=True).hydra.sweeper.params
     assert [float(v) for v in params["loss.coeff"].split(",")] == [i / 8 for i in range(9)]
 
 
 @pytest.mark.parametrize("launcher", ["local", "slurm"])
 @pytest.mark.parametrize("cluster", [None, "local", "example_gpu"])
 def test_launcher_and_cluster_profiles_compose(launcher, cluster):
-    cfg = compose_cfg([f"launcher={launcher}"] + ([f"cluster={cluster}"] if cluster else []))
+    cfg = compose(f"launcher={launcher}", *([f"cluster={cluster}"] if cluster else []), hydra=True)
     target = cfg.hydra.launcher._target_
     assert target.endswith("LocalLauncher" if launcher == "local" else "SlurmLauncher")
     assert cfg.hydra.launcher.max_num_timeout >= 1  # USR2 before a time limit requeues
@@ -68,13 +63,13 @@ def test_launcher_and_cluster_profiles_compose(launcher, cluster):
 
 
 def test_default_launcher_is_local_with_two_processes():
-    launcher = compose_cfg([]).hydra.launcher
+    launcher = compose(hydra=True).hydra.launcher
     assert launcher._target_.endswith("LocalLauncher") and launcher.max_parallel == 2
 
 
 def test_dry_run_of_crops_ablation_on_example_gpu_cluster():
     made = not (ROOT / "sweeps" / "crops_ablation").exists()
-    proc = run_cli(
+    proc = run_in_process(
         "-m",
         "+sweep=crops_ablation",
         "launcher=slurm",
@@ -82,6 +77,7 @@ def test_dry_run_of_crops_ablation_on_example_gpu_cluster():
         "hydra.launcher.dry_run=true",
     )
     out = proc.stdout
+    assert proc.returncode == 0, proc.stderr
     assert "DRY RUN: 24 jobs of sweep crops_ablation would be submitted to SLURM" in out
     assert "partition=gpu account=my_lab qos=normal constraint=a100" in out
     assert "1 task, 1 GPU, 10 CPUs per task, 64 GB, time limit 12:00:00" in out
@@ -104,20 +100,19 @@ def test_dry_run_of_crops_ablation_on_example_gpu_cluster():
     ],
 )
 def test_bad_stall_settings_fail_naming_the_key(tmp_path, override, says):
-    proc = run_cli("-m", override, f"hydra.sweep.dir={tmp_path / 'sweep'}", check=False)
+    proc = run_in_process("-m", override, f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert proc.returncode == 2 and says in proc.stderr, proc.stderr[-2000:]
     assert not (tmp_path / "sweep").exists()
 
 
 def test_grid_point_too_big_for_the_dataset_fails_before_submission(tmp_path):
-    proc = run_cli(
+    proc = run_in_process(
         "-m",
         "+sweep=queue_ablation",
         "dataset.train_samples=10000",
         "launcher=slurm",
         "cluster=local",
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        check=False,
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
     bad = [line for line in proc.stderr.splitlines() if "invalid config" in line]
@@ -159,6 +154,7 @@ def _manifest(sweep_dir: Path, launcher: str = "local") -> Manifest:
     manifest.pid = 999_999_999  # no such process: the launcher is gone
     manifest.program = ["-m", "sce_sweeps"]
     manifest.argv = ["-m", "+sweep=lambda_ablation", "seed=0", f"hydra.sweep.dir={sweep_dir}"]
+    manifest.metric = "knn_top1"  # as the launcher records the app's record.metric
     for num, (state, result) in enumerate(
         [
             ("completed", {"status": "completed", "knn_top1": 51.2}),
@@ -183,21 +179,20 @@ def test_status_reads_run_dirs_and_says_why(tmp_path):
     manifest = Manifest.load(tmp_path)
     statuses = sweep_status(manifest)
     assert [s.state for s in statuses] == ["completed", "failed", "interrupted", "interrupted"]
-    assert statuses[0].knn_top1 == 51.2
+    assert statuses[0].value == 51.2
     assert statuses[1].reason == "NonFiniteLossError: loss is nan"
     assert exit_code(statuses) == 1
     table = format_table(manifest, statuses)
-    assert "kNN top-1 51.20%" in table and "1 completed, 1 failed, 2 interrupted" in table
+    assert "knn_top1 51.2" in table and "1 completed, 1 failed, 2 interrupted" in table
 
 
 def test_status_exit_codes_from_the_command_line(tmp_path):
     _manifest(tmp_path)
-    status = [sys.executable, "-m", "sce_sweeps.status"]
-    proc = subprocess.run([*status, str(tmp_path), "--json"], cwd=ROOT, capture_output=True)
+    proc = run_in_process(str(tmp_path), "--json", main=status_main)
     assert proc.returncode == 1
     assert [j["state"] for j in json.loads(proc.stdout)["jobs"]][:2] == ["completed", "failed"]
-    proc = subprocess.run([*status, str(tmp_path / "nowhere")], cwd=ROOT, capture_output=True)
-    assert proc.returncode == 2 and b"no manifest.json" in proc.stderr
+    proc = run_in_process(str(tmp_path / "nowhere"), main=status_main)
+    assert proc.returncode == 2 and "no manifest.json" in proc.stderr
 
 
 def test_a_result_of_another_config_does_not_count(tmp_path):
@@ -210,7 +205,7 @@ def test_live_local_processes_are_running_or_pending(tmp_path):
     manifest = _manifest(tmp_path)
     assert manifest.host == socket.gethostname()
     # a process whose command line names the sweep dir, as submitit's local job process does
-    job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", tmp_path.name])
+    job = subprocess.Popen(["sh", "-c", "sleep 60; :", tmp_path.name])
     try:
         cmdline = Path(f"/proc/{job.pid}/cmdline")
         while tmp_path.name.encode() not in cmdline.read_bytes():  # until it has exec'd
@@ -237,8 +232,8 @@ def test_resume_replays_the_command_with_resume_on(tmp_path):
 
 
 def test_resume_of_a_dir_without_manifest_is_refused(tmp_path):
-    proc = run_cli(
-        "-m", "seed=0,1", f"hydra.sweep.dir={tmp_path}", "hydra.launcher.resume=true", check=False
+    proc = run_in_process(
+        "-m", "seed=0,1", f"hydra.sweep.dir={tmp_path}", "hydra.launcher.resume=true"
     )
     assert proc.returncode == 2 and "nothing to resume" in proc.stderr
 

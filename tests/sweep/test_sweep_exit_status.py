@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from sce_sweeps.runfiles import Manifest
-from sce_sweeps.sweep.status import exit_code, sweep_status
-from tests.helpers import FAILING_POINT, read_json, run_cli
+from sce_sweeps.runtime.record import Manifest
+from sce_sweeps.runtime.status import exit_code, sweep_status
+from tests.support import FAILING_POINT, read_json, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +41,7 @@ def test_sweep_with_a_failed_job_exits_1_after_its_summary(failing_point_sweep):
     summary = proc.stderr.index("2 jobs: 1 completed, 1 failed")
     last = proc.stderr.strip().splitlines()[-1]
     assert proc.stderr.index("exit status 1: 1 failed of 2 jobs") > summary
-    assert "exit status 1" in last and "sce_sweeps.resume" in last  # the last word
+    assert "exit status 1" in last and "sce_sweeps.cli resume" in last  # the last word
     manifest = Manifest.load(failing_point_sweep.run_dir)
     assert exit_code(sweep_status(manifest)) == 1  # the same as status says
 
@@ -59,14 +59,14 @@ def test_printed_commands_run_as_printed_and_a_resume_exits_as_the_sweep(tmp_pat
     )
     assert (sweep_dir / "manifest.json").exists()
     commands = printed_commands(first.stderr)
-    status = [c for c in commands if "sce_sweeps.status" in c]
+    status = [c for c in commands if "sce_sweeps.cli status" in c]
     assert status, first.stderr[-3000:]
     for command in set(status):
         shown = run_printed(command, tmp_path)  # from another directory
         assert shown.returncode == 1, shown.stderr  # 1: a job failed (2 would be a usage error)
         assert str(sweep_dir) in shown.stdout and "1 completed, 1 failed" in shown.stdout
     assert first.returncode == 1, first.stderr[-3000:]
-    resume = [c for c in commands if "sce_sweeps.resume" in c]
+    resume = [c for c in commands if "sce_sweeps.cli resume" in c]
     assert resume, first.stderr[-3000:]
 
     # the same command again: refused (the dir holds a sweep), with a resume command to paste
@@ -85,7 +85,7 @@ def test_printed_commands_run_as_printed_and_a_resume_exits_as_the_sweep(tmp_pat
 
     # the command line resume prints (cd DIR && python ...): pasted, it runs as well
     resumed = run_printed(command, tmp_path)
-    line = resumed.stdout.strip().splitlines()[0].removeprefix("sce_sweeps.resume: ")
+    line = resumed.stdout.strip().splitlines()[0].removeprefix("sce_sweeps.cli resume: ")
     assert line.startswith("(cd ") and " && " in line
     cd, _, pasted = line[1:-1].partition(" && ")
     python = shlex.split(pasted)[0]

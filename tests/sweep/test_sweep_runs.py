@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import ROOT, TINY, read_json, run_cli
+from sce_sweeps.runtime.status import main as status_main
+from tests.support import ROOT, TINY, read_json, run_cli, run_in_process, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -36,13 +37,7 @@ def sweep(sweep_dir: Path, *overrides: str, check: bool = True) -> subprocess.Co
 
 
 def status(sweep_dir: Path) -> tuple[int, dict]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "sce_sweeps.status", str(sweep_dir), "--json"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_in_process(str(sweep_dir), "--json", main=status_main)
     return proc.returncode, json.loads(proc.stdout)
 
 
@@ -143,11 +138,10 @@ def test_scontrol_requeue_resumes_from_checkpoint_with_the_same_result(slurm_clu
     cmd += ["launcher=slurm", "cluster=local", f"hydra.sweep.dir={sweep_dir}"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 180
-        while _epoch_of_checkpoint(sweep_dir / "0") < 1:  # the job trains: epoch 1 is saved
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the job did not reach its first checkpoint"
-            time.sleep(0.2)
+        # the job trains: epoch 1 is saved
+        wait_until(
+            lambda: _epoch_of_checkpoint(sweep_dir / "0") >= 1, 180, "a checkpoint", proc=proc
+        )
         job_id = manifest(sweep_dir)["jobs"][0]["job_ids"][-1]
         subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
         out, err = proc.communicate(timeout=240)
@@ -182,7 +176,7 @@ def test_failed_point_is_reported_and_only_it_is_rerun(slurm_cluster, tmp_path):
     time.sleep(1)  # finished_at has a 1 s resolution
 
     proc = subprocess.run(
-        [sys.executable, "-m", "sce_sweeps.resume", str(tmp_path)],
+        [sys.executable, "-m", "sce_sweeps.cli", "resume", str(tmp_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import ROOT
+from tests.support import ROOT
 
 
 def read_repo(repo: Path) -> list[dict[str, Any]]:
@@ -21,7 +21,7 @@ def read_repo(repo: Path) -> list[dict[str, Any]]:
     from aim import Repo
     from aim.storage.context import Context
 
-    from sce_sweeps.tracking import index_repo
+    from sce_sweeps.runtime.adapters.aim_repo import index_repo
 
     index_repo(repo)  # what `aim up` does in the background: makes the runs queryable
     aim_repo = Repo.from_path(str(repo))

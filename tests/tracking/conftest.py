@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_cli
-from tests.tracking.helpers import COEFFS, EPOCHS, SEEDS, SWEEP_NAME, tiny
+from tests.support import run_cli, tiny
+from tests.tracking.helpers import COEFFS, EPOCHS, SEEDS, SWEEP_NAME
 
 
 @pytest.fixture(scope="session")

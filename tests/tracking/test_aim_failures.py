@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import read_json, run_cli
+from tests.support import read_json, run_cli, tiny
 from tests.tracking.aim_read import read, series
-from tests.tracking.helpers import tiny
 
 pytestmark = pytest.mark.slow
 

@@ -10,19 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from sce_sweeps.runfiles import Manifest
-from sce_sweeps.sweep.status import format_table, sweep_status
-from sce_sweeps.tracking import create_repo
-from tests.helpers import ROOT, read_json, run_cli
+from sce_sweeps.runtime.record import Manifest
+from sce_sweeps.runtime.status import format_table, sweep_status
+from sce_sweeps.runtime.tracking import create_repo
+from tests.support import ROOT, read_json, run_cli, tiny
 from tests.tracking.aim_read import read
-from tests.tracking.helpers import tiny
 
 pytestmark = pytest.mark.slow
 
 
 def _merge(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "sce_sweeps.tracking", "merge", *args],
+        [sys.executable, "-m", "sce_sweeps.cli", "merge", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -50,7 +49,7 @@ def test_failed_merge_is_recorded_shown_and_retried_idempotently(tmp_path: Path)
     assert f"not merged into {repo}" in table
 
     blocker.unlink()  # the repo's place is fixed: the command shown now merges the run
-    argv = shlex.split(command)[4:]  # after `python -m sce_sweeps.tracking merge`
+    argv = shlex.split(command)[4:]  # after `python -m sce_sweeps.cli merge`
     first, again = _merge(*argv), _merge(*argv)
     for proc in (first, again):  # the same answer each time, the run counted once
         assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.support import ROOT
 from tests.tracking.helpers import COEFFS, SEEDS
 
 pytestmark = pytest.mark.slow

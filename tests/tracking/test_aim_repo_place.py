@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import tiny
 from tests.tracking.aim_read import read, series
-from tests.tracking.helpers import tiny
 
 
 @pytest.mark.slow
@@ -53,7 +53,7 @@ def test_single_run_stored_elsewhere_keeps_its_aim_repo_beside_it(tmp_path: Path
     ],
 )
 def test_runs_root_is_the_fixed_part_of_the_run_dir(template: str, run_dir: str, root: str) -> None:
-    from sce_sweeps.tracking import runs_root
+    from sce_sweeps.runtime.tracking import runs_root
 
     base = Path("/home/me/project")
     assert runs_root(template, base, base / run_dir) == base / root

@@ -6,16 +6,15 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from sce_sweeps.tracking import AimTracker, run_locked
-from tests.helpers import ROOT, read_metrics, run_cli
+from sce_sweeps.runtime.adapters.aim_repo import run_locked
+from sce_sweeps.runtime.tracking import AimTracker
+from tests.support import ROOT, read_metrics, run_cli, start_cli, tiny, wait_until
 from tests.tracking.aim_read import read, series
-from tests.tracking.helpers import start_cli, tiny
 
 EPOCHS = 3
 STEPS_PER_EPOCH = 10  # 640 images, batch 64: train metrics at steps 0 | 10 | 20
@@ -44,16 +43,14 @@ def test_killed_after_epoch_one_and_resumed_is_one_aim_run(tmp_path: Path) -> No
     proc = start_cli(*args)
     # Kill once epoch 1 is checkpointed and a step of epoch 2 is tracked (the run's metric
     # database changed after the checkpoint): that step will be tracked again on resume.
-    deadline = time.monotonic() + 300
-    while True:
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "timed out"
-        ckpt = run_dir / "checkpoint.pt"
-        if ckpt.exists() and _state(run_dir)["epoch"] == 1:
-            seqs = run_dir / "aim" / ".aim" / "seqs" / "chunks"
-            if _tracked_after(seqs, ckpt.stat().st_mtime_ns):
-                break
-        time.sleep(0.01)
+    ckpt, seqs = run_dir / "checkpoint.pt", run_dir / "aim" / ".aim" / "seqs" / "chunks"
+
+    def tracked_after_epoch_1() -> bool:
+        if not (ckpt.exists() and _state(run_dir)["epoch"] == 1):
+            return False
+        return _tracked_after(seqs, ckpt.stat().st_mtime_ns)
+
+    wait_until(tracked_after_epoch_1, 300, "a step of epoch 2", proc=proc, interval=0.01)
     proc.kill()  # SIGKILL: no tracker.close, Aim's run lock stays behind
     proc.wait()
     run_hash = _state(run_dir)["tracker_run_hash"]
@@ -90,7 +87,7 @@ def test_killed_after_epoch_one_and_resumed_is_one_aim_run(tmp_path: Path) -> No
 KILLED_WRITER = """
 import os, signal, sys
 from pathlib import Path
-from sce_sweeps.tracking import AimTracker
+from sce_sweeps.runtime.tracking import AimTracker
 
 run_repo, shared = Path(sys.argv[1]), Path(sys.argv[2])
 tracker = AimTracker(run_repo, shared, None, {"hparams": {"x": 1}}, "exp", "job",
@@ -102,6 +99,7 @@ os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
+@pytest.mark.e2e
 def test_run_left_open_by_a_killed_process_is_continued(tmp_path: Path) -> None:
     """Killed before its first checkpoint (no hash to resume with): the next attempt takes
     over the run left in the run dir, lock included, and re-tracked steps replace old ones."""
@@ -133,6 +131,7 @@ def test_run_left_open_by_a_killed_process_is_continued(tmp_path: Path) -> None:
     assert x["epochs"] == [1, 1, 1, 2, 2, 2, 2, 2]
 
 
+@pytest.mark.e2e
 def test_merge_cli_recovers_a_killed_run_that_never_resumed(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     run_repo = sweep / "0" / "aim"
@@ -149,7 +148,7 @@ def test_merge_cli_recovers_a_killed_run_that_never_resumed(tmp_path: Path) -> N
 
     def merge(*flags: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "sce_sweeps.tracking", "merge", str(sweep), *flags],
+            [sys.executable, "-m", "sce_sweeps.cli", "merge", str(sweep), *flags],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -178,10 +177,8 @@ def test_stopped_while_its_aim_repo_is_created_and_resumed_is_tracked(tmp_path: 
     ]
     proc = start_cli(*args)
     run_repo = run_dir / "aim"
-    deadline = time.monotonic() + 300
-    while not (run_repo.is_dir() and any(run_repo.iterdir())):  # Aim is making the repo
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.001)
+    making = lambda: run_repo.is_dir() and any(run_repo.iterdir())  # noqa: E731
+    wait_until(making, 300, "Aim to make the repo", proc=proc, interval=0.001)
     proc.terminate()
     proc.communicate()
     assert proc.returncode == -15

@@ -19,9 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, run_cli
+from tests.support import ROOT, run_cli, tiny, wait_until
 from tests.tracking.aim_read import read, series
-from tests.tracking.helpers import tiny
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +34,7 @@ import json, os, sys
 from pathlib import Path
 from omegaconf import OmegaConf
 from sce_sweeps.config import Config
-from sce_sweeps.tracking import RemoteAimTracker, make_tracker
+from sce_sweeps.runtime.tracking import RemoteAimTracker, make_tracker
 
 def job(url, k, first, last, run_hash, steps):
     cfg = OmegaConf.structured(Config)
@@ -88,15 +87,15 @@ def aim_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     cmd = [aim, "server", "--repo", str(repo), "--host", "127.0.0.1", "--port", str(port), "-y"]
     server = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert server.poll() is None, (tmp_path / "server.log").read_text()
+
+        def listening() -> bool:
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
+                    return True
             except OSError:
-                assert time.monotonic() < deadline, "aim server did not start"
-                time.sleep(0.2)
+                return False
+
+        wait_until(listening, 90, "the aim server", proc=server, log=tmp_path / "server.log")
         yield f"aim://127.0.0.1:{port}", repo
     finally:
         with_group = [signal.SIGTERM, signal.SIGKILL]  # the server and its uvicorn worker

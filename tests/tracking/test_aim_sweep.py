@@ -10,14 +10,13 @@ import socket
 import struct
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, read_json, read_metrics
+from tests.support import ROOT, read_json, read_metrics, wait_until
 from tests.tracking.aim_read import read, series
 from tests.tracking.helpers import COEFFS, EPOCHS, SEEDS, STEPS_PER_EPOCH, SWEEP_NAME
 
@@ -115,17 +114,18 @@ def test_aim_up_serves_the_sweep_over_http(sweep: Path, tmp_path: Path) -> None:
         start_new_session=True,  # aim up starts uvicorn: stop the whole group
     )
     try:
-        deadline = time.monotonic() + 120
-        runs: dict = {}
-        while len(runs) < len(RUN_COEFFS):  # the server indexes the repo in the background
-            assert server.poll() is None, (tmp_path / "aim_up.log").read_text()
-            assert time.monotonic() < deadline, f"runs over HTTP: {list(runs)}"
+
+        def indexed() -> dict:  # the server indexes the repo in the background
             try:
                 body = _get(f"{base}/runs/search/run/?report_progress=false&exclude_traces=true")
-                runs = {h: r for h, r in _decode_run_stream(body).items() if "params" in r}
             except (urllib.error.URLError, ConnectionError):
-                pass
-            time.sleep(1)
+                return {}
+            runs = {h: r for h, r in _decode_run_stream(body).items() if "params" in r}
+            return runs if len(runs) >= len(RUN_COEFFS) else {}
+
+        runs = wait_until(
+            indexed, 120, "the runs over HTTP", proc=server, log=tmp_path / "aim_up.log", interval=1
+        )
 
         coeffs = sorted(r["params"]["hparams"]["loss"]["coeff"] for r in runs.values())
         assert coeffs == RUN_COEFFS

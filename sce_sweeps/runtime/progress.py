@@ -9,7 +9,7 @@ otherwise, so a log shows the sweep moving without filling up. Example::
     sce_sweeps: lambda_ablation [######------] 2/3 done (1 completed, 1 failed), 1 running,
     0 pending; best 81.02% (job #0); ~3m10s left, 6m02s elapsed
 
-A running job whose heartbeat is older than its limit (see :func:`sce_sweeps.runfiles.stall`)
+A running job whose heartbeat is older than its limit (see :func:`sce_sweeps.runtime.record.stall`)
 is flagged with how long it has made no progress, and the time left is then unknown::
 
     sce_sweeps: lambda_ablation [####--------] 1/3 done (1 completed, 0 failed), 2 running
@@ -23,7 +23,6 @@ spread over the jobs still to run, as many at a time as are running now.
 from __future__ import annotations
 
 import math
-import re
 import statistics
 import sys
 import threading
@@ -34,7 +33,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from sce_sweeps.runfiles import FINAL, HYDRA_DIR, METRICS, RunState, stall
+from sce_sweeps.runtime.record import FINAL, RunState, done_share, stall
 
 BAR_WIDTH = 12
 INTERVAL_S = 60.0  # seconds between two lines in a log when nothing changes
@@ -42,7 +41,7 @@ _LOCK = threading.Lock()
 
 
 def _seconds(stamp: str | None) -> float | None:
-    """A manifest time stamp (``runfiles.now()``) as seconds since the epoch."""
+    """A manifest time stamp (``record.now()``) as seconds since the epoch."""
     if not stamp:
         return None
     try:
@@ -66,8 +65,9 @@ def counts(jobs: Iterable[Any]) -> Counter[RunState]:
     return Counter(RunState(job.state) for job in jobs)
 
 
-def best(jobs: Iterable[Any]) -> tuple[float, int] | None:
-    """(objective, job number) of the completed job with the highest objective, if any."""
+def best(jobs: Iterable[Any], mode: str = "max") -> tuple[float, int] | None:
+    """(objective, job number) of the completed job with the best objective (the highest,
+    or with ``mode="min"`` the lowest), if any."""
     done = [
         (job.objective, job.num)
         for job in jobs
@@ -75,7 +75,8 @@ def best(jobs: Iterable[Any]) -> tuple[float, int] | None:
         and job.objective is not None
         and math.isfinite(job.objective)
     ]
-    return max(done, key=lambda d: (d[0], -d[1])) if done else None
+    sign = -1 if mode == "min" else 1
+    return max(done, key=lambda d: (sign * d[0], -d[1])) if done else None
 
 
 def time_left(
@@ -120,19 +121,6 @@ def time_left(
     return left / max(1, len(running))
 
 
-def epochs_done(run_dir: Path) -> float | None:
-    """The share of its epochs a run has done: lines of ``metrics.jsonl`` over
-    ``trainer.epochs`` of its ``.hydra/config.yaml``; None when either is not there yet."""
-    try:
-        text = (run_dir / HYDRA_DIR / "config.yaml").read_text()
-        match = re.search(r"^trainer:\n(?:  .*\n)*?  epochs: (\d+)$", text, re.MULTILINE)
-        total = int(match.group(1)) if match else 0
-        lines = (run_dir / METRICS).read_text().count("\n")
-    except OSError:
-        return None
-    return min(1.0, lines / total) if total else None
-
-
 def progress_line(
     name: str,
     jobs: list[Any],
@@ -140,6 +128,7 @@ def progress_line(
     now: float | None = None,
     fractions: dict[int, float] | None = None,
     stalled: dict[int, float] | None = None,
+    mode: str = "max",
 ) -> str:
     """The one-line summary of a sweep's jobs (see the module's docstring); ``fractions``:
     the share of its epochs each running job has done (job number -> [0, 1]); ``stalled``:
@@ -164,8 +153,8 @@ def progress_line(
     for state in (RunState.NOT_SUBMITTED, RunState.INTERRUPTED):
         if n[state]:
             line += f", {n[state]} {state}"
-    top = best(jobs)
-    line += f"; best {top[0]:.2f}% (job #{top[1]})" if top else "; best -"
+    top = best(jobs, mode)
+    line += f"; best {top[0]:.4g} (job #{top[1]})" if top else "; best -"
     if done < total and stalled:
         line += "; time left: - (stalled)"
     elif done < total:
@@ -198,10 +187,11 @@ class ProgressPrinter:
         force: bool = False,
         sweep_dir: Path | None = None,
         stall_after: float | None = None,
+        mode: str = "max",
     ) -> None:
         """Show the line now if it is due (always on a terminal); with ``sweep_dir``, the
         running jobs' epochs refine the time left, and their heartbeats tell which are stalled
-        (``stall_after``: the limit, see :func:`sce_sweeps.runfiles.stall_limit`)."""
+        (``stall_after``: the limit, see :func:`sce_sweeps.runtime.record.stall_limit`)."""
         stalled = {}
         for job in jobs if sweep_dir is not None else []:
             found = job.state == RunState.RUNNING and stall(sweep_dir / job.run_dir, stall_after)
@@ -216,10 +206,10 @@ class ProgressPrinter:
         if sweep_dir is not None:
             for job in jobs:
                 if job.state == RunState.RUNNING:
-                    share = epochs_done(sweep_dir / job.run_dir)
+                    share = done_share(sweep_dir / job.run_dir)
                     if share is not None:
                         fractions[job.num] = share
-        line = progress_line(name, jobs, clock - self.started, fractions=fractions, stalled=stalled)
+        line = progress_line(name, jobs, clock - self.started, None, fractions, stalled, mode)
         if self.tty:
             self.stream.write(f"\r\033[K{line}")
             self._drawn = True
@@ -239,11 +229,10 @@ class ProgressPrinter:
         self,
         name: str,
         jobs: list[Any],
-        sweep_dir: Path | None = None,
-        stall_after: float | None = None,
+        **where: Any,
     ) -> None:
-        """Show the final line and leave it there."""
-        self.update(name, jobs, force=True, sweep_dir=sweep_dir, stall_after=stall_after)
+        """Show the final line and leave it there (``where``: as :meth:`update` takes it)."""
+        self.update(name, jobs, force=True, **where)
         if self._drawn:
             self.stream.write("\n")
             self.stream.flush()
@@ -261,11 +250,12 @@ def _printer(manifest: Any) -> ProgressPrinter:
 
 
 def show(manifest: Any, final: bool = False) -> None:
-    """Show the progress of the sweep of ``manifest`` (a :class:`~sce_sweeps.runfiles.Manifest`)
+    """Show the progress of the sweep of ``manifest`` (a :class:`~.record.Manifest`)
     on stderr; ``final`` leaves the line in place (end of a launch)."""
     with _LOCK:
         printer = _printer(manifest)
         where = {"sweep_dir": manifest.sweep_dir, "stall_after": manifest.stall_after}
+        where["mode"] = manifest.mode
         if final:
             printer.finish(manifest.sweep_name, manifest.jobs, **where)
         else:

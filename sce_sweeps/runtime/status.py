@@ -1,6 +1,6 @@
-"""Where each job of a sweep stands: ``python -m sce_sweeps.status <sweep dir>``.
+"""Where each job of a sweep stands: ``python -m sce_sweeps.cli status <sweep dir>``.
 
-Every job gets one :class:`~sce_sweeps.runfiles.RunState`, from, in this order:
+Every job gets one :class:`~sce_sweeps.runtime.record.RunState`, from, in this order:
 
 1. SLURM (``squeue``, then ``sacct``) for its latest SLURM job id, or the liveness of its
    local process: a queued job is *pending*, a started one *running* (unless its run already
@@ -32,21 +32,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import socket
-import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
-from sce_sweeps.runfiles import (
-    CHECKPOINT,
+from sce_sweeps.runtime.procs import alive
+from sce_sweeps.runtime.record import (
     FINAL,
     FINISHED,
+    HOST,
     LIVE,
     MANIFEST,
-    PREVIOUS_CHECKPOINT,
     SLURM_LIVE,
     STALLED,
     STATE_ORDER,
@@ -54,9 +51,11 @@ from sce_sweeps.runfiles import (
     Manifest,
     RunFileError,
     RunState,
+    has_checkpoint,
     read_result,
     stall,
 )
+from sce_sweeps.runtime.slurm import job_states
 
 
 @dataclass
@@ -69,100 +68,59 @@ class JobStatus:
     overrides: list[str]
     run_dir: str
     job_id: str | None = None
-    knn_top1: float | None = None
+    value: float | None = None  # a completed job's primary metric (the manifest's metric)
     log: str | None = None
     stalled_s: float | None = None  # a running job without progress: for how long
     tracking: str | None = None  # what went wrong with its tracking (e.g. Aim merge failed)
 
 
-def _run(cmd: list[str]) -> str | None:
-    """stdout of ``cmd``, or None when it is missing or fails."""
-    if shutil.which(cmd[0]) is None:
-        return None
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return proc.stdout if proc.returncode == 0 else None
-
-
-def slurm_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
-    """{job id: (state, reason)} from squeue for queued/running jobs, else from sacct.
-
-    Array tasks are named ``<array id>_<task id>``; ``squeue -r`` lists a pending array's tasks
-    one by one. Jobs SLURM no longer knows (or no SLURM at all) are left out.
-    """
-    if not job_ids:
-        return {}
-    states: dict[str, tuple[str, str]] = {}
-    queue = _run(["squeue", "-h", "-r", "-o", "%i|%T|%r"]) or ""
-    for line in queue.splitlines():
-        job_id, state, reason = (line.split("|") + ["", ""])[:3]
-        if job_id in job_ids:
-            states[job_id] = (state, reason)
-    rest = [j for j in job_ids if j not in states]
-    if rest:
-        cmd = ["sacct", "-n", "-X", "-P", "-o", "JobID,State,ExitCode", "-j", ",".join(rest)]
-        for line in (_run(cmd) or "").splitlines():
-            job_id, state, exit_code = (line.split("|") + ["", ""])[:3]
-            if job_id in rest:
-                name = state.split()[0] if state else "UNKNOWN"
-                states[job_id] = (name, f"{state}, exit {exit_code}")
-    return states
-
-
-def queued_slurm_jobs(job_ids: list[str]) -> set[str] | None:
-    """Those of ``job_ids`` (``<array id>_<task id>``) that SLURM holds pending, from one
-    ``squeue`` call over their arrays; None when squeue does not answer."""
-    arrays = sorted({job_id.split("_")[0] for job_id in job_ids})
-    if not arrays:
-        return set()
-    out = _run(["squeue", "-h", "-r", "-t", "PENDING", "-o", "%i", "-j", ",".join(arrays)])
-    return None if out is None else set(out.split()) & set(job_ids)
-
-
 def process_alive(pid: int | None, host: str, marker: str | None = None) -> bool:
     """Whether process ``pid`` of this host is alive (and its command line holds ``marker``)."""
-    if not pid or host != socket.gethostname():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    if marker and cmdline.exists():
-        return marker in cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    return True
-
-
-def _has_checkpoint(run_dir: Path) -> bool:
-    return (run_dir / CHECKPOINT).exists() or (run_dir / PREVIOUS_CHECKPOINT).exists()
+    return host == HOST and alive(pid, marker)
 
 
 def _interrupted_reason(run_dir: Path) -> str:
-    if _has_checkpoint(run_dir):
+    if has_checkpoint(run_dir):
         return "no result; stopped with a checkpoint (a resume continues from it)"
     return "no result; stopped before its first checkpoint"
 
 
+def _own_result(manifest: Manifest, job: Job) -> dict[str, Any] | RunFileError | None:
+    """The job's ``result.json`` (None when it has none, or one of another config)."""
+    try:
+        result = read_result(manifest.run_dir(job))
+    except RunFileError as e:
+        return e
+    return result if result and result.get("config_hash") == job.config_hash else None
+
+
+def _settled(job: Job, result: dict[str, Any] | RunFileError | None) -> bool:
+    """Whether the job's state is known without asking SLURM: its run recorded a completed or
+    pruned result (or a corrupt one), or the launcher saw it end."""
+    if isinstance(result, RunFileError) or (result and result["status"] in FINISHED):
+        return True
+    return job.finished_at is not None and job.state in FINAL
+
+
 def job_status(
-    manifest: Manifest, job: Job, slurm: dict[str, tuple[str, str]], launcher_alive: bool
+    manifest: Manifest,
+    job: Job,
+    slurm: dict[str, tuple[str, str]],
+    launcher_alive: bool,
+    result: dict[str, Any] | RunFileError | None | bool = True,
 ) -> JobStatus:
-    """The state of one job (see the module docstring for the rules)."""
+    """The state of one job (see the module docstring for the rules); ``result``: its
+    :func:`_own_result`, read here if not given."""
     run_dir = manifest.run_dir(job)
     latest = job.job_ids[-1] if job.job_ids else None
     status = JobStatus(
         job.num, RunState.INTERRUPTED, None, job.overrides, job.run_dir, latest, log=job.log
     )
-    try:
-        result = read_result(run_dir)
-    except RunFileError as e:
-        status.state, status.reason = RunState.FAILED, str(e)
+    if result is True:
+        result = _own_result(manifest, job)
+    if isinstance(result, RunFileError):
+        status.state, status.reason = RunState.FAILED, str(result)
         return status
-    if result and result.get("config_hash") != job.config_hash:
-        result = None  # another config ran in this dir
     live = None
     if manifest.launcher == "slurm" and latest in slurm:
         slurm_state, slurm_reason = slurm[latest]
@@ -190,9 +148,9 @@ def job_status(
     elif result:
         status.state, status.reason = RunState(result["status"]), result.get("reason")
         status.tracking = result.get("tracking")
-        if status.state == RunState.COMPLETED:
-            status.knn_top1 = result.get("knn_top1")
-    elif job.state in FINAL and job.finished_at and not _has_checkpoint(run_dir):
+        if status.state == RunState.COMPLETED and manifest.metric:
+            status.value = result.get(manifest.metric)
+    elif job.state in FINAL and job.finished_at and not has_checkpoint(run_dir):
         # an app that writes no result.json: the launcher saw it end. (A run dir with a
         # checkpoint belongs to an app that writes one: without it, the run is interrupted.)
         status.state, status.reason = RunState(job.state), job.reason
@@ -213,11 +171,17 @@ def job_status(
 def sweep_status(manifest: Manifest, launcher_alive: bool | None = None) -> list[JobStatus]:
     """The state of every job of the sweep; ``launcher_alive``: whether the launcher may still
     start the jobs it has not submitted (default: whether its process lives)."""
-    slurm_ids = [j.job_ids[-1] for j in manifest.jobs if j.job_ids]
-    slurm = slurm_states(slurm_ids) if manifest.launcher == "slurm" else {}
+    results = [_own_result(manifest, job) for job in manifest.jobs]
+    ask = [
+        j.job_ids[-1] for j, r in zip(manifest.jobs, results) if j.job_ids and not _settled(j, r)
+    ]  # a finished sweep asks SLURM nothing
+    slurm = job_states(ask) if manifest.launcher == "slurm" else {}
     if launcher_alive is None:
         launcher_alive = process_alive(manifest.pid, manifest.host, "python")
-    return [job_status(manifest, job, slurm, launcher_alive) for job in manifest.jobs]
+    return [
+        job_status(manifest, job, slurm, launcher_alive, result)
+        for job, result in zip(manifest.jobs, results)
+    ]
 
 
 def jobs_(n: int, noun: str = "job") -> str:
@@ -255,8 +219,8 @@ def format_table(manifest: Manifest, statuses: list[JobStatus]) -> str:
     width = max([len(" ".join(v)) for v in varying] + [9])
     lines.append(f"{'job':>4}  {'state':<13}  {'overrides':<{width}}  {'job id':<10}  details")
     for s, v in zip(statuses, varying):
-        if s.state == RunState.COMPLETED and s.knn_top1 is not None:
-            detail = f"kNN top-1 {s.knn_top1:.2f}%"
+        if s.state == RunState.COMPLETED and s.value is not None:
+            detail = f"{manifest.metric} {s.value:.4g}"
         else:
             detail = s.reason or ""
         if s.state not in (*FINISHED, *LIVE) and s.log:
@@ -277,10 +241,23 @@ def format_table(manifest: Manifest, statuses: list[JobStatus]) -> str:
     return "\n".join(lines)
 
 
+def load_sweep(sweep_dir: Path, prog: str) -> Manifest | None:
+    """The sweep's manifest; None, after ``prog`` says why on stderr, when it has none (or a
+    corrupt one)."""
+    try:
+        manifest = Manifest.load(sweep_dir)
+    except RunFileError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return None
+    if manifest is None:
+        print(f"{prog}: no {MANIFEST} in {sweep_dir}", file=sys.stderr)
+    return manifest
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m sce_sweeps.status <sweep dir> [--json]``."""
+    """``python -m sce_sweeps.cli status <sweep dir> [--json]``."""
     parser = argparse.ArgumentParser(
-        prog="python -m sce_sweeps.status",
+        prog="python -m sce_sweeps.cli status",
         description="Show each job of a sweep as "
         + " / ".join(s.value for s in STATE_ORDER)
         + ", from SLURM and from the run dirs.",
@@ -291,13 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweep_dir", type=Path, help=f"a sweep dir (holding {MANIFEST})")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     args = parser.parse_args(argv)
-    try:
-        manifest = Manifest.load(args.sweep_dir)
-    except RunFileError as e:
-        print(f"sce_sweeps.status: {e}", file=sys.stderr)
-        return 2
+    manifest = load_sweep(args.sweep_dir, "sce_sweeps.cli status")
     if manifest is None:
-        print(f"sce_sweeps.status: no {MANIFEST} in {args.sweep_dir}", file=sys.stderr)
         return 2
     statuses = sweep_status(manifest)
     code = exit_code(statuses)

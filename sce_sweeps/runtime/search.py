@@ -1,12 +1,12 @@
-"""The trial table of an Optuna search: ``python -m sce_sweeps.search <sweep dir>``.
+"""The trial table of an Optuna search: ``python -m sce_sweeps.cli trials <sweep dir>``.
 
-Each trial is one row: its number, its run's :class:`~sce_sweeps.runfiles.RunState` (the state
-``python -m sce_sweeps.status`` shows for the trial's job, so both label a run the same way),
+Each trial is one row: its number, its run's :class:`~sce_sweeps.runtime.record.RunState` (the state
+``python -m sce_sweeps.cli status`` shows for the trial's job, so both label a run the same way),
 Optuna's own trial state, value(s), parameters, user attributes, duration and
 ``epochs_reported``. Works while the search runs. The search itself is the sweeper plugin's
 (``hydra_plugins/sce_sweeps_optuna``).
 
-    python -m sce_sweeps.search sweeps/optuna_search/<date>/<time> [--csv trials.csv]
+    python -m sce_sweeps.cli trials sweeps/optuna_search/<date>/<time> [--csv trials.csv]
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hydra_plugins.sce_sweeps_optuna.trial import JOURNAL_NAME, open_storage
-from sce_sweeps.runfiles import Manifest, RunFileError, RunState
+from sce_sweeps.runtime.record import Manifest, RunFileError, RunState
+from sce_sweeps.runtime.trial import JOURNAL_NAME, open_storage
 
 if TYPE_CHECKING:
     import optuna
@@ -56,7 +56,7 @@ def run_states(trials: list[optuna.trial.FrozenTrial], sweep_dir: Path | None) -
     jobs = {}
     manifest = Manifest.load(sweep_dir) if sweep_dir is not None else None
     if manifest is not None:
-        from sce_sweeps.sweep.status import sweep_status
+        from sce_sweeps.runtime.status import sweep_status
 
         jobs = {s.num: s.state for s in sweep_status(manifest)}
     return [str(jobs.get(t.number, TRIAL_STATES[t.state.name])) for t in trials]
@@ -66,7 +66,7 @@ def trials_table(
     storage: str, study_name: str | None = None, sweep_dir: Path | None = None
 ) -> pd.DataFrame:
     """All trials of a study as a DataFrame: number, state (the run's
-    :class:`~sce_sweeps.runfiles.RunState`), trial_state (Optuna's), value(s), params, user
+    :class:`~sce_sweeps.runtime.record.RunState`), trial_state (Optuna's), value(s), params, user
     attrs, duration and ``epochs_reported`` (how far a pruned trial got).
 
     Args:
@@ -99,9 +99,10 @@ def trials_table(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m sce_sweeps.search LOCATION [--study NAME] [--csv PATH]``."""
+    """``python -m sce_sweeps.cli trials LOCATION [--study NAME] [--csv PATH]``."""
     parser = argparse.ArgumentParser(
-        prog="python -m sce_sweeps.search", description="Tabulate the trials of an Optuna study."
+        prog="python -m sce_sweeps.cli trials",
+        description="Tabulate the trials of an Optuna study.",
     )
     parser.add_argument("location", help="a sweep dir, a journal file or a database URL")
     parser.add_argument("--study", default=None, help="study name (if the storage has several)")
@@ -110,13 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         frame = trials_table(args.location, args.study)
     except (FileNotFoundError, ValueError, RunFileError) as e:
-        print(f"sce_sweeps.search: {e}", file=sys.stderr)
+        print(f"sce_sweeps.cli trials: {e}", file=sys.stderr)
         return 2
     if args.csv:
         frame.to_csv(args.csv, index=False)
     print(frame.to_string(index=False) if len(frame) else "no trials yet")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

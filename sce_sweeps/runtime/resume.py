@@ -1,5 +1,5 @@
-"""``python -m sce_sweeps.resume <sweep dir> [overrides]``: finish an interrupted or partly failed
-sweep.
+"""``python -m sce_sweeps.cli resume <sweep dir> [overrides]``: finish an interrupted or partly
+failed sweep.
 
 It reruns the command line recorded in the sweep's manifest, from the directory it ran in, with
 ``hydra.sweep.dir=<sweep dir> hydra.launcher.resume=true`` (and any extra overrides, e.g.
@@ -26,7 +26,8 @@ from pathlib import Path
 
 import yaml
 
-from sce_sweeps.runfiles import FINISHED, LIVE, MANIFEST, Manifest, RunFileError, parse_override
+from sce_sweeps.runtime.overrides import parse_override
+from sce_sweeps.runtime.record import FINISHED, LIVE, MANIFEST, Manifest, RunFileError
 
 REPLACED = ("hydra.sweep.dir=", "hydra.launcher.resume=", "hydra.launcher.dry_run=")
 
@@ -74,7 +75,7 @@ def _trials_wanted(sweep_dir: Path) -> int | None:
 def read_only_verdict(manifest: Manifest) -> tuple[int, str]:
     """For a sweep dir that cannot be written: exit status 0 and a line saying there is
     nothing to resume, or 2 and a line saying which jobs would need it writable."""
-    from sce_sweeps.sweep.status import jobs_, sweep_status
+    from sce_sweeps.runtime.status import jobs_, sweep_status
 
     sweep_dir = manifest.sweep_dir
     statuses = sweep_status(manifest)
@@ -119,21 +120,19 @@ def exit_if_read_only(sweep_dir: str | Path, prog: str = "sce_sweeps") -> None:
 def main(argv: list[str] | None = None) -> int:
     """Rerun the sweep's command with resume on; return its exit status."""
     parser = argparse.ArgumentParser(
-        prog="python -m sce_sweeps.resume",
+        prog="python -m sce_sweeps.cli resume",
         description="Rerun a sweep's failed and unfinished jobs, skipping finished ones.",
     )
     parser.add_argument("sweep_dir", type=Path, help=f"a sweep dir (holding {MANIFEST})")
     parser.add_argument("overrides", nargs="*", help="extra overrides, e.g. launcher=slurm")
     args = parser.parse_args(argv)
-    try:
-        manifest = Manifest.load(args.sweep_dir)
-    except RunFileError as e:
-        print(f"sce_sweeps.resume: {e}", file=sys.stderr)
-        return 2
+    from sce_sweeps.runtime.status import load_sweep
+
+    manifest = load_sweep(args.sweep_dir, "sce_sweeps.cli resume")
     if manifest is None:
-        print(f"sce_sweeps.resume: no {MANIFEST} in {args.sweep_dir}", file=sys.stderr)
         return 2
-    exit_if_read_only(manifest.sweep_dir, "sce_sweeps.resume")
+    exit_if_read_only(manifest.sweep_dir, "sce_sweeps.cli resume")
     cmd = resume_command(manifest, args.overrides)
-    print(f"sce_sweeps.resume: (cd {shlex.quote(manifest.cwd)} && {shlex.join(cmd)})", flush=True)
+    cd = f"cd {shlex.quote(manifest.cwd)}"
+    print(f"sce_sweeps.cli resume: ({cd} && {shlex.join(cmd)})", flush=True)
     return subprocess.run(cmd, cwd=manifest.cwd, check=False).returncode

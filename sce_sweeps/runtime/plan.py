@@ -9,8 +9,6 @@ before any submission.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import pickle
 from collections.abc import Callable
@@ -21,8 +19,16 @@ from typing import Any
 from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from sce_sweeps.runfiles import FINISHED, LIVE, LOCK, Manifest, confined_run_dir, relative_run_dir
-from sce_sweeps.sweep.status import JobStatus, jobs_, varying_overrides
+from sce_sweeps.runtime.confighash import config_hash
+from sce_sweeps.runtime.record import (
+    FINISHED,
+    LIVE,
+    LOCK,
+    Manifest,
+    confined_run_dir,
+    relative_run_dir,
+)
+from sce_sweeps.runtime.status import JobStatus, jobs_, varying_overrides
 
 
 @dataclass
@@ -53,8 +59,7 @@ def task_config(cfg: DictConfig) -> DictConfig:
 
 def resolved_hash(task: DictConfig) -> str:
     """A hash of the resolved task config: the launchers' default ``config_hash``."""
-    blob = json.dumps(OmegaConf.to_container(task, resolve=True), sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return config_hash(OmegaConf.to_container(task, resolve=True))
 
 
 def _function(path: str | None, default: Callable[[DictConfig], Any]) -> Callable:

@@ -1,5 +1,6 @@
-"""The launchers compose each job once per distinct set of config groups (``SweepComposer``):
-every job must still get exactly the config Hydra's own ``load_sweep_config`` composes."""
+"""The launchers compose each job once per distinct set of config groups (``SweepComposer``, on
+Hydra's internals): every job must still get exactly the config Hydra's own public
+``load_sweep_config`` composes, and the switch back to that path must give it."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from hydra_plugins.sce_sweeps_launchers.compose import SweepComposer
 from sce_sweeps.app import CONF_DIR
+from sce_sweeps.runtime.adapters.hydra_config import SweepComposer, sweep_composer
 
 # one composer for all of them, in this order: the later ones hit its cache
 JOBS = [
@@ -77,6 +78,16 @@ def test_jobs_do_not_share_state(loader_and_master):
     first.hydra.overrides.task.append("x=1")
     second = composer(["seed=2"])
     assert second.loss.coeff != 123.0 and list(second.hydra.overrides.task) == ["seed=2"]
+
+
+def test_the_switch_goes_back_to_hydras_public_path(loader_and_master, monkeypatch):
+    loader, master = loader_and_master
+    assert isinstance(sweep_composer(loader, master), SweepComposer)
+    monkeypatch.setenv("SCE_SWEEPS_PUBLIC_APIS", "hydra")
+    public = sweep_composer(loader, master)
+    assert not isinstance(public, SweepComposer)
+    for overrides in JOBS[:3]:
+        _same(loader.load_sweep_config(master, list(overrides)), public(list(overrides)))
 
 
 @pytest.mark.parametrize(

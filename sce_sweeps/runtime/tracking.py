@@ -26,7 +26,7 @@ straight to an Aim remote tracking server (``aim server --repo <repo>``, served 
 ``aim up --repo <repo>``) instead: :class:`RemoteAimTracker`, no private repo and no merge; the
 server is the repo's one writer.
 
-Reading a sweep: ``aim up --repo <sweep dir>/aim``. ``python -m sce_sweeps.tracking merge
+Reading a sweep: ``aim up --repo <sweep dir>/aim``. ``python -m sce_sweeps.cli merge
 <sweep dir>`` merges (again) every run dir's private repo into the sweep's, e.g. after a job was
 killed between two merges.
 """
@@ -36,15 +36,12 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
-import errno
-import fcntl
 import gc
 import io
 import itertools
 import json
 import logging
 import os
-import random
 import shlex
 import shutil
 import socket
@@ -57,16 +54,16 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from sce_sweeps.runfiles import (
+from sce_sweeps.runtime.adapters import aim_repo
+from sce_sweeps.runtime.overrides import flatten, override_dict
+from sce_sweeps.runtime.record import (
     HYDRA_DIR,
-    RESULT,
     RUN_MARKER,
     RunFileError,
     RunState,
-    flatten,
-    override_dict,
+    locked,
     read_result,
-    write_json_atomic,
+    write_result,
 )
 
 log = logging.getLogger(__name__)
@@ -238,14 +235,14 @@ class AimTracker(NullTracker):
     def _open_existing(self, run_hash: str | None, experiment: str | None) -> None:
         if run_hash is None:  # an attempt killed before its first checkpoint left its run here
             run_hash = only_run(self.run_repo)
-        if run_hash is not None and not run_in_repo(self.run_repo, run_hash):
+        if run_hash is not None and run_hash not in aim_repo.run_hashes(self.run_repo):
             self._warn(
                 "lost",
                 f"Aim run {run_hash} is not in {self.run_repo}; tracking into a new Aim run",
             )
             run_hash = None
         # a process that was killed left Aim's lock on the run: it is ours, take it over
-        stale = run_hash is not None and run_locked(self.run_repo, run_hash)
+        stale = run_hash is not None and aim_repo.run_locked(self.run_repo, run_hash)
         with _captured("aim.sdk.lock_manager"):  # force_resume warns of the lock a crash left
             self._open_run(run_hash, experiment, force_resume=stale)
 
@@ -260,9 +257,7 @@ class AimTracker(NullTracker):
         if self._run is None:
             return
         owned = [self._run]  # the one reference: it goes in the closing thread
-        # private: Aim's lock on a run of a repo on disk, a file lock (filelock's) held by the
-        # thread that took it, which alone can release it: this one, below
-        file_lock = getattr(getattr(self._run, "_lock", None), "_sf_lock", None)
+        file_lock = aim_repo.run_file_lock(self._run)  # released by this thread, below
         self._run = None
 
         def close() -> None:
@@ -374,35 +369,6 @@ class RemoteAimTracker(AimTracker):
 # -- the shared repo ----------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def exclusive_lock(path: Path, timeout: float) -> Iterator[None]:
-    """Hold an exclusive POSIX record lock on ``path`` (created if missing).
-
-    POSIX locks (``fcntl``) are honoured across the clients of NFS (v3 through lockd, v4
-    natively) and of Lustre/GPFS mounted with locking on, and the kernel or lock server drops
-    them when their holder dies, so a killed job never leaves the repo locked.
-
-    Raises:
-        TimeoutError: the lock was not free within ``timeout`` seconds.
-    """
-    with open(path, "a") as f:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as e:
-                if e.errno not in (errno.EACCES, errno.EAGAIN):
-                    raise
-                if time.monotonic() >= deadline:
-                    raise TimeoutError(f"{path} stayed locked for {timeout:.0f} s") from None
-                time.sleep(0.05 + 0.1 * random.random())
-        try:
-            yield
-        finally:
-            fcntl.lockf(f, fcntl.LOCK_UN)
-
-
 def merge_run(
     run_repo: Path, run_hash: str, shared_repo: Path, timeout: float, live: bool = False
 ) -> None:
@@ -419,7 +385,7 @@ def merge_run(
     from aim import Repo
 
     shared_repo.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(shared_repo / LOCK_FILE, timeout):
+    with locked(shared_repo / LOCK_FILE, timeout):
         prepare_repo(shared_repo)  # under the lock: no one else is creating it
         source = Repo(str(run_repo))
         dest = Repo(str(shared_repo))
@@ -437,14 +403,10 @@ def merge_run(
             else:
                 raise TrackingError("; ".join(errors) or f"Aim could not copy run {run_hash}")
             if live:  # copy_runs copied the end time that closing the run set
-                meta = dest.request_tree("meta", run_hash, read_only=False).subtree("meta")
-                meta["chunks", run_hash, "end_time"] = None
-                del meta
+                aim_repo.mark_live(dest, run_hash)
         finally:
             for repo in (source, dest):  # a sqlite connection per merge would pile up
-                repo.structured_db.session_cls.remove()
-                repo.structured_db.engine.dispose()
-                repo.close()
+                aim_repo.close_repo(repo)
 
 
 def create_repo(path: Path) -> None:
@@ -456,10 +418,7 @@ def create_repo(path: Path) -> None:
 
     aside = path / f"{NEW_REPO_PREFIX}{socket.gethostname()}-{os.getpid()}"
     try:
-        repo = Repo(str(aside), init=True)
-        repo.structured_db.engine.dispose()
-        repo.close()
-        del repo
+        aim_repo.close_repo(Repo(str(aside), init=True))
         os.rename(aside / ".aim", path / ".aim")
     except OSError:
         if not Repo.exists(str(path)):  # else someone (`aim up`, `aim init`) just made one
@@ -477,10 +436,7 @@ def prepare_repo(path: Path) -> None:
 
     for temp in path.glob(f"{NEW_REPO_PREFIX}*"):
         shutil.rmtree(temp, ignore_errors=True)
-    half_made = not (path / ".aim" / "VERSION").exists() and not any(
-        (path / ".aim" / "meta" / "chunks").glob("*")
-    )
-    if (path / ".aim").is_dir() and half_made:
+    if (path / ".aim").is_dir() and aim_repo.half_made(path):
         shutil.rmtree(path / ".aim")
     if not Repo.exists(str(path)):
         path.mkdir(parents=True, exist_ok=True)
@@ -489,7 +445,7 @@ def prepare_repo(path: Path) -> None:
 
 def merge_command(sweep_dir: Path, shared_repo: Path) -> str:
     """The command that merges (again) the runs under ``sweep_dir`` into ``shared_repo``."""
-    words = ["python", "-m", "sce_sweeps.tracking", "merge", str(sweep_dir)]
+    words = ["python", "-m", "sce_sweeps.cli", "merge", str(sweep_dir)]
     if Path(shared_repo) != Path(sweep_dir) / SWEEP_REPO:
         words += ["--repo", str(shared_repo)]
     return shlex.join(words)
@@ -511,12 +467,10 @@ _aim_stuck = False  # an Aim run did not close in time (the process's one warnin
 
 
 def _close_aim_or_give_up() -> None:
-    from aim.ext.cleanup import AutoClean  # private: Aim's exit hook and what it runs
-
     try:
         if _aim_stuck:  # a run did not close: the rest will not either, and it was said
             return
-        if not finishes_within(EXIT_WAIT_S, AutoClean._cleanup):
+        if not aim_repo.run_exit_hook(lambda hook: finishes_within(EXIT_WAIT_S, hook)):
             log.warning(
                 "tracking: Aim did not close its repo within %.0f s (a full disk?); exiting "
                 "without it (the run's record says how the run ended)",
@@ -524,8 +478,14 @@ def _close_aim_or_give_up() -> None:
             )
     except Exception as e:
         log.warning("tracking: Aim failed to close its repo (%s: %s)", type(e).__name__, e)
-    finally:  # also on a stop signal meanwhile: then exit at once
-        atexit.unregister(AutoClean.cleanup)
+
+
+def close_at_exit() -> None:
+    """Close what the tracker left open now, as it would at exit: for a process that leaves
+    through ``os._exit`` (a forked job)."""
+    if _exit_bounded:
+        atexit.unregister(_close_aim_or_give_up)
+        _close_aim_or_give_up()
 
 
 def finishes_within(timeout: float, work: Callable[[], object]) -> bool:
@@ -551,17 +511,8 @@ def finishes_within(timeout: float, work: Callable[[], object]) -> bool:
 
 def only_run(run_repo: Path) -> str | None:
     """The hash of the one run in a run dir's private repo, if it has one."""
-    chunks = run_repo / ".aim" / "meta" / "chunks"
-    hashes = sorted(p.name for p in chunks.iterdir()) if chunks.is_dir() else []
+    hashes = aim_repo.run_hashes(run_repo)
     return hashes[0] if len(hashes) == 1 else None
-
-
-def run_in_repo(repo: Path, run_hash: str) -> bool:
-    return (repo / ".aim" / "meta" / "chunks" / run_hash).is_dir()
-
-
-def run_locked(repo: Path, run_hash: str) -> bool:
-    return (repo / ".aim" / "locks" / f"{run_hash}.softlock").exists()
 
 
 def merge_sweep(
@@ -589,11 +540,10 @@ def merge_sweep(
         if run_repo.resolve() == shared_repo.resolve():
             continue
         all_merged = True
-        for chunk in sorted((run_repo / ".aim" / "meta" / "chunks").glob("*")):
-            run_hash = chunk.name
+        for run_hash in aim_repo.run_hashes(run_repo):
             if run_hash in merged:
                 continue
-            if run_locked(run_repo, run_hash):
+            if aim_repo.run_locked(run_repo, run_hash):
                 if not force:
                     skipped[run_hash] = f"{run_repo}: training, or killed (then use --force)"
                     all_merged = False
@@ -638,19 +588,7 @@ def _record_merged(run_dir: Path) -> None:
         return
     if result and str(result.get("tracking", "")).startswith(NOT_MERGED):
         del result["tracking"]
-        write_json_atomic(result, run_dir / RESULT)
-
-
-def index_repo(repo: Path) -> None:
-    """Index every run of a repo so that Aim's SDK queries see it (``aim up`` does this itself
-    in the background). Do not run it while ``aim up`` serves the repo."""
-    from aim import Repo
-    from aim.sdk.index_manager import RepoIndexManager
-
-    aim_repo = Repo.from_path(str(repo))
-    manager = RepoIndexManager.get_index_manager(aim_repo)
-    for run_hash in aim_repo.list_all_runs():
-        manager.index(run_hash)
+        write_result(run_dir, result, stamp=False)
 
 
 # -- building a tracker -------------------------------------------------------------------
@@ -692,9 +630,9 @@ def runs_root(template: str, base: Path, run_dir: Path) -> Path:
 def run_params(cfg: DictConfig, info: dict[str, Any]) -> dict[str, Any]:
     """What the Aim run stores as parameters.
 
-    * ``hparams``: the resolved config, nested (group by ``run.hparams.loss.coeff``);
-    * ``swept``: what the command line set (the swept keys among them), flat: ``loss.coeff``
-      or a group's choice such as ``model``;
+    * ``hparams``: the resolved config, nested (group by ``run.hparams.<group>.<key>``);
+    * ``swept``: what the command line set (the swept keys among them), flat:
+      ``<group>.<key>`` or a group's choice such as ``<group>``;
     * ``job``: sweep name, job number, overrides, SLURM job id, run dir, git commit, config
       hash, seed (and whatever else the app reports about the job).
     """
@@ -775,10 +713,11 @@ def _captured(logger: str) -> Iterator[list[str]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m sce_sweeps.tracking merge SWEEP_DIR [--repo REPO] [--force] [--index]``."""
-    parser = argparse.ArgumentParser(prog="python -m sce_sweeps.tracking")
-    sub = parser.add_subparsers(dest="command", required=True)
-    merge = sub.add_parser("merge", help="merge every run dir's Aim repo into the sweep's")
+    """``python -m sce_sweeps.cli merge SWEEP_DIR [--repo REPO] [--force] [--index]``."""
+    merge = argparse.ArgumentParser(
+        prog="python -m sce_sweeps.cli merge",
+        description="merge every run dir's Aim repo into the sweep's",
+    )
     merge.add_argument("sweep_dir", type=Path)
     merge.add_argument("--repo", type=Path, help="the shared repo (default: SWEEP_DIR/aim)")
     merge.add_argument(
@@ -787,17 +726,13 @@ def main(argv: list[str] | None = None) -> None:
     merge.add_argument(
         "--index", action="store_true", help="then index it for Aim's SDK (not while aim up runs)"
     )
-    args = parser.parse_args(argv)
+    args = merge.parse_args(argv)
     repo = args.repo or args.sweep_dir / SWEEP_REPO
     merged, skipped = merge_sweep(args.sweep_dir, repo, force=args.force)
     if args.index:
-        index_repo(repo)
+        aim_repo.index_repo(repo)
     print(f"merged {len(merged)} run{'s' * (len(merged) != 1)} into {repo}")
     for run_hash, why in skipped.items():
         print(f"not merged: {run_hash} ({why})")
     if skipped:
         raise SystemExit(1)
-
-
-if __name__ == "__main__":
-    main()

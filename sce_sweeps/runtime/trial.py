@@ -20,7 +20,7 @@ study's user attribute ``sce_sweeps``, written by the sweeper.
 
 from __future__ import annotations
 
-import importlib
+import contextlib
 import logging
 import math
 import os
@@ -29,6 +29,8 @@ import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from sce_sweeps.runtime.record import locked
 
 if TYPE_CHECKING:  # optuna is imported lazily: single runs never need it
     import optuna
@@ -80,46 +82,27 @@ def open_storage(storage: str, repair: bool = True) -> optuna.storages.BaseStora
     )
 
 
-_THREAD_LOCKS: dict[str, threading.Lock] = {}
-
-
 class JournalRecordLock:
-    """The lock of a journal file: a POSIX record lock (``fcntl``) on ``<journal>.flock``,
-    given to Optuna's ``JournalFileBackend`` (which calls ``acquire`` and ``release``).
+    """The lock of a journal file (the run record's :func:`~sce_sweeps.runtime.record.locked`
+    on ``<journal>.flock``), given to Optuna's ``JournalFileBackend`` (which calls ``acquire``
+    and ``release``).
 
     Optuna's own locks are files (a symlink, an O_EXCL file) that a writer killed while it
     appends leaves behind; every other writer then waits their 30 s grace period. The kernel
-    (or NFS's lock manager) drops a record lock when its holder dies. Record locks do not
-    exclude the threads of one process, so a per-journal thread lock is taken first.
+    (or NFS's lock manager) drops a record lock when its holder dies.
     ``with JournalRecordLock(path):`` holds it for a block, as Optuna holds it to append.
     """
 
     def __init__(self, filepath: str) -> None:
         self._path = filepath + ".flock"
-        self._thread_lock = _THREAD_LOCKS.setdefault(filepath, threading.Lock())
-        self._file: Any = None
+        self._held = contextlib.ExitStack()
 
     def acquire(self) -> bool:
-        import fcntl
-
-        self._thread_lock.acquire()
-        try:
-            self._file = open(self._path, "a")  # noqa: SIM115 (closed in release)
-            fcntl.lockf(self._file, fcntl.LOCK_EX)
-        except BaseException:
-            self._thread_lock.release()
-            raise
+        self._held.enter_context(locked(self._path))
         return True
 
     def release(self) -> None:
-        import fcntl
-
-        f, self._file = self._file, None
-        try:
-            fcntl.lockf(f, fcntl.LOCK_UN)
-            f.close()
-        finally:
-            self._thread_lock.release()
+        self._held.close()
 
     def __enter__(self) -> JournalRecordLock:
         self.acquire()
@@ -176,88 +159,6 @@ def _accepted(cls: type, kwargs: dict[str, Any] | None, what: str) -> dict[str, 
     return {k: v for k, v in kwargs.items() if k in params}
 
 
-def motpe_removed(*args: Any, **kwargs: Any) -> Any:
-    """The target of ``hydra/sweeper/sampler=motpe``: Optuna 4 removed MOTPESampler."""
-    raise ValueError(
-        "the motpe sampler was removed in Optuna 4.0: use hydra/sweeper/sampler=tpe "
-        "(TPESampler handles several objectives)"
-    )
-
-
-def sampler_spec(sampler: str | dict[str, Any]) -> dict[str, Any]:
-    """A sampler as ``{_target_: class, **kwargs}``; a name (``tpe``, ``random``, ...) means
-    the defaults of that choice of the ``hydra/sweeper/sampler`` group.
-
-    Raises:
-        ValueError: for an unknown name, or a sampler without ``_target_``.
-    """
-    from omegaconf import OmegaConf
-
-    from hydra_plugins.sce_sweeps_optuna.config import SAMPLER_GROUP
-
-    if isinstance(sampler, str):
-        if sampler not in SAMPLER_GROUP:
-            raise ValueError(
-                f"hydra.sweeper.sampler={sampler!r} is invalid: must be one of "
-                f"{', '.join(SAMPLER_GROUP)} (or hydra/sweeper/sampler=<name>)"
-            )
-        sampler = OmegaConf.to_container(OmegaConf.structured(SAMPLER_GROUP[sampler]))
-    spec = dict(sampler)
-    if not spec.get("_target_"):
-        raise ValueError(
-            "hydra.sweeper.sampler needs a _target_ (an Optuna sampler class): pick one with "
-            "hydra/sweeper/sampler=tpe|random|cmaes|nsgaii|grid|gp|qmc"
-        )
-    return spec
-
-
-def is_grid(sampler: str | dict[str, Any]) -> bool:
-    return sampler_spec(sampler)["_target_"] == "optuna.samplers.GridSampler"
-
-
-def make_sampler(
-    sampler: str | dict[str, Any],
-    kwargs: dict[str, Any] | None = None,
-    seed: int | None = None,
-    grid: dict[str, list[Any]] | None = None,
-    reseed: int = 0,
-) -> optuna.samplers.BaseSampler:
-    """The sampler ``sampler`` (a name or ``{_target_: ..., **kwargs}``), instantiated as
-    Hydra instantiates a config: null arguments take the class's defaults.
-
-    Args:
-        kwargs: more keyword arguments (``hydra.sweeper.sampler_kwargs``), which win.
-        seed: the seed when the sampler's own ``seed`` is null.
-        grid: the values of each parameter, for the grid sampler.
-        reseed: added to the seed (a resumed study must not replay the first draws).
-
-    Raises:
-        ValueError: for an unknown sampler, or ``grid`` without a discrete search space.
-    """
-    from hydra.utils import get_object, instantiate
-
-    spec = {**sampler_spec(sampler), **(kwargs or {})}
-    target = spec.pop("_target_")
-    spec.pop("_partial_", None)
-    args = {k: v for k, v in spec.items() if v is not None}
-    if args.get("seed", seed) is not None:
-        args["seed"] = int(args.get("seed", seed)) + reseed
-    cls = get_object(target)
-    name = target.rsplit(".", 1)[-1]
-    needs = {"CmaEsSampler": "cmaes", "GPSampler": "scipy", "QMCSampler": "scipy"}.get(name)
-    if needs is not None:  # fail now, not at the sampler's first draw in a worker thread
-        try:
-            importlib.import_module(needs)
-        except ImportError as e:
-            raise ImportError(f"{target} needs the package {needs}: pip install {needs}") from e
-    args = _accepted(cls, args, "hydra.sweeper.sampler")
-    if target == "optuna.samplers.GridSampler":
-        if not grid:
-            raise ValueError("the grid sampler needs choice(...) or range(...) parameters only")
-        args["search_space"] = grid
-    return instantiate({"_target_": target, "_convert_": "all", **args})
-
-
 def make_pruner(name: str, kwargs: dict[str, Any] | None = None) -> optuna.pruners.BasePruner:
     """The pruner called ``name`` (one of :data:`PRUNERS`); steps are epochs."""
     import optuna
@@ -291,8 +192,10 @@ class TrialReporter:
     def __init__(self, study: optuna.Study, trial_id: int, run_dir: Path) -> None:
         import optuna
 
+        from sce_sweeps.runtime.adapters.optuna_storage import storage_of
+
         self.study = study
-        self.storage = study._storage
+        self.storage = storage_of(study)
         self.trial_id = trial_id
         self.trial = optuna.Trial(study, trial_id)
         self.number = self.trial.number
@@ -321,19 +224,19 @@ class TrialReporter:
             return None
         import optuna
 
+        from sce_sweeps.runtime.adapters.optuna_storage import load_study, trial_id
+
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         storage = open_storage(os.environ[ENV_STORAGE])
         study_name, number = os.environ[ENV_STUDY], int(os.environ[ENV_TRIAL])
-        study = optuna.load_study(
+        study = load_study(
+            storage,
             study_name=study_name,
-            storage=storage,
             sampler=optuna.samplers.RandomSampler(),  # a job never samples
         )
         spec = study.user_attrs.get(STUDY_ATTR, {})
         study.pruner = make_pruner(spec.get("pruner", "none"), spec.get("pruner_kwargs"))
-        study_id = storage.get_study_id_from_name(study_name)
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
-        return cls(study, trial_id, Path(run_dir))
+        return cls(study, trial_id(study, number), Path(run_dir))
 
     @property
     def finished(self) -> bool:

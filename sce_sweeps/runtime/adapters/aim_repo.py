@@ -1,0 +1,98 @@
+"""Aim's on-disk layout and database internals (Aim 3.29), in one place.
+
+The tracker reads a repo's layout (``.aim/meta/chunks/<run>``, ``.aim/locks/<run>.softlock``,
+``.aim/VERSION``) rather than opening the repo through Aim (slow, and it takes locks), closes
+Aim's SQLAlchemy session and engine (else one SQLite connection per merge piles up), marks a
+copied run live in the shared repo's meta tree, releases a run's file lock from the thread that
+took it, and runs Aim's exit hook under a time limit. Any Aim release may move these: pin Aim
+and rerun ``tests/adapters/test_aim_repo.py``. ``SCE_SWEEPS_PUBLIC_APIS=aim`` reads runs and
+locks through Aim's ``Repo`` and ``LockManager`` instead and leaves the rest undone (a merged
+live run then shows as ended; Aim's exit hook runs at exit without a limit).
+"""
+
+from __future__ import annotations
+
+import atexit
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sce_sweeps.runtime.adapters import private
+
+
+def run_hashes(repo: Path) -> list[str]:
+    """The runs of the repo at ``repo`` (the folder holding ``.aim``), sorted."""
+    if private("aim"):
+        chunks = repo / ".aim" / "meta" / "chunks"
+        return sorted(p.name for p in chunks.iterdir()) if chunks.is_dir() else []
+    from aim import Repo
+
+    if not Repo.exists(str(repo)):
+        return []
+    aim_repo = Repo.from_path(str(repo), read_only=True)
+    try:
+        return sorted(aim_repo.list_all_runs())
+    finally:
+        aim_repo.close()
+
+
+def run_locked(repo: Path, run_hash: str) -> bool:
+    """Whether Aim holds a lock on the run (it trains, or was killed while it did)."""
+    if private("aim"):
+        return (repo / ".aim" / "locks" / f"{run_hash}.softlock").exists()
+    from aim.sdk.lock_manager import LockManager
+
+    return LockManager(str(repo / ".aim")).get_run_lock_info(run_hash).locked
+
+
+def half_made(repo: Path) -> bool:
+    """An ``.aim`` that Aim had not finished creating: no ``VERSION`` (its last step), no run."""
+    return not (repo / ".aim" / "VERSION").exists() and not run_hashes(repo)
+
+
+def close_repo(repo: Any) -> None:
+    """Close an ``aim.Repo`` with its database connections."""
+    if private("aim"):
+        repo.structured_db.session_cls.remove()
+        repo.structured_db.engine.dispose()
+    repo.close()
+
+
+def mark_live(repo: Any, run_hash: str) -> None:
+    """Clear the end time that a copy of a closed run carried into ``repo``: it still trains."""
+    if private("aim"):
+        meta = repo.request_tree("meta", run_hash, read_only=False).subtree("meta")
+        meta["chunks", run_hash, "end_time"] = None
+
+
+def run_file_lock(run: Any) -> Any:
+    """The file lock an open ``aim.Run`` holds, which only the thread that took it can release
+    (then ``lock.release()`` once the run is closed); None when not known."""
+    if not private("aim"):
+        return None
+    return getattr(getattr(run, "_lock", None), "_sf_lock", None)
+
+
+def run_exit_hook(within: Callable[[Callable[[], object]], bool]) -> bool:
+    """Run Aim's exit hook now, under ``within`` (a runner with a time limit), instead of at
+    exit; whether it finished. The public path leaves it to the interpreter's exit."""
+    if not private("aim"):
+        return True
+    from aim.ext.cleanup import AutoClean
+
+    try:
+        return within(AutoClean._cleanup)
+    finally:
+        atexit.unregister(AutoClean.cleanup)
+
+
+def index_repo(repo: Path) -> None:
+    """Index every run of a repo so that Aim's SDK queries see it (``aim up`` does this itself
+    in the background). Do not run it while ``aim up`` serves the repo."""
+    from aim import Repo
+    from aim.sdk.index_manager import RepoIndexManager
+
+    aim_repo = Repo.from_path(str(repo))
+    manager = RepoIndexManager.get_index_manager(aim_repo)
+    for run_hash in aim_repo.list_all_runs():
+        manager.index(run_hash)

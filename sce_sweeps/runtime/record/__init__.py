@@ -1,0 +1,90 @@
+"""The run record: the one owner of the files of a run dir and of a sweep dir.
+
+What a job reports, from inside its run dir:
+
+- its progress: :func:`beat` (step of total) while it trains, :func:`clear_heartbeat` as it starts;
+- its metrics per epoch: :func:`append_metrics` (one ``metrics.jsonl`` line each),
+  :func:`truncate_metrics` to the epochs of the checkpoint it resumes from;
+- its checkpoints: :func:`save_checkpoint`, :func:`load_checkpoint`;
+- its end: :func:`write_result` (a final :class:`RunState`, the final metrics and the resolved
+  flat params, :func:`~sce_sweeps.runtime.overrides.flatten`), :func:`write_error_log`.
+
+What the runtime reads back: :func:`read_result` / :func:`try_read_result`,
+:func:`read_metrics`, :func:`read_heartbeat`, :func:`done_share` and :func:`stall`,
+:func:`has_checkpoint`, and the sweep's :class:`Manifest` (written by the launcher process
+alone, which first claims the sweep dir: :func:`claim_sweep_dir`).
+
+Every file is written atomically (:func:`atomic_write`); nothing here imports torch or pandas
+at import time, so ``status`` answers in well under a second.
+"""
+
+# ruff: noqa: F401  (the seam: every name below is re-exported)
+from sce_sweeps.runtime.record.checkpoints import (
+    CheckpointError,
+    DiskFullError,
+    has_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from sce_sweeps.runtime.record.files import (
+    HOST,
+    RunFileError,
+    atomic_write,
+    locked,
+    read_json,
+    remove_stale_temps,
+    try_lock,
+    write_json_atomic,
+)
+from sce_sweeps.runtime.record.heartbeat import (
+    BEAT_EVERY_S,
+    STALL_FLOOR_S,
+    STALLED,
+    Stall,
+    beat,
+    clear_heartbeat,
+    done_share,
+    read_heartbeat,
+    stall,
+    stall_limit,
+)
+from sce_sweeps.runtime.record.layout import (
+    CHECKPOINT,
+    ERROR_LOG,
+    HEARTBEAT,
+    HYDRA_DIR,
+    LOCK,
+    MANIFEST,
+    METRICS,
+    PREVIOUS_CHECKPOINT,
+    RESULT,
+    RUN_MARKER,
+    command_line,
+    confined_run_dir,
+    now,
+    relative_run_dir,
+)
+from sce_sweeps.runtime.record.manifest import (
+    Job,
+    Manifest,
+    SweepDirBusyError,
+    claim_sweep_dir,
+    release_sweep_dir,
+)
+from sce_sweeps.runtime.record.results import (
+    append_metrics,
+    read_metrics,
+    read_result,
+    truncate_metrics,
+    try_read_result,
+    write_error_log,
+    write_result,
+)
+from sce_sweeps.runtime.record.states import (
+    FINAL,
+    FINISHED,
+    LIVE,
+    SLURM_LIVE,
+    STATE_ORDER,
+    RunState,
+)

@@ -1,7 +1,0 @@
-"""``python -m sce_sweeps.status <sweep dir> [--json]``: each job of a sweep as done / running /
-pending / failed / interrupted / pruned. See :mod:`sce_sweeps.sweep.status`."""
-
-from sce_sweeps.sweep.status import main
-
-if __name__ == "__main__":
-    raise SystemExit(main())
