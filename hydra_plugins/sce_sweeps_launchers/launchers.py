@@ -658,7 +658,7 @@ class SweepExitStatus(Callback):
 
     Before the sweeper writes into an existing sweep dir that cannot be written (a read-only
     filesystem), it says in one line what a resume would do and exits (0: nothing to do, 2:
-    jobs to rerun), as ``python -m sce_sweeps.resume`` does."""
+    jobs to rerun), as ``python -m sce_sweeps.cli resume`` does."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from sce_sweeps.runtime.resume import exit_if_read_only

@@ -105,7 +105,7 @@ def test_a_resume_of_a_read_only_sweep_says_in_one_line_what_it_would_do(
     read_only, name, code, words, style
 ):
     """Nothing to do: exit 0. Jobs to rerun: exit 2, the directory is not writable. The same
-    from ``python -m sce_sweeps.resume`` and from the sweep's command with
+    from ``python -m sce_sweeps.cli resume`` and from the sweep's command with
     ``hydra.launcher.resume=true``."""
     sweep = read_only / name
     before = _tree(sweep)
