@@ -661,9 +661,11 @@ class SweepExitStatus(Callback):
     jobs to rerun), as ``python -m sce_sweeps.cli resume`` does."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from sce_sweeps.runtime.resume import exit_if_read_only
+        from sce_sweeps.runtime.resume import say_if_read_only
 
-        exit_if_read_only(str(config.hydra.sweep.dir))
+        code = say_if_read_only(str(config.hydra.sweep.dir), "sce_sweeps")
+        if code is not None:  # before Hydra writes multirun.yaml into it
+            raise SystemExit(code)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from sce_sweeps.runtime.status import exit_code, sweep_status
