@@ -471,6 +471,7 @@ _aim_stuck = False  # an Aim run did not close in time (the process's one warnin
 def _close_aim_or_give_up() -> None:
     try:
         if _aim_stuck:  # a run did not close: the rest will not either, and it was said
+            aim_repo.drop_exit_hook()
             return
         if not aim_repo.run_exit_hook(lambda hook: finishes_within(EXIT_WAIT_S, hook)):
             log.warning(

@@ -86,6 +86,15 @@ def run_exit_hook(within: Callable[[Callable[[], object]], bool]) -> bool:
         atexit.unregister(AutoClean.cleanup)
 
 
+def drop_exit_hook() -> None:
+    """Unregister Aim's exit hook, which would wait without limit on a run that did not close.
+    The public path leaves it registered."""
+    if private("aim"):
+        from aim.ext.cleanup import AutoClean
+
+        atexit.unregister(AutoClean.cleanup)
+
+
 def index_repo(repo: Path) -> None:
     """Index every run of a repo so that Aim's SDK queries see it (``aim up`` does this itself
     in the background). Do not run it while ``aim up`` serves the repo."""
