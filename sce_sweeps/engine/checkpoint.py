@@ -1,5 +1,4 @@
-"""The RNG states a checkpoint carries (its file I/O is the run record's:
-:func:`sce_sweeps.runtime.record.save_checkpoint`)."""
+"""The RNG states a checkpoint carries (its file I/O is the run record's)."""
 
 from __future__ import annotations
 
@@ -12,8 +11,7 @@ import torch
 
 def rng_state() -> dict[str, Any]:
     """The CPU, Python and NumPy generators' states and, where this process has used CUDA,
-    its current device's (one process per GPU: its own device; other devices' contexts are
-    not created)."""
+    its current device's (no context is created on the others)."""
     used_cuda = torch.cuda.device_count() > 0 and torch.cuda.is_initialized()
     return {
         "torch": torch.get_rng_state(),
@@ -24,10 +22,8 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore :func:`rng_state`'s states. The current CUDA device gets the first saved CUDA
-    state when this machine has a device: a run requeued onto a node with fewer (or no)
-    visible GPUs resumes (checkpoints of earlier versions hold one state per visible device;
-    the first is the one of the device their process used)."""
+    """Restore :func:`rng_state`'s states; the current CUDA device gets the first saved CUDA
+    state, if any device: a run requeued onto a node with fewer (or no) GPUs resumes."""
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])

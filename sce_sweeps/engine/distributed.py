@@ -1,28 +1,12 @@
 """Multi-process training: one process per device, ``torch.distributed`` from the job's env.
 
-A run with ``trainer.devices=N`` (and ``trainer.num_nodes=M``) is N*M processes of one job:
-SLURM tasks (submitit), the local launcher's processes, or ``torchrun``'s. Each process finds
-its rank in the environment (``RANK``/``WORLD_SIZE``/``MASTER_ADDR``/``MASTER_PORT``, else
-submitit's job environment) and joins the process group: NCCL on GPUs, gloo on the CPU.
-
-``trainer.batch_size`` is the global batch; each rank trains on its contiguous
-``batch_size / world`` slice of every global batch (:class:`sce_sweeps.data.EpochSampler`),
-so the learning rate (scaled by the global batch) and the data order do not depend on the
-number of processes. The model is wrapped in DistributedDataParallel (only the online branch
-has gradients) and given the collectives of :class:`sce_sweeps.sce.SCEModel`'s hooks:
-
-- target keys are all-gathered, in rank order, before they enter the queue, so the queue holds
-  every rank's keys exactly as one process with the global batch would;
-- shuffle BN: the momentum branch's input is gathered, permuted by one permutation shared by
-  all ranks (drawn on every rank, rank 0's broadcast), and each rank normalises its slice of
-  the permuted global batch in ``target_bn_splits // world`` groups (at least 1); the outputs
-  are gathered back and unshuffled. With the same permutation this is exactly split BN over
-  ``target_bn_splits`` groups in one process.
-
-Rank 0 alone writes checkpoints, metrics, results and tracking. The kNN evaluation is shared:
-each rank extracts the features of its shard of the bank and of the queries
-(:meth:`Dist.gather_shards`). An error on one rank ends every rank within seconds
-(:class:`FailureWatch`), rank 0 recording the failed rank's reason.
+``trainer.batch_size`` is the global batch; each rank trains on its slice of every global
+batch, so the learning rate and the data order do not depend on the number of processes.
+DDP wraps the model, whose hooks get collectives: target keys are all-gathered in rank order
+before they enter the queue, and shuffle BN permutes the gathered momentum-branch input by
+rank 0's permutation, each rank normalising its slice in ``target_bn_splits // world``
+groups: exactly split BN over ``target_bn_splits`` groups in one process. Rank 0 alone writes
+the run's files; an error on one rank ends every rank within seconds (:class:`FailureWatch`).
 """
 
 from __future__ import annotations
@@ -30,7 +14,6 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -51,13 +34,11 @@ class DistributedSetupError(RuntimeError):
 
 @dataclass(frozen=True)
 class Dist:
-    """This process's place in the run: rank, world size and rank on its node; ``enabled``
-    when it is in a process group (also a group of one, e.g. ``torchrun --nproc_per_node 1``,
-    which runs the multi-process path on one device)."""
+    """This process's rank and world size; ``enabled`` in a process group (a group of one
+    too, e.g. ``torchrun --nproc_per_node 1``)."""
 
     rank: int = 0
     world_size: int = 1
-    local_rank: int = 0
     enabled: bool = False
 
     @property
@@ -74,18 +55,17 @@ class Dist:
 
     def any(self, flag: bool, device: torch.device) -> bool:
         """Whether ``flag`` is true on any rank."""
-        if not self.enabled:
-            return flag
-        t = torch.tensor([float(flag)], device=device)
-        dist.all_reduce(t)
-        return bool(t.item() > 0)
+        return self._flag(flag, device, dist.all_reduce)
 
     def broadcast_flag(self, flag: bool, device: torch.device) -> bool:
         """Rank 0's ``flag`` on every rank."""
+        return self._flag(flag, device, lambda t: dist.broadcast(t, 0))
+
+    def _flag(self, flag: bool, device: torch.device, collective: Callable) -> bool:
         if not self.enabled:
             return flag
         t = torch.tensor([float(flag)], device=device)
-        dist.broadcast(t, 0)
+        collective(t)
         return bool(t.item() > 0)
 
     def barrier(self) -> None:
@@ -98,25 +78,16 @@ class Dist:
             for buffer in module.buffers():
                 dist.broadcast(buffer, 0)
 
-    def sum(self, x: torch.Tensor) -> torch.Tensor:
-        """The sum of ``x`` over ranks (``x`` itself in one process)."""
-        if not self.enabled:
-            return x
-        x = x.detach().clone()
-        dist.all_reduce(x)
-        return x
-
     def shard(self, n: int) -> range:
-        """This rank's contiguous share of ``n`` items (all of them in one process): the
-        first ``n % world`` ranks take one more, so that the shards in rank order are 0..n-1."""
+        """This rank's contiguous share of ``n`` items; the first ``n % world`` ranks take one
+        more, so that the shards in rank order are 0..n-1."""
         size, extra = divmod(n, self.world_size)
         start = self.rank * size + min(self.rank, extra)
         return range(start, start + size + (self.rank < extra))
 
     def gather_shards(self, x: torch.Tensor, n: int) -> torch.Tensor:
-        """Every rank's shard of ``n`` rows (``x``: this rank's, see :meth:`shard`),
-        concatenated in rank order: the ``n`` rows as one process has them. The shards are
-        padded to the largest one for the all-gather and trimmed after."""
+        """Every rank's shard (:meth:`shard`) of ``n`` rows, ``x`` this rank's, concatenated in
+        rank order: the ``n`` rows as one process has them."""
         if not self.enabled:
             return x
         largest = -(-n // self.world_size)
@@ -127,22 +98,17 @@ class Dist:
         return torch.cat([part[:size] for part, size in zip(parts, sizes)])
 
 
-#: The file by which a rank that failed tells its peers why (in the run dir).
 FAILED = ".failed-rank{rank}"
 
 
 class FailureWatch:
-    """Ends every rank of a multi-process run within seconds when one of them fails.
+    """Ends every rank of a multi-process run within seconds when one of them fails, where
+    the others would wait in their next collective for the group's timeout (30 min).
 
-    Without it, the ranks that did not fail wait in their next collective until the process
-    group's timeout (30 min), holding every device of the job. Inside the ``with`` block, an
-    exception (other than ``expected``) writes this rank's reason to ``<run dir>/``
-    :data:`FAILED`; a thread on every rank polls the run dir every ``poll_s`` seconds and, on a
-    peer's file, prints the reason, lets rank 0 record it (``on_peer_failure(reason)``, e.g.
-    into ``result.json``) and ends the process with ``os._exit(1)``: its main thread may be
-    blocked in a collective, which nothing else interrupts. Entering removes this rank's file
-    from an earlier attempt and waits for every rank (a barrier), so that no stale file counts.
-    A no-op in one process.
+    An exception (not ``expected``) writes this rank's reason to :data:`FAILED` in the run
+    dir; a thread on every rank polls for a peer's file, lets rank 0 record the reason
+    (``on_peer_failure``) and ends the process with ``os._exit(1)``: the main thread may be
+    blocked in a collective. Entering removes a stale file of this rank, then waits for all.
     """
 
     def __init__(
@@ -215,8 +181,7 @@ def world_size(cfg: Any) -> int:
 
 
 def job_rank() -> int:
-    """This process's rank in its job, from the environment, before any process group
-    exists (``RANK``, else submitit's job environment, else 0)."""
+    """This process's rank from the environment, before any process group exists."""
     if "RANK" in os.environ:
         return int(os.environ["RANK"])
     try:
@@ -228,8 +193,7 @@ def job_rank() -> int:
 
 
 def _export_job_env() -> None:
-    """Set RANK, WORLD_SIZE, MASTER_ADDR/PORT from submitit's job environment (SLURM tasks
-    or the local executor's processes) when the launcher did not set them."""
+    """Set RANK, WORLD_SIZE, MASTER_ADDR/PORT from submitit's job environment."""
     from submitit.helpers import TorchDistributedEnvironment
 
     try:
@@ -242,8 +206,8 @@ def _export_job_env() -> None:
 
 
 def setup(cfg: Any) -> Dist:
-    """Join (or find) the run's process group as configured; a no-op for one process,
-    unless its environment names a group (``WORLD_SIZE``, as ``torchrun`` sets)."""
+    """Join (or find) the run's process group; one process joins none unless its environment
+    names a group (``WORLD_SIZE``, as ``torchrun`` sets)."""
     expected = world_size(cfg)
     if expected == 1 and "WORLD_SIZE" not in os.environ and not dist.is_initialized():
         return Dist()
@@ -259,14 +223,13 @@ def setup(cfg: Any) -> Dist:
         cuda = cfg.trainer.device == "cuda" or (
             cfg.trainer.device == "auto" and torch.cuda.is_available()
         )
-        local = int(os.environ.get("LOCAL_RANK", os.environ["RANK"]))
         if cuda:
+            local = int(os.environ.get("LOCAL_RANK", os.environ["RANK"]))
             torch.cuda.set_device(local % torch.cuda.device_count())
         # SCE_SWEEPS_DIST_BACKEND=gloo: several processes on one GPU (scripts/gpu_check.sh)
         backend = os.environ.get("SCE_SWEEPS_DIST_BACKEND") or ("nccl" if cuda else "gloo")
         dist.init_process_group(backend, init_method="env://", timeout=timedelta(minutes=30))
-    local = int(os.environ.get("LOCAL_RANK", dist.get_rank()))
-    return Dist(dist.get_rank(), dist.get_world_size(), local, enabled=True)
+    return Dist(dist.get_rank(), dist.get_world_size(), enabled=True)
 
 
 def teardown() -> None:
@@ -284,9 +247,8 @@ def all_gather(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _shuffle_batch(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Shuffle BN across ranks: this rank's slice of the permuted global batch, and the
-    index that unshuffles the global outputs (see :func:`_unshuffle_batch`)."""
+def _shuffle_batch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """This rank's slice of the permuted global batch, and the index that unshuffles."""
     x_all = all_gather(x)
     perm = torch.randperm(x_all.shape[0]).to(x.device)  # drawn everywhere; rank 0's wins
     dist.broadcast(perm, 0)
@@ -295,23 +257,15 @@ def _shuffle_batch(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, tor
 
 
 @torch.no_grad()
-def _unshuffle_batch(model: nn.Module, z: torch.Tensor, unshuffle: torch.Tensor) -> torch.Tensor:
+def _unshuffle_batch(z: torch.Tensor, unshuffle: torch.Tensor) -> torch.Tensor:
     n, rank = z.shape[0], dist.get_rank()
     return all_gather(z)[unshuffle][rank * n : (rank + 1) * n]
 
 
 def convert_sync_bn(model: nn.Module) -> nn.Module:
-    """Replace, in place, the BatchNorm layers of both branches of ``model`` (an SCEModel) by
-    SyncBatchNorm, as the official ImageNet run (eztorch trainer ``gpu_ddp_sbn_amp``, Lightning's
-    ``sync_batchnorm`` over the whole module, momentum branch included).
-
-    The split BN of ``model.target_bn=shuffle`` stays as it is (shuffle BN normalises each
-    rank's part on its own). The parameters and buffers are the same tensors under the same
-    names, so the momentum update and checkpoints line up as before.
-
-    Returns:
-        ``model``.
-    """
+    """Replace in place the BatchNorm layers of both branches of ``model`` by SyncBatchNorm,
+    as the official ImageNet run (eztorch trainer ``gpu_ddp_sbn_amp``); shuffle BN's split BN
+    stays. Parameters and buffers keep their tensors and names. Returns ``model``."""
 
     def convert(module: nn.Module) -> nn.Module:
         if isinstance(module, SplitBatchNorm2d):
@@ -329,19 +283,14 @@ def convert_sync_bn(model: nn.Module) -> nn.Module:
 
 
 def prepare(model: nn.Module, ctx: Dist, sync_bn: bool = False) -> nn.Module:
-    """Give ``model`` (an SCEModel on its device) the collectives of its hooks, optionally
-    SyncBatchNorm in both branches (:func:`convert_sync_bn`), and wrap it in
-    DistributedDataParallel.
-
-    Returns:
-        The module to call for the loss (DDP); ``model`` stays the one to save and evaluate.
-    """
+    """Give ``model`` the collectives of its hooks (and SyncBatchNorm with ``sync_bn``); return
+    its DDP wrapper, to call for the loss (``model`` is the one saved and evaluated)."""
     if not ctx.enabled:
         return model
     model.gather_keys = all_gather
     if model.target_bn == "shuffle":
-        model.shuffle_batch = types.MethodType(_shuffle_batch, model)
-        model.unshuffle_batch = types.MethodType(_unshuffle_batch, model)
+        model.shuffle_batch = _shuffle_batch
+        model.unshuffle_batch = _unshuffle_batch
         splits = next(
             (m.num_splits for m in model.momentum_backbone.modules() if hasattr(m, "num_splits")),
             1,
@@ -356,9 +305,8 @@ def prepare(model: nn.Module, ctx: Dist, sync_bn: bool = False) -> nn.Module:
     if sync_bn:
         convert_sync_bn(model)
     device_ids = [torch.cuda.current_device()] if cuda else None
-    # Buffers (queue, BN statistics) are synced once, at wrapping, not before each forward:
-    # the queue stays the same on every rank by construction, and only rank 0's statistics
-    # are evaluated and saved.
+    # Buffers are synced once, at wrapping: the queue stays the same on every rank by
+    # construction, and only rank 0's BN statistics are evaluated and saved.
     ddp = nn.parallel.DistributedDataParallel(
         model, device_ids=device_ids, forward_sync_buffers=False
     )
@@ -368,14 +316,8 @@ def prepare(model: nn.Module, ctx: Dist, sync_bn: bool = False) -> nn.Module:
 
 def _mean_in_float64(_, bucket):  # unannotated: DDP checks a hook's annotations as objects
     """DDP's gradient averaging, summed in float64: the same float32 mean whatever the order
-    of the ranks' terms.
-
-    Gloo and NCCL sum each element in an order set by its place in its bucket, and DDP
-    rebuilds its buckets after the first step of each process: with float32 sums, the first
-    step after a resume would round unlike the same step of the uninterrupted run. The float64
-    sum of a few float32 terms is exact (or its rounding lies far below float32's), so a
-    resumed run ends bit for bit as the uninterrupted one. It doubles the gradient traffic.
-    """
+    of the ranks' terms. DDP rebuilds its buckets after a process's first step, which changes
+    the summation order: in float32 a resumed run would round unlike the uninterrupted one."""
     grads = bucket.buffer()
     work = dist.all_reduce(grads.double(), async_op=True)
 

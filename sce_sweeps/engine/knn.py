@@ -31,26 +31,6 @@ def extract_features(
 
 
 @torch.no_grad()
-def knn_predict(
-    queries: torch.Tensor,
-    bank: torch.Tensor,
-    bank_labels: torch.Tensor,
-    num_classes: int,
-    k: int = 200,
-    temp: float = 0.1,
-    chunk: int = 1024,
-) -> torch.Tensor:
-    """Class scores (Q x C) of each query: sum over its k nearest bank features of exp(sim/T)."""
-    k = min(k, bank.shape[0])
-    scores = []
-    for q in queries.split(chunk):
-        sim, idx = (q @ bank.T).topk(k, dim=1)  # Q x k
-        weights = (sim / temp).exp()
-        one_hot = F.one_hot(bank_labels[idx], num_classes).to(weights.dtype)  # Q x k x C
-        scores.append((weights.unsqueeze(-1) * one_hot).sum(dim=1))
-    return torch.cat(scores)
-
-
 def knn_top1(
     bank: torch.Tensor,
     bank_labels: torch.Tensor,
@@ -60,9 +40,16 @@ def knn_top1(
     k: int = 200,
     temp: float = 0.1,
 ) -> float:
-    """Top-1 accuracy (%) of weighted kNN of L2-normalised features."""
-    pred = knn_predict(queries, bank, bank_labels, num_classes, k, temp).argmax(dim=1)
-    return float((pred == labels).float().mean() * 100)
+    """Top-1 accuracy (%) of weighted kNN of L2-normalised features: each query's class
+    scores sum exp(sim/T) over its k nearest bank features."""
+    k = min(k, bank.shape[0])
+    preds = []
+    for q in queries.split(1024):
+        sim, idx = (q @ bank.T).topk(k, dim=1)  # Q x k
+        weights = (sim / temp).exp()
+        one_hot = F.one_hot(bank_labels[idx], num_classes).to(weights.dtype)  # Q x k x C
+        preds.append((weights.unsqueeze(-1) * one_hot).sum(dim=1).argmax(dim=1))
+    return float((torch.cat(preds) == labels).float().mean() * 100)
 
 
 def feature_metrics(
@@ -73,9 +60,8 @@ def feature_metrics(
     temp: float,
     linear_probe: bool,
 ) -> dict[str, float]:
-    """The evaluation of frozen features (train split as the bank, test split as queries):
-    ``knn_top1``, and ``probe_top1`` (:func:`~sce_sweeps.engine.probe.linear_probe_top1`)
-    when ``linear_probe``."""
+    """``knn_top1`` (and ``probe_top1`` with ``linear_probe``) of frozen features, the train
+    split as the bank and the test split as queries."""
     metrics = {"knn_top1": knn_top1(*train, *test, num_classes, k, temp)}
     if linear_probe:
         metrics["probe_top1"] = linear_probe_top1(*train, *test, num_classes)
@@ -83,8 +69,8 @@ def feature_metrics(
 
 
 def pixel_features(loader: Iterable) -> tuple[torch.Tensor, torch.Tensor]:
-    """The raw-pixel baseline's features: each image of a loader (after its eval transform:
-    the same resize and normalisation the network sees) flattened and L2-normalised."""
+    """The raw-pixel baseline's features: each (eval-transformed) image of a loader,
+    flattened and L2-normalised."""
     feats, labels = [], []
     for x, y in loader:
         feats.append(F.normalize(x.flatten(1).float(), dim=1))

@@ -1,15 +1,9 @@
 """Linear evaluation: a linear classifier trained on the frozen trunk of a pretrained run.
 
-The protocol of the official run configs (frozen trunk in eval mode, SGD with momentum 0.9,
-train views a crop (``linear.train_crop``: random-resized for ImageNet, 4 px padded random
-crop for CIFAR-10) + horizontal flip, eval views the deterministic centre crop
-of :func:`sce_sweeps.data.build_eval_transform`) with the preset's schedule (``conf/linear``):
-CIFAR-10 batch 256, lr 30, x0.1 at epochs 60 and 80, 100 epochs; ImageNet batch 1024,
-lr 0.1 x 1024/256 = 0.4, cosine, 90 epochs, weight decay 0.
-
-It reads the online trunk from the run's ``checkpoint.pt`` and keeps its own state in
-``<run dir>/linear/`` (``checkpoint.pt``, ``metrics.jsonl``), so it resumes exactly, even
-mid-epoch, like pretraining: train views are a pure function of (seed, epoch, sample).
+The official protocol (frozen trunk in eval mode, SGD with momentum, crop + flip train views,
+centre-crop eval views) with the preset's schedule (``conf/linear``). It reads the trunk from
+the run's ``checkpoint.pt`` and keeps its own state in ``<run dir>/linear/``, so it resumes
+exactly, even mid-epoch, like pretraining.
 """
 
 from __future__ import annotations
@@ -33,6 +27,7 @@ from sce_sweeps.data import EpochSampler, SSLDataset, build_datasets, collate_vi
 from sce_sweeps.data import steps_per_epoch as num_steps
 from sce_sweeps.data.views import MultiViewTransform, _FitSize
 from sce_sweeps.engine import checkpoint as ckpt
+from sce_sweeps.engine.optim import set_lr
 from sce_sweeps.engine.train import (
     StopSignals,
     data_loader,
@@ -51,13 +46,8 @@ class PretrainingNotFoundError(RuntimeError):
 
 
 def linear_train_transform(cfg: DictConfig) -> MultiViewTransform:
-    """A crop + horizontal flip + normalisation.
-
-    The crop is ``linear.train_crop``: ``random_resized`` (``RandomResizedCrop`` of
-    ``aug.crop_size``, scale ``linear.crop_scale``) or ``pad_crop`` (the image brought to
-    ``aug.crop_size`` as the eval views are, then ``RandomCrop`` of that size after zero
-    padding by ``linear.crop_padding`` px, as the official CIFAR-10 protocol).
-    """
+    """A crop (``linear.train_crop``: ``random_resized``, or ``pad_crop``: the eval size,
+    then a random crop after zero padding, as the official CIFAR-10 protocol) + flip."""
     d, size, lin = cfg.dataset, cfg.aug.crop_size, cfg.linear
     if lin.train_crop == "pad_crop":
         crop: list[Any] = [_FitSize(size), T.RandomCrop(size, padding=lin.crop_padding)]
@@ -88,8 +78,8 @@ def lr_at_epoch(cfg: DictConfig, step: int, steps_per_epoch: int) -> float:
 
 
 def linear_hash(pretraining_hash: str, cfg: DictConfig) -> str:
-    """What this stage's result depends on: the pretraining run (its config hash) and the
-    linear settings; a checkpoint of other settings is not resumed but started over."""
+    """The pretraining's config hash and the linear settings, hashed: a checkpoint of other
+    settings is started over."""
     blob = json.dumps(OmegaConf.to_container(cfg.linear, resolve=True), sort_keys=True)
     return hashlib.sha256(f"{pretraining_hash} {blob}".encode()).hexdigest()[:16]
 
@@ -105,8 +95,8 @@ class Probe:
 
 
 def build_probe(cfg: DictConfig, pretrained: dict[str, torch.Tensor] | None) -> Probe:
-    """The run's online trunk (``pretrained`` model state, or its random initialisation when
-    None), frozen in eval mode, and a zero-bias linear classifier on its features."""
+    """The run's online trunk (``pretrained``, or at random initialisation), frozen, and a
+    linear classifier on its features."""
     device = pick_device(cfg.trainer.device)
     model = initial_model(cfg)
     torch.manual_seed(cfg.seed)  # the classifier's initialisation: a function of the seed
@@ -160,19 +150,12 @@ def run_linear(
     tracker: NullTracker | None = None,
     random_init: bool = False,
 ) -> dict[str, Any]:
-    """Linear evaluation of ``run_dir``'s pretrained trunk (or, with ``random_init``, of the
-    same network untrained, kept in ``<run dir>/linear_random_init/``).
+    """Linear evaluation of ``run_dir``'s pretrained trunk (with ``random_init``: of the same
+    network untrained, in ``<run dir>/linear_random_init/``, the keys ending in ``_init``).
 
-    Returns:
-        ``linear_top1``, ``linear_top5`` (%, the last epoch's), ``linear_top1_best``,
-        ``linear_top5_best`` and ``linear_best_epoch`` (the evaluated epoch of highest top-1,
-        as the official number, which is that of the best validation checkpoint; with
-        ``linear.eval_every=0`` only the last epoch is evaluated), ``linear_loss`` (last
-        epoch's mean), ``linear_epochs`` and ``linear_images_per_s``; with ``random_init``
-        the keys end in ``_init``.
-
-    Raises:
-        PretrainingNotFoundError: ``run_dir`` has no pretraining checkpoint.
+    Returns ``linear_top1``/``_top5`` (the last epoch's), ``linear_top1_best``/``_top5_best``
+    and ``linear_best_epoch`` (the evaluated epoch of highest top-1, as the official number),
+    ``linear_loss``, ``linear_epochs`` and ``linear_images_per_s``.
     """
     tracker = tracker or NullTracker()
     lin = cfg.linear
@@ -193,8 +176,6 @@ def run_linear(
     test_loader = eval_loader(test, cfg.dataset.num_workers, probe.device)
 
     run_hash = linear_hash(pretraining["config_hash"], cfg)
-    # best: the row of the evaluated epoch of highest top-1 (the official number is that of
-    # the best validation checkpoint; the last epoch's is linear_top1)
     state = {"epoch": 0, "step_in_epoch": 0, "loss_sum": 0.0, "hash": run_hash, "best": None}
     saved = record.load_checkpoint(path)
     if saved is not None and saved["hash"] == state["hash"]:
@@ -212,21 +193,21 @@ def run_linear(
             _epoch(cfg, probe, train_set, steps, state, stop, path)
             trained_s += time.perf_counter() - start
             trained_steps += steps - first
-            top1, top5 = accuracy(probe, test_loader) if _due(cfg, state) else (None, None)
-            row = {"epoch": state["epoch"] + 1, "loss": state["loss_sum"] / steps}
-            if top1 is not None:
+            epoch = state["epoch"] + 1
+            row = {"epoch": epoch, "loss": state["loss_sum"] / steps}
+            if epoch == lin.epochs or (lin.eval_every and epoch % lin.eval_every == 0):
+                top1, top5 = accuracy(probe, test_loader)
                 row.update(top1=top1, top5=top5)
                 if state["best"] is None or top1 > state["best"]["top1"]:
                     state["best"] = dict(row)
-                step = (state["epoch"] + 1) * steps
                 tracker.log(
                     {f"linear_top1{suffix}": top1, f"linear_top5{suffix}": top5},
-                    step,
-                    state["epoch"] + 1,
+                    epoch * steps,
+                    epoch,
                     {"subset": "linear"},
                 )
             record.append_metrics(out, row)
-            state.update(epoch=state["epoch"] + 1, step_in_epoch=0, loss_sum=0.0)
+            state.update(epoch=epoch, step_in_epoch=0, loss_sum=0.0)
             _save(probe, path, {**state, "result": row})
             if stop.pending:
                 stop.serve()
@@ -245,11 +226,6 @@ def run_linear(
     }
 
 
-def _due(cfg: DictConfig, state: dict[str, Any]) -> bool:
-    every, epoch = cfg.linear.eval_every, state["epoch"] + 1
-    return epoch == cfg.linear.epochs or bool(every and epoch % every == 0)
-
-
 def _epoch(
     cfg: DictConfig,
     probe: Probe,
@@ -260,7 +236,7 @@ def _epoch(
     path: Path,
 ) -> None:
     """Train the classifier over the rest of ``state['epoch']``; on a stop signal,
-    checkpoint at the step boundary and pass the signal on."""
+    checkpoint and pass it on."""
     lin = cfg.linear
     sampler = EpochSampler(
         len(train_set), cfg.seed, state["epoch"], lin.batch_size, state["step_in_epoch"], steps
@@ -272,8 +248,7 @@ def _epoch(
     probe.classifier.train()
     for (x,), y in loader:
         step = state["epoch"] * steps + state["step_in_epoch"]
-        for group in probe.optimizer.param_groups:
-            group["lr"] = lr_at_epoch(cfg, step, steps)
+        set_lr(probe.optimizer, lr_at_epoch(cfg, step, steps))
         x, y = x.to(probe.device, non_blocking=True), y.to(probe.device, non_blocking=True)
         with torch.no_grad():
             features = probe.trunk(x)

@@ -10,12 +10,8 @@ from torch import nn
 
 
 class LARS(torch.optim.Optimizer):
-    """SGD with momentum and layer-wise trust ratios (You et al., 2017).
-
-    Parameter groups with ``lars_exclude=True`` (biases and norm layers) get neither weight
-    decay nor the trust ratio, as in BYOL, MoCo v3 and SCE (whose LARS skips every parameter
-    of one dimension).
-    """
+    """SGD with momentum and layer-wise trust ratios (You et al., 2017); groups with
+    ``lars_exclude`` (biases, norms) get neither weight decay nor the trust ratio, as in SCE."""
 
     def __init__(
         self,
@@ -65,15 +61,9 @@ def param_groups(
     weight_decay: float,
     exclude_bias_norm: bool = True,
 ) -> list[dict]:
-    """The trainable parameters in optimizer groups.
-
-    Args:
-        params: (name, parameter) pairs; frozen ones are left out.
-        weight_decay: the decay of the decayed group.
-        exclude_bias_norm: two groups, weights (decayed) and biases and norm parameters (1-D;
-            not decayed, ``lars_exclude``); False: one group, all decayed (the official
-            CIFAR-10 recipe).
-    """
+    """The trainable parameters of (name, parameter) pairs in optimizer groups: weights
+    (decayed) and, with ``exclude_bias_norm``, 1-D parameters apart (not decayed,
+    ``lars_exclude``); else one group, all decayed (the official CIFAR-10 recipe)."""
     params = [p for _, p in params if p.requires_grad]
     if not exclude_bias_norm:
         return [{"params": params, "weight_decay": weight_decay}]
@@ -96,9 +86,7 @@ def build_optimizer(
     exclude_bias_norm: bool = True,
     fused: bool = False,
 ) -> torch.optim.Optimizer:
-    """SGD or LARS; with ``exclude_bias_norm`` biases and norm parameters are excluded from
-    weight decay (and from LARS's adaptation), see :func:`param_groups`. ``fused``: torch's
-    fused SGD step (CUDA parameters only; no effect on LARS)."""
+    """SGD or LARS over :func:`param_groups`; ``fused``: torch's fused SGD step (CUDA)."""
     groups = param_groups(named_params, weight_decay, exclude_bias_norm)
     if name == "sgd":
         for g in groups:
@@ -110,9 +98,8 @@ def build_optimizer(
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:
-    """Linear warm-up from 0 (the first step) to base_lr (the last warm-up step), then cosine
-    decay to 0, per step: the official schedule (CEA-LIST/SCE
-    sce/schedulers/linear_warmup_cosine_annealing_lr.py, ``warmup_start_lr`` 0)."""
+    """Linear warm-up from 0 to base_lr, then cosine decay to 0, per step: the official
+    schedule (CEA-LIST/SCE sce/schedulers/linear_warmup_cosine_annealing_lr.py)."""
     if step < warmup_steps:
         return base_lr * step / max(1, warmup_steps - 1)
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)

@@ -1,12 +1,7 @@
-"""A linear probe: a linear classifier trained on frozen, unaugmented features.
-
-The cheap form of linear evaluation (``trainer.linear_probe``): the features of the train
-split are extracted once (the kNN bank's), standardised with their own mean and std, and a
-linear classifier is fitted on them with AdamW, then scored on the test split's features.
-It takes seconds where the full linear evaluation of ``sce_sweeps.engine.linear`` (the
-official protocol: augmented views through the frozen trunk every epoch) takes as long as
-pretraining on a CPU, and it is the same code for the trained network, the network at random
-initialisation and raw pixels, so the three numbers compare.
+"""A linear probe (``trainer.linear_probe``): a linear classifier fitted with AdamW on the
+kNN bank's standardised features, unaugmented. Seconds where the full linear evaluation
+(:mod:`sce_sweeps.engine.linear`) takes as long as pretraining on a CPU; the same code for
+the network, its random initialisation and raw pixels, so the three numbers compare.
 """
 
 from __future__ import annotations
@@ -27,18 +22,8 @@ def linear_probe_top1(
     weight_decay: float = 1e-4,
     seed: int = 0,
 ) -> float:
-    """Top-1 (%) on ``test_x`` of a linear classifier fitted on ``train_x``.
-
-    Args:
-        train_x, test_x: features (N x F), on any device; ``train_y``, ``test_y``: labels.
-        epochs: passes over the train features, in an order drawn from ``seed``; the
-            learning rate follows a cosine from ``lr`` to 0 over them.
-        seed: the classifier's initial weights and the batch order, drawn on the CPU whatever
-            the features' device.
-
-    Returns:
-        The accuracy, a deterministic function of the inputs and the arguments.
-    """
+    """Top-1 (%) on ``test_x`` of a linear classifier fitted on ``train_x`` (N x F, any
+    device) over ``epochs`` passes, lr cosine from ``lr`` to 0: deterministic given ``seed``."""
     device = train_x.device
     mean, std = train_x.mean(0), train_x.std(0) + 1e-6
     train_x, test_x = (train_x - mean) / std, (test_x - mean) / std

@@ -1,9 +1,7 @@
-"""The SCE training loop: one epoch loop, kNN evaluation, atomic checkpoints, exact resume.
+"""The SCE training loop: epochs, kNN evaluation, checkpoints and exact resume.
 
-Everything a resume needs is in ``checkpoint.pt``: model (with target and queue), optimizer,
-AMP scaler, epoch and step within it, RNG states, the epoch's running loss, elapsed time and
-the tracker's run hash. Augmentations are a pure function of (seed, epoch, sample), so a run
-resumed from any checkpoint, even mid-epoch, continues exactly as it would have.
+Augmentations are a pure function of (seed, epoch, sample) and ``checkpoint.pt`` holds all
+other state, so a run resumed from any checkpoint, even mid-epoch, continues exactly.
 """
 
 from __future__ import annotations
@@ -65,9 +63,8 @@ def pick_device(name: str) -> torch.device:
 
 
 class StopSignals:
-    """Turns SIGUSR2 (SLURM's time-limit warning, submitit's preemption signal) and SIGTERM
-    into a request that the loop serves at the next step boundary: checkpoint, then hand the
-    signal to the handler that was installed before (submitit's requeue), if any."""
+    """SIGUSR2 (time limit, preemption) and SIGTERM become a request served at the next step
+    boundary: checkpoint, then hand the signal to the previous handler (submitit's requeue)."""
 
     SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
 
@@ -114,33 +111,26 @@ def train_step(
     dist: distributed.Dist | None = None,
     amp_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, SCETerms]:
-    """One SCE step: loss (autocast when the scaler is on), backward, update, EMA of the target.
-
-    With several processes, ``net`` is the DistributedDataParallel wrapper of ``model`` and the
-    returned loss is the mean over ranks (the loss of the global batch). ``amp_dtype``:
-    autocast to that dtype (bfloat16 runs without the scaler); None: float16 when the scaler
-    is on. Nothing here waits for the device: the caller reads the loss back now and then
-    and stops the run on a non-finite one (see :func:`run_epoch`).
-    """
+    """One SCE step: loss under autocast (``amp_dtype``, else float16 with the scaler on),
+    backward, update, EMA of the target. ``net``: the DDP wrapper of ``model``; the loss
+    returned is then the mean over ranks. Nothing here waits for the device."""
     device_type = views[0].device.type
     dtype = amp_dtype or torch.float16
     with torch.autocast(device_type, dtype, enabled=scaler.is_enabled() or bool(amp_dtype)):
         loss, terms = (net or model)(views)
-    if dist is not None and dist.enabled:
-        global_loss = dist.mean(loss)
+    reported = dist.mean(loss) if dist is not None else loss
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()
     model.momentum_update(momentum)
-    return (global_loss.detach() if dist is not None and dist.enabled else loss), terms
+    return reported, terms
 
 
 def data_loader(
     dataset: Any, batch_size: int, workers: int, device: torch.device, **kw: Any
 ) -> DataLoader:
     # Its workers ignore the job's stop signals, which the loop serves (see StopSafeDataLoader).
-    # Pinned host memory only where the batches go to a GPU.
     return StopSafeDataLoader(
         dataset,
         batch_size=batch_size,
@@ -154,9 +144,8 @@ def data_loader(
 def eval_loader(
     dataset: Dataset, workers: int, device: torch.device, max_bytes: int = 2**30
 ) -> DataLoader:
-    """A loader over an evaluation set, for ``device``; a small one is transformed once and
-    kept in memory (its transform is deterministic), so each kNN evaluation is forward passes
-    only."""
+    """A loader over an evaluation set; a small one is transformed once and kept in memory
+    (its transform is deterministic), so each evaluation is forward passes only."""
     x, _ = dataset[0]
     if x.numel() * x.element_size() * len(dataset) > max_bytes:
         return data_loader(dataset, 512, workers, device)
@@ -188,8 +177,7 @@ class Trainer:
     device_data: DeviceData | None = None  # trainer.data_path=device: the views' source
     amp_dtype: torch.dtype | None = None  # bfloat16 autocast (trainer.amp_dtype)
 
-    # The evaluation's loaders are made at the first evaluation, after the first step: the
-    # whole sets (for rank 0 alone), and this rank's shards of them (the same in one process).
+    # Made at the first evaluation, after the first step: the whole sets, and this rank's shards.
     @cached_property
     def bank_loader(self) -> DataLoader:
         return eval_loader(self.bank_set, self.cfg.dataset.num_workers, self.device)
@@ -213,8 +201,7 @@ class Trainer:
 
 @dataclass
 class TrainState:
-    """What changes as the run trains, and (with the model and optimizer) what a checkpoint
-    holds. ``started`` is this process's clock at the start of training."""
+    """What changes as the run trains; ``started``: this process's clock at the start."""
 
     epoch: int = 0
     step_in_epoch: int = 0
@@ -228,9 +215,8 @@ class TrainState:
 
 
 def initial_model(cfg: DictConfig) -> SCEModel:
-    """The run's network at initialisation: a function of the config alone (its seed
-    included), whatever the global random state, so that the random-init baseline and a
-    resumed run see the same network."""
+    """The run's network at initialisation, a function of the config alone: the random-init
+    baseline and a resumed run see the same network."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         return build_model(cfg)
@@ -239,9 +225,8 @@ def initial_model(cfg: DictConfig) -> SCEModel:
 def optimizer_and_scaler(
     model: nn.Module, cfg: DictConfig, lr: float, cuda: bool
 ) -> tuple[torch.optim.Optimizer, torch.amp.GradScaler, torch.dtype | None]:
-    """The optimizer of ``model``'s trainable parameters at ``lr``, the AMP scaler and the
-    autocast dtype (bfloat16, or None for float16 with the scaler) that the config asks for;
-    AMP and fused steps only on CUDA."""
+    """The optimizer, the AMP scaler and the autocast dtype (bfloat16, or None for float16
+    with the scaler) the config asks for; AMP and fused steps only on CUDA."""
     optimizer = build_optimizer(
         [(n, p) for n, p in model.named_parameters() if p.requires_grad],
         cfg.optim.name,
@@ -309,8 +294,7 @@ def build(cfg: DictConfig, run_dir: Path, tracker: NullTracker) -> Trainer:
 
 
 def _beating(loader: Iterable[Any], t: Trainer, step: int) -> Iterator[Any]:
-    """``loader``'s batches, each a heartbeat at ``step``: an evaluation, which may take
-    longer than any step, is progress too and never looks stalled."""
+    """``loader``'s batches, each a heartbeat: a long evaluation never looks stalled."""
     for batch in loader:
         record.beat(t.run_dir, step, t.total_steps)
         yield batch
@@ -319,16 +303,12 @@ def _beating(loader: Iterable[Any], t: Trainer, step: int) -> Iterator[Any]:
 def evaluate(
     t: Trainer, backbone: nn.Module | None = None, shared: bool = True, step: int = 0
 ) -> dict[str, float]:
-    """The evaluation of a backbone's frozen features (the online backbone's by default):
-    ``knn_top1``, and ``probe_top1`` with ``trainer.linear_probe`` (both in %); each batch
-    beats the heartbeat at ``step`` (the last step trained).
+    """``knn_top1`` (and ``probe_top1``, in %) of a backbone's frozen features (the online
+    one's by default); each batch beats the heartbeat at ``step``.
 
-    ``shared`` (every rank calls it): each rank extracts the features of its shard of the bank
-    and of the queries; the shards, gathered in rank order, are the features one process
-    extracts, so every rank gets the metrics of one process. Rank 0's BatchNorm statistics
-    (those it saves) are first given to every rank: with BatchNorm per rank, each rank's own
-    differ. Else this rank evaluates alone."""
-    cfg, backbone = t.cfg, backbone or t.model.backbone
+    ``shared``: every rank extracts its shards, gathered into one process's features, with
+    rank 0's BatchNorm statistics (those it saves). Else this rank evaluates alone."""
+    backbone = backbone or t.model.backbone
     ctx = t.dist if shared else distributed.Dist()
     ctx.broadcast_buffers(backbone)
     loaders = (t.bank_shard, t.query_shard) if shared else (t.bank_loader, t.query_loader)
@@ -339,9 +319,11 @@ def evaluate(
         ]
         for loader, dataset in zip(loaders, (t.bank_set, t.query_set))
     )
-    return feature_metrics(
-        bank,
-        queries,
+    return feature_metrics(bank, queries, *_evaluation_settings(t.cfg))
+
+
+def _evaluation_settings(cfg: DictConfig) -> tuple[int, int, float, bool]:
+    return (
         cfg.dataset.num_classes,
         cfg.trainer.knn_k,
         cfg.trainer.knn_temp,
@@ -350,27 +332,18 @@ def evaluate(
 
 
 def baselines(t: Trainer) -> dict[str, float]:
-    """The evaluation of the same network at random initialisation (``*_init``: once per
-    sweep dir) and of raw pixels (``*_pixels``: once per data); see
-    :mod:`sce_sweeps.engine.baselines`."""
-    cfg, init = t.cfg, initial_model(t.cfg).backbone.to(t.device)
-    key, step = init_key(init, cfg, t.device), t.total_steps - 1
+    """The same evaluation at random initialisation (``*_init``) and of raw pixels
+    (``*_pixels``), each cached (:mod:`sce_sweeps.engine.baselines`)."""
+    init = initial_model(t.cfg).backbone.to(t.device)
+    key, step = init_key(init, t.cfg, t.device), t.total_steps - 1
 
     def evaluate_init() -> dict[str, float]:
         metrics = evaluate(t, init, shared=False, step=step)
         return {f"{name}_init": value for name, value in metrics.items()}
 
     metrics = cached_metrics(t.run_dir.parent / CACHE / f"{key}.json", evaluate_init)
-    metrics.update(
-        pixel_metrics(
-            _beating(t.bank_loader, t, step),
-            _beating(t.query_loader, t, step),
-            cfg.dataset.num_classes,
-            cfg.trainer.knn_k,
-            cfg.trainer.knn_temp,
-            cfg.trainer.linear_probe,
-        )
-    )
+    bank, queries = _beating(t.bank_loader, t, step), _beating(t.query_loader, t, step)
+    metrics.update(pixel_metrics(bank, queries, *_evaluation_settings(t.cfg)))
     return metrics
 
 
@@ -420,16 +393,6 @@ def save(t: Trainer, state: TrainState) -> None:
     record.save_checkpoint(checkpoint, t.run_dir / record.CHECKPOINT)
 
 
-def _log_step(
-    t: Trainer, step: int, epoch: int, loss: float, lr: float, momentum: float, terms: SCETerms
-) -> None:
-    cfg = t.cfg
-    train_metrics = {"loss": loss, "lr": lr, "momentum": momentum}
-    train_metrics.update(coeff=cfg.loss.coeff, temp=cfg.loss.temp, temp_m=cfg.loss.temp_m)
-    train_metrics.update(sce_diagnostics(terms))
-    t.tracker.log(train_metrics, step, epoch + 1, {"subset": "train"})
-
-
 def _cpu_loader(t: Trainer, state: TrainState) -> DataLoader:
     """The rest of the epoch's batches from DataLoader workers (``trainer.data_path=cpu``)."""
     cfg = t.cfg
@@ -462,13 +425,12 @@ def _check_finite(value: float, state: TrainState, step: int) -> None:
 
 
 def run_epoch(t: Trainer, state: TrainState, stop: StopSignals) -> None:
-    """Train the rest of ``state.epoch`` from ``state.step_in_epoch``; on a stop signal,
-    checkpoint at the step boundary and pass the signal on.
+    """Train the rest of ``state.epoch``; on a stop signal, checkpoint and pass it on.
 
     The loss is read back (a wait for the device) only every ``LOG_EVERY`` steps, before a
     checkpoint and at the end of the epoch; a non-finite one stops the run there."""
     cfg = t.cfg
-    if t.device_data is not None:  # the views drawn on the device (trainer.data_path)
+    if t.device_data is not None:
         loader = t.device_data.epoch(state.epoch, state.step_in_epoch)
     else:
         loader = _cpu_loader(t, state)
@@ -501,7 +463,10 @@ def run_epoch(t: Trainer, state: TrainState, stop: StopSignals) -> None:
             loss_value = loss.item()
             _check_finite(loss_value, state, step)
             bar.set_postfix(loss=f"{loss_value:.4f}")
-            _log_step(t, step, state.epoch, loss_value, lr, momentum, terms)
+            logged = {"loss": loss_value, "lr": lr, "momentum": momentum}
+            logged.update(coeff=cfg.loss.coeff, temp=cfg.loss.temp, temp_m=cfg.loss.temp_m)
+            logged.update(sce_diagnostics(terms))
+            t.tracker.log(logged, step, state.epoch + 1, {"subset": "train"})
         if _stop_requested(t, stop, state.step_in_epoch):
             _check_finite(float(state.loss_sum), state, step)
             save(t, state)
@@ -512,8 +477,8 @@ def run_epoch(t: Trainer, state: TrainState, stop: StopSignals) -> None:
 
 
 def _stop_requested(t: Trainer, stop: StopSignals, step_in_epoch: int) -> bool:
-    """Whether a rank has a stop signal pending, asked every step in one process and every
-    ``STOP_CHECK_EVERY`` steps over several (the end of an epoch asks too)."""
+    """Whether a rank has a stop signal pending: every step in one process, else every
+    ``STOP_CHECK_EVERY`` steps."""
     if not t.dist.enabled:
         return stop.pending is not None
     if step_in_epoch % STOP_CHECK_EVERY:
@@ -524,9 +489,8 @@ def _stop_requested(t: Trainer, stop: StopSignals, step_in_epoch: int) -> bool:
 def _serve(stop: StopSignals) -> None:
     """Pass on this process's stop signal; a rank without one stops with its peers.
 
-    Every rank gets here at the same step, and first leaves the process group: a process
-    that exits with it alive may abort (SIGABRT) as the interpreter shuts down, gloo's
-    threads still holding tensors of its last collectives."""
+    Every rank first leaves the process group: a process that exits with it alive may abort
+    (SIGABRT) at shutdown, gloo's threads still holding tensors of its last collectives."""
     distributed.teardown()
     if stop.pending:
         stop.serve()
@@ -548,17 +512,18 @@ def _print_epoch(t: Trainer, row: dict[str, Any], train_s: float) -> None:
 
 
 def end_epoch(t: Trainer, state: TrainState) -> dict[str, Any]:
-    """Close ``state.epoch``: its metrics row (kNN when due) to metrics.jsonl and the
-    tracker; then move the state to the start of the next epoch. Returns the row."""
+    """Close ``state.epoch``: its metrics row (evaluated when due) to metrics.jsonl and the
+    tracker, and the state moved to the next epoch. Returns the row."""
     cfg, epoch = t.cfg, state.epoch
     end_step = (epoch + 1) * t.steps_per_epoch
-    lr = lr_at(end_step - 1, t.total_steps, t.warmup_steps, t.base_lr)
-    row: dict[str, Any] = {"epoch": epoch + 1, "loss": state.loss_sum / state.step_in_epoch}
-    row["lr"] = lr
+    row: dict[str, Any] = {
+        "epoch": epoch + 1,
+        "loss": state.loss_sum / state.step_in_epoch,
+        "lr": lr_at(end_step - 1, t.total_steps, t.warmup_steps, t.base_lr),
+    }
     every = cfg.trainer.eval_every
-    due = epoch + 1 == cfg.trainer.epochs or (every and (epoch + 1) % every == 0)
     train_s = state.elapsed_now() - (state.history[-1]["elapsed_s"] if state.history else 0.0)
-    if due:
+    if epoch + 1 == cfg.trainer.epochs or (every and (epoch + 1) % every == 0):
         row.update(evaluate(t, step=end_step - 1))
     row["elapsed_s"] = state.elapsed_now()
     if t.dist.is_main and cfg.trainer.progress and not sys.stderr.isatty():
@@ -568,7 +533,6 @@ def end_epoch(t: Trainer, state: TrainState) -> dict[str, Any]:
     if not t.dist.is_main:
         return row
     record.append_metrics(t.run_dir, row)
-    # at the step that ends the epoch: the epoch's mean train loss, and kNN top-1 apart
     t.tracker.log({"loss_epoch": row["loss"]}, end_step, epoch + 1, {"subset": "train"})
     evaluated = {k: row[k] for k in EVAL_METRICS if k in row}
     if evaluated:
@@ -584,21 +548,11 @@ def train(
     resume_state: dict[str, Any] | None = None,
     on_peer_failure: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Train SCE as configured, in ``run_dir``; resume from ``resume_state`` when given.
+    """Train SCE as configured in ``run_dir``, from ``resume_state`` when given; return the
+    final metrics (knn_top1, probe_top1, loss, epochs, wall_time_s, the baselines).
 
-    Args:
-        on_epoch_end: called with (epoch, metrics) after each epoch; returning True stops the
-            run after checkpointing (raises :class:`Stopped`).
-        on_peer_failure: several processes: called on rank 0 with the reason when another
-            rank fails, before this process ends (:class:`~.distributed.FailureWatch`).
-
-    Returns:
-        The final metrics: knn_top1 (and probe_top1 with trainer.linear_probe), loss,
-            epochs, wall_time_s; with trainer.eval_random_init, the same evaluation at random
-            initialisation (knn_top1_init, ...) and on raw pixels (knn_top1_pixels, ...).
-
-    Raises:
-        NonFiniteLossError: the loss became NaN or infinite.
+    ``on_epoch_end(epoch, row)`` returning True checkpoints and raises :class:`Stopped`;
+    ``on_peer_failure(reason)``: rank 0's record of another rank's failure.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     ctx = distributed.setup(cfg)
