@@ -11,6 +11,7 @@ the run's files; an error on one rank ends every rank within seconds (:class:`Fa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -117,9 +118,8 @@ class FailureWatch:
         run_dir: Path,
         on_peer_failure: Callable[[str], None] | None = None,
         expected: tuple[type[BaseException], ...] = (),
-        poll_s: float = 0.5,
     ) -> None:
-        self.ctx, self.run_dir, self.poll_s = ctx, Path(run_dir), poll_s
+        self.ctx, self.run_dir = ctx, Path(run_dir)
         self.on_peer_failure = on_peer_failure if ctx.is_main else None
         self.expected = expected
         self._done = threading.Event()
@@ -139,32 +139,27 @@ class FailureWatch:
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         with self._lock:
             self._done.set()
-        failed = isinstance(exc, Exception) and not isinstance(exc, self.expected)
-        if self.ctx.enabled and failed:
-            self.fail(f"{type(exc).__name__}: {exc}")
-
-    def fail(self, reason: str) -> None:
-        """Tell the peers that this rank failed, and why (an empty file if the disk is full)."""
+        if not self.ctx.enabled or not isinstance(exc, Exception) or isinstance(exc, self.expected):
+            return
         path = self._path(self.ctx.rank)
         try:
             with atomic_write(path, sync=False) as f:
-                f.write(reason.encode())
-        except OSError:
+                f.write(f"{type(exc).__name__}: {exc}".encode())
+        except OSError:  # a full disk: an empty file still tells the peers
             path.touch()
 
     def _watch(self) -> None:
         peers = [r for r in range(self.ctx.world_size) if r != self.ctx.rank]
-        while not self._done.wait(self.poll_s):
+        while not self._done.wait(0.5):
             failed = next((r for r in peers if self._path(r).exists()), None)
             if failed is None:
                 continue
             with self._lock:
                 if self._done.is_set():  # this rank's own failure is being handled
                     return
-                try:
-                    reason = self._path(failed).read_text() or "no reason recorded"
-                except OSError:
-                    reason = "no reason recorded"
+                reason = "no reason recorded"
+                with contextlib.suppress(OSError):
+                    reason = self._path(failed).read_text() or reason
                 reason = f"rank {failed} of {self.ctx.world_size} failed: {reason}"
                 print(f"sce_sweeps: {reason}; rank {self.ctx.rank} stops", file=sys.stderr)
                 try:

@@ -103,8 +103,7 @@ def build_probe(cfg: DictConfig, pretrained: dict[str, torch.Tensor] | None) -> 
     if pretrained is not None:
         model.load_state_dict(pretrained)
     trunk = model.backbone.to(device).eval().requires_grad_(False)
-    feature_dim = model.projector[0].in_features
-    classifier = nn.Linear(feature_dim, cfg.dataset.num_classes)
+    classifier = nn.Linear(model.projector[0].in_features, cfg.dataset.num_classes)
     nn.init.normal_(classifier.weight, std=0.01)  # on the CPU: the same on every device
     nn.init.zeros_(classifier.bias)
     classifier = classifier.to(device)
@@ -162,10 +161,9 @@ def run_linear(
     pretraining = record.load_checkpoint(run_dir / record.CHECKPOINT)
     if pretraining is None:
         raise PretrainingNotFoundError(f"{run_dir} has no {record.CHECKPOINT} to evaluate")
-    pretrained = None if random_init else pretraining["model"]
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
-    probe = build_probe(cfg, pretrained)
+    probe = build_probe(cfg, None if random_init else pretraining["model"])
     out = run_dir / (LINEAR_DIR + ("_random_init" if random_init else ""))
     out.mkdir(parents=True, exist_ok=True)
     path = out / record.CHECKPOINT
@@ -200,12 +198,8 @@ def run_linear(
                 row.update(top1=top1, top5=top5)
                 if state["best"] is None or top1 > state["best"]["top1"]:
                     state["best"] = dict(row)
-                tracker.log(
-                    {f"linear_top1{suffix}": top1, f"linear_top5{suffix}": top5},
-                    epoch * steps,
-                    epoch,
-                    {"subset": "linear"},
-                )
+                logged = {f"linear_top1{suffix}": top1, f"linear_top5{suffix}": top5}
+                tracker.log(logged, epoch * steps, epoch, {"subset": "linear"})
             record.append_metrics(out, row)
             state.update(epoch=epoch, step_in_epoch=0, loss_sum=0.0)
             _save(probe, path, {**state, "result": row})

@@ -154,52 +154,6 @@ def eval_loader(
 
 
 @dataclass
-class Trainer:
-    """What :func:`build` makes from the config: fixed for the whole run."""
-
-    cfg: DictConfig
-    run_dir: Path
-    tracker: NullTracker
-    device: torch.device
-    memory_format: torch.memory_format | None
-    dist: distributed.Dist
-    model: SCEModel  # saved and evaluated
-    net: nn.Module  # called for the loss: model, or its DistributedDataParallel wrapper
-    optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler
-    ssl_set: Dataset
-    bank_set: Dataset  # the kNN bank and the probe's train split (eval transform)
-    query_set: Dataset  # the test split (eval transform)
-    steps_per_epoch: int
-    total_steps: int
-    warmup_steps: int
-    base_lr: float
-    device_data: DeviceData | None = None  # trainer.data_path=device: the views' source
-    amp_dtype: torch.dtype | None = None  # bfloat16 autocast (trainer.amp_dtype)
-
-    # Made at the first evaluation, after the first step: the whole sets, and this rank's shards.
-    @cached_property
-    def bank_loader(self) -> DataLoader:
-        return eval_loader(self.bank_set, self.cfg.dataset.num_workers, self.device)
-
-    @cached_property
-    def query_loader(self) -> DataLoader:
-        return eval_loader(self.query_set, self.cfg.dataset.num_workers, self.device)
-
-    @cached_property
-    def bank_shard(self) -> DataLoader:
-        return self._shard(self.bank_set) if self.dist.enabled else self.bank_loader
-
-    @cached_property
-    def query_shard(self) -> DataLoader:
-        return self._shard(self.query_set) if self.dist.enabled else self.query_loader
-
-    def _shard(self, dataset: Dataset) -> DataLoader:
-        shard = Subset(dataset, self.dist.shard(len(dataset)))
-        return eval_loader(shard, self.cfg.dataset.num_workers, self.device)
-
-
-@dataclass
 class TrainState:
     """What changes as the run trains; ``started``: this process's clock at the start."""
 
@@ -242,55 +196,69 @@ def optimizer_and_scaler(
     return optimizer, scaler, torch.bfloat16 if bf16 else None
 
 
+class Trainer:
+    """What the config makes for the whole run: seeded, then the device, the data, the model,
+    the optimizer and the AMP scaler."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, tracker: NullTracker) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(cfg.seed)
+        if cfg.trainer.num_threads:
+            torch.set_num_threads(cfg.trainer.num_threads)
+        self.cfg, self.run_dir, self.tracker = cfg, run_dir, tracker
+        self.dist = dist = distributed.setup(cfg)
+        device = pick_device(cfg.trainer.device)
+        if device.type == "cuda" and dist.enabled:
+            device = torch.device("cuda", torch.cuda.current_device())
+        self.device, cuda = device, device.type == "cuda"
+        self.memory_format = torch.channels_last if cuda and cfg.trainer.channels_last else None
+
+        # bank: the kNN bank and the probe's train split; query: the test split
+        self.ssl_set, self.bank_set, self.query_set = build_datasets(cfg)
+        self.device_data: DeviceData | None = None  # the views' source on the device path
+        if use_device_path(cfg.trainer.data_path, cfg.dataset.name, device):
+            self.device_data = DeviceData.from_dataset(
+                self.ssl_set.base, cfg, device, dist.rank, dist.world_size
+            )
+        bs = cfg.trainer.batch_size
+        self.steps_per_epoch = num_steps(len(self.ssl_set), bs, cfg.trainer.max_steps_per_epoch)
+        self.total_steps = self.steps_per_epoch * cfg.trainer.epochs
+        self.warmup_steps = self.steps_per_epoch * cfg.optim.warmup_epochs
+        self.base_lr = cfg.optim.lr * bs / 256
+
+        self.model = initial_model(cfg).to(device)  # saved and evaluated
+        if self.memory_format is not None:
+            self.model = self.model.to(memory_format=self.memory_format)
+        # called for the loss: the model, or its DistributedDataParallel wrapper
+        self.net = distributed.prepare(self.model, dist, cfg.trainer.sync_bn)
+        if cuda and cfg.trainer.compile:
+            self.net = torch.compile(self.net)
+        self.optimizer, self.scaler, self.amp_dtype = optimizer_and_scaler(
+            self.model, cfg, self.base_lr, cuda
+        )
+
+    # Made at the first evaluation, after the first step: the whole sets, and this rank's shards.
+    @cached_property
+    def bank_loader(self) -> DataLoader:
+        return eval_loader(self.bank_set, self.cfg.dataset.num_workers, self.device)
+
+    @cached_property
+    def query_loader(self) -> DataLoader:
+        return eval_loader(self.query_set, self.cfg.dataset.num_workers, self.device)
+
+    @cached_property
+    def shards(self) -> tuple[DataLoader, ...]:
+        if not self.dist.enabled:
+            return self.bank_loader, self.query_loader
+        sets, workers = (self.bank_set, self.query_set), self.cfg.dataset.num_workers
+        return tuple(
+            eval_loader(Subset(d, self.dist.shard(len(d))), workers, self.device) for d in sets
+        )
+
+
 def build(cfg: DictConfig, run_dir: Path, tracker: NullTracker) -> Trainer:
-    """Seed, then build the data, the model, the optimizer and the AMP scaler."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    if cfg.trainer.num_threads:
-        torch.set_num_threads(cfg.trainer.num_threads)
-    dist = distributed.setup(cfg)
-    device = pick_device(cfg.trainer.device)
-    if device.type == "cuda" and dist.enabled:
-        device = torch.device("cuda", torch.cuda.current_device())
-    cuda = device.type == "cuda"
-    memory_format = torch.channels_last if cuda and cfg.trainer.channels_last else None
-
-    ssl_set, bank_set, query_set = build_datasets(cfg)
-    device_data = None
-    if use_device_path(cfg.trainer.data_path, cfg.dataset.name, device):
-        device_data = DeviceData.from_dataset(ssl_set.base, cfg, device, dist.rank, dist.world_size)
-    bs = cfg.trainer.batch_size
-    steps_per_epoch = num_steps(len(ssl_set), bs, cfg.trainer.max_steps_per_epoch)
-    base_lr = cfg.optim.lr * bs / 256
-
-    model = initial_model(cfg).to(device)
-    if memory_format is not None:
-        model = model.to(memory_format=memory_format)
-    net = distributed.prepare(model, dist, cfg.trainer.sync_bn)
-    if cuda and cfg.trainer.compile:
-        net = torch.compile(net)
-    optimizer, scaler, amp_dtype = optimizer_and_scaler(model, cfg, base_lr, cuda)
-    return Trainer(
-        cfg=cfg,
-        run_dir=run_dir,
-        tracker=tracker,
-        device=device,
-        memory_format=memory_format,
-        dist=dist,
-        model=model,
-        net=net,
-        optimizer=optimizer,
-        scaler=scaler,
-        ssl_set=ssl_set,
-        bank_set=bank_set,
-        query_set=query_set,
-        steps_per_epoch=steps_per_epoch,
-        total_steps=steps_per_epoch * cfg.trainer.epochs,
-        warmup_steps=steps_per_epoch * cfg.optim.warmup_epochs,
-        base_lr=base_lr,
-        device_data=device_data,
-        amp_dtype=amp_dtype,
-    )
+    """The run's :class:`Trainer`."""
+    return Trainer(cfg, run_dir, tracker)
 
 
 def _beating(loader: Iterable[Any], t: Trainer, step: int) -> Iterator[Any]:
@@ -311,7 +279,7 @@ def evaluate(
     backbone = backbone or t.model.backbone
     ctx = t.dist if shared else distributed.Dist()
     ctx.broadcast_buffers(backbone)
-    loaders = (t.bank_shard, t.query_shard) if shared else (t.bank_loader, t.query_loader)
+    loaders = t.shards if shared else (t.bank_loader, t.query_loader)
     bank, queries = (
         [
             ctx.gather_shards(x, len(dataset))
@@ -363,14 +331,10 @@ def restore(t: Trainer, resume_state: dict[str, Any] | None) -> TrainState:
     t.optimizer.load_state_dict(resume_state["optimizer"])
     t.scaler.load_state_dict(resume_state["scaler"])
     ckpt.set_rng_state(resume_state["rng"])
-    return TrainState(
-        epoch=resume_state["epoch"],
-        step_in_epoch=resume_state["step_in_epoch"],
-        elapsed=resume_state["elapsed"],
-        loss_sum=resume_state["loss_sum"],
-        # every rank reads the same rows; rank 0 drops the lines of a later epoch
-        history=record.truncate_metrics(t.run_dir, resume_state["epoch"], t.dist.is_main),
-    )
+    # every rank reads the same rows; rank 0 drops the lines of a later epoch
+    history = record.truncate_metrics(t.run_dir, resume_state["epoch"], t.dist.is_main)
+    kept = ("epoch", "step_in_epoch", "elapsed", "loss_sum")
+    return TrainState(**{k: resume_state[k] for k in kept}, history=history)
 
 
 def save(t: Trainer, state: TrainState) -> None:
@@ -479,9 +443,7 @@ def run_epoch(t: Trainer, state: TrainState, stop: StopSignals) -> None:
 def _stop_requested(t: Trainer, stop: StopSignals, step_in_epoch: int) -> bool:
     """Whether a rank has a stop signal pending: every step in one process, else every
     ``STOP_CHECK_EVERY`` steps."""
-    if not t.dist.enabled:
-        return stop.pending is not None
-    if step_in_epoch % STOP_CHECK_EVERY:
+    if t.dist.enabled and step_in_epoch % STOP_CHECK_EVERY:
         return False
     return t.dist.any(stop.pending is not None, t.device)
 
