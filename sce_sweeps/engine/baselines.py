@@ -1,9 +1,5 @@
-"""The baselines of a run's evaluation (``trainer.eval_random_init``), by the same code as
-its metrics: the same network at random initialisation, and raw pixels.
-
-Both are evaluated after training and cached, as a sweep does not vary them: random init in
-the sweep dir's ``.baselines/<key>.json``, keyed by the backbone's initial state, the data
-and the evaluation's settings; raw pixels per data under ``$SCE_SWEEPS_CACHE``. Concurrent
+"""The baselines of a run's evaluation (``trainer.eval_random_init``): the same network at
+random initialisation, cached in the sweep dir, and raw pixels, cached per data. Concurrent
 misses take turns on a lock; a cache that cannot be read or written only costs the evaluation.
 """
 

@@ -1,12 +1,8 @@
 """Multi-process training: one process per device, ``torch.distributed`` from the job's env.
 
-``trainer.batch_size`` is the global batch; each rank trains on its slice of every global
-batch, so the learning rate and the data order do not depend on the number of processes.
-DDP wraps the model, whose hooks get collectives: target keys are all-gathered in rank order
-before they enter the queue, and shuffle BN permutes the gathered momentum-branch input by
-rank 0's permutation, each rank normalising its slice in ``target_bn_splits // world``
-groups: exactly split BN over ``target_bn_splits`` groups in one process. Rank 0 alone writes
-the run's files; an error on one rank ends every rank within seconds (:class:`FailureWatch`).
+``trainer.batch_size`` is the global batch, each rank training on its slice. The model's hooks
+get collectives (keys all-gathered into the queue; shuffle BN across ranks) so that the run
+equals one process with the global batch. An error on one rank ends every rank within seconds.
 """
 
 from __future__ import annotations
@@ -103,14 +99,10 @@ FAILED = ".failed-rank{rank}"
 
 
 class FailureWatch:
-    """Ends every rank of a multi-process run within seconds when one of them fails, where
-    the others would wait in their next collective for the group's timeout (30 min).
-
-    An exception (not ``expected``) writes this rank's reason to :data:`FAILED` in the run
-    dir; a thread on every rank polls for a peer's file, lets rank 0 record the reason
-    (``on_peer_failure``) and ends the process with ``os._exit(1)``: the main thread may be
-    blocked in a collective. Entering removes a stale file of this rank, then waits for all.
-    """
+    """Ends every rank within seconds when one fails (the others would wait 30 min in their
+    next collective): an exception writes this rank's reason to :data:`FAILED`; a thread polls
+    for a peer's, lets rank 0 record it (``on_peer_failure``) and ends with ``os._exit(1)``, as
+    the main thread may be blocked in a collective."""
 
     def __init__(
         self,
@@ -257,24 +249,17 @@ def _unshuffle_batch(z: torch.Tensor, unshuffle: torch.Tensor) -> torch.Tensor:
     return all_gather(z)[unshuffle][rank * n : (rank + 1) * n]
 
 
-def convert_sync_bn(model: nn.Module) -> nn.Module:
-    """Replace in place the BatchNorm layers of both branches of ``model`` by SyncBatchNorm,
-    as the official ImageNet run (eztorch trainer ``gpu_ddp_sbn_amp``); shuffle BN's split BN
-    stays. Parameters and buffers keep their tensors and names. Returns ``model``."""
-
-    def convert(module: nn.Module) -> nn.Module:
-        if isinstance(module, SplitBatchNorm2d):
-            return module
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            return nn.SyncBatchNorm.convert_sync_batchnorm(module)
-        for name, child in module.named_children():
-            setattr(module, name, convert(child))
+def convert_sync_bn(module: nn.Module) -> nn.Module:
+    """Replace in place the BatchNorm layers of ``module`` (both branches of an SCEModel) by
+    SyncBatchNorm, as the official ImageNet run (eztorch trainer ``gpu_ddp_sbn_amp``); shuffle
+    BN's split BN stays. Parameters and buffers keep their tensors and names."""
+    if isinstance(module, SplitBatchNorm2d):
         return module
-
-    for name in ("backbone", "projector", "predictor", "momentum_backbone", "momentum_projector"):
-        if getattr(model, name, None) is not None:
-            setattr(model, name, convert(getattr(model, name)))
-    return model
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    for name, child in module.named_children():
+        setattr(module, name, convert_sync_bn(child))
+    return module
 
 
 def prepare(model: nn.Module, ctx: Dist, sync_bn: bool = False) -> nn.Module:

@@ -1,10 +1,6 @@
-"""Linear evaluation: a linear classifier trained on the frozen trunk of a pretrained run.
-
-The official protocol (frozen trunk in eval mode, SGD with momentum, crop + flip train views,
-centre-crop eval views) with the preset's schedule (``conf/linear``). It reads the trunk from
-the run's ``checkpoint.pt`` and keeps its own state in ``<run dir>/linear/``, so it resumes
-exactly, even mid-epoch, like pretraining.
-"""
+"""Linear evaluation: a linear classifier trained on the frozen trunk of a pretrained run, as
+the official protocol, with the preset's schedule (``conf/linear``); its state in
+``<run dir>/linear/`` resumes exactly, even mid-epoch, like pretraining."""
 
 from __future__ import annotations
 
@@ -53,18 +49,9 @@ def linear_train_transform(cfg: DictConfig) -> MultiViewTransform:
         crop: list[Any] = [_FitSize(size), T.RandomCrop(size, padding=lin.crop_padding)]
     else:
         crop = [T.RandomResizedCrop(size, scale=tuple(lin.crop_scale))]
-    return MultiViewTransform(
-        [
-            T.Compose(
-                [
-                    *crop,
-                    T.RandomHorizontalFlip(),
-                    T.ToTensor(),
-                    T.Normalize([float(m) for m in d.mean], [float(s) for s in d.std]),
-                ]
-            )
-        ]
-    )
+    normalize = T.Normalize([float(m) for m in d.mean], [float(s) for s in d.std])
+    rest = [T.RandomHorizontalFlip(), T.ToTensor(), normalize]
+    return MultiViewTransform([T.Compose(crop + rest)])
 
 
 def lr_at_epoch(cfg: DictConfig, step: int, steps_per_epoch: int) -> float:
@@ -149,13 +136,9 @@ def run_linear(
     tracker: NullTracker | None = None,
     random_init: bool = False,
 ) -> dict[str, Any]:
-    """Linear evaluation of ``run_dir``'s pretrained trunk (with ``random_init``: of the same
-    network untrained, in ``<run dir>/linear_random_init/``, the keys ending in ``_init``).
-
-    Returns ``linear_top1``/``_top5`` (the last epoch's), ``linear_top1_best``/``_top5_best``
-    and ``linear_best_epoch`` (the evaluated epoch of highest top-1, as the official number),
-    ``linear_loss``, ``linear_epochs`` and ``linear_images_per_s``.
-    """
+    """Linear evaluation of ``run_dir``'s trunk (``random_init``: untrained, keys in ``_init``):
+    the last epoch's ``linear_top1``/``_top5``, the best evaluated epoch's (the official
+    number), ``linear_loss``, ``linear_epochs`` and ``linear_images_per_s``."""
     tracker = tracker or NullTracker()
     lin = cfg.linear
     pretraining = record.load_checkpoint(run_dir / record.CHECKPOINT)
@@ -185,10 +168,32 @@ def run_linear(
         record.truncate_metrics(out)
     suffix = "_init" if random_init else ""
     trained_s, trained_steps = 0.0, 0
+    probe.classifier.train()
     with StopSignals() as stop:
         while state["epoch"] < lin.epochs:
             start, first = time.perf_counter(), state["step_in_epoch"]
-            _epoch(cfg, probe, train_set, steps, state, stop, path)
+            sampler = EpochSampler(
+                len(train_set), cfg.seed, state["epoch"], lin.batch_size, first, steps
+            )
+            loader = data_loader(
+                train_set, lin.batch_size, cfg.dataset.num_workers, probe.device, sampler=sampler,
+                collate_fn=collate_views,
+            )  # fmt: skip
+            for (x,), y in loader:
+                step = state["epoch"] * steps + state["step_in_epoch"]
+                set_lr(probe.optimizer, lr_at_epoch(cfg, step, steps))
+                x, y = x.to(probe.device, non_blocking=True), y.to(probe.device, non_blocking=True)
+                with torch.no_grad():
+                    features = probe.trunk(x)
+                loss = F.cross_entropy(probe.classifier(features), y)
+                probe.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                probe.optimizer.step()
+                state["loss_sum"] += loss.item()
+                state["step_in_epoch"] += 1
+                if stop.pending:  # checkpoint at the step boundary, then pass the signal on
+                    _save(probe, path, dict(state))
+                    stop.serve()
             trained_s += time.perf_counter() - start
             trained_steps += steps - first
             epoch = state["epoch"] + 1
@@ -218,40 +223,3 @@ def run_linear(
         # train images per second of this process's epochs (trunk forward + classifier step)
         f"linear_images_per_s{suffix}": trained_steps * lin.batch_size / max(trained_s, 1e-9),
     }
-
-
-def _epoch(
-    cfg: DictConfig,
-    probe: Probe,
-    train_set: SSLDataset,
-    steps: int,
-    state: dict[str, Any],
-    stop: StopSignals,
-    path: Path,
-) -> None:
-    """Train the classifier over the rest of ``state['epoch']``; on a stop signal,
-    checkpoint and pass it on."""
-    lin = cfg.linear
-    sampler = EpochSampler(
-        len(train_set), cfg.seed, state["epoch"], lin.batch_size, state["step_in_epoch"], steps
-    )
-    loader = data_loader(
-        train_set, lin.batch_size, cfg.dataset.num_workers, probe.device, sampler=sampler,
-        collate_fn=collate_views,
-    )  # fmt: skip
-    probe.classifier.train()
-    for (x,), y in loader:
-        step = state["epoch"] * steps + state["step_in_epoch"]
-        set_lr(probe.optimizer, lr_at_epoch(cfg, step, steps))
-        x, y = x.to(probe.device, non_blocking=True), y.to(probe.device, non_blocking=True)
-        with torch.no_grad():
-            features = probe.trunk(x)
-        loss = F.cross_entropy(probe.classifier(features), y)
-        probe.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        probe.optimizer.step()
-        state["loss_sum"] += loss.item()
-        state["step_in_epoch"] += 1
-        if stop.pending:
-            _save(probe, path, dict(state))
-            stop.serve()

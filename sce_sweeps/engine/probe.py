@@ -1,7 +1,5 @@
-"""A linear probe (``trainer.linear_probe``): a linear classifier fitted with AdamW on the
-kNN bank's standardised features, unaugmented. Seconds where the full linear evaluation
-(:mod:`sce_sweeps.engine.linear`) takes as long as pretraining on a CPU; the same code for
-the network, its random initialisation and raw pixels, so the three numbers compare.
+"""A linear probe (``trainer.linear_probe``): a linear classifier fitted on the kNN bank's
+standardised features, in seconds, for the network, its random initialisation and raw pixels.
 """
 
 from __future__ import annotations

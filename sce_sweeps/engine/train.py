@@ -6,6 +6,7 @@ other state, so a run resumed from any checkpoint, even mid-epoch, continues exa
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import sys
@@ -74,10 +75,8 @@ class StopSignals:
 
     def __enter__(self) -> StopSignals:
         for sig in self.SIGNALS:
-            try:
+            with contextlib.suppress(ValueError):  # not the main thread: signals stay as they are
                 self.previous[sig] = signal.signal(sig, self._request)
-            except ValueError:  # not the main thread: signals stay as they are
-                pass
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -271,11 +270,9 @@ def _beating(loader: Iterable[Any], t: Trainer, step: int) -> Iterator[Any]:
 def evaluate(
     t: Trainer, backbone: nn.Module | None = None, shared: bool = True, step: int = 0
 ) -> dict[str, float]:
-    """``knn_top1`` (and ``probe_top1``, in %) of a backbone's frozen features (the online
-    one's by default); each batch beats the heartbeat at ``step``.
-
-    ``shared``: every rank extracts its shards, gathered into one process's features, with
-    rank 0's BatchNorm statistics (those it saves). Else this rank evaluates alone."""
+    """``knn_top1`` (and ``probe_top1``) of a backbone's frozen features (the online one's by
+    default), beating the heartbeat at ``step``. ``shared``: each rank extracts its shards,
+    with rank 0's BatchNorm statistics; else this rank evaluates alone."""
     backbone = backbone or t.model.backbone
     ctx = t.dist if shared else distributed.Dist()
     ctx.broadcast_buffers(backbone)
@@ -510,12 +507,9 @@ def train(
     resume_state: dict[str, Any] | None = None,
     on_peer_failure: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Train SCE as configured in ``run_dir``, from ``resume_state`` when given; return the
-    final metrics (knn_top1, probe_top1, loss, epochs, wall_time_s, the baselines).
-
+    """Train SCE in ``run_dir`` (from ``resume_state``); return the final metrics.
     ``on_epoch_end(epoch, row)`` returning True checkpoints and raises :class:`Stopped`;
-    ``on_peer_failure(reason)``: rank 0's record of another rank's failure.
-    """
+    ``on_peer_failure(reason)``: rank 0's record of another rank's failure."""
     run_dir.mkdir(parents=True, exist_ok=True)
     ctx = distributed.setup(cfg)
     with distributed.FailureWatch(ctx, run_dir, on_peer_failure, expected=(Stopped,)):
