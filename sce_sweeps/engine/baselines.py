@@ -52,7 +52,6 @@ def _read(path: Path) -> dict[str, float] | None:
 def cached_metrics(path: Path, evaluate: Callable[[], dict[str, float]]) -> dict[str, float]:
     """The metrics stored at ``path``, or ``evaluate()``'s, stored there atomically;
     evaluated once among concurrent callers."""
-    path = Path(path)
     if (entry := _read(path)) is not None:
         return entry
     with contextlib.ExitStack() as turn:
@@ -74,7 +73,6 @@ def pixel_metrics(
     k: int,
     temp: float,
     linear_probe: bool,
-    cache: bool = True,
 ) -> dict[str, float]:
     """The evaluation of raw pixels, the same as a network's: ``knn_top1_pixels`` (and
     ``probe_top1_pixels``), cached per data."""
@@ -84,7 +82,5 @@ def pixel_metrics(
         metrics = feature_metrics(train, test, num_classes, k, temp, linear_probe)
         return {f"{name}_pixels": value for name, value in metrics.items()}
 
-    if not cache:
-        return evaluate()
     key = _digest([k, temp, num_classes, linear_probe], [*train, *test])
     return cached_metrics(cache_dir() / "baselines_pixels" / f"{key}.json", evaluate)

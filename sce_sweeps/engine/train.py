@@ -135,18 +135,15 @@ def data_loader(
         batch_size=batch_size,
         num_workers=workers,
         pin_memory=device.type == "cuda",
-        persistent_workers=False,
         **kw,
     )
 
 
-def eval_loader(
-    dataset: Dataset, workers: int, device: torch.device, max_bytes: int = 2**30
-) -> DataLoader:
+def eval_loader(dataset: Dataset, workers: int, device: torch.device) -> DataLoader:
     """A loader over an evaluation set; a small one is transformed once and kept in memory
     (its transform is deterministic), so each evaluation is forward passes only."""
     x, _ = dataset[0]
-    if x.numel() * x.element_size() * len(dataset) > max_bytes:
+    if x.numel() * x.element_size() * len(dataset) > 2**30:
         return data_loader(dataset, 512, workers, device)
     xs, ys = zip(*data_loader(dataset, 512, workers, torch.device("cpu")))
     return data_loader(TensorDataset(torch.cat(xs), torch.cat(ys)), 512, 0, device)
@@ -224,6 +221,9 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * cfg.trainer.epochs
         self.warmup_steps = self.steps_per_epoch * cfg.optim.warmup_epochs
         self.base_lr = cfg.optim.lr * bs / 256
+        # what an evaluation depends on beyond the features (feature_metrics's arguments)
+        knn = (cfg.trainer.knn_k, cfg.trainer.knn_temp)
+        self.eval_settings = (cfg.dataset.num_classes, *knn, cfg.trainer.linear_probe)
 
         self.model = initial_model(cfg).to(device)  # saved and evaluated
         if self.memory_format is not None:
@@ -284,16 +284,7 @@ def evaluate(
         ]
         for loader, dataset in zip(loaders, (t.bank_set, t.query_set))
     )
-    return feature_metrics(bank, queries, *_evaluation_settings(t.cfg))
-
-
-def _evaluation_settings(cfg: DictConfig) -> tuple[int, int, float, bool]:
-    return (
-        cfg.dataset.num_classes,
-        cfg.trainer.knn_k,
-        cfg.trainer.knn_temp,
-        cfg.trainer.linear_probe,
-    )
+    return feature_metrics(bank, queries, *t.eval_settings)
 
 
 def baselines(t: Trainer) -> dict[str, float]:
@@ -308,7 +299,7 @@ def baselines(t: Trainer) -> dict[str, float]:
 
     metrics = cached_metrics(t.run_dir.parent / CACHE / f"{key}.json", evaluate_init)
     bank, queries = _beating(t.bank_loader, t, step), _beating(t.query_loader, t, step)
-    metrics.update(pixel_metrics(bank, queries, *_evaluation_settings(t.cfg)))
+    metrics.update(pixel_metrics(bank, queries, *t.eval_settings))
     return metrics
 
 
@@ -428,21 +419,14 @@ def run_epoch(t: Trainer, state: TrainState, stop: StopSignals) -> None:
             logged.update(coeff=cfg.loss.coeff, temp=cfg.loss.temp, temp_m=cfg.loss.temp_m)
             logged.update(sce_diagnostics(terms))
             t.tracker.log(logged, step, state.epoch + 1, {"subset": "train"})
-        if _stop_requested(t, stop, state.step_in_epoch):
+        checked = not t.dist.enabled or state.step_in_epoch % STOP_CHECK_EVERY == 0
+        if checked and t.dist.any(stop.pending is not None, t.device):
             _check_finite(float(state.loss_sum), state, step)
             save(t, state)
             _serve(stop)
     bar.close()
     state.loss_sum = float(state.loss_sum)
     _check_finite(state.loss_sum, state, (state.epoch + 1) * t.steps_per_epoch - 1)
-
-
-def _stop_requested(t: Trainer, stop: StopSignals, step_in_epoch: int) -> bool:
-    """Whether a rank has a stop signal pending: every step in one process, else every
-    ``STOP_CHECK_EVERY`` steps."""
-    if t.dist.enabled and step_in_epoch % STOP_CHECK_EVERY:
-        return False
-    return t.dist.any(stop.pending is not None, t.device)
 
 
 def _serve(stop: StopSignals) -> None:

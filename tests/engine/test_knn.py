@@ -43,7 +43,7 @@ def _naive(bank_loader, query_loader, classes, k, temp):
 def test_pixel_knn_matches_a_naive_loop(k, tmp_path, monkeypatch):
     monkeypatch.setenv("SCE_SWEEPS_CACHE", str(tmp_path))
     bank, queries = _loaders()
-    got = pixel_metrics(bank, queries, 4, k, 0.1, False, cache=False)["knn_top1_pixels"]
+    got = pixel_metrics(bank, queries, 4, k, 0.1, False)["knn_top1_pixels"]
     assert got == pytest.approx(_naive(bank, queries, 4, k, 0.1), abs=1e-6)
     assert 25.0 < got <= 100.0  # well above chance on separable data
 
