@@ -71,8 +71,4 @@ def feature_metrics(
 def pixel_features(loader: Iterable) -> tuple[torch.Tensor, torch.Tensor]:
     """The raw-pixel baseline's features: each (eval-transformed) image of a loader,
     flattened and L2-normalised."""
-    feats, labels = [], []
-    for x, y in loader:
-        feats.append(F.normalize(x.flatten(1).float(), dim=1))
-        labels.append(y)
-    return torch.cat(feats), torch.cat(labels)
+    return extract_features(nn.Flatten(), loader, torch.device("cpu"))

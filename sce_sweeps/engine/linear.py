@@ -4,8 +4,6 @@ the official protocol, with the preset's schedule (``conf/linear``); its state i
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -31,7 +29,7 @@ from sce_sweeps.engine.train import (
     initial_model,
     pick_device,
 )
-from sce_sweeps.runtime import record
+from sce_sweeps.runtime import confighash, record
 from sce_sweeps.runtime.tracking import NullTracker
 
 LINEAR_DIR = "linear"  # <run dir>/linear: the stage's checkpoint.pt and metrics.jsonl
@@ -67,8 +65,8 @@ def lr_at_epoch(cfg: DictConfig, step: int, steps_per_epoch: int) -> float:
 def linear_hash(pretraining_hash: str, cfg: DictConfig) -> str:
     """The pretraining's config hash and the linear settings, hashed: a checkpoint of other
     settings is started over."""
-    blob = json.dumps(OmegaConf.to_container(cfg.linear, resolve=True), sort_keys=True)
-    return hashlib.sha256(f"{pretraining_hash} {blob}".encode()).hexdigest()[:16]
+    linear = OmegaConf.to_container(cfg.linear, resolve=True)
+    return confighash.config_hash({"pretraining": pretraining_hash, "linear": linear})
 
 
 @dataclass

@@ -21,13 +21,8 @@ class LARS(torch.optim.Optimizer):
         weight_decay: float = 0.0,
         trust_coefficient: float = 0.001,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            trust_coefficient=trust_coefficient,
-            lars_exclude=False,
-        )
+        defaults = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay}
+        defaults.update(trust_coefficient=trust_coefficient, lars_exclude=False)
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -56,26 +51,6 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
-def param_groups(
-    params: Iterable[tuple[str, nn.Parameter]],
-    weight_decay: float,
-    exclude_bias_norm: bool = True,
-) -> list[dict]:
-    """The trainable parameters of (name, parameter) pairs in optimizer groups: weights
-    (decayed) and, with ``exclude_bias_norm``, 1-D parameters apart (not decayed,
-    ``lars_exclude``); else one group, all decayed (the official CIFAR-10 recipe)."""
-    params = [p for _, p in params if p.requires_grad]
-    if not exclude_bias_norm:
-        return [{"params": params, "weight_decay": weight_decay}]
-    decay, no_decay = [], []
-    for p in params:
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0, "lars_exclude": True},
-    ]
-
-
 def build_optimizer(
     named_params: Iterable[tuple[str, nn.Parameter]],
     name: str,
@@ -86,13 +61,19 @@ def build_optimizer(
     exclude_bias_norm: bool = True,
     fused: bool = False,
 ) -> torch.optim.Optimizer:
-    """SGD or LARS over :func:`param_groups`; ``fused``: torch's fused SGD step (CUDA)."""
-    groups = param_groups(named_params, weight_decay, exclude_bias_norm)
+    """SGD or LARS over the trainable parameters of (name, parameter) pairs; with
+    ``exclude_bias_norm`` 1-D ones (biases, norms) get no weight decay (nor LARS's trust ratio),
+    else all are decayed (the official CIFAR-10 recipe). ``fused``: torch's fused SGD step."""
+    params = [p for _, p in named_params if p.requires_grad]
+    groups = [{"params": params, "weight_decay": weight_decay}]
+    if exclude_bias_norm:
+        groups[0]["params"] = [p for p in params if p.ndim > 1]
+        groups.append({"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0})
     if name == "sgd":
-        for g in groups:
-            g.pop("lars_exclude", None)
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, fused=fused or None)
     if name == "lars":
+        if exclude_bias_norm:
+            groups[1]["lars_exclude"] = True
         return LARS(groups, lr=lr, momentum=momentum, trust_coefficient=trust_coefficient)
     raise ValueError(f"unknown optimizer {name!r}: expected sgd or lars")
 

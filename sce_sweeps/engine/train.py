@@ -225,9 +225,8 @@ class Trainer:
         knn = (cfg.trainer.knn_k, cfg.trainer.knn_temp)
         self.eval_settings = (cfg.dataset.num_classes, *knn, cfg.trainer.linear_probe)
 
-        self.model = initial_model(cfg).to(device)  # saved and evaluated
-        if self.memory_format is not None:
-            self.model = self.model.to(memory_format=self.memory_format)
+        fmt = self.memory_format or torch.preserve_format
+        self.model = initial_model(cfg).to(device, memory_format=fmt)  # saved and evaluated
         # called for the loss: the model, or its DistributedDataParallel wrapper
         self.net = distributed.prepare(self.model, dist, cfg.trainer.sync_bn)
         if cuda and cfg.trainer.compile:
