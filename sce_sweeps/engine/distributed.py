@@ -111,12 +111,10 @@ class FailureWatch:
         on_peer_failure: Callable[[str], None] | None = None,
         expected: tuple[type[BaseException], ...] = (),
     ) -> None:
-        self.ctx, self.run_dir = ctx, Path(run_dir)
+        self.ctx, self.run_dir, self.expected = ctx, Path(run_dir), expected
         self.on_peer_failure = on_peer_failure if ctx.is_main else None
-        self.expected = expected
         self._done = threading.Event()
         self._lock = threading.Lock()  # a peer's failure or this rank's own: one of them
-        self._thread = threading.Thread(target=self._watch, name="sce-failure-watch", daemon=True)
 
     def _path(self, rank: int) -> Path:
         return self.run_dir / FAILED.format(rank=rank)
@@ -125,7 +123,7 @@ class FailureWatch:
         if self.ctx.enabled:
             self._path(self.ctx.rank).unlink(missing_ok=True)
             self.ctx.barrier()
-            self._thread.start()
+            threading.Thread(target=self._watch, name="sce-failure-watch", daemon=True).start()
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:

@@ -14,7 +14,7 @@ from torch.overrides import TorchFunctionMode
 from sce_sweeps.app import CONF_DIR
 from sce_sweeps.data.device import use_device_path
 from sce_sweeps.engine import checkpoint as ckpt
-from sce_sweeps.engine.probe import linear_probe_top1
+from sce_sweeps.engine.knn import linear_probe_top1
 from sce_sweeps.runtime import record
 from tests.support import compose
 

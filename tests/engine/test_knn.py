@@ -9,8 +9,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from sce_sweeps.engine.baselines import pixel_metrics
-from sce_sweeps.engine.knn import pixel_features
-from sce_sweeps.engine.probe import linear_probe_top1
+from sce_sweeps.engine.knn import linear_probe_top1, pixel_features
 from tests.support import TINY, read_json, run_cli
 
 
