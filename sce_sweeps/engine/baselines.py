@@ -1,7 +1,5 @@
-"""The baselines of a run's evaluation (``trainer.eval_random_init``): the same network at
-random initialisation, cached in the sweep dir, and raw pixels, cached per data. Concurrent
-misses take turns on a lock; a cache that cannot be read or written only costs the evaluation.
-"""
+"""The baselines of an evaluation (``trainer.eval_random_init``): the network at random init,
+cached in the sweep dir, and raw pixels, cached per data; a cache error only costs time."""
 
 from __future__ import annotations
 
@@ -23,13 +21,10 @@ from sce_sweeps.runtime.record import locked, write_json_atomic
 CACHE = ".baselines"  # the random-init cache in a sweep dir
 
 
-def _digest(settings: Any, tensors: Iterable[torch.Tensor | str]) -> str:
+def _digest(settings: Any, tensors: Iterable[torch.Tensor]) -> str:
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for t in tensors:
-        if isinstance(t, str):
-            digest.update(t.encode())
-        else:
-            digest.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+        digest.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
     return digest.hexdigest()[:32]
 
 
@@ -39,8 +34,8 @@ def init_key(backbone: nn.Module, cfg: Any, device: torch.device) -> str:
     dataset.pop("num_workers", None)
     t = cfg.trainer
     evaluation = [cfg.aug.crop_size, t.knn_k, t.knn_temp, bool(t.linear_probe), device.type]
-    named = (x for name, tensor in backbone.state_dict().items() for x in (name, tensor))
-    return _digest([dataset, evaluation], named)
+    state = backbone.state_dict()
+    return _digest([dataset, evaluation, list(state)], state.values())
 
 
 def _read(path: Path) -> dict[str, float] | None:

@@ -1,9 +1,6 @@
-"""Multi-process training: one process per device, ``torch.distributed`` from the job's env.
-
-``trainer.batch_size`` is the global batch, each rank training on its slice. The model's hooks
-get collectives (keys all-gathered into the queue; shuffle BN across ranks) so that the run
-equals one process with the global batch. An error on one rank ends every rank within seconds.
-"""
+"""Multi-process training, one process per device: ``trainer.batch_size`` is the global batch,
+the model's hooks get collectives (keys gathered into the queue, shuffle BN across ranks) so
+that the run equals one process; an error on one rank ends every rank within seconds."""
 
 from __future__ import annotations
 
@@ -20,6 +17,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from sce_sweeps.runtime.record import atomic_write
 from sce_sweeps.sce.model import SplitBatchNorm2d
@@ -269,10 +267,8 @@ def prepare(model: nn.Module, ctx: Dist, sync_bn: bool = False) -> nn.Module:
     if model.target_bn == "shuffle":
         model.shuffle_batch = _shuffle_batch
         model.unshuffle_batch = _unshuffle_batch
-        splits = next(
-            (m.num_splits for m in model.momentum_backbone.modules() if hasattr(m, "num_splits")),
-            1,
-        )
+        trunk = model.momentum_backbone.modules()
+        splits = next((m.num_splits for m in trunk if isinstance(m, SplitBatchNorm2d)), 1)
         model.set_target_bn_splits(max(1, splits // ctx.world_size))
     cuda = next(model.parameters()).is_cuda
     if sync_bn and not cuda:
@@ -285,9 +281,7 @@ def prepare(model: nn.Module, ctx: Dist, sync_bn: bool = False) -> nn.Module:
     device_ids = [torch.cuda.current_device()] if cuda else None
     # Buffers are synced once, at wrapping: the queue stays the same on every rank by
     # construction, and only rank 0's BN statistics are evaluated and saved.
-    ddp = nn.parallel.DistributedDataParallel(
-        model, device_ids=device_ids, forward_sync_buffers=False
-    )
+    ddp = DistributedDataParallel(model, device_ids=device_ids, forward_sync_buffers=False)
     ddp.register_comm_hook(None, _mean_in_float64)
     return ddp
 

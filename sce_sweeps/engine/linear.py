@@ -129,10 +129,7 @@ def _save(probe: Probe, path: Path, state: dict[str, Any]) -> None:
 
 
 def run_linear(
-    cfg: DictConfig,
-    run_dir: Path,
-    tracker: NullTracker | None = None,
-    random_init: bool = False,
+    cfg: DictConfig, run_dir: Path, tracker: NullTracker | None = None, random_init: bool = False
 ) -> dict[str, Any]:
     """Linear evaluation of ``run_dir``'s trunk (``random_init``: untrained, keys in ``_init``):
     the last epoch's ``linear_top1``/``_top5``, the best evaluated epoch's (the official

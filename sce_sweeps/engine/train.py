@@ -1,8 +1,5 @@
-"""The SCE training loop: epochs, kNN evaluation, checkpoints and exact resume.
-
-Augmentations are a pure function of (seed, epoch, sample) and ``checkpoint.pt`` holds all
-other state, so a run resumed from any checkpoint, even mid-epoch, continues exactly.
-"""
+"""The SCE training loop. Augmentations are a pure function of (seed, epoch, sample) and
+``checkpoint.pt`` holds all other state: a run resumed from any step continues exactly."""
 
 from __future__ import annotations
 
@@ -131,11 +128,7 @@ def data_loader(
 ) -> DataLoader:
     # Its workers ignore the job's stop signals, which the loop serves (see StopSafeDataLoader).
     return StopSafeDataLoader(
-        dataset,
-        batch_size=batch_size,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        **kw,
+        dataset, batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda", **kw
     )
 
 
