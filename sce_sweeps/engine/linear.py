@@ -117,15 +117,9 @@ def accuracy(probe: Probe, loader: DataLoader) -> tuple[float, float]:
 
 
 def _save(probe: Probe, path: Path, state: dict[str, Any]) -> None:
-    record.save_checkpoint(
-        {
-            **state,
-            "classifier": probe.classifier.state_dict(),
-            "optimizer": probe.optimizer.state_dict(),
-            "rng": ckpt.rng_state(),
-        },
-        path,
-    )
+    trained = {"classifier": probe.classifier, "optimizer": probe.optimizer}
+    saved = {name: x.state_dict() for name, x in trained.items()}
+    record.save_checkpoint({**state, **saved, "rng": ckpt.rng_state()}, path)
 
 
 def run_linear(
