@@ -47,7 +47,14 @@ from torch.utils.data import Dataset
 from sce_sweeps.config import DataPath
 from sce_sweeps.data import EpochSampler, _hash63
 from sce_sweeps.data.datasets import ArrayImageDataset, SubsetWithTargets, decoded
-from sce_sweeps.data.views import BLUR_SIGMA, _blur_kernel, _floats, local_crops
+from sce_sweeps.data.views import (
+    BLUR_SIGMA,
+    View,
+    _floats,
+    blur_kernel,
+    jitter_strengths,
+    view_specs,
+)
 
 #: The datasets whose split is held as one array, so that the device path applies to them.
 _IN_MEMORY = ("fashion_mnist", "cifar10", "cifar100", "stl10")
@@ -135,24 +142,9 @@ def split_tensor(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
     return images, torch.tensor(dataset.targets, dtype=torch.long)
 
 
-def _kernel_size(aug: Any, size: int) -> int:
-    """The blur kernel of a view of side ``size``: as on the CPU path for ``blur_type=kernel``;
-    for ``blur_type=pil`` (Pillow's radius-sigma blur) one that spans 3 sigma at the largest
-    sigma, capped by the side (reflect padding needs a kernel narrower than the image)."""
-    if aug.blur_type == "kernel":
-        return aug.blur_kernel_size or _blur_kernel(size)
-    if aug.blur_type == "pil":
-        return min(2 * math.ceil(3 * BLUR_SIGMA[1]) + 1, (size - 1) // 2 * 2 + 1)
-    raise ValueError(f"aug.blur_type={aug.blur_type!r} is invalid: must be kernel or pil")
-
-
 class DeviceViews:
-    """Draws the views of a batch of ``uint8`` images with per-sample random parameters.
-
-    The pipelines mirror :func:`sce_sweeps.data.views.build_ssl_transform`, option for option:
-    with ``aug.mode="weak_strong"`` view0 is crop + flip and view1 the strong pipeline; with
-    ``"two_strong"`` both are strong (view0 with ``aug.view0_blur_p``/``view0_solarize_p``);
-    the local crops of :func:`~sce_sweeps.data.views.local_crops` follow.
+    """Draws the views of a batch of ``uint8`` images with per-sample random parameters: the
+    views of :func:`sce_sweeps.data.views.view_specs`, op for op as on the CPU path.
 
     Args:
         aug: the augmentation config (``AugConfig``-like).
@@ -160,57 +152,34 @@ class DeviceViews:
     """
 
     def __init__(self, aug: Any, dataset: Any) -> None:
-        if aug.mode not in ("weak_strong", "two_strong"):
-            raise ValueError(f"aug.mode={aug.mode!r} is invalid: must be weak_strong or two_strong")
         self.color = dataset.in_channels == 3
-        size, scale = aug.crop_size, aug.crop_scale
-        if aug.mode == "weak_strong":
-            first = self._pipeline(aug, size, scale, strong=False)
-        else:
-            first = self._pipeline(aug, size, scale, True, aug.view0_blur_p, aug.view0_solarize_p)
-        second = self._pipeline(aug, size, scale, strong=True)
-        local = [
-            self._pipeline(aug, s, c, True, aug.local_blur_p, aug.local_solarize_p)
-            for s, c in local_crops(aug)
-        ]
-        self.pipelines = [first, second, *local]
+        self.pipelines = [self._pipeline(aug, view) for view in view_specs(aug)]
         self.mean = torch.tensor(_floats(dataset.mean)).view(1, -1, 1, 1)
         self.std = torch.tensor(_floats(dataset.std)).view(1, -1, 1, 1)
 
-    def _pipeline(
-        self,
-        aug: Any,
-        size: int,
-        scale: Any,
-        strong: bool,
-        blur_p: float | None = None,
-        solarize_p: float | None = None,
-    ) -> Any:
+    def _pipeline(self, aug: Any, view: View) -> Any:
         import kornia.augmentation as K  # imported here: only runs on this path pay for it
 
+        size = view.size
         ops: list[Any] = [
-            K.RandomResizedCrop(
-                (size, size), scale=tuple(_floats(scale)), cropping_mode="resample"
-            ),
+            K.RandomResizedCrop((size, size), scale=tuple(view.scale), cropping_mode="resample"),
             K.RandomHorizontalFlip(p=aug.hflip_p),
         ]
-        if strong:
-            blur_p = aug.blur_p if blur_p is None else blur_p
-            solarize_p = aug.solarize_p if solarize_p is None else solarize_p
-            s = float(aug.color_jitter)
-            if s > 0 and aug.color_jitter_p > 0:
-                saturation = s if aug.jitter_saturation is None else float(aug.jitter_saturation)
-                if not self.color:
-                    saturation = 0.0
-                hue = min(s / 4, 0.5) if self.color else 0.0
-                ops.append(K.ColorJitter(s, s, saturation, hue, p=aug.color_jitter_p))
+        if view.strong:
+            jitter = jitter_strengths(aug, self.color)
+            if jitter:
+                ops.append(K.ColorJitter(*jitter, p=aug.color_jitter_p))
             if self.color and aug.grayscale_p > 0:
                 ops.append(K.RandomGrayscale(p=aug.grayscale_p))
-            if blur_p > 0:
-                kernel = _kernel_size(aug, size)
-                ops.append(K.RandomGaussianBlur((kernel, kernel), BLUR_SIGMA, p=blur_p))
-            if solarize_p > 0:  # threshold 0.5, as 128 on 0..255 on the CPU path
-                ops.append(K.RandomSolarize(thresholds=0.0, additions=0.0, p=solarize_p))
+            if view.blur_p > 0:
+                # Pillow's radius-sigma blur: a kernel spanning 3 sigma at the largest sigma,
+                # narrower than the image (as reflect padding needs)
+                kernel = blur_kernel(aug, size)
+                if aug.blur_type == "pil":
+                    kernel = min(2 * math.ceil(3 * BLUR_SIGMA[1]) + 1, (size - 1) // 2 * 2 + 1)
+                ops.append(K.RandomGaussianBlur((kernel, kernel), BLUR_SIGMA, p=view.blur_p))
+            if view.solarize_p > 0:  # threshold 0.5, as 128 on 0..255 on the CPU path
+                ops.append(K.RandomSolarize(thresholds=0.0, additions=0.0, p=view.solarize_p))
         return K.AugmentationSequential(*ops)
 
     def __call__(self, images: torch.Tensor, seed: int) -> list[torch.Tensor]:
