@@ -89,6 +89,13 @@ class ArrayImageDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[Image.Image, int]:
         return Image.fromarray(np.asarray(self.images[index])), self.targets[index]
 
+    def pixels(self, indices: Sequence[int] | None = None) -> np.ndarray:
+        """The images ``indices`` (all when None) as one ``uint8`` array."""
+        images = self.images
+        if isinstance(images, _ConcatImages):
+            images = np.concatenate([part[:] for part in images.parts])
+        return np.asarray(images[:] if indices is None else images[np.asarray(indices)])
+
 
 class _STL10Images:
     """STL-10's column-major ``N x 3 x 96 x 96`` binary, memory-mapped, read as ``H x W x C``."""
@@ -100,9 +107,9 @@ class _STL10Images:
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int) -> np.ndarray:
-        # Stored as [channel][column][row]: (c, x, y) -> (y, x, c).
-        return np.ascontiguousarray(self.images[index].transpose(2, 1, 0))
+    def __getitem__(self, index: Any) -> np.ndarray:
+        # Stored as [channel][column][row]: (c, x, y) -> (y, x, c), for an image or several.
+        return np.ascontiguousarray(self.images[index].swapaxes(-3, -1))
 
     def __getstate__(self) -> str:
         # Re-open the memory map in DataLoader workers rather than pickling the pixels.
