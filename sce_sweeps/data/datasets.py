@@ -91,47 +91,41 @@ class ArrayImageDataset(Dataset):
 
     def pixels(self, indices: Sequence[int] | None = None) -> np.ndarray:
         """The images ``indices`` (all when None) as one ``uint8`` array."""
-        images = self.images
-        if isinstance(images, _ConcatImages):
-            images = np.concatenate([part[:] for part in images.parts])
-        return np.asarray(images[:] if indices is None else images[np.asarray(indices)])
+        if isinstance(self.images, _STL10Images):
+            return self.images.pixels(indices)
+        array = np.asarray(self.images)
+        return array if indices is None else array[np.asarray(indices)]
 
 
 class _STL10Images:
-    """STL-10's column-major ``N x 3 x 96 x 96`` binary, memory-mapped, read as ``H x W x C``."""
+    """STL-10's column-major ``N x 3 x 96 x 96`` binaries (one per part of the split),
+    memory-mapped and indexed as one array of ``H x W x C`` images."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.images = np.memmap(path, dtype=np.uint8, mode="r").reshape(-1, 3, 96, 96)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: Any) -> np.ndarray:
-        # Stored as [channel][column][row]: (c, x, y) -> (y, x, c), for an image or several.
-        return np.ascontiguousarray(self.images[index].swapaxes(-3, -1))
-
-    def __getstate__(self) -> str:
-        # Re-open the memory map in DataLoader workers rather than pickling the pixels.
-        return self.path
-
-    def __setstate__(self, path: str) -> None:
-        self.__init__(path)
-
-
-class _ConcatImages:
-    """Several image arrays indexed as one (STL-10's ``train+unlabeled``)."""
-
-    def __init__(self, parts: list[Any]) -> None:
-        self.parts = parts
-        self.offsets = np.cumsum([0] + [len(p) for p in parts])
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+        self.parts = [np.memmap(p, dtype=np.uint8, mode="r").reshape(-1, 3, 96, 96) for p in paths]
+        self.offsets = np.cumsum([0] + [len(part) for part in self.parts])
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
     def __getitem__(self, index: int) -> np.ndarray:
         part = int(np.searchsorted(self.offsets, index, side="right")) - 1
-        return self.parts[part][index - int(self.offsets[part])]
+        # Stored as [channel][column][row]: (c, x, y) -> (y, x, c).
+        return np.ascontiguousarray(self.parts[part][index - self.offsets[part]].transpose(2, 1, 0))
+
+    def pixels(self, indices: Sequence[int] | None) -> np.ndarray:
+        """The images ``indices`` (all when None) as one ``N x H x W x C`` array."""
+        whole = self.parts[0] if len(self.parts) == 1 else np.concatenate(self.parts)
+        chosen = whole if indices is None else whole[np.asarray(indices)]
+        return np.ascontiguousarray(chosen.transpose(0, 3, 2, 1))
+
+    def __getstate__(self) -> list[str]:
+        # Re-open the memory maps in DataLoader workers rather than pickling the pixels.
+        return self.paths
+
+    def __setstate__(self, paths: list[str]) -> None:
+        self.__init__(paths)
 
 
 class SubsetWithTargets(Dataset):
@@ -364,16 +358,15 @@ def _load_stl10(cfg: Any, split: str) -> ArrayImageDataset:
     needed += [os.path.join(folder, f"{p}_y.bin") for p in parts if p != "unlabeled"]
     download = partial(tvd.STL10, root, split=split, download=True)
     _require(cfg, split, needed, "stl10_binary/ folder", download)
-    images, labels = [], []
-    for part in parts:
-        x = _STL10Images(os.path.join(folder, f"{part}_X.bin"))
-        images.append(x)
+    images = _STL10Images(needed[: len(parts)])
+    labels: list[int] = []
+    for part, x in zip(parts, images.parts):
         if part == "unlabeled":
-            labels.extend([-1] * len(x))
+            labels += [-1] * len(x)
         else:
             y = np.fromfile(os.path.join(folder, f"{part}_y.bin"), dtype=np.uint8)
-            labels.extend((y.astype(np.int64) - 1).tolist())  # stored as 1..10
-    return ArrayImageDataset(images[0] if len(images) == 1 else _ConcatImages(images), labels)
+            labels += (y.astype(np.int64) - 1).tolist()  # stored as 1..10
+    return ArrayImageDataset(images, labels)
 
 
 # --- ImageNet-style folders -----------------------------------------------------------------
