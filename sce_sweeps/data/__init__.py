@@ -31,13 +31,11 @@ from sce_sweeps.data.datasets import (
 from sce_sweeps.data.loader import StopSafeDataLoader  # noqa: F401  (the trainer's loader)
 from sce_sweeps.data.views import build_eval_transform, build_ssl_transform
 
-_MASK_63 = (1 << 63) - 1
-
 
 def _hash63(*values: int) -> int:
     """A 63-bit int from ints, the same in every process (unlike ``hash``)."""
     blob = ",".join(str(int(v)) for v in values).encode()
-    return int.from_bytes(hashlib.blake2b(blob, digest_size=8).digest(), "big") & _MASK_63
+    return int.from_bytes(hashlib.blake2b(blob, digest_size=8).digest(), "big") & (2**63 - 1)
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -47,11 +45,8 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 
 @contextmanager
 def seeded(seed: int) -> Iterator[None]:
-    """Seed torch's CPU generator and ``random`` with ``seed``, restoring both afterwards.
-
-    Only the CPU generator is touched (not CUDA's), and the caller's RNG state is left as it
-    was, so the training loop's randomness is the same with 0 or many DataLoader workers.
-    """
+    """Seed torch's CPU generator (not CUDA's) and ``random`` with ``seed``, restoring both
+    afterwards: the training loop's randomness is the same with 0 or many DataLoader workers."""
     torch_state = torch.get_rng_state()
     random_state = random.getstate()
     torch.default_generator.manual_seed(seed)
@@ -64,11 +59,8 @@ def seeded(seed: int) -> Iterator[None]:
 
 
 def steps_per_epoch(num_samples: int, batch_size: int, max_steps: int | None = None) -> int:
-    """Full batches in one epoch (the last incomplete one is dropped), capped at ``max_steps``.
-
-    Raises:
-        ValueError: if not even one full batch fits in ``num_samples``.
-    """
+    """Full batches in one epoch (the last incomplete one is dropped), capped at ``max_steps``;
+    ValueError if not even one full batch fits in ``num_samples``."""
     if batch_size <= 0 or num_samples < batch_size:
         raise ValueError(
             f"a batch of {batch_size} needs at least that many samples, got {num_samples}"

@@ -54,7 +54,6 @@ _CIFAR = {
         "label_key": "fine_labels",
     },
 }
-_IDX_PREFIX = {"train": "train", "test": "t10k"}
 _STL10_SPLITS = ("train", "test", "unlabeled", "train+unlabeled")
 
 
@@ -280,7 +279,7 @@ def read_idx(path: str) -> np.ndarray:
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rb") as f:
         data = f.read()
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+    if data[:3] != b"\x00\x00\x08" or len(data) < 4:
         raise ValueError(f"{path} is not an IDX file of unsigned bytes")
     ndim = data[3]
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
@@ -291,17 +290,14 @@ def read_idx(path: str) -> np.ndarray:
 
 
 def _find_idx(folders: Sequence[str], stem: str) -> str | None:
-    for folder in folders:
-        for name in (stem, stem + ".gz"):
-            path = os.path.join(folder, name)
-            if os.path.isfile(path):
-                return path
-    return None
+    """The first of the files ``<folder>/<stem>[.gz]`` that exists, or None."""
+    candidates = (os.path.join(f, stem + gz) for f in folders for gz in ("", ".gz"))
+    return next((path for path in candidates if os.path.isfile(path)), None)
 
 
 def _load_fashion_mnist(cfg: Any, split: str) -> ArrayImageDataset:
     _check_split(cfg, split, ("train", "test"))
-    prefix = _IDX_PREFIX[split]
+    prefix = {"train": "train", "test": "t10k"}[split]
     root = dataset_root(cfg)
     folders = [os.path.join(root, "FashionMNIST", "raw"), root]
     if cfg.root is None:  # not set: Debian's copy first, then ./data
@@ -454,7 +450,7 @@ def _load_image_folder(cfg: Any, split: str) -> Dataset:
     )
     if not os.path.isdir(folder):
         raise DatasetNotFoundError(f"image folder {os.path.abspath(folder)} not found. {hint}")
-    skip = bool(getattr(cfg, "skip_unreadable", False))
+    skip = bool(getattr(cfg, "skip_unreadable", False))  # configs from before the option
     try:
         return NamedImageFolder(folder, dataset_root(cfg), skip)
     except FileNotFoundError as err:  # no class folders, or no images in them

@@ -107,12 +107,7 @@ def split_tensor(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
 
 class DeviceViews:
     """Draws the views of a batch of ``uint8`` images with per-sample random parameters: the
-    views of :func:`sce_sweeps.data.views.view_specs`, op for op as on the CPU path.
-
-    Args:
-        aug: the augmentation config (``AugConfig``-like).
-        dataset: the dataset config (``in_channels``, ``mean``, ``std`` are read).
-    """
+    views of :func:`sce_sweeps.data.views.view_specs`, op for op as on the CPU path."""
 
     def __init__(self, aug: Any, dataset: Any) -> None:
         self.color = dataset.in_channels == 3
@@ -180,12 +175,9 @@ class DeviceData:
     Kornia's copies of its parameters to the device wait only for that stream and never for
     the training step queued on the main one.
 
-    Args:
-        images, labels: ``N x C x H x W`` ``uint8`` images and ``N`` labels (moved to
-            ``device``, where the views are drawn).
-        seed, batch_size, max_steps, rank, world_size: as for :class:`EpochSampler`; with
-            several processes, each draws its slice of each batch with its own seed.
-        samples_per_draw: the group is this many samples' worth of steps (at least one).
+    ``images`` (``N x C x H x W`` ``uint8``) and ``labels`` move to ``device``, where the
+    views are drawn; ``seed`` to ``world_size`` are as for :class:`EpochSampler` (each process
+    draws its slice of each batch with its own seed); a group is ``samples_per_draw`` samples.
     """
 
     def __init__(
@@ -214,17 +206,10 @@ class DeviceData:
         cls, dataset: Dataset, cfg: Any, device: torch.device, rank: int = 0, world_size: int = 1
     ) -> DeviceData:
         """The device data of a run's train split (``dataset``: the split before any transform)."""
+        images, labels = split_tensor(dataset)
         t = cfg.trainer
-        return cls(
-            *split_tensor(dataset),
-            DeviceViews(cfg.aug, cfg.dataset),
-            cfg.seed,
-            t.batch_size,
-            t.max_steps_per_epoch,
-            device,
-            rank,
-            world_size,
-        )
+        args = (cfg.seed, t.batch_size, t.max_steps_per_epoch, device, rank, world_size)
+        return cls(images, labels, DeviceViews(cfg.aug, cfg.dataset), *args)
 
     def _permutation(self, epoch: int, start_step: int = 0) -> torch.Tensor:
         """The epoch's order of images, the same as on the CPU path (``start_step`` checked)."""

@@ -49,14 +49,11 @@ def blur_kernel(aug: Any, size: int) -> int:
 
 
 class PILGaussianBlur:
-    """Pillow's Gaussian blur with a radius (standard deviation) drawn uniformly in ``sigma``,
-    from torch's generator (so it follows the view seeding)."""
-
-    def __init__(self, sigma: tuple[float, float] = BLUR_SIGMA) -> None:
-        self.sigma = sigma
+    """Pillow's Gaussian blur with a radius (standard deviation) drawn uniformly in
+    :data:`BLUR_SIGMA` from torch's generator (so it follows the view seeding)."""
 
     def __call__(self, image: Image.Image) -> Image.Image:
-        radius = float(torch.empty(1).uniform_(self.sigma[0], self.sigma[1]))
+        radius = float(torch.empty(1).uniform_(*BLUR_SIGMA))
         return image.filter(ImageFilter.GaussianBlur(radius=radius))
 
 
@@ -156,7 +153,7 @@ class _FitSize:
     ``size / ratio``, then centre crop to ``size``."""
 
     def __init__(self, size: int, ratio: float = 1.0) -> None:
-        self.size, self.ratio = size, ratio
+        self.size = size
         self.resize = T.Compose([T.Resize(int(size / ratio)), T.CenterCrop(size)])
 
     def __call__(self, image: Image.Image) -> Image.Image:
