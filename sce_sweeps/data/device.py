@@ -1,9 +1,10 @@
 """The device data path: the whole train split on the device, views drawn there in batches.
 
-For datasets that fit in device memory, the decoded split is one ``uint8`` tensor
-``N x C x H x W`` on the training device; each step gathers its batch from it and draws the
-views of the whole batch at once with Kornia (``kornia.augmentation``), every sample with its
-own parameters, as the official SCE code does on the GPU. Batches follow the seeded
+For datasets that fit in device memory (Fashion-MNIST, CIFAR, STL-10, Tiny-ImageNet) the
+decoded split is one ``uint8`` tensor ``N x C x H x W`` on the training device; each step
+gathers its batch from it and draws the views of the whole batch at once with Kornia
+(``kornia.augmentation``), every sample with its own parameters, as the official SCE code
+does on the GPU. Batches follow the seeded
 permutation of :class:`EpochSampler`, so both paths train on the same images in the same order.
 
 Kornia draws with torch's global CPU generator: the views of a group of consecutive steps
@@ -16,7 +17,8 @@ Differences from the CPU path (torchvision on PIL images), by construction of th
 
 - the order of the four colour-jitter operations is drawn once per batch, not per image;
 - crops are resampled bilinearly without antialiasing (the CPU path resizes with PIL's
-  antialiasing filter); this matters only for crops shrunk by more than 2x;
+  antialiasing filter); this matters only for crops shrunk by more than 2x, not for crops of
+  a small image resized back to its own size;
 - pixels stay floating point between the operations (the CPU path rounds to ``uint8`` after
   each PIL operation).
 """
