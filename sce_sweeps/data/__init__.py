@@ -4,14 +4,7 @@ Augmentations are a pure function of ``(index, sample_seed)``: :class:`EpochSamp
 those pairs (a seeded permutation per epoch, which can start mid-epoch), and
 :class:`SSLDataset` seeds torch's CPU generator with ``sample_seed`` around each transform.
 So a batch is bit-identical whatever the number of DataLoader workers, and a run resumed at
-step ``k`` of an epoch sees exactly the batches it would have seen::
-
-    train, bank, queries = build_datasets(cfg)
-    sampler = EpochSampler(len(train), cfg.seed, epoch, cfg.trainer.batch_size, start_step=k)
-    loader = DataLoader(train, batch_size=cfg.trainer.batch_size, sampler=sampler,
-                        collate_fn=collate_views, num_workers=cfg.dataset.num_workers)
-    for views, labels in loader:  # views: [target view, online view, *local crops]
-        ...
+step ``k`` of an epoch sees exactly the batches it would have seen.
 """
 
 from __future__ import annotations
@@ -29,45 +22,20 @@ from torch.utils.data import Dataset, Sampler
 from sce_sweeps.config import ConfigError
 from sce_sweeps.data.datasets import (
     DatasetNotFoundError,
-    SubsetWithTargets,
-    UnreadableImageError,
+    NamedImageFolder,
     dataset_root,
+    listed,
     load_dataset,
-    subset_indices,
+    unreadable_images,
 )
-from sce_sweeps.data.loader import StopSafeDataLoader, ignore_stop_signals
+from sce_sweeps.data.loader import StopSafeDataLoader  # noqa: F401  (the trainer's loader)
 from sce_sweeps.data.views import build_eval_transform, build_ssl_transform
-
-__all__ = [
-    "DatasetNotFoundError",
-    "EpochSampler",
-    "EvalDataset",
-    "SSLDataset",
-    "StopSafeDataLoader",
-    "SubsetWithTargets",
-    "UnreadableImageError",
-    "build_datasets",
-    "build_eval_transform",
-    "build_ssl_transform",
-    "check_data",
-    "collate_views",
-    "dataset_root",
-    "ignore_stop_signals",
-    "load_dataset",
-    "sample_seed",
-    "seeded",
-    "steps_per_epoch",
-    "subset_indices",
-    "unreadable_of",
-]
-
-_MASK_63 = (1 << 63) - 1
 
 
 def _hash63(*values: int) -> int:
     """A 63-bit int from ints, the same in every process (unlike ``hash``)."""
     blob = ",".join(str(int(v)) for v in values).encode()
-    return int.from_bytes(hashlib.blake2b(blob, digest_size=8).digest(), "big") & _MASK_63
+    return int.from_bytes(hashlib.blake2b(blob, digest_size=8).digest(), "big") & (2**63 - 1)
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -77,11 +45,8 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 
 @contextmanager
 def seeded(seed: int) -> Iterator[None]:
-    """Seed torch's CPU generator and ``random`` with ``seed``, restoring both afterwards.
-
-    Only the CPU generator is touched (not CUDA's), and the caller's RNG state is left as it
-    was, so the training loop's randomness is the same with 0 or many DataLoader workers.
-    """
+    """Seed torch's CPU generator (not CUDA's) and ``random`` with ``seed``, restoring both
+    afterwards: the training loop's randomness is the same with 0 or many DataLoader workers."""
     torch_state = torch.get_rng_state()
     random_state = random.getstate()
     torch.default_generator.manual_seed(seed)
@@ -94,11 +59,8 @@ def seeded(seed: int) -> Iterator[None]:
 
 
 def steps_per_epoch(num_samples: int, batch_size: int, max_steps: int | None = None) -> int:
-    """Full batches in one epoch (the last incomplete one is dropped), capped at ``max_steps``.
-
-    Raises:
-        ValueError: if not even one full batch fits in ``num_samples``.
-    """
+    """Full batches in one epoch (the last incomplete one is dropped), capped at ``max_steps``;
+    ValueError if not even one full batch fits in ``num_samples``."""
     if batch_size <= 0 or num_samples < batch_size:
         raise ValueError(
             f"a batch of {batch_size} needs at least that many samples, got {num_samples}"
@@ -110,22 +72,11 @@ def steps_per_epoch(num_samples: int, batch_size: int, max_steps: int | None = N
 class EpochSampler(Sampler[tuple[int, int]]):
     """Yields ``(index, sample_seed)`` for one epoch: a seeded permutation in full batches.
 
-    The permutation comes from ``torch.Generator().manual_seed(hash(seed, epoch))`` and is
-    truncated to ``steps_per_epoch(...) * batch_size`` items; iteration starts at item
-    ``start_step * batch_size`` so that a run resumed mid-epoch skips the batches it has
-    already trained on. Use it with ``DataLoader(batch_size=batch_size, sampler=...)``.
-
-    Args:
-        num_samples: size of the dataset.
-        seed: the run seed.
-        epoch: the epoch (0-based); each epoch has its own permutation and sample seeds.
-        batch_size: the DataLoader's batch size.
-        start_step: the first batch of the epoch to yield (0 for a full epoch).
-        max_steps: at most this many batches per epoch (``trainer.max_steps_per_epoch``).
-        rank, world_size: multi-process training: ``batch_size`` is the global batch and this
-            rank yields its contiguous ``batch_size // world_size`` slice of each one (use the
-            DataLoader's ``batch_size=sampler.local_batch_size``); the ranks' slices, in rank
-            order, are exactly the batches of one process.
+    The permutation of ``hash(seed, epoch)`` is cut to ``steps_per_epoch(...) * batch_size``
+    items (at most ``max_steps`` batches); iteration starts at batch ``start_step``, so that a
+    run resumed mid-epoch skips the batches it has trained on. With several processes
+    ``batch_size`` is the global batch and ``rank`` yields its contiguous slice of each one
+    (``local_batch_size``); the ranks' slices, in rank order, are the batches of one process.
     """
 
     def __init__(
@@ -145,10 +96,7 @@ class EpochSampler(Sampler[tuple[int, int]]):
             )
         self.rank, self.world_size = rank, world_size
         self.local_batch_size = batch_size // world_size
-        self.num_samples = num_samples
-        self.seed = seed
-        self.batch_size = batch_size
-        self.max_steps = max_steps
+        self.num_samples, self.seed, self.batch_size = num_samples, seed, batch_size
         self.steps = steps_per_epoch(num_samples, batch_size, max_steps)
         self.set_epoch(epoch, start_step)
 
@@ -179,15 +127,11 @@ class EpochSampler(Sampler[tuple[int, int]]):
         return (self.steps - self.start_step) * self.local_batch_size
 
 
-class SSLDataset(Dataset):
-    """A base dataset with the multi-view SSL transform, indexed by ``(index, sample_seed)``.
+class EvalDataset(Dataset):
+    """A base dataset of ``(PIL.Image, int)`` with ``.targets``, and a deterministic transform
+    (kNN bank and queries: :func:`build_eval_transform`)."""
 
-    Args:
-        base: a dataset of ``(PIL.Image, int)`` with ``.targets``.
-        transform: the view generator (:func:`build_ssl_transform`).
-    """
-
-    def __init__(self, base: Dataset, transform: Callable[[Image.Image], list[torch.Tensor]]):
+    def __init__(self, base: Dataset, transform: Callable[[Image.Image], Any]) -> None:
         self.base = base
         self.transform = transform
 
@@ -199,38 +143,20 @@ class SSLDataset(Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[list[torch.Tensor], int]:
-        """The views of image ``index`` drawn with ``sample_seed``, and its label."""
-        index, seed = key
-        image, label = self.base[index]
-        with seeded(seed):
-            views = self.transform(image)
-        return views, int(label)
-
-
-class EvalDataset(Dataset):
-    """A base dataset with the deterministic eval transform (kNN bank and queries).
-
-    Args:
-        base: a dataset of ``(PIL.Image, int)`` with ``.targets``.
-        transform: the eval transform (:func:`build_eval_transform`).
-    """
-
-    def __init__(self, base: Dataset, transform: Callable[[Image.Image], torch.Tensor]):
-        self.base = base
-        self.transform = transform
-
-    @property
-    def targets(self) -> list[int]:
-        """The labels, in order."""
-        return self.base.targets
-
-    def __len__(self) -> int:
-        return len(self.base)
-
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         image, label = self.base[index]
         return self.transform(image), int(label)
+
+
+class SSLDataset(EvalDataset):
+    """A base dataset with the multi-view SSL transform (:func:`build_ssl_transform`),
+    indexed by ``(index, sample_seed)``."""
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[list[torch.Tensor], int]:
+        """The views of image ``index`` drawn with ``sample_seed``, and its label."""
+        index, seed = key
+        with seeded(seed):
+            return super().__getitem__(index)
 
 
 def collate_views(
@@ -264,9 +190,8 @@ def _check_dataset(cfg: Any, base: Dataset, key: str, split: str, labelled: bool
 
 
 def _check_size(cfg: Any, num_train: int) -> None:
-    """Fail with a :class:`ConfigError` if a batch or the queue outgrows the train images there
-    (after ``dataset.train_samples``); :func:`sce_sweeps.config.validate` only knows the
-    nominal size of a dataset."""
+    """Fail with a :class:`ConfigError` if a batch or the queue outgrows the train images there;
+    :func:`sce_sweeps.config.validate` only knows the nominal size of a dataset."""
     d = cfg.dataset
     where = f"{num_train} training images of {d.name} in {dataset_root(d)}"
     if d.train_samples is not None:
@@ -280,19 +205,14 @@ def _check_size(cfg: Any, num_train: int) -> None:
 
 
 def build_datasets(cfg: Any) -> tuple[SSLDataset, EvalDataset, EvalDataset]:
-    """Build the three datasets of a run from its config (``cfg.dataset``, ``cfg.aug``).
-
-    Returns:
-        ``(ssl_train, knn_bank, knn_queries)``: the train split with the SSL views (indexed
-        by ``(index, sample_seed)``), the train split with the eval transform (kNN memory
-        bank; for STL-10 trained on ``unlabeled`` / ``train+unlabeled``, the labelled
-        ``train`` split), and the test split with the eval transform.
+    """The datasets ``(ssl_train, knn_bank, knn_queries)`` of a run: the train split with the
+    SSL views, the train split with the eval transform (for STL-10 trained on ``unlabeled`` /
+    ``train+unlabeled``, the labelled ``train`` split), and the test split with it.
 
     Raises:
         DatasetNotFoundError: if a split's files are missing.
-        ConfigError: if the images' channels or labels contradict ``cfg.dataset``, or a
-            batch (``trainer.batch_size``) or the queue (``loss.queue_size``) holds more
-            images than the train split has.
+        ConfigError: if the images' channels or labels contradict ``cfg.dataset``, or a batch
+            or the queue holds more images than the train split has.
     """
     d, aug = cfg.dataset, cfg.aug
     train = load_dataset(d, d.train_split)
@@ -332,8 +252,6 @@ def check_data(cfg: Any) -> list[str]:
     split that is missing or holds image files that cannot be decoded (with the option that
     leaves them out); none when every file reads. A sweep's dry run calls it on every job
     (``hydra.launcher.check_data=true``); a dataset is read once per process."""
-    from sce_sweeps.data.datasets import NamedImageFolder, unreadable_images
-
     d = cfg.dataset
     key = repr(sorted(dict(d).items()))
     if key in _CHECKED:
@@ -349,15 +267,11 @@ def check_data(cfg: Any) -> list[str]:
         if not isinstance(base, NamedImageFolder):
             continue  # decoded whole when loaded
         bad = base.unreadable or unreadable_images(base.dataset_root, [p for p, _ in base.samples])
+        skip = "set dataset.skip_unreadable=true to leave them out"
+        if d.skip_unreadable:
+            skip = "left out by dataset.skip_unreadable=true"
         if bad:
-            shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-            skip = (
-                "left out by dataset.skip_unreadable=true"
-                if d.skip_unreadable
-                else "set dataset.skip_unreadable=true to leave them out"
-            )
-            problems.append(
-                f"{len(bad)} unreadable images in {base.dataset_root} ({split}): {shown}; {skip}"
-            )
+            where = f"{base.dataset_root} ({split})"
+            problems.append(f"{len(bad)} unreadable images in {where}: {listed(bad)}; {skip}")
     _CHECKED[key] = problems
     return problems

@@ -1,16 +1,12 @@
-"""Loading the image datasets of a run as ``(PIL.Image, int)`` datasets with cheap ``.targets``.
+"""The image datasets of a run as ``(PIL.Image, int)`` datasets with cheap ``.targets``.
 
-Every loader reads the files of the dataset's usual distribution (the layout torchvision
-downloads, Debian's ``dataset-fashion-mnist`` for Fashion-MNIST, or an ImageNet-style folder)
-and keeps the decoded pixels of the small sets in memory as ``uint8`` arrays (STL-10 is
-memory-mapped). torchvision is only used to *download* them (``dataset.download=true``): its
-dataset classes check the md5 of the official files, which would refuse the tiny on-disk
-fixtures the tests build in the same formats.
+Loaders read the files of each dataset's usual distribution (torchvision's layout, Debian's
+``dataset-fashion-mnist``, ImageNet-style folders); small sets are held as ``uint8`` arrays,
+STL-10 is memory-mapped. torchvision only *downloads* (``dataset.download=true``): its dataset
+classes check the md5 of the official files, which would refuse the tests' tiny fixtures.
 
-``dataset.root`` unset reads the dataset where it usually is (Debian's copy of Fashion-MNIST,
-else ``./data``); a root that is set is the only place looked at, and must exist unless
-``dataset.download=true`` is to create it. A missing dataset raises
-:class:`DatasetNotFoundError`, which says where it looked and how to get the data.
+An unset ``dataset.root`` reads Debian's Fashion-MNIST, else ``./data``; a root that is set is
+the only place looked at. A missing dataset raises :class:`DatasetNotFoundError`.
 """
 
 from __future__ import annotations
@@ -22,6 +18,7 @@ import os
 import pickle
 import sys
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
-from torchvision.datasets import ImageFolder
+from torchvision import datasets as tvd
 
 from sce_sweeps.runtime.record import atomic_write, write_json_atomic
 
@@ -57,13 +54,7 @@ _CIFAR = {
         "label_key": "fine_labels",
     },
 }
-_IDX_PREFIX = {"train": "train", "test": "t10k"}
-_STL10_SPLITS = {
-    "train": ["train"],
-    "test": ["test"],
-    "unlabeled": ["unlabeled"],
-    "train+unlabeled": ["train", "unlabeled"],
-}
+_STL10_SPLITS = ("train", "test", "unlabeled", "train+unlabeled")
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -71,11 +62,8 @@ class DatasetNotFoundError(FileNotFoundError):
 
 
 class UnreadableImageError(RuntimeError):
-    """An image file of a dataset that cannot be decoded (truncated, corrupt, not an image).
-
-    The message names the file relative to the dataset root and the option that skips such
-    files (``dataset.skip_unreadable=true``).
-    """
+    """An image file of a dataset that cannot be decoded; the message names the file and
+    ``dataset.skip_unreadable=true``."""
 
     def __init__(self, message: str) -> None:
         # torch re-raises a DataLoader worker's exception as ``type(text)``, the text being the
@@ -87,17 +75,10 @@ class UnreadableImageError(RuntimeError):
 
 
 class ArrayImageDataset(Dataset):
-    """Images held as a ``uint8`` array (``N x H x W`` or ``N x H x W x C``) with int labels.
-
-    Args:
-        images: the pixels; ``N x H x W`` gives ``'L'`` images, ``N x H x W x 3`` ``'RGB'``.
-            Any array-like indexable by an int works (e.g. an ``np.memmap``).
-        targets: ``N`` int labels (``-1`` for unlabeled images).
-    """
+    """``uint8`` images (``N x H x W`` for ``'L'``, ``N x H x W x 3`` for ``'RGB'``; any
+    int-indexable array-like) with int labels (``-1``: unlabeled)."""
 
     def __init__(self, images: Any, targets: Sequence[int]) -> None:
-        if len(images) != len(targets):
-            raise ValueError(f"{len(images)} images but {len(targets)} labels")
         self.images = images
         self.targets: list[int] = [int(t) for t in targets]
 
@@ -107,52 +88,47 @@ class ArrayImageDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[Image.Image, int]:
         return Image.fromarray(np.asarray(self.images[index])), self.targets[index]
 
+    def pixels(self, indices: Sequence[int] | None = None) -> np.ndarray:
+        """The images ``indices`` (all when None) as one ``uint8`` array."""
+        if isinstance(self.images, _STL10Images):
+            return self.images.pixels(indices)
+        array = np.asarray(self.images)
+        return array if indices is None else array[np.asarray(indices)]
+
 
 class _STL10Images:
-    """STL-10's column-major ``N x 3 x 96 x 96`` binary, memory-mapped, read as ``H x W x C``."""
+    """STL-10's column-major ``N x 3 x 96 x 96`` binaries (one per part of the split),
+    memory-mapped and indexed as one array of ``H x W x C`` images."""
 
-    def __init__(self, path: str, size: int = 96) -> None:
-        self.path = path
-        self.size = size
-        self.images = np.memmap(path, dtype=np.uint8, mode="r").reshape(-1, 3, size, size)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> np.ndarray:
-        # Stored as [channel][column][row]: (c, x, y) -> (y, x, c).
-        return np.ascontiguousarray(self.images[index].transpose(2, 1, 0))
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Re-open the memory map in DataLoader workers rather than pickling the pixels.
-        return {"path": self.path, "size": self.size}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"], state["size"])
-
-
-class _ConcatImages:
-    """Several image arrays indexed as one (STL-10's ``train+unlabeled``)."""
-
-    def __init__(self, parts: list[Any]) -> None:
-        self.parts = parts
-        self.offsets = np.cumsum([0] + [len(p) for p in parts])
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+        self.parts = [np.memmap(p, dtype=np.uint8, mode="r").reshape(-1, 3, 96, 96) for p in paths]
+        self.offsets = np.cumsum([0] + [len(part) for part in self.parts])
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
     def __getitem__(self, index: int) -> np.ndarray:
         part = int(np.searchsorted(self.offsets, index, side="right")) - 1
-        return self.parts[part][index - int(self.offsets[part])]
+        # Stored as [channel][column][row]: (c, x, y) -> (y, x, c).
+        return np.ascontiguousarray(self.parts[part][index - self.offsets[part]].transpose(2, 1, 0))
+
+    def pixels(self, indices: Sequence[int] | None) -> np.ndarray:
+        """The images ``indices`` (all when None) as one ``N x H x W x C`` array."""
+        whole = self.parts[0] if len(self.parts) == 1 else np.concatenate(self.parts)
+        chosen = whole if indices is None else whole[np.asarray(indices)]
+        return np.ascontiguousarray(chosen.transpose(0, 3, 2, 1))
+
+    def __getstate__(self) -> list[str]:
+        # Re-open the memory maps in DataLoader workers rather than pickling the pixels.
+        return self.paths
+
+    def __setstate__(self, paths: list[str]) -> None:
+        self.__init__(paths)
 
 
 class SubsetWithTargets(Dataset):
-    """A subset of a dataset that keeps ``.targets`` (in the subset's order).
-
-    Args:
-        base: a dataset with ``.targets``.
-        indices: the indices into ``base`` that make up the subset.
-    """
+    """The items ``indices`` of ``base``, with their ``.targets``."""
 
     def __init__(self, base: Dataset, indices: Sequence[int]) -> None:
         self.base = base
@@ -167,16 +143,8 @@ class SubsetWithTargets(Dataset):
 
 
 def subset_indices(num_items: int, num_samples: int, seed: int = SUBSET_SEED) -> list[int]:
-    """A fixed random subset of ``range(num_items)``, sorted; the same in every process.
-
-    Args:
-        num_items: size of the full dataset.
-        num_samples: size of the subset (``<= num_items``).
-        seed: seed of the subset.
-
-    Returns:
-        ``num_samples`` distinct indices in increasing order.
-    """
+    """``num_samples`` sorted indices of a fixed random subset of ``range(num_items)``, the
+    same in every process."""
     if not 0 < num_samples <= num_items:
         raise ValueError(f"a subset of {num_samples} samples needs 0 < samples <= {num_items}")
     generator = torch.Generator().manual_seed(seed)
@@ -184,20 +152,9 @@ def subset_indices(num_items: int, num_samples: int, seed: int = SUBSET_SEED) ->
 
 
 def load_dataset(cfg: Any, split: str) -> Dataset:
-    """Load one split of the dataset that ``cfg`` (a ``DatasetConfig``-like object) names.
-
-    Items are ``(PIL.Image, int)``; ``dataset.targets`` lists the labels in the same order
-    without decoding any image. If ``split`` is ``cfg.train_split`` and ``cfg.train_samples`` is
-    set (likewise for the test split), a fixed seeded random subset of that size is returned.
-
-    Args:
-        cfg: the dataset config (``name``, ``root``, ``download``, ``train_split``,
-            ``test_split``, ``train_samples``, ``test_samples`` are read).
-        split: ``"train"``/``"test"`` for the torchvision-style sets (STL-10 also
-            ``"unlabeled"`` and ``"train+unlabeled"``), a folder name for ``image_folder``.
-
-    Returns:
-        The dataset (a :class:`SubsetWithTargets` when subsetting).
+    """One split of the dataset ``cfg`` (a ``DatasetConfig``) names: ``"train"``/``"test"``
+    (STL-10 also ``"unlabeled"``, ``"train+unlabeled"``), a folder for ``image_folder``; the
+    fixed subset of ``cfg.train_samples`` / ``cfg.test_samples`` images when set.
 
     Raises:
         DatasetNotFoundError: the files are missing (and could not be downloaded).
@@ -220,7 +177,6 @@ def load_dataset(cfg: Any, split: str) -> Dataset:
             f"dataset.download=true to download it there"
         )
     dataset = loaders[cfg.name](cfg, split)
-
     samples, key = None, None
     if split == cfg.train_split and cfg.train_samples is not None:
         samples, key = cfg.train_samples, "dataset.train_samples"
@@ -249,7 +205,7 @@ def _check_split(cfg: Any, split: str, allowed: Sequence[str]) -> None:
         )
 
 
-def _download(cfg: Any, make: Any) -> None:
+def _download(cfg: Any, make: Callable) -> None:
     """Run a torchvision download, turning its failures into :class:`DatasetNotFoundError`."""
     try:
         make()
@@ -259,7 +215,21 @@ def _download(cfg: Any, make: Any) -> None:
         ) from err
 
 
-# --- decoded splits, cached as tensor files ---------------------------------------------------
+def _require(cfg: Any, split: str, files: list[str], folder: str, download: Callable) -> None:
+    """Download the missing ``files`` with ``dataset.download=true``; raise
+    :class:`DatasetNotFoundError` naming those still missing and torchvision's ``folder``."""
+    if not all(map(os.path.isfile, files)) and cfg.download:
+        _download(cfg, download)
+    missing = [f for f in files if not os.path.isfile(f)]
+    if missing:
+        raise DatasetNotFoundError(
+            f"{cfg.name} {split} files not found: {', '.join(map(os.path.abspath, missing))}. "
+            f"Set dataset.download=true (needs internet), or put torchvision's {folder} in "
+            f"{os.path.abspath(dataset_root(cfg))}."
+        )
+
+
+# --- per-machine caches of what was read from the dataset files -----------------------------
 
 #: Bump when the decoded layout changes: older cache files are then ignored.
 _CACHE_VERSION = 1
@@ -271,20 +241,20 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SCE_SWEEPS_CACHE") or Path.home() / ".cache" / "sce_sweeps")
 
 
+def _cache_file(kind: str, sources: Sequence[str], suffix: str) -> Path:
+    """``<cache_dir()>/<kind>/<key><suffix>``, keyed by the files' paths, sizes and mtimes."""
+    stats = [(os.path.abspath(p), os.path.getsize(p), os.stat(p).st_mtime_ns) for p in sources]
+    blob = json.dumps([_CACHE_VERSION, kind, stats]).encode()
+    return cache_dir() / kind / f"{hashlib.sha256(blob).hexdigest()[:32]}{suffix}"
+
+
 def decoded(
     sources: Sequence[str], decode: Callable[[], tuple[np.ndarray, Sequence[int]]]
 ) -> ArrayImageDataset:
-    """The split decoded from the files ``sources``, read from a cached tensor file.
-
-    The first job on a machine decodes the files (gzip, pickles) and saves the ``uint8``
-    pixels and the labels to ``<cache_dir()>/datasets/<key>.pt``, keyed by the files' paths,
-    sizes and modification times; later jobs memory-map that file instead of decoding again.
-    A missing, stale or unreadable cache file, or a cache directory that cannot be written,
-    only costs the decoding.
-    """
-    stats = [(os.path.abspath(p), os.path.getsize(p), os.stat(p).st_mtime_ns) for p in sources]
-    blob = json.dumps([_CACHE_VERSION, stats]).encode()
-    path = cache_dir() / "datasets" / f"{hashlib.sha256(blob).hexdigest()[:32]}.pt"
+    """The split decoded from the files ``sources``: the first job on a machine decodes them
+    and saves a tensor file that later jobs memory-map. A missing, stale or unreadable cache
+    file, or a cache directory that cannot be written, only costs the decoding."""
+    path = _cache_file("datasets", sources, ".pt")
     try:
         cached = torch.load(path, mmap=True, weights_only=True)
         return ArrayImageDataset(cached["images"].numpy(), cached["targets"].tolist())
@@ -305,18 +275,11 @@ def decoded(
 
 
 def read_idx(path: str) -> np.ndarray:
-    """Read an IDX file (gzip-compressed if the name ends in ``.gz``) of unsigned bytes.
-
-    Args:
-        path: the file, e.g. ``train-images-idx3-ubyte.gz``.
-
-    Returns:
-        A ``uint8`` array of the shape the header gives (``N x 28 x 28`` for images).
-    """
+    """The ``uint8`` array of an IDX file of unsigned bytes (gzip-compressed if ``.gz``)."""
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rb") as f:
         data = f.read()
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+    if data[:3] != b"\x00\x00\x08" or len(data) < 4:
         raise ValueError(f"{path} is not an IDX file of unsigned bytes")
     ndim = data[3]
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
@@ -327,17 +290,14 @@ def read_idx(path: str) -> np.ndarray:
 
 
 def _find_idx(folders: Sequence[str], stem: str) -> str | None:
-    for folder in folders:
-        for name in (stem, stem + ".gz"):
-            path = os.path.join(folder, name)
-            if os.path.isfile(path):
-                return path
-    return None
+    """The first of the files ``<folder>/<stem>[.gz]`` that exists, or None."""
+    candidates = (os.path.join(f, stem + gz) for f in folders for gz in ("", ".gz"))
+    return next((path for path in candidates if os.path.isfile(path)), None)
 
 
 def _load_fashion_mnist(cfg: Any, split: str) -> ArrayImageDataset:
     _check_split(cfg, split, ("train", "test"))
-    prefix = _IDX_PREFIX[split]
+    prefix = {"train": "train", "test": "t10k"}[split]
     root = dataset_root(cfg)
     folders = [os.path.join(root, "FashionMNIST", "raw"), root]
     if cfg.root is None:  # not set: Debian's copy first, then ./data
@@ -345,9 +305,7 @@ def _load_fashion_mnist(cfg: Any, split: str) -> ArrayImageDataset:
     stems = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
     paths = [_find_idx(folders, stem) for stem in stems]
     if None in paths and cfg.download:
-        from torchvision.datasets import FashionMNIST
-
-        _download(cfg, lambda: FashionMNIST(root, train=split == "train", download=True))
+        _download(cfg, partial(tvd.FashionMNIST, root, train=split == "train", download=True))
         paths = [_find_idx(folders, stem) for stem in stems]
     if None in paths:
         looked = ", ".join(os.path.abspath(f) for f in folders)
@@ -367,19 +325,9 @@ def _load_cifar(cfg: Any, split: str) -> ArrayImageDataset:
     spec, root = _CIFAR[cfg.name], dataset_root(cfg)
     folder = os.path.join(root, spec["folder"])
     files = [os.path.join(folder, name) for name in spec[split]]
-    if not all(map(os.path.isfile, files)) and cfg.download:
-        from torchvision.datasets import CIFAR10, CIFAR100
-
-        cls = CIFAR10 if cfg.name == "cifar10" else CIFAR100
-        _download(cfg, lambda: cls(root, train=split == "train", download=True))
-    missing = [f for f in files if not os.path.isfile(f)]
-    if missing:
-        raise DatasetNotFoundError(
-            f"{cfg.name} {split} files not found: {', '.join(map(os.path.abspath, missing))}. "
-            f"Set dataset.download=true (needs internet), or put torchvision's "
-            f"{spec['folder']}/ folder (from the python version of the dataset) in "
-            f"{os.path.abspath(root)}."
-        )
+    cls = tvd.CIFAR10 if cfg.name == "cifar10" else tvd.CIFAR100
+    hint = f"{spec['folder']}/ folder (from the python version of the dataset)"
+    _require(cfg, split, files, hint, partial(cls, root, train=split == "train", download=True))
 
     def decode() -> tuple[np.ndarray, list[int]]:
         images, labels = [], []
@@ -398,33 +346,23 @@ def _load_cifar(cfg: Any, split: str) -> ArrayImageDataset:
 
 
 def _load_stl10(cfg: Any, split: str) -> ArrayImageDataset:
-    _check_split(cfg, split, tuple(_STL10_SPLITS))
+    _check_split(cfg, split, _STL10_SPLITS)
     root = dataset_root(cfg)
     folder = os.path.join(root, "stl10_binary")
-    parts = _STL10_SPLITS[split]
+    parts = split.split("+")
     needed = [os.path.join(folder, f"{p}_X.bin") for p in parts]
     needed += [os.path.join(folder, f"{p}_y.bin") for p in parts if p != "unlabeled"]
-    if not all(map(os.path.isfile, needed)) and cfg.download:
-        from torchvision.datasets import STL10
-
-        _download(cfg, lambda: STL10(root, split=split, download=True))
-    missing = [f for f in needed if not os.path.isfile(f)]
-    if missing:
-        raise DatasetNotFoundError(
-            f"stl10 {split} files not found: {', '.join(map(os.path.abspath, missing))}. "
-            f"Set dataset.download=true (needs internet), or put torchvision's stl10_binary/ "
-            f"folder in {os.path.abspath(root)}."
-        )
-    images, labels = [], []
-    for part in parts:
-        x = _STL10Images(os.path.join(folder, f"{part}_X.bin"))
-        images.append(x)
+    download = partial(tvd.STL10, root, split=split, download=True)
+    _require(cfg, split, needed, "stl10_binary/ folder", download)
+    images = _STL10Images(needed[: len(parts)])
+    labels: list[int] = []
+    for part, x in zip(parts, images.parts):
         if part == "unlabeled":
-            labels.extend([-1] * len(x))
+            labels += [-1] * len(x)
         else:
             y = np.fromfile(os.path.join(folder, f"{part}_y.bin"), dtype=np.uint8)
-            labels.extend((y.astype(np.int64) - 1).tolist())  # stored as 1..10
-    return ArrayImageDataset(images[0] if len(images) == 1 else _ConcatImages(images), labels)
+            labels += (y.astype(np.int64) - 1).tolist()  # stored as 1..10
+    return ArrayImageDataset(images, labels)
 
 
 # --- ImageNet-style folders -----------------------------------------------------------------
@@ -435,38 +373,27 @@ def _rgb_loader(path: str) -> Image.Image:
         return Image.open(f).convert("RGB")  # decodes the whole image: a truncated one fails
 
 
-#: How many of the skipped files' paths a run logs.
-LOGGED_UNREADABLE = 5
-
-
-def _decode_error(path: str) -> str | None:
-    """Why the image file ``path`` cannot be decoded, or None when it can."""
+def _unreadable(path: str) -> bool:
     try:
         _rgb_loader(path)
-    except Exception as err:  # PIL raises OSError, SyntaxError, ValueError... on bad files
-        return f"{type(err).__name__}: {err}"
-    return None
+    except Exception:  # PIL raises OSError, SyntaxError, ValueError... on bad files
+        return True
+    return False
 
 
 def unreadable_images(root: str, paths: Sequence[str]) -> list[str]:
-    """Those of the image files ``paths`` that cannot be decoded, relative to ``root``.
-
-    Every image is decoded once (on as many threads as there are CPUs); the answer is cached
-    under :func:`cache_dir`, keyed by the files' paths, sizes and modification times, so the
-    other jobs of a sweep on the same machine do not decode them again.
-    """
+    """Those of the image files ``paths`` that cannot be decoded, relative to ``root``: each
+    decoded once, on a thread per CPU; the answer is cached so that the other jobs of a sweep
+    on the same machine do not decode them again."""
     from concurrent.futures import ThreadPoolExecutor
 
-    stats = [(os.path.abspath(p), os.path.getsize(p), os.stat(p).st_mtime_ns) for p in paths]
-    blob = json.dumps(["unreadable", stats]).encode()
-    cached = cache_dir() / "unreadable" / f"{hashlib.sha256(blob).hexdigest()[:32]}.json"
+    cached = _cache_file("unreadable", paths, ".json")
     try:
         return json.loads(cached.read_text())
     except (OSError, ValueError):
         pass
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        errors = list(pool.map(_decode_error, paths))
-    bad = [os.path.relpath(p, root) for p, e in zip(paths, errors) if e is not None]
+        bad = [os.path.relpath(p, root) for p, b in zip(paths, pool.map(_unreadable, paths)) if b]
     try:
         write_json_atomic(bad, cached, sync=False)
     except OSError:
@@ -474,14 +401,16 @@ def unreadable_images(root: str, paths: Sequence[str]) -> list[str]:
     return bad
 
 
-class NamedImageFolder(ImageFolder):
-    """torchvision's ImageFolder of RGB images whose undecodable images raise
-    :class:`UnreadableImageError`, or, with ``skip_unreadable``, are left out (found by
-    decoding every image once: :func:`unreadable_images`).
+def listed(paths: Sequence[str], shown: int = 5) -> str:
+    """The first ``shown`` of ``paths``, and how many more there are."""
+    more = len(paths) - shown
+    return ", ".join(paths[:shown]) + (f" and {more} more" if more > 0 else "")
 
-    Attributes:
-        unreadable: the images left out, relative to the dataset root.
-    """
+
+class NamedImageFolder(tvd.ImageFolder):
+    """torchvision's ImageFolder of RGB images whose undecodable images raise
+    :class:`UnreadableImageError`, or, with ``skip_unreadable``, are left out and listed in
+    ``unreadable`` (relative to the dataset root)."""
 
     def __init__(self, folder: str, root: str, skip_unreadable: bool) -> None:
         super().__init__(folder, loader=_rgb_loader)
@@ -489,28 +418,22 @@ class NamedImageFolder(ImageFolder):
         self.unreadable: list[str] = []
         if skip_unreadable:
             self.unreadable = unreadable_images(root, [p for p, _ in self.samples])
-            self._leave_out(set(self.unreadable))
-
-    def _leave_out(self, unreadable: set[str]) -> None:
-        if not unreadable:
-            return
-        root = self.dataset_root
-        self.samples = [s for s in self.samples if os.path.relpath(s[0], root) not in unreadable]
-        self.imgs, self.targets = self.samples, [t for _, t in self.samples]
-        shown = ", ".join(self.unreadable[:LOGGED_UNREADABLE])
-        more = len(self.unreadable) - LOGGED_UNREADABLE
-        print(
-            f"sce_sweeps: dataset.skip_unreadable: skipping {len(self.unreadable)} unreadable "
-            f"images of {root}: {shown}" + (f" and {more} more" if more > 0 else ""),
-            file=sys.stderr,
-            flush=True,
-        )
+        if self.unreadable:
+            bad = set(self.unreadable)
+            self.samples = [s for s in self.samples if os.path.relpath(s[0], root) not in bad]
+            self.imgs, self.targets = self.samples, [t for _, t in self.samples]
+            print(
+                f"sce_sweeps: dataset.skip_unreadable: skipping {len(bad)} unreadable images "
+                f"of {root}: {listed(self.unreadable)}",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def __getitem__(self, index: int) -> tuple[Image.Image, int]:
         path, target = self.samples[index]
         try:
             return _rgb_loader(path), target
-        except Exception as err:  # see _decode_error
+        except Exception as err:  # see _unreadable
             where = os.path.relpath(path, self.dataset_root)
             raise UnreadableImageError(
                 f"{where}: unreadable image ({type(err).__name__}: {err}) in the dataset at "
@@ -527,7 +450,7 @@ def _load_image_folder(cfg: Any, split: str) -> Dataset:
     )
     if not os.path.isdir(folder):
         raise DatasetNotFoundError(f"image folder {os.path.abspath(folder)} not found. {hint}")
-    skip = bool(getattr(cfg, "skip_unreadable", False))
+    skip = bool(getattr(cfg, "skip_unreadable", False))  # configs from before the option
     try:
         return NamedImageFolder(folder, dataset_root(cfg), skip)
     except FileNotFoundError as err:  # no class folders, or no images in them

@@ -1,22 +1,17 @@
 """The device data path: the whole train split on the device, views drawn there in batches.
 
-For datasets that fit in device memory (Fashion-MNIST, CIFAR-10/100, STL-10, Tiny-ImageNet)
-the decoded split is one ``uint8`` tensor ``N x C x H x W`` on the training device. Each step
-gathers its batch from it and draws the views of the whole batch at once with Kornia's
-batched augmentations (``kornia.augmentation``), every sample with its own parameters: the
-random-resized crop, flip, colour jitter, grayscale, Gaussian blur and solarize of
-:mod:`sce_sweeps.data.views`, for the two global views and the local crops. This is how the
-official SCE code runs its augmentations (on the GPU, with Kornia).
+For datasets that fit in device memory (Fashion-MNIST, CIFAR, STL-10, Tiny-ImageNet) the
+decoded split is one ``uint8`` tensor ``N x C x H x W`` on the training device; each step
+gathers its batch from it and draws the views of the whole batch at once with Kornia
+(``kornia.augmentation``), every sample with its own parameters, as the official SCE code
+does on the GPU. Batches follow the seeded
+permutation of :class:`EpochSampler`, so both paths train on the same images in the same order.
 
-Kornia draws its parameters with torch's global CPU generator. The views of a group of
-consecutive steps (:data:`SAMPLES_PER_DRAW` samples) are drawn in one call, with that
-generator forked and seeded with :func:`batch_seed` ``(seed, epoch, group)``, so a step's
-batch is a pure function of ``(seed, epoch, step)`` (and of the images): a run resumed at any
-step sees exactly the batches it would have seen, and the training loop's own RNG is
-untouched. Batches follow the same seeded permutation as the CPU path (:class:`EpochSampler`),
-so both paths train on the same images in the same order; only the random draws of the
-augmentations differ (seeded per sample on the CPU path, per group of steps and per rank on
-this one: N processes draw other views than one process with the same global batch).
+Kornia draws with torch's global CPU generator: the views of a group of consecutive steps
+(:data:`SAMPLES_PER_DRAW` samples) are drawn in one call, with that generator forked and
+seeded with :func:`batch_seed`, so a step's batch is a pure function of ``(seed, epoch,
+step)`` and the training loop's own RNG is untouched. Per rank too: N processes draw other
+views than one process with the same global batch.
 
 Differences from the CPU path (torchvision on PIL images), by construction of the libraries:
 
@@ -26,18 +21,12 @@ Differences from the CPU path (torchvision on PIL images), by construction of th
   a small image resized back to its own size;
 - pixels stay floating point between the operations (the CPU path rounds to ``uint8`` after
   each PIL operation).
-
-Usage (see :func:`sce_sweeps.engine.train`)::
-
-    data = DeviceData.from_dataset(ssl_set.base, cfg, device)
-    for views, labels in data.epoch(epoch, start_step):  # views on the device, normalised
-        ...
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -47,7 +36,14 @@ from torch.utils.data import Dataset
 from sce_sweeps.config import DataPath
 from sce_sweeps.data import EpochSampler, _hash63
 from sce_sweeps.data.datasets import ArrayImageDataset, SubsetWithTargets, decoded
-from sce_sweeps.data.views import BLUR_SIGMA, _blur_kernel, _floats, local_crops
+from sce_sweeps.data.views import (
+    BLUR_SIGMA,
+    View,
+    _floats,
+    blur_kernel,
+    jitter_strengths,
+    view_specs,
+)
 
 #: The datasets whose split is held as one array, so that the device path applies to them.
 _IN_MEMORY = ("fashion_mnist", "cifar10", "cifar100", "stl10")
@@ -60,34 +56,14 @@ def batch_seed(seed: int, epoch: int, group: int, rank: int = 0) -> int:
 
 
 def use_device_path(data_path: str, dataset_name: str, device: torch.device) -> bool:
-    """Whether a run takes the device path.
-
-    ``"device"`` always does, ``"cpu"`` never; ``"auto"`` does on a CUDA device for the
-    datasets held in memory (not for image folders, which stay on the CPU loader).
-
-    Raises:
-        ValueError: for a value of ``trainer.data_path`` outside :class:`DataPath`.
-    """
+    """Whether a run takes the device path: ``"device"`` always, ``"cpu"`` never, ``"auto"`` on
+    a CUDA device for the datasets held in memory (image folders stay on the CPU loader)."""
     if data_path not in DataPath.__members__:
         allowed = ", ".join(DataPath.__members__)
         raise ValueError(f"trainer.data_path={data_path!r} is invalid: must be one of {allowed}")
     if data_path == "auto":
         return device.type == "cuda" and dataset_name in _IN_MEMORY
     return data_path == "device"
-
-
-def _array_pixels(images: Any, indices: Sequence[int] | None) -> np.ndarray:
-    """``N x H x W [x C]`` uint8 pixels of the image array of an :class:`ArrayImageDataset`."""
-    from sce_sweeps.data.datasets import _ConcatImages, _STL10Images
-
-    if isinstance(images, _STL10Images):
-        raw = images.images if indices is None else images.images[np.asarray(indices)]
-        return np.ascontiguousarray(raw.transpose(0, 3, 2, 1))  # (c, x, y) -> (y, x, c)
-    if isinstance(images, _ConcatImages):
-        whole = np.concatenate([_array_pixels(p, None) for p in images.parts])
-        return whole if indices is None else whole[np.asarray(indices)]
-    array = np.asarray(images)
-    return array if indices is None else array[np.asarray(indices)]
 
 
 def _decode_all(dataset: Dataset) -> np.ndarray:
@@ -106,27 +82,23 @@ def _decode_all(dataset: Dataset) -> np.ndarray:
 
 
 def split_tensor(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """The images of a dataset as one ``uint8`` tensor ``N x C x H x W`` and its labels.
+    """The images of a dataset as one ``uint8`` tensor ``N x C x H x W``, and its labels.
 
-    Array datasets (and fixed subsets of them) are read without decoding anything; any other
-    dataset of ``(PIL.Image, int)`` (an image folder such as Tiny-ImageNet's) is decoded once,
-    image by image, needs all its images to have the same size, and is cached as a tensor
-    file like the other decoded splits (:func:`sce_sweeps.data.datasets.decoded`).
-
-    Raises:
-        ValueError: at the first image whose size differs from the first one's.
+    Array datasets (and fixed subsets of them) are read as they are; any other dataset of
+    ``(PIL.Image, int)`` (an image folder such as Tiny-ImageNet's) is decoded once, needs
+    images of one size, and is cached like the other decoded splits (:func:`decoded`).
     """
     base, indices = dataset, None
     if isinstance(dataset, SubsetWithTargets):
         base, indices = dataset.base, dataset.indices
     if isinstance(base, ArrayImageDataset):
-        pixels = _array_pixels(base.images, indices)
+        pixels = base.pixels(indices)
     else:
         files = [path for path, _ in getattr(base, "samples", [])]  # an ImageFolder
         if files and indices is not None:
             files = [files[i] for i in indices]
         decode = lambda: (_decode_all(dataset), list(dataset.targets))  # noqa: E731
-        pixels = np.asarray(decoded(files, decode).images) if files else decode()[0]
+        pixels = decoded(files, decode).pixels() if files else decode()[0]
     if pixels.ndim == 3:
         pixels = pixels[..., None]
     if not pixels.flags.writeable:  # e.g. read from a buffer: torch wants its own copy
@@ -135,94 +107,44 @@ def split_tensor(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
     return images, torch.tensor(dataset.targets, dtype=torch.long)
 
 
-def _kernel_size(aug: Any, size: int) -> int:
-    """The blur kernel of a view of side ``size``: as on the CPU path for ``blur_type=kernel``;
-    for ``blur_type=pil`` (Pillow's radius-sigma blur) one that spans 3 sigma at the largest
-    sigma, capped by the side (reflect padding needs a kernel narrower than the image)."""
-    if aug.blur_type == "kernel":
-        return aug.blur_kernel_size or _blur_kernel(size)
-    if aug.blur_type == "pil":
-        return min(2 * math.ceil(3 * BLUR_SIGMA[1]) + 1, (size - 1) // 2 * 2 + 1)
-    raise ValueError(f"aug.blur_type={aug.blur_type!r} is invalid: must be kernel or pil")
-
-
 class DeviceViews:
-    """Draws the views of a batch of ``uint8`` images with per-sample random parameters.
-
-    The pipelines mirror :func:`sce_sweeps.data.views.build_ssl_transform`, option for option:
-    with ``aug.mode="weak_strong"`` view0 is crop + flip and view1 the strong pipeline; with
-    ``"two_strong"`` both are strong (view0 with ``aug.view0_blur_p``/``view0_solarize_p``);
-    the local crops of :func:`~sce_sweeps.data.views.local_crops` follow.
-
-    Args:
-        aug: the augmentation config (``AugConfig``-like).
-        dataset: the dataset config (``in_channels``, ``mean``, ``std`` are read).
-    """
+    """Draws the views of a batch of ``uint8`` images with per-sample random parameters: the
+    views of :func:`sce_sweeps.data.views.view_specs`, op for op as on the CPU path."""
 
     def __init__(self, aug: Any, dataset: Any) -> None:
-        if aug.mode not in ("weak_strong", "two_strong"):
-            raise ValueError(f"aug.mode={aug.mode!r} is invalid: must be weak_strong or two_strong")
         self.color = dataset.in_channels == 3
-        size, scale = aug.crop_size, aug.crop_scale
-        if aug.mode == "weak_strong":
-            first = self._pipeline(aug, size, scale, strong=False)
-        else:
-            first = self._pipeline(aug, size, scale, True, aug.view0_blur_p, aug.view0_solarize_p)
-        second = self._pipeline(aug, size, scale, strong=True)
-        local = [
-            self._pipeline(aug, s, c, True, aug.local_blur_p, aug.local_solarize_p)
-            for s, c in local_crops(aug)
-        ]
-        self.pipelines = [first, second, *local]
+        self.pipelines = [self._pipeline(aug, view) for view in view_specs(aug)]
         self.mean = torch.tensor(_floats(dataset.mean)).view(1, -1, 1, 1)
         self.std = torch.tensor(_floats(dataset.std)).view(1, -1, 1, 1)
 
-    def _pipeline(
-        self,
-        aug: Any,
-        size: int,
-        scale: Any,
-        strong: bool,
-        blur_p: float | None = None,
-        solarize_p: float | None = None,
-    ) -> Any:
+    def _pipeline(self, aug: Any, view: View) -> Any:
         import kornia.augmentation as K  # imported here: only runs on this path pay for it
 
+        size = view.size
         ops: list[Any] = [
-            K.RandomResizedCrop(
-                (size, size), scale=tuple(_floats(scale)), cropping_mode="resample"
-            ),
+            K.RandomResizedCrop((size, size), scale=tuple(view.scale), cropping_mode="resample"),
             K.RandomHorizontalFlip(p=aug.hflip_p),
         ]
-        if strong:
-            blur_p = aug.blur_p if blur_p is None else blur_p
-            solarize_p = aug.solarize_p if solarize_p is None else solarize_p
-            s = float(aug.color_jitter)
-            if s > 0 and aug.color_jitter_p > 0:
-                saturation = s if aug.jitter_saturation is None else float(aug.jitter_saturation)
-                if not self.color:
-                    saturation = 0.0
-                hue = min(s / 4, 0.5) if self.color else 0.0
-                ops.append(K.ColorJitter(s, s, saturation, hue, p=aug.color_jitter_p))
+        if view.strong:
+            jitter = jitter_strengths(aug, self.color)
+            if jitter:
+                ops.append(K.ColorJitter(*jitter, p=aug.color_jitter_p))
             if self.color and aug.grayscale_p > 0:
                 ops.append(K.RandomGrayscale(p=aug.grayscale_p))
-            if blur_p > 0:
-                kernel = _kernel_size(aug, size)
-                ops.append(K.RandomGaussianBlur((kernel, kernel), BLUR_SIGMA, p=blur_p))
-            if solarize_p > 0:  # threshold 0.5, as 128 on 0..255 on the CPU path
-                ops.append(K.RandomSolarize(thresholds=0.0, additions=0.0, p=solarize_p))
+            if view.blur_p > 0:
+                # Pillow's radius-sigma blur: a kernel spanning 3 sigma at the largest sigma,
+                # narrower than the image (as reflect padding needs)
+                kernel = blur_kernel(aug, size)
+                if aug.blur_type == "pil":
+                    kernel = min(2 * math.ceil(3 * BLUR_SIGMA[1]) + 1, (size - 1) // 2 * 2 + 1)
+                ops.append(K.RandomGaussianBlur((kernel, kernel), BLUR_SIGMA, p=view.blur_p))
+            if view.solarize_p > 0:  # threshold 0.5, as 128 on 0..255 on the CPU path
+                ops.append(K.RandomSolarize(thresholds=0.0, additions=0.0, p=view.solarize_p))
         return K.AugmentationSequential(*ops)
 
     def __call__(self, images: torch.Tensor, seed: int) -> list[torch.Tensor]:
-        """The normalised views ``[view0, view1, *local crops]`` of a batch.
-
-        Args:
-            images: ``B x C x H x W`` ``uint8`` images, on any device.
-            seed: the seed of the draws (:func:`batch_seed`); the caller's RNG is restored.
-
-        Returns:
-            One float tensor per view, ``B x C x size x size``, on the images' device.
-        """
+        """The normalised views ``[view0, view1, *local crops]`` of ``B x C x H x W`` ``uint8``
+        images, on their device, drawn with ``seed``; the caller's RNG is restored."""
         device = images.device
         cuda: list[int] = []
         if device.type == "cuda":
@@ -248,24 +170,16 @@ Batch = tuple[list[torch.Tensor], torch.Tensor]
 class DeviceData:
     """The train split on the device and the views of one epoch's batches, step by step.
 
-    The views are drawn for ``group`` consecutive steps at once (the steps of each group of
-    an epoch, counted from step 0, with the seed :func:`batch_seed` ``(seed, epoch, group)``),
-    so a step's batch is a pure function of ``(seed, epoch, step)``: resuming mid-group draws
-    the group again and skips the steps already trained. On a GPU the views are drawn on a
-    side stream, so that Kornia's copies of its parameters to the device wait only for that
-    stream and never for the training step queued on the main one.
+    The views are drawn for ``group`` consecutive steps at once (the groups of an epoch are
+    counted from step 0, each drawn with the seed :func:`batch_seed`), so a step's batch is a
+    pure function of ``(seed, epoch, step)``: resuming mid-group draws the group again and
+    skips the steps already trained. On a GPU the views are drawn on a side stream, so that
+    Kornia's copies of its parameters to the device wait only for that stream and never for
+    the training step queued on the main one.
 
-    Args:
-        images: ``N x C x H x W`` ``uint8`` images (moved to ``device``).
-        labels: ``N`` labels.
-        views: the view generator.
-        seed: the run seed.
-        batch_size: images per step.
-        max_steps: at most this many steps per epoch (``trainer.max_steps_per_epoch``).
-        device: where the images live and the views are drawn.
-        rank, world_size: with several processes, this one's contiguous slice of each batch
-            (as :class:`EpochSampler`), drawn with its own seed.
-        samples_per_draw: the group is this many samples' worth of steps (at least one).
+    ``images`` (``N x C x H x W`` ``uint8``) and ``labels`` move to ``device``, where the
+    views are drawn; ``seed`` to ``world_size`` are as for :class:`EpochSampler` (each process
+    draws its slice of each batch with its own seed); a group is ``samples_per_draw`` samples.
     """
 
     def __init__(
@@ -284,13 +198,9 @@ class DeviceData:
         self.images = images.to(device)
         self.labels = labels.to(device)
         self.views = views
-        self.seed = seed
-        self.batch_size = batch_size
-        self.max_steps = max_steps
         self.device = device
-        self.rank, self.world_size = rank, world_size
-        self.local_batch_size = batch_size // world_size
-        self.group = max(1, samples_per_draw // self.local_batch_size)
+        self.order = EpochSampler(len(labels), seed, 0, batch_size, 0, max_steps, rank, world_size)
+        self.group = max(1, samples_per_draw // self.order.local_batch_size)
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
 
     @classmethod
@@ -299,48 +209,27 @@ class DeviceData:
     ) -> DeviceData:
         """The device data of a run's train split (``dataset``: the split before any transform)."""
         images, labels = split_tensor(dataset)
-        views = DeviceViews(cfg.aug, cfg.dataset)
         t = cfg.trainer
-        return cls(
-            images,
-            labels,
-            views,
-            cfg.seed,
-            t.batch_size,
-            t.max_steps_per_epoch,
-            device,
-            rank,
-            world_size,
-        )
+        args = (cfg.seed, t.batch_size, t.max_steps_per_epoch, device, rank, world_size)
+        return cls(images, labels, DeviceViews(cfg.aug, cfg.dataset), *args)
 
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def sampler(self, epoch: int, start_step: int = 0) -> EpochSampler:
-        """The epoch's order of images, the same as on the CPU path."""
-        return EpochSampler(
-            len(self),
-            self.seed,
-            epoch,
-            self.batch_size,
-            start_step,
-            self.max_steps,
-            self.rank,
-            self.world_size,
-        )
+    def _permutation(self, epoch: int, start_step: int = 0) -> torch.Tensor:
+        """The epoch's order of images, the same as on the CPU path (``start_step`` checked)."""
+        self.order.set_epoch(epoch, start_step)
+        return torch.tensor(self.order.permutation(), device=self.device)
 
     def batch(self, epoch: int, step: int) -> Batch:
         """The views and labels of step ``step`` of ``epoch`` (a pure function of both)."""
-        sampler = self.sampler(epoch)
-        order = torch.tensor(sampler.permutation(), device=self.device)
-        return self._draw(order, epoch, step // self.group, sampler.steps)[step % self.group]
+        return self._draw(self._permutation(epoch), epoch, step // self.group)[step % self.group]
 
-    def _draw(self, order: torch.Tensor, epoch: int, group: int, steps: int) -> list[Batch]:
+    def _draw(self, order: torch.Tensor, epoch: int, group: int) -> list[Batch]:
         """The batches of the steps of ``group`` (the last group of an epoch may be short)."""
-        first, last, b = group * self.group, min((group + 1) * self.group, steps), self.batch_size
-        lb, offset = self.local_batch_size, self.rank * self.local_batch_size
-        index = torch.cat([order[s * b + offset : s * b + offset + lb] for s in range(first, last)])
-        seed = batch_seed(self.seed, epoch, group, self.rank)
+        s = self.order
+        first, last = group * self.group, min((group + 1) * self.group, s.steps)
+        lb, offset = s.local_batch_size, s.rank * s.local_batch_size
+        b = s.batch_size
+        index = torch.cat([order[i * b + offset : i * b + offset + lb] for i in range(first, last)])
+        seed = batch_seed(s.seed, epoch, group, s.rank)
         if self.stream is None:
             views = self.views(self.images[index], seed)
         else:
@@ -358,13 +247,12 @@ class DeviceData:
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
         """The batches of ``epoch`` from step ``start_step`` on, as ``(views, labels)``."""
-        sampler = self.sampler(epoch, start_step)
-        order = torch.tensor(sampler.permutation(), device=self.device)
-        for group in range(start_step // self.group, -(-sampler.steps // self.group)):
-            for i, batch in enumerate(self._draw(order, epoch, group, sampler.steps)):
+        order = self._permutation(epoch, start_step)
+        for group in range(start_step // self.group, -(-self.order.steps // self.group)):
+            for i, batch in enumerate(self._draw(order, epoch, group)):
                 if group * self.group + i >= start_step:
                     yield batch
 
     def steps(self) -> int:
         """Steps per epoch."""
-        return self.sampler(0).steps
+        return self.order.steps

@@ -8,9 +8,8 @@ those signals itself (checkpoint at the next step boundary, then stop or requeue
 workers must ignore them: they exit with the loader, or with their parent (torch's watchdog),
 and SIGKILL still ends them.
 
-The workers are created with the signals blocked, so that none lands between their start and
-:func:`ignore_stop_signals`; a signal that reaches the main process meanwhile is only delayed
-until the workers exist.
+The workers are created with the signals blocked, so that none lands before they ignore
+them; a signal that reaches the main process meanwhile is only delayed until they exist.
 """
 
 from __future__ import annotations
@@ -43,29 +42,18 @@ def _kill_workers_at_exit() -> None:
         child.kill()
 
 
-def ignore_stop_signals(worker_id: int) -> None:
-    """``worker_init_fn`` of a DataLoader: the worker ignores :data:`STOP_SIGNALS`.
-
-    Args:
-        worker_id: the worker's index (unused; the DataLoader passes it).
-    """
+def _init_worker(then: Any, worker_id: int) -> None:
+    """The workers' ``worker_init_fn``: ignore :data:`STOP_SIGNALS`, then run ``then``."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)  # also drops one that is pending
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-
-
-def _init_worker(then: Any, worker_id: int) -> None:
-    ignore_stop_signals(worker_id)
     if then is not None:
         then(worker_id)
 
 
 class StopSafeDataLoader(DataLoader):
-    """A :class:`torch.utils.data.DataLoader` whose workers ignore SIGTERM and SIGUSR2.
-
-    Takes DataLoader's arguments; a ``worker_init_fn`` of the caller runs after
-    :func:`ignore_stop_signals`.
-    """
+    """A :class:`torch.utils.data.DataLoader` whose workers ignore SIGTERM and SIGUSR2 (before
+    the caller's ``worker_init_fn``)."""
 
     def __init__(self, *args: Any, worker_init_fn: Any = None, **kwargs: Any) -> None:
         init = partial(_init_worker, worker_init_fn)  # picklable for spawned workers too

@@ -4,11 +4,6 @@ Each writer produces the files the loaders of :mod:`sce_sweeps.data.datasets` re
 torchvision downloads): gzip IDX files for Fashion-MNIST, the python pickles of CIFAR-10/100,
 STL-10's binaries, and an ImageNet-style folder of PNGs. Images are class templates plus
 noise, so a kNN classifier on raw pixels is well above chance. All writers are deterministic.
-
-Example::
-
-    write_fake_dataset("cifar10", tmp_path, num_train=64, num_test=32)
-    # then: dataset.name=cifar10 dataset.root=<tmp_path>
 """
 
 from __future__ import annotations
@@ -25,17 +20,8 @@ from PIL import Image
 def fake_images(
     num: int, shape: Sequence[int], num_classes: int, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Class-template-plus-noise ``uint8`` images and their labels (``0..num_classes-1``).
-
-    Args:
-        num: number of images.
-        shape: the shape of one image, e.g. ``(28, 28)`` or ``(32, 32, 3)``.
-        num_classes: number of classes (labels cycle through them).
-        seed: the seed of the noise (the templates depend only on ``shape``/``num_classes``).
-
-    Returns:
-        ``(images, labels)``: ``num x *shape`` ``uint8`` and ``num`` ``int64``.
-    """
+    """``num`` class-template-plus-noise ``uint8`` images of ``shape`` and their ``int64``
+    labels; ``seed`` draws the noise (the templates depend only on ``shape``/``num_classes``)."""
     templates = np.random.default_rng(1234).integers(0, 256, (num_classes, *shape))
     rng = np.random.default_rng(seed)
     labels = np.arange(num) % num_classes
@@ -45,13 +31,13 @@ def fake_images(
     return images, labels.astype(np.int64)
 
 
-def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
+def write_idx(path: str, array: np.ndarray) -> None:
     """Write a ``uint8`` array as an IDX file, gzip-compressed if ``path`` ends in ``.gz``."""
     array = np.ascontiguousarray(array, dtype=np.uint8)
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
         int(d).to_bytes(4, "big") for d in array.shape
     )
-    opener = gzip.open if str(path).endswith(".gz") else open
+    opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "wb") as f:
         f.write(header + array.tobytes())
 
@@ -63,19 +49,9 @@ def write_fashion_mnist(
     layout: str = "plain",
     compress: bool = True,
 ) -> str:
-    """Write Fashion-MNIST-format IDX files (28x28 grayscale, 10 classes).
-
-    Args:
-        root: the dataset root (``dataset.root``).
-        num_train: images in the train split.
-        num_test: images in the test (``t10k``) split.
-        layout: ``"plain"`` (files in ``root``, as Debian ships them) or ``"torchvision"``
-            (files in ``root/FashionMNIST/raw``).
-        compress: write ``.gz`` files (else raw ``-ubyte`` files).
-
-    Returns:
-        The folder the files were written to.
-    """
+    """Write Fashion-MNIST IDX files (28x28 grayscale, 10 classes), ``.gz`` if ``compress``, in
+    ``root`` (``layout="plain"``, as Debian ships them) or ``root/FashionMNIST/raw``
+    (``"torchvision"``); returns that folder."""
     folder = os.path.join(root, "FashionMNIST", "raw") if layout == "torchvision" else str(root)
     os.makedirs(folder, exist_ok=True)
     suffix = ".gz" if compress else ""
@@ -89,17 +65,9 @@ def write_fashion_mnist(
 def write_cifar(
     root: str | os.PathLike, name: str = "cifar10", num_train: int = 50, num_test: int = 20
 ) -> str:
-    """Write CIFAR-10 / CIFAR-100 python-version pickles as torchvision extracts them.
-
-    CIFAR-10: ``cifar-10-batches-py/data_batch_1..5, test_batch, batches.meta`` (the train
-    images are spread over the five batches); CIFAR-100: ``cifar-100-python/train, test,
-    meta`` with ``fine_labels`` and ``coarse_labels``.
-
-    Returns:
-        The folder the files were written to.
-    """
-    if name not in ("cifar10", "cifar100"):
-        raise ValueError(f"name must be cifar10 or cifar100, got {name!r}")
+    """Write CIFAR-10 / CIFAR-100 python-version pickles as torchvision extracts them
+    (``cifar-10-batches-py/``: five train batches, ``cifar-100-python/``: fine and coarse
+    labels); returns their folder."""
     num_classes = 10 if name == "cifar10" else 100
     folder = os.path.join(root, "cifar-10-batches-py" if name == "cifar10" else "cifar-100-python")
     os.makedirs(folder, exist_ok=True)
@@ -128,27 +96,15 @@ def write_cifar(
     else:
         dump("train", entry(train, train_labels, "train"))
         dump("test", entry(test, test_labels, "test"))
-        dump(
-            "meta",
-            {
-                "fine_label_names": [f"fine{i}" for i in range(100)],
-                "coarse_label_names": [f"coarse{i}" for i in range(20)],
-            },
-        )
+        dump("meta", {"fine_label_names": [f"fine{i}" for i in range(100)]})
     return folder
 
 
 def write_stl10(
     root: str | os.PathLike, num_train: int = 20, num_test: int = 10, num_unlabeled: int = 10
 ) -> str:
-    """Write STL-10 binaries (``stl10_binary/{train,test}_{X,y}.bin, unlabeled_X.bin``).
-
-    Images are 96x96 RGB stored column-major per channel, labels ``1..10``, as in the
-    official files.
-
-    Returns:
-        The folder the files were written to.
-    """
+    """Write STL-10 binaries (``stl10_binary/{train,test}_{X,y}.bin, unlabeled_X.bin``): 96x96
+    RGB column-major per channel, labels ``1..10``, as the official files; returns the folder."""
     folder = os.path.join(root, "stl10_binary")
     os.makedirs(folder, exist_ok=True)
     for split, num, seed in (("train", num_train, 0), ("test", num_test, 1)):
@@ -168,17 +124,8 @@ def write_image_folder(
     num_classes: int = 3,
     size: tuple[int, int] = (40, 36),
 ) -> str:
-    """Write an ImageNet-style tree ``root/<split>/<class>/<i>.png`` of RGB PNGs.
-
-    Args:
-        root: the dataset root.
-        splits: images per split, default ``{"train": 12, "val": 6}``.
-        num_classes: number of class folders (``class0``, ``class1``, ...).
-        size: ``(width, height)`` of the images (deliberately not square by default).
-
-    Returns:
-        ``root`` as a string.
-    """
+    """Write an ImageNet-style tree ``root/<split>/<class>/<i>.png`` of RGB PNGs of ``size``
+    (width, height: not square by default), ``splits`` images per split; returns ``root``."""
     splits = {"train": 12, "val": 6} if splits is None else splits
     width, height = size
     for seed, (split, num) in enumerate(splits.items()):
@@ -191,14 +138,8 @@ def write_image_folder(
 
 
 def write_fake_dataset(name: str, root: str | os.PathLike, num_train: int, num_test: int) -> str:
-    """Write a tiny dataset named as in ``dataset.name`` under ``root``.
-
-    ``image_folder`` gets the splits ``train`` and ``val`` (3 classes, 40x36 PNGs); ``stl10``
-    gets ``num_test`` unlabeled images too.
-
-    Returns:
-        The folder the files were written to.
-    """
+    """Write a tiny dataset named as in ``dataset.name`` under ``root`` (``image_folder``: the
+    splits ``train`` and ``val``; ``stl10``: ``num_test`` unlabeled images too)."""
     if name == "fashion_mnist":
         return write_fashion_mnist(root, num_train, num_test)
     if name in ("cifar10", "cifar100"):

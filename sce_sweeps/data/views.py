@@ -14,19 +14,17 @@ crop per entry of ``aug.local_crop_sizes`` / ``aug.local_crop_scales`` (the offi
 Blur is torchvision's ``GaussianBlur`` (``aug.blur_type=kernel``: a kernel of
 ``aug.blur_kernel_size``, by default 10% of the crop side) or Pillow's ``GaussianBlur``
 (``aug.blur_type=pil``: radius sigma, as in the official CIFAR-10 recipe); sigma is drawn
-uniformly in [0.1, 2] either way.
+uniformly in [0.1, 2] either way. For 1-channel images, saturation, hue and random grayscale
+(no-ops on gray pixels) are left out.
 
-The transforms are torchvision's (v1, on PIL images), so all their randomness comes from
-torch's global CPU generator: seeding it right before a call makes the views a pure function
-of the seed (see :class:`sce_sweeps.data.SSLDataset`).
-
-For 1-channel (``'L'``) images, saturation, hue and random grayscale are left out (they are
-no-ops on grayscale pixels); brightness and contrast jitter, blur and solarize are kept.
+The transforms are torchvision's (v1, on PIL images): all their randomness comes from torch's
+global CPU generator, so seeding it right before a call makes the views a pure function of
+the seed (see :class:`sce_sweeps.data.SSLDataset`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from PIL import Image, ImageFilter
@@ -36,121 +34,98 @@ from torchvision import transforms as T
 EVAL_CROP_RATIO = 0.875
 
 
-def _floats(values: Any) -> list[float]:
-    return [float(v) for v in values]
-
-
-def _blur_kernel(size: int) -> int:
-    """An odd Gaussian kernel of about 10% of the image side (at least 3), as in SimCLR."""
-    return max(3, int(0.1 * size) // 2 * 2 + 1)
-
-
 #: Range of the blur's standard deviation (SimCLR, MoCo v3 and SCE).
 BLUR_SIGMA = (0.1, 2.0)
 
 
-class PILGaussianBlur:
-    """Pillow's Gaussian blur with a radius (standard deviation) drawn uniformly in ``sigma``,
-    from torch's generator (so it follows the view seeding)."""
+def _floats(values: Any) -> list[float]:
+    return [float(v) for v in values]
 
-    def __init__(self, sigma: tuple[float, float] = BLUR_SIGMA) -> None:
-        self.sigma = sigma
+
+def blur_kernel(aug: Any, size: int) -> int:
+    """``aug.blur_kernel_size``, else an odd kernel of about 10% of the side (at least 3), as
+    in SimCLR."""
+    return aug.blur_kernel_size or max(3, int(0.1 * size) // 2 * 2 + 1)
+
+
+class PILGaussianBlur:
+    """Pillow's Gaussian blur with a radius (standard deviation) drawn uniformly in
+    :data:`BLUR_SIGMA` from torch's generator (so it follows the view seeding)."""
 
     def __call__(self, image: Image.Image) -> Image.Image:
-        radius = float(torch.empty(1).uniform_(self.sigma[0], self.sigma[1]))
+        radius = float(torch.empty(1).uniform_(*BLUR_SIGMA))
         return image.filter(ImageFilter.GaussianBlur(radius=radius))
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(sigma={self.sigma})"
+
+class View(NamedTuple):
+    """One view: its side, crop scale, and whether it is strong, with what probabilities."""
+
+    size: int
+    scale: list[float]
+    strong: bool
+    blur_p: float
+    solarize_p: float
 
 
-def _blur(aug: Any, size: int) -> Any:
-    if aug.blur_type == "pil":
-        return PILGaussianBlur(BLUR_SIGMA)
-    if aug.blur_type == "kernel":
-        kernel = aug.blur_kernel_size or _blur_kernel(size)
-        return T.GaussianBlur(kernel, sigma=BLUR_SIGMA)
-    raise ValueError(f"aug.blur_type={aug.blur_type!r} is invalid: must be kernel or pil")
+def view_specs(aug: Any) -> list[View]:
+    """The views ``[view0, view1, *local crops]``; a null ``view0_*`` / ``local_*``
+    probability is ``aug.blur_p`` / ``aug.solarize_p``."""
+    if aug.mode not in ("weak_strong", "two_strong"):
+        raise ValueError(f"aug.mode={aug.mode!r} is invalid: must be weak_strong or two_strong")
+
+    def p(value: float | None, default: float) -> float:
+        return default if value is None else value
+
+    size, scale = int(aug.crop_size), _floats(aug.crop_scale)
+    view1 = View(size, scale, True, aug.blur_p, aug.solarize_p)
+    view0 = View(size, scale, False, 0.0, 0.0)  # weak: crop + flip only
+    if aug.mode == "two_strong":
+        view0 = view1._replace(
+            blur_p=p(aug.view0_blur_p, aug.blur_p),
+            solarize_p=p(aug.view0_solarize_p, aug.solarize_p),
+        )
+    local = (True, p(aug.local_blur_p, aug.blur_p), p(aug.local_solarize_p, aug.solarize_p))
+    return [view0, view1] + [View(side, crop, *local) for side, crop in local_crops(aug)]
 
 
-def weak_pipeline(aug: Any, dataset: Any, size: int, scale: Any) -> T.Compose:
-    """Random resized crop + horizontal flip, then to a normalised tensor.
-
-    Args:
-        aug: the augmentation config (``hflip_p`` is read).
-        dataset: the dataset config (``mean``, ``std`` are read).
-        size: output side in pixels.
-        scale: ``[min, max]`` area fraction of the crop.
-
-    Returns:
-        A transform from a PIL image to a ``C x size x size`` tensor.
-    """
-    return T.Compose(
-        [
-            T.RandomResizedCrop(size, scale=tuple(_floats(scale))),
-            T.RandomHorizontalFlip(p=aug.hflip_p),
-            T.ToTensor(),
-            T.Normalize(_floats(dataset.mean), _floats(dataset.std)),
-        ]
-    )
+def jitter_strengths(aug: Any, color: bool) -> tuple[float, float, float, float] | None:
+    """``(brightness, contrast, saturation, hue)`` of the colour jitter, None when it is off;
+    saturation and hue are 0 on 1-channel images."""
+    s = float(aug.color_jitter)
+    if s <= 0 or aug.color_jitter_p <= 0:
+        return None
+    saturation = s if aug.jitter_saturation is None else float(aug.jitter_saturation)
+    return s, s, saturation if color else 0.0, min(s / 4, 0.5) if color else 0.0
 
 
-def strong_pipeline(
-    aug: Any,
-    dataset: Any,
-    size: int,
-    scale: Any,
-    blur_p: float | None = None,
-    solarize_p: float | None = None,
-) -> T.Compose:
-    """Crop + flip + colour jitter + grayscale + blur + solarize, then a normalised tensor.
-
-    Args:
-        aug: the augmentation config (``hflip_p``, ``color_jitter``, ``jitter_saturation``,
-            ``color_jitter_p``, ``grayscale_p``, ``blur_type``, ``blur_kernel_size``,
-            ``blur_p``, ``solarize_p`` are read).
-        dataset: the dataset config (``in_channels``, ``mean``, ``std`` are read).
-        size: output side in pixels.
-        scale: ``[min, max]`` area fraction of the crop.
-        blur_p, solarize_p: probabilities of this view; None: ``aug.blur_p``,
-            ``aug.solarize_p``.
-
-    Returns:
-        A transform from a PIL image to a ``C x size x size`` tensor.
-    """
-    blur_p = aug.blur_p if blur_p is None else blur_p
-    solarize_p = aug.solarize_p if solarize_p is None else solarize_p
-    color = dataset.in_channels == 3
+def view_pipeline(aug: Any, dataset: Any, view: View) -> T.Compose:
+    """Crop + flip, for a strong view then colour jitter + grayscale + blur + solarize, then
+    a normalised ``C x size x size`` tensor."""
     ops: list[Any] = [
-        T.RandomResizedCrop(size, scale=tuple(_floats(scale))),
+        T.RandomResizedCrop(view.size, scale=tuple(view.scale)),
         T.RandomHorizontalFlip(p=aug.hflip_p),
     ]
-    s = float(aug.color_jitter)
-    saturation = s if aug.jitter_saturation is None else float(aug.jitter_saturation)
-    if s > 0 and aug.color_jitter_p > 0:
-        jitter = T.ColorJitter(
-            brightness=s,
-            contrast=s,
-            saturation=saturation if color else 0.0,
-            hue=min(s / 4, 0.5) if color else 0.0,
-        )
-        ops.append(T.RandomApply([jitter], p=aug.color_jitter_p))
-    if color and aug.grayscale_p > 0:
-        ops.append(T.RandomGrayscale(p=aug.grayscale_p))
-    if blur_p > 0:
-        ops.append(T.RandomApply([_blur(aug, size)], p=blur_p))
-    if solarize_p > 0:
-        ops.append(T.RandomSolarize(threshold=128, p=solarize_p))
+    color = dataset.in_channels == 3
+    if view.strong:
+        jitter = jitter_strengths(aug, color)
+        if jitter:
+            ops.append(T.RandomApply([T.ColorJitter(*jitter)], p=aug.color_jitter_p))
+        if color and aug.grayscale_p > 0:
+            ops.append(T.RandomGrayscale(p=aug.grayscale_p))
+        if view.blur_p > 0:
+            if aug.blur_type == "pil":
+                blur = PILGaussianBlur()
+            else:
+                blur = T.GaussianBlur(blur_kernel(aug, view.size), sigma=BLUR_SIGMA)
+            ops.append(T.RandomApply([blur], p=view.blur_p))
+        if view.solarize_p > 0:
+            ops.append(T.RandomSolarize(threshold=128, p=view.solarize_p))
     ops += [T.ToTensor(), T.Normalize(_floats(dataset.mean), _floats(dataset.std))]
     return T.Compose(ops)
 
 
 class MultiViewTransform:
-    """Applies one transform per view to the same image: ``[view0, view1, *local_crops]``.
-
-    Args:
-        transforms: one transform per output view, in order.
-    """
+    """Applies one transform per view to the same image: ``[view0, view1, *local_crops]``."""
 
     def __init__(self, transforms: list[Any]) -> None:
         self.transforms = transforms
@@ -158,37 +133,11 @@ class MultiViewTransform:
     def __call__(self, image: Image.Image) -> list[torch.Tensor]:
         return [t(image) for t in self.transforms]
 
-    def __repr__(self) -> str:
-        inner = "\n".join(f"  {i}: {t!r}" for i, t in enumerate(self.transforms))
-        return f"{type(self).__name__}(\n{inner}\n)"
-
 
 def build_ssl_transform(aug: Any, dataset: Any) -> MultiViewTransform:
-    """The view generator of SCE training.
-
-    Args:
-        aug: the ``AugConfig``-like augmentation config.
-        dataset: the ``DatasetConfig``-like dataset config (channels, mean, std).
-
-    Returns:
-        A callable from a PIL image to ``[view0, view1, *local_crops]``: ``view0`` (target
-        branch) and ``view1`` (online branch) are ``C x crop_size x crop_size``, the
-        ``aug.num_local_crops`` local crops ``C x local_crop_size x local_crop_size``.
-    """
-    if aug.mode == "weak_strong":
-        first = weak_pipeline(aug, dataset, aug.crop_size, aug.crop_scale)
-    elif aug.mode == "two_strong":
-        first = strong_pipeline(
-            aug, dataset, aug.crop_size, aug.crop_scale, aug.view0_blur_p, aug.view0_solarize_p
-        )
-    else:
-        raise ValueError(f"aug.mode={aug.mode!r} is invalid: must be weak_strong or two_strong")
-    second = strong_pipeline(aug, dataset, aug.crop_size, aug.crop_scale)
-    local = [
-        strong_pipeline(aug, dataset, size, scale, aug.local_blur_p, aug.local_solarize_p)
-        for size, scale in local_crops(aug)
-    ]
-    return MultiViewTransform([first, second, *local])
+    """The view generator of SCE training: a PIL image to ``[view0 (target branch), view1
+    (online branch), *local crops]`` (:func:`view_specs`)."""
+    return MultiViewTransform([view_pipeline(aug, dataset, v) for v in view_specs(aug)])
 
 
 def local_crops(aug: Any) -> list[tuple[int, list[float]]]:
@@ -204,37 +153,21 @@ class _FitSize:
     ``size / ratio``, then centre crop to ``size``."""
 
     def __init__(self, size: int, ratio: float = 1.0) -> None:
-        self.size, self.ratio = size, ratio
+        self.size = size
         self.resize = T.Compose([T.Resize(int(size / ratio)), T.CenterCrop(size)])
 
     def __call__(self, image: Image.Image) -> Image.Image:
         return image if image.size == (self.size, self.size) else self.resize(image)
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(size={self.size}, ratio={self.ratio})"
-
 
 def build_eval_transform(dataset: Any, aug: Any) -> T.Compose:
-    """The deterministic transform of kNN / linear evaluation.
+    """The deterministic transform of kNN / linear evaluation, to a normalised tensor.
 
     Images of side ``aug.crop_size`` stay as they are, at the scale of the train views
     (CIFAR, Tiny-ImageNet's 64 px folder); others are resized and centre-cropped to it:
     small sets' to fit, ``image_folder`` images (ImageNet) with
     ``Resize(int(crop_size / 0.875))`` + ``CenterCrop(crop_size)``.
-
-    Args:
-        dataset: the dataset config (``name``, ``mean``, ``std`` are read).
-        aug: the augmentation config (``crop_size`` is read).
-
-    Returns:
-        A transform from a PIL image to a ``C x crop_size x crop_size`` normalised tensor.
     """
-    size = aug.crop_size
     ratio = EVAL_CROP_RATIO if dataset.name == "image_folder" else 1.0
-    return T.Compose(
-        [
-            _FitSize(size, ratio),
-            T.ToTensor(),
-            T.Normalize(_floats(dataset.mean), _floats(dataset.std)),
-        ]
-    )
+    normalize = T.Normalize(_floats(dataset.mean), _floats(dataset.std))
+    return T.Compose([_FitSize(aug.crop_size, ratio), T.ToTensor(), normalize])

@@ -14,8 +14,9 @@ from torch.utils.data import DataLoader
 from torchvision import datasets as tvd
 
 from sce_sweeps.config import Config, ConfigError, DatasetConfig
-from sce_sweeps.data import DatasetNotFoundError, build_datasets, load_dataset, subset_indices
+from sce_sweeps.data import DatasetNotFoundError, build_datasets, load_dataset
 from sce_sweeps.data import datasets as ds
+from sce_sweeps.data.datasets import subset_indices
 from sce_sweeps.data.synthetic import (
     write_cifar,
     write_fashion_mnist,
@@ -144,7 +145,8 @@ def test_subset_is_fixed_and_seed_independent(tmp_path):
 @pytest.mark.e2e
 def test_subset_and_sample_seeds_same_in_another_process():
     code = (
-        "from sce_sweeps.data import subset_indices, EpochSampler;"
+        "from sce_sweeps.data import EpochSampler;"
+        "from sce_sweeps.data.datasets import subset_indices;"
         "print(subset_indices(1000, 7), list(EpochSampler(100, 3, 2, 4))[:3])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
