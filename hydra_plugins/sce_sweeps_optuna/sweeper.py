@@ -1,5 +1,5 @@
-"""The Hydra plugin class; the work is done in :mod:`._impl` (imported lazily, so that Hydra's
-plugin discovery stays fast for runs that do not search)."""
+"""The Hydra plugin class; :mod:`._impl` (and Optuna) is imported lazily, so that Hydra's
+plugin discovery stays fast for runs that do not search."""
 
 from __future__ import annotations
 
