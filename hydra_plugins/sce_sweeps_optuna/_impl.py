@@ -16,19 +16,14 @@ import math
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import (
-    ChoiceSweep,
-    IntervalSweep,
-    Override,
-    RangeSweep,
-)
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobStatus
 from hydra.plugins.launcher import Launcher
@@ -152,20 +147,6 @@ def param_from_override(override: Override) -> Param:
     return Param(key, CategoricalDistribution(choices), list(override.sweep_string_iterator()))
 
 
-def launcher_is_thread_safe(launcher: Launcher) -> bool:
-    """Whether several threads may call ``launcher.launch`` at once: ``thread_safe_launch =
-    True`` says so; hydra-submitit-launcher's own two launchers are (each call builds its own
-    executor), not their subclasses, which may keep state between calls."""
-    declared = getattr(launcher, "thread_safe_launch", None)
-    if declared is not None:
-        return bool(declared)
-    with contextlib.suppress(ImportError):
-        from hydra_plugins.hydra_submitit_launcher import submitit_launcher as sl
-
-        return type(launcher) in (sl.LocalLauncher, sl.SlurmLauncher)
-    return False
-
-
 def counted_trials(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     """The finished trials that count towards n_trials: COMPLETE, PRUNED and FAIL, except
     a FAIL whose job was killed and that was replaced by a retry."""
@@ -265,10 +246,18 @@ class AsyncOptunaSweeper:
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
-        if not launcher_is_thread_safe(self.launcher):
+        # A launcher says with thread_safe_launch = True that several threads may call launch
+        # at once; hydra-submitit-launcher's own two are (each call builds its own executor),
+        # not their subclasses, which may keep state between calls.
+        safe = getattr(self.launcher, "thread_safe_launch", None)
+        if safe is None:
+            with contextlib.suppress(ImportError):
+                from hydra_plugins.hydra_submitit_launcher import submitit_launcher as sl
+
+                safe = type(self.launcher) in (sl.LocalLauncher, sl.SlurmLauncher)
+        if not safe:
             self._launch_lock = threading.Lock()
 
-    # ---------------------------------------------------------------- search space
     def _parse(self, arguments: list[str]) -> None:
         """Search space from ``params`` and the command line (which wins, key by key)."""
         assert self.hydra_context is not None
@@ -317,7 +306,6 @@ class AsyncOptunaSweeper:
                 print(f"sce_sweeps: invalid search space: {line}", file=sys.stderr)
                 raise SystemExit(2) from None
 
-    # ---------------------------------------------------------------- study
     def _open_study(self, sweep_dir: Path) -> optuna.Study:
         storage = self.storage or str(sweep_dir / JOURNAL_NAME)
         if "://" not in storage:
@@ -368,7 +356,6 @@ class AsyncOptunaSweeper:
         )
         return study
 
-    # ---------------------------------------------------------------- the search
     def sweep(self, arguments: list[str]) -> list[FrozenTrial]:
         """Run the search; return the study's trials."""
         assert self.config is not None and self.launcher is not None
@@ -435,12 +422,9 @@ class AsyncOptunaSweeper:
                     job = self._next(study)
                 if job is None:
                     return
-                kind, trial = job
+                action, trial = job
                 try:
-                    if kind == "inherited":
-                        self._watch(study, trial)
-                    else:
-                        self._run(study, trial)
+                    action(study, trial)
                 finally:
                     with self._lock:
                         self._in_flight.discard(trial.number)
@@ -448,13 +432,13 @@ class AsyncOptunaSweeper:
             self._errors.append(e)
             self._stop.set()
 
-    def _next(self, study: optuna.Study) -> tuple[str, Any] | None:
+    def _next(self, study: optuna.Study) -> tuple[Callable[..., None], Any] | None:
         """The next thing to do (under the lock): watch an inherited trial, or run a new one;
         None when the budget is spent."""
         if self._stop.is_set():
             return None
         if self._inherited:
-            return "inherited", self._inherited.pop()
+            return self._watch, self._inherited.pop()
         done = len(counted_trials(study.get_trials(deepcopy=False)))
         if done + len(self._in_flight) >= self._budget:
             return None
@@ -473,7 +457,7 @@ class AsyncOptunaSweeper:
                     f"hydra.sweeper.custom_search_space={self.custom_search_space} suggests "
                     f"{overlap}, which the overrides fix: drop one of them"
                 )
-        return "new", trial
+        return self._run, trial
 
     def _param_overrides(self, trial: optuna.Trial | FrozenTrial) -> list[str]:
         """``key=value`` of each parameter: the space's in Hydra's encoding, then those a
@@ -655,7 +639,6 @@ class AsyncOptunaSweeper:
                 return
             time.sleep(poll)
 
-    # ---------------------------------------------------------------- results
     def _summarise(self, study: optuna.Study, sweep_dir: Path) -> None:
         """Write optimization_results.yaml and trials.csv to the sweep dir; log the best."""
         trials = study.get_trials(deepcopy=False)
@@ -665,14 +648,13 @@ class AsyncOptunaSweeper:
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         if complete and len(self.directions) == 1:
             best = study.best_trial
-            summary.update(best_params=best.params, best_value=best.value)
-            summary["best_trial"] = best.number
+            summary.update(best_params=best.params, best_value=best.value, best_trial=best.number)
             log.info("best trial %d: %s %s", best.number, best.value, best.params)
         elif complete:
             front = study.best_trials
             summary["solutions"] = [{"params": t.params, "values": t.values} for t in front]
             summary["solution_trials"] = [t.number for t in front]
-            log.info("Pareto front: trials %s", [t.number for t in front])
+            log.info("Pareto front: trials %s", summary["solution_trials"])
         summary.update(
             study_name=study.study_name,
             storage=self.storage_str,

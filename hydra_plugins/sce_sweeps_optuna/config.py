@@ -27,12 +27,12 @@ class SamplerConf:
     """An Optuna sampler class (``_target_``) and its arguments; null: the class's default."""
 
     _target_: str = MISSING
+    seed: Optional[int] = None
 
 
 @dataclass
 class TPESamplerConf(SamplerConf):
     _target_: str = "optuna.samplers.TPESampler"
-    seed: Optional[int] = None
     consider_prior: Optional[bool] = None
     prior_weight: Optional[float] = None
     consider_magic_clip: Optional[bool] = None
@@ -48,13 +48,11 @@ class TPESamplerConf(SamplerConf):
 @dataclass
 class RandomSamplerConf(SamplerConf):
     _target_: str = "optuna.samplers.RandomSampler"
-    seed: Optional[int] = None
 
 
 @dataclass
 class CmaEsSamplerConf(SamplerConf):
     _target_: str = "optuna.samplers.CmaEsSampler"
-    seed: Optional[int] = None
     x0: Optional[dict[str, Any]] = None
     sigma0: Optional[float] = None
     independent_sampler: Optional[Any] = None
@@ -69,7 +67,6 @@ class CmaEsSamplerConf(SamplerConf):
 @dataclass
 class NSGAIISamplerConf(SamplerConf):
     _target_: str = "optuna.samplers.NSGAIISampler"
-    seed: Optional[int] = None
     population_size: int = 50
     mutation_prob: Optional[float] = None
     crossover_prob: float = 0.9
@@ -79,17 +76,16 @@ class NSGAIISamplerConf(SamplerConf):
 
 @dataclass
 class GridSamplerConf(SamplerConf):
-    """The grid (the search space) is filled in at run time."""
+    """The grid (the search space) is filled in at run time; ``seed`` (the order of its
+    points) is not in the official group."""
 
     _target_: str = "optuna.samplers.GridSampler"
     _partial_: bool = True
-    seed: Optional[int] = None  # not in the official group: the order of the grid points
 
 
 @dataclass
 class GPSamplerConf(SamplerConf):
     _target_: str = "optuna.samplers.GPSampler"
-    seed: Optional[int] = None
     independent_sampler: Optional[Any] = None
     n_startup_trials: int = 10
     deterministic_objective: bool = False
@@ -100,7 +96,6 @@ class GPSamplerConf(SamplerConf):
 @dataclass
 class QMCSamplerConf(SamplerConf):
     _target_: str = "optuna.samplers.QMCSampler"
-    seed: Optional[int] = None
     qmc_type: str = "sobol"
     scramble: bool = False
     independent_sampler: Optional[Any] = None
@@ -134,6 +129,7 @@ class SCEOptunaSweeperConf:
 
     _target_: str = "hydra_plugins.sce_sweeps_optuna.sweeper.SCEOptunaSweeper"
     _recursive_: bool = False  # the sweeper builds the sampler itself (and reseeds it)
+    _convert_: str = "all"
     defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}])
 
     # ---- the keys of hydra-optuna-sweeper, same meaning and defaults

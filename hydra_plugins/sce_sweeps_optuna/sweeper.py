@@ -7,7 +7,7 @@ from typing import Any
 
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from hydra_plugins.sce_sweeps_optuna.config import SCEOptunaSweeperConf  # noqa: F401 (registers)
 
@@ -18,11 +18,7 @@ class SCEOptunaSweeper(Sweeper):
     def __init__(self, **settings: Any) -> None:
         from hydra_plugins.sce_sweeps_optuna._impl import AsyncOptunaSweeper
 
-        plain = {
-            k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-            for k, v in settings.items()
-        }
-        self.sweeper = AsyncOptunaSweeper(**plain)
+        self.sweeper = AsyncOptunaSweeper(**settings)
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
