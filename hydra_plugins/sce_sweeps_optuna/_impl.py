@@ -73,8 +73,8 @@ def tell(study: optuna.Study, number: int, values: Any = None, **kwargs: Any) ->
 
 @dataclass
 class Param:
-    """One searched parameter: its override key, its distribution and, for choices, the
-    override string of each choice (Hydra's own encoding of the value)."""
+    """A searched parameter: its override key, distribution and, for choices, Hydra's encoding
+    of each choice."""
 
     key: str
     distribution: BaseDistribution
@@ -95,9 +95,8 @@ class Param:
         return [dist.low, dist.high]
 
     def grid_values(self) -> list[Any] | None:
-        """Every value, for the grid sampler; None for a continuous interval. As
-        hydra-optuna-sweeper builds its grid, a range's stop is left out (``range(1,4)``:
-        1, 2, 3), though the sampled distribution includes it."""
+        """Every value, for the grid sampler (None: continuous); as in hydra-optuna-sweeper's
+        grid, a range's stop is left out, though its sampled distribution includes it."""
         dist = self.distribution
         if isinstance(dist, CategoricalDistribution):
             return list(dist.choices)
@@ -148,8 +147,7 @@ def param_from_override(override: Override) -> Param:
 
 
 def counted_trials(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
-    """The finished trials that count towards n_trials: COMPLETE, PRUNED and FAIL, except
-    a FAIL whose job was killed and that was replaced by a retry."""
+    """The finished trials that count towards n_trials: all but a FAIL replaced by a retry."""
     replaced = {t.user_attrs.get(RETRY_OF_ATTR) for t in trials}
     return [t for t in trials if t.state.is_finished() and t.number not in replaced]
 
@@ -189,7 +187,6 @@ class AsyncOptunaSweeper:
             )
         if self.pruner is None:  # Optuna prunes single-objective studies only
             self.pruner = "median" if len(self.objectives) == 1 else "none"
-        self._check_settings()
         extend = self.custom_search_space
         self._extend_space = get_method(extend) if extend else None
         self.config: DictConfig | None = None
@@ -206,7 +203,6 @@ class AsyncOptunaSweeper:
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
 
-    def _check_settings(self) -> None:
         def bad(key: str, value: Any, allowed: str) -> ConfigError:
             return ConfigError(f"hydra.sweeper.{key}={value!r} is invalid: {allowed}")
 
@@ -219,24 +215,13 @@ class AsyncOptunaSweeper:
         if any(d not in ("maximize", "minimize") for d in self.directions):
             raise bad("direction", self.directions, "must be maximize or minimize (or a list)")
         if len(self.directions) != len(self.objectives):
-            raise bad(
-                "direction",
-                self.directions,
-                f"needs one direction per objective (hydra.sweeper.objectives={self.objectives})",
-            )
+            raise bad("direction", self.directions, f"needs one per objective {self.objectives}")
         if self.pruner != "none" and len(self.objectives) != 1:
-            raise bad(
-                "pruner",
-                self.pruner,
-                "pruning needs a single objective; "
-                "set hydra.sweeper.pruner=none for a multi-objective search",
-            )
+            raise bad("pruner", self.pruner, "needs one objective: set hydra.sweeper.pruner=none")
         if self.max_retries < 0:
             raise bad("max_retries", self.max_retries, "must be >= 0")
         if self.heartbeat_interval <= 0 or self.stale_after <= self.heartbeat_interval:
-            raise bad(
-                "stale_after", self.stale_after, "must be > hydra.sweeper.heartbeat_interval > 0"
-            )
+            raise bad("stale_after", self.stale_after, "must be > heartbeat_interval > 0")
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -278,8 +263,7 @@ class AsyncOptunaSweeper:
                 self.fixed_values[key] = value
 
     def _extremes(self) -> Iterator[list[str]]:
-        """Override lists that set one parameter to one of its extreme values (bounds of
-        intervals and ranges, every choice) and the others to their first value."""
+        """Override lists setting one parameter to an extreme, the others to their first."""
         if not self.space:
             yield list(self.fixed)
         first = {k: p.override(p.extremes()[0]) for k, p in self.space.items()}
@@ -288,8 +272,7 @@ class AsyncOptunaSweeper:
                 yield [*self.fixed, *{**first, key: param.override(value)}.values()]
 
     def _check_space(self) -> None:
-        """Compose and validate every extreme of the space before launching anything, so that
-        a value out of range fails now, naming the key, not in the middle of the search."""
+        """Compose and validate every extreme of the space now, not in the middle of the search."""
         assert self.hydra_context is not None and self.config is not None
         check = get_method(self.validate) if self.validate else None
         loader = self.hydra_context.config_loader
@@ -385,12 +368,8 @@ class AsyncOptunaSweeper:
             self._budget += len(counted_trials(trials)) + len(self._inherited)
         self._workers = workers = self.n_jobs if self._launch_lock is None else 1
         if self._launch_lock is not None and self.n_jobs > 1:
-            log.warning(
-                "%s is not thread-safe (no thread_safe_launch = True): trials run one at a "
-                "time, not %d (launcher=local or launcher=slurm run them at once)",
-                type(self.launcher).__name__,
-                self.n_jobs,
-            )
+            name = type(self.launcher).__name__
+            log.warning("%s is not thread-safe: one trial at a time, not %d", name, self.n_jobs)
         log.info(
             "Optuna study %r in %s: %d of %d trials done, %d left running by an earlier run; "
             "%d at a time",
@@ -433,8 +412,7 @@ class AsyncOptunaSweeper:
             self._stop.set()
 
     def _next(self, study: optuna.Study) -> tuple[Callable[..., None], Any] | None:
-        """The next thing to do (under the lock): watch an inherited trial, or run a new one;
-        None when the budget is spent."""
+        """Under the lock: watch an inherited trial, or run a new one; None when all are done."""
         if self._stop.is_set():
             return None
         if self._inherited:
@@ -460,8 +438,7 @@ class AsyncOptunaSweeper:
         return self._run, trial
 
     def _param_overrides(self, trial: optuna.Trial | FrozenTrial) -> list[str]:
-        """``key=value`` of each parameter: the space's in Hydra's encoding, then those a
-        custom_search_space suggested (named by their override key)."""
+        """``key=value`` of each parameter, then of those a custom_search_space suggested."""
         params = [self.space[k].override(trial.params[k]) for k in self.space]
         extra = [f"{k}={v}" for k, v in trial.params.items() if k not in self.space]
         return params + extra
@@ -473,21 +450,18 @@ class AsyncOptunaSweeper:
     def _run(self, study: optuna.Study, trial: optuna.Trial) -> None:
         """Launch one job for the trial, wait for it, settle the trial."""
         assert self.launcher is not None
-        overrides = self._overrides(trial)
+        overrides = self._param_overrides(trial)
         retry = trial.user_attrs.get(RETRY_OF_ATTR)
-        log.info(
-            "trial %d%s starts: %s",
-            trial.number,
-            f" (retry of {retry})" if retry is not None else "",
-            " ".join(self._param_overrides(trial)),
-        )
+        again = f" (retry of {retry})" if retry is not None else ""
+        log.info("trial %d%s starts: %s", trial.number, again, " ".join(overrides))
         returned: Any = None
         error: BaseException | None = None
         died = False
+        job = self._overrides(trial)
         start = time.monotonic()
         try:
             with self._launch_lock or contextlib.nullcontext():
-                ret = self.launcher.launch([overrides], initial_job_idx=trial.number)[0]
+                ret = self.launcher.launch([job], initial_job_idx=trial.number)[0]
             if ret.status == JobStatus.COMPLETED:
                 returned = ret.return_value
             else:  # the task raised: a failed trial, not retried
@@ -509,9 +483,8 @@ class AsyncOptunaSweeper:
         seconds: float,
         died: bool = False,
     ) -> None:
-        """Log the verdict the job gave; give one if it could not: what the task returned,
-        FAIL if it raised, FAIL and a retry if its job ``died``. Count the trial's verdict
-        towards max_failure_rate."""
+        """Log the job's verdict, or give one: what the task returned, FAIL if it raised, FAIL
+        and a retry if its job ``died``; count it towards max_failure_rate."""
         frozen = get_trial(study, trial)
         retried = False
         if not frozen.state.is_finished():
@@ -533,8 +506,7 @@ class AsyncOptunaSweeper:
         )
 
     def _tell_returned(self, study: optuna.Study, frozen: FrozenTrial, returned: Any) -> None:
-        """Tell the task's return value: one float per objective (the checks and messages of
-        hydra-optuna-sweeper); FAIL with the reason otherwise."""
+        """Tell one float per objective, as hydra-optuna-sweeper checks it; else FAIL."""
         many = len(self.objectives) > 1
         try:
             values = [float(v) for v in returned] if many else [float(returned)]
@@ -558,9 +530,8 @@ class AsyncOptunaSweeper:
     def _fail(
         self, study: optuna.Study, frozen: FrozenTrial, reason: str, retry: bool = False
     ) -> bool:
-        """Mark a trial FAIL with its reason (user attribute ``reason``) unless its job gave
-        its verdict first; with ``retry`` (its job died), enqueue the same parameters again
-        while retries are left. True when retried."""
+        """Mark a trial FAIL with its ``reason`` unless its job told first; with ``retry`` (its
+        job died), enqueue its parameters again while retries are left. True when retried."""
         with self._lock:
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
                 set_user_attr(study, frozen, "reason", reason)
@@ -580,9 +551,8 @@ class AsyncOptunaSweeper:
         return True
 
     def _count(self, frozen: FrozenTrial, error: BaseException | None) -> None:
-        """Count a settled trial. Once more than max_failure_rate of this run's trials failed,
-        judged against at least n_jobs of them (hydra-optuna-sweeper judges each batch of
-        n_jobs), no new trial starts; the running ones end."""
+        """Count a settled trial; once more than max_failure_rate of at least n_jobs of this
+        run's trials failed (hydra-optuna-sweeper judges batches of n_jobs), none starts."""
         with self._lock:
             self._settled += 1
             if frozen.state == TrialState.FAIL:
@@ -620,8 +590,7 @@ class AsyncOptunaSweeper:
         )
 
     def _watch(self, study: optuna.Study, frozen: FrozenTrial) -> None:
-        """Wait for a trial an earlier sweeper left RUNNING: until its job gives a verdict, or
-        goes quiet for stale_after seconds (and is not a live SLURM job): then FAIL + retry."""
+        """Wait for a trial left RUNNING until its job tells, or goes stale: then FAIL, retry."""
         poll = min(max(1.0, self.heartbeat_interval / 2), 10.0)
         start = time.monotonic()
         log.info("trial %d was left RUNNING: watching its job", frozen.number)
