@@ -1,12 +1,7 @@
-"""Asynchronous Optuna search over any Hydra launcher (docs/search.md).
-
-P worker threads each ask the study for a trial, launch ONE job for it
-(``launcher.launch([overrides], initial_job_idx=trial.number)``: its run dir is
-``<sweep dir>/<trial number>``), wait for it and settle it, so a new trial starts as soon as
-any ends. The job reports, prunes and tells the study itself (:class:`.trial.TrialReporter`);
-the sweeper gives a verdict only to a trial whose job ended without one. Hydra's basic launcher
-sets global state for each job, so a launcher that is not thread-safe gets a single thread.
-"""
+"""Asynchronous Optuna search over any Hydra launcher (docs/search.md): P threads each ask a
+trial, launch ONE job for it (``initial_job_idx=trial.number``: run dir ``<sweep dir>/<number>``)
+and wait for it. The job tells the study itself (:class:`.trial.TrialReporter`); the sweeper
+gives a verdict only to a trial whose job ended without one."""
 
 from __future__ import annotations
 
@@ -82,7 +77,6 @@ class Param:
 
     def override(self, value: Any) -> str:
         if self.encoded is not None:
-            assert isinstance(self.distribution, CategoricalDistribution)
             index = self.distribution.choices.index(value)
             return f"{self.key}={self.encoded[index]}"
         return f"{self.key}={value!r}"
@@ -109,12 +103,8 @@ class Param:
 
 
 def param_from_override(override: Override) -> Param:
-    """The distribution of a sweep override in Hydra's syntax, as hydra-optuna-sweeper samples
-    it: ``range`` includes its stop, ``shuffle(range(..))`` is categorical.
-
-    Raises:
-        ConfigError: for a sweep Optuna cannot sample (non-primitive choices, empty range...).
-    """
+    """The distribution of a sweep override, as hydra-optuna-sweeper samples it (``range``
+    includes its stop); ConfigError for a sweep Optuna cannot sample."""
     key = override.get_key_element()
     value = override.value()
     tags = set(value.tags)
@@ -231,9 +221,8 @@ class AsyncOptunaSweeper:
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
-        # A launcher says with thread_safe_launch = True that several threads may call launch
-        # at once; hydra-submitit-launcher's own two are (each call builds its own executor),
-        # not their subclasses, which may keep state between calls.
+        # hydra-submitit-launcher's own two launchers are thread-safe (each call builds its own
+        # executor), not their subclasses, which may keep state between calls
         safe = getattr(self.launcher, "thread_safe_launch", None)
         if safe is None:
             with contextlib.suppress(ImportError):
@@ -278,7 +267,7 @@ class AsyncOptunaSweeper:
         loader = self.hydra_context.config_loader
         for overrides in self._extremes():
             cfg = loader.load_sweep_config(self.config, overrides)
-            if check is None:  # composing is all there is to check
+            if check is None:
                 continue
             with read_write(cfg), open_dict(cfg):
                 del cfg["hydra"]
@@ -327,16 +316,8 @@ class AsyncOptunaSweeper:
         if grid and self.n_trials > (size := math.prod(len(v) for v in grid.values())):
             log.info("n_trials %d lowered to the grid's %d points", self.n_trials, size)
             self.n_trials = size
-        study.set_user_attr(
-            STUDY_ATTR,
-            {
-                "objectives": self.objectives,
-                "directions": self.directions,
-                "pruner": self.pruner,
-                "pruner_kwargs": self.pruner_kwargs,
-                "heartbeat_interval": self.heartbeat_interval,
-            },
-        )
+        shared = ("objectives", "directions", "pruner", "pruner_kwargs", "heartbeat_interval")
+        study.set_user_attr(STUDY_ATTR, {k: getattr(self, k) for k in shared})
         return study
 
     def sweep(self, arguments: list[str]) -> list[FrozenTrial]:
@@ -570,23 +551,17 @@ class AsyncOptunaSweeper:
                 self._stop.set()
 
     def _raise_if_too_many_failures(self) -> None:
-        """At the end: raise the first failed task's error when more than max_failure_rate of
-        the trials this run settled failed."""
-        failed, settled = len(self._failures), self._settled
-        if not failed or failed / settled <= self.max_failure_rate:
+        """At the end: raise the first failure when over max_failure_rate of this run's failed."""
+        failed, settled, rate = len(self._failures), self._settled, self.max_failure_rate
+        if not failed or failed / settled <= rate:
             return
         number, reason, error = self._failures[0]
-        log.error(
-            "Failed %d times out of %d with max_failure_rate=%s",
-            failed,
-            settled,
-            self.max_failure_rate,
-        )
+        log.error("Failed %d times out of %d with max_failure_rate=%s", failed, settled, rate)
         if error is not None:
             raise error
         raise ValueError(
-            f"trial {number} failed: {reason} (hydra.sweeper.max_failure_rate="
-            f"{self.max_failure_rate}; raise it to go on after failed trials)"
+            f"trial {number} failed: {reason} (hydra.sweeper.max_failure_rate={rate}; raise it "
+            "to go on after failed trials)"
         )
 
     def _watch(self, study: optuna.Study, frozen: FrozenTrial) -> None:

@@ -1,9 +1,6 @@
-"""``hydra/sweeper=sce_optuna`` and its sampler group ``hydra/sweeper/sampler=<name>``.
-
-Every key and sampler of hydra-optuna-sweeper (facebookresearch/hydra
-``plugins/hydra_optuna_sweeper/hydra_plugins/hydra_optuna_sweeper/config.py``) is here with its
-default; the keys after them are this sweeper's own (docs/search.md).
-"""
+"""``hydra/sweeper=sce_optuna`` and ``hydra/sweeper/sampler=<name>``: every key and sampler of
+hydra-optuna-sweeper (facebookresearch/hydra ``plugins/hydra_optuna_sweeper/hydra_plugins/
+hydra_optuna_sweeper/config.py``) with its default, then this sweeper's own (docs/search.md)."""
 
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
@@ -181,11 +178,7 @@ def motpe_removed(*args: Any, **kwargs: Any) -> Any:
 
 def sampler_spec(sampler: str | dict[str, Any]) -> dict[str, Any]:
     """A sampler as ``{_target_: class, **kwargs}``; a name means that choice of the
-    ``hydra/sweeper/sampler`` group.
-
-    Raises:
-        ValueError: for an unknown name, or a sampler without ``_target_``.
-    """
+    ``hydra/sweeper/sampler`` group. ValueError for an unknown one."""
     if isinstance(sampler, str):
         if sampler not in SAMPLER_GROUP:
             raise ValueError(
@@ -212,14 +205,9 @@ def make_sampler(
     grid: dict[str, list[Any] | None] | None = None,
     reseed: int = 0,
 ) -> "optuna.samplers.BaseSampler":
-    """The sampler ``sampler`` with ``kwargs`` over its arguments, instantiated as Hydra does
-    but with null arguments left to the class's defaults. ``seed`` is the seed when the
-    sampler's own is null, plus ``reseed`` (a resumed study must not replay the first draws);
-    ``grid`` holds each parameter's values (None: continuous), for the grid sampler.
-
-    Raises:
-        ValueError: for an unknown sampler, or a grid sampler without a discrete space.
-    """
+    """The sampler with ``kwargs`` over its arguments, instantiated as Hydra does, but null
+    arguments left to the class's defaults; ``seed`` when its own is null, plus ``reseed``;
+    ``grid``: each parameter's values (None: continuous), for the grid sampler."""
     spec = {**sampler_spec(sampler), **(kwargs or {})}
     target = spec.pop("_target_")
     spec.pop("_partial_", None)
