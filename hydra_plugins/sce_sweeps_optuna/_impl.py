@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from optuna.distributions import (
 )
 from optuna.trial import FrozenTrial, TrialState
 
-from hydra_plugins.sce_sweeps_optuna.config import is_grid, make_sampler
+from hydra_plugins.sce_sweeps_optuna.config import SCEOptunaSweeperConf, is_grid, make_sampler
 from sce_sweeps.runtime import slurm
 from sce_sweeps.runtime.adapters.optuna_storage import create_study, get_trial, set_user_attr
 from sce_sweeps.runtime.errors import ConfigError
@@ -143,29 +143,9 @@ def counted_trials(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
 
 
 @dataclass
-class AsyncOptunaSweeper:
+class AsyncOptunaSweeper(SCEOptunaSweeperConf):
     """The sweeper's logic, behind the Hydra plugin :class:`..sweeper.SCEOptunaSweeper`; its
-    settings are those of :class:`..config.SCEOptunaSweeperConf`."""
-
-    params: dict[str, str] | None = None
-    objectives: list[str] | None = None
-    direction: str | list[str] = "minimize"
-    n_trials: int = 20
-    n_jobs: int = 2
-    sampler: str | dict[str, Any] = "tpe"
-    sampler_kwargs: dict[str, Any] = field(default_factory=dict)
-    pruner: str | None = None
-    pruner_kwargs: dict[str, Any] = field(default_factory=dict)
-    seed: int | None = None
-    storage: str | None = None
-    study_name: str | None = None
-    max_failure_rate: float = 0.0
-    custom_search_space: str | None = None
-    n_trials_per_run: bool = False
-    max_retries: int = 1
-    heartbeat_interval: float = 30.0
-    stale_after: float = 300.0
-    validate: str | None = None
+    fields are the config's keys."""
 
     def __post_init__(self) -> None:
         directions = [self.direction] if isinstance(self.direction, str) else self.direction
@@ -237,9 +217,7 @@ class AsyncOptunaSweeper:
         assert self.hydra_context is not None
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         lines = [f"{k}={v}" for k, v in (self.params or {}).items()] + list(arguments)
-        merged: dict[str, Override] = {}
-        for override in parser.parse_overrides(lines):
-            merged[override.get_key_element().lstrip("+~")] = override
+        merged = {o.get_key_element().lstrip("+~"): o for o in parser.parse_overrides(lines)}
         for override in merged.values():
             key = override.get_key_element()
             if override.is_delete():
@@ -575,9 +553,8 @@ class AsyncOptunaSweeper:
                 self._settle(study, frozen, None, None, time.monotonic() - start)
                 return
             quiet = time.time() - last_sign_of_life(frozen)
-            if quiet > self.stale_after and not slurm.job_alive(
-                frozen.user_attrs.get("slurm_job_id")
-            ):
+            job = frozen.user_attrs.get("slurm_job_id")
+            if quiet > self.stale_after and not slurm.job_alive(job):
                 if not self._fail(study, frozen, f"no heartbeat for {quiet:.0f} s", retry=True):
                     self._count(get_trial(study, frozen), None)
                 return

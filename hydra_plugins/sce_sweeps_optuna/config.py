@@ -73,8 +73,7 @@ class NSGAIISamplerConf(SamplerConf):
 
 @dataclass
 class GridSamplerConf(SamplerConf):
-    """The grid (the search space) is filled in at run time; ``seed`` (the order of its
-    points) is not in the official group."""
+    """The grid is filled in at run time; ``seed`` (its order) is not in the official group."""
 
     _target_: str = "optuna.samplers.GridSampler"
     _partial_: bool = True
@@ -142,18 +141,15 @@ class SCEOptunaSweeperConf:
 
     # ---- this sweeper's own keys
     n_trials_per_run: bool = False
-    # the values a job's trial reporter tells, one per direction; null: the task's return
-    objectives: Optional[list[str]] = None
-    # median | successive_halving | hyperband | none; null: median with one objective
-    pruner: Optional[str] = None
+    objectives: Optional[list[str]] = None  # a job's reported values; null: the task's return
+    pruner: Optional[str] = None  # null: median, or none with several objectives
     pruner_kwargs: dict[str, Any] = field(default_factory=dict)
     seed: Optional[int] = None  # the sampler's seed when sampler.seed is null
     sampler_kwargs: dict[str, Any] = field(default_factory=dict)
     max_retries: int = 1  # of a trial whose job died without a verdict
     heartbeat_interval: float = 30.0
     stale_after: float = 300.0  # seconds without a heartbeat: an inherited trial is given up
-    # module.function(cfg) raising on an invalid config: checks the space's extremes first
-    validate: Optional[str] = None
+    validate: Optional[str] = None  # module.function(cfg) that checks the space's extremes
 
 
 ConfigStore.instance().store(
@@ -210,8 +206,7 @@ def make_sampler(
     ``grid``: each parameter's values (None: continuous), for the grid sampler."""
     spec = {**sampler_spec(sampler), **(kwargs or {})}
     target = spec.pop("_target_")
-    spec.pop("_partial_", None)
-    args = {k: v for k, v in spec.items() if v is not None}
+    args = {k: v for k, v in spec.items() if v is not None and k != "_partial_"}
     if args.get("seed", seed) is not None:
         args["seed"] = int(args.get("seed", seed)) + reseed
     args = _accepted(get_object(target), args, "hydra.sweeper.sampler")
