@@ -1,29 +1,7 @@
-"""Asynchronous Optuna search over any Hydra launcher.
-
-P worker threads each loop: ask the study for a trial, launch ONE job for it through the
-configured launcher (``launcher.launch([overrides], initial_job_idx=trial.number)``, so the
-run dir is ``<sweep dir>/<trial number>``), wait for it, settle it. A new trial therefore
-starts as soon as any running one ends. The job itself reports, prunes and tells the study
-(:class:`.trial.TrialReporter`); the sweeper only settles trials whose job ended
-without a verdict: it tells what the task returned (FAIL, with the reason, when that is not
-one float per objective), marks the trial FAIL when the task raised, or marks it FAIL and
-enqueues a retry with the same parameters when the job died (killed, node failure). Failed
-trials count towards ``max_failure_rate``, as in hydra-optuna-sweeper, whose config, sampler
-group, search-space syntax and results file this sweeper reads and writes the same way.
-
-Launchers that run jobs in other processes and only wait for them (the project's
-launcher=local|slurm, hydra-submitit-launcher's submitit_local/submitit_slurm, or any launcher
-with ``thread_safe_launch = True``) are called
-from the P threads at once. Hydra's basic launcher runs the task in this process and sets the
-global HydraConfig and logging for each job, so it is not thread-safe: with it trials run one
-at a time.
-
-Resume: the study lives in ``<sweep dir>/optuna.journal`` (or ``hydra.sweeper.storage``).
-Rerunning the same command with the same ``hydra.sweep.dir`` counts the finished trials
-towards ``n_trials`` and watches the trials an earlier sweeper left RUNNING: one whose job is
-alive (recent heartbeat, or a live SLURM job) is waited for; one whose job is gone is marked
-FAIL and retried. WAITING trials (retries) are asked first.
-"""
+"""Asynchronous Optuna search over any Hydra launcher (docs/search.md): P threads each ask a
+trial, launch ONE job for it (``initial_job_idx=trial.number``: run dir ``<sweep dir>/<number>``)
+and wait for it. The job tells the study itself (:class:`.trial.TrialReporter`); the sweeper
+gives a verdict only to a trial whose job ended without one."""
 
 from __future__ import annotations
 
@@ -33,19 +11,14 @@ import math
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import (
-    ChoiceSweep,
-    IntervalSweep,
-    Override,
-    RangeSweep,
-)
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobStatus
 from hydra.plugins.launcher import Launcher
@@ -60,7 +33,7 @@ from optuna.distributions import (
 )
 from optuna.trial import FrozenTrial, TrialState
 
-from hydra_plugins.sce_sweeps_optuna.config import is_grid, make_sampler
+from hydra_plugins.sce_sweeps_optuna.config import SCEOptunaSweeperConf, is_grid, make_sampler
 from sce_sweeps.runtime import slurm
 from sce_sweeps.runtime.adapters.optuna_storage import create_study, get_trial, set_user_attr
 from sce_sweeps.runtime.errors import ConfigError
@@ -68,7 +41,6 @@ from sce_sweeps.runtime.record import SweepDirBusyError, claim_sweep_dir
 from sce_sweeps.runtime.search import trials_table
 from sce_sweeps.runtime.trial import (
     DEFAULT_OBJECTIVE,
-    HEARTBEAT_ATTR,
     JOURNAL_NAME,
     RETRY_OF_ATTR,
     STUDY_ATTR,
@@ -96,8 +68,8 @@ def tell(study: optuna.Study, number: int, values: Any = None, **kwargs: Any) ->
 
 @dataclass
 class Param:
-    """One searched parameter: its override key, its distribution and, for choices, the
-    override string of each choice (Hydra's own encoding of the value)."""
+    """A searched parameter: its override key, distribution and, for choices, Hydra's encoding
+    of each choice."""
 
     key: str
     distribution: BaseDistribution
@@ -105,15 +77,20 @@ class Param:
 
     def override(self, value: Any) -> str:
         if self.encoded is not None:
-            assert isinstance(self.distribution, CategoricalDistribution)
             index = self.distribution.choices.index(value)
             return f"{self.key}={self.encoded[index]}"
         return f"{self.key}={value!r}"
 
+    def extremes(self) -> list[Any]:
+        """Every choice, or the bounds."""
+        dist = self.distribution
+        if isinstance(dist, CategoricalDistribution):
+            return list(dist.choices)
+        return [dist.low, dist.high]
+
     def grid_values(self) -> list[Any] | None:
-        """Every value, for the grid sampler; None for a continuous interval. As
-        hydra-optuna-sweeper builds its grid, a range's stop is left out (``range(1,4)``:
-        1, 2, 3), though the sampled distribution includes it."""
+        """Every value, for the grid sampler (None: continuous); as in hydra-optuna-sweeper's
+        grid, a range's stop is left out, though its sampled distribution includes it."""
         dist = self.distribution
         if isinstance(dist, CategoricalDistribution):
             return list(dist.choices)
@@ -126,41 +103,14 @@ class Param:
 
 
 def param_from_override(override: Override) -> Param:
-    """The distribution of a sweep override in Hydra's syntax.
-
-    Raises:
-        ConfigError: for a sweep Optuna cannot sample (non-primitive choices, empty range...).
-    """
+    """The distribution of a sweep override, as hydra-optuna-sweeper samples it (``range``
+    includes its stop); ConfigError for a sweep Optuna cannot sample."""
     key = override.get_key_element()
     value = override.value()
-    tags = set(getattr(value, "tags", set()) or set())
-    unknown = tags - {"log"}
-    if unknown:
-        log.warning("%s: ignoring tags %s (only 'log' means something here)", key, unknown)
+    tags = set(value.tags)
+    if tags - {"log"}:
+        log.warning("%s: ignoring tags %s (only 'log' means something here)", key, tags - {"log"})
     log_scale = "log" in tags
-    if isinstance(value, ChoiceSweep):
-        choices = list(override.sweep_iterator())
-        if not all(c is None or isinstance(c, (bool, int, float, str)) for c in choices):
-            raise ConfigError(f"{key}: choice() values must be numbers, strings, booleans or null")
-        if log_scale:
-            raise ConfigError(f"{key}: tag(log, ...) needs an interval, not a choice")
-        return Param(key, CategoricalDistribution(choices), list(override.sweep_string_iterator()))
-    if isinstance(value, RangeSweep):
-        start, stop, step = value.start, value.stop, value.step
-        if step is None or step <= 0 or stop <= start:
-            raise ConfigError(f"{key}: range(start, stop, step) needs start < stop and step > 0")
-        if log_scale:
-            raise ConfigError(f"{key}: tag(log, ...) needs an interval, not a range")
-        if value.shuffle:  # shuffle(range(..)): its values, as a categorical
-            choices = list(override.sweep_iterator())
-            return Param(
-                key, CategoricalDistribution(choices), list(override.sweep_string_iterator())
-            )
-        # as hydra-optuna-sweeper samples a range: from start to stop, stop included (Optuna
-        # lowers a stop that is not start + k * step to the last such value)
-        if all(isinstance(v, int) for v in (start, stop, step)):
-            return Param(key, IntDistribution(int(start), int(stop), step=int(step)))
-        return Param(key, FloatDistribution(float(start), float(stop), step=float(step)))
     if isinstance(value, IntervalSweep):
         low, high = value.start, value.end
         if not low < high:
@@ -168,109 +118,61 @@ def param_from_override(override: Override) -> Param:
         if isinstance(low, int) and isinstance(high, int):  # int(interval(...))
             return Param(key, IntDistribution(low, high, log=log_scale))
         return Param(key, FloatDistribution(float(low), float(high), log=log_scale))
-    raise ConfigError(f"{key}: unsupported sweep {override.input_line!r}")
-
-
-def launcher_is_thread_safe(launcher: Launcher) -> bool:
-    """Whether several threads may each call ``launcher.launch`` at once: a launcher says so
-    with a class attribute ``thread_safe_launch = True``; hydra-submitit-launcher's own two
-    launchers are (each call builds its own executor and only waits for its jobs), but not
-    their subclasses, which may keep state between calls."""
-    declared = getattr(launcher, "thread_safe_launch", None)
-    if declared is not None:
-        return bool(declared)
-    with contextlib.suppress(ImportError):
-        from hydra_plugins.hydra_submitit_launcher import submitit_launcher as sl
-
-        return type(launcher) in (sl.LocalLauncher, sl.SlurmLauncher)
-    return False
+    if log_scale:
+        raise ConfigError(f"{key}: tag(log, ...) needs an interval")
+    if isinstance(value, RangeSweep):
+        start, stop, step = value.start, value.stop, value.step
+        if step is None or step <= 0 or stop <= start:
+            raise ConfigError(f"{key}: range(start, stop, step) needs start < stop and step > 0")
+        if not value.shuffle:  # Optuna lowers a stop that is not start + k * step
+            if all(isinstance(v, int) for v in (start, stop, step)):
+                return Param(key, IntDistribution(start, stop, step=step))
+            return Param(key, FloatDistribution(float(start), float(stop), step=float(step)))
+    elif not isinstance(value, ChoiceSweep):
+        raise ConfigError(f"{key}: unsupported sweep {override.input_line!r}")
+    choices = list(override.sweep_iterator())
+    if not all(c is None or isinstance(c, (bool, int, float, str)) for c in choices):
+        raise ConfigError(f"{key}: choice() values must be numbers, strings, booleans or null")
+    return Param(key, CategoricalDistribution(choices), list(override.sweep_string_iterator()))
 
 
 def counted_trials(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
-    """The finished trials that count towards n_trials: COMPLETE, PRUNED and FAIL, except
-    a FAIL whose job was killed and that was replaced by a retry."""
+    """The finished trials that count towards n_trials: all but a FAIL replaced by a retry."""
     replaced = {t.user_attrs.get(RETRY_OF_ATTR) for t in trials}
     return [t for t in trials if t.state.is_finished() and t.number not in replaced]
 
 
-class AsyncOptunaSweeper:
-    """The sweeper's logic; :class:`..sweeper.SCEOptunaSweeper` is the Hydra plugin around it.
+@dataclass
+class AsyncOptunaSweeper(SCEOptunaSweeperConf):
+    """The sweeper's logic, behind the Hydra plugin :class:`..sweeper.SCEOptunaSweeper`; its
+    fields are the config's keys."""
 
-    Args: see :class:`..config.SCEOptunaSweeperConf`.
-    """
-
-    def __init__(
-        self,
-        params: dict[str, str] | None = None,
-        objectives: Sequence[str] | None = None,
-        direction: str | Sequence[str] = "minimize",
-        n_trials: int = 20,
-        n_jobs: int = 2,
-        sampler: str | dict[str, Any] = "tpe",
-        sampler_kwargs: dict[str, Any] | None = None,
-        pruner: str | None = None,
-        pruner_kwargs: dict[str, Any] | None = None,
-        seed: int | None = None,
-        storage: str | None = None,
-        study_name: str | None = None,
-        max_failure_rate: float = 0.0,
-        custom_search_space: str | None = None,
-        n_trials_per_run: bool = False,
-        max_retries: int = 1,
-        heartbeat_interval: float = 30.0,
-        stale_after: float = 300.0,
-        validate: str | None = None,
-    ) -> None:
-        self.params = dict(params or {})
-        directions = [direction] if isinstance(direction, str) else list(direction)
+    def __post_init__(self) -> None:
+        directions = [self.direction] if isinstance(self.direction, str) else self.direction
         self.directions = [str(getattr(d, "name", d)).lower() for d in directions]
-        if objectives is None:  # the task's return value(s)
-            objectives = (
-                [DEFAULT_OBJECTIVE]
-                if len(self.directions) == 1
-                else [f"{DEFAULT_OBJECTIVE}_{i}" for i in range(len(self.directions))]
+        if self.objectives is None:  # the task's return value(s)
+            n = len(self.directions)
+            self.objectives = (
+                [DEFAULT_OBJECTIVE] if n == 1 else [f"{DEFAULT_OBJECTIVE}_{i}" for i in range(n)]
             )
-        self.objectives = list(objectives)
-        self.n_trials = int(n_trials)
-        self.n_jobs = int(n_jobs)
-        self.sampler = sampler
-        self.sampler_kwargs = dict(sampler_kwargs or {})
-        if pruner is None:  # Optuna prunes single-objective studies only
-            pruner = "median" if len(self.objectives) == 1 else "none"
-        self.pruner_name = pruner
-        self.pruner_kwargs = dict(pruner_kwargs or {})
-        self.max_failure_rate = float(max_failure_rate)
-        self.custom_search_space = custom_search_space
-        self.n_trials_per_run = bool(n_trials_per_run)
-        self.seed = seed
-        self.storage = storage
-        self.study_name = study_name
-        self.max_retries = int(max_retries)
-        self.heartbeat_interval = float(heartbeat_interval)
-        self.stale_after = float(stale_after)
-        self.validate = validate
-        self._check_settings()
-        self._extend_space = get_method(custom_search_space) if custom_search_space else None
-
+        if self.pruner is None:  # Optuna prunes single-objective studies only
+            self.pruner = "median" if len(self.objectives) == 1 else "none"
+        extend = self.custom_search_space
+        self._extend_space = get_method(extend) if extend else None
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.launcher: Launcher | None = None
         self.space: dict[str, Param] = {}
         self.fixed: list[str] = []
         self.fixed_values: dict[str, str] = {}  # key=value overrides, as trial user attrs
-        self._budget = self.n_trials  # the study's trial count at which this run stops
-        self._workers = 1
+        self.storage_str = ""
         self._settled = 0  # trials of this run with a verdict (not counting retried ones)
         self._failures: list[tuple[int, str, BaseException | None]] = []
         self._lock = threading.Lock()  # around ask / tell / the trial budget
         self._launch_lock: threading.Lock | None = None  # set for non-thread-safe launchers
-        self._in_flight: set[int] = set()
-        self._inherited: list[FrozenTrial] = []
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
-        self.storage_str = ""
 
-    def _check_settings(self) -> None:
         def bad(key: str, value: Any, allowed: str) -> ConfigError:
             return ConfigError(f"hydra.sweeper.{key}={value!r} is invalid: {allowed}")
 
@@ -283,24 +185,13 @@ class AsyncOptunaSweeper:
         if any(d not in ("maximize", "minimize") for d in self.directions):
             raise bad("direction", self.directions, "must be maximize or minimize (or a list)")
         if len(self.directions) != len(self.objectives):
-            raise bad(
-                "direction",
-                self.directions,
-                f"needs one direction per objective (hydra.sweeper.objectives={self.objectives})",
-            )
-        if self.pruner_name != "none" and len(self.objectives) != 1:
-            raise bad(
-                "pruner",
-                self.pruner_name,
-                "pruning needs a single objective; "
-                "set hydra.sweeper.pruner=none for a multi-objective search",
-            )
+            raise bad("direction", self.directions, f"needs one per objective {self.objectives}")
+        if self.pruner != "none" and len(self.objectives) != 1:
+            raise bad("pruner", self.pruner, "needs one objective: set hydra.sweeper.pruner=none")
         if self.max_retries < 0:
             raise bad("max_retries", self.max_retries, "must be >= 0")
         if self.heartbeat_interval <= 0 or self.stale_after <= self.heartbeat_interval:
-            raise bad(
-                "stale_after", self.stale_after, "must be > hydra.sweeper.heartbeat_interval > 0"
-            )
+            raise bad("stale_after", self.stale_after, "must be > heartbeat_interval > 0")
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -310,18 +201,23 @@ class AsyncOptunaSweeper:
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
-        if not launcher_is_thread_safe(self.launcher):
+        # hydra-submitit-launcher's own two launchers are thread-safe (each call builds its own
+        # executor), not their subclasses, which may keep state between calls
+        safe = getattr(self.launcher, "thread_safe_launch", None)
+        if safe is None:
+            with contextlib.suppress(ImportError):
+                from hydra_plugins.hydra_submitit_launcher import submitit_launcher as sl
+
+                safe = type(self.launcher) in (sl.LocalLauncher, sl.SlurmLauncher)
+        if not safe:
             self._launch_lock = threading.Lock()
 
-    # ---------------------------------------------------------------- search space
     def _parse(self, arguments: list[str]) -> None:
         """Search space from ``params`` and the command line (which wins, key by key)."""
         assert self.hydra_context is not None
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        lines = [f"{k}={v}" for k, v in self.params.items()] + list(arguments)
-        merged: dict[str, Override] = {}
-        for override in parser.parse_overrides(lines):
-            merged[override.get_key_element().lstrip("+~")] = override
+        lines = [f"{k}={v}" for k, v in (self.params or {}).items()] + list(arguments)
+        merged = {o.get_key_element().lstrip("+~"): o for o in parser.parse_overrides(lines)}
         for override in merged.values():
             key = override.get_key_element()
             if override.is_delete():
@@ -332,34 +228,24 @@ class AsyncOptunaSweeper:
                 value = override.get_value_element_as_str()
                 self.fixed.append(f"{key}={value}")
                 self.fixed_values[key] = value
-        # no search space (only fixed values): each trial runs the same config
 
     def _extremes(self) -> Iterator[list[str]]:
-        """Override lists that set one parameter to one of its extreme values (bounds of
-        intervals and ranges, every choice) and the others to their first value."""
+        """Override lists setting one parameter to an extreme, the others to their first."""
         if not self.space:
             yield list(self.fixed)
-        first = {k: p.override(self._extreme_values(p)[0]) for k, p in self.space.items()}
+        first = {k: p.override(p.extremes()[0]) for k, p in self.space.items()}
         for key, param in self.space.items():
-            for value in self._extreme_values(param):
+            for value in param.extremes():
                 yield [*self.fixed, *{**first, key: param.override(value)}.values()]
 
-    @staticmethod
-    def _extreme_values(param: Param) -> list[Any]:
-        dist = param.distribution
-        if isinstance(dist, CategoricalDistribution):
-            return list(dist.choices)
-        return [dist.low, dist.high]
-
     def _check_space(self) -> None:
-        """Compose and validate every extreme of the space before launching anything, so that
-        a value out of range fails now, naming the key, not in the middle of the search."""
+        """Compose and validate every extreme of the space now, not in the middle of the search."""
         assert self.hydra_context is not None and self.config is not None
         check = get_method(self.validate) if self.validate else None
         loader = self.hydra_context.config_loader
         for overrides in self._extremes():
             cfg = loader.load_sweep_config(self.config, overrides)
-            if check is None:  # composing is all there is to check
+            if check is None:
                 continue
             with read_write(cfg), open_dict(cfg):
                 del cfg["hydra"]
@@ -370,66 +256,48 @@ class AsyncOptunaSweeper:
                 print(f"sce_sweeps: invalid search space: {line}", file=sys.stderr)
                 raise SystemExit(2) from None
 
-    # ---------------------------------------------------------------- study
     def _open_study(self, sweep_dir: Path) -> optuna.Study:
-        assert self.config is not None
-        storage_str = self.storage or str(sweep_dir / JOURNAL_NAME)
-        if "://" not in storage_str:
-            storage_str = str(Path(storage_str).expanduser().resolve())
-        self.storage_str = storage_str
+        storage = self.storage or str(sweep_dir / JOURNAL_NAME)
+        if "://" not in storage:
+            storage = str(Path(storage).expanduser().resolve())
+        self.storage_str = storage
         self.study_name = self.study_name or sweep_dir.name
-        grid = None
-        if is_grid(self.sampler):
-            grid = {k: p.grid_values() for k, p in self.space.items()}
-            if not grid or any(v is None for v in grid.values()):
-                raise ConfigError(
-                    "hydra/sweeper/sampler=grid needs choice() or range() parameters only"
-                )
-            size = math.prod(len(v) for v in grid.values())
-            if self.n_trials > size:
-                log.info("n_trials %d lowered to the grid's %d points", self.n_trials, size)
-                self.n_trials = size
-        sampler = make_sampler(self.sampler, self.sampler_kwargs, self.seed, grid)
         try:
             study = create_study(
-                open_storage(storage_str),
+                open_storage(storage),
                 study_name=self.study_name,
-                sampler=sampler,
-                pruner=make_pruner(self.pruner_name, self.pruner_kwargs),
+                pruner=make_pruner(self.pruner, self.pruner_kwargs),
                 directions=self.directions,
                 load_if_exists=True,
             )
         except ValueError as e:  # a corrupt line inside the journal: nothing is written
             print(
-                f"sce_sweeps: {storage_str}: unreadable Optuna study ({type(e).__name__}: {e}); "
+                f"sce_sweeps: {storage}: unreadable Optuna study ({type(e).__name__}: {e}); "
                 "left as it is",
                 file=sys.stderr,
             )
             raise SystemExit(2) from None
-        done = len(study.get_trials(deepcopy=False))
-        if done:  # a resumed study: don't replay the seed's draws
-            study.sampler = make_sampler(
-                self.sampler, self.sampler_kwargs, self.seed, grid, reseed=7919 * done
-            )
         found = [d.name.lower() for d in study.directions]
         if found != self.directions:
             raise ConfigError(
-                f"study {self.study_name!r} in {storage_str} optimises {found}, "
+                f"study {self.study_name!r} in {storage} optimises {found}, "
                 f"not hydra.sweeper.direction={self.directions}"
             )
-        study.set_user_attr(
-            STUDY_ATTR,
-            {
-                "objectives": self.objectives,
-                "directions": self.directions,
-                "pruner": self.pruner_name,
-                "pruner_kwargs": self.pruner_kwargs,
-                "heartbeat_interval": self.heartbeat_interval,
-            },
+        grid = (
+            {k: p.grid_values() for k, p in self.space.items()} if is_grid(self.sampler) else None
         )
+        # reseeded by the trials of a resumed study, which must not replay the first draws
+        done = len(study.get_trials(deepcopy=False))
+        study.sampler = make_sampler(
+            self.sampler, self.sampler_kwargs, self.seed, grid, reseed=7919 * done
+        )
+        if grid and self.n_trials > (size := math.prod(len(v) for v in grid.values())):
+            log.info("n_trials %d lowered to the grid's %d points", self.n_trials, size)
+            self.n_trials = size
+        shared = ("objectives", "directions", "pruner", "pruner_kwargs", "heartbeat_interval")
+        study.set_user_attr(STUDY_ATTR, {k: getattr(self, k) for k in shared})
         return study
 
-    # ---------------------------------------------------------------- the search
     def sweep(self, arguments: list[str]) -> list[FrozenTrial]:
         """Run the search; return the study's trials."""
         assert self.config is not None and self.launcher is not None
@@ -444,10 +312,9 @@ class AsyncOptunaSweeper:
             raise SystemExit(2) from None
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         study = self._open_study(sweep_dir)
-
         self.optimize(study)
         self._summarise(study, sweep_dir)
-        self._raise_if_too_many_failures(final=True)
+        self._raise_if_too_many_failures()
         return study.get_trials()
 
     def optimize(self, study: optuna.Study) -> None:
@@ -458,15 +325,10 @@ class AsyncOptunaSweeper:
         self._budget = self.n_trials
         if self.n_trials_per_run:  # n_trials more than the earlier runs ran or left running
             self._budget += len(counted_trials(trials)) + len(self._inherited)
-        workers = self.n_jobs if self._launch_lock is None else 1
-        self._workers = workers
+        self._workers = workers = self.n_jobs if self._launch_lock is None else 1
         if self._launch_lock is not None and self.n_jobs > 1:
-            log.warning(
-                "%s is not thread-safe (no thread_safe_launch = True): trials run one at a "
-                "time, not %d (launcher=local or launcher=slurm run them at once)",
-                type(self.launcher).__name__,
-                self.n_jobs,
-            )
+            name = type(self.launcher).__name__
+            log.warning("%s is not thread-safe: one trial at a time, not %d", name, self.n_jobs)
         log.info(
             "Optuna study %r in %s: %d of %d trials done, %d left running by an earlier run; "
             "%d at a time",
@@ -498,12 +360,9 @@ class AsyncOptunaSweeper:
                     job = self._next(study)
                 if job is None:
                     return
-                kind, trial = job
+                action, trial = job
                 try:
-                    if kind == "inherited":
-                        self._watch(study, trial)
-                    else:
-                        self._run(study, trial)
+                    action(study, trial)
                 finally:
                     with self._lock:
                         self._in_flight.discard(trial.number)
@@ -511,13 +370,12 @@ class AsyncOptunaSweeper:
             self._errors.append(e)
             self._stop.set()
 
-    def _next(self, study: optuna.Study) -> tuple[str, Any] | None:
-        """The next thing to do (under the lock): watch an inherited trial, or run a new one;
-        None when the budget is spent."""
+    def _next(self, study: optuna.Study) -> tuple[Callable[..., None], Any] | None:
+        """Under the lock: watch an inherited trial, or run a new one; None when all are done."""
         if self._stop.is_set():
             return None
         if self._inherited:
-            return "inherited", self._inherited.pop()
+            return self._watch, self._inherited.pop()
         done = len(counted_trials(study.get_trials(deepcopy=False)))
         if done + len(self._in_flight) >= self._budget:
             return None
@@ -536,11 +394,10 @@ class AsyncOptunaSweeper:
                     f"hydra.sweeper.custom_search_space={self.custom_search_space} suggests "
                     f"{overlap}, which the overrides fix: drop one of them"
                 )
-        return "new", trial
+        return self._run, trial
 
     def _param_overrides(self, trial: optuna.Trial | FrozenTrial) -> list[str]:
-        """``key=value`` of each parameter: the space's in Hydra's encoding, then those a
-        custom_search_space suggested (named by their override key)."""
+        """``key=value`` of each parameter, then of those a custom_search_space suggested."""
         params = [self.space[k].override(trial.params[k]) for k in self.space]
         extra = [f"{k}={v}" for k, v in trial.params.items() if k not in self.space]
         return params + extra
@@ -552,21 +409,18 @@ class AsyncOptunaSweeper:
     def _run(self, study: optuna.Study, trial: optuna.Trial) -> None:
         """Launch one job for the trial, wait for it, settle the trial."""
         assert self.launcher is not None
-        overrides = self._overrides(trial)
+        overrides = self._param_overrides(trial)
         retry = trial.user_attrs.get(RETRY_OF_ATTR)
-        log.info(
-            "trial %d%s starts: %s",
-            trial.number,
-            f" (retry of {retry})" if retry is not None else "",
-            " ".join(self._param_overrides(trial)),
-        )
+        again = f" (retry of {retry})" if retry is not None else ""
+        log.info("trial %d%s starts: %s", trial.number, again, " ".join(overrides))
         returned: Any = None
         error: BaseException | None = None
         died = False
+        job = self._overrides(trial)
         start = time.monotonic()
         try:
             with self._launch_lock or contextlib.nullcontext():
-                ret = self.launcher.launch([overrides], initial_job_idx=trial.number)[0]
+                ret = self.launcher.launch([job], initial_job_idx=trial.number)[0]
             if ret.status == JobStatus.COMPLETED:
                 returned = ret.return_value
             else:  # the task raised: a failed trial, not retried
@@ -575,7 +429,7 @@ class AsyncOptunaSweeper:
         except Exception as e:  # the job died (e.g. submitit's UncompletedJobError)
             error, died = e, True
         except BaseException as e:  # the launcher gave up (SystemExit): so does the search
-            self._fail_and_retry(study, get_trial(study, trial), repr(e))
+            self._fail(study, get_trial(study, trial), repr(e), retry=True)
             raise
         self._settle(study, trial, returned, error, time.monotonic() - start, died)
 
@@ -588,18 +442,15 @@ class AsyncOptunaSweeper:
         seconds: float,
         died: bool = False,
     ) -> None:
-        """Log the verdict the job gave; give one if it could not: what the task returned,
-        FAIL if it raised, FAIL and a retry if its job ``died``. Count the trial's verdict
-        towards max_failure_rate."""
+        """Log the job's verdict, or give one: what the task returned, FAIL if it raised, FAIL
+        and a retry if its job ``died``; count it towards max_failure_rate."""
         frozen = get_trial(study, trial)
         retried = False
         if not frozen.state.is_finished():
             if error is None:  # the task returned but did not tell (no TrialReporter)
                 self._tell_returned(study, frozen, returned)
-            elif died:
-                retried = self._fail_and_retry(study, frozen, f"{type(error).__name__}: {error}")
             else:
-                self._fail(study, frozen, f"{type(error).__name__}: {error}")
+                retried = self._fail(study, frozen, f"{type(error).__name__}: {error}", died)
             frozen = get_trial(study, frozen)
         if not retried:
             self._count(frozen, error)
@@ -614,8 +465,7 @@ class AsyncOptunaSweeper:
         )
 
     def _tell_returned(self, study: optuna.Study, frozen: FrozenTrial, returned: Any) -> None:
-        """Tell the task's return value: one float per objective (the checks and messages of
-        hydra-optuna-sweeper); FAIL with the reason otherwise."""
+        """Tell one float per objective, as hydra-optuna-sweeper checks it; else FAIL."""
         many = len(self.objectives) > 1
         try:
             values = [float(v) for v in returned] if many else [float(returned)]
@@ -636,18 +486,11 @@ class AsyncOptunaSweeper:
             with self._lock:
                 tell(study, frozen.number, values)
 
-    def _fail(self, study: optuna.Study, frozen: FrozenTrial, reason: str) -> None:
-        """Mark a trial FAIL, with its reason (user attribute ``reason``), unless its job
-        gave its verdict first."""
-        with self._lock:
-            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                set_user_attr(study, frozen, "reason", reason)
-            tell(study, frozen.number, state=TrialState.FAIL)
-        log.warning("trial %d FAIL: %s", frozen.number, reason)
-
-    def _fail_and_retry(self, study: optuna.Study, frozen: FrozenTrial, reason: str) -> bool:
-        """Mark a trial whose job died FAIL; enqueue the same parameters again unless the
-        retries are used up or the job gave its verdict meanwhile. True when retried."""
+    def _fail(
+        self, study: optuna.Study, frozen: FrozenTrial, reason: str, retry: bool = False
+    ) -> bool:
+        """Mark a trial FAIL with its ``reason`` unless its job told first; with ``retry`` (its
+        job died), enqueue its parameters again while retries are left. True when retried."""
         with self._lock:
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
                 set_user_attr(study, frozen, "reason", reason)
@@ -655,66 +498,52 @@ class AsyncOptunaSweeper:
             if get_trial(study, frozen).state != TrialState.FAIL:
                 return False  # the job's own verdict came first
             retries = int(frozen.user_attrs.get(RETRIES_ATTR, 0))
-            if retries >= self.max_retries:
-                log.warning("trial %d FAIL (%s); no retries left", frozen.number, reason)
+            if not retry or retries >= self.max_retries:
+                left = "; no retries left" if retry else ""
+                log.warning("trial %d FAIL (%s)%s", frozen.number, reason, left)
                 return False
             study.enqueue_trial(
                 frozen.params,
                 user_attrs={RETRY_OF_ATTR: frozen.number, RETRIES_ATTR: retries + 1},
             )
-            log.warning(
-                "trial %d FAIL (%s); its parameters are queued again", frozen.number, reason
-            )
-            return True
+        log.warning("trial %d FAIL (%s); its parameters are queued again", frozen.number, reason)
+        return True
 
     def _count(self, frozen: FrozenTrial, error: BaseException | None) -> None:
-        """Count a settled trial; stop launching when too many of this run's failed."""
+        """Count a settled trial; once more than max_failure_rate of at least n_jobs of this
+        run's trials failed (hydra-optuna-sweeper judges batches of n_jobs), none starts."""
         with self._lock:
             self._settled += 1
             if frozen.state == TrialState.FAIL:
                 reason = str(frozen.user_attrs.get("reason", "failed"))
                 self._failures.append((frozen.number, reason, error))
-        self._raise_if_too_many_failures(final=False)
-
-    def _raise_if_too_many_failures(self, final: bool) -> None:
-        """hydra-optuna-sweeper's max_failure_rate, for asynchronous trials. While the search
-        runs, failures are judged against at least one batch of n_jobs trials (the official
-        sweeper judges each batch): more than max_failure_rate of them failed, and no new
-        trial starts (running ones end). At the end, more than max_failure_rate of the
-        trials this run settled failed: raise the first failed task's error."""
-        failed, settled = len(self._failures), self._settled
-        if not failed:
-            return
-        if not final:
-            if failed / max(settled, self._workers) > self.max_failure_rate:
+            failed = len(self._failures)
+            if failed / max(self._settled, self._workers) > self.max_failure_rate:
                 if not self._stop.is_set():
                     log.error(
                         "Failed %d times out of %d with max_failure_rate=%s: no new trials",
                         failed,
-                        settled,
+                        self._settled,
                         self.max_failure_rate,
                     )
                 self._stop.set()
-            return
-        if failed / settled <= self.max_failure_rate:
+
+    def _raise_if_too_many_failures(self) -> None:
+        """At the end: raise the first failure when over max_failure_rate of this run's failed."""
+        failed, settled, rate = len(self._failures), self._settled, self.max_failure_rate
+        if not failed or failed / settled <= rate:
             return
         number, reason, error = self._failures[0]
-        log.error(
-            "Failed %d times out of %d with max_failure_rate=%s",
-            failed,
-            settled,
-            self.max_failure_rate,
-        )
+        log.error("Failed %d times out of %d with max_failure_rate=%s", failed, settled, rate)
         if error is not None:
             raise error
         raise ValueError(
-            f"trial {number} failed: {reason} (hydra.sweeper.max_failure_rate="
-            f"{self.max_failure_rate}; raise it to go on after failed trials)"
+            f"trial {number} failed: {reason} (hydra.sweeper.max_failure_rate={rate}; raise it "
+            "to go on after failed trials)"
         )
 
     def _watch(self, study: optuna.Study, frozen: FrozenTrial) -> None:
-        """Wait for a trial an earlier sweeper left RUNNING: until its job gives a verdict, or
-        goes quiet for stale_after seconds (and is not a live SLURM job): then FAIL + retry."""
+        """Wait for a trial left RUNNING until its job tells, or goes stale: then FAIL, retry."""
         poll = min(max(1.0, self.heartbeat_interval / 2), 10.0)
         start = time.monotonic()
         log.info("trial %d was left RUNNING: watching its job", frozen.number)
@@ -724,15 +553,13 @@ class AsyncOptunaSweeper:
                 self._settle(study, frozen, None, None, time.monotonic() - start)
                 return
             quiet = time.time() - last_sign_of_life(frozen)
-            if quiet > self.stale_after and not slurm.job_alive(
-                frozen.user_attrs.get("slurm_job_id")
-            ):
-                if not self._fail_and_retry(study, frozen, f"no heartbeat for {quiet:.0f} s"):
+            job = frozen.user_attrs.get("slurm_job_id")
+            if quiet > self.stale_after and not slurm.job_alive(job):
+                if not self._fail(study, frozen, f"no heartbeat for {quiet:.0f} s", retry=True):
                     self._count(get_trial(study, frozen), None)
                 return
             time.sleep(poll)
 
-    # ---------------------------------------------------------------- results
     def _summarise(self, study: optuna.Study, sweep_dir: Path) -> None:
         """Write optimization_results.yaml and trials.csv to the sweep dir; log the best."""
         trials = study.get_trials(deepcopy=False)
@@ -742,14 +569,13 @@ class AsyncOptunaSweeper:
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         if complete and len(self.directions) == 1:
             best = study.best_trial
-            summary.update(best_params=best.params, best_value=best.value)
-            summary["best_trial"] = best.number
+            summary.update(best_params=best.params, best_value=best.value, best_trial=best.number)
             log.info("best trial %d: %s %s", best.number, best.value, best.params)
         elif complete:
             front = study.best_trials
             summary["solutions"] = [{"params": t.params, "values": t.values} for t in front]
             summary["solution_trials"] = [t.number for t in front]
-            log.info("Pareto front: trials %s", [t.number for t in front])
+            log.info("Pareto front: trials %s", summary["solution_trials"])
         summary.update(
             study_name=study.study_name,
             storage=self.storage_str,
@@ -761,6 +587,3 @@ class AsyncOptunaSweeper:
         trials_table(self.storage_str, study.study_name, sweep_dir).to_csv(
             sweep_dir / "trials.csv", index=False
         )
-
-
-__all__ = ["AsyncOptunaSweeper", "HEARTBEAT_ATTR", "counted_trials", "param_from_override"]

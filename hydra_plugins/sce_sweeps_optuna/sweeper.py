@@ -1,5 +1,5 @@
-"""The Hydra plugin class; the work is done in :mod:`._impl` (imported lazily, so that Hydra's
-plugin discovery stays fast for runs that do not search)."""
+"""The Hydra plugin class; :mod:`._impl` (and Optuna) is imported lazily, so that Hydra's
+plugin discovery stays fast for runs that do not search."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from hydra_plugins.sce_sweeps_optuna.config import SCEOptunaSweeperConf  # noqa: F401 (registers)
 
@@ -18,11 +18,7 @@ class SCEOptunaSweeper(Sweeper):
     def __init__(self, **settings: Any) -> None:
         from hydra_plugins.sce_sweeps_optuna._impl import AsyncOptunaSweeper
 
-        plain = {
-            k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-            for k, v in settings.items()
-        }
-        self.sweeper = AsyncOptunaSweeper(**plain)
+        self.sweeper = AsyncOptunaSweeper(**settings)
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig

@@ -318,13 +318,13 @@ def test_too_many_failures_stop_the_search(tmp_path):
     sweeper.optimize(study)
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
     with pytest.raises(RuntimeError, match="job of trial 0 was killed"):
-        sweeper._raise_if_too_many_failures(final=True)
+        sweeper._raise_if_too_many_failures()
     half = tmp_path / "half"
     half.mkdir()
     sweeper, study = _sweeper(half, launcher, n_trials=4, max_retries=0, max_failure_rate=0.5)
     sweeper.optimize(study)
     assert len(study.trials) == 4
-    sweeper._raise_if_too_many_failures(final=True)  # 1 of 4 failed
+    sweeper._raise_if_too_many_failures()  # 1 of 4 failed
 
 
 def test_grid_search_tells_its_last_trial_without_error(tmp_path):
