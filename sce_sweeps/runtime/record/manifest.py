@@ -29,13 +29,8 @@ _claims: dict[Path, int] = {}  # lock files this process holds, and their descri
 
 
 def claim_sweep_dir(sweep_dir: str | Path) -> None:
-    """Make this process the one launcher of ``sweep_dir`` for the rest of its life: an
-    exclusive lock on ``<sweep dir>/.sweep.lock``, which the kernel drops when the process
-    ends, however it ends. Claiming again from the same process is a no-op.
-
-    Raises:
-        SweepDirBusyError: another process holds it (its pid and host in the message).
-    """
+    """Make this process the one launcher of ``sweep_dir`` for the rest of its life (a lock on
+    its ``.sweep.lock``, dropped when the process ends); SweepDirBusyError names the holder."""
     path = Path(os.path.realpath(sweep_dir)) / LOCK  # one key however the dir is named
     if path in _claims:
         return
@@ -84,13 +79,8 @@ class Job:
 
 @dataclass
 class Manifest:
-    """The sweep: its name, the command that launched it, its launcher and its jobs.
-
-    The launcher process is its only writer: it creates the manifest before submitting
-    anything, records each job's SLURM job id (or local process id) as it is submitted and its
-    state as it ends, and rewrites the whole file atomically each time. Jobs never write it;
-    their own truth is the ``result.json`` of their run dir.
-    """
+    """The sweep: its name, the command that launched it, its launcher and its jobs. The
+    launcher process alone writes it; a job's own truth is its run dir's ``result.json``."""
 
     sweep_name: str
     launcher: str  # local | slurm
@@ -132,11 +122,8 @@ class Manifest:
 
     @classmethod
     def load(cls, sweep_dir: str | Path) -> Manifest | None:
-        """The manifest of ``sweep_dir``; None if it has none.
-
-        Raises:
-            RunFileError: the file is corrupt or of another version.
-        """
+        """The manifest of ``sweep_dir``; None if it has none, a RunFileError if it is corrupt
+        or of another version."""
         path = Path(sweep_dir) / MANIFEST
         data = read_json(path)
         if data is None:

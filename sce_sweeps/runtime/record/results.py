@@ -14,11 +14,8 @@ from sce_sweeps.runtime.record.states import FINAL, RunState
 
 
 def read_result(run_dir: str | Path) -> dict[str, Any] | None:
-    """The run's ``result.json``; None when it has none (yet).
-
-    Raises:
-        RunFileError: the file is corrupt, or its ``status`` is not a final :class:`RunState`.
-    """
+    """The run's ``result.json``; None when it has none (yet), a RunFileError when it is
+    corrupt or its ``status`` is not a final :class:`RunState`."""
     path = Path(run_dir) / RESULT
     result = read_json(path)
     if result is not None and result.get("status") not in {s.value for s in FINAL}:
@@ -51,11 +48,8 @@ def write_result(run_dir: str | Path, result: dict[str, Any], stamp: bool = True
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """``metrics.jsonl`` rows; a partial last line (a run killed mid-write) is dropped.
-
-    Raises:
-        RunFileError: a line before the last is corrupt.
-    """
+    """``metrics.jsonl`` rows; a partial last line (a run killed mid-write) is dropped, a
+    corrupt line before it raises RunFileError."""
     path = Path(run_dir) / METRICS
     try:
         text = path.read_text()
@@ -74,8 +68,7 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def append_metrics(run_dir: str | Path, row: dict[str, Any]) -> None:
-    """Append one epoch's row to ``metrics.jsonl`` (a kill mid-append tears only that line,
-    which :func:`read_metrics` drops)."""
+    """Append one epoch's row to ``metrics.jsonl`` (a kill mid-append tears only that line)."""
     with (Path(run_dir) / METRICS).open("a") as f:
         f.write(json.dumps(row) + "\n")
 
