@@ -1,11 +1,6 @@
-"""Before launching anything: compose and validate every job, and describe the launch.
-
-:func:`plan_jobs` composes each job's config exactly as Hydra's ``load_sweep_config`` does (the
-job then runs on that config), runs the app's check (:func:`sce_sweeps.config.validate`) on it
-and computes its config hash and run dir, so a grid value that does not fit the dataset fails
-before any submission.
-:func:`describe` is the dry-run report: count, overrides, resources, estimated GPU-hours.
-"""
+"""Before launching anything: compose each job's config as Hydra's ``load_sweep_config`` does,
+validate it with the app's check and give it its config hash and run dir (:func:`plan_jobs`),
+so a bad grid value fails before any submission; and the dry-run report (:func:`describe`)."""
 
 from __future__ import annotations
 
@@ -13,6 +8,7 @@ import os
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -62,16 +58,11 @@ def resolved_hash(task: DictConfig) -> str:
     return config_hash(OmegaConf.to_container(task, resolve=True))
 
 
-def _function(path: str | None, default: Callable[[DictConfig], Any]) -> Callable:
-    return get_method(path) if path else default
-
-
 def _known_job(manifest: Manifest | None, num: int, overrides: list[str], hash_: str | None):
-    """The job of ``manifest`` that a job numbered ``num`` is: the one with its number when
-    that one has its config (a rerun of the same command, an Optuna trial run again), else the
-    one with the same overrides, else, when its number is taken by another config (a grid
-    extended or reordered on resume), the only one with its config hash. Otherwise it is a new
-    job, e.g. a new Optuna trial, even with the parameters of an earlier one."""
+    """The job of ``manifest`` that a job numbered ``num`` is: the one with its number and
+    config, else the one with its overrides, else, when its number is another config's (a grid
+    extended or reordered on resume), the only one with its config hash; else None (a new job,
+    e.g. an Optuna trial with the parameters of an earlier one)."""
     if manifest is None:
         return None
     same_num = manifest.by_num(num)
@@ -91,28 +82,18 @@ def plan_jobs(
     validate: str | None = None,
     config_hash: str | None = None,
 ) -> list[PlannedJob]:
-    """Compose, number and validate each job; invalid ones get an ``error``, nothing raises.
-
-    Job ``i`` is Hydra's job number ``initial_job_idx + i``; one already in ``manifest`` keeps
-    its run dir (see :func:`_known_job`). Each run dir must lie inside the sweep dir and
-    differ from every other job's.
-
-    Args:
-        compose: the config of a job from its overrides: Hydra's ``load_sweep_config`` with
-            the multirun's config, or what gives the same (``SweepComposer``). It may raise
-            (an override that does not compose): nothing is planned then.
-        validate: ``module.function`` that raises on an invalid task config (the launcher's
-            ``validate`` key; the app's own check), or None to check only that it composes.
-        config_hash: ``module.function`` giving the hash of what determines a job's result
-            (the launcher's ``config_hash`` key), or None for :func:`resolved_hash`.
+    """Compose (``compose``, which may raise), number and validate each job; an invalid one
+    gets an ``error``. A job already in ``manifest`` keeps its number and run dir
+    (:func:`_known_job`). ``validate`` and ``config_hash`` are the launcher's ``module.function``
+    keys: the app's check (None: only resolve the config) and hash (None: :func:`resolved_hash`).
     """
-    check = _function(validate, lambda task: OmegaConf.to_container(task, resolve=True))
-    hash_of = _function(config_hash, resolved_hash)
+    check = get_method(validate) if validate else partial(OmegaConf.to_container, resolve=True)
+    hash_of = get_method(config_hash) if config_hash else resolved_hash
     jobs = []
     used = {j.num for j in manifest.jobs} if manifest else set()
-    for i, overrides in enumerate(job_overrides):
+    for i, overrides in enumerate(map(list, job_overrides)):
         num = initial_job_idx + i
-        cfg = compose(list(overrides))
+        cfg = compose(overrides)
         config_hash_, error = None, None
         try:
             task = task_config(cfg)
@@ -120,7 +101,7 @@ def plan_jobs(
             config_hash_ = hash_of(task)
         except Exception as e:  # ConfigError, or a value that does not even resolve
             error = str(e).splitlines()[0]
-        known = _known_job(manifest, num, list(overrides), config_hash_)
+        known = _known_job(manifest, num, overrides, config_hash_)
         if known is not None:
             num = known.num
         elif num in used:  # a new job whose number the sweep has given to another
@@ -138,7 +119,7 @@ def plan_jobs(
                 f"its config changed since the sweep was launched (config hash "
                 f"{known.config_hash} -> {config_hash_}); start a new sweep dir instead"
             )
-        jobs.append(PlannedJob(num, list(overrides), run_dir, cfg, config_hash_, error))
+        jobs.append(PlannedJob(num, overrides, run_dir, cfg, config_hash_, error))
     _check_distinct(jobs, manifest)
     return jobs
 
@@ -162,7 +143,7 @@ def _check_distinct(jobs: list[PlannedJob], manifest: Manifest | None) -> None:
 
 def invalid_job_lines(jobs: list[PlannedJob]) -> list[str]:
     """One line per invalid job: its number, its varying overrides and the error."""
-    varying = varying_overrides([j.overrides for j in jobs])
+    varying = varying_overrides([j.overrides for j in jobs])[1]
     return [
         f"job #{j.num} ({' '.join(v)}): invalid config: {j.error}"
         for j, v in zip(jobs, varying)
@@ -188,9 +169,6 @@ def remove_unused_sweep_dir(sweep_dir: Path) -> None:
         parent = parent.parent
 
 
-# --- the dry-run report -------------------------------------------------------------------
-
-
 def gpus_per_job(params: dict[str, Any]) -> int:
     """GPUs one job asks for (gpus_per_task, gpus_per_node or a gres of gpu[:type]:N)."""
     nodes = params.get("nodes") or 1
@@ -205,16 +183,11 @@ def gpus_per_job(params: dict[str, Any]) -> int:
     return 0
 
 
-def format_minutes(minutes: float) -> str:
-    hours, mins = divmod(int(round(minutes)), 60)
-    return f"{hours}:{mins:02d}:00"
-
-
 def resources(params: dict[str, Any], kind: str) -> list[str]:
     """The lines of the report that say what each job gets."""
     gpus = gpus_per_job(params)
     tasks = (params.get("nodes") or 1) * (params.get("tasks_per_node") or 1)
-    per_job = [f"{tasks} task{'s' * (tasks > 1)}", f"{gpus} GPU{'s' * (gpus != 1)}"]
+    per_job = [jobs_(tasks, "task"), jobs_(gpus, "GPU")]
     if params.get("cpus_per_task"):
         per_job.append(f"{params['cpus_per_task']} CPUs per task")
     if params.get("mem_gb"):
@@ -226,7 +199,8 @@ def resources(params: dict[str, Any], kind: str) -> list[str]:
             for key in ("partition", "account", "qos", "constraint", "gres", "exclude")
             if params.get(key)
         ]
-        per_job.append(f"time limit {format_minutes(params['timeout_min'])}")
+        hours, minutes = divmod(int(round(params["timeout_min"])), 60)
+        per_job.append(f"time limit {hours}:{minutes:02d}:00")
         lines.append(f"  SLURM:      {' '.join(where) or '(the default partition)'}")
         lines.append(f"  per job:    {', '.join(per_job)}")
         lines.append(
@@ -273,8 +247,7 @@ def describe(
         )
     elif kind == "slurm":
         lines.append("  GPU-hours:  0 (no GPU requested)")
-    varying = varying_overrides([j.overrides for j in jobs])
-    common = [x for x in jobs[0].overrides if x not in varying[0]] if jobs else []
+    common, varying = varying_overrides([j.overrides for j in jobs])
     lines.append(f"  every job:  {' '.join(common) or '-'}")
     width = max([len(" ".join(v)) for v in varying] + [9])
     lines.append(f"  {'job':>4}  {'overrides':<{width}}  {'config hash':<16}  run dir")
@@ -288,9 +261,8 @@ def describe(
 
 
 def check_data(jobs: list[PlannedJob], data_check: str | None) -> tuple[list[str], bool]:
-    """The dry run's check of the data of the jobs to run (``check_data``): ``data_check``
-    (the launcher's ``module.function``, the app's) on each job's config. Returns the report's
-    lines (one per problem, each once) and whether every file reads."""
+    """The report's lines (one per problem) of ``data_check`` (the app's ``module.function``)
+    on the config of each job to run, and whether every file reads."""
     if not data_check:
         return ["  data:       not checked (the launcher's data_check names no function)"], True
     check = get_method(data_check)

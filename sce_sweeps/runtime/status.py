@@ -1,31 +1,8 @@
 """Where each job of a sweep stands: ``python -m sce_sweeps.cli status <sweep dir>``.
 
-Every job gets one :class:`~sce_sweeps.runtime.record.RunState`, from, in this order:
-
-1. SLURM (``squeue``, then ``sacct``) for its latest SLURM job id, or the liveness of its
-   local process: a queued job is *pending*, a started one *running* (unless its run already
-   wrote a final result, completed or pruned: SLURM's accounting lags a job's end);
-2. the ``result.json`` of its run dir, when its config hash is the job's: *completed*,
-   *failed* (with the reason the run recorded) or *pruned*; for an app that writes no
-   ``result.json``, the final state the launcher recorded when the job returned;
-3. otherwise a job the launcher ended because it stalled is *failed* ("stalled: ...", its
-   checkpoint kept for a resume); a SLURM job that ended without a result is *failed* with
-   SLURM's state as the reason (CANCELLED, TIMEOUT, OUT_OF_MEMORY, ...); a job SLURM refused
-   is *not submitted* (with SLURM's reason); a job the launcher has not submitted yet is
-   *pending* while the launcher lives; anything else is *interrupted* (its process died, e.g.
-   on Ctrl-C; its checkpoint, if any, is where a resume continues).
-
-A running job whose heartbeat (``heartbeat.json``, its last step and time) is older than its
-limit (``hydra.launcher.stall_after``, recorded in the manifest; by default derived from the
-job's own intervals between steps, at least a few minutes) stays *running*, flagged as stalled,
-with how long it has made no progress.
-
-The analysis tables and the Optuna trial table take their states from :func:`sweep_status`,
-so all three label a run the same way.
-
-Exit status: 0 when every job completed (or was pruned), 1 when any failed, was not submitted
-or was interrupted (a resume reruns those), 3 while jobs are pending or running and none has
-failed, 2 on a usage error.
+Each job gets one :class:`~sce_sweeps.runtime.record.RunState`, from SLURM or its process, then
+its run's ``result.json``, then what the launcher recorded (docs/sweeps.md, "Status"). The
+analysis tables and the Optuna trial table take their states from :func:`sweep_status` too.
 """
 
 from __future__ import annotations
@@ -33,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -79,12 +57,6 @@ def process_alive(pid: int | None, host: str, marker: str | None = None) -> bool
     return host == HOST and alive(pid, marker)
 
 
-def _interrupted_reason(run_dir: Path) -> str:
-    if has_checkpoint(run_dir):
-        return "no result; stopped with a checkpoint (a resume continues from it)"
-    return "no result; stopped before its first checkpoint"
-
-
 def _own_result(manifest: Manifest, job: Job) -> dict[str, Any] | RunFileError | None:
     """The job's ``result.json`` (None when it has none, or one of another config)."""
     try:
@@ -109,8 +81,7 @@ def job_status(
     launcher_alive: bool,
     result: dict[str, Any] | RunFileError | None | bool = True,
 ) -> JobStatus:
-    """The state of one job (see the module docstring for the rules); ``result``: its
-    :func:`_own_result`, read here if not given."""
+    """The state of one job; ``result``: its :func:`_own_result`, read here if not given."""
     run_dir = manifest.run_dir(job)
     latest = job.job_ids[-1] if job.job_ids else None
     status = JobStatus(
@@ -138,9 +109,7 @@ def job_status(
     # A completed or pruned result wins over SLURM's accounting, a moment behind; so does a
     # failed one the launcher saw end. (A failed run's job that SLURM runs again, requeued
     # before the launcher saw it end, is running: it resumes.)
-    seen_ending = job.finished_at is not None and job.state in FINAL
-    final = result is not None and (result["status"] in FINISHED or seen_ending)
-    if live and not final:
+    if live and not (result and _settled(job, result)):
         status.state, status.reason = live
         found = stall(run_dir, manifest.stall_after) if live[0] == RunState.RUNNING else None
         if found is not None:
@@ -163,8 +132,12 @@ def job_status(
         status.state, status.reason = RunState.NOT_SUBMITTED, job.reason
     elif job.state == RunState.PENDING and not latest and launcher_alive:
         status.state, status.reason = RunState.PENDING, "waiting for the launcher to start it"
+    elif job.reason:
+        status.reason = job.reason
+    elif has_checkpoint(run_dir):
+        status.reason = "no result; stopped with a checkpoint (a resume continues from it)"
     else:
-        status.reason = job.reason or _interrupted_reason(run_dir)
+        status.reason = "no result; stopped before its first checkpoint"
     return status
 
 
@@ -200,16 +173,19 @@ def exit_code(statuses: list[JobStatus]) -> int:
     return 0
 
 
-def varying_overrides(overrides: list[list[str]]) -> list[list[str]]:
-    """Each job's overrides minus those every job shares (the sweep's fixed settings)."""
-    common = set.intersection(*(set(o) for o in overrides)) if overrides else set()
-    return [[x for x in o if x not in common] for o in overrides]
+def varying_overrides(overrides: list[list[str]]) -> tuple[list[str], list[list[str]]]:
+    """The overrides every job shares (the sweep's fixed settings), and each job's others."""
+    if not overrides:
+        return [], []
+    common = set.intersection(*(set(o) for o in overrides))
+    return [x for x in overrides[0] if x in common], [
+        [x for x in o if x not in common] for o in overrides
+    ]
 
 
 def format_table(manifest: Manifest, statuses: list[JobStatus]) -> str:
     """A human-readable table: one line per job, then a summary line."""
-    varying = varying_overrides([s.overrides for s in statuses])
-    common = [x for x in statuses[0].overrides if x not in varying[0]] if statuses else []
+    common, varying = varying_overrides([s.overrides for s in statuses])
     lines = [
         f"sweep {manifest.sweep_name} ({manifest.launcher}): {manifest.sweep_dir}",
         f"command: {manifest.command}",
@@ -230,14 +206,13 @@ def format_table(manifest: Manifest, statuses: list[JobStatus]) -> str:
         lines.append(
             f"{s.num:>4}  {s.state:<13}  {' '.join(v):<{width}}  {s.job_id or '-':<10}  {detail}"
         )
-    counts = {state: sum(s.state == state for s in statuses) for state in STATE_ORDER}
+    counts = Counter(s.state for s in statuses)
     stalled = sum(s.stalled_s is not None for s in statuses)
     parts = []
-    for state, n in counts.items():
+    for state in (state for state in STATE_ORDER if counts[state]):
         flag = f" ({stalled} stalled)" if state == RunState.RUNNING and stalled else ""
-        parts += [f"{n} {state}{flag}"] if n else []
-    summary = ", ".join(parts)
-    lines.append(f"{jobs_(len(statuses))}: {summary}")
+        parts.append(f"{counts[state]} {state}{flag}")
+    lines.append(f"{jobs_(len(statuses))}: {', '.join(parts)}")
     return "\n".join(lines)
 
 
@@ -262,8 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         + " / ".join(s.value for s in STATE_ORDER)
         + ", from SLURM and from the run dirs.",
         epilog="Exit status: 0 all completed or pruned, 1 some failed, not submitted or "
-        "interrupted, "
-        "3 some still pending or running, 2 usage error.",
+        "interrupted, 3 some still pending or running, 2 usage error.",
     )
     parser.add_argument("sweep_dir", type=Path, help=f"a sweep dir (holding {MANIFEST})")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
