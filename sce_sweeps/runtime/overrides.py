@@ -14,6 +14,11 @@ def parse_override(line: str) -> tuple[str, str | None]:
     return key, (value if sep and not deletion else None)
 
 
+def quote(value: str) -> str:
+    """``value`` quoted for Hydra's override parser."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def override_dict(lines: list[str], hydra: bool = False) -> dict[str, str]:
     """The overrides that set a value, by key (``hydra.*`` keys only if ``hydra``)."""
     out = {}

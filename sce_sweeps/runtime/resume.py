@@ -1,18 +1,6 @@
-"""``python -m sce_sweeps.cli resume <sweep dir> [overrides]``: finish an interrupted or partly
-failed sweep.
-
-It reruns the command line recorded in the sweep's manifest, from the directory it ran in, with
-``hydra.sweep.dir=<sweep dir> hydra.launcher.resume=true`` (and any extra overrides, e.g.
-``hydra.launcher.dry_run=true`` to see what would rerun, or ``launcher=slurm`` to finish on
-SLURM a sweep started locally). The launcher then skips the runs that finished with the same
-config hash, and the ones still queued or running, and reruns the failed and unfinished ones;
-an unfinished run continues from its checkpoint.
-
-A sweep dir that cannot be written (a read-only filesystem: an archived sweep, a colleague's
-directory) is not handed to Hydra, which writes into it first: a resume that would rerun
-nothing says so and exits 0, one that has jobs to rerun says in one line that the directory
-is not writable and exits 2.
-"""
+"""``python -m sce_sweeps.cli resume <sweep dir> [overrides]``: rerun the command recorded in
+the sweep's manifest with ``hydra.launcher.resume=true``, so that the failed and unfinished jobs
+rerun and the others are skipped (docs/sweeps.md, "Resume")."""
 
 from __future__ import annotations
 
@@ -26,17 +14,10 @@ from pathlib import Path
 
 import yaml
 
-from sce_sweeps.runtime.overrides import parse_override
+from sce_sweeps.runtime.overrides import parse_override, quote
 from sce_sweeps.runtime.record import FINISHED, LIVE, MANIFEST, Manifest, RunFileError
 
 REPLACED = ("hydra.sweep.dir=", "hydra.launcher.resume=", "hydra.launcher.dry_run=")
-
-
-def _override_value(value: str) -> str:
-    """``value`` quoted for Hydra's override parser when it holds special characters."""
-    if re.fullmatch(r"[\w/.:+~@%-]+", value):
-        return value
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def resume_command(manifest: Manifest, extra: list[str]) -> list[str]:
@@ -51,7 +32,9 @@ def resume_command(manifest: Manifest, extra: list[str]) -> list[str]:
     ]
     if not {"-m", "--multirun"} & set(argv):
         argv.insert(0, "-m")
-    sweep_dir = _override_value(str(manifest.sweep_dir.absolute()))
+    sweep_dir = str(manifest.sweep_dir.absolute())
+    if not re.fullmatch(r"[\w/.:+~@%-]+", sweep_dir):  # special characters for Hydra's parser
+        sweep_dir = quote(sweep_dir)
     return [
         sys.executable,
         *manifest.program,
@@ -92,7 +75,7 @@ def read_only_verdict(manifest: Manifest) -> tuple[int, str]:
         listed = ", ".join(f"#{s.num} {s.state}" for s in todo[:5]) + ", ..." * (len(todo) > 5)
         work.append(f"{jobs_(len(todo))} to rerun ({listed})")
     if more:
-        work.append(f"{more} more trial{'s' * (more > 1)} of n_trials={wanted}")
+        work.append(f"{jobs_(more, 'more trial')} of n_trials={wanted}")
     return 2, (
         f"{sweep_dir} is not writable (read-only file system?): {', '.join(work)}; copy the "
         f"sweep dir somewhere writable and resume the copy"

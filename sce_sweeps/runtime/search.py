@@ -1,13 +1,5 @@
-"""The trial table of an Optuna search: ``python -m sce_sweeps.cli trials <sweep dir>``.
-
-Each trial is one row: its number, its run's :class:`~sce_sweeps.runtime.record.RunState` (the state
-``python -m sce_sweeps.cli status`` shows for the trial's job, so both label a run the same way),
-Optuna's own trial state, value(s), parameters, user attributes, duration and
-``epochs_reported``. Works while the search runs. The search itself is the sweeper plugin's
-(``hydra_plugins/sce_sweeps_optuna``).
-
-    python -m sce_sweeps.cli trials sweeps/optuna_search/<date>/<time> [--csv trials.csv]
-"""
+"""The trial table of an Optuna search: ``python -m sce_sweeps.cli trials <sweep dir>``, one
+row per trial with its run's state as ``status`` shows it (docs/search.md)."""
 
 from __future__ import annotations
 
@@ -34,11 +26,8 @@ TRIAL_STATES = {
 
 
 def resolve_storage(location: str) -> str:
-    """An existing study's storage: a sweep dir means its journal file, a URL is as given.
-
-    Raises:
-        FileNotFoundError: for a path that holds no journal.
-    """
+    """An existing study's storage: a sweep dir means its journal file, a URL is as given; a
+    FileNotFoundError for a path that holds no journal."""
     if "://" in location:
         return location
     path = Path(location)
@@ -50,9 +39,8 @@ def resolve_storage(location: str) -> str:
 
 
 def run_states(trials: list[optuna.trial.FrozenTrial], sweep_dir: Path | None) -> list[str]:
-    """Each trial's run state: its job's, as ``status`` tells it, when the sweep's manifest
-    has a job numbered like the trial (the project's launchers number a trial's job by the
-    trial number); else from Optuna's state."""
+    """Each trial's run state: that of the sweep's job numbered like it (the launchers number a
+    trial's job by the trial number), else from Optuna's state."""
     jobs = {}
     manifest = Manifest.load(sweep_dir) if sweep_dir is not None else None
     if manifest is not None:
@@ -65,16 +53,9 @@ def run_states(trials: list[optuna.trial.FrozenTrial], sweep_dir: Path | None) -
 def trials_table(
     storage: str, study_name: str | None = None, sweep_dir: Path | None = None
 ) -> pd.DataFrame:
-    """All trials of a study as a DataFrame: number, state (the run's
-    :class:`~sce_sweeps.runtime.record.RunState`), trial_state (Optuna's), value(s), params, user
-    attrs, duration and ``epochs_reported`` (how far a pruned trial got).
-
-    Args:
-        storage: a sweep dir, a journal file or a database URL.
-        study_name: needed only when the storage holds several studies.
-        sweep_dir: the sweep dir whose manifest gives the runs' states (default: ``storage``
-            when it is a directory).
-    """
+    """All trials of a study in ``storage`` (a sweep dir, a journal file or a database URL):
+    number, state (the run's), trial_state (Optuna's), value(s), params, user attrs, duration
+    and ``epochs_reported``; ``sweep_dir`` (default: ``storage`` if a dir) gives the states."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
