@@ -120,17 +120,9 @@ def plan_jobs(
                 f"{known.config_hash} -> {config_hash_}); start a new sweep dir instead"
             )
         jobs.append(PlannedJob(num, overrides, run_dir, cfg, config_hash_, error))
-    _check_distinct(jobs, manifest)
-    return jobs
-
-
-def _check_distinct(jobs: list[PlannedJob], manifest: Manifest | None) -> None:
-    """Give an error to each job whose run dir another job (of this launch, or of the sweep's
-    manifest under another number) already has."""
-    owner: dict[Path, int] = {}
-    if manifest is not None:
-        for job in manifest.jobs:
-            owner[Path(os.path.abspath(manifest.run_dir(job)))] = job.num
+    # a run dir that another job has already (of this launch, or of the manifest's)
+    known_dirs = [(manifest.run_dir(j), j.num) for j in manifest.jobs] if manifest else []
+    owner = {Path(os.path.abspath(run_dir)): num for run_dir, num in known_dirs}
     for job in jobs:
         path = Path(os.path.abspath(job.run_dir))
         other = owner.setdefault(path, job.num)
@@ -139,6 +131,7 @@ def _check_distinct(jobs: list[PlannedJob], manifest: Manifest | None) -> None:
                 f"its run dir {path} is job #{other}'s too: hydra.sweep.subdir must give each "
                 "job its own (e.g. ${hydra.job.num})"
             )
+    return jobs
 
 
 def invalid_job_lines(jobs: list[PlannedJob]) -> list[str]:
@@ -183,41 +176,6 @@ def gpus_per_job(params: dict[str, Any]) -> int:
     return 0
 
 
-def resources(params: dict[str, Any], kind: str) -> list[str]:
-    """The lines of the report that say what each job gets."""
-    gpus = gpus_per_job(params)
-    tasks = (params.get("nodes") or 1) * (params.get("tasks_per_node") or 1)
-    per_job = [jobs_(tasks, "task"), jobs_(gpus, "GPU")]
-    if params.get("cpus_per_task"):
-        per_job.append(f"{params['cpus_per_task']} CPUs per task")
-    if params.get("mem_gb"):
-        per_job.append(f"{params['mem_gb']} GB")
-    lines = []
-    if kind == "slurm":
-        where = [
-            f"{key}={params[key]}"
-            for key in ("partition", "account", "qos", "constraint", "gres", "exclude")
-            if params.get(key)
-        ]
-        hours, minutes = divmod(int(round(params["timeout_min"])), 60)
-        per_job.append(f"time limit {hours}:{minutes:02d}:00")
-        lines.append(f"  SLURM:      {' '.join(where) or '(the default partition)'}")
-        lines.append(f"  per job:    {', '.join(per_job)}")
-        lines.append(
-            f"  array:      at most {params.get('array_parallelism')} jobs at once; a job "
-            f"requeues itself on preemption, and on its time limit up to "
-            f"{params.get('max_num_timeout')} times"
-        )
-        for key, value in sorted((params.get("additional_parameters") or {}).items()):
-            lines.append(f"  sbatch:     --{key.replace('_', '-')}={value}")
-    else:
-        lines.append(f"  local:      at most {params.get('max_parallel')} jobs at once")
-        lines.append(f"  per job:    {', '.join(per_job[1:])}")
-    if params.get("setup"):
-        lines.append(f"  setup:      {'; '.join(params['setup'])}")
-    return lines
-
-
 def describe(
     jobs: list[PlannedJob],
     params: dict[str, Any],
@@ -236,8 +194,35 @@ def describe(
     ]
     if resume:
         lines.append(f"  resume:     {len(jobs) - len(todo)} of {jobs_(len(jobs))} skipped")
-    lines += resources(params, kind)
     gpus = gpus_per_job(params)
+    tasks = (params.get("nodes") or 1) * (params.get("tasks_per_node") or 1)
+    per_job = [jobs_(tasks, "task"), jobs_(gpus, "GPU")]
+    if params.get("cpus_per_task"):
+        per_job.append(f"{params['cpus_per_task']} CPUs per task")
+    if params.get("mem_gb"):
+        per_job.append(f"{params['mem_gb']} GB")
+    if kind == "slurm":
+        placement = [
+            f"{key}={params[key]}"
+            for key in ("partition", "account", "qos", "constraint", "gres", "exclude")
+            if params.get(key)
+        ]
+        hours, minutes = divmod(int(round(params["timeout_min"])), 60)
+        per_job.append(f"time limit {hours}:{minutes:02d}:00")
+        lines.append(f"  SLURM:      {' '.join(placement) or '(the default partition)'}")
+        lines.append(f"  per job:    {', '.join(per_job)}")
+        lines.append(
+            f"  array:      at most {params.get('array_parallelism')} jobs at once; a job "
+            f"requeues itself on preemption, and on its time limit up to "
+            f"{params.get('max_num_timeout')} times"
+        )
+        for key, value in sorted((params.get("additional_parameters") or {}).items()):
+            lines.append(f"  sbatch:     --{key.replace('_', '-')}={value}")
+    else:
+        lines.append(f"  local:      at most {params.get('max_parallel')} jobs at once")
+        lines.append(f"  per job:    {', '.join(per_job[1:])}")
+    if params.get("setup"):
+        lines.append(f"  setup:      {'; '.join(params['setup'])}")
     if kind == "slurm" and gpus:
         hours = params["timeout_min"] / 60
         total = len(todo) * gpus * hours

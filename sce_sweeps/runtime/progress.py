@@ -42,11 +42,6 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def counts(jobs: Iterable[Any]) -> Counter[RunState]:
-    """How many jobs are in each state (``jobs``: a manifest's ``Job`` entries)."""
-    return Counter(RunState(job.state) for job in jobs)
-
-
 def best(jobs: Iterable[Any], mode: str = "max") -> tuple[float, int] | None:
     """(objective, job number) of the completed job with the best objective (the highest,
     or with ``mode="min"`` the lowest), if any."""
@@ -108,9 +103,9 @@ def progress_line(
     """The one-line summary of a sweep's jobs; ``fractions``: as :func:`time_left` takes them;
     ``stalled``: the running jobs without progress, and for how long (job number -> seconds)."""
     now = time.time() if now is None else now
-    n = counts(jobs)
+    n = Counter(RunState(job.state) for job in jobs)
     total = len(jobs)
-    done = n[RunState.COMPLETED] + n[RunState.PRUNED] + n[RunState.FAILED]
+    done = sum(n[state] for state in FINAL)
     filled = round(BAR_WIDTH * done / total) if total else 0
     bar = "#" * filled + "-" * (BAR_WIDTH - filled)
     parts = [f"{n[RunState.COMPLETED]} completed"]
@@ -172,7 +167,7 @@ class ProgressPrinter:
             found = stall(sweep_dir / job.run_dir, stall_after)
             if found:
                 stalled[job.num] = found.age_s
-        key = (*sorted((str(s), c) for s, c in counts(jobs).items()), *sorted(stalled))
+        key = (*sorted(Counter(str(job.state) for job in jobs).items()), *sorted(stalled))
         clock = time.monotonic()
         due = force or key != self._last or clock - self._last_at >= self.interval_s
         if not (self.tty or due):

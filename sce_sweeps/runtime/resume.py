@@ -16,6 +16,7 @@ import yaml
 
 from sce_sweeps.runtime.overrides import parse_override, quote
 from sce_sweeps.runtime.record import FINISHED, LIVE, MANIFEST, Manifest, RunFileError
+from sce_sweeps.runtime.status import jobs_, load_sweep, sweep_status
 
 REPLACED = ("hydra.sweep.dir=", "hydra.launcher.resume=", "hydra.launcher.dry_run=")
 
@@ -45,26 +46,18 @@ def resume_command(manifest: Manifest, extra: list[str]) -> list[str]:
     ]
 
 
-def _trials_wanted(sweep_dir: Path) -> int | None:
-    """``hydra.sweeper.n_trials`` of the sweep's ``multirun.yaml`` (a search sweep), or None."""
-    try:
-        saved = yaml.safe_load((sweep_dir / "multirun.yaml").read_text()) or {}
-        wanted = saved["hydra"]["sweeper"].get("n_trials")
-    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError):
-        return None
-    return wanted if isinstance(wanted, int) else None
-
-
 def read_only_verdict(manifest: Manifest) -> tuple[int, str]:
     """For a sweep dir that cannot be written: exit status 0 and a line saying there is
     nothing to resume, or 2 and a line saying which jobs would need it writable."""
-    from sce_sweeps.runtime.status import jobs_, sweep_status
-
     sweep_dir = manifest.sweep_dir
     statuses = sweep_status(manifest)
     todo = [s for s in statuses if s.state not in FINISHED + LIVE]
-    wanted = _trials_wanted(sweep_dir)
-    more = max(0, wanted - len(statuses)) if wanted is not None else 0
+    try:  # hydra.sweeper.n_trials of a search sweep
+        saved = yaml.safe_load((sweep_dir / "multirun.yaml").read_text()) or {}
+        wanted = saved["hydra"]["sweeper"].get("n_trials")
+    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError):
+        wanted = None
+    more = max(0, wanted - len(statuses)) if isinstance(wanted, int) else 0
     if not todo and not more:
         return 0, (
             f"nothing to resume: the {jobs_(len(statuses))} of {sweep_dir} are completed, "
@@ -109,8 +102,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweep_dir", type=Path, help=f"a sweep dir (holding {MANIFEST})")
     parser.add_argument("overrides", nargs="*", help="extra overrides, e.g. launcher=slurm")
     args = parser.parse_args(argv)
-    from sce_sweeps.runtime.status import load_sweep
-
     manifest = load_sweep(args.sweep_dir, "sce_sweeps.cli resume")
     if manifest is None:
         return 2

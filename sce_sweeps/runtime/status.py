@@ -52,11 +52,6 @@ class JobStatus:
     tracking: str | None = None  # what went wrong with its tracking (e.g. Aim merge failed)
 
 
-def process_alive(pid: int | None, host: str, marker: str | None = None) -> bool:
-    """Whether process ``pid`` of this host is alive (and its command line holds ``marker``)."""
-    return host == HOST and alive(pid, marker)
-
-
 def _own_result(manifest: Manifest, job: Job) -> dict[str, Any] | RunFileError | None:
     """The job's ``result.json`` (None when it has none, or one of another config)."""
     try:
@@ -103,7 +98,8 @@ def job_status(
         manifest.launcher == "local"
         and latest
         and job.state in LIVE
-        and process_alive(int(latest), manifest.host, manifest.sweep_dir.name)
+        and manifest.host == HOST
+        and alive(int(latest), manifest.sweep_dir.name)
     ):
         live = (RunState.RUNNING, f"process {latest}")
     # A completed or pruned result wins over SLURM's accounting, a moment behind; so does a
@@ -150,7 +146,7 @@ def sweep_status(manifest: Manifest, launcher_alive: bool | None = None) -> list
     ]  # a finished sweep asks SLURM nothing
     slurm = job_states(ask) if manifest.launcher == "slurm" else {}
     if launcher_alive is None:
-        launcher_alive = process_alive(manifest.pid, manifest.host, "python")
+        launcher_alive = manifest.host == HOST and alive(manifest.pid, "python")
     return [
         job_status(manifest, job, slurm, launcher_alive, result)
         for job, result in zip(manifest.jobs, results)

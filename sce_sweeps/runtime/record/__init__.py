@@ -16,12 +16,9 @@ from sce_sweeps.runtime.record.files import (
     atomic_write,
     locked,
     read_json,
-    remove_stale_temps,
-    try_lock,
     write_json_atomic,
 )
 from sce_sweeps.runtime.record.heartbeat import (
-    BEAT_EVERY_S,
     STALL_FLOOR_S,
     STALLED,
     Stall,
@@ -34,7 +31,6 @@ from sce_sweeps.runtime.record.heartbeat import (
 )
 from sce_sweeps.runtime.record.layout import (
     CHECKPOINT,
-    ERROR_LOG,
     HEARTBEAT,
     HYDRA_DIR,
     LOCK,

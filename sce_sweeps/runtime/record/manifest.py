@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -110,7 +109,7 @@ class Manifest:
         return cls(
             sweep_name=sweep_name,
             launcher=launcher,
-            command=shlex.join(["python", *program, *argv]),
+            command=command_line(*program, *argv),
             argv=argv,
             program=program,
             cwd=os.getcwd(),
