@@ -6,8 +6,7 @@ from typing import Any
 
 
 def parse_override(line: str) -> tuple[str, str | None]:
-    """``"+a.b=0.5"`` -> ``("a.b", "0.5")``; a deletion ``~key`` gives ``("key", None)``, as
-    does a line without ``=``."""
+    """``"+a.b=0.5"`` -> ``("a.b", "0.5")``; ``~key`` or a line without ``=``: ``("key", None)``."""
     key, sep, value = str(line).partition("=")
     deletion = key.startswith("~")
     key = key.lstrip("+~")

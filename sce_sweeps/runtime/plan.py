@@ -59,10 +59,9 @@ def resolved_hash(task: DictConfig) -> str:
 
 
 def _known_job(manifest: Manifest | None, num: int, overrides: list[str], hash_: str | None):
-    """The job of ``manifest`` that a job numbered ``num`` is: the one with its number and
-    config, else the one with its overrides, else, when its number is another config's (a grid
-    extended or reordered on resume), the only one with its config hash; else None (a new job,
-    e.g. an Optuna trial with the parameters of an earlier one)."""
+    """The job of ``manifest`` that job ``num`` is: the one with its number and config, else with
+    its overrides, else, when its number is another config's (a grid extended or reordered on
+    resume), the only one with its config hash; else None (a new job)."""
     if manifest is None:
         return None
     same_num = manifest.by_num(num)
@@ -82,11 +81,9 @@ def plan_jobs(
     validate: str | None = None,
     config_hash: str | None = None,
 ) -> list[PlannedJob]:
-    """Compose (``compose``, which may raise), number and validate each job; an invalid one
-    gets an ``error``. A job already in ``manifest`` keeps its number and run dir
-    (:func:`_known_job`). ``validate`` and ``config_hash`` are the launcher's ``module.function``
-    keys: the app's check (None: only resolve the config) and hash (None: :func:`resolved_hash`).
-    """
+    """Compose, number and validate each job (an invalid one gets an ``error``), a known one
+    keeping its number and run dir; ``validate`` and ``config_hash``: the app's functions named
+    by the launcher's keys (None: the config only has to resolve; :func:`resolved_hash`)."""
     check = get_method(validate) if validate else partial(OmegaConf.to_container, resolve=True)
     hash_of = get_method(config_hash) if config_hash else resolved_hash
     jobs = []
@@ -145,8 +142,8 @@ def invalid_job_lines(jobs: list[PlannedJob]) -> list[str]:
 
 
 def remove_unused_sweep_dir(sweep_dir: Path) -> None:
-    """Remove the sweep dir of a launch that launched nothing (Hydra's sweeper creates it
-    with only ``multirun.yaml``), and the parents under the working dir it leaves empty."""
+    """Remove the sweep dir of a launch that launched nothing (only Hydra's ``multirun.yaml``),
+    and the parents under the working dir it leaves empty."""
     sweep_dir = Path(sweep_dir).absolute()
     if not sweep_dir.is_dir() or {p.name for p in sweep_dir.iterdir()} - {"multirun.yaml", LOCK}:
         return
@@ -246,8 +243,7 @@ def describe(
 
 
 def check_data(jobs: list[PlannedJob], data_check: str | None) -> tuple[list[str], bool]:
-    """The report's lines (one per problem) of ``data_check`` (the app's ``module.function``)
-    on the config of each job to run, and whether every file reads."""
+    """The dry run's lines of the app's ``data_check`` on each job to run, and whether it passed."""
     if not data_check:
         return ["  data:       not checked (the launcher's data_check names no function)"], True
     check = get_method(data_check)

@@ -43,8 +43,7 @@ def format_duration(seconds: float) -> str:
 
 
 def best(jobs: Iterable[Any], mode: str = "max") -> tuple[float, int] | None:
-    """(objective, job number) of the completed job with the best objective (the highest,
-    or with ``mode="min"`` the lowest), if any."""
+    """(objective, job number) of the completed job with the best objective (``mode``: max/min)."""
     done = [
         (job.objective, job.num)
         for job in jobs
@@ -135,8 +134,7 @@ def progress_line(
 
 
 class ProgressPrinter:
-    """Prints a sweep's :func:`progress_line` to ``stream``: redrawn in place on a terminal,
-    a new line on a state change or every ``interval_s`` seconds elsewhere."""
+    """Prints a sweep's :func:`progress_line` to ``stream`` (see the module docstring)."""
 
     def __init__(
         self, stream: IO[str] | None = None, interval_s: float = INTERVAL_S, tty: bool | None = None
@@ -203,8 +201,7 @@ _printers: dict[str, ProgressPrinter] = {}  # sweep dir -> its line
 
 
 def show(manifest: Any, final: bool = False) -> None:
-    """Show the progress of the sweep of ``manifest`` (a :class:`~.record.Manifest`) on stderr;
-    ``final`` leaves the line in place (end of a launch)."""
+    """Show the progress of ``manifest``'s sweep on stderr; ``final`` leaves the line in place."""
     with _LOCK:
         key = str(manifest.sweep_dir)
         printer = _printers[key] = _printers.get(key) or ProgressPrinter()

@@ -23,7 +23,7 @@ REPLACED = ("hydra.sweep.dir=", "hydra.launcher.resume=", "hydra.launcher.dry_ru
 
 def resume_command(manifest: Manifest, extra: list[str]) -> list[str]:
     """The manifest's command, pointed at its sweep dir, with resume on and ``extra`` last
-    (an extra override replaces the recorded one of the same key)."""
+    (replacing the recorded overrides of the same keys)."""
     replaced = {parse_override(o)[0] for o in extra if "=" in o}
     argv = [
         a
@@ -76,8 +76,8 @@ def read_only_verdict(manifest: Manifest) -> tuple[int, str]:
 
 
 def say_if_read_only(sweep_dir: str | Path, prog: str) -> int | None:
-    """Where ``sweep_dir`` exists and cannot be written: print one line saying what a resume
-    would do (:func:`read_only_verdict`) and return its exit status. None otherwise."""
+    """Where ``sweep_dir`` exists and cannot be written: print :func:`read_only_verdict`'s line
+    and return its exit status."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir() or os.access(sweep_dir, os.W_OK):
         return None

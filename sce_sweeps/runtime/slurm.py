@@ -23,9 +23,8 @@ def _rows(out: str | None) -> list[list[str]]:
 
 
 def job_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
-    """{job id: (state, reason)} from squeue for queued/running jobs (an array's pending tasks
-    one by one, as ``<array id>_<task id>``), else from sacct; jobs SLURM no longer knows are
-    left out."""
+    """{job id: (state, reason)} from squeue (``-r``: an array's tasks one by one, as
+    ``<array id>_<task id>``), else from sacct; jobs SLURM no longer knows are left out."""
     if not job_ids:
         return {}
     states = {}

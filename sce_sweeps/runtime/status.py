@@ -159,8 +159,7 @@ def jobs_(n: int, noun: str = "job") -> str:
 
 
 def exit_code(statuses: list[JobStatus]) -> int:
-    """0 all completed or pruned, 1 some failed, not submitted or interrupted, 3 some still
-    pending or running."""
+    """0 all completed or pruned, 1 some failed, not submitted or interrupted, 3 some live."""
     states = {s.state for s in statuses}
     if states - set(FINISHED) - set(LIVE):
         return 1
@@ -213,8 +212,7 @@ def format_table(manifest: Manifest, statuses: list[JobStatus]) -> str:
 
 
 def load_sweep(sweep_dir: Path, prog: str) -> Manifest | None:
-    """The sweep's manifest; None, after ``prog`` says why on stderr, when it has none (or a
-    corrupt one)."""
+    """The sweep's manifest; None, after ``prog`` says why on stderr, when it has no good one."""
     try:
         manifest = Manifest.load(sweep_dir)
     except RunFileError as e:

@@ -30,8 +30,7 @@ ENV_STORAGE, ENV_STUDY, ENV_TRIAL = "SCE_OPTUNA_STORAGE", "SCE_OPTUNA_STUDY", "S
 
 
 def trial_overrides(storage: str, study_name: str, number: int) -> list[str]:
-    """The overrides that make a job trial ``number`` of the study: environment variables that
-    Hydra sets while the job's task function runs, whatever the app."""
+    """The overrides that make a job trial ``number``: environment variables Hydra sets for it."""
     values = {ENV_STORAGE: storage, ENV_STUDY: study_name, ENV_TRIAL: str(number)}
     return [f"++hydra.job.env_set.{k}={quote(v)}" for k, v in values.items()]
 
@@ -47,9 +46,8 @@ DEFAULT_OBJECTIVE = "objective"
 
 
 def open_storage(storage: str, repair: bool = True) -> optuna.storages.BaseStorage:
-    """Open a study storage: a journal file path, a ``redis://`` journal, or a database URL. A
-    journal file's torn tail is repaired first (:func:`repair_journal`) unless ``repair`` is
-    False (reading only)."""
+    """Open a study storage: a journal file, a ``redis://`` journal or a database URL; a journal
+    file's torn tail is repaired first (:func:`repair_journal`) unless not ``repair``."""
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
 
@@ -183,8 +181,7 @@ class TrialReporter:
 
     @classmethod
     def open(cls, run_dir: str | Path) -> TrialReporter | None:
-        """The trial this job runs (from the environment, see :func:`trial_overrides`); None
-        when it is not part of a search."""
+        """The trial this job runs (:func:`trial_overrides`); None outside a search."""
         if os.environ.get(ENV_TRIAL) is None:
             return None
         import optuna
@@ -232,9 +229,8 @@ class TrialReporter:
                 return
 
     def on_epoch_end(self, epoch: int, row: dict[str, Any], last: bool = False) -> bool:
-        """Report the epoch's objective (when ``row`` has it) and, unless it is the ``last``
-        epoch, ask the pruner; True stops the run. A run that trained every epoch is never
-        pruned."""
+        """Report the epoch's objective (if ``row`` has it) and, but after the ``last`` epoch, ask
+        the pruner; True stops the run."""
         from optuna.exceptions import UpdateFinishedTrialError
 
         metric = self.objectives[0]
@@ -268,9 +264,8 @@ class TrialReporter:
         return (TrialState.PRUNED if status == "pruned" else TrialState.FAIL), None
 
     def record(self, status: str, result: dict[str, Any]) -> dict[str, Any]:
-        """The trial's fields for ``result.json`` (study, trial_number, state, params) as
-        :meth:`finish` will tell them: the run can write its result once, with them, before
-        the study hears of it."""
+        """The trial's fields for ``result.json`` as :meth:`finish` will tell them, so the run
+        writes its result once, before the study hears of it."""
         return self._fields(self._verdict(status, result)[0], self.trial.params)
 
     def _fields(self, state: optuna.trial.TrialState, params: dict[str, Any]) -> dict[str, Any]:

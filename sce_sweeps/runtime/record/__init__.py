@@ -1,6 +1,5 @@
 """The run record: the one owner of the files of a run dir and of a sweep dir (see
-docs/architecture.md, "The seam"). Nothing here imports torch or pandas at import time, so
-``status`` answers in well under a second."""
+docs/architecture.md). It imports neither torch nor pandas, so ``status`` answers at once."""
 
 # ruff: noqa: F401  (the seam: every name below is re-exported)
 from sce_sweeps.runtime.record.checkpoints import (

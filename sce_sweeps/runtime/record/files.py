@@ -37,8 +37,7 @@ class RunFileError(Exception):
 
 
 def try_lock(f: int | IO[Any]) -> bool:
-    """Take the exclusive lock on the open (writable) file ``f`` unless another process holds
-    it; return whether it was taken."""
+    """Whether the exclusive lock on the open (writable) file ``f`` was free, and now taken."""
     try:
         fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
@@ -75,10 +74,9 @@ def locked(path: str | Path, timeout: float | None = None) -> Iterator[None]:
 
 @contextlib.contextmanager
 def atomic_write(path: Path, previous: Path | None = None, sync: bool = True) -> Iterator[BinaryIO]:
-    """Yield a temp file beside ``path`` that, synced (unless ``sync`` is False: a machine crash
-    may then leave an empty file) and renamed, becomes ``path`` when the block ends, the file
-    it replaces moved to ``previous`` if given. Its lock, held until the rename, tells
-    :func:`remove_stale_temps` that it is being written."""
+    """Yield a temp file beside ``path`` that, synced (unless not ``sync``: a machine crash may
+    leave an empty file) and renamed, becomes ``path`` when the block ends, the file it replaces
+    moved to ``previous`` if given. Its lock tells :func:`remove_stale_temps` it is in use."""
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
     tmp = path.with_name(f".{path.name}.{HOST}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
@@ -141,8 +139,7 @@ def write_json_atomic(data: Any, path: str | Path, sync: bool = True) -> None:
 
 
 def read_json(path: str | Path) -> dict[str, Any] | None:
-    """The JSON object in ``path``; None when there is no such file, a RunFileError when it is
-    not a JSON object."""
+    """The JSON object in ``path``; None when it is missing, a RunFileError when it is corrupt."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())

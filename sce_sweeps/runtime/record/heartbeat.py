@@ -1,5 +1,4 @@
-"""``heartbeat.json``: a training run's last step and its time, so a stalled job (stopped,
-hung, stuck on its filesystem) can be told from a slow one."""
+"""``heartbeat.json``: a run's last step and its time, telling a stalled job from a slow one."""
 
 from __future__ import annotations
 
@@ -94,8 +93,7 @@ class Stall:
 def stall(
     run_dir: str | Path, stall_after: float | None = None, at: float | None = None
 ) -> Stall | None:
-    """The stall of the run in ``run_dir`` (as of ``at``, default now), or None when it beat
-    within its limit (:func:`stall_limit`) or has not beaten yet."""
+    """The stall of the run in ``run_dir`` as of ``at`` (default now); None if it never beat."""
     heartbeat = read_heartbeat(run_dir)
     if heartbeat is None:
         return None

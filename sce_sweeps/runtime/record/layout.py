@@ -30,8 +30,7 @@ def now() -> str:
 
 
 def confined_run_dir(run_dir: str | Path, sweep_dir: str | Path) -> str | None:
-    """Why ``run_dir`` may not be a run dir of ``sweep_dir`` (outside it, or the sweep dir
-    itself), or None when it is fine."""
+    """Why ``run_dir`` may not be a run dir of ``sweep_dir`` (outside it, or itself), if so."""
     run, sweep = Path(os.path.abspath(run_dir)), Path(os.path.abspath(sweep_dir))
     if run == sweep:
         return f"the run dir is the sweep dir {sweep}"

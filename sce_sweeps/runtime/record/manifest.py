@@ -1,5 +1,4 @@
-"""A sweep's ``manifest.json`` (its jobs and how to rerun it) and the claim of its sweep dir
-by the one launcher process that writes it."""
+"""A sweep's ``manifest.json`` and the claim of its sweep dir by the one process writing it."""
 
 from __future__ import annotations
 
@@ -121,8 +120,7 @@ class Manifest:
 
     @classmethod
     def load(cls, sweep_dir: str | Path) -> Manifest | None:
-        """The manifest of ``sweep_dir``; None if it has none, a RunFileError if it is corrupt
-        or of another version."""
+        """The manifest of ``sweep_dir`` if any; a RunFileError if corrupt or of another version."""
         path = Path(sweep_dir) / MANIFEST
         data = read_json(path)
         if data is None:

@@ -1,5 +1,4 @@
-"""A run's ``result.json`` (written once the run ends, its status a final state) and its
-``metrics.jsonl`` (one JSON line per epoch)."""
+"""A run's ``result.json`` (written once it ends) and its ``metrics.jsonl`` (a line per epoch)."""
 
 from __future__ import annotations
 
@@ -35,8 +34,8 @@ def try_read_result(run_dir: str | Path) -> dict[str, Any] | None:
 
 
 def write_result(run_dir: str | Path, result: dict[str, Any], stamp: bool = True) -> dict[str, Any]:
-    """Write ``result.json`` (its ``status`` a final state), stamped ``finished_at`` (unless
-    ``stamp`` is False: a note added to the result of a run that ended earlier)."""
+    """Write ``result.json`` (its ``status`` a final state), stamped ``finished_at`` unless not
+    ``stamp`` (a note added to the result of a run that ended earlier)."""
     status = RunState(result["status"])
     if status not in FINAL:
         raise ValueError(f"result status must be one of {[s.value for s in FINAL]}: {status}")
@@ -87,8 +86,7 @@ def truncate_metrics(run_dir: str | Path, last_epoch: int = 0, write: bool = Tru
 
 
 def write_error_log(run_dir: str | Path, text: str) -> None:
-    """A failed run's traceback into ``error.log``; into stderr when the file cannot be written
-    (a full disk: the run's reason says so)."""
+    """A failed run's traceback into ``error.log``, else (a full disk) into stderr."""
     try:
         (Path(run_dir) / ERROR_LOG).write_text(text)
     except OSError as e:

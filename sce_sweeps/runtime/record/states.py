@@ -1,6 +1,4 @@
-""":class:`RunState`, the one vocabulary of a run's state: results, the manifest, ``status``,
-the analysis tables, the tracker and the Optuna trial table all use it; and what SLURM's job
-states mean in it."""
+""":class:`RunState`, the one vocabulary of run states, and what SLURM's job states mean in it."""
 
 from __future__ import annotations
 
