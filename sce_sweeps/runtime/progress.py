@@ -181,20 +181,17 @@ class ProgressPrinter:
         self.stream.flush()
         self._last, self._last_at = key, clock
 
-    def clear(self) -> None:
-        """Erase the line from the terminal, so that another message takes its place."""
+    def clear(self, end: str = "\r\033[K") -> None:
+        """Erase the line from the terminal for another message (``end="\\n"``: leave it)."""
         if self._drawn:
-            self.stream.write("\r\033[K")
+            self.stream.write(end)
             self.stream.flush()
             self._drawn = False
 
     def finish(self, name: str, jobs: list[Any], **where: Any) -> None:
         """Show the final line and leave it there (``where``: as :meth:`update` takes it)."""
         self.update(name, jobs, force=True, **where)
-        if self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._drawn = False
+        self.clear(end="\n")
 
 
 _printers: dict[str, ProgressPrinter] = {}  # sweep dir -> its line

@@ -87,29 +87,22 @@ def job_status(
     if isinstance(result, RunFileError):
         status.state, status.reason = RunState.FAILED, str(result)
         return status
-    live = None
+    live, where = None, f"process {latest}"
     if manifest.launcher == "slurm" and latest in slurm:
         slurm_state, slurm_reason = slurm[latest]
-        if SLURM_LIVE.get(slurm_state) == RunState.PENDING:
-            live = (RunState.PENDING, f"SLURM {slurm_state} ({slurm_reason})")
-        elif SLURM_LIVE.get(slurm_state) == RunState.RUNNING:
-            live = (RunState.RUNNING, f"SLURM job {latest}")
-    elif (
-        manifest.launcher == "local"
-        and latest
-        and job.state in LIVE
-        and manifest.host == HOST
-        and alive(int(latest), manifest.sweep_dir.name)
-    ):
-        live = (RunState.RUNNING, f"process {latest}")
+        live = SLURM_LIVE.get(slurm_state)
+        pending = live == RunState.PENDING
+        where = f"SLURM {slurm_state} ({slurm_reason})" if pending else f"SLURM job {latest}"
+    elif manifest.launcher == "local" and latest and job.state in LIVE and manifest.host == HOST:
+        live = RunState.RUNNING if alive(int(latest), manifest.sweep_dir.name) else None
     # A completed or pruned result wins over SLURM's accounting, a moment behind; so does a
     # failed one the launcher saw end. (A failed run's job that SLURM runs again, requeued
     # before the launcher saw it end, is running: it resumes.)
     if live and not (result and _settled(job, result)):
-        status.state, status.reason = live
-        found = stall(run_dir, manifest.stall_after) if live[0] == RunState.RUNNING else None
+        status.state, status.reason = live, where
+        found = stall(run_dir, manifest.stall_after) if live == RunState.RUNNING else None
         if found is not None:
-            status.reason, status.stalled_s = f"{found} ({live[1]})", round(found.age_s, 1)
+            status.reason, status.stalled_s = f"{found} ({where})", round(found.age_s, 1)
     elif result:
         status.state, status.reason = RunState(result["status"]), result.get("reason")
         status.tracking = result.get("tracking")
@@ -161,21 +154,16 @@ def jobs_(n: int, noun: str = "job") -> str:
 def exit_code(statuses: list[JobStatus]) -> int:
     """0 all completed or pruned, 1 some failed, not submitted or interrupted, 3 some live."""
     states = {s.state for s in statuses}
-    if states - set(FINISHED) - set(LIVE):
+    if states - {*FINISHED, *LIVE}:
         return 1
-    if states & set(LIVE):
-        return 3
-    return 0
+    return 3 if states & set(LIVE) else 0
 
 
 def varying_overrides(overrides: list[list[str]]) -> tuple[list[str], list[list[str]]]:
     """The overrides every job shares (the sweep's fixed settings), and each job's others."""
-    if not overrides:
-        return [], []
-    common = set.intersection(*(set(o) for o in overrides))
-    return [x for x in overrides[0] if x in common], [
-        [x for x in o if x not in common] for o in overrides
-    ]
+    common = set.intersection(*map(set, overrides)) if overrides else set()
+    shared = [x for x in overrides[0] if x in common] if overrides else []
+    return shared, [[x for x in o if x not in common] for o in overrides]
 
 
 def format_table(manifest: Manifest, statuses: list[JobStatus]) -> str:
@@ -190,10 +178,9 @@ def format_table(manifest: Manifest, statuses: list[JobStatus]) -> str:
     width = max([len(" ".join(v)) for v in varying] + [9])
     lines.append(f"{'job':>4}  {'state':<13}  {'overrides':<{width}}  {'job id':<10}  details")
     for s, v in zip(statuses, varying):
+        detail = s.reason or ""
         if s.state == RunState.COMPLETED and s.value is not None:
             detail = f"{manifest.metric} {s.value:.4g}"
-        else:
-            detail = s.reason or ""
         if s.state not in (*FINISHED, *LIVE) and s.log:
             detail += f"  [log: {s.log}]"
         if s.tracking:
@@ -203,10 +190,8 @@ def format_table(manifest: Manifest, statuses: list[JobStatus]) -> str:
         )
     counts = Counter(s.state for s in statuses)
     stalled = sum(s.stalled_s is not None for s in statuses)
-    parts = []
-    for state in (state for state in STATE_ORDER if counts[state]):
-        flag = f" ({stalled} stalled)" if state == RunState.RUNNING and stalled else ""
-        parts.append(f"{counts[state]} {state}{flag}")
+    flags = {RunState.RUNNING: f" ({stalled} stalled)" if stalled else ""}
+    parts = [f"{counts[st]} {st}{flags.get(st, '')}" for st in STATE_ORDER if counts[st]]
     lines.append(f"{jobs_(len(statuses))}: {', '.join(parts)}")
     return "\n".join(lines)
 

@@ -190,15 +190,11 @@ class TrialReporter:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         storage = open_storage(os.environ[ENV_STORAGE])
-        study_name, number = os.environ[ENV_STUDY], int(os.environ[ENV_TRIAL])
-        study = load_study(
-            storage,
-            study_name=study_name,
-            sampler=optuna.samplers.RandomSampler(),  # a job never samples
-        )
+        sampler = optuna.samplers.RandomSampler()  # a job never samples
+        study = load_study(storage, study_name=os.environ[ENV_STUDY], sampler=sampler)
         spec = study.user_attrs.get(STUDY_ATTR, {})
         study.pruner = make_pruner(spec.get("pruner", "none"), spec.get("pruner_kwargs"))
-        return cls(study, trial_id(study, number), Path(run_dir))
+        return cls(study, trial_id(study, int(os.environ[ENV_TRIAL])), Path(run_dir))
 
     @property
     def finished(self) -> bool:

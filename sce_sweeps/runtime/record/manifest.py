@@ -165,12 +165,6 @@ class Manifest:
     def by_num(self, num: int) -> Job | None:
         return next((j for j in self.jobs if j.num == num), None)
 
-    def upsert(self, job: Job) -> Job:
-        """Add ``job``, or replace the manifest's job with the same number."""
-        self.jobs = [j for j in self.jobs if j.num != job.num] + [job]
-        self.jobs.sort(key=lambda j: j.num)
-        return job
-
     def run_dir(self, job: Job) -> Path:
         """The job's run dir as a path."""
         return self.sweep_dir / job.run_dir

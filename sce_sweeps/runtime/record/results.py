@@ -17,10 +17,10 @@ def read_result(run_dir: str | Path) -> dict[str, Any] | None:
     corrupt or its ``status`` is not a final :class:`RunState`."""
     path = Path(run_dir) / RESULT
     result = read_json(path)
-    if result is not None and result.get("status") not in {s.value for s in FINAL}:
-        allowed = ", ".join(s.value for s in FINAL)
+    if result is not None and result.get("status") not in FINAL:
         raise RunFileError(
-            f"{path}: corrupt {RESULT} (status {result.get('status')!r} is not one of {allowed})"
+            f"{path}: corrupt {RESULT} (status {result.get('status')!r} is not one of "
+            f"{', '.join(FINAL)})"
         )
     return result
 
