@@ -1,6 +1,5 @@
-"""Before launching anything: compose each job's config as Hydra's ``load_sweep_config`` does,
-validate it with the app's check and give it its config hash and run dir (:func:`plan_jobs`),
-so a bad grid value fails before any submission; and the dry-run report (:func:`describe`)."""
+"""Before launching anything: every job composed, validated, hashed and given its run dir
+(:func:`plan_jobs`), so a bad grid value fails before any submission; the dry-run report."""
 
 from __future__ import annotations
 
@@ -60,16 +59,16 @@ def resolved_hash(task: DictConfig) -> str:
 
 def _known_job(manifest: Manifest | None, num: int, overrides: list[str], hash_: str | None):
     """The job of ``manifest`` that job ``num`` is: the one with its number and config, else with
-    its overrides, else, when its number is another config's (a grid extended or reordered on
-    resume), the only one with its config hash; else None (a new job)."""
+    its overrides, else, when its number is another config's, the only one with its hash."""
     if manifest is None:
         return None
-    same_num = manifest.by_num(num)
+    same_num = next((j for j in manifest.jobs if j.num == num), None)
     if same_num is not None and same_num.config_hash == hash_:
         return same_num
-    same = manifest.find(overrides)
+    same = next((j for j in manifest.jobs if j.overrides == overrides), None)
     if same is None and same_num is not None:
-        same = manifest.find_by_hash(hash_)
+        same_hash = [j for j in manifest.jobs if hash_ and j.config_hash == hash_]
+        same = same_hash[0] if len(same_hash) == 1 else None
     return same
 
 

@@ -1,6 +1,5 @@
-"""A sweep's progress as one line: jobs completed / running / pending / failed, stalled ones,
-the best objective so far and an estimate of the time left (docs/sweeps.md). On a terminal the
-line is redrawn in place; in a log it is a new line on a change, else every ``interval_s``."""
+"""A sweep's progress as one line (docs/sweeps.md): redrawn in place on a terminal; in a log, a
+new line on a change, else every ``interval_s``."""
 
 from __future__ import annotations
 
@@ -23,11 +22,8 @@ _LOCK = threading.Lock()
 
 
 def _seconds(stamp: str | None) -> float | None:
-    """A manifest time stamp (``record.now()``) as seconds since the epoch."""
-    if not stamp:
-        return None
-    try:
-        return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S%z").timestamp()
+    try:  # a manifest's time stamp (record.now())
+        return datetime.strptime(stamp or "", "%Y-%m-%dT%H:%M:%S%z").timestamp()
     except ValueError:
         return None
 
@@ -58,10 +54,9 @@ def best(jobs: Iterable[Any], mode: str = "max") -> tuple[float, int] | None:
 def time_left(
     jobs: list[Any], now: float, fractions: dict[int, float] | None = None
 ) -> float | None:
-    """Estimated seconds until every job is over, None while nothing tells: the median duration
-    of the finished jobs (completed or pruned ones if any), else of the running ones projected
-    from ``fractions`` (job number -> share of its epochs done), for each job still to run,
-    spread over as many at a time as are running now."""
+    """Seconds until every job is over (None while nothing tells): the median duration of the
+    finished jobs, else of the running ones projected from ``fractions`` (job number -> share of
+    its epochs done), for each job to run, spread over the jobs running now."""
     fractions = fractions or {}
     ok: list[float] = []
     ended: list[float] = []

@@ -1,6 +1,5 @@
-"""``python -m sce_sweeps.cli resume <sweep dir> [overrides]``: rerun the command recorded in
-the sweep's manifest with ``hydra.launcher.resume=true``, so that the failed and unfinished jobs
-rerun and the others are skipped (docs/sweeps.md, "Resume")."""
+"""``python -m sce_sweeps.cli resume <sweep dir> [overrides]``: the sweep's command again, with
+``hydra.launcher.resume=true`` (docs/sweeps.md, "Resume")."""
 
 from __future__ import annotations
 
@@ -47,8 +46,7 @@ def resume_command(manifest: Manifest, extra: list[str]) -> list[str]:
 
 
 def read_only_verdict(manifest: Manifest) -> tuple[int, str]:
-    """For a sweep dir that cannot be written: exit status 0 and a line saying there is
-    nothing to resume, or 2 and a line saying which jobs would need it writable."""
+    """For a read-only sweep dir: 0 and "nothing to resume", or 2 and what would need writing."""
     sweep_dir = manifest.sweep_dir
     statuses = sweep_status(manifest)
     todo = [s for s in statuses if s.state not in FINISHED + LIVE]

@@ -28,9 +28,8 @@ TRIAL_STATES = {
 def trials_table(
     storage: str, study_name: str | None = None, sweep_dir: Path | None = None
 ) -> pd.DataFrame:
-    """All trials of a study in ``storage`` (a sweep dir, a journal file or a database URL):
-    number, state (the run's), trial_state (Optuna's), value(s), params, user attrs, duration
-    and ``epochs_reported``; ``sweep_dir`` (default: ``storage`` if a dir) gives the states."""
+    """The trials of a study in ``storage`` (a sweep dir, journal file or URL), each with its run's
+    state from ``sweep_dir`` (default: ``storage`` if a dir) and Optuna's as ``trial_state``."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

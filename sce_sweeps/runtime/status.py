@@ -1,9 +1,5 @@
-"""Where each job of a sweep stands: ``python -m sce_sweeps.cli status <sweep dir>``.
-
-Each job gets one :class:`~sce_sweeps.runtime.record.RunState`, from SLURM or its process, then
-its run's ``result.json``, then what the launcher recorded (docs/sweeps.md, "Status"). The
-analysis tables and the Optuna trial table take their states from :func:`sweep_status` too.
-"""
+"""Where each job of a sweep stands (docs/sweeps.md, "Status"), for ``python -m sce_sweeps.cli
+status <sweep dir>``, the analysis tables and the Optuna trial table alike."""
 
 from __future__ import annotations
 
@@ -62,8 +58,7 @@ def _own_result(manifest: Manifest, job: Job) -> dict[str, Any] | RunFileError |
 
 
 def _settled(job: Job, result: dict[str, Any] | RunFileError | None) -> bool:
-    """Whether the job's state is known without asking SLURM: its run recorded a completed or
-    pruned result (or a corrupt one), or the launcher saw it end."""
+    """Whether the job's state is known without asking SLURM (a finished run, or seen ending)."""
     if isinstance(result, RunFileError) or (result and result["status"] in FINISHED):
         return True
     return job.finished_at is not None and job.state in FINAL
@@ -131,8 +126,8 @@ def job_status(
 
 
 def sweep_status(manifest: Manifest, launcher_alive: bool | None = None) -> list[JobStatus]:
-    """The state of every job of the sweep; ``launcher_alive``: whether the launcher may still
-    start the jobs it has not submitted (default: whether its process lives)."""
+    """The state of every job; ``launcher_alive`` (default: whether its process lives): whether
+    the launcher may still start the jobs it has not submitted."""
     results = [_own_result(manifest, job) for job in manifest.jobs]
     ask = [
         j.job_ids[-1] for j, r in zip(manifest.jobs, results) if j.job_ids and not _settled(j, r)

@@ -1,10 +1,5 @@
-"""What an Optuna trial does inside its job, and the study helpers the sweeper shares with it.
-
-The sweeper tells a job which trial it is through environment variables (:func:`trial_overrides`);
-inside the job the app opens :class:`TrialReporter`, which owns the trial from then on: it beats
-a heartbeat, reports each epoch, asks the pruner and tells the study the verdict itself, so the
-verdict arrives even when the sweeper is gone (docs/search.md).
-"""
+"""What an Optuna trial does inside its job (:class:`TrialReporter` tells the study its verdict
+itself, even when the sweeper is gone), and the study helpers the sweeper shares with it."""
 
 from __future__ import annotations
 
@@ -65,9 +60,8 @@ def open_storage(storage: str, repair: bool = True) -> optuna.storages.BaseStora
 
 
 class JournalRecordLock:
-    """The lock Optuna's ``JournalFileBackend`` takes to append: the run record's
-    :func:`~sce_sweeps.runtime.record.locked` on ``<journal>.flock``. Optuna's own lock files
-    outlive a writer killed while it appends, and every other writer then waits 30 s."""
+    """The lock Optuna's ``JournalFileBackend`` takes to append: :func:`locked` on
+    ``<journal>.flock`` (Optuna's own lock files outlive a killed writer, and the others wait)."""
 
     def __init__(self, filepath: str) -> None:
         self._path = filepath + ".flock"
@@ -82,9 +76,8 @@ class JournalRecordLock:
 
 
 def repair_journal(path: Path) -> Path | None:
-    """Cut off a journal's torn last line (a writer killed mid-append), keeping a copy of the
-    whole file beside it; return the copy, or None when the journal was whole. Optuna skips
-    such a line when it reads, but the next append would be glued onto it for good."""
+    """Cut off a journal's torn last line (which the next append would be glued onto for good),
+    keeping a copy of the whole file beside it."""
     if not path.is_file() or path.stat().st_size == 0:
         return None
     with locked(f"{path}.flock"), path.open("rb+") as f:  # JournalRecordLock's: no writer races
@@ -260,8 +253,7 @@ class TrialReporter:
         return (TrialState.PRUNED if status == "pruned" else TrialState.FAIL), None
 
     def record(self, status: str, result: dict[str, Any]) -> dict[str, Any]:
-        """The trial's fields for ``result.json`` as :meth:`finish` will tell them, so the run
-        writes its result once, before the study hears of it."""
+        """The trial's fields for ``result.json`` as :meth:`finish` will tell them."""
         return self._fields(self._verdict(status, result)[0], self.trial.params)
 
     def _fields(self, state: optuna.trial.TrialState, params: dict[str, Any]) -> dict[str, Any]:
@@ -273,8 +265,7 @@ class TrialReporter:
         }
 
     def finish(self, status: str, result: dict[str, Any]) -> dict[str, Any]:
-        """Tell the study the run's verdict (unless it already has one); return the trial's
-        fields for ``result.json`` as the study holds them (see :meth:`record`)."""
+        """Tell the study the verdict (unless it has one); the fields as the study holds them."""
         from optuna.trial import TrialState
 
         self._stop_beating.set()

@@ -1,5 +1,4 @@
-"""Checkpoint files: written atomically with the previous one kept, read back falling back on
-it, and a full disk diagnosed with the room the checkpoint needs."""
+"""Checkpoint files: written atomically with the previous one kept, which a resume falls back on."""
 
 from __future__ import annotations
 

@@ -97,9 +97,8 @@ def atomic_write(path: Path, previous: Path | None = None, sync: bool = True) ->
 
 
 def remove_stale_temps(path: Path) -> None:
-    """Remove the temps of ``path`` that writers killed before their rename left: those nobody
-    holds the lock of, whose writer's pid is dead (this host) or that are
-    :data:`STALE_TEMP_AGE_S` old (another host)."""
+    """Remove the temps of ``path`` that killed writers left: unlocked, and of a dead pid (this
+    host) or :data:`STALE_TEMP_AGE_S` old (another host)."""
     pattern = re.compile(
         rf"\.{re.escape(path.name)}\.(?P<host>.+)\.(?P<pid>\d+)\.[0-9a-f]{{8}}\.tmp"
     )

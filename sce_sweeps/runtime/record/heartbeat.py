@@ -21,9 +21,8 @@ _beats: dict[str, dict[str, float]] = {}  # run dir -> this process's beat bookk
 
 
 def beat(run_dir: str | Path, step: int, total: int | None = None) -> None:
-    """Record in ``heartbeat.json``, at most every :data:`BEAT_EVERY_S` seconds, that the run is
-    at ``step`` (of ``total``, when known), with the time, this process and the longest
-    interval between two calls so far (a step, or an evaluation between two steps)."""
+    """Record, at most every :data:`BEAT_EVERY_S` seconds, that the run is at ``step`` (of
+    ``total``), with the time, the process and the longest interval between two calls so far."""
     key, clock = str(run_dir), time.monotonic()
     book = _beats.setdefault(key, {"called": clock, "written": -math.inf, "longest": 0.0})
     book["longest"] = max(book["longest"], clock - book["called"])

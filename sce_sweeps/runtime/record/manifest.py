@@ -153,18 +153,6 @@ class Manifest:
         data["jobs"] = [dict(vars(job)) for job in self.jobs]
         write_json_atomic(data, self.path)
 
-    def find(self, overrides: list[str]) -> Job | None:
-        """The job with exactly these overrides, if the manifest has one."""
-        return next((j for j in self.jobs if j.overrides == list(overrides)), None)
-
-    def find_by_hash(self, config_hash: str | None) -> Job | None:
-        """The only job with this config hash, if exactly one has it."""
-        found = [j for j in self.jobs if config_hash and j.config_hash == config_hash]
-        return found[0] if len(found) == 1 else None
-
-    def by_num(self, num: int) -> Job | None:
-        return next((j for j in self.jobs if j.num == num), None)
-
     def run_dir(self, job: Job) -> Path:
         """The job's run dir as a path."""
         return self.sweep_dir / job.run_dir

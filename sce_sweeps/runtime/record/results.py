@@ -73,8 +73,7 @@ def append_metrics(run_dir: str | Path, row: dict[str, Any]) -> None:
 
 
 def truncate_metrics(run_dir: str | Path, last_epoch: int = 0, write: bool = True) -> list:
-    """The rows of epochs <= ``last_epoch`` (a crash may have left later lines); ``write`` also
-    drops the later lines from the file, atomically (all of them: the file is removed)."""
+    """The rows of epochs <= ``last_epoch``; ``write`` also drops the later ones from the file."""
     path = Path(run_dir) / METRICS
     rows = [r for r in read_metrics(run_dir) if r["epoch"] <= last_epoch]
     if write and not rows:
