@@ -9,7 +9,6 @@ from sce_sweeps.runtime.record import SLURM_LIVE
 
 
 def _run(cmd: list[str], timeout: float = 60) -> str | None:
-    """stdout of ``cmd``, or None when it is missing or fails."""
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired):
@@ -18,7 +17,6 @@ def _run(cmd: list[str], timeout: float = 60) -> str | None:
 
 
 def _rows(out: str | None) -> list[list[str]]:
-    """``|``-separated output as rows of at least three fields."""
     return [(line.split("|") + ["", ""])[:3] for line in (out or "").splitlines()]
 
 

@@ -49,7 +49,6 @@ class JobStatus:
 
 
 def _own_result(manifest: Manifest, job: Job) -> dict[str, Any] | RunFileError | None:
-    """The job's ``result.json`` (None when it has none, or one of another config)."""
     try:
         result = read_result(manifest.run_dir(job))
     except RunFileError as e:

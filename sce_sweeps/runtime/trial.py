@@ -241,7 +241,6 @@ class TrialReporter:
     def _verdict(
         self, status: str, result: dict[str, Any]
     ) -> tuple[optuna.trial.TrialState, list[float] | None]:
-        """The state and values that a run's status and result tell the study."""
         from optuna.trial import TrialState
 
         if status == "completed":

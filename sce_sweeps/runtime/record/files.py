@@ -1,9 +1,5 @@
-"""The one atomic write and the one file lock, and JSON files written with them.
-
-Locks are POSIX record locks (``fcntl.lockf``): NFS, Lustre and GPFS honour them across their
-clients, and they are dropped when their holder dies. They do not exclude the threads of one
-process, and closing any descriptor of a locked file drops the process's lock on it.
-"""
+"""The one atomic write and the one file lock (POSIX ``lockf``: honoured across NFS, Lustre and
+GPFS clients, dropped when the holder dies, but shared by a process's threads)."""
 
 from __future__ import annotations
 
