@@ -94,8 +94,7 @@ def progress_line(
     stalled: dict[int, float] | None = None,
     mode: str = "max",
 ) -> str:
-    """The one-line summary of a sweep's jobs; ``fractions``: as :func:`time_left` takes them;
-    ``stalled``: the running jobs without progress, and for how long (job number -> seconds)."""
+    """The one-line summary of a sweep's jobs; ``stalled``: job number -> seconds stalled."""
     now = time.time() if now is None else now
     n = Counter(RunState(job.state) for job in jobs)
     total = len(jobs)
@@ -151,9 +150,8 @@ class ProgressPrinter:
         stall_after: float | None = None,
         mode: str = "max",
     ) -> None:
-        """Show the line now if it is due (always on a terminal); with ``sweep_dir``, the
-        running jobs' heartbeats refine the time left and tell which are stalled
-        (``stall_after``: see :func:`sce_sweeps.runtime.record.stall_limit`)."""
+        """Show the line if due (always on a terminal); with ``sweep_dir``, the running jobs'
+        heartbeats refine the time left and tell which are stalled (limit ``stall_after``)."""
         running = [j for j in jobs if j.state == RunState.RUNNING] if sweep_dir is not None else []
         stalled = {}
         for job in running:

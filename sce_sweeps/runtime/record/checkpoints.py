@@ -55,8 +55,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any] | None:
-    """The checkpoint at ``path``, or the previous one (with a warning) when it is unreadable
-    or missing; None when the run has never written one, a CheckpointError when none reads."""
+    """The checkpoint at ``path``, else the previous one (with a warning); None if there is none."""
     import torch
 
     path = Path(path)

@@ -45,9 +45,8 @@ def try_lock(f: int | IO[Any]) -> bool:
 
 @contextlib.contextmanager
 def locked(path: str | Path, timeout: float | None = None) -> Iterator[None]:
-    """Hold the exclusive lock on ``path`` (created if missing) for the block, waiting at most
-    ``timeout`` seconds (None: as long as it takes) before a TimeoutError. The threads of this
-    process take turns first: any of them closing the file would drop their shared lock."""
+    """Hold the lock on ``path`` for the block, waiting ``timeout`` s at most (None: for ever). The
+    threads of this process take turns first: one closing the file would drop their lock."""
     deadline = time.monotonic() + (timeout if timeout is not None else math.inf)
     turn = _thread_locks.setdefault(os.path.realpath(path), threading.Lock())
     if not turn.acquire(timeout=-1 if timeout is None else timeout):

@@ -27,8 +27,7 @@ _claims: dict[Path, int] = {}  # lock files this process holds, and their descri
 
 
 def claim_sweep_dir(sweep_dir: str | Path) -> None:
-    """Make this process the one launcher of ``sweep_dir`` for the rest of its life (a lock on
-    its ``.sweep.lock``, dropped when the process ends); SweepDirBusyError names the holder."""
+    """Make this process the one launcher of ``sweep_dir`` while it lives (SweepDirBusyError)."""
     path = Path(os.path.realpath(sweep_dir)) / LOCK  # one key however the dir is named
     if path in _claims:
         return

@@ -13,8 +13,7 @@ from sce_sweeps.runtime.record.states import FINAL, RunState
 
 
 def read_result(run_dir: str | Path) -> dict[str, Any] | None:
-    """The run's ``result.json``; None when it has none (yet), a RunFileError when it is
-    corrupt or its ``status`` is not a final :class:`RunState`."""
+    """The run's ``result.json`` if any; a RunFileError if corrupt or its status is not final."""
     path = Path(run_dir) / RESULT
     result = read_json(path)
     if result is not None and result.get("status") not in FINAL:
@@ -47,8 +46,7 @@ def write_result(run_dir: str | Path, result: dict[str, Any], stamp: bool = True
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """``metrics.jsonl`` rows; a partial last line (a run killed mid-write) is dropped, a
-    corrupt line before it raises RunFileError."""
+    """``metrics.jsonl`` rows, but a partial last line (a run killed mid-write)."""
     path = Path(run_dir) / METRICS
     try:
         text = path.read_text()
