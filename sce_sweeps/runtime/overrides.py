@@ -6,27 +6,26 @@ from typing import Any
 
 
 def parse_override(line: str) -> tuple[str, str | None]:
-    """``"+a.b=0.5"`` -> ``("a.b", "0.5")``; a deletion ``~key`` gives ``("key", None)``, as
-    does a line without ``=``."""
+    """``"+a.b=0.5"`` -> ``("a.b", "0.5")``; ``~key`` or a line without ``=``: ``("key", None)``."""
     key, sep, value = str(line).partition("=")
     deletion = key.startswith("~")
     key = key.lstrip("+~")
     return key, (value if sep and not deletion else None)
 
 
-def override_dict(lines: list[str], hydra: bool = False) -> dict[str, str]:
-    """The overrides that set a value, by key (``hydra.*`` keys only if ``hydra``)."""
-    out = {}
-    for line in lines:
-        key, value = parse_override(line)
-        if value is not None and (hydra or not key.startswith(("hydra.", "hydra/"))):
-            out[key] = value
-    return out
+def quote(value: str) -> str:
+    """``value`` quoted for Hydra's override parser."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def override_dict(lines: list[str]) -> dict[str, str]:
+    """The overrides that set a value, by key, but Hydra's own (``hydra.*``)."""
+    parsed = map(parse_override, lines)
+    return {k: v for k, v in parsed if v is not None and not k.startswith(("hydra.", "hydra/"))}
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 0.5}}`` -> ``{"a.b": 0.5}``; an empty mapping stays one value, lists stay
-    lists."""
+    """``{"a": {"b": 0.5}}`` -> ``{"a.b": 0.5}``; an empty mapping stays one value."""
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         if isinstance(value, dict) and value:

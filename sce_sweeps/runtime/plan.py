@@ -1,11 +1,5 @@
-"""Before launching anything: compose and validate every job, and describe the launch.
-
-:func:`plan_jobs` composes each job's config exactly as Hydra's ``load_sweep_config`` does (the
-job then runs on that config), runs the app's check (:func:`sce_sweeps.config.validate`) on it
-and computes its config hash and run dir, so a grid value that does not fit the dataset fails
-before any submission.
-:func:`describe` is the dry-run report: count, overrides, resources, estimated GPU-hours.
-"""
+"""Before launching anything: every job composed, validated, hashed and given its run dir
+(:func:`plan_jobs`), so a bad grid value fails before any submission; the dry-run report."""
 
 from __future__ import annotations
 
@@ -13,6 +7,7 @@ import os
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -62,24 +57,18 @@ def resolved_hash(task: DictConfig) -> str:
     return config_hash(OmegaConf.to_container(task, resolve=True))
 
 
-def _function(path: str | None, default: Callable[[DictConfig], Any]) -> Callable:
-    return get_method(path) if path else default
-
-
 def _known_job(manifest: Manifest | None, num: int, overrides: list[str], hash_: str | None):
-    """The job of ``manifest`` that a job numbered ``num`` is: the one with its number when
-    that one has its config (a rerun of the same command, an Optuna trial run again), else the
-    one with the same overrides, else, when its number is taken by another config (a grid
-    extended or reordered on resume), the only one with its config hash. Otherwise it is a new
-    job, e.g. a new Optuna trial, even with the parameters of an earlier one."""
+    """The job of ``manifest`` that job ``num`` is: the one with its number and config, else with
+    its overrides, else, when its number is another config's, the only one with its hash."""
     if manifest is None:
         return None
-    same_num = manifest.by_num(num)
+    same_num = next((j for j in manifest.jobs if j.num == num), None)
     if same_num is not None and same_num.config_hash == hash_:
         return same_num
-    same = manifest.find(overrides)
+    same = next((j for j in manifest.jobs if j.overrides == overrides), None)
     if same is None and same_num is not None:
-        same = manifest.find_by_hash(hash_)
+        same_hash = [j for j in manifest.jobs if hash_ and j.config_hash == hash_]
+        same = same_hash[0] if len(same_hash) == 1 else None
     return same
 
 
@@ -91,28 +80,16 @@ def plan_jobs(
     validate: str | None = None,
     config_hash: str | None = None,
 ) -> list[PlannedJob]:
-    """Compose, number and validate each job; invalid ones get an ``error``, nothing raises.
-
-    Job ``i`` is Hydra's job number ``initial_job_idx + i``; one already in ``manifest`` keeps
-    its run dir (see :func:`_known_job`). Each run dir must lie inside the sweep dir and
-    differ from every other job's.
-
-    Args:
-        compose: the config of a job from its overrides: Hydra's ``load_sweep_config`` with
-            the multirun's config, or what gives the same (``SweepComposer``). It may raise
-            (an override that does not compose): nothing is planned then.
-        validate: ``module.function`` that raises on an invalid task config (the launcher's
-            ``validate`` key; the app's own check), or None to check only that it composes.
-        config_hash: ``module.function`` giving the hash of what determines a job's result
-            (the launcher's ``config_hash`` key), or None for :func:`resolved_hash`.
-    """
-    check = _function(validate, lambda task: OmegaConf.to_container(task, resolve=True))
-    hash_of = _function(config_hash, resolved_hash)
+    """Compose, number and validate each job (an invalid one gets an ``error``), a known one
+    keeping its number and run dir; ``validate`` and ``config_hash``: the app's functions named
+    by the launcher's keys (None: the config only has to resolve; :func:`resolved_hash`)."""
+    check = get_method(validate) if validate else partial(OmegaConf.to_container, resolve=True)
+    hash_of = get_method(config_hash) if config_hash else resolved_hash
     jobs = []
     used = {j.num for j in manifest.jobs} if manifest else set()
-    for i, overrides in enumerate(job_overrides):
+    for i, overrides in enumerate(map(list, job_overrides)):
         num = initial_job_idx + i
-        cfg = compose(list(overrides))
+        cfg = compose(overrides)
         config_hash_, error = None, None
         try:
             task = task_config(cfg)
@@ -120,7 +97,7 @@ def plan_jobs(
             config_hash_ = hash_of(task)
         except Exception as e:  # ConfigError, or a value that does not even resolve
             error = str(e).splitlines()[0]
-        known = _known_job(manifest, num, list(overrides), config_hash_)
+        known = _known_job(manifest, num, overrides, config_hash_)
         if known is not None:
             num = known.num
         elif num in used:  # a new job whose number the sweep has given to another
@@ -138,18 +115,10 @@ def plan_jobs(
                 f"its config changed since the sweep was launched (config hash "
                 f"{known.config_hash} -> {config_hash_}); start a new sweep dir instead"
             )
-        jobs.append(PlannedJob(num, list(overrides), run_dir, cfg, config_hash_, error))
-    _check_distinct(jobs, manifest)
-    return jobs
-
-
-def _check_distinct(jobs: list[PlannedJob], manifest: Manifest | None) -> None:
-    """Give an error to each job whose run dir another job (of this launch, or of the sweep's
-    manifest under another number) already has."""
-    owner: dict[Path, int] = {}
-    if manifest is not None:
-        for job in manifest.jobs:
-            owner[Path(os.path.abspath(manifest.run_dir(job)))] = job.num
+        jobs.append(PlannedJob(num, overrides, run_dir, cfg, config_hash_, error))
+    # a run dir that another job has already (of this launch, or of the manifest's)
+    known_dirs = [(manifest.run_dir(j), j.num) for j in manifest.jobs] if manifest else []
+    owner = {Path(os.path.abspath(run_dir)): num for run_dir, num in known_dirs}
     for job in jobs:
         path = Path(os.path.abspath(job.run_dir))
         other = owner.setdefault(path, job.num)
@@ -158,11 +127,12 @@ def _check_distinct(jobs: list[PlannedJob], manifest: Manifest | None) -> None:
                 f"its run dir {path} is job #{other}'s too: hydra.sweep.subdir must give each "
                 "job its own (e.g. ${hydra.job.num})"
             )
+    return jobs
 
 
 def invalid_job_lines(jobs: list[PlannedJob]) -> list[str]:
     """One line per invalid job: its number, its varying overrides and the error."""
-    varying = varying_overrides([j.overrides for j in jobs])
+    varying = varying_overrides([j.overrides for j in jobs])[1]
     return [
         f"job #{j.num} ({' '.join(v)}): invalid config: {j.error}"
         for j, v in zip(jobs, varying)
@@ -171,8 +141,8 @@ def invalid_job_lines(jobs: list[PlannedJob]) -> list[str]:
 
 
 def remove_unused_sweep_dir(sweep_dir: Path) -> None:
-    """Remove the sweep dir of a launch that launched nothing (Hydra's sweeper creates it
-    with only ``multirun.yaml``), and the parents under the working dir it leaves empty."""
+    """Remove the sweep dir of a launch that launched nothing (only Hydra's ``multirun.yaml``),
+    and the parents under the working dir it leaves empty."""
     sweep_dir = Path(sweep_dir).absolute()
     if not sweep_dir.is_dir() or {p.name for p in sweep_dir.iterdir()} - {"multirun.yaml", LOCK}:
         return
@@ -188,9 +158,6 @@ def remove_unused_sweep_dir(sweep_dir: Path) -> None:
         parent = parent.parent
 
 
-# --- the dry-run report -------------------------------------------------------------------
-
-
 def gpus_per_job(params: dict[str, Any]) -> int:
     """GPUs one job asks for (gpus_per_task, gpus_per_node or a gres of gpu[:type]:N)."""
     nodes = params.get("nodes") or 1
@@ -203,45 +170,6 @@ def gpus_per_job(params: dict[str, Any]) -> int:
         if name == "gpu":
             return (int(rest[-1]) if rest and rest[-1].isdigit() else 1) * nodes
     return 0
-
-
-def format_minutes(minutes: float) -> str:
-    hours, mins = divmod(int(round(minutes)), 60)
-    return f"{hours}:{mins:02d}:00"
-
-
-def resources(params: dict[str, Any], kind: str) -> list[str]:
-    """The lines of the report that say what each job gets."""
-    gpus = gpus_per_job(params)
-    tasks = (params.get("nodes") or 1) * (params.get("tasks_per_node") or 1)
-    per_job = [f"{tasks} task{'s' * (tasks > 1)}", f"{gpus} GPU{'s' * (gpus != 1)}"]
-    if params.get("cpus_per_task"):
-        per_job.append(f"{params['cpus_per_task']} CPUs per task")
-    if params.get("mem_gb"):
-        per_job.append(f"{params['mem_gb']} GB")
-    lines = []
-    if kind == "slurm":
-        where = [
-            f"{key}={params[key]}"
-            for key in ("partition", "account", "qos", "constraint", "gres", "exclude")
-            if params.get(key)
-        ]
-        per_job.append(f"time limit {format_minutes(params['timeout_min'])}")
-        lines.append(f"  SLURM:      {' '.join(where) or '(the default partition)'}")
-        lines.append(f"  per job:    {', '.join(per_job)}")
-        lines.append(
-            f"  array:      at most {params.get('array_parallelism')} jobs at once; a job "
-            f"requeues itself on preemption, and on its time limit up to "
-            f"{params.get('max_num_timeout')} times"
-        )
-        for key, value in sorted((params.get("additional_parameters") or {}).items()):
-            lines.append(f"  sbatch:     --{key.replace('_', '-')}={value}")
-    else:
-        lines.append(f"  local:      at most {params.get('max_parallel')} jobs at once")
-        lines.append(f"  per job:    {', '.join(per_job[1:])}")
-    if params.get("setup"):
-        lines.append(f"  setup:      {'; '.join(params['setup'])}")
-    return lines
 
 
 def describe(
@@ -262,8 +190,35 @@ def describe(
     ]
     if resume:
         lines.append(f"  resume:     {len(jobs) - len(todo)} of {jobs_(len(jobs))} skipped")
-    lines += resources(params, kind)
     gpus = gpus_per_job(params)
+    tasks = (params.get("nodes") or 1) * (params.get("tasks_per_node") or 1)
+    per_job = [jobs_(tasks, "task"), jobs_(gpus, "GPU")]
+    if params.get("cpus_per_task"):
+        per_job.append(f"{params['cpus_per_task']} CPUs per task")
+    if params.get("mem_gb"):
+        per_job.append(f"{params['mem_gb']} GB")
+    if kind == "slurm":
+        placement = [
+            f"{key}={params[key]}"
+            for key in ("partition", "account", "qos", "constraint", "gres", "exclude")
+            if params.get(key)
+        ]
+        hours, minutes = divmod(int(round(params["timeout_min"])), 60)
+        per_job.append(f"time limit {hours}:{minutes:02d}:00")
+        lines.append(f"  SLURM:      {' '.join(placement) or '(the default partition)'}")
+        lines.append(f"  per job:    {', '.join(per_job)}")
+        lines.append(
+            f"  array:      at most {params.get('array_parallelism')} jobs at once; a job "
+            f"requeues itself on preemption, and on its time limit up to "
+            f"{params.get('max_num_timeout')} times"
+        )
+        for key, value in sorted((params.get("additional_parameters") or {}).items()):
+            lines.append(f"  sbatch:     --{key.replace('_', '-')}={value}")
+    else:
+        lines.append(f"  local:      at most {params.get('max_parallel')} jobs at once")
+        lines.append(f"  per job:    {', '.join(per_job[1:])}")
+    if params.get("setup"):
+        lines.append(f"  setup:      {'; '.join(params['setup'])}")
     if kind == "slurm" and gpus:
         hours = params["timeout_min"] / 60
         total = len(todo) * gpus * hours
@@ -273,8 +228,7 @@ def describe(
         )
     elif kind == "slurm":
         lines.append("  GPU-hours:  0 (no GPU requested)")
-    varying = varying_overrides([j.overrides for j in jobs])
-    common = [x for x in jobs[0].overrides if x not in varying[0]] if jobs else []
+    common, varying = varying_overrides([j.overrides for j in jobs])
     lines.append(f"  every job:  {' '.join(common) or '-'}")
     width = max([len(" ".join(v)) for v in varying] + [9])
     lines.append(f"  {'job':>4}  {'overrides':<{width}}  {'config hash':<16}  run dir")
@@ -288,9 +242,7 @@ def describe(
 
 
 def check_data(jobs: list[PlannedJob], data_check: str | None) -> tuple[list[str], bool]:
-    """The dry run's check of the data of the jobs to run (``check_data``): ``data_check``
-    (the launcher's ``module.function``, the app's) on each job's config. Returns the report's
-    lines (one per problem, each once) and whether every file reads."""
+    """The dry run's lines of the app's ``data_check`` on each job to run, and whether it passed."""
     if not data_check:
         return ["  data:       not checked (the launcher's data_check names no function)"], True
     check = get_method(data_check)

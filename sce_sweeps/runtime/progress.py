@@ -1,24 +1,5 @@
-"""A sweep's progress as one line: jobs completed / running / pending / failed, the best
-objective so far and an estimate of the time left.
-
-The launchers call :func:`show` each time they look at their jobs. On a terminal the line is
-redrawn in place (a progress bar); elsewhere (a log file, CI, ``nohup``, a SLURM log) it is
-printed as a new line when a job changes state, and at most every ``interval_s`` seconds
-otherwise, so a log shows the sweep moving without filling up. Example::
-
-    sce_sweeps: lambda_ablation [######------] 2/3 done (1 completed, 1 failed), 1 running,
-    0 pending; best 81.02% (job #0); ~3m10s left, 6m02s elapsed
-
-A running job whose heartbeat is older than its limit (see :func:`sce_sweeps.runtime.record.stall`)
-is flagged with how long it has made no progress, and the time left is then unknown::
-
-    sce_sweeps: lambda_ablation [####--------] 1/3 done (1 completed, 0 failed), 2 running
-    (1 stalled: job #1 for 5m12s), 0 pending; best 80.11% (job #0); time left: - (stalled)
-
-The time left is the typical (median) duration of the jobs finished so far (before the first
-one finishes: the running jobs' durations projected from the share of their epochs done),
-spread over the jobs still to run, as many at a time as are running now.
-"""
+"""A sweep's progress as one line (docs/sweeps.md): redrawn in place on a terminal; in a log, a
+new line on a change, else every ``interval_s``."""
 
 from __future__ import annotations
 
@@ -33,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from sce_sweeps.runtime.record import FINAL, RunState, done_share, stall
+from sce_sweeps.runtime.record import FINAL, FINISHED, RunState, done_share, stall
 
 BAR_WIDTH = 12
 INTERVAL_S = 60.0  # seconds between two lines in a log when nothing changes
@@ -41,11 +22,8 @@ _LOCK = threading.Lock()
 
 
 def _seconds(stamp: str | None) -> float | None:
-    """A manifest time stamp (``record.now()``) as seconds since the epoch."""
-    if not stamp:
-        return None
-    try:
-        return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S%z").timestamp()
+    try:  # a manifest's time stamp (record.now())
+        return datetime.strptime(stamp or "", "%Y-%m-%dT%H:%M:%S%z").timestamp()
     except ValueError:
         return None
 
@@ -60,14 +38,8 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def counts(jobs: Iterable[Any]) -> Counter[RunState]:
-    """How many jobs are in each state (``jobs``: a manifest's ``Job`` entries)."""
-    return Counter(RunState(job.state) for job in jobs)
-
-
 def best(jobs: Iterable[Any], mode: str = "max") -> tuple[float, int] | None:
-    """(objective, job number) of the completed job with the best objective (the highest,
-    or with ``mode="min"`` the lowest), if any."""
+    """(objective, job number) of the completed job with the best objective (``mode``: max/min)."""
     done = [
         (job.objective, job.num)
         for job in jobs
@@ -82,42 +54,34 @@ def best(jobs: Iterable[Any], mode: str = "max") -> tuple[float, int] | None:
 def time_left(
     jobs: list[Any], now: float, fractions: dict[int, float] | None = None
 ) -> float | None:
-    """Estimated seconds until every job is over; None while nothing tells.
-
-    A job's duration is ``finished_at - submitted_at`` (queueing included); the median over the
-    finished jobs (completed or pruned ones if any, else all) is the duration of each job still
-    pending, and what a running job has left is that duration less its age. ``fractions``
-    (job number -> share of its epochs done) refines the running jobs: one that has done a
-    share f at age a has a(1-f)/f left; before any job finishes, the median of their a/f is
-    the duration of a pending job.
-    """
+    """Seconds until every job is over (None while nothing tells): the median duration of the
+    finished jobs, else of the running ones projected from ``fractions`` (job number -> share of
+    its epochs done), for each job to run, spread over the jobs running now."""
     fractions = fractions or {}
-    durations: dict[str, list[float]] = {"ok": [], "all": []}
+    ok: list[float] = []
+    ended: list[float] = []
     for job in jobs:
         start, end = _seconds(job.submitted_at), _seconds(job.finished_at)
-        if start is None or end is None or job.state not in FINAL:
-            continue
-        durations["all"].append(end - start)
-        if job.state in (RunState.COMPLETED, RunState.PRUNED):
-            durations["ok"].append(end - start)
-    running = [job for job in jobs if job.state == RunState.RUNNING]
-    projected = {}  # running job -> its whole duration, from the share of its epochs done
-    for job in running:
-        start, share = _seconds(job.submitted_at), fractions.get(job.num)
-        if start is not None and share:
-            projected[job.num] = (now - start) / share
-    typical = durations["ok"] or durations["all"] or list(projected.values())
+        if start is not None and end is not None and job.state in FINAL:
+            ended.append(end - start)
+            if job.state in FINISHED:
+                ok.append(end - start)
+    running = {j.num: _seconds(j.submitted_at) for j in jobs if j.state == RunState.RUNNING}
+    projected = {  # a job that has done a share f of its epochs at age a lasts a / f
+        num: (now - start) / fractions[num]
+        for num, start in running.items()
+        if start is not None and fractions.get(num)
+    }
+    typical = ok or ended or list(projected.values())
     if not typical:
         return None
     duration = statistics.median(typical)
-    pending = sum(job.state == RunState.PENDING for job in jobs)
-    left = pending * duration
-    for job in running:
-        start = _seconds(job.submitted_at)
-        if job.num in projected:
-            left += projected[job.num] * (1 - fractions[job.num])
+    left = duration * sum(job.state == RunState.PENDING for job in jobs)
+    for num, start in running.items():
+        if num in projected:
+            left += projected[num] * (1 - fractions[num])
         else:
-            left += max(0.0, duration - (now - start)) if start is not None else duration
+            left += duration if start is None else max(0.0, duration - (now - start))
     return left / max(1, len(running))
 
 
@@ -130,13 +94,11 @@ def progress_line(
     stalled: dict[int, float] | None = None,
     mode: str = "max",
 ) -> str:
-    """The one-line summary of a sweep's jobs (see the module's docstring); ``fractions``:
-    the share of its epochs each running job has done (job number -> [0, 1]); ``stalled``:
-    the running jobs without progress, and for how long (job number -> seconds)."""
+    """The one-line summary of a sweep's jobs; ``stalled``: job number -> seconds stalled."""
     now = time.time() if now is None else now
-    n = counts(jobs)
+    n = Counter(RunState(job.state) for job in jobs)
     total = len(jobs)
-    done = n[RunState.COMPLETED] + n[RunState.PRUNED] + n[RunState.FAILED]
+    done = sum(n[state] for state in FINAL)
     filled = round(BAR_WIDTH * done / total) if total else 0
     bar = "#" * filled + "-" * (BAR_WIDTH - filled)
     parts = [f"{n[RunState.COMPLETED]} completed"]
@@ -166,8 +128,7 @@ def progress_line(
 
 
 class ProgressPrinter:
-    """Prints a sweep's :func:`progress_line` to ``stream``: redrawn in place on a terminal,
-    a new line on a state change or every ``interval_s`` seconds elsewhere."""
+    """Prints a sweep's :func:`progress_line` to ``stream`` (see the module docstring)."""
 
     def __init__(
         self, stream: IO[str] | None = None, interval_s: float = INTERVAL_S, tty: bool | None = None
@@ -189,26 +150,21 @@ class ProgressPrinter:
         stall_after: float | None = None,
         mode: str = "max",
     ) -> None:
-        """Show the line now if it is due (always on a terminal); with ``sweep_dir``, the
-        running jobs' epochs refine the time left, and their heartbeats tell which are stalled
-        (``stall_after``: the limit, see :func:`sce_sweeps.runtime.record.stall_limit`)."""
+        """Show the line if due (always on a terminal); with ``sweep_dir``, the running jobs'
+        heartbeats refine the time left and tell which are stalled (limit ``stall_after``)."""
+        running = [j for j in jobs if j.state == RunState.RUNNING] if sweep_dir is not None else []
         stalled = {}
-        for job in jobs if sweep_dir is not None else []:
-            found = job.state == RunState.RUNNING and stall(sweep_dir / job.run_dir, stall_after)
+        for job in running:
+            found = stall(sweep_dir / job.run_dir, stall_after)
             if found:
                 stalled[job.num] = found.age_s
-        key = (*sorted((str(s), c) for s, c in counts(jobs).items()), *sorted(stalled))
+        key = (*sorted(Counter(str(job.state) for job in jobs).items()), *sorted(stalled))
         clock = time.monotonic()
         due = force or key != self._last or clock - self._last_at >= self.interval_s
         if not (self.tty or due):
             return
-        fractions = {}
-        if sweep_dir is not None:
-            for job in jobs:
-                if job.state == RunState.RUNNING:
-                    share = done_share(sweep_dir / job.run_dir)
-                    if share is not None:
-                        fractions[job.num] = share
+        shares = {job.num: done_share(sweep_dir / job.run_dir) for job in running}
+        fractions = {num: share for num, share in shares.items() if share is not None}
         line = progress_line(name, jobs, clock - self.started, None, fractions, stalled, mode)
         if self.tty:
             self.stream.write(f"\r\033[K{line}")
@@ -218,48 +174,34 @@ class ProgressPrinter:
         self.stream.flush()
         self._last, self._last_at = key, clock
 
-    def clear(self) -> None:
-        """Erase the line from the terminal, so that another message takes its place."""
+    def clear(self, end: str = "\r\033[K") -> None:
+        """Erase the line from the terminal for another message (``end="\\n"``: leave it)."""
         if self._drawn:
-            self.stream.write("\r\033[K")
+            self.stream.write(end)
             self.stream.flush()
             self._drawn = False
 
-    def finish(
-        self,
-        name: str,
-        jobs: list[Any],
-        **where: Any,
-    ) -> None:
+    def finish(self, name: str, jobs: list[Any], **where: Any) -> None:
         """Show the final line and leave it there (``where``: as :meth:`update` takes it)."""
         self.update(name, jobs, force=True, **where)
-        if self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._drawn = False
+        self.clear(end="\n")
 
 
-_printers: dict[str, ProgressPrinter] = {}
-
-
-def _printer(manifest: Any) -> ProgressPrinter:
-    key = str(manifest.sweep_dir)
-    if key not in _printers:
-        _printers[key] = ProgressPrinter()
-    return _printers[key]
+_printers: dict[str, ProgressPrinter] = {}  # sweep dir -> its line
 
 
 def show(manifest: Any, final: bool = False) -> None:
-    """Show the progress of the sweep of ``manifest`` (a :class:`~.record.Manifest`)
-    on stderr; ``final`` leaves the line in place (end of a launch)."""
+    """Show the progress of ``manifest``'s sweep on stderr; ``final`` leaves the line in place."""
     with _LOCK:
-        printer = _printer(manifest)
-        where = {"sweep_dir": manifest.sweep_dir, "stall_after": manifest.stall_after}
-        where["mode"] = manifest.mode
-        if final:
-            printer.finish(manifest.sweep_name, manifest.jobs, **where)
-        else:
-            printer.update(manifest.sweep_name, manifest.jobs, **where)
+        key = str(manifest.sweep_dir)
+        printer = _printers[key] = _printers.get(key) or ProgressPrinter()
+        (printer.finish if final else printer.update)(
+            manifest.sweep_name,
+            manifest.jobs,
+            sweep_dir=manifest.sweep_dir,
+            stall_after=manifest.stall_after,
+            mode=manifest.mode,
+        )
 
 
 def clear() -> None:

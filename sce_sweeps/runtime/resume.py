@@ -1,18 +1,5 @@
-"""``python -m sce_sweeps.cli resume <sweep dir> [overrides]``: finish an interrupted or partly
-failed sweep.
-
-It reruns the command line recorded in the sweep's manifest, from the directory it ran in, with
-``hydra.sweep.dir=<sweep dir> hydra.launcher.resume=true`` (and any extra overrides, e.g.
-``hydra.launcher.dry_run=true`` to see what would rerun, or ``launcher=slurm`` to finish on
-SLURM a sweep started locally). The launcher then skips the runs that finished with the same
-config hash, and the ones still queued or running, and reruns the failed and unfinished ones;
-an unfinished run continues from its checkpoint.
-
-A sweep dir that cannot be written (a read-only filesystem: an archived sweep, a colleague's
-directory) is not handed to Hydra, which writes into it first: a resume that would rerun
-nothing says so and exits 0, one that has jobs to rerun says in one line that the directory
-is not writable and exits 2.
-"""
+"""``python -m sce_sweeps.cli resume <sweep dir> [overrides]``: the sweep's command again, with
+``hydra.launcher.resume=true`` (docs/sweeps.md, "Resume")."""
 
 from __future__ import annotations
 
@@ -26,22 +13,16 @@ from pathlib import Path
 
 import yaml
 
-from sce_sweeps.runtime.overrides import parse_override
+from sce_sweeps.runtime.overrides import parse_override, quote
 from sce_sweeps.runtime.record import FINISHED, LIVE, MANIFEST, Manifest, RunFileError
+from sce_sweeps.runtime.status import jobs_, load_sweep, sweep_status
 
 REPLACED = ("hydra.sweep.dir=", "hydra.launcher.resume=", "hydra.launcher.dry_run=")
 
 
-def _override_value(value: str) -> str:
-    """``value`` quoted for Hydra's override parser when it holds special characters."""
-    if re.fullmatch(r"[\w/.:+~@%-]+", value):
-        return value
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def resume_command(manifest: Manifest, extra: list[str]) -> list[str]:
     """The manifest's command, pointed at its sweep dir, with resume on and ``extra`` last
-    (an extra override replaces the recorded one of the same key)."""
+    (replacing the recorded overrides of the same keys)."""
     replaced = {parse_override(o)[0] for o in extra if "=" in o}
     argv = [
         a
@@ -51,7 +32,9 @@ def resume_command(manifest: Manifest, extra: list[str]) -> list[str]:
     ]
     if not {"-m", "--multirun"} & set(argv):
         argv.insert(0, "-m")
-    sweep_dir = _override_value(str(manifest.sweep_dir.absolute()))
+    sweep_dir = str(manifest.sweep_dir.absolute())
+    if not re.fullmatch(r"[\w/.:+~@%-]+", sweep_dir):  # special characters for Hydra's parser
+        sweep_dir = quote(sweep_dir)
     return [
         sys.executable,
         *manifest.program,
@@ -62,26 +45,17 @@ def resume_command(manifest: Manifest, extra: list[str]) -> list[str]:
     ]
 
 
-def _trials_wanted(sweep_dir: Path) -> int | None:
-    """``hydra.sweeper.n_trials`` of the sweep's ``multirun.yaml`` (a search sweep), or None."""
-    try:
-        saved = yaml.safe_load((sweep_dir / "multirun.yaml").read_text()) or {}
-        wanted = saved["hydra"]["sweeper"].get("n_trials")
-    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError):
-        return None
-    return wanted if isinstance(wanted, int) else None
-
-
 def read_only_verdict(manifest: Manifest) -> tuple[int, str]:
-    """For a sweep dir that cannot be written: exit status 0 and a line saying there is
-    nothing to resume, or 2 and a line saying which jobs would need it writable."""
-    from sce_sweeps.runtime.status import jobs_, sweep_status
-
+    """For a read-only sweep dir: 0 and "nothing to resume", or 2 and what would need writing."""
     sweep_dir = manifest.sweep_dir
     statuses = sweep_status(manifest)
     todo = [s for s in statuses if s.state not in FINISHED + LIVE]
-    wanted = _trials_wanted(sweep_dir)
-    more = max(0, wanted - len(statuses)) if wanted is not None else 0
+    try:  # hydra.sweeper.n_trials of a search sweep
+        saved = yaml.safe_load((sweep_dir / "multirun.yaml").read_text()) or {}
+        wanted = saved["hydra"]["sweeper"].get("n_trials")
+    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError):
+        wanted = None
+    more = max(0, wanted - len(statuses)) if isinstance(wanted, int) else 0
     if not todo and not more:
         return 0, (
             f"nothing to resume: the {jobs_(len(statuses))} of {sweep_dir} are completed, "
@@ -92,7 +66,7 @@ def read_only_verdict(manifest: Manifest) -> tuple[int, str]:
         listed = ", ".join(f"#{s.num} {s.state}" for s in todo[:5]) + ", ..." * (len(todo) > 5)
         work.append(f"{jobs_(len(todo))} to rerun ({listed})")
     if more:
-        work.append(f"{more} more trial{'s' * (more > 1)} of n_trials={wanted}")
+        work.append(f"{jobs_(more, 'more trial')} of n_trials={wanted}")
     return 2, (
         f"{sweep_dir} is not writable (read-only file system?): {', '.join(work)}; copy the "
         f"sweep dir somewhere writable and resume the copy"
@@ -100,8 +74,8 @@ def read_only_verdict(manifest: Manifest) -> tuple[int, str]:
 
 
 def say_if_read_only(sweep_dir: str | Path, prog: str) -> int | None:
-    """Where ``sweep_dir`` exists and cannot be written: print one line saying what a resume
-    would do (:func:`read_only_verdict`) and return its exit status. None otherwise."""
+    """Where ``sweep_dir`` exists and cannot be written: print :func:`read_only_verdict`'s line
+    and return its exit status."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir() or os.access(sweep_dir, os.W_OK):
         return None
@@ -126,8 +100,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweep_dir", type=Path, help=f"a sweep dir (holding {MANIFEST})")
     parser.add_argument("overrides", nargs="*", help="extra overrides, e.g. launcher=slurm")
     args = parser.parse_args(argv)
-    from sce_sweeps.runtime.status import load_sweep
-
     manifest = load_sweep(args.sweep_dir, "sce_sweeps.cli resume")
     if manifest is None:
         return 2

@@ -1,13 +1,5 @@
-"""The trial table of an Optuna search: ``python -m sce_sweeps.cli trials <sweep dir>``.
-
-Each trial is one row: its number, its run's :class:`~sce_sweeps.runtime.record.RunState` (the state
-``python -m sce_sweeps.cli status`` shows for the trial's job, so both label a run the same way),
-Optuna's own trial state, value(s), parameters, user attributes, duration and
-``epochs_reported``. Works while the search runs. The search itself is the sweeper plugin's
-(``hydra_plugins/sce_sweeps_optuna``).
-
-    python -m sce_sweeps.cli trials sweeps/optuna_search/<date>/<time> [--csv trials.csv]
-"""
+"""The trial table of an Optuna search: ``python -m sce_sweeps.cli trials <sweep dir>``, one
+row per trial with its run's state as ``status`` shows it (docs/search.md)."""
 
 from __future__ import annotations
 
@@ -17,10 +9,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sce_sweeps.runtime.record import Manifest, RunFileError, RunState
+from sce_sweeps.runtime.status import sweep_status
 from sce_sweeps.runtime.trial import JOURNAL_NAME, open_storage
 
 if TYPE_CHECKING:
-    import optuna
     import pandas as pd
 
 # A trial without a job in the sweep's manifest (e.g. run by another launcher): its state.
@@ -33,52 +25,18 @@ TRIAL_STATES = {
 }
 
 
-def resolve_storage(location: str) -> str:
-    """An existing study's storage: a sweep dir means its journal file, a URL is as given.
-
-    Raises:
-        FileNotFoundError: for a path that holds no journal.
-    """
-    if "://" in location:
-        return location
-    path = Path(location)
-    if path.is_dir():
-        path = path / JOURNAL_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"no Optuna journal at {path}")
-    return str(path)
-
-
-def run_states(trials: list[optuna.trial.FrozenTrial], sweep_dir: Path | None) -> list[str]:
-    """Each trial's run state: its job's, as ``status`` tells it, when the sweep's manifest
-    has a job numbered like the trial (the project's launchers number a trial's job by the
-    trial number); else from Optuna's state."""
-    jobs = {}
-    manifest = Manifest.load(sweep_dir) if sweep_dir is not None else None
-    if manifest is not None:
-        from sce_sweeps.runtime.status import sweep_status
-
-        jobs = {s.num: s.state for s in sweep_status(manifest)}
-    return [str(jobs.get(t.number, TRIAL_STATES[t.state.name])) for t in trials]
-
-
 def trials_table(
     storage: str, study_name: str | None = None, sweep_dir: Path | None = None
 ) -> pd.DataFrame:
-    """All trials of a study as a DataFrame: number, state (the run's
-    :class:`~sce_sweeps.runtime.record.RunState`), trial_state (Optuna's), value(s), params, user
-    attrs, duration and ``epochs_reported`` (how far a pruned trial got).
-
-    Args:
-        storage: a sweep dir, a journal file or a database URL.
-        study_name: needed only when the storage holds several studies.
-        sweep_dir: the sweep dir whose manifest gives the runs' states (default: ``storage``
-            when it is a directory).
-    """
+    """The trials of a study in ``storage`` (a sweep dir, journal file or URL), each with its run's
+    state from ``sweep_dir`` (default: ``storage`` if a dir) and Optuna's as ``trial_state``."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    opened = open_storage(resolve_storage(storage), repair=False)
+    journal = Path(storage) / JOURNAL_NAME if Path(storage).is_dir() else Path(storage)
+    if "://" not in storage and not journal.is_file():
+        raise FileNotFoundError(f"no Optuna journal at {journal}")
+    opened = open_storage(storage if "://" in storage else str(journal), repair=False)
     if study_name is None:
         names = [s.study_name for s in optuna.get_all_study_summaries(opened)]
         if len(names) != 1:
@@ -90,10 +48,14 @@ def trials_table(
     )
     if len(frame):
         trials = study.get_trials(deepcopy=False)
-        frame = frame.rename(columns={"state": "trial_state"})
         if sweep_dir is None and Path(storage).is_dir():
             sweep_dir = Path(storage)
-        frame.insert(1, "state", run_states(trials, sweep_dir))
+        manifest = Manifest.load(sweep_dir) if sweep_dir is not None else None
+        # the launchers number a trial's job by the trial's number
+        jobs = {s.num: s.state for s in sweep_status(manifest)} if manifest else {}
+        states = [str(jobs.get(t.number, TRIAL_STATES[t.state.name])) for t in trials]
+        frame = frame.rename(columns={"state": "trial_state"})
+        frame.insert(1, "state", states)
         frame["epochs_reported"] = [len(t.intermediate_values) for t in trials]
     return frame
 

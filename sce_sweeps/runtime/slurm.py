@@ -1,19 +1,14 @@
-"""The one place that asks SLURM about jobs (``squeue``, ``sacct``). Every query answers
-"don't know" (nothing) when SLURM is absent, slow or failing: callers fall back on the run's
-own files. Only a live sweep asks; a finished sweep's status and tables never do."""
+"""The one place that asks SLURM about jobs (``squeue``, ``sacct``). Every query answers "don't
+know" (nothing) when SLURM is absent, slow or failing: callers fall back on the run's files."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 from sce_sweeps.runtime.record import SLURM_LIVE
 
 
 def _run(cmd: list[str], timeout: float = 60) -> str | None:
-    """stdout of ``cmd``, or None when it is missing or fails."""
-    if shutil.which(cmd[0]) is None:
-        return None
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired):
@@ -21,24 +16,23 @@ def _run(cmd: list[str], timeout: float = 60) -> str | None:
     return proc.stdout if proc.returncode == 0 else None
 
 
-def job_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
-    """{job id: (state, reason)} from squeue for queued/running jobs, else from sacct.
+def _rows(out: str | None) -> list[list[str]]:
+    return [(line.split("|") + ["", ""])[:3] for line in (out or "").splitlines()]
 
-    Array tasks are named ``<array id>_<task id>``; ``squeue -r`` lists a pending array's tasks
-    one by one. Jobs SLURM no longer knows (or no SLURM at all) are left out.
-    """
+
+def job_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
+    """{job id: (state, reason)} from squeue (``-r``: an array's tasks one by one, as
+    ``<array id>_<task id>``), else from sacct; jobs SLURM no longer knows are left out."""
     if not job_ids:
         return {}
-    states: dict[str, tuple[str, str]] = {}
-    for line in (_run(["squeue", "-h", "-r", "-o", "%i|%T|%r"]) or "").splitlines():
-        job_id, state, reason = (line.split("|") + ["", ""])[:3]
+    states = {}
+    for job_id, state, reason in _rows(_run(["squeue", "-h", "-r", "-o", "%i|%T|%r"])):
         if job_id in job_ids:
             states[job_id] = (state, reason)
     rest = [j for j in job_ids if j not in states]
     if rest:
         cmd = ["sacct", "-n", "-X", "-P", "-o", "JobID,State,ExitCode", "-j", ",".join(rest)]
-        for line in (_run(cmd) or "").splitlines():
-            job_id, state, exit_code = (line.split("|") + ["", ""])[:3]
+        for job_id, state, exit_code in _rows(_run(cmd)):
             if job_id in rest:
                 name = state.split()[0] if state else "UNKNOWN"
                 states[job_id] = (name, f"{state}, exit {exit_code}")

@@ -1,38 +1,12 @@
-"""Where each job of a sweep stands: ``python -m sce_sweeps.cli status <sweep dir>``.
-
-Every job gets one :class:`~sce_sweeps.runtime.record.RunState`, from, in this order:
-
-1. SLURM (``squeue``, then ``sacct``) for its latest SLURM job id, or the liveness of its
-   local process: a queued job is *pending*, a started one *running* (unless its run already
-   wrote a final result, completed or pruned: SLURM's accounting lags a job's end);
-2. the ``result.json`` of its run dir, when its config hash is the job's: *completed*,
-   *failed* (with the reason the run recorded) or *pruned*; for an app that writes no
-   ``result.json``, the final state the launcher recorded when the job returned;
-3. otherwise a job the launcher ended because it stalled is *failed* ("stalled: ...", its
-   checkpoint kept for a resume); a SLURM job that ended without a result is *failed* with
-   SLURM's state as the reason (CANCELLED, TIMEOUT, OUT_OF_MEMORY, ...); a job SLURM refused
-   is *not submitted* (with SLURM's reason); a job the launcher has not submitted yet is
-   *pending* while the launcher lives; anything else is *interrupted* (its process died, e.g.
-   on Ctrl-C; its checkpoint, if any, is where a resume continues).
-
-A running job whose heartbeat (``heartbeat.json``, its last step and time) is older than its
-limit (``hydra.launcher.stall_after``, recorded in the manifest; by default derived from the
-job's own intervals between steps, at least a few minutes) stays *running*, flagged as stalled,
-with how long it has made no progress.
-
-The analysis tables and the Optuna trial table take their states from :func:`sweep_status`,
-so all three label a run the same way.
-
-Exit status: 0 when every job completed (or was pruned), 1 when any failed, was not submitted
-or was interrupted (a resume reruns those), 3 while jobs are pending or running and none has
-failed, 2 on a usage error.
-"""
+"""Where each job of a sweep stands (docs/sweeps.md, "Status"), for ``python -m sce_sweeps.cli
+status <sweep dir>``, the analysis tables and the Optuna trial table alike."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -74,19 +48,7 @@ class JobStatus:
     tracking: str | None = None  # what went wrong with its tracking (e.g. Aim merge failed)
 
 
-def process_alive(pid: int | None, host: str, marker: str | None = None) -> bool:
-    """Whether process ``pid`` of this host is alive (and its command line holds ``marker``)."""
-    return host == HOST and alive(pid, marker)
-
-
-def _interrupted_reason(run_dir: Path) -> str:
-    if has_checkpoint(run_dir):
-        return "no result; stopped with a checkpoint (a resume continues from it)"
-    return "no result; stopped before its first checkpoint"
-
-
 def _own_result(manifest: Manifest, job: Job) -> dict[str, Any] | RunFileError | None:
-    """The job's ``result.json`` (None when it has none, or one of another config)."""
     try:
         result = read_result(manifest.run_dir(job))
     except RunFileError as e:
@@ -95,8 +57,7 @@ def _own_result(manifest: Manifest, job: Job) -> dict[str, Any] | RunFileError |
 
 
 def _settled(job: Job, result: dict[str, Any] | RunFileError | None) -> bool:
-    """Whether the job's state is known without asking SLURM: its run recorded a completed or
-    pruned result (or a corrupt one), or the launcher saw it end."""
+    """Whether the job's state is known without asking SLURM (a finished run, or seen ending)."""
     if isinstance(result, RunFileError) or (result and result["status"] in FINISHED):
         return True
     return job.finished_at is not None and job.state in FINAL
@@ -109,8 +70,7 @@ def job_status(
     launcher_alive: bool,
     result: dict[str, Any] | RunFileError | None | bool = True,
 ) -> JobStatus:
-    """The state of one job (see the module docstring for the rules); ``result``: its
-    :func:`_own_result`, read here if not given."""
+    """The state of one job; ``result``: its :func:`_own_result`, read here if not given."""
     run_dir = manifest.run_dir(job)
     latest = job.job_ids[-1] if job.job_ids else None
     status = JobStatus(
@@ -121,30 +81,22 @@ def job_status(
     if isinstance(result, RunFileError):
         status.state, status.reason = RunState.FAILED, str(result)
         return status
-    live = None
+    live, where = None, f"process {latest}"
     if manifest.launcher == "slurm" and latest in slurm:
         slurm_state, slurm_reason = slurm[latest]
-        if SLURM_LIVE.get(slurm_state) == RunState.PENDING:
-            live = (RunState.PENDING, f"SLURM {slurm_state} ({slurm_reason})")
-        elif SLURM_LIVE.get(slurm_state) == RunState.RUNNING:
-            live = (RunState.RUNNING, f"SLURM job {latest}")
-    elif (
-        manifest.launcher == "local"
-        and latest
-        and job.state in LIVE
-        and process_alive(int(latest), manifest.host, manifest.sweep_dir.name)
-    ):
-        live = (RunState.RUNNING, f"process {latest}")
+        live = SLURM_LIVE.get(slurm_state)
+        pending = live == RunState.PENDING
+        where = f"SLURM {slurm_state} ({slurm_reason})" if pending else f"SLURM job {latest}"
+    elif manifest.launcher == "local" and latest and job.state in LIVE and manifest.host == HOST:
+        live = RunState.RUNNING if alive(int(latest), manifest.sweep_dir.name) else None
     # A completed or pruned result wins over SLURM's accounting, a moment behind; so does a
     # failed one the launcher saw end. (A failed run's job that SLURM runs again, requeued
     # before the launcher saw it end, is running: it resumes.)
-    seen_ending = job.finished_at is not None and job.state in FINAL
-    final = result is not None and (result["status"] in FINISHED or seen_ending)
-    if live and not final:
-        status.state, status.reason = live
-        found = stall(run_dir, manifest.stall_after) if live[0] == RunState.RUNNING else None
+    if live and not (result and _settled(job, result)):
+        status.state, status.reason = live, where
+        found = stall(run_dir, manifest.stall_after) if live == RunState.RUNNING else None
         if found is not None:
-            status.reason, status.stalled_s = f"{found} ({live[1]})", round(found.age_s, 1)
+            status.reason, status.stalled_s = f"{found} ({where})", round(found.age_s, 1)
     elif result:
         status.state, status.reason = RunState(result["status"]), result.get("reason")
         status.tracking = result.get("tracking")
@@ -163,21 +115,25 @@ def job_status(
         status.state, status.reason = RunState.NOT_SUBMITTED, job.reason
     elif job.state == RunState.PENDING and not latest and launcher_alive:
         status.state, status.reason = RunState.PENDING, "waiting for the launcher to start it"
+    elif job.reason:
+        status.reason = job.reason
+    elif has_checkpoint(run_dir):
+        status.reason = "no result; stopped with a checkpoint (a resume continues from it)"
     else:
-        status.reason = job.reason or _interrupted_reason(run_dir)
+        status.reason = "no result; stopped before its first checkpoint"
     return status
 
 
 def sweep_status(manifest: Manifest, launcher_alive: bool | None = None) -> list[JobStatus]:
-    """The state of every job of the sweep; ``launcher_alive``: whether the launcher may still
-    start the jobs it has not submitted (default: whether its process lives)."""
+    """The state of every job; ``launcher_alive`` (default: whether its process lives): whether
+    the launcher may still start the jobs it has not submitted."""
     results = [_own_result(manifest, job) for job in manifest.jobs]
     ask = [
         j.job_ids[-1] for j, r in zip(manifest.jobs, results) if j.job_ids and not _settled(j, r)
     ]  # a finished sweep asks SLURM nothing
     slurm = job_states(ask) if manifest.launcher == "slurm" else {}
     if launcher_alive is None:
-        launcher_alive = process_alive(manifest.pid, manifest.host, "python")
+        launcher_alive = manifest.host == HOST and alive(manifest.pid, "python")
     return [
         job_status(manifest, job, slurm, launcher_alive, result)
         for job, result in zip(manifest.jobs, results)
@@ -190,26 +146,23 @@ def jobs_(n: int, noun: str = "job") -> str:
 
 
 def exit_code(statuses: list[JobStatus]) -> int:
-    """0 all completed or pruned, 1 some failed, not submitted or interrupted, 3 some still
-    pending or running."""
+    """0 all completed or pruned, 1 some failed, not submitted or interrupted, 3 some live."""
     states = {s.state for s in statuses}
-    if states - set(FINISHED) - set(LIVE):
+    if states - {*FINISHED, *LIVE}:
         return 1
-    if states & set(LIVE):
-        return 3
-    return 0
+    return 3 if states & set(LIVE) else 0
 
 
-def varying_overrides(overrides: list[list[str]]) -> list[list[str]]:
-    """Each job's overrides minus those every job shares (the sweep's fixed settings)."""
-    common = set.intersection(*(set(o) for o in overrides)) if overrides else set()
-    return [[x for x in o if x not in common] for o in overrides]
+def varying_overrides(overrides: list[list[str]]) -> tuple[list[str], list[list[str]]]:
+    """The overrides every job shares (the sweep's fixed settings), and each job's others."""
+    common = set.intersection(*map(set, overrides)) if overrides else set()
+    shared = [x for x in overrides[0] if x in common] if overrides else []
+    return shared, [[x for x in o if x not in common] for o in overrides]
 
 
 def format_table(manifest: Manifest, statuses: list[JobStatus]) -> str:
     """A human-readable table: one line per job, then a summary line."""
-    varying = varying_overrides([s.overrides for s in statuses])
-    common = [x for x in statuses[0].overrides if x not in varying[0]] if statuses else []
+    common, varying = varying_overrides([s.overrides for s in statuses])
     lines = [
         f"sweep {manifest.sweep_name} ({manifest.launcher}): {manifest.sweep_dir}",
         f"command: {manifest.command}",
@@ -219,10 +172,9 @@ def format_table(manifest: Manifest, statuses: list[JobStatus]) -> str:
     width = max([len(" ".join(v)) for v in varying] + [9])
     lines.append(f"{'job':>4}  {'state':<13}  {'overrides':<{width}}  {'job id':<10}  details")
     for s, v in zip(statuses, varying):
+        detail = s.reason or ""
         if s.state == RunState.COMPLETED and s.value is not None:
             detail = f"{manifest.metric} {s.value:.4g}"
-        else:
-            detail = s.reason or ""
         if s.state not in (*FINISHED, *LIVE) and s.log:
             detail += f"  [log: {s.log}]"
         if s.tracking:
@@ -230,20 +182,16 @@ def format_table(manifest: Manifest, statuses: list[JobStatus]) -> str:
         lines.append(
             f"{s.num:>4}  {s.state:<13}  {' '.join(v):<{width}}  {s.job_id or '-':<10}  {detail}"
         )
-    counts = {state: sum(s.state == state for s in statuses) for state in STATE_ORDER}
+    counts = Counter(s.state for s in statuses)
     stalled = sum(s.stalled_s is not None for s in statuses)
-    parts = []
-    for state, n in counts.items():
-        flag = f" ({stalled} stalled)" if state == RunState.RUNNING and stalled else ""
-        parts += [f"{n} {state}{flag}"] if n else []
-    summary = ", ".join(parts)
-    lines.append(f"{jobs_(len(statuses))}: {summary}")
+    flags = {RunState.RUNNING: f" ({stalled} stalled)" if stalled else ""}
+    parts = [f"{counts[st]} {st}{flags.get(st, '')}" for st in STATE_ORDER if counts[st]]
+    lines.append(f"{jobs_(len(statuses))}: {', '.join(parts)}")
     return "\n".join(lines)
 
 
 def load_sweep(sweep_dir: Path, prog: str) -> Manifest | None:
-    """The sweep's manifest; None, after ``prog`` says why on stderr, when it has none (or a
-    corrupt one)."""
+    """The sweep's manifest; None, after ``prog`` says why on stderr, when it has no good one."""
     try:
         manifest = Manifest.load(sweep_dir)
     except RunFileError as e:
@@ -262,8 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         + " / ".join(s.value for s in STATE_ORDER)
         + ", from SLURM and from the run dirs.",
         epilog="Exit status: 0 all completed or pruned, 1 some failed, not submitted or "
-        "interrupted, "
-        "3 some still pending or running, 2 usage error.",
+        "interrupted, 3 some still pending or running, 2 usage error.",
     )
     parser.add_argument("sweep_dir", type=Path, help=f"a sweep dir (holding {MANIFEST})")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")

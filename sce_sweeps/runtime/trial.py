@@ -1,22 +1,5 @@
-"""What an Optuna trial does inside its job, and the study helpers the sweeper shares with it.
-
-The sweeper asks the study for a trial and launches one job for it, telling the job which trial
-it is through three environment variables that Hydra sets while the task runs
-(``hydra.job.env_set``, see :func:`trial_overrides`)::
-
-    SCE_OPTUNA_STORAGE=<journal file or database URL> SCE_OPTUNA_STUDY=<name> SCE_OPTUNA_TRIAL=<n>
-
-Inside that job an app opens :class:`TrialReporter` (None outside a search) and owns the trial
-from then on: it beats a heartbeat (so that a sweeper restarted later can tell a live trial from
-one whose job was killed), reports the objective after every epoch, asks the study's pruner
-whether to stop (never after the last epoch), and finally tells the study COMPLETE, PRUNED or
-FAIL itself, so the verdict reaches the study even when the sweeper that launched the job is
-gone. An app that does not open a reporter is a trial all the same: the sweeper tells the study
-what its task function returned.
-
-What the job needs to know about the search (objectives, pruner, heartbeat interval) is in the
-study's user attribute ``sce_sweeps``, written by the sweeper.
-"""
+"""What an Optuna trial does inside its job (:class:`TrialReporter` tells the study its verdict
+itself, even when the sweeper is gone), and the study helpers the sweeper shares with it."""
 
 from __future__ import annotations
 
@@ -30,6 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sce_sweeps.runtime.overrides import quote
 from sce_sweeps.runtime.record import locked
 
 if TYPE_CHECKING:  # optuna is imported lazily: single runs never need it
@@ -40,15 +24,10 @@ log = logging.getLogger(__name__)
 ENV_STORAGE, ENV_STUDY, ENV_TRIAL = "SCE_OPTUNA_STORAGE", "SCE_OPTUNA_STUDY", "SCE_OPTUNA_TRIAL"
 
 
-def _quote(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def trial_overrides(storage: str, study_name: str, number: int) -> list[str]:
-    """The overrides that make a job trial ``number`` of the study: environment variables that
-    Hydra sets while the job's task function runs, whatever the app."""
+    """The overrides that make a job trial ``number``: environment variables Hydra sets for it."""
     values = {ENV_STORAGE: storage, ENV_STUDY: study_name, ENV_TRIAL: str(number)}
-    return [f"++hydra.job.env_set.{k}={_quote(v)}" for k, v in values.items()]
+    return [f"++hydra.job.env_set.{k}={quote(v)}" for k, v in values.items()]
 
 
 JOURNAL_NAME = "optuna.journal"  # the default storage, in the sweep dir
@@ -62,10 +41,8 @@ DEFAULT_OBJECTIVE = "objective"
 
 
 def open_storage(storage: str, repair: bool = True) -> optuna.storages.BaseStorage:
-    """Open a study storage: a journal file path (Optuna's storage for many processes on a
-    shared filesystem), a ``redis://`` journal, or a database URL (``sqlite:///x.db``,
-    ``postgresql://...``). A journal's torn tail is repaired first (see
-    :func:`repair_journal`) unless ``repair`` is False (reading only)."""
+    """Open a study storage: a journal file, a ``redis://`` journal or a database URL; a journal
+    file's torn tail is repaired first (:func:`repair_journal`) unless not ``repair``."""
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
 
@@ -83,15 +60,8 @@ def open_storage(storage: str, repair: bool = True) -> optuna.storages.BaseStora
 
 
 class JournalRecordLock:
-    """The lock of a journal file (the run record's :func:`~sce_sweeps.runtime.record.locked`
-    on ``<journal>.flock``), given to Optuna's ``JournalFileBackend`` (which calls ``acquire``
-    and ``release``).
-
-    Optuna's own locks are files (a symlink, an O_EXCL file) that a writer killed while it
-    appends leaves behind; every other writer then waits their 30 s grace period. The kernel
-    (or NFS's lock manager) drops a record lock when its holder dies.
-    ``with JournalRecordLock(path):`` holds it for a block, as Optuna holds it to append.
-    """
+    """The lock Optuna's ``JournalFileBackend`` takes to append: :func:`locked` on
+    ``<journal>.flock`` (Optuna's own lock files outlive a killed writer, and the others wait)."""
 
     def __init__(self, filepath: str) -> None:
         self._path = filepath + ".flock"
@@ -104,26 +74,13 @@ class JournalRecordLock:
     def release(self) -> None:
         self._held.close()
 
-    def __enter__(self) -> JournalRecordLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
 
 def repair_journal(path: Path) -> Path | None:
-    """Cut off a journal's torn last line (a writer killed mid-append), keeping a copy of the
-    whole file beside it; return the copy, or None when the journal was whole.
-
-    Optuna skips a last line without its newline when it reads, but the next append would be
-    glued onto it, and the journal would be unreadable for good. The repair holds Optuna's own
-    journal lock, so it never races a writer.
-    """
+    """Cut off a journal's torn last line (which the next append would be glued onto for good),
+    keeping a copy of the whole file beside it."""
     if not path.is_file() or path.stat().st_size == 0:
         return None
-    # the lock JournalFileBackend takes to append
-    with JournalRecordLock(str(path)), path.open("rb+") as f:
+    with locked(f"{path}.flock"), path.open("rb+") as f:  # JournalRecordLock's: no writer races
         f.seek(-1, os.SEEK_END)
         if f.read(1) == b"\n":
             return None
@@ -163,16 +120,15 @@ def make_pruner(name: str, kwargs: dict[str, Any] | None = None) -> optuna.prune
     """The pruner called ``name`` (one of :data:`PRUNERS`); steps are epochs."""
     import optuna
 
+    if name == "none":  # whatever pruner_kwargs a preset set for another pruner
+        return optuna.pruners.NopPruner()
     classes = {
         "median": optuna.pruners.MedianPruner,
         "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
         "hyperband": optuna.pruners.HyperbandPruner,
-        "none": optuna.pruners.NopPruner,
     }
     if name not in classes:
         raise ValueError(f"unknown pruner {name!r}: must be one of {', '.join(PRUNERS)}")
-    if name == "none":  # whatever pruner_kwargs a preset set for another pruner
-        return optuna.pruners.NopPruner()
     return classes[name](**_accepted(classes[name], kwargs, "pruner_kwargs"))
 
 
@@ -183,11 +139,8 @@ def last_sign_of_life(trial: optuna.trial.FrozenTrial) -> float:
 
 
 class TrialReporter:
-    """The Optuna trial a run belongs to, seen from inside its job.
-
-    Open it with :meth:`open`; pass :meth:`on_epoch_end` to the training loop; call
-    :meth:`finish` once with the run's status (completed / pruned / failed) and result.
-    """
+    """The Optuna trial a run belongs to, seen from inside its job: :meth:`open` it, call
+    :meth:`on_epoch_end` after each epoch and :meth:`finish` once with the run's status."""
 
     def __init__(self, study: optuna.Study, trial_id: int, run_dir: Path) -> None:
         import optuna
@@ -209,17 +162,19 @@ class TrialReporter:
         self.stop_reason: str | None = None
         self._abandoned = threading.Event()
         self._stop_beating = threading.Event()
-        self._beat_thread: threading.Thread | None = None
+        interval = float(spec.get("heartbeat_interval", 30.0))
+        self._beat_thread = threading.Thread(
+            target=self._beat, args=(interval,), name=f"optuna-heartbeat-{self.number}", daemon=True
+        )
         if not self.finished:
             self._set_user_attr("run_dir", str(run_dir))
             if os.environ.get("SLURM_JOB_ID"):
                 self._set_user_attr("slurm_job_id", os.environ["SLURM_JOB_ID"])
-            self._start_heartbeat(float(spec.get("heartbeat_interval", 30.0)))
+            self._beat_thread.start()
 
     @classmethod
     def open(cls, run_dir: str | Path) -> TrialReporter | None:
-        """The trial this job runs (from the environment, see :func:`trial_overrides`); None
-        when it is not part of a search."""
+        """The trial this job runs (:func:`trial_overrides`); None outside a search."""
         if os.environ.get(ENV_TRIAL) is None:
             return None
         import optuna
@@ -228,15 +183,11 @@ class TrialReporter:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         storage = open_storage(os.environ[ENV_STORAGE])
-        study_name, number = os.environ[ENV_STUDY], int(os.environ[ENV_TRIAL])
-        study = load_study(
-            storage,
-            study_name=study_name,
-            sampler=optuna.samplers.RandomSampler(),  # a job never samples
-        )
+        sampler = optuna.samplers.RandomSampler()  # a job never samples
+        study = load_study(storage, study_name=os.environ[ENV_STUDY], sampler=sampler)
         spec = study.user_attrs.get(STUDY_ATTR, {})
         study.pruner = make_pruner(spec.get("pruner", "none"), spec.get("pruner_kwargs"))
-        return cls(study, trial_id(study, number), Path(run_dir))
+        return cls(study, trial_id(study, int(os.environ[ENV_TRIAL])), Path(run_dir))
 
     @property
     def finished(self) -> bool:
@@ -251,35 +202,24 @@ class TrialReporter:
         except UpdateFinishedTrialError:
             self._abandoned.set()
 
-    def _start_heartbeat(self, interval: float) -> None:
+    def _beat(self, interval: float) -> None:
+        """Beat the trial's heartbeat every ``interval`` seconds until :meth:`finish`."""
         from optuna.exceptions import UpdateFinishedTrialError
 
-        def beat() -> None:
-            while True:
-                try:
-                    self.storage.set_trial_system_attr(self.trial_id, HEARTBEAT_ATTR, time.time())
-                except UpdateFinishedTrialError:
-                    self._abandoned.set()  # someone else gave the verdict: stop training
-                    return
-                except Exception as e:  # a storage hiccup must not kill the run
-                    log.warning("trial %d: heartbeat failed: %s", self.number, e)
-                if self._stop_beating.wait(interval):
-                    return
-
-        self._beat_thread = threading.Thread(
-            target=beat, name=f"optuna-heartbeat-{self.number}", daemon=True
-        )
-        self._beat_thread.start()
-
-    def _stop_heartbeat(self) -> None:
-        self._stop_beating.set()
-        if self._beat_thread is not None:
-            self._beat_thread.join(timeout=30)
+        while True:
+            try:
+                self.storage.set_trial_system_attr(self.trial_id, HEARTBEAT_ATTR, time.time())
+            except UpdateFinishedTrialError:
+                self._abandoned.set()  # someone else gave the verdict: stop training
+                return
+            except Exception as e:  # a storage hiccup must not kill the run
+                log.warning("trial %d: heartbeat failed: %s", self.number, e)
+            if self._stop_beating.wait(interval):
+                return
 
     def on_epoch_end(self, epoch: int, row: dict[str, Any], last: bool = False) -> bool:
-        """Report the epoch's objective (when ``row`` has it) and, unless it is the ``last``
-        epoch, ask the pruner; True stops the run. A run that trained every epoch is never
-        pruned."""
+        """Report the epoch's objective (if ``row`` has it) and, but after the ``last`` epoch, ask
+        the pruner; True stops the run."""
         from optuna.exceptions import UpdateFinishedTrialError
 
         metric = self.objectives[0]
@@ -301,7 +241,6 @@ class TrialReporter:
     def _verdict(
         self, status: str, result: dict[str, Any]
     ) -> tuple[optuna.trial.TrialState, list[float] | None]:
-        """The state and values that a run's status and result tell the study."""
         from optuna.trial import TrialState
 
         if status == "completed":
@@ -313,22 +252,24 @@ class TrialReporter:
         return (TrialState.PRUNED if status == "pruned" else TrialState.FAIL), None
 
     def record(self, status: str, result: dict[str, Any]) -> dict[str, Any]:
-        """The trial's fields for ``result.json`` (study, trial_number, state, params) as
-        :meth:`finish` will tell them: the run can write its result once, with them, before
-        the study hears of it."""
+        """The trial's fields for ``result.json`` as :meth:`finish` will tell them."""
+        return self._fields(self._verdict(status, result)[0], self.trial.params)
+
+    def _fields(self, state: optuna.trial.TrialState, params: dict[str, Any]) -> dict[str, Any]:
         return {
             "study": self.study.study_name,
             "trial_number": self.number,
-            "state": self._verdict(status, result)[0].name,
-            "params": self.trial.params,
+            "state": state.name,
+            "params": params,
         }
 
     def finish(self, status: str, result: dict[str, Any]) -> dict[str, Any]:
-        """Tell the study the run's verdict (unless it already has one); return the trial's
-        fields for ``result.json`` as the study holds them (see :meth:`record`)."""
+        """Tell the study the verdict (unless it has one); the fields as the study holds them."""
         from optuna.trial import TrialState
 
-        self._stop_heartbeat()
+        self._stop_beating.set()
+        if self._beat_thread.is_alive():
+            self._beat_thread.join(timeout=30)
         state, values = self._verdict(status, result)
         if state != TrialState.COMPLETE and result.get("reason"):
             self._set_user_attr("reason", str(result["reason"]))
@@ -338,9 +279,4 @@ class TrialReporter:
             self.study.tell(self.number, values, state=state, skip_if_finished=True)
         final = self.storage.get_trial(self.trial_id)
         self.state = final.state
-        return {
-            "study": self.study.study_name,
-            "trial_number": self.number,
-            "state": final.state.name,
-            "params": final.params,
-        }
+        return self._fields(final.state, final.params)

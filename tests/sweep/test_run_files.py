@@ -359,7 +359,7 @@ def test_jobs_are_matched_by_number_overrides_or_config_hash(tmp_path):
 
     manifest = Manifest.create(tmp_path, "s", "local")
     for num, seed in enumerate((0, 1, 2)):
-        manifest.upsert(Job(num, [f"seed={seed}"], f"h{seed}", str(num)))
+        manifest.jobs.append(Job(num, [f"seed={seed}"], f"h{seed}", str(num)))
     assert _known_job(manifest, 1, ["seed=1"], "h1").num == 1  # the same command again
     assert _known_job(manifest, 0, ["seed=2"], "h2").num == 2  # a grid in another order
     assert _known_job(manifest, 1, ["seed=1"], "changed").num == 1  # then refused: changed

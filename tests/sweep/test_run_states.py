@@ -55,7 +55,7 @@ def _sweep(sweep_dir: Path, live_pid: int) -> None:
             job.job_ids = [str(live_pid if num == 3 else 999_999_990 + num)]
         if seen == RunState.NOT_SUBMITTED:
             job.reason = "sbatch: error: Batch job submission failed: More processors requested"
-        manifest.upsert(job)
+        manifest.jobs.append(job)
         run_dir = sweep_dir / str(num)
         if files is not None:
             (run_dir / RUN_MARKER).parent.mkdir(parents=True)

@@ -165,7 +165,7 @@ def _manifest(sweep_dir: Path, launcher: str = "local") -> Manifest:
     ):
         job = Job(num, [f"loss.coeff={num / 8}", "seed=0"], f"hash{num}", str(num), state)
         job.job_ids = [str(999_999_990 + num)] if state != "pending" else []
-        manifest.upsert(job)
+        manifest.jobs.append(job)
         if result:
             (sweep_dir / str(num)).mkdir(parents=True)
             result["config_hash"] = f"hash{num}"

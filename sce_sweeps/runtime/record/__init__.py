@@ -1,22 +1,5 @@
-"""The run record: the one owner of the files of a run dir and of a sweep dir.
-
-What a job reports, from inside its run dir:
-
-- its progress: :func:`beat` (step of total) while it trains, :func:`clear_heartbeat` as it starts;
-- its metrics per epoch: :func:`append_metrics` (one ``metrics.jsonl`` line each),
-  :func:`truncate_metrics` to the epochs of the checkpoint it resumes from;
-- its checkpoints: :func:`save_checkpoint`, :func:`load_checkpoint`;
-- its end: :func:`write_result` (a final :class:`RunState`, the final metrics and the resolved
-  flat params, :func:`~sce_sweeps.runtime.overrides.flatten`), :func:`write_error_log`.
-
-What the runtime reads back: :func:`read_result` / :func:`try_read_result`,
-:func:`read_metrics`, :func:`read_heartbeat`, :func:`done_share` and :func:`stall`,
-:func:`has_checkpoint`, and the sweep's :class:`Manifest` (written by the launcher process
-alone, which first claims the sweep dir: :func:`claim_sweep_dir`).
-
-Every file is written atomically (:func:`atomic_write`); nothing here imports torch or pandas
-at import time, so ``status`` answers in well under a second.
-"""
+"""The run record: the one owner of the files of a run dir and of a sweep dir (see
+docs/architecture.md). It imports neither torch nor pandas, so ``status`` answers at once."""
 
 # ruff: noqa: F401  (the seam: every name below is re-exported)
 from sce_sweeps.runtime.record.checkpoints import (
@@ -32,12 +15,9 @@ from sce_sweeps.runtime.record.files import (
     atomic_write,
     locked,
     read_json,
-    remove_stale_temps,
-    try_lock,
     write_json_atomic,
 )
 from sce_sweeps.runtime.record.heartbeat import (
-    BEAT_EVERY_S,
     STALL_FLOOR_S,
     STALLED,
     Stall,
@@ -50,7 +30,6 @@ from sce_sweeps.runtime.record.heartbeat import (
 )
 from sce_sweeps.runtime.record.layout import (
     CHECKPOINT,
-    ERROR_LOG,
     HEARTBEAT,
     HYDRA_DIR,
     LOCK,

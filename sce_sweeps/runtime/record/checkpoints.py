@@ -1,6 +1,4 @@
-"""Checkpoint files: written atomically with the previous one kept, read back falling back on
-it, and a full disk diagnosed with the room the checkpoint needs. torch is imported only when
-a checkpoint is read or written."""
+"""Checkpoint files: written atomically with the previous one kept, which a resume falls back on."""
 
 from __future__ import annotations
 
@@ -32,12 +30,7 @@ def _size_mb(nbytes: float) -> str:
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """``torch.save`` to ``path`` atomically, keeping the checkpoint it replaces as
-    ``checkpoint.prev.pt`` beside it: a crash, or a filesystem without atomic rename, leaves at
-    least one readable checkpoint.
-
-    Raises:
-        DiskFullError: the device filled up; the file it replaces is untouched.
-    """
+    ``checkpoint.prev.pt``; a full device raises DiskFullError, the old file untouched."""
     import torch
 
     path = Path(path)
@@ -45,40 +38,24 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
         with atomic_write(path, previous=path.with_name(PREVIOUS_CHECKPOINT)) as f:
             torch.save(state, f)
     except (OSError, RuntimeError) as e:
-        full = _disk_full(e, state, path)
-        if full is not None:
-            raise full from None
-        raise
-
-
-def _disk_full(error: BaseException, state: dict[str, Any], path: Path) -> DiskFullError | None:
-    """A DiskFullError for ``error`` if writing ``state`` failed for lack of room.
-    torch reports a full disk as ``RuntimeError: [enforce fail at inline_container.cc...]
-    unexpected pos``; the size the checkpoint needs is measured by writing it to memory."""
-    import torch
-
-    free = shutil.disk_usage(path.parent).free
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    needed = buffer.tell()
-    enospc = isinstance(error, OSError) and error.errno == errno.ENOSPC
-    if not enospc and needed < free:
-        return None
-    message = (
-        f"no space left on device while writing {path.name} (needs {_size_mb(needed)}, "
-        f"{_size_mb(free) if free >= 2**20 else f'{free // 1024} kB'} free in {path.parent})"
-    )
-    return DiskFullError(errno.ENOSPC, message)
+        # torch reports a full disk as "RuntimeError: [enforce fail at inline_container.cc...]
+        # unexpected pos"; the size the checkpoint needs is measured by writing it to memory
+        free = shutil.disk_usage(path.parent).free
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        needed = buffer.tell()
+        if not (isinstance(e, OSError) and e.errno == errno.ENOSPC) and needed < free:
+            raise
+        have = _size_mb(free) if free >= 2**20 else f"{free // 1024} kB"
+        raise DiskFullError(
+            errno.ENOSPC,
+            f"no space left on device while writing {path.name} (needs {_size_mb(needed)}, "
+            f"{have} free in {path.parent})",
+        ) from None
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any] | None:
-    """The checkpoint at ``path``, or the previous one (with a warning) when it is unreadable
-    or missing; None when the run has never written one. The temp file of a checkpoint write
-    killed before its rename is removed (:func:`remove_stale_temps`).
-
-    Raises:
-        CheckpointError: there are checkpoints but none is readable.
-    """
+    """The checkpoint at ``path``, else the previous one (with a warning); None if there is none."""
     import torch
 
     path = Path(path)

@@ -1,15 +1,5 @@
-"""The one atomic write and the one file lock, and JSON files written with them.
-
-A file is written to a temp file beside it, synced, then renamed over the old one, so a reader
-sees the old file or the new one, never half of one. A writer killed before the rename leaves
-its temp behind; the next writer of that file (and a run's resume, for checkpoints) removes it
-(:func:`remove_stale_temps`).
-
-Locks are POSIX record locks (``fcntl.lockf``): NFS honours them across its clients (v3
-through lockd, v4 natively), as do Lustre and GPFS mounted with locking on, and the kernel or
-lock server drops them when their holder dies. They do not exclude the threads of one process,
-and closing any descriptor of a locked file releases the process's lock on it.
-"""
+"""The one atomic write and the one file lock (POSIX ``lockf``: honoured across NFS, Lustre and
+GPFS clients, dropped when the holder dies, but shared by a process's threads)."""
 
 from __future__ import annotations
 
@@ -42,12 +32,8 @@ class RunFileError(Exception):
     """A run or sweep file that exists but cannot be used; the message names it."""
 
 
-# --- the lock ----------------------------------------------------------------------------------
-
-
 def try_lock(f: int | IO[Any]) -> bool:
-    """Take the exclusive lock on the open (writable) file ``f`` unless another process holds
-    it; return whether it was taken."""
+    """Whether the exclusive lock on the open (writable) file ``f`` was free, and now taken."""
     try:
         fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
@@ -59,13 +45,8 @@ def try_lock(f: int | IO[Any]) -> bool:
 
 @contextlib.contextmanager
 def locked(path: str | Path, timeout: float | None = None) -> Iterator[None]:
-    """Hold the exclusive lock on ``path`` (created if missing) for the block, waiting for it
-    at most ``timeout`` seconds (None: as long as it takes). The threads of this process take
-    turns first: they share its record lock, which any of them closing the file would drop.
-
-    Raises:
-        TimeoutError: the lock was not free within ``timeout`` seconds.
-    """
+    """Hold the lock on ``path`` for the block, waiting ``timeout`` s at most (None: for ever). The
+    threads of this process take turns first: one closing the file would drop their lock."""
     deadline = time.monotonic() + (timeout if timeout is not None else math.inf)
     turn = _thread_locks.setdefault(os.path.realpath(path), threading.Lock())
     if not turn.acquire(timeout=-1 if timeout is None else timeout):
@@ -86,21 +67,11 @@ def locked(path: str | Path, timeout: float | None = None) -> Iterator[None]:
         turn.release()
 
 
-# --- the atomic write --------------------------------------------------------------------------
-
-
-def _temp_name(path: Path) -> re.Pattern[str]:
-    """How a writer of ``path`` names its temp: ``.<name>.<host>.<pid>.<8 hex digits>.tmp``."""
-    return re.compile(rf"\.{re.escape(path.name)}\.(?P<host>.+)\.(?P<pid>\d+)\.[0-9a-f]{{8}}\.tmp")
-
-
 @contextlib.contextmanager
 def atomic_write(path: Path, previous: Path | None = None, sync: bool = True) -> Iterator[BinaryIO]:
-    """Yield a binary file that becomes ``path`` when the block ends: a temp file beside it,
-    then synced (unless ``sync`` is False: a reader still never sees half a file, but a machine
-    crash may leave an empty one) and renamed over it (after moving the file it replaces to
-    ``previous``, if given). The temp is removed if the block raises; its writer holds its
-    lock until the rename, which tells :func:`remove_stale_temps` that it is being written."""
+    """Yield a temp file beside ``path`` that, synced (unless not ``sync``: a machine crash may
+    leave an empty file) and renamed, becomes ``path`` when the block ends, the file it replaces
+    moved to ``previous`` if given. Its lock tells :func:`remove_stale_temps` it is in use."""
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
     tmp = path.with_name(f".{path.name}.{HOST}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
@@ -120,64 +91,49 @@ def atomic_write(path: Path, previous: Path | None = None, sync: bool = True) ->
         raise
 
 
-def remove_stale_temps(path: Path) -> list[Path]:
-    """Remove the temp files that writers of ``path`` killed before their rename left beside it;
-    return them. A temp is stale when no process holds its lock and, for one of this host, its
-    writer's pid is dead, or, for another host's, it is :data:`STALE_TEMP_AGE_S` old. A live
-    writer's temp and files not named as :func:`atomic_write` names temps are never touched."""
-    pattern, prefix, removed = _temp_name(path), f".{path.name}.", []
-    try:
-        entries = list(os.scandir(path.parent))
-    except FileNotFoundError:
-        return []
-    for entry in entries:
-        match = entry.name.startswith(prefix) and pattern.fullmatch(entry.name)
-        if match and entry.is_file(follow_symlinks=False):
-            tmp = Path(entry.path)
-            if _remove_if_stale(tmp, match["host"], int(match["pid"])):
-                removed.append(tmp)
-    return removed
+def remove_stale_temps(path: Path) -> None:
+    """Remove the temps of ``path`` that killed writers left: unlocked, and of a dead pid (this
+    host) or :data:`STALE_TEMP_AGE_S` old (another host)."""
+    pattern = re.compile(
+        rf"\.{re.escape(path.name)}\.(?P<host>.+)\.(?P<pid>\d+)\.[0-9a-f]{{8}}\.tmp"
+    )
+    with contextlib.suppress(FileNotFoundError):
+        for entry in list(os.scandir(path.parent)):
+            match = pattern.fullmatch(entry.name)
+            if match and entry.is_file(follow_symlinks=False):
+                _remove_if_stale(Path(entry.path), match["host"], int(match["pid"]))
 
 
-def _remove_if_stale(tmp: Path, host: str, pid: int) -> bool:
+def _remove_if_stale(tmp: Path, host: str, pid: int) -> None:
     if host == HOST and alive(pid):
-        return False  # writing it now (or its pid was taken since: kept until that ends)
+        return  # writing it now (or its pid was taken since: kept until that ends)
     try:
         if host != HOST and time.time() - tmp.stat().st_mtime < STALE_TEMP_AGE_S:
-            return False  # maybe created a moment ago, not locked yet
+            return  # maybe created a moment ago, not locked yet
         fd = os.open(tmp, os.O_RDWR)  # a write lock needs write access
     except OSError:  # gone meanwhile, or not ours to open
-        return False
+        return
     try:
         try:
             if not try_lock(fd):
-                return False  # its writer is alive (e.g. on another host, or another pid space)
+                return  # its writer is alive (e.g. on another host, or another pid space)
         except OSError:
             if host != HOST:
-                return False  # no locks on this filesystem, no pid to ask: cannot tell
+                return  # no locks on this filesystem, no pid to ask: cannot tell
         tmp.unlink(missing_ok=True)
-        return True
     finally:
         os.close(fd)
 
 
-# --- JSON --------------------------------------------------------------------------------------
-
-
 def write_json_atomic(data: Any, path: str | Path, sync: bool = True) -> None:
-    """Write ``data`` as JSON to ``path`` so that a crash leaves the old file or the new one
-    (``sync=False``: or, after a machine crash, maybe an empty one; see :func:`atomic_write`)."""
+    """Write ``data`` as JSON to ``path`` with :func:`atomic_write`."""
     text = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
     with atomic_write(Path(path), sync=sync) as f:
         f.write(text.encode())
 
 
 def read_json(path: str | Path) -> dict[str, Any] | None:
-    """The JSON object in ``path``; None when there is no such file.
-
-    Raises:
-        RunFileError: the file exists but is not a JSON object.
-    """
+    """The JSON object in ``path``; None when it is missing, a RunFileError when it is corrupt."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())

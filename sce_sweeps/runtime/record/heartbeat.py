@@ -1,5 +1,4 @@
-"""``heartbeat.json``: a training run's last step and its time, so a stalled job (stopped,
-hung, stuck on its filesystem) can be told from a slow one."""
+"""``heartbeat.json``: a run's last step and its time, telling a stalled job from a slow one."""
 
 from __future__ import annotations
 
@@ -22,13 +21,8 @@ _beats: dict[str, dict[str, float]] = {}  # run dir -> this process's beat bookk
 
 
 def beat(run_dir: str | Path, step: int, total: int | None = None) -> None:
-    """Record that the run in ``run_dir`` is making progress: its ``step`` (of ``total``,
-    when known: :func:`done_share`), the time, this
-    process and the longest interval between two calls so far (a step, or an evaluation between
-    two steps) in ``heartbeat.json``, rewritten atomically (renamed, not synced: a reader sees
-    a whole file, and an unreadable one counts as no heartbeat) at most every
-    :data:`BEAT_EVERY_S` seconds. A process that stops (SIGSTOP, a hung collective, a stuck
-    filesystem) stops beating: :func:`stall` tells how long ago it last did."""
+    """Record, at most every :data:`BEAT_EVERY_S` seconds, that the run is at ``step`` (of
+    ``total``), with the time, the process and the longest interval between two calls so far."""
     key, clock = str(run_dir), time.monotonic()
     book = _beats.setdefault(key, {"called": clock, "written": -math.inf, "longest": 0.0})
     book["longest"] = max(book["longest"], clock - book["called"])
@@ -40,16 +34,14 @@ def beat(run_dir: str | Path, step: int, total: int | None = None) -> None:
     data["longest_gap_s"] = round(book["longest"], 3)
     if total:
         data["total"] = total
-    try:  # no fsync: a step's time; a heartbeat that cannot be written (a full disk) never
-        # fails the run: its next checkpoint says what is wrong
+    # no fsync: an unreadable heartbeat counts as none; one that cannot be written (a full
+    # disk) never fails the run: its next checkpoint says what is wrong
+    with contextlib.suppress(OSError):
         write_json_atomic(data, Path(run_dir) / HEARTBEAT, sync=False)
-    except OSError:
-        pass
 
 
 def clear_heartbeat(run_dir: str | Path) -> None:
-    """Remove the heartbeat of an earlier attempt (a job about to start, or requeued): a run
-    is only watched from its own first beat."""
+    """Remove the heartbeat of an earlier attempt: a run is watched from its own first beat."""
     _beats.pop(str(run_dir), None)
     with contextlib.suppress(OSError):
         (Path(run_dir) / HEARTBEAT).unlink()
@@ -65,8 +57,7 @@ def read_heartbeat(run_dir: str | Path) -> dict[str, Any] | None:
 
 
 def done_share(run_dir: str | Path) -> float | None:
-    """The share of its steps the run had done at its last heartbeat; None when it has not
-    beaten yet, or did not say how many steps it has."""
+    """The share of its steps the run had done at its last heartbeat, if it told its total."""
     heartbeat = read_heartbeat(run_dir)
     if not heartbeat or not heartbeat.get("total"):
         return None
@@ -75,8 +66,7 @@ def done_share(run_dir: str | Path) -> float | None:
 
 def stall_limit(heartbeat: dict[str, Any], stall_after: float | None = None) -> float:
     """Seconds without a beat after which a run is stalled: ``stall_after`` if given, else
-    :data:`STALL_GAPS` times the longest interval between two of its beats, at least
-    :data:`STALL_FLOOR_S`."""
+    :data:`STALL_GAPS` times its longest interval between beats, at least :data:`STALL_FLOOR_S`."""
     if stall_after is not None:
         return float(stall_after)
     return max(STALL_FLOOR_S, STALL_GAPS * float(heartbeat.get("longest_gap_s") or 0.0))
@@ -102,8 +92,7 @@ class Stall:
 def stall(
     run_dir: str | Path, stall_after: float | None = None, at: float | None = None
 ) -> Stall | None:
-    """The stall of the run in ``run_dir`` (as of ``at``, default now), or None when it beat
-    within its limit (:func:`stall_limit`) or has not beaten yet."""
+    """The stall of the run in ``run_dir`` as of ``at`` (default now); None if it never beat."""
     heartbeat = read_heartbeat(run_dir)
     if heartbeat is None:
         return None

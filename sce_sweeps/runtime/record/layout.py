@@ -1,19 +1,4 @@
-"""The names and layout of a sweep dir and of a run dir.
-
-A sweep dir (``hydra.sweep.dir``) holds::
-
-    manifest.json      the jobs, their overrides, config hashes, run dirs, job ids and states
-                       (written by the launcher process only)
-    .sweep.lock        locked by the one launcher process that owns the sweep dir
-    optuna.journal     the Optuna study, for searches
-    aim/               the sweep's Aim repo
-    <job num>/         one run dir per job (``hydra.sweep.subdir``), always inside the sweep dir
-
-A run dir holds ``.hydra/`` (Hydra's config, hydra config and overrides), ``metrics.jsonl``
-(one line per epoch), ``checkpoint.pt`` and the one before it, ``checkpoint.prev.pt``,
-``heartbeat.json`` (the last step and its time, while the run trains), ``result.json``
-(written once the run ends) and ``error.log`` for a failed run.
-"""
+"""The names of the files of a sweep dir and of a run dir (see docs/sweeps.md)."""
 
 from __future__ import annotations
 
@@ -35,9 +20,7 @@ RUN_MARKER = Path(HYDRA_DIR) / "overrides.yaml"  # what makes a directory a run 
 
 
 def command_line(*args: str | Path) -> str:
-    """A command as a user pastes it into a shell, each argument quoted where it must be:
-    ``command_line("-m", "sce_sweeps.cli", "status", "my sweep")`` is
-    ``python -m sce_sweeps.cli status 'my sweep'``."""
+    """``python <args>`` as a user pastes it into a shell, each argument quoted where needed."""
     return shlex.join(["python", *map(str, args)])
 
 
@@ -47,8 +30,7 @@ def now() -> str:
 
 
 def confined_run_dir(run_dir: str | Path, sweep_dir: str | Path) -> str | None:
-    """Why ``run_dir`` may not be a run dir of ``sweep_dir`` (outside it, or the sweep dir
-    itself), or None when it is fine."""
+    """Why ``run_dir`` may not be a run dir of ``sweep_dir`` (outside it, or itself), if so."""
     run, sweep = Path(os.path.abspath(run_dir)), Path(os.path.abspath(sweep_dir))
     if run == sweep:
         return f"the run dir is the sweep dir {sweep}"

@@ -1,11 +1,9 @@
-"""A sweep's ``manifest.json`` (its jobs and how to rerun it) and the claim of its sweep dir
-by the one launcher process that writes it."""
+"""A sweep's ``manifest.json`` and the claim of its sweep dir by the one process writing it."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -29,13 +27,7 @@ _claims: dict[Path, int] = {}  # lock files this process holds, and their descri
 
 
 def claim_sweep_dir(sweep_dir: str | Path) -> None:
-    """Make this process the one launcher of ``sweep_dir`` for the rest of its life: an
-    exclusive lock on ``<sweep dir>/.sweep.lock``, which the kernel drops when the process
-    ends, however it ends. Claiming again from the same process is a no-op.
-
-    Raises:
-        SweepDirBusyError: another process holds it (its pid and host in the message).
-    """
+    """Make this process the one launcher of ``sweep_dir`` while it lives (SweepDirBusyError)."""
     path = Path(os.path.realpath(sweep_dir)) / LOCK  # one key however the dir is named
     if path in _claims:
         return
@@ -84,13 +76,8 @@ class Job:
 
 @dataclass
 class Manifest:
-    """The sweep: its name, the command that launched it, its launcher and its jobs.
-
-    The launcher process is its only writer: it creates the manifest before submitting
-    anything, records each job's SLURM job id (or local process id) as it is submitted and its
-    state as it ends, and rewrites the whole file atomically each time. Jobs never write it;
-    their own truth is the ``result.json`` of their run dir.
-    """
+    """The sweep: its name, the command that launched it, its launcher and its jobs. The
+    launcher process alone writes it; a job's own truth is its run dir's ``result.json``."""
 
     sweep_name: str
     launcher: str  # local | slurm
@@ -120,7 +107,7 @@ class Manifest:
         return cls(
             sweep_name=sweep_name,
             launcher=launcher,
-            command=shlex.join(["python", *program, *argv]),
+            command=command_line(*program, *argv),
             argv=argv,
             program=program,
             cwd=os.getcwd(),
@@ -132,11 +119,7 @@ class Manifest:
 
     @classmethod
     def load(cls, sweep_dir: str | Path) -> Manifest | None:
-        """The manifest of ``sweep_dir``; None if it has none.
-
-        Raises:
-            RunFileError: the file is corrupt or of another version.
-        """
+        """The manifest of ``sweep_dir`` if any; a RunFileError if corrupt or of another version."""
         path = Path(sweep_dir) / MANIFEST
         data = read_json(path)
         if data is None:
@@ -168,24 +151,6 @@ class Manifest:
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "path"}
         data["jobs"] = [dict(vars(job)) for job in self.jobs]
         write_json_atomic(data, self.path)
-
-    def find(self, overrides: list[str]) -> Job | None:
-        """The job with exactly these overrides, if the manifest has one."""
-        return next((j for j in self.jobs if j.overrides == list(overrides)), None)
-
-    def find_by_hash(self, config_hash: str | None) -> Job | None:
-        """The only job with this config hash, if exactly one has it."""
-        found = [j for j in self.jobs if config_hash and j.config_hash == config_hash]
-        return found[0] if len(found) == 1 else None
-
-    def by_num(self, num: int) -> Job | None:
-        return next((j for j in self.jobs if j.num == num), None)
-
-    def upsert(self, job: Job) -> Job:
-        """Add ``job``, or replace the manifest's job with the same number."""
-        self.jobs = [j for j in self.jobs if j.num != job.num] + [job]
-        self.jobs.sort(key=lambda j: j.num)
-        return job
 
     def run_dir(self, job: Job) -> Path:
         """The job's run dir as a path."""

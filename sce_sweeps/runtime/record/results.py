@@ -1,5 +1,4 @@
-"""A run's ``result.json`` (written once the run ends, its status a final state) and its
-``metrics.jsonl`` (one JSON line per epoch)."""
+"""A run's ``result.json`` (written once it ends) and its ``metrics.jsonl`` (a line per epoch)."""
 
 from __future__ import annotations
 
@@ -14,17 +13,13 @@ from sce_sweeps.runtime.record.states import FINAL, RunState
 
 
 def read_result(run_dir: str | Path) -> dict[str, Any] | None:
-    """The run's ``result.json``; None when it has none (yet).
-
-    Raises:
-        RunFileError: the file is corrupt, or its ``status`` is not a final :class:`RunState`.
-    """
+    """The run's ``result.json`` if any; a RunFileError if corrupt or its status is not final."""
     path = Path(run_dir) / RESULT
     result = read_json(path)
-    if result is not None and result.get("status") not in {s.value for s in FINAL}:
-        allowed = ", ".join(s.value for s in FINAL)
+    if result is not None and result.get("status") not in FINAL:
         raise RunFileError(
-            f"{path}: corrupt {RESULT} (status {result.get('status')!r} is not one of {allowed})"
+            f"{path}: corrupt {RESULT} (status {result.get('status')!r} is not one of "
+            f"{', '.join(FINAL)})"
         )
     return result
 
@@ -38,8 +33,8 @@ def try_read_result(run_dir: str | Path) -> dict[str, Any] | None:
 
 
 def write_result(run_dir: str | Path, result: dict[str, Any], stamp: bool = True) -> dict[str, Any]:
-    """Write ``result.json`` (its ``status`` a final state), stamped ``finished_at`` (unless
-    ``stamp`` is False: a note added to the result of a run that ended earlier)."""
+    """Write ``result.json`` (its ``status`` a final state), stamped ``finished_at`` unless not
+    ``stamp`` (a note added to the result of a run that ended earlier)."""
     status = RunState(result["status"])
     if status not in FINAL:
         raise ValueError(f"result status must be one of {[s.value for s in FINAL]}: {status}")
@@ -51,11 +46,7 @@ def write_result(run_dir: str | Path, result: dict[str, Any], stamp: bool = True
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """``metrics.jsonl`` rows; a partial last line (a run killed mid-write) is dropped.
-
-    Raises:
-        RunFileError: a line before the last is corrupt.
-    """
+    """``metrics.jsonl`` rows, but a partial last line (a run killed mid-write)."""
     path = Path(run_dir) / METRICS
     try:
         text = path.read_text()
@@ -74,15 +65,13 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def append_metrics(run_dir: str | Path, row: dict[str, Any]) -> None:
-    """Append one epoch's row to ``metrics.jsonl`` (a kill mid-append tears only that line,
-    which :func:`read_metrics` drops)."""
+    """Append one epoch's row to ``metrics.jsonl`` (a kill mid-append tears only that line)."""
     with (Path(run_dir) / METRICS).open("a") as f:
         f.write(json.dumps(row) + "\n")
 
 
 def truncate_metrics(run_dir: str | Path, last_epoch: int = 0, write: bool = True) -> list:
-    """The rows of epochs <= ``last_epoch`` (a crash may have left later lines); ``write`` also
-    drops the later lines from the file, atomically (all of them: the file is removed)."""
+    """The rows of epochs <= ``last_epoch``; ``write`` also drops the later ones from the file."""
     path = Path(run_dir) / METRICS
     rows = [r for r in read_metrics(run_dir) if r["epoch"] <= last_epoch]
     if write and not rows:
@@ -94,8 +83,7 @@ def truncate_metrics(run_dir: str | Path, last_epoch: int = 0, write: bool = Tru
 
 
 def write_error_log(run_dir: str | Path, text: str) -> None:
-    """A failed run's traceback into ``error.log``; into stderr when the file cannot be written
-    (a full disk: the run's reason says so)."""
+    """A failed run's traceback into ``error.log``, else (a full disk) into stderr."""
     try:
         (Path(run_dir) / ERROR_LOG).write_text(text)
     except OSError as e:

@@ -1,6 +1,4 @@
-""":class:`RunState`, the one vocabulary of a run's state: results, the manifest, ``status``,
-the analysis tables, the tracker and the Optuna trial table all use it; and what SLURM's job
-states mean in it."""
+""":class:`RunState`, the one vocabulary of run states, and what SLURM's job states mean in it."""
 
 from __future__ import annotations
 
@@ -8,11 +6,8 @@ from enum import Enum
 
 
 class RunState(str, Enum):
-    """Where a run stands. A ``result.json`` holds one of the three final states.
-
-    A ``str``: it equals, prints, formats and serialises (JSON) as its plain value, on every
-    supported Python (``enum.StrEnum`` is 3.11+).
-    """
+    """Where a run stands; a ``str`` that prints, formats and serialises as its plain value
+    (``enum.StrEnum`` is 3.11+)."""
 
     COMPLETED = "completed"  # trained every epoch; result.json has its metrics
     PRUNED = "pruned"  # stopped early by a pruner (Optuna); result.json says after which epoch
