@@ -35,10 +35,6 @@ def render(fig: Figure, stem: str) -> dict[str, bytes]:
     return out
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def _combo_label(combo: tuple) -> str:
     return ", ".join(format_value(v) for v in combo) or "all runs"
 
@@ -47,9 +43,12 @@ def _x_axis(ax: Axes, key: str | None, values: list[Any]) -> dict[Any, float]:
     """Map swept values to x positions: numeric axis (log when spanning > 2 decades) or
     categories."""
     ax.set_xlabel(key or "")
-    if key and values and all(_is_number(v) for v in values):
-        positive = [v for v in values if v > 0]
-        if len(positive) == len(values) and max(values) / min(values) > 100:
+    if (
+        key
+        and values
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+    ):
+        if min(values) > 0 and max(values) / min(values) > 100:
             ax.set_xscale("log")
         return {v: float(v) for v in values}
     ordered = sorted(values, key=sort_key)
@@ -66,13 +65,10 @@ def _plot_baselines(ax: Axes, table: AblationTable, metric: str, position: dict)
     """The baselines of ``metric`` (random init, raw pixels) as dashed grey lines."""
     for j, baseline in enumerate(baselines_of(metric, table.metrics)):
         rows = table.rows[(table.rows["metric"] == baseline) & (table.rows["n"] > 0)]
-        points = sorted(
-            (position[_x(row, table.keys)], row["mean"]) for row in rows.to_dict("records")
-        )
+        points = sorted((position[_x(r, table.keys)], r["mean"]) for r in rows.to_dict("records"))
         if points:
             ax.plot(
-                [p[0] for p in points],
-                [p[1] for p in points],
+                *zip(*points),
                 linestyle="--" if j == 0 else ":",
                 color="0.45",
                 label=baseline_of(baseline)[1],
@@ -83,11 +79,8 @@ def plot_ablation(table: AblationTable) -> dict[str, bytes]:
     """Each metric vs the first swept key, mean ± std over seeds, one line per dataset and
     value of the other swept keys; references (same metric) as crosses; the metric's
     baselines (random init, raw pixels) as dashed lines in its panel, not panels of their own."""
-    metrics = [
-        m
-        for m in table.metrics
-        if not (baseline_of(m) and baseline_of(m)[0] in table.metrics)  # type: ignore[index]
-    ]
+    baselines = {b for m in table.metrics for b in baselines_of(m, table.metrics)}
+    metrics = [m for m in table.metrics if m not in baselines]
     with matplotlib.rc_context(RC):
         fig = Figure(figsize=(4.2 * len(metrics), 3.4), layout="constrained")
         axes = fig.subplots(1, len(metrics), squeeze=False)[0]
@@ -96,24 +89,16 @@ def plot_ablation(table: AblationTable) -> dict[str, bytes]:
         for ax, metric in zip(axes, metrics):
             position = _x_axis(ax, x_key, xs)
             _plot_baselines(ax, table, metric, position)
-            rows = table.rows[table.rows["metric"] == metric].to_dict("records")
             series: dict[tuple, list[dict[str, Any]]] = {}
-            for row in rows:
-                combo = combo_of(row, table.keys)
-                series.setdefault((row["dataset"], combo[1:]), []).append(row)
+            for row in table.rows[table.rows["metric"] == metric].to_dict("records"):
+                series.setdefault((row["dataset"], combo_of(row, table.keys)[1:]), []).append(row)
             for i, ((dataset, rest), points) in enumerate(series.items()):
                 done = [p for p in points if p["n"] > 0]
                 if not done:  # all failed or unfinished: the table counts them
                     continue
-                name = ", ".join(
-                    filter(
-                        None,
-                        [
-                            dataset if len(table.datasets) > 1 else "",
-                            _combo_label(rest) if rest else "",
-                        ],
-                    )
-                )
+                parts = [dataset] if len(table.datasets) > 1 else []
+                if rest:
+                    parts.append(_combo_label(rest))
                 ax.errorbar(
                     [position[_x(p, table.keys)] for p in done],
                     [p["mean"] for p in done],
@@ -121,7 +106,7 @@ def plot_ablation(table: AblationTable) -> dict[str, bytes]:
                     marker="o",
                     capsize=3,
                     color=f"C{i}",
-                    label=name or None,
+                    label=", ".join(parts) or None,
                 )
                 refs = [p for p in points if p["ref_metric"] == metric]
                 if refs:
@@ -150,9 +135,8 @@ def plot_curves(sweeps: Sweeps, table: AblationTable) -> dict[str, bytes]:
     with matplotlib.rc_context(RC):
         fig = Figure(figsize=(4.2 * len(metrics), 3.2 * len(table.datasets)), layout="constrained")
         axes = fig.subplots(len(table.datasets), len(metrics), squeeze=False)
-        for r, dataset in enumerate(table.datasets):
-            for c, metric in enumerate(metrics):
-                ax = axes[r][c]
+        for row_axes, dataset in zip(axes, table.datasets):
+            for ax, metric in zip(row_axes, metrics):
                 for i, combo in enumerate(table.combos):
                     ids = [
                         run["run_id"]
