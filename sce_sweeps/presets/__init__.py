@@ -1,15 +1,15 @@
 """The official SCE recipes as data: which value each experiment preset takes, and from where.
 
-``official_values.csv`` lists, per preset of ``conf/experiment`` (``cifar10``, ``imagenet``,
-...), each config key the preset fixes, its value, and its origin: ``official`` (the official
-config of that dataset gives it: ``repo`` and ``path`` name the file, ``official_key`` the
-entry), ``transferred`` (the official config of another dataset, named the same way, applied
-to one the official repositories have no config for) or ``picked`` (no official source;
-``official_key`` says why). Values are JSON (numbers, booleans, lists) or plain text.
+``official_values.csv`` lists, per preset of ``conf/experiment``, each config key the preset
+fixes, its value (JSON, else plain text) and its origin: ``official`` (the official config of
+that dataset: ``repo`` and ``path`` name the file, ``official_key`` the entry),
+``transferred`` (the official config of another dataset, named the same way) or ``picked``
+(no official source; ``official_key`` says why).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 from dataclasses import dataclass
@@ -34,14 +34,6 @@ class OfficialValue:
     official_key: str
 
 
-def parse_value(text: str) -> Any:
-    """A value of the file: JSON when it parses (``0.5``, ``true``, ``[0.2, 1.0]``), else text."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
 def load_official_values(path: Path | str = OFFICIAL_VALUES) -> list[OfficialValue]:
     """Read the official-values file.
 
@@ -52,7 +44,9 @@ def load_official_values(path: Path | str = OFFICIAL_VALUES) -> list[OfficialVal
     rows = []
     with Path(path).open(newline="") as f:
         for line, row in enumerate(csv.DictReader(f), start=2):
-            value = OfficialValue(**{**row, "value": parse_value(row["value"])})
+            with contextlib.suppress(json.JSONDecodeError):  # else the value is plain text
+                row["value"] = json.loads(row["value"])
+            value = OfficialValue(**row)
             if value.origin not in ORIGINS:
                 raise ValueError(f"{path}:{line}: origin must be one of {', '.join(ORIGINS)}")
             if value.origin != "picked" and (value.repo not in REPOS or not value.path):
