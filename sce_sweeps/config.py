@@ -1,10 +1,8 @@
 """Typed configuration of an SCE run and its validation.
 
-The dataclasses below are the schema of ``conf/`` (registered with Hydra's ConfigStore as
-``sce_schema``): a value of the wrong type, or a choice outside its enum, fails at compose time
-naming the key and the allowed values. A field's range is declared beside it (``_ranged``);
-:func:`validate` checks those ranges and the cross-field rules and raises :class:`ConfigError`
-naming the key and the allowed range. Both run before any job is submitted.
+The dataclasses are the schema of ``conf/`` (``sce_schema``): a wrong type or a choice outside
+its enum fails at compose time. :func:`validate` checks each field's declared range
+(``_ranged``) and the cross-field rules before any job is submitted.
 """
 
 from __future__ import annotations
@@ -27,9 +25,6 @@ class Choice(str, Enum):
 
     def __str__(self) -> str:
         return str(self.value)
-
-    def __format__(self, spec: str) -> str:
-        return format(str(self.value), spec)
 
 
 def _choices(name: str, *values: str) -> type[Choice]:
@@ -194,8 +189,7 @@ class TrainerConfig:
     sync_bn: bool = False  # SyncBatchNorm in both branches across GPUs (CUDA only)
     # --- throughput (docs/throughput.md) ---
     # Where the views are drawn: cpu (DataLoader workers, torchvision on PIL images), device
-    # (the split on the device, Kornia on whole batches), auto (device on CUDA for the
-    # datasets held in memory, else cpu).
+    # (Kornia on whole batches on the device), auto (device on CUDA for in-memory datasets).
     data_path: DataPath = DataPath.auto
     amp_dtype: AmpDtype = AmpDtype.float16  # autocast dtype (bfloat16 needs no scaler)
     fused_optimizer: bool = False  # one fused kernel per SGD step (CUDA)
@@ -300,29 +294,22 @@ def validate(cfg: DictConfig) -> None:
         ConfigError: for the first invalid value, naming its key and the allowed range.
     """
     _check_ranges(cfg, Config)
-    d, m, a, t = cfg.dataset, cfg.model, cfg.aug, cfg.trainer
+    d, m, a, o, t = cfg.dataset, cfg.model, cfg.aug, cfg.optim, cfg.trainer
     for key in ("mean", "std"):
-        value = list(d[key])
         need = f"needs one value per channel (dataset.in_channels={d.in_channels})"
-        _check(len(value) == d.in_channels, f"dataset.{key}", value, need)
+        _check(len(d[key]) == d.in_channels, f"dataset.{key}", list(d[key]), need)
     _check(min(d.std) > 0, "dataset.std", list(d.std), "must be > 0")
     if m.target_bn == "shuffle":
+        splits = m.target_bn_splits
         need = f"must divide trainer.batch_size={t.batch_size} with model.target_bn=shuffle"
-        _check(
-            t.batch_size % m.target_bn_splits == 0,
-            "model.target_bn_splits",
-            m.target_bn_splits,
-            need,
-        )
+        _check(t.batch_size % splits == 0, "model.target_bn_splits", splits, need)
     sizes, scales = list(a.local_crop_sizes), list(a.local_crop_scales)
     if sizes or scales:
-        _check(
-            len(sizes) == len(scales) == a.num_local_crops,
-            "aug.local_crop_sizes",
-            sizes,
-            f"needs one size and one scale (aug.local_crop_scales) per local crop "
-            f"(aug.num_local_crops={a.num_local_crops})",
+        need = (
+            "needs one size and one scale (aug.local_crop_scales) per local crop "
+            f"(aug.num_local_crops={a.num_local_crops})"
         )
+        _check(len(sizes) == len(scales) == a.num_local_crops, "aug.local_crop_sizes", sizes, need)
         for i, (size, scale) in enumerate(zip(sizes, scales)):
             need = f"must be in [1, aug.crop_size={a.crop_size}]"
             _check(0 < size <= a.crop_size, f"aug.local_crop_sizes[{i}]", size, need)
@@ -330,9 +317,7 @@ def validate(cfg: DictConfig) -> None:
     need = f"must be <= aug.crop_size={a.crop_size}"
     _check(a.local_crop_size <= a.crop_size, "aug.local_crop_size", a.local_crop_size, need)
     need = f"must be <= trainer.epochs={t.epochs}"
-    _check(
-        cfg.optim.warmup_epochs <= t.epochs, "optim.warmup_epochs", cfg.optim.warmup_epochs, need
-    )
+    _check(o.warmup_epochs <= t.epochs, "optim.warmup_epochs", o.warmup_epochs, need)
     world = t.devices * t.num_nodes
     need = f"must be a multiple of trainer.devices x trainer.num_nodes = {world}"
     _check(t.batch_size % world == 0, "trainer.batch_size", t.batch_size, need)
