@@ -16,7 +16,7 @@ from matplotlib.ticker import MaxNLocator
 
 from sce_sweeps.analysis.collect import Sweeps
 from sce_sweeps.analysis.tables import AblationTable, baseline_of, baselines_of, label
-from sce_sweeps.runtime.tables import combo_of, format_value, sort_key
+from sce_sweeps.runtime.tables import combo_of, format_value, group_runs, sort_key
 
 CURVE_METRICS = ("knn_top1", "loss")
 RC = {"svg.hashsalt": "sce_sweeps", "svg.fonttype": "path", "font.size": 9}
@@ -128,51 +128,41 @@ def plot_ablation(table: AblationTable) -> dict[str, bytes]:
 def plot_curves(sweeps: Sweeps, table: AblationTable) -> dict[str, bytes]:
     """kNN top-1 and loss vs epoch, one line per swept value (mean over the completed seeds,
     band = ± std), one row of panels per dataset."""
-    curves, keys = sweeps.curves, table.keys
-    metrics = [m for m in CURVE_METRICS if m in curves.columns] or ["loss"]
-    done = sweeps.runs[sweeps.runs["status"] == "completed"].to_dict("records")
-    cmap = matplotlib.colormaps["viridis"]
+    metrics = [m for m in CURVE_METRICS if m in sweeps.curves.columns] or ["loss"]
+    completed = sweeps.runs[sweeps.runs["status"] == "completed"]
+    groups = group_runs(completed, table.keys, "dataset")[0]
     with matplotlib.rc_context(RC):
         fig = Figure(figsize=(4.2 * len(metrics), 3.2 * len(table.datasets)), layout="constrained")
         axes = fig.subplots(len(table.datasets), len(metrics), squeeze=False)
         for row_axes, dataset in zip(axes, table.datasets):
             for ax, metric in zip(row_axes, metrics):
-                for i, combo in enumerate(table.combos):
-                    ids = [
-                        run["run_id"]
-                        for run in done
-                        if run["dataset"] == dataset and combo_of(run, keys) == combo
-                    ]
-                    part = curves[curves["run_id"].isin(ids)].dropna(subset=[metric])
-                    if part.empty:
-                        continue
-                    stats = part.groupby("epoch")[metric].agg(["mean", "std"]).sort_index()
-                    color = cmap(0.9 * i / max(len(table.combos) - 1, 1))
-                    ax.plot(
-                        stats.index,
-                        stats["mean"],
-                        marker=".",
-                        color=color,
-                        label=_combo_label(combo),
-                    )
-                    band = stats.dropna()
-                    if not band.empty:
-                        ax.fill_between(
-                            band.index,
-                            band["mean"] - band["std"],
-                            band["mean"] + band["std"],
-                            color=color,
-                            alpha=0.2,
-                            linewidth=0,
-                        )
-                if not ax.lines:
-                    ax.text(0.5, 0.5, "no completed runs", ha="center", transform=ax.transAxes)
-                ax.set_xlabel("epoch")
-                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-                ax.set_ylabel(label(metric))
+                runs = {combo: groups.get((dataset, combo), []) for combo in table.combos}
+                _curve_panel(ax, sweeps, runs, metric)
                 ax.set_title(dataset, fontsize=9)
-                ax.grid(alpha=0.3)
         if axes[0][0].lines:
-            axes[0][0].legend(title=", ".join(keys) or None, fontsize=7)
+            axes[0][0].legend(title=", ".join(table.keys) or None, fontsize=7)
         fig.suptitle("Learning curves: mean over seeds (band: ± std)")
         return render(fig, "curves")
+
+
+def _curve_panel(ax: Axes, sweeps: Sweeps, runs: dict[tuple, list[dict]], metric: str) -> None:
+    """``metric`` vs epoch, one line per swept value: the mean over its runs, band ± std."""
+    curves, cmap = sweeps.curves, matplotlib.colormaps["viridis"]
+    for i, (combo, members) in enumerate(runs.items()):
+        part = curves[curves["run_id"].isin([run["run_id"] for run in members])]
+        part = part.dropna(subset=[metric])
+        if part.empty:
+            continue
+        curve = part.groupby("epoch")[metric].agg(["mean", "std"]).sort_index()
+        color = cmap(0.9 * i / max(len(runs) - 1, 1))
+        ax.plot(curve.index, curve["mean"], marker=".", color=color, label=_combo_label(combo))
+        band = curve.dropna()
+        if not band.empty:
+            low, high = band["mean"] - band["std"], band["mean"] + band["std"]
+            ax.fill_between(band.index, low, high, color=color, alpha=0.2, linewidth=0)
+    if not ax.lines:
+        ax.text(0.5, 0.5, "no completed runs", ha="center", transform=ax.transAxes)
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(label(metric))
+    ax.grid(alpha=0.3)
