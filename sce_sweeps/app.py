@@ -1,10 +1,6 @@
-"""The Hydra app: ``python -m sce_sweeps [overrides]``, or ``-m`` for a sweep.
-
-The task function validates the config, trains (resuming when the run dir holds a
-checkpoint), writes ``result.json`` and returns the objective, the final kNN top-1. A run that
-fails (NaN loss, missing data, any error) is recorded as failed with its reason and returns
-NaN, so one bad grid point never takes a sweep down.
-"""
+"""The Hydra app (``python -m sce_sweeps [overrides]``, ``-m`` for a sweep): a run trains,
+resuming from its checkpoint, and writes ``result.json``; a failed run is recorded with its
+reason and returns NaN, so one bad grid point never takes a sweep down."""
 
 from __future__ import annotations
 
@@ -30,9 +26,8 @@ from sce_sweeps.runtime.overrides import flatten
 from sce_sweeps.runtime.record import RunState
 from sce_sweeps.runtime.trial import TrialReporter
 
-# The training engine and the tracker (torch, torchvision, Aim) are imported by the functions
-# that train, not here: `--help`, composition errors, dry runs and the process that launches a
-# sweep then start in a fraction of the time (benchmarks/startup.py).
+# The engine and the tracker (torch, torchvision, Aim) are imported where a run trains: --help,
+# config errors, dry runs and a sweep's launcher start much faster (benchmarks/startup.py).
 
 
 # The app's configs: sce_sweeps/conf in an installed wheel, the repository's conf/ in a
@@ -220,8 +215,7 @@ def _train_peer(cfg: DictConfig, run_dir: Path) -> float:
 
 
 class ResultNotWrittenError(RuntimeError):
-    """``result.json`` could not be written (e.g. the disk is full); the message is why the
-    run failed. The result itself went to the job's stderr."""
+    """``result.json`` could not be written (e.g. the disk is full); the result went to stderr."""
 
 
 def _completed(run_dir: Path, config_hash: str) -> dict[str, Any] | None:

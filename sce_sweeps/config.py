@@ -1,9 +1,5 @@
-"""Typed configuration of an SCE run and its validation.
-
-The dataclasses are the schema of ``conf/`` (``sce_schema``): a wrong type or a choice outside
-its enum fails at compose time. :func:`validate` checks each field's declared range
-(``_ranged``) and the cross-field rules before any job is submitted.
-"""
+"""Typed configuration of an SCE run (the schema of ``conf/``: a wrong type or choice fails at
+compose time) and :func:`validate`: each field's declared range and the cross-field rules."""
 
 from __future__ import annotations
 
@@ -134,8 +130,7 @@ class AugConfig:
     num_local_crops: int = _ranged(0, NON_NEGATIVE)
     local_crop_size: int = _ranged(12, POSITIVE)
     local_crop_scale: list[float] = _ranged([0.05, 0.2], SCALE)
-    # strength of brightness/contrast/saturation (hue = strength/4)
-    color_jitter: float = _ranged(0.4, NON_NEGATIVE)
+    color_jitter: float = _ranged(0.4, NON_NEGATIVE)  # brightness/contrast/saturation; hue: /4
     color_jitter_p: float = _ranged(0.8, UNIT)
     grayscale_p: float = _ranged(0.2, UNIT)
     blur_p: float = _ranged(0.0, UNIT)
@@ -162,8 +157,7 @@ class OptimConfig:
     weight_decay: float = _ranged(5e-4, NON_NEGATIVE)
     warmup_epochs: int = _ranged(5, NON_NEGATIVE)
     trust_coefficient: float = _ranged(0.001, POSITIVE)  # LARS eta
-    # Biases and norm parameters (1-D) get no weight decay (nor, with LARS, trust ratio).
-    exclude_bias_norm: bool = True
+    exclude_bias_norm: bool = True  # 1-D params (biases, norms): no weight decay, no LARS ratio
 
 
 @dataclass
@@ -177,8 +171,7 @@ class TrainerConfig:
     knn_k: int = _ranged(200, POSITIVE)
     knn_temp: float = _ranged(0.1, POSITIVE)
     eval_every: int = _ranged(1, NON_NEGATIVE)  # epochs; 0 evaluates only at the end
-    # also evaluate the same network at random initialisation and raw pixels (after training)
-    eval_random_init: bool = False
+    eval_random_init: bool = False  # also evaluate the network at init and raw pixels, at the end
     linear_probe: bool = False  # a linear classifier on the frozen features, beside kNN
     checkpoint_every: int = _ranged(1, POSITIVE)  # epochs
     progress: bool = True
@@ -288,11 +281,8 @@ def _check_ranges(cfg: DictConfig, schema: type, prefix: str = "") -> None:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Check the declared ranges and the cross-field rules of a composed run config.
-
-    Raises:
-        ConfigError: for the first invalid value, naming its key and the allowed range.
-    """
+    """Check a composed run config's declared ranges and cross-field rules; raise
+    :class:`ConfigError` naming the first invalid key and what it allows."""
     _check_ranges(cfg, Config)
     d, m, a, o, t = cfg.dataset, cfg.model, cfg.aug, cfg.optim, cfg.trainer
     for key in ("mean", "std"):

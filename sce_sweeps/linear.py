@@ -26,10 +26,8 @@ from sce_sweeps.runtime.tracking import make_tracker
 
 
 def run_dir_config(run_dir: Path, overrides: list[str]) -> DictConfig:
-    """The run's config from its checkpoint (keys the app gained since: their defaults) with
-    the overrides applied. The linear protocol is the run's own (``linear=imagenet`` for an
-    ImageNet run) unless an override chooses another from ``conf/linear`` (``linear=cifar``);
-    ``linear.<key>=...`` overrides apply to whichever protocol that is."""
+    """The run's config from its checkpoint (newer keys: their defaults) with the overrides
+    applied: its own linear protocol unless an override chooses another (``linear=cifar``)."""
     state = record.load_checkpoint(run_dir / record.CHECKPOINT)
     if state is None:
         raise FileNotFoundError(f"{run_dir} holds no {record.CHECKPOINT}: nothing to evaluate")
@@ -56,17 +54,17 @@ def main(argv: list[str] | None = None) -> None:
     except (FileNotFoundError, ConfigError, record.RunFileError) as e:
         print(f"sce_sweeps.cli linear: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    result = record.try_read_result(args.run_dir)
+    result = record.try_read_result(args.run_dir) or {}
     state = record.load_checkpoint(args.run_dir / record.CHECKPOINT)
-    info = {k: v for k, v in (result or {}).items() if k in ("sweep_name", "job_num", "overrides")}
+    info = {k: v for k, v in result.items() if k in ("sweep_name", "job_num", "overrides")}
     tracker = make_tracker(cfg, args.run_dir, state.get("tracker_run_hash"), info)
     status = record.RunState.FAILED
     try:
         metrics = run_linear(cfg, args.run_dir, tracker, random_init=args.random_init)
-        status = record.RunState((result or {}).get("status", record.RunState.COMPLETED))
+        status = record.RunState(result.get("status", record.RunState.COMPLETED))
     finally:
         tracker.close(status.value)
-    if result is not None:
+    if result:
         record.write_result(args.run_dir, {**result, **metrics})
     suffix = "_init" if args.random_init else ""
     top1, speed = metrics[f"linear_top1{suffix}"], metrics[f"linear_images_per_s{suffix}"]

@@ -1,10 +1,6 @@
-"""The command lines of ``python -m sce_sweeps.cli table``, ``plot`` and ``collect`` (and of
-the same scripts in ``analysis/``).
-
-Every command reads and checks all of its input, renders all of its outputs in memory, and
-only then writes them (each through a temporary file renamed into place): bad input prints
-one line and exits 1 without writing anything.
-"""
+"""``python -m sce_sweeps.cli table|plot|collect`` (the scripts in ``analysis/``): each reads
+and checks all of its input and renders all outputs before writing any (atomically), so bad
+input prints one line and exits 1 without writing anything."""
 
 from __future__ import annotations
 

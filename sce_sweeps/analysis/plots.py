@@ -1,8 +1,5 @@
-"""Plots of a sweep: metric vs swept value with error bars, and per-value learning curves.
-
-Figures are drawn without pyplot (no global state, no display needed) and saved as PNG and
-SVG with no date, software stamp or random ids, so rerunning gives byte-identical files.
-"""
+"""Plots of a sweep: metric vs swept value with error bars, and per-value learning curves;
+drawn without pyplot and saved without dates or random ids, so reruns are byte-identical."""
 
 from __future__ import annotations
 

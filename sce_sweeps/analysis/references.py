@@ -1,10 +1,6 @@
-"""Published reference numbers, read from a CSV data file (never written in code).
-
-Each row says: on ``dataset`` (the config group choice, e.g. ``imagenet100``), with the swept
-``key`` at ``key_value`` and the run config satisfying ``conditions`` (``;``-separated
-``key=value``), the paper reports ``metric`` = ``value``, per ``source``; ``confirmed`` says
-whether the number was checked against the source.
-"""
+"""Published reference numbers from a CSV file: on ``dataset``, with the swept ``key`` at
+``key_value`` and the run config meeting ``conditions`` (``k=v;...``), ``source`` reports
+``metric`` = ``value``; ``confirmed``: checked against the source."""
 
 from __future__ import annotations
 
@@ -66,11 +62,7 @@ def _parse(row: dict[str, str], where: str) -> Reference:
 
 
 def load_references(path: Path | str = REFERENCE_FILE) -> list[Reference]:
-    """Read and validate a reference file.
-
-    Raises:
-        AnalysisError: the file is missing, lacks a column or holds a malformed row.
-    """
+    """Read and validate a reference file (AnalysisError: missing, or a malformed row)."""
     try:
         with Path(path).open(newline="") as f:
             reader = csv.DictReader(f)

@@ -1,10 +1,5 @@
-"""Ablation tables: rows = swept value(s), columns = metric(s) per dataset.
-
-Each cell is the mean ± sample std over the completed runs (seeds) of its row, with n; failed,
-pruned and unfinished runs are counted, never averaged in. The best row per dataset (by the
-first metric) is marked; reference numbers are shown beside the measured ones, with the
-difference where they measure the same metric.
-"""
+"""Ablation tables: rows = swept values, columns = metrics per dataset; each cell the mean ±
+sample std over the row's completed runs, the others counted, never averaged in."""
 
 from __future__ import annotations
 
@@ -78,9 +73,7 @@ def label(metric: str) -> str:
 @dataclass
 class AblationTable:
     """An ablation table in long form: ``rows`` has one row per (dataset, swept values,
-    metric) with mean, std, n, the counts, best and the matched reference; ``combos`` are the
-    rows' swept values, sorted; the first metric picks the best row and pairs with references.
-    """
+    metric); ``combos`` are the swept values, sorted; the first metric picks the best row."""
 
     keys: list[str]
     metrics: list[str]
@@ -97,12 +90,8 @@ def ablation_table(
     metrics: list[str] | None = None,
     references: list[Reference] | None = None,
 ) -> AblationTable:
-    """Aggregate collected runs into an ablation table of ``metrics`` (default: see
-    :func:`default_metrics`), with ``references`` beside the measured numbers.
-
-    Raises:
-        AnalysisError: a metric no run reports.
-    """
+    """Aggregate collected runs into an ablation table of ``metrics`` (default:
+    :func:`default_metrics`) with ``references``; AnalysisError for a metric no run reports."""
     metrics = list(dict.fromkeys(metrics or default_metrics(sweeps.metrics)))
     for metric in metrics:
         if metric not in sweeps.metrics and metric not in DEFAULT_METRICS:

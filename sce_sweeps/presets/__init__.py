@@ -35,12 +35,7 @@ class OfficialValue:
 
 
 def load_official_values(path: Path | str = OFFICIAL_VALUES) -> list[OfficialValue]:
-    """Read the official-values file.
-
-    Raises:
-        ValueError: a row with an unknown origin, or an official/transferred row without its
-            repository and path.
-    """
+    """Read the official-values file (ValueError: an unknown origin, or no repo and path)."""
     rows = []
     with Path(path).open(newline="") as f:
         for line, row in enumerate(csv.DictReader(f), start=2):
