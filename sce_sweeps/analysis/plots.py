@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from sce_sweeps.analysis.collect import Sweeps
-from sce_sweeps.analysis.tables import AblationTable, baseline_of, baselines_of, label
+from sce_sweeps.analysis.tables import AblationTable, baselines_of, label
 from sce_sweeps.runtime.tables import combo_of, format_value, group_runs, sort_key
 
 CURVE_METRICS = ("knn_top1", "loss")
@@ -60,7 +60,7 @@ def _x(row: dict[str, Any], keys: list[str]) -> Any:
 
 def _plot_baselines(ax: Axes, table: AblationTable, metric: str, position: dict) -> None:
     """The baselines of ``metric`` (random init, raw pixels) as dashed grey lines."""
-    for j, baseline in enumerate(baselines_of(metric, table.metrics)):
+    for j, (baseline, name) in enumerate(baselines_of(metric, table.metrics).items()):
         rows = table.rows[(table.rows["metric"] == baseline) & (table.rows["n"] > 0)]
         points = sorted((position[_x(r, table.keys)], r["mean"]) for r in rows.to_dict("records"))
         if points:
@@ -68,7 +68,7 @@ def _plot_baselines(ax: Axes, table: AblationTable, metric: str, position: dict)
                 *zip(*points),
                 linestyle="--" if j == 0 else ":",
                 color="0.45",
-                label=baseline_of(baseline)[1],
+                label=name,
             )
 
 

@@ -37,17 +37,11 @@ DECIMALS = {"loss": 3, "wall_time_s": 0, "epochs": 0}
 COUNTS = ("n", "failed", "pruned", "unfinished")
 
 
-def baselines_of(metric: str, available: list[str]) -> list[str]:
-    """The baselines of ``metric`` among ``available`` (``knn_top1`` -> ``knn_top1_init``...)."""
-    return [metric + suffix for suffix in BASELINE_SUFFIXES if metric + suffix in available]
-
-
-def baseline_of(metric: str) -> tuple[str, str] | None:
-    """(the metric, the baseline's name) if ``metric`` is a baseline, else None."""
-    for suffix, name in BASELINE_SUFFIXES.items():
-        if metric.endswith(suffix):
-            return metric[: -len(suffix)], name
-    return None
+def baselines_of(metric: str, available: list[str]) -> dict[str, str]:
+    """The baselines of ``metric`` among ``available``, with their names
+    (``knn_top1`` -> ``{"knn_top1_init": "random init", ...}``)."""
+    pairs = ((metric + suffix, name) for suffix, name in BASELINE_SUFFIXES.items())
+    return {baseline: name for baseline, name in pairs if baseline in available}
 
 
 def default_metrics(available: list[str]) -> list[str]:
@@ -103,11 +97,32 @@ def ablation_table(
     rows, used = [], {}
     for dataset, combo in product(datasets, combos):
         members = groups.get((dataset, combo))
-        if members:
-            values = dict(zip(keys, combo))
-            ref = find_reference(references or [], dataset, values, members)
-            rows += _group_rows(dataset, values, members, metrics, ref)
-            used[ref] = None
+        if not members:
+            continue
+        values = dict(zip(keys, combo))
+        ref = find_reference(references or [], dataset, values, members)
+        used[ref] = None
+        status = Counter(m["status"] for m in members)
+        counts = {
+            "completed": status["completed"],
+            "failed": status["failed"],
+            "pruned": status["pruned"],
+            "unfinished": sum(status[s] for s in UNFINISHED),
+        }
+        completed = [m for m in members if m["status"] == "completed"]
+        # the reference goes beside its own metric, else beside the first one
+        ref_metric = ref and (ref.metric if ref.metric in metrics else metrics[0])
+        for metric in metrics:
+            row = {"dataset": dataset, **values, "metric": metric}
+            row |= stats([none_if_nan(m.get(metric)) for m in completed])
+            row |= {**counts, "best": False}
+            shown = ref is not None and metric == ref_metric
+            row["ref_metric"] = ref.metric if shown else None
+            row["ref_value"] = ref.value if shown else math.nan
+            row["ref_confirmed"] = ref.confirmed if shown else None
+            row["ref_source"] = ref.source if shown else None
+            row["diff"] = row["mean"] - ref.value if shown and ref.metric == metric else math.nan
+            rows.append(row)
     table = pd.DataFrame(rows)
     for dataset in datasets:  # the best row by the first metric
         mine = table[(table["dataset"] == dataset) & (table["metric"] == metrics[0])]
@@ -118,37 +133,6 @@ def ablation_table(
     refs = [ref for ref in used if ref is not None]
     unreadable = (sweeps.unreadable_runs, sweeps.unplaced_runs)
     return AblationTable(keys, metrics, datasets, combos, table, refs, *unreadable)
-
-
-def _group_rows(
-    dataset: str,
-    values: dict[str, Any],
-    members: list[dict[str, Any]],
-    metrics: list[str],
-    ref: Reference | None,
-) -> list[dict[str, Any]]:
-    status = Counter(m["status"] for m in members)
-    counts = {
-        "completed": status["completed"],
-        "failed": status["failed"],
-        "pruned": status["pruned"],
-        "unfinished": sum(status[s] for s in UNFINISHED),
-    }
-    completed = [m for m in members if m["status"] == "completed"]
-    # the reference goes beside its own metric, else beside the first one
-    ref_metric = ref and (ref.metric if ref.metric in metrics else metrics[0])
-    out = []
-    for metric in metrics:
-        row = {"dataset": dataset, **values, "metric": metric}
-        row |= {**stats([none_if_nan(m.get(metric)) for m in completed]), **counts, "best": False}
-        shown = ref is not None and metric == ref_metric
-        row["ref_metric"] = ref.metric if shown else None
-        row["ref_value"] = ref.value if shown else math.nan
-        row["ref_confirmed"] = ref.confirmed if shown else None
-        row["ref_source"] = ref.source if shown else None
-        row["diff"] = row["mean"] - ref.value if shown and ref.metric == metric else math.nan
-        out.append(row)
-    return out
 
 
 def to_csv(table: AblationTable) -> str:
@@ -270,7 +254,7 @@ def _baseline_notes(table: AblationTable) -> list[str]:
         baselines = baselines_of(metric, table.metrics)
         if not baselines:
             continue
-        names = " and ".join(baseline_of(b)[1] for b in baselines)
+        names = " and ".join(baselines.values())
         notes.append(
             f"Baselines of {label(metric)}, by the same code: {names} "
             "(the network before training; the images themselves as features)."
@@ -278,11 +262,11 @@ def _baseline_notes(table: AblationTable) -> list[str]:
         for dataset in table.datasets:
             mine = table.rows[(table.rows["dataset"] == dataset) & (table.rows["n"] > 0)]
             best = mine[mine["metric"] == metric]["mean"].max()
-            for baseline in baselines:
+            for baseline, name in baselines.items():
                 floor = mine[mine["metric"] == baseline]["mean"].max()
                 if math.isfinite(best) and math.isfinite(floor) and best <= floor:
                     notes.append(
-                        f"WARNING ({dataset}): no row beats the {baseline_of(baseline)[1]} "
+                        f"WARNING ({dataset}): no row beats the {name} "
                         f"baseline of {label(metric)} ({floor:.2f} >= best {best:.2f}): these "
                         "runs are too short or too small to rank the swept values."
                     )
