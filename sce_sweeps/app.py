@@ -231,11 +231,9 @@ def _so_far(run_dir: Path) -> dict[str, Any]:
         rows = record.read_metrics(run_dir)
     except record.RunFileError:
         rows = []
-    known = [r for r in rows if "knn_top1" in r]
-    return {
-        "epochs": rows[-1]["epoch"] if rows else 0,
-        "last_knn_top1": known[-1]["knn_top1"] if known else None,
-    }
+    known = [r["knn_top1"] for r in rows if "knn_top1" in r]
+    epochs = rows[-1]["epoch"] if rows else 0
+    return {"epochs": epochs, "last_knn_top1": known[-1] if known else None}
 
 
 def _finish(

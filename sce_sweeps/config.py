@@ -74,8 +74,7 @@ def _ranged(default: Any, allowed: Range) -> Any:
 @dataclass
 class DatasetConfig:
     name: Dataset = Dataset.fashion_mnist
-    # null: where the dataset usually is (Debian's Fashion-MNIST, else ./data); a root that
-    # is set must exist (dataset.download=true creates it)
+    # null: Debian's Fashion-MNIST, else ./data; a root that is set must exist (download creates it)
     root: str | None = None
     download: bool = False
     num_classes: int = _ranged(10, POSITIVE)
@@ -88,8 +87,7 @@ class DatasetConfig:
     train_samples: int | None = _ranged(None, POSITIVE)  # a fixed, seeded subset of the split
     test_samples: int | None = _ranged(None, POSITIVE)
     num_workers: int = _ranged(2, NON_NEGATIVE)
-    # image_folder: leave out the image files that cannot be decoded (found by decoding every
-    # image once; counted in result.json as unreadable_images) instead of failing on them
+    # image_folder: leave out undecodable images (result.json: unreadable_images), not fail
     skip_unreadable: bool = False
 
 
@@ -107,8 +105,7 @@ class ModelConfig:
     proj_last_bias: bool = True  # bias of the projector's last Linear
     proj_last_bn: bool = False  # BatchNorm1d(affine=False) after the projector's last Linear
     pred_last_bias: bool = True  # bias of the predictor's last Linear
-    # Momentum-branch BatchNorm: standard | shuffle (MoCo's shuffle BN; in one process, split
-    # BN over target_bn_splits chunks of the shuffled batch, simulating that many devices)
+    # Momentum-branch BN: standard | shuffle (MoCo's; one process: BN per target_bn_splits chunk)
     target_bn: TargetBN = TargetBN.standard
     target_bn_splits: int = _ranged(8, POSITIVE)
 
@@ -143,8 +140,7 @@ class AugConfig:
     view0_solarize_p: float | None = _ranged(None, UNIT)  # two_strong's view0; null: solarize_p
     local_blur_p: float | None = _ranged(None, UNIT)  # local crops; null: blur_p
     local_solarize_p: float | None = _ranged(None, UNIT)  # local crops; null: solarize_p
-    # One local crop per entry (side, [min, max] scale); when set, they replace
-    # local_crop_size and local_crop_scale, and num_local_crops must be their number.
+    # One local crop per entry (side, [min, max] scale), replacing local_crop_size and _scale
     local_crop_sizes: list[int] = field(default_factory=list)
     local_crop_scales: list[list[float]] = field(default_factory=list)
 
@@ -202,8 +198,7 @@ class LinearConfig:
     gamma: float = _ranged(0.1, UNIT)
     momentum: float = _ranged(0.9, UNIT)
     weight_decay: float = _ranged(0.0, NON_NEGATIVE)
-    # train view: random_resized (RandomResizedCrop, linear.crop_scale) | pad_crop
-    # (RandomCrop of aug.crop_size after zero-padding by linear.crop_padding px)
+    # train view: random_resized (linear.crop_scale) | pad_crop (pad linear.crop_padding px)
     train_crop: LinearTrainCrop = LinearTrainCrop.random_resized
     crop_scale: list[float] = _ranged([0.08, 1.0], SCALE)  # random_resized
     crop_padding: int = _ranged(4, NON_NEGATIVE)  # pad_crop

@@ -1,12 +1,10 @@
 """``python -m sce_sweeps.cli linear RUN_DIR [--random-init] [OVERRIDES...]``: linear evaluation
 of a finished (or stopped) pretraining run, alone.
 
-The run's own config comes from its checkpoint, its linear protocol included (an ImageNet
-run: ``linear=imagenet``); OVERRIDES choose another protocol and where it runs
-(``linear=cifar``, ``linear.epochs=10``, ``trainer.device=cuda``, ``dataset.num_workers=8``...).
-The stage resumes from ``<run dir>/linear/checkpoint.pt``, tracks into the run's Aim run and
-adds ``linear_top1``/``linear_top5`` (and the best epoch's) to its result.json.
-``--random-init`` evaluates the same network untrained instead (``linear_top1_init``...).
+The run's config and linear protocol come from its checkpoint; OVERRIDES choose another
+(``linear=cifar``, ``linear.epochs=10``, ``trainer.device=cuda``...). The stage resumes from
+``<run dir>/linear/checkpoint.pt``, tracks into the run's Aim run and adds ``linear_top1``/
+``linear_top5`` to its result.json (``--random-init``: the untrained network's, ``*_init``).
 """
 
 from __future__ import annotations

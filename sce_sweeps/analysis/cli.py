@@ -62,16 +62,14 @@ def _run(
             action="append",
             metavar="NAME",
             help="a result.json metric to show; repeat for several; the first picks the best "
-            "row (default: knn_top1, its baselines knn_top1_init and knn_top1_pixels where the "
-            "runs recorded them, and loss)",
+            "row (default: knn_top1, its baselines where recorded, and loss)",
         )
         parser.add_argument(
             "--references",
             type=Path,
             default=REFERENCE_FILE,
             metavar="CSV",
-            help="reference numbers to show beside the measured ones (default: the "
-            "package's reference_results.csv)",
+            help="reference numbers to show beside the measured ones (default: the package's)",
         )
     args = parser.parse_args(argv)
     out_dir = args.out or args.sweep_dirs[0] / "analysis"
