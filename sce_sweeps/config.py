@@ -328,10 +328,10 @@ def run_config(cfg: DictConfig) -> dict[str, Any]:
 def config_hash(cfg: DictConfig | dict[str, Any]) -> str:
     """A stable hash of what determines a run's result (tracker settings excluded)."""
     container = json.loads(json.dumps(cfg if isinstance(cfg, dict) else run_config(cfg)))
-    container.pop("tracker", None)
+    # not what a run computes: tracking, the linear stage (its own hash), what the runtime shows
+    for key in ("tracker", "linear", "record"):
+        container.pop(key, None)
     container.get("trainer", {}).pop("progress", None)
-    container.pop("linear", None)  # a stage after pretraining, with its own hash
-    container.pop("record", None)  # what the runtime shows of a run, not what it computes
     if not container.get("dataset", {}).get("skip_unreadable", True):
         del container["dataset"]["skip_unreadable"]  # off: the hash of configs before the key
     return confighash.config_hash(container)

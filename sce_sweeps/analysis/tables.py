@@ -165,13 +165,9 @@ LATEX = _Style(
 
 def _columns(table: AblationTable, dataset: str) -> list[str]:
     rows = table.rows[table.rows["dataset"] == dataset]
-    cols = [*table.metrics, "n", "failed"]
-    if rows["pruned"].sum() > 0:
-        cols.append("pruned")
-    cols.append("unfinished")
-    if rows["ref_value"].notna().any():
-        cols += ["ref", "diff"]
-    return cols
+    pruned = ["pruned"] if rows["pruned"].sum() > 0 else []
+    refs = ["ref", "diff"] if rows["ref_value"].notna().any() else []
+    return [*table.metrics, "n", "failed", *pruned, "unfinished", *refs]
 
 
 def _cell(rows: dict[str, dict[str, Any] | None], col: str, style: _Style) -> str:
