@@ -37,8 +37,7 @@ def _combo_label(combo: tuple) -> str:
 
 
 def _x_axis(ax: Axes, key: str | None, values: list[Any]) -> dict[Any, float]:
-    """Map swept values to x positions: numeric axis (log when spanning > 2 decades) or
-    categories."""
+    """Swept values to x positions: numbers (log over > 2 decades), else categories."""
     ax.set_xlabel(key or "")
     if (
         key
@@ -73,9 +72,8 @@ def _plot_baselines(ax: Axes, table: AblationTable, metric: str, position: dict)
 
 
 def plot_ablation(table: AblationTable) -> dict[str, bytes]:
-    """Each metric vs the first swept key, mean ± std over seeds, one line per dataset and
-    value of the other swept keys; references (same metric) as crosses; the metric's
-    baselines (random init, raw pixels) as dashed lines in its panel, not panels of their own."""
+    """Each metric vs the first swept key (mean ± std), a line per dataset and other swept
+    values; references as crosses, baselines as dashed lines in their metric's panel."""
     baselines = {b for m in table.metrics for b in baselines_of(m, table.metrics)}
     metrics = [m for m in table.metrics if m not in baselines]
     with matplotlib.rc_context(RC):

@@ -45,9 +45,8 @@ def baselines_of(metric: str, available: list[str]) -> dict[str, str]:
 
 
 def default_metrics(available: list[str]) -> list[str]:
-    """kNN top-1, its baselines where the runs recorded them, and the loss; led by the linear
-    evaluation where the runs have it (``linear_top1``, else ``probe_top1``), with its
-    baselines: then it picks the best row."""
+    """kNN top-1 and the loss, each metric with its recorded baselines, led by the linear
+    evaluation where the runs have it (``linear_top1``, else ``probe_top1``)."""
     knn = [DEFAULT_METRICS[0], *baselines_of(DEFAULT_METRICS[0], available)]
     for linear in ("probe_top1", "linear_top1"):
         if linear in available:
@@ -171,8 +170,7 @@ def _columns(table: AblationTable, dataset: str) -> list[str]:
 
 
 def _cell(rows: dict[str, dict[str, Any] | None], col: str, style: _Style) -> str:
-    """One cell of a row and dataset, from its rows by metric: a metric's mean ± std, a
-    count, the reference or the difference."""
+    """A cell from a row's rows by metric: mean ± std, a count, the reference or the diff."""
     if col in rows:
         row = rows[col]
         if row is None or row["n"] == 0:
