@@ -1,10 +1,6 @@
-"""The Hydra app: ``python -m sce_sweeps [overrides]``, or ``-m`` for a sweep.
-
-The task function validates the config, trains (resuming when the run dir holds a
-checkpoint), writes ``result.json`` and returns the objective, the final kNN top-1. A run that
-fails (NaN loss, missing data, any error) is recorded as failed with its reason and returns
-NaN, so one bad grid point never takes a sweep down.
-"""
+"""The Hydra app (``python -m sce_sweeps [overrides]``, ``-m`` for a sweep): a run trains,
+resuming from its checkpoint, and writes ``result.json``; a failed run is recorded with its
+reason and returns NaN, so one bad grid point never takes a sweep down."""
 
 from __future__ import annotations
 
@@ -30,20 +26,14 @@ from sce_sweeps.runtime.overrides import flatten
 from sce_sweeps.runtime.record import RunState
 from sce_sweeps.runtime.trial import TrialReporter
 
-# The training engine and the tracker (torch, torchvision, Aim) are imported by the functions
-# that train, not here: `--help`, composition errors, dry runs and the process that launches a
-# sweep then start in a fraction of the time (benchmarks/startup.py).
+# The engine and the tracker (torch, torchvision, Aim) are imported where a run trains: --help,
+# config errors, dry runs and a sweep's launcher start much faster (benchmarks/startup.py).
 
 
-def _conf_dir() -> str:
-    """The app's configs: ``sce_sweeps/conf`` in an installed wheel, the repository's
-    ``conf/`` in a checkout or an editable install."""
-    package = Path(__file__).resolve().parent
-    shipped = package / "conf"
-    return str(shipped if (shipped / "config.yaml").is_file() else package.parent / "conf")
-
-
-CONF_DIR = _conf_dir()
+# The app's configs: sce_sweeps/conf in an installed wheel, the repository's conf/ in a
+# checkout or an editable install.
+_SHIPPED = Path(__file__).resolve().parent / "conf"
+CONF_DIR = str(_SHIPPED if (_SHIPPED / "config.yaml").is_file() else _SHIPPED.parents[1] / "conf")
 
 register_schema()
 # A short random token, cached per config like ${now:}, so that two sweeps started in the
@@ -54,21 +44,13 @@ if not OmegaConf.has_resolver("sce_uid"):
 
 def git_commit() -> str | None:
     """The commit of the code that runs, with ``-dirty`` if it has uncommitted changes."""
-    here = Path(__file__).resolve().parent
+    # the full hash, never a tag's name; -dirty counts tracked files only
+    command = ["git", "describe", "--always", "--dirty", "--abbrev=40", "--exclude=*"]
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        done = subprocess.run(command, cwd=_SHIPPED.parent, capture_output=True, check=True)
     except (OSError, subprocess.CalledProcessError):
         return None
-    return head + ("-dirty" if dirty else "")
+    return done.stdout.decode().strip()
 
 
 class ValidateConfig(Callback):
@@ -116,7 +98,6 @@ def run(cfg: DictConfig) -> float:
     # --- multi-process run (trainer.devices x num_nodes > 1): rank 0 continues below ---
     if distributed.world_size(cfg) > 1 and distributed.job_rank() != 0:
         return _train_peer(cfg, Path(HydraConfig.get().runtime.output_dir))
-    # --- end multi-process run ---
     info = _job_info(cfg)
     run_dir = Path(info["run_dir"])
     # --- Optuna trial (hydra/sweeper=sce_optuna): report, prune, tell ---
@@ -133,7 +114,6 @@ def run(cfg: DictConfig) -> float:
                 "sees kNN top-1 only on those epochs (+sweep=optuna_search sets 1)",
                 file=sys.stderr,
             )
-    # --- end Optuna trial ---
     try:
         validate(cfg)
     except ConfigError as e:
@@ -141,19 +121,14 @@ def run(cfg: DictConfig) -> float:
             check_or_exit(cfg)
         return _finish(run_dir, info, None, RunState.FAILED, f"invalid config: {e}", reporter)
 
-    previous = record.try_read_result(run_dir)
-    if (
-        previous
-        and previous["status"] == RunState.COMPLETED
-        and previous.get("config_hash") == info["config_hash"]
-    ):
+    previous = _completed(run_dir, info["config_hash"])
+    if previous:
         if reporter is not None:
             reporter.finish(RunState.COMPLETED, previous)
         return float(previous["knn_top1"])
 
     tracker = None
-    status, reason, metrics = RunState.COMPLETED, None, {}
-    epochs = cfg.trainer.epochs
+    status, reason = RunState.COMPLETED, None
     try:
         state = record.load_checkpoint(run_dir / record.CHECKPOINT)
         if state is not None:
@@ -168,7 +143,7 @@ def run(cfg: DictConfig) -> float:
         if reporter is not None:  # never asked to prune after the last epoch: it is done
 
             def on_epoch_end(epoch: int, row: dict[str, Any]) -> bool:
-                return reporter.on_epoch_end(epoch, row, last=epoch >= epochs)
+                return reporter.on_epoch_end(epoch, row, last=epoch >= cfg.trainer.epochs)
 
         def on_peer_failure(reason: str) -> None:  # another rank failed: this process ends
             if tracker is not None:
@@ -188,7 +163,6 @@ def run(cfg: DictConfig) -> float:
             from sce_sweeps.engine.linear import run_linear
 
             metrics.update(run_linear(cfg, run_dir, tracker))
-        # --- end linear evaluation stage ---
     except Stopped as e:
         status, reason = RunState.PRUNED, str(e)
         if reporter is not None:  # pruned, or the study gave the trial a verdict meanwhile
@@ -211,8 +185,7 @@ def run(cfg: DictConfig) -> float:
     except ResultNotWrittenError as e:
         if multirun:  # the launcher records the job as failed with this reason
             raise
-        print(f"sce_sweeps: run failed: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
+        status, reason = RunState.FAILED, str(e)
     if status == RunState.FAILED and not multirun:
         print(f"sce_sweeps: run failed: {reason}", file=sys.stderr)
         raise SystemExit(1)
@@ -229,9 +202,7 @@ def _train_peer(cfg: DictConfig, run_dir: Path) -> float:
         validate(cfg)
     except ConfigError:
         return math.nan  # rank 0 records it
-    previous = record.try_read_result(run_dir)
-    done = previous and previous["status"] == RunState.COMPLETED
-    if done and previous.get("config_hash") == config_hash(cfg):
+    if _completed(run_dir, config_hash(cfg)):
         return math.nan
     state = record.load_checkpoint(run_dir / record.CHECKPOINT)
     try:
@@ -244,18 +215,14 @@ def _train_peer(cfg: DictConfig, run_dir: Path) -> float:
 
 
 class ResultNotWrittenError(RuntimeError):
-    """``result.json`` could not be written (e.g. the disk is full); the message is why the
-    run failed. The result itself went to the job's stderr."""
+    """``result.json`` could not be written (e.g. the disk is full); the result went to stderr."""
 
 
-def _result_not_written(run_dir: Path, result: dict[str, Any], error: OSError) -> str:
-    """Keep a result that could not be written where it can be: the job's stderr (one JSON
-    line); return the reason the run failed."""
-    print(f"sce_sweeps: result: {json.dumps(result, default=str)}", file=sys.stderr)
-    lost = f"{record.RESULT} not written in {run_dir} ({error})"
-    if result["status"] == RunState.FAILED and result["reason"]:
-        return f"{result['reason']}; {lost}"
-    return f"{result['status']}, but {lost}"
+def _completed(run_dir: Path, config_hash: str) -> dict[str, Any] | None:
+    """The run dir's result if it completed with this config (a rerun has nothing to do)."""
+    previous = record.try_read_result(run_dir)
+    done = previous and previous["status"] == RunState.COMPLETED
+    return previous if done and previous.get("config_hash") == config_hash else None
 
 
 def _so_far(run_dir: Path) -> dict[str, Any]:
@@ -264,11 +231,9 @@ def _so_far(run_dir: Path) -> dict[str, Any]:
         rows = record.read_metrics(run_dir)
     except record.RunFileError:
         rows = []
-    known = [r for r in rows if "knn_top1" in r]
-    return {
-        "epochs": rows[-1]["epoch"] if rows else 0,
-        "last_knn_top1": known[-1]["knn_top1"] if known else None,
-    }
+    known = [r["knn_top1"] for r in rows if "knn_top1" in r]
+    epochs = rows[-1]["epoch"] if rows else 0
+    return {"epochs": epochs, "last_knn_top1": known[-1] if known else None}
 
 
 def _finish(
@@ -286,16 +251,18 @@ def _finish(
             # job killed before the study hears of it loses nothing (its trial is retried), and
             # one killed after it leaves a result that already carries the study's verdict
             result["optuna"] = reporter.record(status, result)
-            written = record.write_result(run_dir, result)
-            told = reporter.finish(status, result)
-            if told == result["optuna"]:
-                result = written
-            else:  # the study had its own verdict (a trial marked stale meanwhile)
-                result = record.write_result(run_dir, {**result, "optuna": told})
-        else:
-            result = record.write_result(run_dir, result)
-    except OSError as e:  # e.g. the disk is full: say what happened, keep what can be kept
-        raise ResultNotWrittenError(_result_not_written(run_dir, result, e)) from None
+        written = record.write_result(run_dir, result)
+        told = reporter.finish(status, result) if reporter is not None else None
+        if told is not None and told != result["optuna"]:  # the study's verdict (a stale trial)
+            written = record.write_result(run_dir, {**result, "optuna": told})
+        result = written
+    except OSError as e:  # e.g. the disk is full: keep the result in the job's stderr
+        print(f"sce_sweeps: result: {json.dumps(result, default=str)}", file=sys.stderr)
+        lost = f"{record.RESULT} not written in {run_dir} ({e})"
+        why = (
+            f"{reason}; {lost}" if status == RunState.FAILED and reason else f"{status}, but {lost}"
+        )
+        raise ResultNotWrittenError(why) from None
     if status == RunState.COMPLETED:
         top1 = float(result["knn_top1"])
         line = f"kNN top-1 {top1:.2f}%"
@@ -323,27 +290,25 @@ def config_error_line(error: BaseException) -> str | None:
     )
     from omegaconf.errors import OmegaConfBaseException
 
-    chain, cause = [], error
-    while cause is not None and len(chain) < 8:
-        chain.append(cause)
-        cause = cause.__cause__ or cause.__context__
-    own = next((c for c in chain if isinstance(c, ConfigError)), None)
-    if own is not None:  # ours, maybe wrapped by Hydra (e.g. a sweeper's settings)
-        return str(own)
-    if not isinstance(
-        error, (ConfigCompositionException, OverrideParseException, OmegaConfBaseException)
-    ):
-        return None
+    cause, depth = error, 0
+    while cause is not None and depth < 8:  # ours, maybe wrapped by Hydra (a sweeper's settings)
+        if isinstance(cause, ConfigError):
+            return str(cause)
+        cause, depth = cause.__cause__ or cause.__context__, depth + 1
+
+    def first_line(e: BaseException) -> str:
+        return (str(e).strip().splitlines() or [""])[0]
+
     if isinstance(error, OverrideParseException):
-        return f"{error.override}: {str(error).strip().splitlines()[0]}"
+        return f"{error.override}: {first_line(error)}"
     if isinstance(error, MissingConfigException) and error.options:
-        head = str(error).strip().splitlines()[0]
-        return f"{head}; available: {', '.join(error.options)}"
-    lines = [str(error).strip().splitlines()[0].rstrip(".")] if str(error).strip() else []
-    cause = error.__cause__
-    if isinstance(cause, OmegaConfBaseException) and str(cause).strip():
-        lines.append(str(cause).strip().splitlines()[0])
-    return ": ".join(lines) or type(error).__name__
+        return f"{first_line(error)}; available: {', '.join(error.options)}"
+    if not isinstance(error, (ConfigCompositionException, OmegaConfBaseException)):
+        return None
+    lines = [first_line(error).rstrip(".")]
+    if isinstance(error.__cause__, OmegaConfBaseException):
+        lines.append(first_line(error.__cause__))
+    return ": ".join(filter(None, lines)) or type(error).__name__
 
 
 def cli() -> None:

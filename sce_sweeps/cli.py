@@ -25,12 +25,6 @@ COMMANDS = {
 }
 
 
-def usage() -> str:
-    lines = [f"usage: {PROG} COMMAND [args]  (COMMAND --help for its own)", "", "commands:"]
-    lines += [f"  {name:<8} {what}" for name, (_, what) in COMMANDS.items()]
-    return "\n".join(lines) + "\n"
-
-
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
@@ -40,7 +34,10 @@ def main(argv: list[str] | None = None) -> int:
         asked = bool(argv) and argv[0] in ("-h", "--help")
         if argv and not asked:
             print(f"{PROG}: unknown command {argv[0]!r}", file=sys.stderr)
-        print(usage(), end="", file=sys.stdout if asked else sys.stderr)
+        out = sys.stdout if asked else sys.stderr
+        print(f"usage: {PROG} COMMAND [args]  (COMMAND --help for its own)\n\ncommands:", file=out)
+        for name, (_, what) in COMMANDS.items():
+            print(f"  {name:<8} {what}", file=out)
         return 0 if asked else 2
     module, _, function = COMMANDS[argv[0]][0].partition(":")
     return getattr(importlib.import_module(module), function)(argv[1:]) or 0

@@ -1,11 +1,5 @@
-"""Typed configuration of an SCE run and its validation.
-
-The dataclasses below are the schema of ``conf/`` (registered with Hydra's ConfigStore as
-``sce_schema``): a value of the wrong type, or a choice outside its enum, fails at compose time
-naming the key and the allowed values. A field's range is declared beside it (``_ranged``);
-:func:`validate` checks those ranges and the cross-field rules and raises :class:`ConfigError`
-naming the key and the allowed range. Both run before any job is submitted.
-"""
+"""Typed configuration of an SCE run (the schema of ``conf/``: a wrong type or choice fails at
+compose time) and :func:`validate`: each field's declared range and the cross-field rules."""
 
 from __future__ import annotations
 
@@ -27,9 +21,6 @@ class Choice(str, Enum):
 
     def __str__(self) -> str:
         return str(self.value)
-
-    def __format__(self, spec: str) -> str:
-        return format(str(self.value), spec)
 
 
 def _choices(name: str, *values: str) -> type[Choice]:
@@ -83,8 +74,7 @@ def _ranged(default: Any, allowed: Range) -> Any:
 @dataclass
 class DatasetConfig:
     name: Dataset = Dataset.fashion_mnist
-    # null: where the dataset usually is (Debian's Fashion-MNIST, else ./data); a root that
-    # is set must exist (dataset.download=true creates it)
+    # null: Debian's Fashion-MNIST, else ./data; a root that is set must exist (download creates it)
     root: str | None = None
     download: bool = False
     num_classes: int = _ranged(10, POSITIVE)
@@ -97,8 +87,7 @@ class DatasetConfig:
     train_samples: int | None = _ranged(None, POSITIVE)  # a fixed, seeded subset of the split
     test_samples: int | None = _ranged(None, POSITIVE)
     num_workers: int = _ranged(2, NON_NEGATIVE)
-    # image_folder: leave out the image files that cannot be decoded (found by decoding every
-    # image once; counted in result.json as unreadable_images) instead of failing on them
+    # image_folder: leave out undecodable images (result.json: unreadable_images), not fail
     skip_unreadable: bool = False
 
 
@@ -116,8 +105,7 @@ class ModelConfig:
     proj_last_bias: bool = True  # bias of the projector's last Linear
     proj_last_bn: bool = False  # BatchNorm1d(affine=False) after the projector's last Linear
     pred_last_bias: bool = True  # bias of the predictor's last Linear
-    # Momentum-branch BatchNorm: standard | shuffle (MoCo's shuffle BN; in one process, split
-    # BN over target_bn_splits chunks of the shuffled batch, simulating that many devices)
+    # Momentum-branch BN: standard | shuffle (MoCo's; one process: BN per target_bn_splits chunk)
     target_bn: TargetBN = TargetBN.standard
     target_bn_splits: int = _ranged(8, POSITIVE)
 
@@ -139,8 +127,7 @@ class AugConfig:
     num_local_crops: int = _ranged(0, NON_NEGATIVE)
     local_crop_size: int = _ranged(12, POSITIVE)
     local_crop_scale: list[float] = _ranged([0.05, 0.2], SCALE)
-    # strength of brightness/contrast/saturation (hue = strength/4)
-    color_jitter: float = _ranged(0.4, NON_NEGATIVE)
+    color_jitter: float = _ranged(0.4, NON_NEGATIVE)  # brightness/contrast/saturation; hue: /4
     color_jitter_p: float = _ranged(0.8, UNIT)
     grayscale_p: float = _ranged(0.2, UNIT)
     blur_p: float = _ranged(0.0, UNIT)
@@ -153,8 +140,7 @@ class AugConfig:
     view0_solarize_p: float | None = _ranged(None, UNIT)  # two_strong's view0; null: solarize_p
     local_blur_p: float | None = _ranged(None, UNIT)  # local crops; null: blur_p
     local_solarize_p: float | None = _ranged(None, UNIT)  # local crops; null: solarize_p
-    # One local crop per entry (side, [min, max] scale); when set, they replace
-    # local_crop_size and local_crop_scale, and num_local_crops must be their number.
+    # One local crop per entry (side, [min, max] scale), replacing local_crop_size and _scale
     local_crop_sizes: list[int] = field(default_factory=list)
     local_crop_scales: list[list[float]] = field(default_factory=list)
 
@@ -167,8 +153,7 @@ class OptimConfig:
     weight_decay: float = _ranged(5e-4, NON_NEGATIVE)
     warmup_epochs: int = _ranged(5, NON_NEGATIVE)
     trust_coefficient: float = _ranged(0.001, POSITIVE)  # LARS eta
-    # Biases and norm parameters (1-D) get no weight decay (nor, with LARS, trust ratio).
-    exclude_bias_norm: bool = True
+    exclude_bias_norm: bool = True  # 1-D params (biases, norms): no weight decay, no LARS ratio
 
 
 @dataclass
@@ -182,8 +167,7 @@ class TrainerConfig:
     knn_k: int = _ranged(200, POSITIVE)
     knn_temp: float = _ranged(0.1, POSITIVE)
     eval_every: int = _ranged(1, NON_NEGATIVE)  # epochs; 0 evaluates only at the end
-    # also evaluate the same network at random initialisation and raw pixels (after training)
-    eval_random_init: bool = False
+    eval_random_init: bool = False  # also evaluate the network at init and raw pixels, at the end
     linear_probe: bool = False  # a linear classifier on the frozen features, beside kNN
     checkpoint_every: int = _ranged(1, POSITIVE)  # epochs
     progress: bool = True
@@ -194,8 +178,7 @@ class TrainerConfig:
     sync_bn: bool = False  # SyncBatchNorm in both branches across GPUs (CUDA only)
     # --- throughput (docs/throughput.md) ---
     # Where the views are drawn: cpu (DataLoader workers, torchvision on PIL images), device
-    # (the split on the device, Kornia on whole batches), auto (device on CUDA for the
-    # datasets held in memory, else cpu).
+    # (Kornia on whole batches on the device), auto (device on CUDA for in-memory datasets).
     data_path: DataPath = DataPath.auto
     amp_dtype: AmpDtype = AmpDtype.float16  # autocast dtype (bfloat16 needs no scaler)
     fused_optimizer: bool = False  # one fused kernel per SGD step (CUDA)
@@ -215,8 +198,7 @@ class LinearConfig:
     gamma: float = _ranged(0.1, UNIT)
     momentum: float = _ranged(0.9, UNIT)
     weight_decay: float = _ranged(0.0, NON_NEGATIVE)
-    # train view: random_resized (RandomResizedCrop, linear.crop_scale) | pad_crop
-    # (RandomCrop of aug.crop_size after zero-padding by linear.crop_padding px)
+    # train view: random_resized (linear.crop_scale) | pad_crop (pad linear.crop_padding px)
     train_crop: LinearTrainCrop = LinearTrainCrop.random_resized
     crop_scale: list[float] = _ranged([0.08, 1.0], SCALE)  # random_resized
     crop_padding: int = _ranged(4, NON_NEGATIVE)  # pad_crop
@@ -294,35 +276,25 @@ def _check_ranges(cfg: DictConfig, schema: type, prefix: str = "") -> None:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Check the declared ranges and the cross-field rules of a composed run config.
-
-    Raises:
-        ConfigError: for the first invalid value, naming its key and the allowed range.
-    """
+    """Check a composed run config's declared ranges and cross-field rules; raise
+    :class:`ConfigError` naming the first invalid key and what it allows."""
     _check_ranges(cfg, Config)
-    d, m, a, t = cfg.dataset, cfg.model, cfg.aug, cfg.trainer
+    d, m, a, o, t = cfg.dataset, cfg.model, cfg.aug, cfg.optim, cfg.trainer
     for key in ("mean", "std"):
-        value = list(d[key])
         need = f"needs one value per channel (dataset.in_channels={d.in_channels})"
-        _check(len(value) == d.in_channels, f"dataset.{key}", value, need)
+        _check(len(d[key]) == d.in_channels, f"dataset.{key}", list(d[key]), need)
     _check(min(d.std) > 0, "dataset.std", list(d.std), "must be > 0")
     if m.target_bn == "shuffle":
+        splits = m.target_bn_splits
         need = f"must divide trainer.batch_size={t.batch_size} with model.target_bn=shuffle"
-        _check(
-            t.batch_size % m.target_bn_splits == 0,
-            "model.target_bn_splits",
-            m.target_bn_splits,
-            need,
-        )
+        _check(t.batch_size % splits == 0, "model.target_bn_splits", splits, need)
     sizes, scales = list(a.local_crop_sizes), list(a.local_crop_scales)
     if sizes or scales:
-        _check(
-            len(sizes) == len(scales) == a.num_local_crops,
-            "aug.local_crop_sizes",
-            sizes,
-            f"needs one size and one scale (aug.local_crop_scales) per local crop "
-            f"(aug.num_local_crops={a.num_local_crops})",
+        need = (
+            "needs one size and one scale (aug.local_crop_scales) per local crop "
+            f"(aug.num_local_crops={a.num_local_crops})"
         )
+        _check(len(sizes) == len(scales) == a.num_local_crops, "aug.local_crop_sizes", sizes, need)
         for i, (size, scale) in enumerate(zip(sizes, scales)):
             need = f"must be in [1, aug.crop_size={a.crop_size}]"
             _check(0 < size <= a.crop_size, f"aug.local_crop_sizes[{i}]", size, need)
@@ -330,9 +302,7 @@ def validate(cfg: DictConfig) -> None:
     need = f"must be <= aug.crop_size={a.crop_size}"
     _check(a.local_crop_size <= a.crop_size, "aug.local_crop_size", a.local_crop_size, need)
     need = f"must be <= trainer.epochs={t.epochs}"
-    _check(
-        cfg.optim.warmup_epochs <= t.epochs, "optim.warmup_epochs", cfg.optim.warmup_epochs, need
-    )
+    _check(o.warmup_epochs <= t.epochs, "optim.warmup_epochs", o.warmup_epochs, need)
     world = t.devices * t.num_nodes
     need = f"must be a multiple of trainer.devices x trainer.num_nodes = {world}"
     _check(t.batch_size % world == 0, "trainer.batch_size", t.batch_size, need)
@@ -358,10 +328,10 @@ def run_config(cfg: DictConfig) -> dict[str, Any]:
 def config_hash(cfg: DictConfig | dict[str, Any]) -> str:
     """A stable hash of what determines a run's result (tracker settings excluded)."""
     container = json.loads(json.dumps(cfg if isinstance(cfg, dict) else run_config(cfg)))
-    container.pop("tracker", None)
+    # not what a run computes: tracking, the linear stage (its own hash), what the runtime shows
+    for key in ("tracker", "linear", "record"):
+        container.pop(key, None)
     container.get("trainer", {}).pop("progress", None)
-    container.pop("linear", None)  # a stage after pretraining, with its own hash
-    container.pop("record", None)  # what the runtime shows of a run, not what it computes
     if not container.get("dataset", {}).get("skip_unreadable", True):
         del container["dataset"]["skip_unreadable"]  # off: the hash of configs before the key
     return confighash.config_hash(container)

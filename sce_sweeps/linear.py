@@ -1,12 +1,10 @@
 """``python -m sce_sweeps.cli linear RUN_DIR [--random-init] [OVERRIDES...]``: linear evaluation
 of a finished (or stopped) pretraining run, alone.
 
-The run's own config comes from its checkpoint, its linear protocol included (an ImageNet
-run: ``linear=imagenet``); OVERRIDES choose another protocol and where it runs
-(``linear=cifar``, ``linear.epochs=10``, ``trainer.device=cuda``, ``dataset.num_workers=8``...).
-The stage resumes from ``<run dir>/linear/checkpoint.pt``, tracks into the run's Aim run and
-adds ``linear_top1``/``linear_top5`` (and the best epoch's) to its result.json.
-``--random-init`` evaluates the same network untrained instead (``linear_top1_init``...).
+The run's config and linear protocol come from its checkpoint; OVERRIDES choose another
+(``linear=cifar``, ``linear.epochs=10``, ``trainer.device=cuda``...). The stage resumes from
+``<run dir>/linear/checkpoint.pt``, tracks into the run's Aim run and adds ``linear_top1``/
+``linear_top5`` to its result.json (``--random-init``: the untrained network's, ``*_init``).
 """
 
 from __future__ import annotations
@@ -26,10 +24,8 @@ from sce_sweeps.runtime.tracking import make_tracker
 
 
 def run_dir_config(run_dir: Path, overrides: list[str]) -> DictConfig:
-    """The run's config from its checkpoint (keys the app gained since: their defaults) with
-    the overrides applied. The linear protocol is the run's own (``linear=imagenet`` for an
-    ImageNet run) unless an override chooses another from ``conf/linear`` (``linear=cifar``);
-    ``linear.<key>=...`` overrides apply to whichever protocol that is."""
+    """The run's config from its checkpoint (newer keys: their defaults) with the overrides
+    applied: its own linear protocol unless an override chooses another (``linear=cifar``)."""
     state = record.load_checkpoint(run_dir / record.CHECKPOINT)
     if state is None:
         raise FileNotFoundError(f"{run_dir} holds no {record.CHECKPOINT}: nothing to evaluate")
@@ -56,17 +52,17 @@ def main(argv: list[str] | None = None) -> None:
     except (FileNotFoundError, ConfigError, record.RunFileError) as e:
         print(f"sce_sweeps.cli linear: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    result = record.try_read_result(args.run_dir)
+    result = record.try_read_result(args.run_dir) or {}
     state = record.load_checkpoint(args.run_dir / record.CHECKPOINT)
-    info = {k: v for k, v in (result or {}).items() if k in ("sweep_name", "job_num", "overrides")}
+    info = {k: v for k, v in result.items() if k in ("sweep_name", "job_num", "overrides")}
     tracker = make_tracker(cfg, args.run_dir, state.get("tracker_run_hash"), info)
     status = record.RunState.FAILED
     try:
         metrics = run_linear(cfg, args.run_dir, tracker, random_init=args.random_init)
-        status = record.RunState((result or {}).get("status", record.RunState.COMPLETED))
+        status = record.RunState(result.get("status", record.RunState.COMPLETED))
     finally:
         tracker.close(status.value)
-    if result is not None:
+    if result:
         record.write_result(args.run_dir, {**result, **metrics})
     suffix = "_init" if args.random_init else ""
     top1, speed = metrics[f"linear_top1{suffix}"], metrics[f"linear_images_per_s{suffix}"]

@@ -8,9 +8,13 @@ and ImageNet presets, two steps of their linear evaluation protocol).
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import json
 import math
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -22,8 +26,11 @@ from sce_sweeps.config import ConfigError, validate
 from sce_sweeps.data.synthetic import write_fake_dataset
 from sce_sweeps.engine.linear import run_linear
 from sce_sweeps.engine.train import train
-from sce_sweeps.presets import REPOS, load_official_values, preset_values
-from tests.support import compose
+from tests.support import ROOT, compose
+
+# One row per preset and key: value (JSON, else text), origin, and the official file it is from.
+OFFICIAL_VALUES = ROOT / "sce_sweeps" / "presets" / "official_values.csv"
+REPOS = ("CEA-LIST/SCE", "juliendenize/eztorch")
 
 PRESETS = (
     "cifar10",
@@ -34,6 +41,19 @@ PRESETS = (
     "imagenet",
     "imagenet_multicrop",
 )
+
+
+def load_official_values() -> list[SimpleNamespace]:
+    with OFFICIAL_VALUES.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        with contextlib.suppress(json.JSONDecodeError):  # else the value is plain text
+            row["value"] = json.loads(row["value"])
+    return [SimpleNamespace(**row) for row in rows]
+
+
+def preset_values(preset: str) -> dict[str, SimpleNamespace]:
+    return {v.key: v for v in load_official_values() if v.preset == preset}
 
 
 def same(a, b) -> bool:
@@ -55,6 +75,7 @@ def test_official_values_file():
     values = load_official_values()
     assert {v.preset for v in values} == set(PRESETS)
     for v in values:
+        assert v.origin in ("official", "transferred", "picked")
         assert v.origin != "picked" or not v.repo
         assert v.origin == "picked" or (v.repo in REPOS and v.path and v.official_key)
     for preset in ("cifar10", "imagenet", "imagenet_multicrop"):  # official through and through

@@ -1,9 +1,5 @@
-"""Analysis of finished or partial sweeps: collect runs, ablation tables, plots.
-
-The commands ``python -m sce_sweeps.cli table``, ``plot`` and ``collect`` (the
-scripts in the repository's ``analysis/`` are the same commands) run
-:mod:`sce_sweeps.analysis.cli`.
-"""
+"""Analysis of finished or partial sweeps: collect runs, ablation tables, plots (the commands
+``table``, ``plot`` and ``collect`` of ``python -m sce_sweeps.cli``: :mod:`.cli`)."""
 
 from sce_sweeps.analysis.collect import AnalysisError, Sweeps, collect
 from sce_sweeps.analysis.references import Reference, load_references

@@ -1,10 +1,6 @@
-"""The command lines of ``python -m sce_sweeps.cli table``, ``plot`` and ``collect``
-(and of the same scripts in ``analysis/``).
-
-Every command reads and checks all of its input, renders all of its outputs in memory, and
-only then writes them (each through a temporary file renamed into place): bad input prints
-one line and exits 1 without writing anything.
-"""
+"""``python -m sce_sweeps.cli table|plot|collect`` (the scripts in ``analysis/``): each reads
+and checks all of its input and renders all outputs before writing any (atomically), so bad
+input prints one line and exits 1 without writing anything."""
 
 from __future__ import annotations
 
@@ -17,7 +13,7 @@ from pathlib import Path
 
 from sce_sweeps.analysis.collect import AnalysisError, Sweeps, collect
 from sce_sweeps.analysis.references import REFERENCE_FILE, load_references
-from sce_sweeps.analysis.tables import ablation_table, to_csv, to_latex, to_markdown
+from sce_sweeps.analysis.tables import AblationTable, ablation_table, to_csv, to_latex, to_markdown
 from sce_sweeps.runtime.record import atomic_write
 
 Outputs = dict[str, str | bytes]
@@ -32,7 +28,13 @@ def write_outputs(out_dir: Path, files: Outputs) -> list[Path]:
     return [out_dir / name for name in files]
 
 
-def _parser(description: str, table_options: bool) -> argparse.ArgumentParser:
+def _run(
+    argv: list[str] | None,
+    description: str,
+    build: Callable[[argparse.Namespace], Outputs],
+    table_options: bool = True,
+) -> int:
+    """Parse the command line, build the outputs, write them; 1 with one line on bad input."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
         "sweep_dirs",
@@ -60,38 +62,21 @@ def _parser(description: str, table_options: bool) -> argparse.ArgumentParser:
             action="append",
             metavar="NAME",
             help="a result.json metric to show; repeat for several; the first picks the best "
-            "row (default: knn_top1, its baselines knn_top1_init and knn_top1_pixels where the "
-            "runs recorded them, and loss)",
+            "row (default: knn_top1, its baselines where recorded, and loss)",
         )
         parser.add_argument(
             "--references",
             type=Path,
             default=REFERENCE_FILE,
             metavar="CSV",
-            help="reference numbers to show beside the measured ones (default: the "
-            "package's reference_results.csv)",
+            help="reference numbers to show beside the measured ones (default: the package's)",
         )
-    return parser
-
-
-def _out_dir(args: argparse.Namespace) -> Path:
-    if args.out is not None:
-        return args.out
-    if len(args.sweep_dirs) > 1:
-        raise AnalysisError("several sweep dirs: say where the combined outputs go with --out")
-    return args.sweep_dirs[0] / "analysis"
-
-
-def _run(
-    parser: argparse.ArgumentParser,
-    argv: list[str] | None,
-    build: Callable[[argparse.Namespace], Outputs],
-) -> int:
     args = parser.parse_args(argv)
+    out_dir = args.out or args.sweep_dirs[0] / "analysis"
     try:
-        out_dir = _out_dir(args)
-        files = build(args)
-        paths = write_outputs(out_dir, files)
+        if args.out is None and len(args.sweep_dirs) > 1:
+            raise AnalysisError("several sweep dirs: say where the combined outputs go with --out")
+        paths = write_outputs(out_dir, build(args))
     except AnalysisError as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 1
@@ -100,8 +85,7 @@ def _run(
         if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
             hint = " (read-only file system or no permission): pass --out DIR to write elsewhere"
         print(
-            f"{parser.prog}: error: cannot write outputs into {out_dir}{hint}: {e}",
-            file=sys.stderr,
+            f"{parser.prog}: error: cannot write outputs into {out_dir}{hint}: {e}", file=sys.stderr
         )
         return 1
     for path in paths:
@@ -117,22 +101,16 @@ def _collect(args: argparse.Namespace) -> Sweeps:
     return sweeps
 
 
-def _table(args: argparse.Namespace) -> tuple:
+def _table(args: argparse.Namespace) -> tuple[Sweeps, AblationTable]:
     sweeps = _collect(args)
     return sweeps, ablation_table(sweeps, args.metric, load_references(args.references))
 
 
 def table_main(argv: list[str] | None = None) -> int:
     """``analysis/ablation_table.py``: ablation.md, ablation.tex, ablation.csv."""
-    parser = _parser(
-        "Ablation table of one or more sweeps: rows = swept values, columns = metrics "
-        "(mean ± std over seeds, n, failed and unfinished counts, reference numbers). "
-        "Writes ablation.md, ablation.tex (booktabs) and ablation.csv; prints the Markdown.",
-        table_options=True,
-    )
 
     def build(args: argparse.Namespace) -> Outputs:
-        _, table = _table(args)
+        table = _table(args)[1]
         markdown = to_markdown(table)
         print(markdown, end="")
         return {
@@ -141,17 +119,17 @@ def table_main(argv: list[str] | None = None) -> int:
             "ablation.csv": to_csv(table),
         }
 
-    return _run(parser, argv, build)
+    return _run(
+        argv,
+        "Ablation table of one or more sweeps: rows = swept values, columns = metrics "
+        "(mean ± std over seeds, n, failed and unfinished counts, reference numbers). "
+        "Writes ablation.md, ablation.tex (booktabs) and ablation.csv; prints the Markdown.",
+        build,
+    )
 
 
 def plot_main(argv: list[str] | None = None) -> int:
     """``analysis/plot_sweep.py``: ablation.{png,svg} and curves.{png,svg}."""
-    parser = _parser(
-        "Plots of one or more sweeps: each metric vs the swept value with error bars (std "
-        "over seeds) and learning curves (kNN top-1 and loss vs epoch) per swept value. "
-        "Writes ablation.png/.svg and curves.png/.svg.",
-        table_options=True,
-    )
 
     def build(args: argparse.Namespace) -> Outputs:
         from sce_sweeps.analysis.plots import plot_ablation, plot_curves  # matplotlib: only here
@@ -159,29 +137,34 @@ def plot_main(argv: list[str] | None = None) -> int:
         sweeps, table = _table(args)
         return {**plot_ablation(table), **plot_curves(sweeps, table)}
 
-    return _run(parser, argv, build)
+    return _run(
+        argv,
+        "Plots of one or more sweeps: each metric vs the swept value with error bars (std "
+        "over seeds) and learning curves (kNN top-1 and loss vs epoch) per swept value. "
+        "Writes ablation.png/.svg and curves.png/.svg.",
+        build,
+    )
 
 
 def collect_main(argv: list[str] | None = None) -> int:
     """``analysis/collect.py``: runs.csv (one row per run) and curves.csv (per epoch)."""
-    parser = _parser(
-        "Collect one or more sweeps into tidy CSV files: runs.csv (one row per run: status, "
-        "swept keys, metrics, flattened config) and curves.csv (one row per run and epoch).",
-        table_options=False,
-    )
 
     def build(args: argparse.Namespace) -> Outputs:
         sweeps = _collect(args)
-        print(
-            f"swept keys: {', '.join(sweeps.swept) or 'none'}; runs: "
-            + ", ".join(
-                f"{n} {s}" for s, n in sweeps.runs["status"].value_counts(sort=False).items()
-            )
-            + (f" ({sweeps.unreadable_runs} with an unreadable file)" * bool(sweeps.unreadable))
-        )
+        counts = sweeps.runs["status"].value_counts(sort=False).items()
+        runs = ", ".join(f"{n} {status}" for status, n in counts)
+        if sweeps.unreadable:
+            runs += f" ({sweeps.unreadable_runs} with an unreadable file)"
+        print(f"swept keys: {', '.join(sweeps.swept) or 'none'}; runs: {runs}")
         return {
             "runs.csv": sweeps.runs.to_csv(index=False, lineterminator="\n"),
             "curves.csv": sweeps.curves.to_csv(index=False, lineterminator="\n"),
         }
 
-    return _run(parser, argv, build)
+    return _run(
+        argv,
+        "Collect one or more sweeps into tidy CSV files: runs.csv (one row per run: status, "
+        "swept keys, metrics, flattened config) and curves.csv (one row per run and epoch).",
+        build,
+        table_options=False,
+    )

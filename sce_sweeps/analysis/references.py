@@ -1,34 +1,18 @@
-"""Published reference numbers, read from a CSV data file (never written in code).
-
-Each row says: on ``dataset`` (the config group choice, e.g. ``imagenet100``), with the swept
-``key`` at ``key_value`` and the run config satisfying ``conditions`` (``;``-separated
-``key=value``), the paper reports ``metric`` = ``value``, per ``source``; ``confirmed`` says
-whether the number was checked against the source.
-"""
+"""Published reference numbers from a CSV file: on ``dataset``, with the swept ``key`` at
+``key_value`` and the run config meeting ``conditions`` (``k=v;...``), ``source`` reports
+``metric`` = ``value``; ``confirmed``: checked against the source."""
 
 from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from sce_sweeps.analysis.collect import AnalysisError
 
 REFERENCE_FILE = Path(__file__).with_name("reference_results.csv")
-COLUMNS = (
-    "dataset",
-    "method",
-    "setting",
-    "key",
-    "key_value",
-    "conditions",
-    "metric",
-    "value",
-    "source",
-    "confirmed",
-)
 
 
 @dataclass(frozen=True)
@@ -45,6 +29,9 @@ class Reference:
     value: float
     source: str
     confirmed: bool
+
+
+COLUMNS = tuple(f.name for f in fields(Reference))
 
 
 def same_value(a: Any, b: Any) -> bool:
@@ -70,29 +57,14 @@ def _parse(row: dict[str, str], where: str) -> Reference:
         if not sep:
             raise AnalysisError(f"{where}: condition {part!r} is not key=value")
         conditions.append((key.strip(), cond_value.strip()))
-    return Reference(
-        dataset=row["dataset"],
-        method=row["method"],
-        setting=row["setting"],
-        key=row["key"],
-        key_value=row["key_value"],
-        conditions=tuple(conditions),
-        metric=row["metric"],
-        value=value,
-        source=row["source"],
-        confirmed=confirmed == "true",
-    )
+    parsed = {"value": value, "conditions": tuple(conditions), "confirmed": confirmed == "true"}
+    return Reference(**{**{c: row[c] for c in COLUMNS}, **parsed})
 
 
 def load_references(path: Path | str = REFERENCE_FILE) -> list[Reference]:
-    """Read and validate a reference file.
-
-    Raises:
-        AnalysisError: the file is missing, lacks a column or holds a malformed row.
-    """
-    path = Path(path)
+    """Read and validate a reference file (AnalysisError: missing, or a malformed row)."""
     try:
-        with path.open(newline="") as f:
+        with Path(path).open(newline="") as f:
             reader = csv.DictReader(f)
             missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
             if missing:
@@ -100,7 +72,7 @@ def load_references(path: Path | str = REFERENCE_FILE) -> list[Reference]:
             rows = list(reader)
     except OSError as e:
         raise AnalysisError(f"{path}: cannot read reference file ({e.strerror})") from None
-    return [_parse(row, f"{path}, line {i + 2}") for i, row in enumerate(rows)]
+    return [_parse(row, f"{path}, line {i}") for i, row in enumerate(rows, start=2)]
 
 
 def find_reference(
@@ -109,24 +81,18 @@ def find_reference(
     values: dict[str, Any],
     configs: list[dict[str, Any]],
 ) -> Reference | None:
-    """The first reference for this dataset and swept value(s) whose conditions every run
-    config of the row satisfies, or None.
-
-    Args:
-        references: as loaded by :func:`load_references`.
-        dataset: the row's dataset.
-        values: the row's swept key -> value.
-        configs: the flattened configs of the row's runs.
-    """
+    """The first reference for ``dataset`` and the row's swept ``values`` whose conditions
+    every flattened run config of the row satisfies, or None."""
     for ref in references:
-        if ref.dataset != dataset or ref.key not in values:
-            continue
-        if not same_value(values[ref.key], ref.key_value):
-            continue
-        if all(
-            key in cfg and same_value(cfg[key], want)
-            for cfg in configs
-            for key, want in ref.conditions
+        if (
+            ref.dataset == dataset
+            and ref.key in values
+            and same_value(values[ref.key], ref.key_value)
+            and all(
+                key in cfg and same_value(cfg[key], want)
+                for cfg in configs
+                for key, want in ref.conditions
+            )
         ):
             return ref
     return None

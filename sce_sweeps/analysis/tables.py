@@ -1,10 +1,5 @@
-"""Ablation tables: rows = swept value(s), columns = metric(s) per dataset.
-
-Each cell is the mean ± sample std over the completed runs (seeds) of that row, with n.
-Failed, pruned and unfinished runs are counted in their own columns, never averaged in. The
-best row per dataset (by the first metric) is marked, and reference numbers are shown beside
-the measured ones, with the difference where they measure the same metric.
-"""
+"""Ablation tables: rows = swept values, columns = metrics per dataset; each cell the mean ±
+sample std over the row's completed runs, the others counted, never averaged in."""
 
 from __future__ import annotations
 
@@ -12,6 +7,7 @@ import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import product
 from typing import Any
 
 import pandas as pd
@@ -41,24 +37,16 @@ DECIMALS = {"loss": 3, "wall_time_s": 0, "epochs": 0}
 COUNTS = ("n", "failed", "pruned", "unfinished")
 
 
-def baselines_of(metric: str, available: list[str]) -> list[str]:
-    """The baseline metrics of ``metric`` among ``available`` (``knn_top1`` ->
-    ``knn_top1_init``, ``knn_top1_pixels``)."""
-    return [metric + suffix for suffix in BASELINE_SUFFIXES if metric + suffix in available]
-
-
-def baseline_of(metric: str) -> tuple[str, str] | None:
-    """(the metric, the baseline's name) if ``metric`` is a baseline, else None."""
-    for suffix, name in BASELINE_SUFFIXES.items():
-        if metric.endswith(suffix):
-            return metric[: -len(suffix)], name
-    return None
+def baselines_of(metric: str, available: list[str]) -> dict[str, str]:
+    """The baselines of ``metric`` among ``available``, with their names
+    (``knn_top1`` -> ``{"knn_top1_init": "random init", ...}``)."""
+    pairs = ((metric + suffix, name) for suffix, name in BASELINE_SUFFIXES.items())
+    return {baseline: name for baseline, name in pairs if baseline in available}
 
 
 def default_metrics(available: list[str]) -> list[str]:
-    """kNN top-1, its baselines where the runs recorded them, and the loss; led by the linear
-    evaluation where the runs have it (``linear_top1``, else the linear probe's
-    ``probe_top1``), with its baselines: then it picks the best row."""
+    """kNN top-1 and the loss, each metric with its recorded baselines, led by the linear
+    evaluation where the runs have it (``linear_top1``, else ``probe_top1``)."""
     knn = [DEFAULT_METRICS[0], *baselines_of(DEFAULT_METRICS[0], available)]
     for linear in ("probe_top1", "linear_top1"):
         if linear in available:
@@ -77,19 +65,8 @@ def label(metric: str) -> str:
 
 @dataclass
 class AblationTable:
-    """An ablation table in long form plus what the renderers need.
-
-    Attributes:
-        keys: the swept keys (the row labels).
-        metrics: the metrics; the first one picks the best row and pairs with references.
-        datasets: the datasets (column groups), in order of appearance.
-        combos: the swept values of each row, sorted.
-        rows: one row per (dataset, swept values, metric): mean, std, n, the counts, best,
-            and the matched reference (ref_metric, ref_value, ref_confirmed, ref_source, diff).
-        references: the references shown, in order of first use.
-        unreadable_runs: runs with an unreadable file, counted as failed.
-        unplaced_runs: those of them in no row (their overrides are unreadable).
-    """
+    """An ablation table in long form: ``rows`` has one row per (dataset, swept values,
+    metric); ``combos`` are the swept values, sorted; the first metric picks the best row."""
 
     keys: list[str]
     metrics: list[str]
@@ -97,15 +74,8 @@ class AblationTable:
     combos: list[tuple]
     rows: pd.DataFrame
     references: list[Reference] = field(default_factory=list)
-    unreadable_runs: int = 0
-    unplaced_runs: int = 0
-
-
-def _check_metrics(sweeps: Sweeps, metrics: list[str]) -> None:
-    for metric in metrics:
-        if metric not in sweeps.metrics and metric not in DEFAULT_METRICS:
-            found = ", ".join(sweeps.metrics) or "none"
-            raise AnalysisError(f"unknown metric {metric!r}; the runs' result.json have: {found}")
+    unreadable_runs: int = 0  # runs with an unreadable file, counted as failed
+    unplaced_runs: int = 0  # those of them in no row (their overrides are unreadable)
 
 
 def ablation_table(
@@ -113,92 +83,55 @@ def ablation_table(
     metrics: list[str] | None = None,
     references: list[Reference] | None = None,
 ) -> AblationTable:
-    """Aggregate collected runs into an ablation table.
-
-    Args:
-        sweeps: the collected sweeps.
-        metrics: result.json metrics to show; the first picks the best row. Default: kNN top-1,
-            its baselines (random init, raw pixels) where the runs recorded them, and loss.
-        references: reference numbers to show beside the measured ones.
-
-    Raises:
-        AnalysisError: a metric no run reports.
-    """
+    """Aggregate collected runs into an ablation table of ``metrics`` (default:
+    :func:`default_metrics`) with ``references``; AnalysisError for a metric no run reports."""
     metrics = list(dict.fromkeys(metrics or default_metrics(sweeps.metrics)))
-    _check_metrics(sweeps, metrics)
+    for metric in metrics:
+        if metric not in sweeps.metrics and metric not in DEFAULT_METRICS:
+            found = ", ".join(sweeps.metrics) or "none"
+            raise AnalysisError(f"unknown metric {metric!r}; the runs' result.json have: {found}")
     keys, runs = sweeps.swept, sweeps.runs
     datasets = list(dict.fromkeys(runs["dataset"]))
     groups, combos = group_runs(runs, keys, "dataset")
-
     rows, used = [], {}
-    for dataset in datasets:
-        for combo in combos:
-            members = groups.get((dataset, combo))
-            if members:
-                rows += _group_rows(
-                    dataset, dict(zip(keys, combo)), members, metrics, references or [], used
-                )
-    table = pd.DataFrame(rows)
-    _mark_best(table, metrics[0])
-    return AblationTable(
-        keys,
-        metrics,
-        datasets,
-        combos,
-        table,
-        list(used),
-        sweeps.unreadable_runs,
-        sweeps.unplaced_runs,
-    )
-
-
-def _group_rows(
-    dataset: str,
-    values: dict[str, Any],
-    members: list[dict[str, Any]],
-    metrics: list[str],
-    references: list[Reference],
-    used: dict[Reference, None],
-) -> list[dict[str, Any]]:
-    status = Counter(m["status"] for m in members)
-    completed = [m for m in members if m["status"] == "completed"]
-    counts = {
-        "completed": status["completed"],
-        "failed": status["failed"],
-        "pruned": status["pruned"],
-        "unfinished": sum(status[s] for s in UNFINISHED),
-    }
-    ref = find_reference(references, dataset, values, members)
-    if ref:
+    for dataset, combo in product(datasets, combos):
+        members = groups.get((dataset, combo))
+        if not members:
+            continue
+        values = dict(zip(keys, combo))
+        ref = find_reference(references or [], dataset, values, members)
         used[ref] = None
-    ref_metric = ref and (ref.metric if ref.metric in metrics else metrics[0])
-    out = []
-    for metric in metrics:
-        row = {"dataset": dataset, **values, "metric": metric}
-        row.update(stats([none_if_nan(m.get(metric)) for m in completed]))
-        row.update(counts)
-        row["best"] = False
-        shown = ref is not None and metric == ref_metric
-        row["ref_metric"] = ref.metric if shown else None
-        row["ref_value"] = ref.value if shown else math.nan
-        row["ref_confirmed"] = ref.confirmed if shown else None
-        row["ref_source"] = ref.source if shown else None
-        same = shown and ref.metric == metric
-        row["diff"] = row["mean"] - ref.value if same else math.nan
-        out.append(row)
-    return out
-
-
-def _mark_best(table: pd.DataFrame, metric: str) -> None:
-    if table.empty:
-        return
-    for dataset in dict.fromkeys(table["dataset"]):
-        rows = table[(table["dataset"] == dataset) & (table["metric"] == metric)]
-        rows = rows[rows["n"] > 0]
-        if not rows.empty:
-            means = rows["mean"]
-            best = means.idxmin() if lower_is_better(metric) else means.idxmax()
+        status = Counter(m["status"] for m in members)
+        counts = {
+            "completed": status["completed"],
+            "failed": status["failed"],
+            "pruned": status["pruned"],
+            "unfinished": sum(status[s] for s in UNFINISHED),
+        }
+        completed = [m for m in members if m["status"] == "completed"]
+        # the reference goes beside its own metric, else beside the first one
+        ref_metric = ref and (ref.metric if ref.metric in metrics else metrics[0])
+        for metric in metrics:
+            row = {"dataset": dataset, **values, "metric": metric}
+            row |= stats([none_if_nan(m.get(metric)) for m in completed])
+            row |= {**counts, "best": False}
+            shown = ref is not None and metric == ref_metric
+            row["ref_metric"] = ref.metric if shown else None
+            row["ref_value"] = ref.value if shown else math.nan
+            row["ref_confirmed"] = ref.confirmed if shown else None
+            row["ref_source"] = ref.source if shown else None
+            row["diff"] = row["mean"] - ref.value if shown and ref.metric == metric else math.nan
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    for dataset in datasets:  # the best row by the first metric
+        mine = table[(table["dataset"] == dataset) & (table["metric"] == metrics[0])]
+        means = mine[mine["n"] > 0]["mean"]
+        if not means.empty:
+            best = means.idxmin() if lower_is_better(metrics[0]) else means.idxmax()
             table.loc[best, "best"] = True
+    refs = [ref for ref in used if ref is not None]
+    unreadable = (sweeps.unreadable_runs, sweeps.unplaced_runs)
+    return AblationTable(keys, metrics, datasets, combos, table, refs, *unreadable)
 
 
 def to_csv(table: AblationTable) -> str:
@@ -212,105 +145,83 @@ def to_csv(table: AblationTable) -> str:
 @dataclass(frozen=True)
 class _Style:
     pm: str
+    dash: str
     bold: Callable[[str], str]
     escape: Callable[[str], str]
+    number: Callable[[str], str]  # a mean ± std or a difference (LaTeX: in math mode)
 
 
-MARKDOWN = _Style(" ± ", lambda s: f"**{s}**", lambda s: s.replace("|", "\\|"))
+MARKDOWN = _Style(" ± ", "–", lambda s: f"**{s}**", lambda s: s.replace("|", "\\|"), str)
 _LATEX_SPECIAL = {c: "\\" + c for c in "&%$#_{}"}
 LATEX = _Style(
     r" \pm ",
+    "--",
     lambda s: rf"\mathbf{{{s}}}",
     lambda s: "".join(_LATEX_SPECIAL.get(c, c) for c in s).replace("–", "--"),
+    lambda s: f"${s}$",
 )
 
 
 def _columns(table: AblationTable, dataset: str) -> list[str]:
     rows = table.rows[table.rows["dataset"] == dataset]
-    cols = [*table.metrics, "n", "failed"]
-    if rows["pruned"].sum() > 0:
-        cols.append("pruned")
-    cols.append("unfinished")
-    if rows["ref_value"].notna().any():
-        cols += ["ref", "diff"]
-    return cols
+    pruned = ["pruned"] if rows["pruned"].sum() > 0 else []
+    refs = ["ref", "diff"] if rows["ref_value"].notna().any() else []
+    return [*table.metrics, "n", "failed", *pruned, "unfinished", *refs]
 
 
-def _stat_cell(row: dict[str, Any] | None, metric: str, style: _Style, math_mode: bool) -> str:
-    if row is None or row["n"] == 0:
-        return "–" if not math_mode else "--"
-    decimals = DECIMALS.get(metric, 2)
-    text = f"{row['mean']:.{decimals}f}"
-    if row["n"] > 1:
-        text += f"{style.pm}{row['std']:.{decimals}f}"
-    if math_mode:
-        text = style.bold(text) if row["best"] else text
-        return f"${text}$"
-    return style.bold(text) if row["best"] else text
+def _cell(rows: dict[str, dict[str, Any] | None], col: str, style: _Style) -> str:
+    """A cell from a row's rows by metric: mean ± std, a count, the reference or the diff."""
+    if col in rows:
+        row = rows[col]
+        if row is None or row["n"] == 0:
+            return style.dash
+        decimals = DECIMALS.get(col, 2)
+        text = f"{row['mean']:.{decimals}f}"
+        if row["n"] > 1:
+            text += f"{style.pm}{row['std']:.{decimals}f}"
+        return style.number(style.bold(text) if row["best"] else text)
+    first = next(iter(rows.values()))
+    if first is None:  # no run of this dataset has these values
+        return ""
+    if col in COUNTS:
+        return str(int(first["completed" if col == "n" else col]))
+    ref = next((r for r in rows.values() if isinstance(r["ref_metric"], str)), None)
+    if ref is None:
+        return style.dash
+    if col == "ref":
+        return f"{ref['ref_value']:.2f}" + ("" if ref["ref_confirmed"] else "?")
+    return style.dash if math.isnan(ref["diff"]) else style.number(f"{ref['diff']:+.2f}")
 
 
-def _grid(table: AblationTable, style: _Style, math_mode: bool) -> tuple[list, list, list]:
+def _grid(table: AblationTable, style: _Style) -> tuple[list, list, list]:
     """(column groups [(dataset, columns)], header labels, body rows of cell text)."""
     groups = [(d, _columns(table, d)) for d in table.datasets]
-    rows = table.rows
-    index: dict[tuple, dict[str, Any]] = {}
-    for row in rows.to_dict("records"):
-        combo = combo_of(row, table.keys)
-        index[(row["dataset"], combo, row["metric"])] = row
-
+    index = {
+        (row["dataset"], combo_of(row, table.keys), row["metric"]): row
+        for row in table.rows.to_dict("records")
+    }
     header = [style.escape(k) for k in table.keys] or ["runs"]
-    for _, cols in groups:
-        header += [style.escape(label(c) if c in table.metrics else c) for c in cols]
+    header += [style.escape(label(c) if c in table.metrics else c) for _, cs in groups for c in cs]
     body = []
     for combo in table.combos:
         cells = [style.escape(format_value(v)) for v in combo] or ["all"]
         for dataset, cols in groups:
-            first = index.get((dataset, combo, table.metrics[0]))
-            for col in cols:
-                cells.append(_cell(index, dataset, combo, first, col, table, style, math_mode))
+            rows = {m: index.get((dataset, combo, m)) for m in table.metrics}
+            cells += [_cell(rows, col, style) for col in cols]
         body.append(cells)
     return groups, header, body
 
 
-def _cell(
-    index: dict[tuple, dict[str, Any]],
-    dataset: str,
-    combo: tuple,
-    first: dict[str, Any] | None,
-    col: str,
-    table: AblationTable,
-    style: _Style,
-    math_mode: bool,
-) -> str:
-    dash = "--" if math_mode else "–"
-    if col in table.metrics:
-        return _stat_cell(index.get((dataset, combo, col)), col, style, math_mode)
-    if first is None:
-        return ""
-    if col in COUNTS:
-        return str(int(first["completed" if col == "n" else col]))
-    ref = next((r for m in table.metrics if (r := index[(dataset, combo, m)])["ref_metric"]), None)
-    if ref is None:
-        return dash
-    if col == "ref":
-        return f"{ref['ref_value']:.2f}" + ("" if ref["ref_confirmed"] else "?")
-    if math.isnan(ref["diff"]):
-        return dash
-    text = f"{ref['diff']:+.2f}"
-    return f"${text}$" if math_mode else text
-
-
 def _notes(table: AblationTable) -> list[str]:
-    primary = label(table.metrics[0])
+    first = table.metrics[0]
     notes = [
         "Mean ± sample std over seeds; n = completed runs, the only ones averaged. "
         "Failed, pruned and unfinished (running, pending or killed) runs are counted, "
-        f"never averaged in. Bold: best {primary} per dataset "
-        f"({'lowest' if lower_is_better(table.metrics[0]) else 'highest'}).",
+        f"never averaged in. Bold: best {label(first)} per dataset "
+        f"({'lowest' if lower_is_better(first) else 'highest'}).",
         f"Datasets: {', '.join(table.datasets)}.",
     ]
-    if table.unreadable_runs:
-        n = table.unreadable_runs
+    if n := table.unreadable_runs:
         note = (
             f"{n} run{'s' * (n > 1)} with an unreadable file (named in the warnings), "
             "counted as failed, never averaged in"
@@ -326,8 +237,7 @@ def _notes(table: AblationTable) -> list[str]:
         )
     if table.references:
         notes.append("diff = measured − ref, only where both are the same metric.")
-    notes += _baseline_notes(table)
-    return notes
+    return notes + _baseline_notes(table)
 
 
 def _baseline_notes(table: AblationTable) -> list[str]:
@@ -338,39 +248,33 @@ def _baseline_notes(table: AblationTable) -> list[str]:
         baselines = baselines_of(metric, table.metrics)
         if not baselines:
             continue
-        names = " and ".join(baseline_of(b)[1] for b in baselines)
+        names = " and ".join(baselines.values())
         notes.append(
             f"Baselines of {label(metric)}, by the same code: {names} "
             "(the network before training; the images themselves as features)."
         )
-        rows = table.rows
         for dataset in table.datasets:
-            mine = rows[(rows["dataset"] == dataset) & (rows["n"] > 0)]
+            mine = table.rows[(table.rows["dataset"] == dataset) & (table.rows["n"] > 0)]
             best = mine[mine["metric"] == metric]["mean"].max()
-            for baseline in baselines:
+            for baseline, name in baselines.items():
                 floor = mine[mine["metric"] == baseline]["mean"].max()
                 if math.isfinite(best) and math.isfinite(floor) and best <= floor:
                     notes.append(
-                        f"WARNING ({dataset}): no row beats the {baseline_of(baseline)[1]} "
-                        f"baseline of {label(metric)} ({floor:.2f} >= best {best:.2f}): "
-                        "these runs are too short "
-                        "or too small to rank the swept values."
+                        f"WARNING ({dataset}): no row beats the {name} "
+                        f"baseline of {label(metric)} ({floor:.2f} >= best {best:.2f}): these "
+                        "runs are too short or too small to rank the swept values."
                     )
     return notes
 
 
 def to_markdown(table: AblationTable) -> str:
     """The table as GitHub Markdown, with its notes below it."""
-    groups, header, body = _grid(table, MARKDOWN, math_mode=False)
-    if len(groups) > 1:  # prefix the dataset to its columns
-        nkeys = max(len(table.keys), 1)
-        prefixed, i = header[:nkeys], nkeys
-        for dataset, cols in groups:
-            prefixed += [f"{dataset}: {h}" for h in header[i : i + len(cols)]]
-            i += len(cols)
-        header = prefixed
-    widths = [max(3, *(len(r[i]) for r in [header, *body])) for i in range(len(header))]
+    groups, header, body = _grid(table, MARKDOWN)
     nkeys = max(len(table.keys), 1)
+    if len(groups) > 1:  # prefix the dataset to its columns
+        owners = [dataset for dataset, cols in groups for _ in cols]
+        header = header[:nkeys] + [f"{d}: {h}" for d, h in zip(owners, header[nkeys:])]
+    widths = [max(3, *(len(r[i]) for r in [header, *body])) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
         padded = [
@@ -379,15 +283,14 @@ def to_markdown(table: AblationTable) -> str:
         return "| " + " | ".join(padded) + " |"
 
     rule = ["-" * w if i < nkeys else "-" * (w - 1) + ":" for i, w in enumerate(widths)]
-    lines = [line(header), line(rule)]
-    lines += [line(r) for r in body]
+    lines = [line(header), line(rule), *map(line, body)]
     return "\n".join(lines) + "\n\n" + "\n".join(_notes(table)) + "\n"
 
 
 def to_latex(table: AblationTable) -> str:
     """The table as a booktabs ``tabular`` (needs ``\\usepackage{booktabs}``), notes as
     comments above it."""
-    groups, header, body = _grid(table, LATEX, math_mode=True)
+    groups, header, body = _grid(table, LATEX)
     nkeys = max(len(table.keys), 1)
     spec = "l" * nkeys + "".join("r" * len(cols) for _, cols in groups)
     lines = [f"% {note}" for note in _notes(table)]
@@ -399,7 +302,7 @@ def to_latex(table: AblationTable) -> str:
             rules.append(rf"\cmidrule(lr){{{start}-{start + len(cols) - 1}}}")
             start += len(cols)
         lines += [" & ".join(spans) + r" \\", " ".join(rules)]
-    header = [h.replace("n", "$n$") if h == "n" else h for h in header]
+    header = ["$n$" if h == "n" else h for h in header]
     lines += [" & ".join(header) + r" \\", r"\midrule"]
     lines += [" & ".join(row) + r" \\" for row in body]
     lines += [r"\bottomrule", r"\end{tabular}"]

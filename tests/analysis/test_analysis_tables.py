@@ -170,6 +170,12 @@ def test_references_shown_beside_measured_with_difference(tiny_sweep, tmp_path):
     assert (row1["ref"], row1["diff"]) == ("70.50?", "–")
     assert "UNCONFIRMED" in markdown and "a note" in markdown
 
+    # a row without a reference of its own shows none in the ref column
+    references.write_text("\n".join(references.read_text().splitlines()[:2]) + "\n")
+    assert table_main([str(tiny_sweep), "--out", str(out), "--references", str(references)]) == 0
+    row1 = dict(zip(header, _markdown_row((out / "ablation.md").read_text(), ["1"])))
+    assert (row1["ref"], row1["diff"]) == ("–", "–")
+
 
 def test_several_sweeps_give_one_column_group_per_dataset(tiny_sweep, cifar_sweep, tmp_path):
     out = tmp_path / "out"
