@@ -1,31 +1,20 @@
 """The local and SLURM launchers of sce_sweeps, on one shared base.
 
-:class:`SweepLauncher` does what both share, in :meth:`~SweepLauncher.launch`:
-
-1. compose and validate every job (:func:`sce_sweeps.runtime.plan.plan_jobs`, each job composed
-   once, by :class:`~sce_sweeps.runtime.adapters.hydra_config.SweepComposer`); one invalid
-   job stops the launch before anything runs, with one line per invalid job;
-2. dry run: print the jobs, their resources and GPU-hours, and stop there;
-3. create (or, on resume, reopen) ``manifest.json`` and skip the jobs a resume need not rerun;
-4. submit through submitit, watch the jobs, record job ids and states in the manifest.
-
-Several threads may call :meth:`~SweepLauncher.launch` at once (``thread_safe_launch``): the
-asynchronous Optuna sweeper launches one trial per call from P threads. The manifest, the
-count of running jobs (``max_parallel`` holds across all calls) and the GPU pool are shared
-under one lock; each call waits for its own jobs only.
-
-Jobs run :meth:`SweepLauncher.__call__` (Hydra's ``run_job`` in the run dir, on the config
-the launcher composed) through a :class:`JobCall`, whose ``checkpoint()`` resubmits the same
-call: a job stopped by a preemption or a time limit is requeued and resumes from its checkpoint.
-What the jobs of a submission share (the launcher, Hydra's global state) is pickled once.
+:meth:`SweepLauncher.launch` composes and validates every job (:mod:`sce_sweeps.runtime.plan`)
+before launching any; then it prints a dry run, or claims the sweep dir, writes
+``manifest.json`` (skipping what a resume need not rerun), submits through submitit and
+watches the jobs. The asynchronous Optuna sweeper calls it from several threads at once: the
+manifest, the running count (``max_parallel`` holds across calls) and the GPU pool are shared
+under one lock. A job runs through a :class:`JobCall`, whose ``checkpoint()`` requeues it on a
+preemption or a time limit; it resumes from its checkpoint.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import hashlib
-import logging
 import math
 import os
 import pickle
@@ -33,7 +22,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +35,7 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmitit
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hydra_plugins.sce_sweeps_launchers import warm
+from hydra_plugins.sce_sweeps_launchers.config import LocalSweepLauncherConf
 from sce_sweeps.runtime import progress, slurm
 from sce_sweeps.runtime.record import (
     HOST,
@@ -65,24 +56,17 @@ from sce_sweeps.runtime.record import (
 )
 from sce_sweeps.runtime.status import jobs_
 
-log = logging.getLogger(__name__)
+
+def _fields(conf: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(conf)]
+
 
 # Keys of our config that are not submitit parameters.
-OWN_KEYS = (
-    "dry_run",
-    "resume",
-    "max_parallel",
-    "poll_s",
-    "validate",
-    "config_hash",
-    "preload",
-    "stall_after",
-    "stalled",
-    "check_data",
-    "data_check",
-)
-# What the launcher does with a stalled job (hydra.launcher.stalled).
-STALLED_ACTIONS = ("flag", "kill")
+OWN_KEYS = set(_fields(LocalSweepLauncherConf)) - set(_fields(SlurmQueueConf))
+# Keys only SLURM understands: the local launcher ignores them.
+LOCAL_KEYS = {*_fields(BaseQueueConf), "_target_", "signal_delay_s", "max_num_timeout", "setup"}
+SLURM_ONLY = [k for k in _fields(SlurmQueueConf) if k not in LOCAL_KEYS]
+STALLED_ACTIONS = ("flag", "kill")  # what to do with a stalled job (hydra.launcher.stalled)
 # Seconds a stalled local job has to checkpoint and stop after SIGTERM before it is killed.
 KILL_GRACE_S = 30.0
 # The jobs this process's launches were asked to run (or skip), by sweep dir: what a
@@ -91,35 +75,20 @@ KILL_GRACE_S = 30.0
 _asked: dict[str, set[int]] = {}
 # Jobs in the queue from which a poll asks squeue which are pending rather than checking each.
 QUEUE_QUERY_FROM = 32
-# Keys only SLURM understands: the local launcher ignores them.
-SLURM_ONLY = (
-    "partition",
-    "qos",
-    "comment",
-    "constraint",
-    "exclude",
-    "gres",
-    "cpus_per_gpu",
-    "gpus_per_task",
-    "mem_per_gpu",
-    "mem_per_cpu",
-    "account",
-    "additional_parameters",
-    "array_parallelism",
-)
 
 
-def _resume(sweep_dir: Path) -> str:
-    return command_line("-m", "sce_sweeps.cli", "resume", sweep_dir)
-
-
-def _status(sweep_dir: Path) -> str:
-    return command_line("-m", "sce_sweeps.cli", "status", sweep_dir)
+def _cli(command: str, sweep_dir: Path) -> str:
+    return command_line("-m", "sce_sweeps.cli", command, sweep_dir)
 
 
 def _say(message: str) -> None:
     progress.clear()  # a progress bar on the terminal gives way to the message
     print(f"sce_sweeps: {message}", file=sys.stderr, flush=True)
+
+
+def _counts(states: Iterable[str]) -> str:
+    """``1 completed, 2 failed``: how many of ``states`` are each state."""
+    return ", ".join(f"{n} {state}" for state, n in sorted(Counter(states).items()))
 
 
 class SubmissionError(RuntimeError):
@@ -139,18 +108,16 @@ def submission_reason(error: BaseException) -> str:
 
 class JobCall:
     """What submitit runs for one job: :meth:`SweepLauncher.__call__` of the launcher pickled
-    in ``shared`` (with Hydra's global state), a file written once for all the jobs of a
-    submission, on the job's own arguments."""
+    in ``shared`` (with Hydra's global state), one file for all the jobs of a submission."""
 
     def __init__(self, shared: Path) -> None:
         self.shared = shared
 
-    def __call__(
-        self, overrides: list[str], job_dir_key: str, num: int, job_id: str, config: bytes
-    ) -> JobReturn:
-        """Run the job; ``config``: its config, pickled (see :meth:`SweepLauncher._job_params`)."""
+    def __call__(self, num: int, config: bytes) -> JobReturn:
+        """Run job ``num`` on its config, pickled by the C pickler (ten times faster than
+        submitit's cloudpickle)."""
         launcher, state = pickle.loads(self.shared.read_bytes())
-        return launcher(overrides, job_dir_key, num, job_id, state, pickle.loads(config))
+        return launcher(num, state, pickle.loads(config))
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         """Resubmit the same call (submitit calls it on a preemption or a time limit)."""
@@ -161,8 +128,8 @@ class JobCall:
 
 
 def share(launcher: SweepLauncher, folder: Path) -> Path:
-    """Pickle ``launcher`` and Hydra's global state (``Singleton.get_state()``) into one file
-    of ``folder``, named after its content; return its path."""
+    """Pickle ``launcher`` and Hydra's global state into one file of ``folder``, named after
+    its content; return its path."""
     import cloudpickle  # as submitit pickles: the task function may live in __main__
     from hydra.core.plugins import Plugins
     from omegaconf.basecontainer import BaseContainer
@@ -199,9 +166,7 @@ def _stop_on_sigterm(signum: int, frame: Any) -> None:
 class SweepLauncher(BaseSubmititLauncher):
     """Validation, manifest, dry run and resume around a submitit executor."""
 
-    _EXECUTOR = "abstract"
-    # launch() may be called from several threads at once (see the module's docstring).
-    thread_safe_launch = True
+    thread_safe_launch = True  # see the module's docstring
 
     def __init__(self, **params: Any) -> None:
         self.options = {k: params.pop(k) for k in OWN_KEYS if k in params}
@@ -225,9 +190,7 @@ class SweepLauncher(BaseSubmititLauncher):
 
     def __getstate__(self) -> dict[str, Any]:
         """What a job receives (submitit pickles the launcher): no lock, no manifest."""
-        state = dict(self.__dict__)
-        state.pop("_lock", None)
-        state.pop("warm", None)
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_lock", "warm")}
         state["manifest"], state["_composer"], state["_entries"] = None, None, {}
         return state
 
@@ -237,17 +200,16 @@ class SweepLauncher(BaseSubmititLauncher):
 
     # --- what each launcher does its own way -----------------------------------------------
 
-    def _executor(self, sweep_dir: Path) -> Any:
+    def _executor(self) -> Any:
+        raise NotImplementedError
+
+    def _submit(self, executor: Any, jobs: list[Any], shared: Path) -> list[Any]:
+        """Submit ``jobs`` (PlannedJob) as :class:`JobCall` of ``shared``."""
         raise NotImplementedError
 
     def _room(self, active: int) -> int:
         """How many more jobs may be submitted now, with ``active`` submitted and not over."""
-        raise NotImplementedError
-
-    def _submit(self, executor: Any, jobs: list[Any], shared: Path) -> list[Any]:
-        """Submit ``jobs`` (PlannedJob) as :class:`JobCall` of ``shared``; return their
-        submitit jobs."""
-        raise NotImplementedError
+        return sys.maxsize
 
     def _released(self, job: Any) -> None:
         """Called when a submitted job is over."""
@@ -261,28 +223,18 @@ class SweepLauncher(BaseSubmititLauncher):
 
     # --- shared -------------------------------------------------------------------------------
 
-    def __call__(
-        self,
-        sweep_overrides: list[str],
-        job_dir_key: str,
-        job_num: int,
-        job_id: str,
-        singleton_state: dict[str, Any],
-        config: DictConfig | None = None,
-    ) -> JobReturn:
-        """Run one job (in the job's process): Hydra's run_job in its run dir, on ``config``,
-        the job's config as the launcher composed it (None: compose it here, as Hydra does)."""
-        # submitit only logs SIGTERM ("bypass"); stop instead, once the trainer has saved.
-        signal.signal(signal.SIGTERM, _stop_on_sigterm)
-        if config is None:
-            return super().__call__(sweep_overrides, job_dir_key, job_num, job_id, singleton_state)
+    def __call__(self, num: int, singleton_state: dict[str, Any], config: DictConfig) -> JobReturn:
+        """Run job ``num`` (in the job's process): Hydra's run_job in its run dir, on
+        ``config``, the job's config as the launcher composed it."""
         import submitit
 
+        # submitit only logs SIGTERM ("bypass"); stop instead, once the trainer has saved.
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
         Singleton.set_state(singleton_state)
         setup_globals()
         with open_dict(config.hydra.job):
             config.hydra.job.id = submitit.JobEnvironment().job_id
-            config.hydra.job.num = job_num
+            config.hydra.job.num = num
         global _job_run_dir
         _job_run_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
         _clear_heartbeat()  # an earlier attempt's (requeued without a signal)
@@ -291,15 +243,9 @@ class SweepLauncher(BaseSubmititLauncher):
             hydra_context=self.hydra_context,
             task_function=self.task_function,
             config=config,
-            job_dir_key=job_dir_key,
+            job_dir_key="hydra.sweep.dir",
             job_subdir_key="hydra.sweep.subdir",
         )
-
-    def _job_params(self, job: Any) -> tuple[Any, ...]:
-        """The arguments of a :class:`JobCall` (run in the job) for a planned job; its config
-        pickled here by the C pickler, ten times faster than submitit's cloudpickle."""
-        config = pickle.dumps(job.config)
-        return (job.overrides, "hydra.sweep.dir", job.num, f"job_id_for_{job.num}", config)
 
     def _save(self, manifest: Manifest, now_: bool = True) -> None:
         """Save the manifest; with ``now_=False``, only if the last save is older than a poll
@@ -339,7 +285,7 @@ class SweepLauncher(BaseSubmititLauncher):
         if existing is not None:
             _say(
                 f"{sweep_dir} already holds a sweep (manifest.json): resume it with "
-                f"`{_resume(sweep_dir)}` or hydra.launcher.resume=true"
+                f"`{_cli('resume', sweep_dir)}` or hydra.launcher.resume=true"
             )
             raise SystemExit(2)
         return Manifest.create(sweep_dir, self._sweep_name(), self.kind)
@@ -347,7 +293,6 @@ class SweepLauncher(BaseSubmititLauncher):
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
-        assert self.config is not None and self.hydra_context is not None
         with self._lock:  # composing, validating, recording: one call at a time
             planned = self._plan(job_overrides, initial_job_idx)
         if planned is None:  # dry run
@@ -363,6 +308,7 @@ class SweepLauncher(BaseSubmititLauncher):
     ) -> tuple[Any, list[Any], dict[int, JobReturn], list[Any]] | None:
         """Plan, validate and record the jobs of one launch() call; None for a dry run."""
         from sce_sweeps.runtime import plan
+        from sce_sweeps.runtime.adapters.hydra_config import sweep_composer
         from sce_sweeps.runtime.status import sweep_status
 
         assert self.config is not None and self.hydra_context is not None
@@ -372,21 +318,20 @@ class SweepLauncher(BaseSubmititLauncher):
         # the app's primary metric, for status and the value a skipped job returns
         manifest.metric = OmegaConf.select(self.config, "record.metric", default=None)
         manifest.mode = OmegaConf.select(self.config, "record.mode", default="max")
-        resumed = self.options.get("resume") and first_launch
+        resumed = bool(self.options.get("resume") and first_launch)
         if self._composer is None:
-            from sce_sweeps.runtime.adapters.hydra_config import sweep_composer
-
             self._composer = sweep_composer(self.hydra_context.config_loader, self.config)
         try:
-            jobs = plan.plan_jobs(
-                self._composer,
-                [list(o) for o in job_overrides],
-                initial_job_idx,
-                manifest,
-                self.options.get("validate"),
-                self.options.get("config_hash"),
-            )
-        except BaseException:  # an override that does not compose: Hydra's error follows
+            overrides = [list(o) for o in job_overrides]
+            hooks = self.options.get("validate"), self.options.get("config_hash")
+            jobs = plan.plan_jobs(self._composer, overrides, initial_job_idx, manifest, *hooks)
+            invalid = plan.invalid_job_lines(jobs)
+            for line in invalid:
+                _say(line)
+            if invalid:
+                _say(f"{len(invalid)} of {jobs_(len(jobs))} are invalid; nothing was launched")
+                raise SystemExit(2)
+        except BaseException:  # e.g. an override that does not compose: Hydra's error follows
             if first_launch and not manifest.path.exists():
                 plan.remove_unused_sweep_dir(sweep_dir)
             raise
@@ -395,25 +340,15 @@ class SweepLauncher(BaseSubmititLauncher):
             for job in jobs:
                 job.previous = previous.get(job.num)
 
-        invalid = plan.invalid_job_lines(jobs)
-        if invalid:
-            for line in invalid:
-                _say(line)
-            _say(f"{len(invalid)} of {jobs_(len(jobs))} are invalid; nothing was launched")
-            if first_launch and not manifest.path.exists():
-                plan.remove_unused_sweep_dir(sweep_dir)
-            raise SystemExit(2)
-
         if self.options.get("dry_run"):
-            params, name = self._describe_params(), self._sweep_name()
-            report = plan.describe(jobs, params, self.kind, name, sweep_dir, bool(resumed))
-            data_ok = True
+            params = self._describe_params()
+            report = plan.describe(jobs, params, self.kind, self._sweep_name(), sweep_dir, resumed)
+            data, data_ok = [], True
             if params.get("check_data"):
                 data, data_ok = plan.check_data(jobs, params.get("data_check"))
-                report = "\n".join([report, *data])
             if not manifest.path.exists():
                 plan.remove_unused_sweep_dir(sweep_dir)
-            print(report, flush=True)
+            print("\n".join([report, *data]), flush=True)
             if not data_ok:  # a damaged dataset: the sweep would fail, say so by the status
                 raise SystemExit(1)
             return None
@@ -452,6 +387,7 @@ class SweepLauncher(BaseSubmititLauncher):
         ``record.metric``), else NaN."""
         from sce_sweeps.runtime.plan import task_config
 
+        assert self.config is not None
         value = job.previous.value if job.previous.value is not None else math.nan
         _say(f"job #{job.num}: {job.previous.state}, not rerun ({job.run_dir})")
         return JobReturn(
@@ -469,11 +405,10 @@ class SweepLauncher(BaseSubmititLauncher):
         if not jobs:
             return {}
         waiting, running, returns = list(jobs), {}, {}
-        poll_s = float(self.options.get("poll_s", 2.0))
         try:
             with self._lock:
                 try:
-                    executor = self._executor(manifest.sweep_dir)
+                    executor = self._executor()
                 except Exception as e:  # e.g. no SLURM on this machine
                     self._not_submitted(manifest, waiting, e)
                 shared = share(self, Path(manifest.sweep_dir) / ".submitit")
@@ -482,7 +417,7 @@ class SweepLauncher(BaseSubmititLauncher):
                     self._poll(manifest, waiting, running, returns, executor, shared)
                     progress.show(manifest, final=not (waiting or running))
                 if waiting or running:
-                    time.sleep(poll_s)
+                    time.sleep(float(self.options.get("poll_s", 2.0)))
             with self._lock:
                 if self._unsaved:
                     self._save(manifest)
@@ -492,13 +427,14 @@ class SweepLauncher(BaseSubmititLauncher):
             where = "keep running on SLURM" if self.kind == "slurm" else "were stopped"
             _say(
                 f"interrupted: {len(running)} started jobs {where}; see "
-                f"`{_status(manifest.sweep_dir)}`, resume with `{_resume(manifest.sweep_dir)}`"
+                f"`{_cli('status', manifest.sweep_dir)}`, resume with "
+                f"`{_cli('resume', manifest.sweep_dir)}`"
             )
             raise
         except SubmissionError as e:
             _say(
                 f"not submitted: {e}; {jobs_(len(waiting))} not submitted (manifest.json says "
-                f"so); fix it, then `{_resume(manifest.sweep_dir)}`"
+                f"so); fix it, then `{_cli('resume', manifest.sweep_dir)}`"
             )
             raise SystemExit(2) from None
         return returns
@@ -564,14 +500,13 @@ class SweepLauncher(BaseSubmititLauncher):
         ended = self._stopping.pop(job.num, None)  # (its stall, deadline): ended by _watch
         self._flagged.discard(job.num)
         try:
-            ret = sjob.results()[0]
-            if ended is not None and ret.status != JobStatus.COMPLETED:
-                raise RuntimeError(str(ended[0]))
+            ret, error = sjob.results()[0], None
         except Exception as e:  # cancelled, killed, out of memory: no JobReturn came back
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            entry.state, entry.reason = RunState.FAILED, f"{type(e).__name__}: {reason}"
-            if ended is not None:
-                entry.reason = str(ended[0])
+            first = (str(e).strip() or type(e).__name__).splitlines()[0]
+            ret, error = None, f"{type(e).__name__}: {first}"
+        if ret is None or (ended is not None and ret.status != JobStatus.COMPLETED):
+            entry.state = RunState.FAILED
+            entry.reason = str(ended[0]) if ended is not None else error
             ret = JobReturn(overrides=job.overrides, status=JobStatus.COMPLETED)
             ret.return_value = math.nan
         else:
@@ -626,11 +561,7 @@ class SweepLauncher(BaseSubmititLauncher):
 
     def _summary(self, manifest: Any, jobs: list[Any]) -> None:
         """The launch's last line: its jobs by state, and those whose tracking failed."""
-        states: dict[str, int] = {}
-        for job in jobs:
-            state = self._entries[job.num].state
-            states[state] = states.get(state, 0) + 1
-        counts = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+        counts = _counts(self._entries[job.num].state for job in jobs)
         # a run that trained but whose tracking failed (e.g. its Aim merge) says so in its result
         untracked = [
             job.num
@@ -644,17 +575,15 @@ class SweepLauncher(BaseSubmititLauncher):
             counts += f"; tracking failed for {jobs_(len(untracked))} ({listed})"
         _say(
             f"sweep {manifest.sweep_name}: {jobs_(len(jobs))}: {counts}; "
-            f"`{_status(manifest.sweep_dir)}` shows each"
+            f"`{_cli('status', manifest.sweep_dir)}` shows each"
         )
 
 
 class SweepExitStatus(Callback):
-    """Ends a multirun (``python -m sce_sweeps -m ...``, and so its resume) with the exit
-    status of ``python -m sce_sweeps.cli status`` over the jobs it was asked to run, once the
-    sweeper is done: 0 when every one completed or was pruned, 1 when any failed, was not
-    submitted or never ran, 3 when some that an earlier launch submitted are still queued or
-    running. ``conf/launcher`` selects it (``hydra.callbacks.sweep_exit_status``); a dry run,
-    or a multirun that raised, is left as it is.
+    """Ends a multirun (and so its resume) with the exit status of ``python -m sce_sweeps.cli
+    status`` over the jobs it was asked to run: 0 all completed or pruned, 1 any failed, was
+    not submitted or never ran, 3 some that an earlier launch submitted are still queued or
+    running. A dry run, or a multirun that raised, is left as it is.
 
     Before the sweeper writes into an existing sweep dir that cannot be written (a read-only
     filesystem), it says in one line what a resume would do and exits (0: nothing to do, 2:
@@ -685,19 +614,15 @@ class SweepExitStatus(Callback):
         code = exit_code(statuses)
         if code == 0:
             return
-        states: dict[str, int] = {}
-        for s in statuses:
-            if s.state not in (RunState.COMPLETED, RunState.PRUNED):
-                states[s.state] = states.get(s.state, 0) + 1
-        counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
-        then = (
-            f"rerun them with `{_resume(sweep_dir)}`"
-            if code == 1
-            else "an earlier launch submitted them"
-        )
+        done = (RunState.COMPLETED, RunState.PRUNED)
+        counts = _counts(s.state for s in statuses if s.state not in done)
+        if code == 1:
+            then = f"rerun them with `{_cli('resume', sweep_dir)}`"
+        else:
+            then = "an earlier launch submitted them"
         _say(
             f"exit status {code}: {counts} of {jobs_(len(statuses))}; see "
-            f"`{_status(sweep_dir)}`; {then}"
+            f"`{_cli('status', sweep_dir)}`; {then}"
         )
         raise SystemExit(code)
 
@@ -706,7 +631,6 @@ class LocalLauncher(SweepLauncher):
     """Runs each job in its own process on this machine (submitit's local executor), at most
     ``max_parallel`` at once, each with its own GPU(s) when the machine has GPUs."""
 
-    _EXECUTOR = "local"
     kind = "local"
 
     def _gpus(self) -> tuple[list[int], int]:
@@ -733,22 +657,26 @@ class LocalLauncher(SweepLauncher):
             raise SystemExit(2)
         return gpus, per_job
 
-    def _executor(self, sweep_dir: Path) -> Any:
+    def _executor(self) -> Any:
         import submitit
 
         if not hasattr(self, "free_gpus"):  # the first launch() call: one pool for all calls
             defaults = SlurmQueueConf()
-            ignored = {
-                k: self.params[k]
+            ignored = [
+                f"{k}={self.params[k]}"
                 for k in SLURM_ONLY
                 if self.params.get(k) and self.params[k] != getattr(defaults, k)
-            }
+            ]
             if ignored:
-                listed = ", ".join(f"{k}={v}" for k, v in ignored.items())
-                _say(f"launcher=local ignores what only SLURM understands: {listed}")
+                _say(f"launcher=local ignores what only SLURM understands: {', '.join(ignored)}")
             self.free_gpus, self.gpus_per_job = self._gpus()
             self.gpus_of: dict[int, list[int]] = {}
-            self.warm = self._start_server()
+            # the warm-start server of the jobs (see .warm); none where they start cold
+            preload = self.options.get("preload")
+            self.warm: warm.Server | None = None
+            if preload is not None and not self.params.get("setup"):
+                self.warm = warm.Server(list(dict.fromkeys([*warm.JOB_MODULES, *preload])))
+                atexit.register(self.warm.stop)
         executor = submitit.LocalExecutor(
             folder=Path(self.params["submitit_folder"]).absolute(),
             max_num_timeout=self.params["max_num_timeout"],
@@ -762,16 +690,6 @@ class LocalLauncher(SweepLauncher):
         )
         return executor
 
-    def _start_server(self) -> warm.Server | None:
-        """The warm-start server of this launcher's jobs (``preload``; see :mod:`.warm`), or
-        None where jobs start in a fresh interpreter."""
-        preload = self.options.get("preload")
-        if preload is None or self.params.get("setup"):
-            return None
-        server = warm.Server(list(dict.fromkeys([*warm.JOB_MODULES, *preload])))
-        atexit.register(server.stop)
-        return server
-
     def _room(self, active: int) -> int:
         room = int(self.options.get("max_parallel", 2)) - active
         if self.gpus_per_job:
@@ -779,37 +697,35 @@ class LocalLauncher(SweepLauncher):
         return room
 
     def _submit(self, executor: Any, jobs: list[Any], shared: Path) -> list[Any]:
-        submitted, call = [], JobCall(shared)
         if self.warm is not None:
             if self.warm.ready():
                 executor.python = self.warm.python()
             else:
                 _say("warm start is off: the server could not import hydra.launcher.preload")
                 self.warm = None
+        submitted = []
         for job in jobs:
             gpus = self.free_gpus[: self.gpus_per_job]
             self.free_gpus = self.free_gpus[self.gpus_per_job :]
             self.gpus_of[job.num] = gpus
             executor.update_parameters(gpus_per_node=len(gpus), visible_gpus=gpus)
-            submitted.append(executor.submit(call, *self._job_params(job)))
+            submitted.append(executor.submit(JobCall(shared), job.num, pickle.dumps(job.config)))
         return submitted
 
     def _released(self, job: Any) -> None:
         self.free_gpus = sorted(self.free_gpus + self.gpus_of.pop(job.num, []))
 
     def _describe_params(self) -> dict[str, Any]:
-        gpus, per_job = self._gpus()
-        return {**super()._describe_params(), "gpus_per_node": per_job}
+        return {**super()._describe_params(), "gpus_per_node": self._gpus()[1]}
 
 
 class SlurmLauncher(SweepLauncher):
     """Submits the jobs to SLURM as one job array (hydra-submitit-launcher's submitit_slurm),
     at most ``array_parallelism`` running at once; jobs requeue on preemption and time limits."""
 
-    _EXECUTOR = "slurm"
     kind = "slurm"
 
-    def _executor(self, sweep_dir: Path) -> Any:
+    def _executor(self) -> Any:
         import submitit
 
         params = dict(self.params)
@@ -817,7 +733,7 @@ class SlurmLauncher(SweepLauncher):
         executor = submitit.AutoExecutor(
             folder=folder, cluster="slurm", slurm_max_num_timeout=params.pop("max_num_timeout")
         )
-        generic = set(OmegaConf.structured(BaseQueueConf).keys())
+        generic = set(_fields(BaseQueueConf))
         executor.update_parameters(
             **{k if k in generic else f"slurm_{k}": v for k, v in params.items()}
         )
@@ -825,18 +741,14 @@ class SlurmLauncher(SweepLauncher):
 
     def _queued(self, sjobs: list[Any]) -> set[str]:
         """With many jobs in the queue, one squeue call says which are still pending: a poll
-        then looks for the results of the few that may have ended (submitit's ``done()``
-        stats files, job by job), not of all of the array's jobs."""
+        then reads the results (submitit's stats files) of the few that may have ended only."""
         if len(sjobs) <= QUEUE_QUERY_FROM:
             return set()
         return slurm.queued_jobs([str(sjob.job_id) for sjob in sjobs]) or set()
 
-    def _room(self, active: int) -> int:
-        return sys.maxsize  # SLURM queues them all; array_parallelism caps how many run
-
     def _submit(self, executor: Any, jobs: list[Any], shared: Path) -> list[Any]:
-        params = [self._job_params(job) for job in jobs]
-        submitted = executor.map_array(JobCall(shared), *zip(*params))
+        configs = [pickle.dumps(job.config) for job in jobs]
+        submitted = executor.map_array(JobCall(shared), [job.num for job in jobs], configs)
         ids = ", ".join(str(j.job_id) for j in submitted)
         _say(f"submitted {jobs_(len(submitted), 'SLURM job')}: {ids}")
         return submitted
