@@ -1,13 +1,11 @@
 """The local and SLURM launchers of sce_sweeps, on one shared base.
 
-:meth:`SweepLauncher.launch` composes and validates every job (:mod:`sce_sweeps.runtime.plan`)
-before launching any; then it prints a dry run, or claims the sweep dir, writes
-``manifest.json`` (skipping what a resume need not rerun), submits through submitit and
-watches the jobs. The asynchronous Optuna sweeper calls it from several threads at once: the
-manifest, the running count (``max_parallel`` holds across calls) and the GPU pool are shared
-under one lock. A job runs through a :class:`JobCall`, whose ``checkpoint()`` requeues it on a
-preemption or a time limit; it resumes from its checkpoint.
-"""
+:meth:`SweepLauncher.launch` composes and checks every job (:mod:`sce_sweeps.runtime.plan`)
+before launching any, then prints a dry run, or claims the sweep dir, records the jobs in
+``manifest.json`` (a resume skips finished ones), submits them through submitit and watches
+them. The asynchronous Optuna sweeper calls it from several threads: the manifest, the running
+count and the GPU pool are shared under one lock. A job requeues itself on a preemption or a
+time limit (:meth:`JobCall.checkpoint`) and resumes from its checkpoint."""
 
 from __future__ import annotations
 
@@ -91,31 +89,15 @@ def _counts(states: Iterable[str]) -> str:
     return ", ".join(f"{n} {state}" for state, n in sorted(Counter(states).items()))
 
 
-class SubmissionError(RuntimeError):
-    """The scheduler refused the jobs (or is not there); the message is its reason."""
-
-
-def submission_reason(error: BaseException) -> str:
-    """One line saying why a submission failed, in the scheduler's own words when it gave any
-    (``sbatch: error: Batch job submission failed: ...``)."""
-    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-    ours = [line for line in lines if "error" in line.lower()]
-    line = (ours or lines or [type(error).__name__])[-1]
-    if isinstance(error, FileNotFoundError) or "Could not detect" in line:
-        line = f"SLURM's commands are not installed on this machine ({line})"
-    return line
-
-
 class JobCall:
-    """What submitit runs for one job: :meth:`SweepLauncher.__call__` of the launcher pickled
-    in ``shared`` (with Hydra's global state), one file for all the jobs of a submission."""
+    """What submitit runs for a job: :meth:`SweepLauncher.__call__` of the launcher pickled in
+    ``shared`` (with Hydra's global state), one file for all the jobs of a submission."""
 
     def __init__(self, shared: Path) -> None:
         self.shared = shared
 
     def __call__(self, num: int, config: bytes) -> JobReturn:
-        """Run job ``num`` on its config, pickled by the C pickler (ten times faster than
-        submitit's cloudpickle)."""
+        # the config comes pickled by the C pickler: ten times faster than submitit's cloudpickle
         launcher, state = pickle.loads(self.shared.read_bytes())
         return launcher(num, state, pickle.loads(config))
 
@@ -154,17 +136,17 @@ def _clear_heartbeat() -> None:
 
 
 def _stop_on_sigterm(signum: int, frame: Any) -> None:
-    """SIGTERM in a job: SLURM kills the job KillWait seconds later (scancel, scontrol
-    requeue, preemption, time limit). The trainer calls this once its checkpoint is saved;
-    stopping now, without a result, beats racing the kill: a requeued job resumes from the
-    checkpoint instead of finding a run finished by a job SLURM has already requeued."""
+    """SIGTERM in a job, once the trainer saved its checkpoint: SLURM kills the job KillWait s
+    later. Stopping now, without a result, beats racing the kill: a requeued job resumes from
+    the checkpoint instead of finding a run finished by a job SLURM has already requeued."""
     _say("SIGTERM: stopped after saving a checkpoint; a requeued job resumes from it")
     _clear_heartbeat()
     raise SystemExit(128 + signum)
 
 
 class SweepLauncher(BaseSubmititLauncher):
-    """Validation, manifest, dry run and resume around a submitit executor."""
+    """Validation, manifest, dry run and resume around the submitit executor of a subclass
+    (its ``_executor()`` and ``_submit(executor, jobs, shared)``)."""
 
     thread_safe_launch = True  # see the module's docstring
 
@@ -198,15 +180,6 @@ class SweepLauncher(BaseSubmititLauncher):
         self.__dict__.update(state)
         self._lock = threading.RLock()
 
-    # --- what each launcher does its own way -----------------------------------------------
-
-    def _executor(self) -> Any:
-        raise NotImplementedError
-
-    def _submit(self, executor: Any, jobs: list[Any], shared: Path) -> list[Any]:
-        """Submit ``jobs`` (PlannedJob) as :class:`JobCall` of ``shared``."""
-        raise NotImplementedError
-
     def _room(self, active: int) -> int:
         """How many more jobs may be submitted now, with ``active`` submitted and not over."""
         return sys.maxsize
@@ -221,11 +194,8 @@ class SweepLauncher(BaseSubmititLauncher):
     def _describe_params(self) -> dict[str, Any]:
         return {**self.params, **self.options}
 
-    # --- shared -------------------------------------------------------------------------------
-
     def __call__(self, num: int, singleton_state: dict[str, Any], config: DictConfig) -> JobReturn:
-        """Run job ``num`` (in the job's process): Hydra's run_job in its run dir, on
-        ``config``, the job's config as the launcher composed it."""
+        """Run job ``num`` (in its process) on the config the launcher composed for it."""
         import submitit
 
         # submitit only logs SIGTERM ("bypass"); stop instead, once the trainer has saved.
@@ -248,9 +218,8 @@ class SweepLauncher(BaseSubmititLauncher):
         )
 
     def _save(self, manifest: Manifest, now_: bool = True) -> None:
-        """Save the manifest; with ``now_=False``, only if the last save is older than a poll
-        and than 20 times the time a save takes (at most 5% of the time goes to saving it,
-        whatever the number of jobs)."""
+        """Save the manifest; ``now_=False``: only if the last save is older than a poll and
+        than 20 times a save (saving takes at most 5% of the time, whatever the jobs)."""
         since = time.monotonic() - self._saved_at
         if not now_ and since < max(float(self.options.get("poll_s", 2.0)), 20 * self._save_s):
             self._unsaved = True
@@ -361,8 +330,14 @@ class SweepLauncher(BaseSubmititLauncher):
         returns = {job.num: self._skipped(job) for job in jobs if job.skip}
         todo = [job for job in jobs if not job.skip]
         self._entries = {entry.num: entry for entry in manifest.jobs}
-        for job in todo:
-            self._record(manifest, job)
+        for job in todo:  # pending, a rerun's entry reset
+            entry = self._entries.get(job.num)
+            if entry is None:
+                run_dir = relative_run_dir(job.run_dir, manifest.sweep_dir)
+                entry = Job(job.num, job.overrides, job.config_hash, run_dir)
+                self._entries[job.num] = entry
+                manifest.jobs.append(entry)
+            entry.state, entry.reason, entry.finished_at = RunState.PENDING, None, None
         manifest.jobs.sort(key=lambda j: j.num)
         self._save(manifest)
         if resumed:
@@ -371,16 +346,6 @@ class SweepLauncher(BaseSubmititLauncher):
                 f"(finished or still queued/running)"
             )
         return manifest, jobs, returns, todo
-
-    def _record(self, manifest: Manifest, job: Any) -> None:
-        """Add ``job`` to the manifest as pending (its entry, if it has one, is reset)."""
-        entry = self._entries.get(job.num)
-        if entry is None:
-            run_dir = relative_run_dir(job.run_dir, manifest.sweep_dir)
-            entry = Job(job.num, job.overrides, job.config_hash, run_dir)
-            self._entries[job.num] = entry
-            manifest.jobs.append(entry)
-        entry.state, entry.reason, entry.finished_at = RunState.PENDING, None, None
 
     def _skipped(self, job: Any) -> JobReturn:
         """The return of a job a resume does not rerun: its result's primary metric (the app's
@@ -431,22 +396,25 @@ class SweepLauncher(BaseSubmititLauncher):
                 f"`{_cli('resume', manifest.sweep_dir)}`"
             )
             raise
-        except SubmissionError as e:
-            _say(
-                f"not submitted: {e}; {jobs_(len(waiting))} not submitted (manifest.json says "
-                f"so); fix it, then `{_cli('resume', manifest.sweep_dir)}`"
-            )
-            raise SystemExit(2) from None
         return returns
 
     def _not_submitted(self, manifest: Manifest, jobs: list[Any], error: Exception) -> None:
-        """Record ``jobs`` as not submitted, with the scheduler's reason; raise it."""
-        reason = submission_reason(error)
+        """Record ``jobs`` as not submitted, with the scheduler's reason in one line (its own
+        words when it gave any: ``sbatch: error: ...``); say so and exit 2."""
+        lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+        ours = [line for line in lines if "error" in line.lower()]
+        reason = (ours or lines or [type(error).__name__])[-1]
+        if isinstance(error, FileNotFoundError) or "Could not detect" in reason:
+            reason = f"SLURM's commands are not installed on this machine ({reason})"
         for job in jobs:
             entry = self._entries[job.num]
             entry.state, entry.reason = RunState.NOT_SUBMITTED, reason
         self._save(manifest)
-        raise SubmissionError(reason) from error
+        _say(
+            f"not submitted: {reason}; {jobs_(len(jobs))} not submitted (manifest.json says "
+            f"so); fix it, then `{_cli('resume', manifest.sweep_dir)}`"
+        )
+        raise SystemExit(2) from None
 
     def _poll(
         self,

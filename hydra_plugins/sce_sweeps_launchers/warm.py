@@ -1,14 +1,9 @@
-"""Warm start of local jobs: import what every job needs once, then fork one child per job.
-
-With ``hydra.launcher.preload`` set, the local launcher starts one **server** that imports
-those modules (Hydra, submitit, the app: seconds) once; each job's command (submitit's
-``python -u -m submitit.core._submit FOLDER``) becomes a small **client** (standard library
-only) that hands the server its command line, environment, working directory and standard
-streams. The server forks a child that runs the command as ``python`` would; the client relays
-signals to it (SIGTERM, SIGINT, SIGUSR1/2, SIGHUP), its child is killed when it is killed
-outright, and it exits as the child did (code or signal). Without a reachable server a job runs
-in a fresh interpreter. Preloaded modules see the launcher's environment at import; CUDA is
-initialised lazily by torch in the child, after ``CUDA_VISIBLE_DEVICES`` is set.
+"""Warm start of local jobs: a server imports ``hydra.launcher.preload`` once, then forks a
+child per job. A job's ``python`` becomes a client (standard library only) that hands the server
+its command line, environment, directory and streams, relays signals to the child, takes it
+down when killed outright and exits as it did; with no server, the job starts cold. Preloaded
+modules see the launcher's environment; torch initialises CUDA in the child, after
+``CUDA_VISIBLE_DEVICES`` is set.
 
     python -m hydra_plugins.sce_sweeps_launchers.warm serve SOCKET MODULE...  # the server
     python -I -S .../warm.py SOCKET PYTHON_ARGS...                            # a job's client
@@ -16,6 +11,7 @@ initialised lazily by torch in the child, after ``CUDA_VISIBLE_DEVICES`` is set.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -28,9 +24,6 @@ _MAX_MESSAGE = 1 << 20
 MODULE = "hydra_plugins.sce_sweeps_launchers.warm"
 # What every job of the project's launchers imports, whatever the app: preloaded always.
 JOB_MODULES = ("submitit.core.submission", "hydra_plugins.sce_sweeps_launchers.launchers")
-
-
-# --- the client: one per job, standard library only -------------------------------------------
 
 
 def client(socket_path: str, args: list[str]) -> None:
@@ -47,10 +40,8 @@ def client(socket_path: str, args: list[str]) -> None:
         os.execv(sys.executable, [sys.executable, *args])
 
     def relay(signum: int, frame: object) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
 
     for signum in RELAYED:
         signal.signal(signum, relay)
@@ -66,9 +57,6 @@ def client(socket_path: str, args: list[str]) -> None:
     sys.exit(os.waitstatus_to_exitcode(status))
 
 
-# --- the launcher's side ------------------------------------------------------------------------
-
-
 def client_python(socket_path: str) -> str:
     """The command line of a client of the server at ``socket_path``, in place of ``python``."""
     import shlex
@@ -77,8 +65,7 @@ def client_python(socket_path: str) -> str:
 
 
 class Server:
-    """A server (see the module's docstring), started on construction; :meth:`ready` waits
-    for its imports."""
+    """The server, started on construction; :meth:`ready` waits for its imports."""
 
     def __init__(self, modules: list[str]) -> None:
         import subprocess
@@ -94,7 +81,7 @@ class Server:
 
     def ready(self) -> bool:
         """Wait until the modules are imported; False if the server failed (it says why on
-        standard error), in which case jobs start cold."""
+        standard error): jobs start cold."""
         if self._ready is None:
             assert self.process.stdout is not None
             self._ready = self.process.stdout.readline() == b"ready\n"
@@ -105,13 +92,9 @@ class Server:
         return client_python(self.socket_path)
 
     def stop(self) -> None:
-        """No more jobs: the server exits once its children have ended (they are not waited
-        for here)."""
-        if self.process.stdin is not None and not self.process.stdin.closed:
-            self.process.stdin.close()
-
-
-# --- the server ---------------------------------------------------------------------------------
+        """No more jobs: the server exits once its children have ended (not waited for)."""
+        assert self.process.stdin is not None
+        self.process.stdin.close()  # a no-op once closed
 
 
 def run_command(args: list[str]) -> int:
@@ -121,7 +104,7 @@ def run_command(args: list[str]) -> int:
     import runpy
     import traceback
 
-    code: object = 0
+    code = 0
     try:
         while args and args[0] in ("-u", "-B", "-E", "-s"):
             args = args[1:]
@@ -134,7 +117,11 @@ def run_command(args: list[str]) -> int:
             sys.argv = ["-c", *args[2:]]
             exec(compile(args[1], "<string>", "exec"), {"__name__": "__main__"})
     except SystemExit as e:
-        code = e.code
+        if e.code is None or isinstance(e.code, int):
+            code = e.code or 0
+        else:  # as the interpreter: print the message, exit 1
+            print(e.code, file=sys.stderr)
+            code = 1
     except KeyboardInterrupt:  # as the interpreter: the traceback, then die of SIGINT
         traceback.print_exc()
         code = -signal.SIGINT
@@ -142,15 +129,7 @@ def run_command(args: list[str]) -> int:
         traceback.print_exc()
         code = 1
     flush_job()
-    if code is None:
-        return 0
-    if code == -signal.SIGINT:
-        return code
-    if isinstance(code, int):
-        return code & 0xFF
-    sys.stderr.write(f"{code}\n")
-    sys.stderr.flush()
-    return 1
+    return code if code == -signal.SIGINT else code & 0xFF
 
 
 def flush_job() -> None:
@@ -168,10 +147,8 @@ def flush_job() -> None:
         tracking.close_at_exit()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(Exception):  # a closed stream
             stream.flush()
-        except Exception:  # noqa: BLE001 (a closed stream)
-            pass
 
 
 def _child(request: dict, fds: list[int]) -> None:
@@ -258,10 +235,8 @@ def serve(socket_path: str, modules: list[str]) -> None:
                 os.close(pidfd)
                 if conn.fileno() in events.get_map():
                     events.unregister(conn)
-                try:
+                with contextlib.suppress(OSError):  # the client is gone
                     conn.sendall(json.dumps({"status": status}).encode())
-                except OSError:  # the client is gone
-                    pass
                 conn.close()
             elif what[0] == "client":  # the client ended (killed) before its child
                 pid = what[1]
@@ -269,10 +244,8 @@ def serve(socket_path: str, modules: list[str]) -> None:
                 if conn.recv(_MAX_MESSAGE):  # clients send nothing after their request
                     continue
                 events.unregister(conn)
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
 
 
 if __name__ == "__main__":
