@@ -14,29 +14,21 @@ PACKAGE = "hydra_plugins.sce_sweeps_launchers.launchers"
 class SweepLauncherConf(SlurmQueueConf):
     """hydra-submitit-launcher's SLURM settings plus what every sce_sweeps launcher adds."""
 
-    # Print the jobs that would be launched (count, overrides, resources, GPU-hours) and exit.
-    dry_run: bool = False
-    # Rerun the failed and unfinished runs of an existing sweep dir (hydra.sweep.dir=...).
-    resume: bool = False
-    # Local launcher: jobs running at once on this machine.
-    max_parallel: int = 2
-    # Requeues allowed after a time limit (submitit's max_num_timeout); preemptions are free.
-    max_num_timeout: int = 3
-    # Seconds between two looks at the running jobs.
-    poll_s: float = 2.0
+    dry_run: bool = False  # print the jobs, their resources and GPU-hours, and exit
+    resume: bool = False  # rerun the failed and unfinished runs of hydra.sweep.dir
+    max_parallel: int = 2  # local launcher: jobs running at once on this machine
+    max_num_timeout: int = 3  # requeues after a time limit; preemptions are free
+    poll_s: float = 2.0  # seconds between two looks at the running jobs
     # ``module.function`` that raises on an invalid job config; null: composing is the check.
     validate: Optional[str] = None  # noqa: UP045 (OmegaConf needs Optional)
     # ``module.function``: the hash of what determines a job's result (null: resolved config).
     config_hash: Optional[str] = None  # noqa: UP045
-    # Dry run: also read each job's data through ``data_check`` and list what cannot be read.
-    check_data: bool = False
+    check_data: bool = False  # dry run: also list the jobs whose data cannot be read
     # ``module.function`` giving the problems of a job's data (lines; none when it reads).
     data_check: Optional[str] = None  # noqa: UP045
-    # Seconds without a heartbeat after which a running job is stalled (null: 5 times the
-    # longest interval between two of its steps, at least 300).
+    # Seconds without a heartbeat before a job is stalled (null: 5 x its slowest step, >= 300).
     stall_after: Optional[float] = None  # noqa: UP045
-    # flag a stalled job (in status and the progress line) or kill it (failed, reason
-    # "stalled"; a resume goes on from its checkpoint).
+    # flag a stalled job, or kill it (failed, "stalled"; a resume goes on from its checkpoint)
     stalled: str = "flag"
 
 

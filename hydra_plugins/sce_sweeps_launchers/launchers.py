@@ -1,11 +1,8 @@
-"""The local and SLURM launchers of sce_sweeps, on one shared base.
-
-:meth:`SweepLauncher.launch` composes and checks every job (:mod:`sce_sweeps.runtime.plan`)
-before launching any, then prints a dry run, or claims the sweep dir, records the jobs in
-``manifest.json`` (a resume skips finished ones), submits them through submitit and watches
-them. The asynchronous Optuna sweeper calls it from several threads: the manifest, the running
-count and the GPU pool are shared under one lock. A job requeues itself on a preemption or a
-time limit (:meth:`JobCall.checkpoint`) and resumes from its checkpoint."""
+"""The local and SLURM launchers of sce_sweeps, on one shared base: every job composed and
+checked before any is launched, a dry run, the sweep's ``manifest.json``, a resume that skips
+finished jobs, jobs requeued on preemption or a time limit (:meth:`JobCall.checkpoint`). The
+asynchronous Optuna sweeper calls :meth:`SweepLauncher.launch` from several threads: the
+manifest, the running count and the GPU pool are shared under one lock."""
 
 from __future__ import annotations
 
@@ -65,14 +62,11 @@ OWN_KEYS = set(_fields(LocalSweepLauncherConf)) - set(_fields(SlurmQueueConf))
 LOCAL_KEYS = {*_fields(BaseQueueConf), "_target_", "signal_delay_s", "max_num_timeout", "setup"}
 SLURM_ONLY = [k for k in _fields(SlurmQueueConf) if k not in LOCAL_KEYS]
 STALLED_ACTIONS = ("flag", "kill")  # what to do with a stalled job (hydra.launcher.stalled)
-# Seconds a stalled local job has to checkpoint and stop after SIGTERM before it is killed.
-KILL_GRACE_S = 30.0
-# The jobs this process's launches were asked to run (or skip), by sweep dir: what a
-# multirun's exit status covers (SweepExitStatus). Not the manifest's other jobs: an earlier
-# launch's trial that the Optuna sweeper has since retried under a new number is not rerun.
+KILL_GRACE_S = 30.0  # seconds a stalled job has to checkpoint after SIGTERM, before SIGKILL
+QUEUE_QUERY_FROM = 32  # jobs in the queue from which a poll asks squeue which are pending
+# The jobs this process's launches were asked to run, by sweep dir: what SweepExitStatus
+# covers, not an earlier launch's trial that the Optuna sweeper has since retried.
 _asked: dict[str, set[int]] = {}
-# Jobs in the queue from which a poll asks squeue which are pending rather than checking each.
-QUEUE_QUERY_FROM = 32
 
 
 def _cli(command: str, sweep_dir: Path) -> str:
@@ -110,8 +104,7 @@ class JobCall:
 
 
 def share(launcher: SweepLauncher, folder: Path) -> Path:
-    """Pickle ``launcher`` and Hydra's global state into one file of ``folder``, named after
-    its content; return its path."""
+    """Pickle ``launcher`` and Hydra's global state into a file of ``folder`` named after it."""
     import cloudpickle  # as submitit pickles: the task function may live in __main__
     from hydra.core.plugins import Plugins
     from omegaconf.basecontainer import BaseContainer
@@ -348,8 +341,7 @@ class SweepLauncher(BaseSubmititLauncher):
         return manifest, jobs, returns, todo
 
     def _skipped(self, job: Any) -> JobReturn:
-        """The return of a job a resume does not rerun: its result's primary metric (the app's
-        ``record.metric``), else NaN."""
+        """The return of a job a resume does not rerun: its result's ``record.metric`` or NaN."""
         from sce_sweeps.runtime.plan import task_config
 
         assert self.config is not None
@@ -366,10 +358,12 @@ class SweepLauncher(BaseSubmititLauncher):
         )
 
     def _run(self, jobs: list[Any], manifest: Any) -> dict[int, JobReturn]:
-        """Submit ``jobs`` as room allows, watch them, keep the manifest up to date."""
+        """Submit ``jobs`` as room allows, watch them, keep the manifest up to date; each poll
+        holds the lock, settles the jobs that are over and submits waiting ones."""
         if not jobs:
             return {}
-        waiting, running, returns = list(jobs), {}, {}
+        waiting, returns = list(jobs), {}
+        running: dict[int, tuple[Any, Any]] = {}
         try:
             with self._lock:
                 try:
@@ -379,7 +373,42 @@ class SweepLauncher(BaseSubmititLauncher):
                 shared = share(self, Path(manifest.sweep_dir) / ".submitit")
             while waiting or running:
                 with self._lock:
-                    self._poll(manifest, waiting, running, returns, executor, shared)
+                    changed = submitted_ids = False
+                    queued = self._queued([sjob for _, sjob in running.values()])
+                    for num, (job, sjob) in list(running.items()):
+                        entry = self._entries[num]
+                        if sjob.job_id in queued:
+                            continue
+                        if sjob.done():
+                            returns[num] = self._finish(entry, job, sjob)
+                            self._released(job)
+                            self._active -= 1
+                            del running[num]
+                            changed = True
+                        elif entry.state == RunState.PENDING and sjob.state == "RUNNING":
+                            entry.state, changed = RunState.RUNNING, True
+                        elif entry.state == RunState.RUNNING:
+                            self._watch(manifest, entry, sjob)
+                    room = min(len(waiting), self._room(self._active))
+                    if room > 0:
+                        batch = waiting[:room]
+                        try:
+                            submitted = self._submit(executor, batch, shared)
+                        except Exception as e:  # sbatch refused (resources, partition...)
+                            self._not_submitted(manifest, waiting, e)
+                        del waiting[:room]
+                        for job, sjob in zip(batch, submitted):
+                            entry = self._entries[job.num]
+                            entry.job_ids.append(str(sjob.job_id))
+                            entry.state = (
+                                RunState.PENDING if self.kind == "slurm" else RunState.RUNNING
+                            )
+                            entry.submitted_at, entry.log = now(), str(sjob.paths.stderr)
+                            running[job.num] = (job, sjob)
+                            self._active += 1
+                        changed, submitted_ids = True, self.kind == "slurm"
+                    if changed:  # SLURM job ids at once: a resume must find the jobs it submitted
+                        self._save(manifest, now_=submitted_ids)
                     progress.show(manifest, final=not (waiting or running))
                 if waiting or running:
                     time.sleep(float(self.options.get("poll_s", 2.0)))
@@ -416,52 +445,6 @@ class SweepLauncher(BaseSubmititLauncher):
         )
         raise SystemExit(2) from None
 
-    def _poll(
-        self,
-        manifest: Any,
-        waiting: list[Any],
-        running: dict[int, tuple[Any, Any]],
-        returns: dict[int, JobReturn],
-        executor: Any,
-        shared: Path,
-    ) -> None:
-        """One look at this call's jobs (under the lock): settle those that are over, submit
-        waiting ones as room allows; ``waiting``, ``running`` and ``returns`` are updated."""
-        changed = submitted_ids = False
-        queued = self._queued([sjob for _, sjob in running.values()])
-        for num, (job, sjob) in list(running.items()):
-            entry = self._entries[num]
-            if sjob.job_id in queued:
-                continue
-            if sjob.done():
-                returns[num] = self._finish(entry, job, sjob)
-                self._released(job)
-                self._active -= 1
-                del running[num]
-                changed = True
-            elif entry.state == RunState.PENDING and sjob.state == "RUNNING":
-                entry.state, changed = RunState.RUNNING, True
-            elif entry.state == RunState.RUNNING:
-                self._watch(manifest, entry, sjob)
-        room = min(len(waiting), self._room(self._active))
-        if room > 0:
-            batch = waiting[:room]
-            try:
-                submitted = self._submit(executor, batch, shared)
-            except Exception as e:  # sbatch refused (resources, partition, account...)
-                self._not_submitted(manifest, waiting, e)
-            del waiting[:room]
-            for job, sjob in zip(batch, submitted):
-                entry = self._entries[job.num]
-                entry.job_ids.append(str(sjob.job_id))
-                entry.state = RunState.RUNNING if self.kind == "local" else RunState.PENDING
-                entry.submitted_at, entry.log = now(), str(sjob.paths.stderr)
-                running[job.num] = (job, sjob)
-                self._active += 1
-            changed, submitted_ids = True, self.kind == "slurm"
-        if changed:  # SLURM job ids at once: a resume must find the jobs it submitted
-            self._save(manifest, now_=submitted_ids)
-
     def _finish(self, entry: Any, job: Any, sjob: Any) -> JobReturn:
         """Record how a job ended; a job that died without a return gets NaN, not an error."""
         entry.finished_at = now()
@@ -495,8 +478,7 @@ class SweepLauncher(BaseSubmititLauncher):
 
     def _watch(self, manifest: Manifest, entry: Job, sjob: Any) -> None:
         """Flag a running job whose heartbeat is older than its limit (said once, until it
-        beats again); with ``stalled=kill``, end it: SIGTERM first (a process that can still
-        checkpoint does), then :meth:`_end_stalled` once the grace period is over."""
+        beats again); with ``stalled=kill``, end it: SIGTERM, and SIGKILL after a grace period."""
         if entry.num in self._stopping:
             found, deadline = self._stopping[entry.num]
             if time.monotonic() > deadline:
@@ -516,8 +498,8 @@ class SweepLauncher(BaseSubmititLauncher):
             self._end_stalled(sjob, found, force=False)
 
     def _end_stalled(self, sjob: Any, found: Stall, force: bool) -> None:
-        """Stop a stalled job: SIGTERM (``force``: SIGKILL) to its process where it runs on
-        this host, else ``scancel`` (SLURM sends SIGTERM, then SIGKILL after KillWait)."""
+        """SIGTERM (``force``: SIGKILL) to a stalled job's process on this host; ``scancel``
+        on SLURM (SIGTERM, then SIGKILL after KillWait)."""
         sig = signal.SIGKILL if force else signal.SIGTERM
         if found.pid and found.host == HOST:
             for signum in (signal.SIGCONT, sig):  # a stopped process handles SIGTERM once woken
@@ -531,11 +513,8 @@ class SweepLauncher(BaseSubmititLauncher):
         """The launch's last line: its jobs by state, and those whose tracking failed."""
         counts = _counts(self._entries[job.num].state for job in jobs)
         # a run that trained but whose tracking failed (e.g. its Aim merge) says so in its result
-        untracked = [
-            job.num
-            for job in jobs
-            if (try_read_result(manifest.sweep_dir / job.run_dir) or {}).get("tracking")
-        ]
+        results = [try_read_result(manifest.sweep_dir / job.run_dir) or {} for job in jobs]
+        untracked = [job.num for job, result in zip(jobs, results) if result.get("tracking")]
         if len(jobs) == 1 and not untracked:
             return  # its own line said it all
         if untracked:
@@ -548,14 +527,10 @@ class SweepLauncher(BaseSubmititLauncher):
 
 
 class SweepExitStatus(Callback):
-    """Ends a multirun (and so its resume) with the exit status of ``python -m sce_sweeps.cli
-    status`` over the jobs it was asked to run: 0 all completed or pruned, 1 any failed, was
-    not submitted or never ran, 3 some that an earlier launch submitted are still queued or
-    running. A dry run, or a multirun that raised, is left as it is.
-
-    Before the sweeper writes into an existing sweep dir that cannot be written (a read-only
-    filesystem), it says in one line what a resume would do and exits (0: nothing to do, 2:
-    jobs to rerun), as ``python -m sce_sweeps.cli resume`` does."""
+    """Ends a multirun (not a dry run, nor one that raised) with the exit status of
+    ``python -m sce_sweeps.cli status`` over the jobs it was asked to run (0, 1 or 3). Into a
+    sweep dir that cannot be written, it says what a resume would do and exits as
+    ``python -m sce_sweeps.cli resume`` does (0 or 2), before the sweeper writes there."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from sce_sweeps.runtime.resume import say_if_read_only
@@ -603,19 +578,16 @@ class LocalLauncher(SweepLauncher):
 
     def _gpus(self) -> tuple[list[int], int]:
         """(this machine's visible GPUs, GPUs per job)."""
-        env = os.environ.get("CUDA_VISIBLE_DEVICES")
+        env, gpus = os.environ.get("CUDA_VISIBLE_DEVICES"), []
         if env is not None:
             ids = [x.strip() for x in env.split(",") if x.strip()]
             gpus = [int(x) for x in ids] if all(x.isdigit() for x in ids) else list(range(len(ids)))
-        elif not any(Path("/dev").glob("nvidia[0-9]*")) and not Path("/dev/kfd").exists():
-            gpus = []  # no NVIDIA or AMD GPU device: no need to import torch (seconds)
-        else:
-            try:
+        # torch takes seconds to import: only where there is an NVIDIA or AMD GPU device
+        elif any(Path("/dev").glob("nvidia[0-9]*")) or Path("/dev/kfd").exists():
+            with contextlib.suppress(Exception):  # no torch, no driver
                 import torch
 
                 gpus = list(range(torch.cuda.device_count()))
-            except Exception:  # no torch, no driver
-                gpus = []
         per_job = self.params.get("gpus_per_node")
         if per_job is None:  # one GPU per process (trainer.devices) where there are GPUs
             per_job = int(self.params.get("tasks_per_node") or 1) if gpus else 0

@@ -18,7 +18,7 @@ import signal
 import socket
 import sys
 
-# What the client passes on to its child; SIGKILL cannot be caught (the server handles it).
+# What the client passes on to its child (the server handles SIGKILL, which it cannot catch).
 RELAYED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP)
 _MAX_MESSAGE = 1 << 20
 MODULE = "hydra_plugins.sce_sweeps_launchers.warm"
@@ -27,8 +27,7 @@ JOB_MODULES = ("submitit.core.submission", "hydra_plugins.sce_sweeps_launchers.l
 
 
 def client(socket_path: str, args: list[str]) -> None:
-    """Run ``python ARGS`` as a child of the server at ``socket_path`` (in a fresh interpreter
-    if there is none) and exit as it does."""
+    """Run ``python ARGS`` as a child of the server (with none, cold) and exit as it does."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         sock.connect(socket_path)
@@ -98,9 +97,8 @@ class Server:
 
 
 def run_command(args: list[str]) -> int:
-    """Run ``python ARGS`` in this (forked) process: ``[-u] -m MODULE ...`` or ``-c CODE ...``;
-    return its exit code (minus the signal for a KeyboardInterrupt, as the interpreter dies of
-    SIGINT), once it has flushed what it owns (see :func:`flush_job`)."""
+    """Run ``python [-u] -m MODULE ...`` or ``-c CODE ...`` in this forked process; return its
+    exit code (-SIGINT after a KeyboardInterrupt), once :func:`flush_job` is done."""
     import runpy
     import traceback
 
@@ -133,9 +131,8 @@ def run_command(args: list[str]) -> int:
 
 
 def flush_job() -> None:
-    """What a forked job owns, finished before it leaves through ``os._exit`` (which skips the
-    interpreter's exit): its non-daemon threads joined, its tracker closed, its log handlers
-    and standard streams flushed."""
+    """Before ``os._exit`` (which skips the interpreter's exit): join the job's threads, close
+    its tracker, flush its log handlers and streams."""
     import logging
     import threading
 
@@ -172,8 +169,7 @@ def _child(request: dict, fds: list[int]) -> None:
 
 
 def serve(socket_path: str, modules: list[str]) -> None:
-    """Import ``modules``, then fork a child per client until standard input closes (the
-    launcher ended); exit once the last child has ended."""
+    """Import ``modules``, fork a child per client until stdin closes, exit after the last."""
     import importlib
     import selectors
 
