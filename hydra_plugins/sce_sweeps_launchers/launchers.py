@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, run_job, setup_globals
@@ -78,6 +78,11 @@ def _say(message: str) -> None:
     print(f"sce_sweeps: {message}", file=sys.stderr, flush=True)
 
 
+def _exit(message: str, code: int = 2) -> NoReturn:
+    _say(message)
+    raise SystemExit(code)
+
+
 def _counts(states: Iterable[str]) -> str:
     """``1 completed, 2 failed``: how many of ``states`` are each state."""
     return ", ".join(f"{n} {state}" for state, n in sorted(Counter(states).items()))
@@ -129,9 +134,8 @@ def _clear_heartbeat() -> None:
 
 
 def _stop_on_sigterm(signum: int, frame: Any) -> None:
-    """SIGTERM in a job, once the trainer saved its checkpoint: SLURM kills the job KillWait s
-    later. Stopping now, without a result, beats racing the kill: a requeued job resumes from
-    the checkpoint instead of finding a run finished by a job SLURM has already requeued."""
+    """SIGTERM in a job, once the trainer saved its checkpoint: stopping without a result beats
+    racing SLURM's kill; the requeued job resumes from the checkpoint, not a finished run."""
     _say("SIGTERM: stopped after saving a checkpoint; a requeued job resumes from it")
     _clear_heartbeat()
     raise SystemExit(128 + signum)
@@ -147,11 +151,9 @@ class SweepLauncher(BaseSubmititLauncher):
         self.options = {k: params.pop(k) for k in OWN_KEYS if k in params}
         stalled, stall_after = self.options.get("stalled", "flag"), self.options.get("stall_after")
         if stalled not in STALLED_ACTIONS:
-            _say(f"hydra.launcher.stalled={stalled}: must be one of {', '.join(STALLED_ACTIONS)}")
-            raise SystemExit(2)
+            _exit(f"hydra.launcher.stalled={stalled}: must be one of {', '.join(STALLED_ACTIONS)}")
         if stall_after is not None and not float(stall_after) > 0:
-            _say(f"hydra.launcher.stall_after={stall_after}: must be a number of seconds > 0")
-            raise SystemExit(2)
+            _exit(f"hydra.launcher.stall_after={stall_after}: must be a number of seconds > 0")
         super().__init__(**params)
         self.manifest: Manifest | None = None  # once launched
         self._lock = threading.RLock()  # the manifest, the running count, the GPU pool
@@ -164,7 +166,7 @@ class SweepLauncher(BaseSubmititLauncher):
         self._stopping: dict[int, tuple[Stall, float]] = {}  # stalled jobs being ended, deadline
 
     def __getstate__(self) -> dict[str, Any]:
-        """What a job receives (submitit pickles the launcher): no lock, no manifest."""
+        """What a job receives: no lock, no manifest, no server."""
         state = {k: v for k, v in self.__dict__.items() if k not in ("_lock", "warm")}
         state["manifest"], state["_composer"], state["_entries"] = None, None, {}
         return state
@@ -222,11 +224,6 @@ class SweepLauncher(BaseSubmititLauncher):
         self._saved_at = time.monotonic()
         self._save_s, self._unsaved = self._saved_at - start, False
 
-    def _sweep_name(self) -> str:
-        assert self.config is not None
-        name = OmegaConf.select(self.config, "sweep_name", default=None)
-        return str(name or self.config.hydra.job.name)
-
     def _open_manifest(self, sweep_dir: Path) -> Manifest:
         """This launch's manifest: the one of an earlier batch of this sweep, the sweep dir's
         (resume), or a new one. Claims the sweep dir first: one launcher process at a time."""
@@ -237,20 +234,19 @@ class SweepLauncher(BaseSubmititLauncher):
                 claim_sweep_dir(sweep_dir)
             existing = Manifest.load(sweep_dir)
         except (SweepDirBusyError, RunFileError) as e:
-            _say(str(e))
-            raise SystemExit(2) from None
+            _exit(str(e))
         if self.options.get("resume"):
             if existing is None:
-                _say(f"nothing to resume: no manifest.json in {sweep_dir}")
-                raise SystemExit(2)
+                _exit(f"nothing to resume: no manifest.json in {sweep_dir}")
             return existing
         if existing is not None:
-            _say(
+            _exit(
                 f"{sweep_dir} already holds a sweep (manifest.json): resume it with "
                 f"`{_cli('resume', sweep_dir)}` or hydra.launcher.resume=true"
             )
-            raise SystemExit(2)
-        return Manifest.create(sweep_dir, self._sweep_name(), self.kind)
+        assert self.config is not None
+        name = OmegaConf.select(self.config, "sweep_name", default=None)
+        return Manifest.create(sweep_dir, str(name or self.config.hydra.job.name), self.kind)
 
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
@@ -291,8 +287,7 @@ class SweepLauncher(BaseSubmititLauncher):
             for line in invalid:
                 _say(line)
             if invalid:
-                _say(f"{len(invalid)} of {jobs_(len(jobs))} are invalid; nothing was launched")
-                raise SystemExit(2)
+                _exit(f"{len(invalid)} of {jobs_(len(jobs))} are invalid; nothing was launched")
         except BaseException:  # e.g. an override that does not compose: Hydra's error follows
             if first_launch and not manifest.path.exists():
                 plan.remove_unused_sweep_dir(sweep_dir)
@@ -304,7 +299,8 @@ class SweepLauncher(BaseSubmititLauncher):
 
         if self.options.get("dry_run"):
             params = self._describe_params()
-            report = plan.describe(jobs, params, self.kind, self._sweep_name(), sweep_dir, resumed)
+            name = manifest.sweep_name
+            report = plan.describe(jobs, params, self.kind, name, sweep_dir, resumed)
             data, data_ok = [], True
             if params.get("check_data"):
                 data, data_ok = plan.check_data(jobs, params.get("data_check"))
@@ -358,8 +354,7 @@ class SweepLauncher(BaseSubmititLauncher):
         )
 
     def _run(self, jobs: list[Any], manifest: Any) -> dict[int, JobReturn]:
-        """Submit ``jobs`` as room allows, watch them, keep the manifest up to date; each poll
-        holds the lock, settles the jobs that are over and submits waiting ones."""
+        """Submit ``jobs`` as room allows, watch them (polls hold the lock), record them."""
         if not jobs:
             return {}
         waiting, returns = list(jobs), {}
@@ -428,8 +423,8 @@ class SweepLauncher(BaseSubmititLauncher):
         return returns
 
     def _not_submitted(self, manifest: Manifest, jobs: list[Any], error: Exception) -> None:
-        """Record ``jobs`` as not submitted, with the scheduler's reason in one line (its own
-        words when it gave any: ``sbatch: error: ...``); say so and exit 2."""
+        """Record ``jobs`` as not submitted, with the scheduler's reason (``sbatch: error: ...``);
+        say so and exit 2."""
         lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
         ours = [line for line in lines if "error" in line.lower()]
         reason = (ours or lines or [type(error).__name__])[-1]
@@ -439,11 +434,10 @@ class SweepLauncher(BaseSubmititLauncher):
             entry = self._entries[job.num]
             entry.state, entry.reason = RunState.NOT_SUBMITTED, reason
         self._save(manifest)
-        _say(
+        _exit(
             f"not submitted: {reason}; {jobs_(len(jobs))} not submitted (manifest.json says "
             f"so); fix it, then `{_cli('resume', manifest.sweep_dir)}`"
         )
-        raise SystemExit(2) from None
 
     def _finish(self, entry: Any, job: Any, sjob: Any) -> JobReturn:
         """Record how a job ended; a job that died without a return gets NaN, not an error."""
@@ -456,8 +450,7 @@ class SweepLauncher(BaseSubmititLauncher):
             first = (str(e).strip() or type(e).__name__).splitlines()[0]
             ret, error = None, f"{type(e).__name__}: {first}"
         if ret is None or (ended is not None and ret.status != JobStatus.COMPLETED):
-            entry.state = RunState.FAILED
-            entry.reason = str(ended[0]) if ended is not None else error
+            entry.state, entry.reason = RunState.FAILED, str(ended[0]) if ended else error
             ret = JobReturn(overrides=job.overrides, status=JobStatus.COMPLETED)
             ret.return_value = math.nan
         else:
@@ -527,10 +520,8 @@ class SweepLauncher(BaseSubmititLauncher):
 
 
 class SweepExitStatus(Callback):
-    """Ends a multirun (not a dry run, nor one that raised) with the exit status of
-    ``python -m sce_sweeps.cli status`` over the jobs it was asked to run (0, 1 or 3). Into a
-    sweep dir that cannot be written, it says what a resume would do and exits as
-    ``python -m sce_sweeps.cli resume`` does (0 or 2), before the sweeper writes there."""
+    """Ends a multirun with the exit status of ``sce_sweeps.cli status`` over its jobs (0, 1, 3);
+    into a sweep dir that cannot be written, exits as ``sce_sweeps.cli resume`` would (0, 2)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from sce_sweeps.runtime.resume import say_if_read_only
@@ -563,11 +554,11 @@ class SweepExitStatus(Callback):
             then = f"rerun them with `{_cli('resume', sweep_dir)}`"
         else:
             then = "an earlier launch submitted them"
-        _say(
+        _exit(
             f"exit status {code}: {counts} of {jobs_(len(statuses))}; see "
-            f"`{_cli('status', sweep_dir)}`; {then}"
+            f"`{_cli('status', sweep_dir)}`; {then}",
+            code,
         )
-        raise SystemExit(code)
 
 
 class LocalLauncher(SweepLauncher):
@@ -593,8 +584,7 @@ class LocalLauncher(SweepLauncher):
             per_job = int(self.params.get("tasks_per_node") or 1) if gpus else 0
         per_job = int(per_job)
         if per_job > len(gpus):
-            _say(f"each job asks for {per_job} GPUs but this machine has {len(gpus)}")
-            raise SystemExit(2)
+            _exit(f"each job asks for {per_job} GPUs but this machine has {len(gpus)}")
         return gpus, per_job
 
     def _executor(self) -> Any:
@@ -617,9 +607,13 @@ class LocalLauncher(SweepLauncher):
             if preload is not None and not self.params.get("setup"):
                 self.warm = warm.Server(list(dict.fromkeys([*warm.JOB_MODULES, *preload])))
                 atexit.register(self.warm.stop)
+        if self.warm is not None and not self.warm.ready():
+            _say("warm start is off: the server could not import hydra.launcher.preload")
+            self.warm = None
         executor = submitit.LocalExecutor(
             folder=Path(self.params["submitit_folder"]).absolute(),
             max_num_timeout=self.params["max_num_timeout"],
+            python=self.warm.python() if self.warm is not None else None,
         )
         executor.update_parameters(
             timeout_min=self.params["timeout_min"],
@@ -637,12 +631,6 @@ class LocalLauncher(SweepLauncher):
         return room
 
     def _submit(self, executor: Any, jobs: list[Any], shared: Path) -> list[Any]:
-        if self.warm is not None:
-            if self.warm.ready():
-                executor.python = self.warm.python()
-            else:
-                _say("warm start is off: the server could not import hydra.launcher.preload")
-                self.warm = None
         submitted = []
         for job in jobs:
             gpus = self.free_gpus[: self.gpus_per_job]

@@ -1,9 +1,7 @@
-"""Warm start of local jobs: a server imports ``hydra.launcher.preload`` once, then forks a
-child per job. A job's ``python`` becomes a client (standard library only) that hands the server
-its command line, environment, directory and streams, relays signals to the child, takes it
-down when killed outright and exits as it did; with no server, the job starts cold. Preloaded
-modules see the launcher's environment; torch initialises CUDA in the child, after
-``CUDA_VISIBLE_DEVICES`` is set.
+"""Warm start of local jobs: a server imports ``hydra.launcher.preload`` once and forks a child
+per job. A job's ``python`` becomes a client (standard library only) that hands the server its
+command, environment, directory and streams, relays signals to the child and exits as it did.
+Torch initialises CUDA in the child, after ``CUDA_VISIBLE_DEVICES`` is set.
 
     python -m hydra_plugins.sce_sweeps_launchers.warm serve SOCKET MODULE...  # the server
     python -I -S .../warm.py SOCKET PYTHON_ARGS...                            # a job's client
