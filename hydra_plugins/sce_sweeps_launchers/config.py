@@ -37,8 +37,7 @@ class LocalSweepLauncherConf(SweepLauncherConf):
     _target_: str = f"{PACKAGE}.LocalLauncher"
     timeout_min: int = 7 * 24 * 60  # local jobs have no real time limit
     poll_s: float = 0.5
-    # Warm start: one server imports these modules once and forks each job from it. null: a
-    # fresh interpreter per job (as with setup lines, which need a shell).
+    # Warm start: a server imports these once and forks each job (null, or setup: cold).
     preload: Optional[List[str]] = field(default_factory=list)  # noqa: UP006, UP045
 
 

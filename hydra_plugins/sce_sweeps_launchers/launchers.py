@@ -1,8 +1,6 @@
-"""The local and SLURM launchers of sce_sweeps, on one shared base: every job composed and
-checked before any is launched, a dry run, the sweep's ``manifest.json``, a resume that skips
-finished jobs, jobs requeued on preemption or a time limit (:meth:`JobCall.checkpoint`). The
-asynchronous Optuna sweeper calls :meth:`SweepLauncher.launch` from several threads: the
-manifest, the running count and the GPU pool are shared under one lock."""
+"""The local and SLURM launchers of sce_sweeps: every job composed and checked before any runs,
+dry run, ``manifest.json``, resume, requeue (:meth:`JobCall.checkpoint`). The Optuna sweeper
+calls :meth:`SweepLauncher.launch` from several threads: one lock guards what they share."""
 
 from __future__ import annotations
 
@@ -31,8 +29,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hydra_plugins.sce_sweeps_launchers import warm
 from hydra_plugins.sce_sweeps_launchers.config import LocalSweepLauncherConf
-from sce_sweeps.runtime import progress, slurm
+from sce_sweeps.runtime import plan, progress, slurm
 from sce_sweeps.runtime.record import (
+    FINISHED,
     HOST,
     Job,
     Manifest,
@@ -49,23 +48,20 @@ from sce_sweeps.runtime.record import (
     stall,
     try_read_result,
 )
-from sce_sweeps.runtime.status import jobs_
+from sce_sweeps.runtime.status import exit_code, jobs_, sweep_status
 
 
 def _fields(conf: type) -> list[str]:
     return [f.name for f in dataclasses.fields(conf)]
 
 
-# Keys of our config that are not submitit parameters.
-OWN_KEYS = set(_fields(LocalSweepLauncherConf)) - set(_fields(SlurmQueueConf))
-# Keys only SLURM understands: the local launcher ignores them.
+OWN_KEYS = set(_fields(LocalSweepLauncherConf)) - set(_fields(SlurmQueueConf))  # not submitit's
 LOCAL_KEYS = {*_fields(BaseQueueConf), "_target_", "signal_delay_s", "max_num_timeout", "setup"}
-SLURM_ONLY = [k for k in _fields(SlurmQueueConf) if k not in LOCAL_KEYS]
+SLURM_ONLY = [k for k in _fields(SlurmQueueConf) if k not in LOCAL_KEYS]  # local ignores them
 STALLED_ACTIONS = ("flag", "kill")  # what to do with a stalled job (hydra.launcher.stalled)
 KILL_GRACE_S = 30.0  # seconds a stalled job has to checkpoint after SIGTERM, before SIGKILL
 QUEUE_QUERY_FROM = 32  # jobs in the queue from which a poll asks squeue which are pending
-# The jobs this process's launches were asked to run, by sweep dir: what SweepExitStatus
-# covers, not an earlier launch's trial that the Optuna sweeper has since retried.
+# By sweep dir, the jobs this process was asked to run (not retried trials): SweepExitStatus's.
 _asked: dict[str, set[int]] = {}
 
 
@@ -89,8 +85,7 @@ def _counts(states: Iterable[str]) -> str:
 
 
 class JobCall:
-    """What submitit runs for a job: :meth:`SweepLauncher.__call__` of the launcher pickled in
-    ``shared`` (with Hydra's global state), one file for all the jobs of a submission."""
+    """What submitit runs: the launcher pickled in ``shared`` (one file per submission)."""
 
     def __init__(self, shared: Path) -> None:
         self.shared = shared
@@ -134,16 +129,15 @@ def _clear_heartbeat() -> None:
 
 
 def _stop_on_sigterm(signum: int, frame: Any) -> None:
-    """SIGTERM in a job, once the trainer saved its checkpoint: stopping without a result beats
-    racing SLURM's kill; the requeued job resumes from the checkpoint, not a finished run."""
+    """SIGTERM, once the checkpoint is saved: stop without a result rather than race SLURM's
+    kill, so that the requeued job resumes from the checkpoint instead of a finished run."""
     _say("SIGTERM: stopped after saving a checkpoint; a requeued job resumes from it")
     _clear_heartbeat()
     raise SystemExit(128 + signum)
 
 
 class SweepLauncher(BaseSubmititLauncher):
-    """Validation, manifest, dry run and resume around the submitit executor of a subclass
-    (its ``_executor()`` and ``_submit(executor, jobs, shared)``)."""
+    """The launch around a subclass's ``_executor()`` and ``_submit(executor, jobs, shared)``."""
 
     thread_safe_launch = True  # see the module's docstring
 
@@ -160,8 +154,7 @@ class SweepLauncher(BaseSubmititLauncher):
         self._active = 0  # jobs submitted and not over, over all launch() calls
         self._composer: Any = None  # composes the jobs (SweepComposer), once set up
         self._entries: dict[int, Job] = {}  # the manifest's jobs by number
-        self._saved_at, self._save_s = 0.0, 0.0  # the manifest's last save: when, how long
-        self._unsaved = False  # changes that _save() put off
+        self._saved_at, self._save_s, self._unsaved = 0.0, 0.0, False  # last save; put off
         self._flagged: set[int] = set()  # jobs said to be stalled
         self._stopping: dict[int, tuple[Stall, float]] = {}  # stalled jobs being ended, deadline
 
@@ -213,8 +206,7 @@ class SweepLauncher(BaseSubmititLauncher):
         )
 
     def _save(self, manifest: Manifest, now_: bool = True) -> None:
-        """Save the manifest; ``now_=False``: only if the last save is older than a poll and
-        than 20 times a save (saving takes at most 5% of the time, whatever the jobs)."""
+        """Save the manifest; ``now_=False``: only after a poll and 20 saves' time (<= 5%)."""
         since = time.monotonic() - self._saved_at
         if not now_ and since < max(float(self.options.get("poll_s", 2.0)), 20 * self._save_s):
             self._unsaved = True
@@ -225,8 +217,7 @@ class SweepLauncher(BaseSubmititLauncher):
         self._save_s, self._unsaved = self._saved_at - start, False
 
     def _open_manifest(self, sweep_dir: Path) -> Manifest:
-        """This launch's manifest: the one of an earlier batch of this sweep, the sweep dir's
-        (resume), or a new one. Claims the sweep dir first: one launcher process at a time."""
+        """This sweep's manifest, the sweep dir's (resume) or a new one, once the dir is claimed."""
         if self.manifest is not None:
             return self.manifest
         try:
@@ -244,7 +235,6 @@ class SweepLauncher(BaseSubmititLauncher):
                 f"{sweep_dir} already holds a sweep (manifest.json): resume it with "
                 f"`{_cli('resume', sweep_dir)}` or hydra.launcher.resume=true"
             )
-        assert self.config is not None
         name = OmegaConf.select(self.config, "sweep_name", default=None)
         return Manifest.create(sweep_dir, str(name or self.config.hydra.job.name), self.kind)
 
@@ -265,9 +255,7 @@ class SweepLauncher(BaseSubmititLauncher):
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> tuple[Any, list[Any], dict[int, JobReturn], list[Any]] | None:
         """Plan, validate and record the jobs of one launch() call; None for a dry run."""
-        from sce_sweeps.runtime import plan
         from sce_sweeps.runtime.adapters.hydra_config import sweep_composer
-        from sce_sweeps.runtime.status import sweep_status
 
         assert self.config is not None and self.hydra_context is not None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
@@ -338,20 +326,10 @@ class SweepLauncher(BaseSubmititLauncher):
 
     def _skipped(self, job: Any) -> JobReturn:
         """The return of a job a resume does not rerun: its result's ``record.metric`` or NaN."""
-        from sce_sweeps.runtime.plan import task_config
-
-        assert self.config is not None
-        value = job.previous.value if job.previous.value is not None else math.nan
         _say(f"job #{job.num}: {job.previous.state}, not rerun ({job.run_dir})")
-        return JobReturn(
-            overrides=job.overrides,
-            cfg=task_config(job.config),
-            hydra_cfg=job.config,
-            working_dir=str(job.run_dir),
-            task_name=str(self.config.hydra.job.name),
-            status=JobStatus.COMPLETED,
-            _return_value=float(value),
-        )
+        ret = JobReturn(overrides=job.overrides, status=JobStatus.COMPLETED)
+        ret.return_value = math.nan if job.previous.value is None else float(job.previous.value)
+        return ret
 
     def _run(self, jobs: list[Any], manifest: Any) -> dict[int, JobReturn]:
         """Submit ``jobs`` as room allows, watch them (polls hold the lock), record them."""
@@ -423,8 +401,7 @@ class SweepLauncher(BaseSubmititLauncher):
         return returns
 
     def _not_submitted(self, manifest: Manifest, jobs: list[Any], error: Exception) -> None:
-        """Record ``jobs`` as not submitted, with the scheduler's reason (``sbatch: error: ...``);
-        say so and exit 2."""
+        """Record ``jobs`` as not submitted, with the scheduler's reason; say so and exit 2."""
         lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
         ours = [line for line in lines if "error" in line.lower()]
         reason = (ours or lines or [type(error).__name__])[-1]
@@ -461,17 +438,14 @@ class SweepLauncher(BaseSubmititLauncher):
                 entry.state, entry.reason = RunState.FAILED, repr(ret._return_value)
             elif isinstance(ret.return_value, (int, float)):
                 entry.objective = float(ret.return_value)
-        detail = (
-            f"kNN top-1 {entry.objective:.2f}%"
-            if entry.state == RunState.COMPLETED and entry.objective is not None
-            else entry.reason or "-"
-        )
+        detail = entry.reason or "-"
+        if entry.state == RunState.COMPLETED and entry.objective is not None:
+            detail = f"kNN top-1 {entry.objective:.2f}%"
         _say(f"job #{job.num} {entry.state}: {detail} [{job.run_dir}]")
         return ret
 
     def _watch(self, manifest: Manifest, entry: Job, sjob: Any) -> None:
-        """Flag a running job whose heartbeat is older than its limit (said once, until it
-        beats again); with ``stalled=kill``, end it: SIGTERM, and SIGKILL after a grace period."""
+        """Flag a stalled job (said once); with ``stalled=kill``, SIGTERM it, later SIGKILL."""
         if entry.num in self._stopping:
             found, deadline = self._stopping[entry.num]
             if time.monotonic() > deadline:
@@ -491,8 +465,7 @@ class SweepLauncher(BaseSubmititLauncher):
             self._end_stalled(sjob, found, force=False)
 
     def _end_stalled(self, sjob: Any, found: Stall, force: bool) -> None:
-        """SIGTERM (``force``: SIGKILL) to a stalled job's process on this host; ``scancel``
-        on SLURM (SIGTERM, then SIGKILL after KillWait)."""
+        """SIGTERM (``force``: SIGKILL) to a stalled job's process here; on SLURM, ``scancel``."""
         sig = signal.SIGKILL if force else signal.SIGTERM
         if found.pid and found.host == HOST:
             for signum in (signal.SIGCONT, sig):  # a stopped process handles SIGTERM once woken
@@ -531,8 +504,6 @@ class SweepExitStatus(Callback):
             raise SystemExit(code)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from sce_sweeps.runtime.status import exit_code, sweep_status
-
         if sys.exc_info()[0] is not None or OmegaConf.select(config, "hydra.launcher.dry_run"):
             return
         sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -548,12 +519,10 @@ class SweepExitStatus(Callback):
         code = exit_code(statuses)
         if code == 0:
             return
-        done = (RunState.COMPLETED, RunState.PRUNED)
-        counts = _counts(s.state for s in statuses if s.state not in done)
+        counts = _counts(s.state for s in statuses if s.state not in FINISHED)
+        then = "an earlier launch submitted them"
         if code == 1:
             then = f"rerun them with `{_cli('resume', sweep_dir)}`"
-        else:
-            then = "an earlier launch submitted them"
         _exit(
             f"exit status {code}: {counts} of {jobs_(len(statuses))}; see "
             f"`{_cli('status', sweep_dir)}`; {then}",
@@ -562,8 +531,7 @@ class SweepExitStatus(Callback):
 
 
 class LocalLauncher(SweepLauncher):
-    """Runs each job in its own process on this machine (submitit's local executor), at most
-    ``max_parallel`` at once, each with its own GPU(s) when the machine has GPUs."""
+    """Runs jobs in processes of this machine, ``max_parallel`` at once, each with its GPU(s)."""
 
     kind = "local"
 
@@ -579,10 +547,9 @@ class LocalLauncher(SweepLauncher):
                 import torch
 
                 gpus = list(range(torch.cuda.device_count()))
-        per_job = self.params.get("gpus_per_node")
-        if per_job is None:  # one GPU per process (trainer.devices) where there are GPUs
-            per_job = int(self.params.get("tasks_per_node") or 1) if gpus else 0
-        per_job = int(per_job)
+        per_job = int(self.params.get("tasks_per_node") or 1) if gpus else 0  # a GPU per process
+        if self.params.get("gpus_per_node") is not None:
+            per_job = int(self.params["gpus_per_node"])
         if per_job > len(gpus):
             _exit(f"each job asks for {per_job} GPUs but this machine has {len(gpus)}")
         return gpus, per_job
@@ -601,7 +568,6 @@ class LocalLauncher(SweepLauncher):
                 _say(f"launcher=local ignores what only SLURM understands: {', '.join(ignored)}")
             self.free_gpus, self.gpus_per_job = self._gpus()
             self.gpus_of: dict[int, list[int]] = {}
-            # the warm-start server of the jobs (see .warm); none where they start cold
             preload = self.options.get("preload")
             self.warm: warm.Server | None = None
             if preload is not None and not self.params.get("setup"):
@@ -648,8 +614,7 @@ class LocalLauncher(SweepLauncher):
 
 
 class SlurmLauncher(SweepLauncher):
-    """Submits the jobs to SLURM as one job array (hydra-submitit-launcher's submitit_slurm),
-    at most ``array_parallelism`` running at once; jobs requeue on preemption and time limits."""
+    """Submits the jobs to SLURM as a job array, ``array_parallelism`` running at once."""
 
     kind = "slurm"
 
@@ -668,8 +633,7 @@ class SlurmLauncher(SweepLauncher):
         return executor
 
     def _queued(self, sjobs: list[Any]) -> set[str]:
-        """With many jobs in the queue, one squeue call says which are still pending: a poll
-        then reads the results (submitit's stats files) of the few that may have ended only."""
+        """With many jobs, one squeue call saves a poll reading the results of pending ones."""
         if len(sjobs) <= QUEUE_QUERY_FROM:
             return set()
         return slurm.queued_jobs([str(sjob.job_id) for sjob in sjobs]) or set()

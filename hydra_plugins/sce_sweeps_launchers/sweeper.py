@@ -1,6 +1,5 @@
-"""``hydra/sweeper=sce_grid``: Hydra's basic (grid) sweeper, which leaves the check that each
-job composes to the sce launchers (they compose and check every job before launching any), so
-that a job is composed once rather than twice. Its config is ``BasicSweeper``'s."""
+"""``hydra/sweeper=sce_grid``: Hydra's basic sweeper (same config), which leaves the check that
+each job composes to the sce launchers: a job is composed once, not twice."""
 
 from collections.abc import Sequence
 from dataclasses import dataclass

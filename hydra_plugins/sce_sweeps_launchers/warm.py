@@ -44,8 +44,7 @@ def client(socket_path: str, args: list[str]) -> None:
         signal.signal(signum, relay)
     message = sock.recv(_MAX_MESSAGE)  # the child's wait status, once it has ended
     if not message:
-        sys.stderr.write("warm start: the job server stopped before the job ended\n")
-        sys.exit(1)
+        sys.exit("warm start: the job server stopped before the job ended")
     status = json.loads(message)["status"]
     if os.WIFSIGNALED(status):
         signum = os.WTERMSIG(status)
@@ -77,8 +76,7 @@ class Server:
         self._ready: bool | None = None
 
     def ready(self) -> bool:
-        """Wait until the modules are imported; False if the server failed (it says why on
-        standard error): jobs start cold."""
+        """Wait for the imports; False if they failed (the server says why): jobs start cold."""
         if self._ready is None:
             assert self.process.stdout is not None
             self._ready = self.process.stdout.readline() == b"ready\n"
@@ -176,8 +174,7 @@ def serve(socket_path: str, modules: list[str]) -> None:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     listener.bind(socket_path)
     listener.listen(128)
-    sys.stdout.write("ready\n")
-    sys.stdout.flush()
+    print("ready", flush=True)
 
     events = selectors.DefaultSelector()
     events.register(listener, selectors.EVENT_READ, "accept")
