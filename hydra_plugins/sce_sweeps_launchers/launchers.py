@@ -1,31 +1,13 @@
-"""The local and SLURM launchers of sce_sweeps, on one shared base.
-
-:class:`SweepLauncher` does what both share, in :meth:`~SweepLauncher.launch`:
-
-1. compose and validate every job (:func:`sce_sweeps.runtime.plan.plan_jobs`, each job composed
-   once, by :class:`~sce_sweeps.runtime.adapters.hydra_config.SweepComposer`); one invalid
-   job stops the launch before anything runs, with one line per invalid job;
-2. dry run: print the jobs, their resources and GPU-hours, and stop there;
-3. create (or, on resume, reopen) ``manifest.json`` and skip the jobs a resume need not rerun;
-4. submit through submitit, watch the jobs, record job ids and states in the manifest.
-
-Several threads may call :meth:`~SweepLauncher.launch` at once (``thread_safe_launch``): the
-asynchronous Optuna sweeper launches one trial per call from P threads. The manifest, the
-count of running jobs (``max_parallel`` holds across all calls) and the GPU pool are shared
-under one lock; each call waits for its own jobs only.
-
-Jobs run :meth:`SweepLauncher.__call__` (Hydra's ``run_job`` in the run dir, on the config
-the launcher composed) through a :class:`JobCall`, whose ``checkpoint()`` resubmits the same
-call: a job stopped by a preemption or a time limit is requeued and resumes from its checkpoint.
-What the jobs of a submission share (the launcher, Hydra's global state) is pickled once.
-"""
+"""The local and SLURM launchers of sce_sweeps: every job composed and checked before any runs,
+dry run, ``manifest.json``, resume, requeue (:meth:`JobCall.checkpoint`). The Optuna sweeper
+calls :meth:`SweepLauncher.launch` from several threads: one lock guards what they share."""
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import hashlib
-import logging
 import math
 import os
 import pickle
@@ -33,9 +15,10 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, run_job, setup_globals
@@ -45,8 +28,10 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmitit
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hydra_plugins.sce_sweeps_launchers import warm
-from sce_sweeps.runtime import progress, slurm
+from hydra_plugins.sce_sweeps_launchers.config import LocalSweepLauncherConf
+from sce_sweeps.runtime import plan, progress, slurm
 from sce_sweeps.runtime.record import (
+    FINISHED,
     HOST,
     Job,
     Manifest,
@@ -63,58 +48,25 @@ from sce_sweeps.runtime.record import (
     stall,
     try_read_result,
 )
-from sce_sweeps.runtime.status import jobs_
+from sce_sweeps.runtime.status import exit_code, jobs_, sweep_status
 
-log = logging.getLogger(__name__)
 
-# Keys of our config that are not submitit parameters.
-OWN_KEYS = (
-    "dry_run",
-    "resume",
-    "max_parallel",
-    "poll_s",
-    "validate",
-    "config_hash",
-    "preload",
-    "stall_after",
-    "stalled",
-    "check_data",
-    "data_check",
-)
-# What the launcher does with a stalled job (hydra.launcher.stalled).
-STALLED_ACTIONS = ("flag", "kill")
-# Seconds a stalled local job has to checkpoint and stop after SIGTERM before it is killed.
-KILL_GRACE_S = 30.0
-# The jobs this process's launches were asked to run (or skip), by sweep dir: what a
-# multirun's exit status covers (SweepExitStatus). Not the manifest's other jobs: an earlier
-# launch's trial that the Optuna sweeper has since retried under a new number is not rerun.
+def _fields(conf: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(conf)]
+
+
+OWN_KEYS = set(_fields(LocalSweepLauncherConf)) - set(_fields(SlurmQueueConf))  # not submitit's
+LOCAL_KEYS = {*_fields(BaseQueueConf), "_target_", "signal_delay_s", "max_num_timeout", "setup"}
+SLURM_ONLY = [k for k in _fields(SlurmQueueConf) if k not in LOCAL_KEYS]  # local ignores them
+STALLED_ACTIONS = ("flag", "kill")  # what to do with a stalled job (hydra.launcher.stalled)
+KILL_GRACE_S = 30.0  # seconds a stalled job has to checkpoint after SIGTERM, before SIGKILL
+QUEUE_QUERY_FROM = 32  # jobs in the queue from which a poll asks squeue which are pending
+# By sweep dir, the jobs this process was asked to run (not retried trials): SweepExitStatus's.
 _asked: dict[str, set[int]] = {}
-# Jobs in the queue from which a poll asks squeue which are pending rather than checking each.
-QUEUE_QUERY_FROM = 32
-# Keys only SLURM understands: the local launcher ignores them.
-SLURM_ONLY = (
-    "partition",
-    "qos",
-    "comment",
-    "constraint",
-    "exclude",
-    "gres",
-    "cpus_per_gpu",
-    "gpus_per_task",
-    "mem_per_gpu",
-    "mem_per_cpu",
-    "account",
-    "additional_parameters",
-    "array_parallelism",
-)
 
 
-def _resume(sweep_dir: Path) -> str:
-    return command_line("-m", "sce_sweeps.cli", "resume", sweep_dir)
-
-
-def _status(sweep_dir: Path) -> str:
-    return command_line("-m", "sce_sweeps.cli", "status", sweep_dir)
+def _cli(command: str, sweep_dir: Path) -> str:
+    return command_line("-m", "sce_sweeps.cli", command, sweep_dir)
 
 
 def _say(message: str) -> None:
@@ -122,35 +74,26 @@ def _say(message: str) -> None:
     print(f"sce_sweeps: {message}", file=sys.stderr, flush=True)
 
 
-class SubmissionError(RuntimeError):
-    """The scheduler refused the jobs (or is not there); the message is its reason."""
+def _exit(message: str, code: int = 2) -> NoReturn:
+    _say(message)
+    raise SystemExit(code)
 
 
-def submission_reason(error: BaseException) -> str:
-    """One line saying why a submission failed, in the scheduler's own words when it gave any
-    (``sbatch: error: Batch job submission failed: ...``)."""
-    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-    ours = [line for line in lines if "error" in line.lower()]
-    line = (ours or lines or [type(error).__name__])[-1]
-    if isinstance(error, FileNotFoundError) or "Could not detect" in line:
-        line = f"SLURM's commands are not installed on this machine ({line})"
-    return line
+def _counts(states: Iterable[str]) -> str:
+    """``1 completed, 2 failed``: how many of ``states`` are each state."""
+    return ", ".join(f"{n} {state}" for state, n in sorted(Counter(states).items()))
 
 
 class JobCall:
-    """What submitit runs for one job: :meth:`SweepLauncher.__call__` of the launcher pickled
-    in ``shared`` (with Hydra's global state), a file written once for all the jobs of a
-    submission, on the job's own arguments."""
+    """What submitit runs: the launcher pickled in ``shared`` (one file per submission)."""
 
     def __init__(self, shared: Path) -> None:
         self.shared = shared
 
-    def __call__(
-        self, overrides: list[str], job_dir_key: str, num: int, job_id: str, config: bytes
-    ) -> JobReturn:
-        """Run the job; ``config``: its config, pickled (see :meth:`SweepLauncher._job_params`)."""
+    def __call__(self, num: int, config: bytes) -> JobReturn:
+        # the config comes pickled by the C pickler: ten times faster than submitit's cloudpickle
         launcher, state = pickle.loads(self.shared.read_bytes())
-        return launcher(overrides, job_dir_key, num, job_id, state, pickle.loads(config))
+        return launcher(num, state, pickle.loads(config))
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         """Resubmit the same call (submitit calls it on a preemption or a time limit)."""
@@ -161,8 +104,7 @@ class JobCall:
 
 
 def share(launcher: SweepLauncher, folder: Path) -> Path:
-    """Pickle ``launcher`` and Hydra's global state (``Singleton.get_state()``) into one file
-    of ``folder``, named after its content; return its path."""
+    """Pickle ``launcher`` and Hydra's global state into a file of ``folder`` named after it."""
     import cloudpickle  # as submitit pickles: the task function may live in __main__
     from hydra.core.plugins import Plugins
     from omegaconf.basecontainer import BaseContainer
@@ -187,47 +129,38 @@ def _clear_heartbeat() -> None:
 
 
 def _stop_on_sigterm(signum: int, frame: Any) -> None:
-    """SIGTERM in a job: SLURM kills the job KillWait seconds later (scancel, scontrol
-    requeue, preemption, time limit). The trainer calls this once its checkpoint is saved;
-    stopping now, without a result, beats racing the kill: a requeued job resumes from the
-    checkpoint instead of finding a run finished by a job SLURM has already requeued."""
+    """SIGTERM, once the checkpoint is saved: stop without a result rather than race SLURM's
+    kill, so that the requeued job resumes from the checkpoint instead of a finished run."""
     _say("SIGTERM: stopped after saving a checkpoint; a requeued job resumes from it")
     _clear_heartbeat()
     raise SystemExit(128 + signum)
 
 
 class SweepLauncher(BaseSubmititLauncher):
-    """Validation, manifest, dry run and resume around a submitit executor."""
+    """The launch around a subclass's ``_executor()`` and ``_submit(executor, jobs, shared)``."""
 
-    _EXECUTOR = "abstract"
-    # launch() may be called from several threads at once (see the module's docstring).
-    thread_safe_launch = True
+    thread_safe_launch = True  # see the module's docstring
 
     def __init__(self, **params: Any) -> None:
         self.options = {k: params.pop(k) for k in OWN_KEYS if k in params}
         stalled, stall_after = self.options.get("stalled", "flag"), self.options.get("stall_after")
         if stalled not in STALLED_ACTIONS:
-            _say(f"hydra.launcher.stalled={stalled}: must be one of {', '.join(STALLED_ACTIONS)}")
-            raise SystemExit(2)
+            _exit(f"hydra.launcher.stalled={stalled}: must be one of {', '.join(STALLED_ACTIONS)}")
         if stall_after is not None and not float(stall_after) > 0:
-            _say(f"hydra.launcher.stall_after={stall_after}: must be a number of seconds > 0")
-            raise SystemExit(2)
+            _exit(f"hydra.launcher.stall_after={stall_after}: must be a number of seconds > 0")
         super().__init__(**params)
         self.manifest: Manifest | None = None  # once launched
         self._lock = threading.RLock()  # the manifest, the running count, the GPU pool
         self._active = 0  # jobs submitted and not over, over all launch() calls
         self._composer: Any = None  # composes the jobs (SweepComposer), once set up
         self._entries: dict[int, Job] = {}  # the manifest's jobs by number
-        self._saved_at, self._save_s = 0.0, 0.0  # the manifest's last save: when, how long
-        self._unsaved = False  # changes that _save() put off
+        self._saved_at, self._save_s, self._unsaved = 0.0, 0.0, False  # last save; put off
         self._flagged: set[int] = set()  # jobs said to be stalled
         self._stopping: dict[int, tuple[Stall, float]] = {}  # stalled jobs being ended, deadline
 
     def __getstate__(self) -> dict[str, Any]:
-        """What a job receives (submitit pickles the launcher): no lock, no manifest."""
-        state = dict(self.__dict__)
-        state.pop("_lock", None)
-        state.pop("warm", None)
+        """What a job receives: no lock, no manifest, no server."""
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_lock", "warm")}
         state["manifest"], state["_composer"], state["_entries"] = None, None, {}
         return state
 
@@ -235,19 +168,9 @@ class SweepLauncher(BaseSubmititLauncher):
         self.__dict__.update(state)
         self._lock = threading.RLock()
 
-    # --- what each launcher does its own way -----------------------------------------------
-
-    def _executor(self, sweep_dir: Path) -> Any:
-        raise NotImplementedError
-
     def _room(self, active: int) -> int:
         """How many more jobs may be submitted now, with ``active`` submitted and not over."""
-        raise NotImplementedError
-
-    def _submit(self, executor: Any, jobs: list[Any], shared: Path) -> list[Any]:
-        """Submit ``jobs`` (PlannedJob) as :class:`JobCall` of ``shared``; return their
-        submitit jobs."""
-        raise NotImplementedError
+        return sys.maxsize
 
     def _released(self, job: Any) -> None:
         """Called when a submitted job is over."""
@@ -259,30 +182,17 @@ class SweepLauncher(BaseSubmititLauncher):
     def _describe_params(self) -> dict[str, Any]:
         return {**self.params, **self.options}
 
-    # --- shared -------------------------------------------------------------------------------
-
-    def __call__(
-        self,
-        sweep_overrides: list[str],
-        job_dir_key: str,
-        job_num: int,
-        job_id: str,
-        singleton_state: dict[str, Any],
-        config: DictConfig | None = None,
-    ) -> JobReturn:
-        """Run one job (in the job's process): Hydra's run_job in its run dir, on ``config``,
-        the job's config as the launcher composed it (None: compose it here, as Hydra does)."""
-        # submitit only logs SIGTERM ("bypass"); stop instead, once the trainer has saved.
-        signal.signal(signal.SIGTERM, _stop_on_sigterm)
-        if config is None:
-            return super().__call__(sweep_overrides, job_dir_key, job_num, job_id, singleton_state)
+    def __call__(self, num: int, singleton_state: dict[str, Any], config: DictConfig) -> JobReturn:
+        """Run job ``num`` (in its process) on the config the launcher composed for it."""
         import submitit
 
+        # submitit only logs SIGTERM ("bypass"); stop instead, once the trainer has saved.
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
         Singleton.set_state(singleton_state)
         setup_globals()
         with open_dict(config.hydra.job):
             config.hydra.job.id = submitit.JobEnvironment().job_id
-            config.hydra.job.num = job_num
+            config.hydra.job.num = num
         global _job_run_dir
         _job_run_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
         _clear_heartbeat()  # an earlier attempt's (requeued without a signal)
@@ -291,20 +201,12 @@ class SweepLauncher(BaseSubmititLauncher):
             hydra_context=self.hydra_context,
             task_function=self.task_function,
             config=config,
-            job_dir_key=job_dir_key,
+            job_dir_key="hydra.sweep.dir",
             job_subdir_key="hydra.sweep.subdir",
         )
 
-    def _job_params(self, job: Any) -> tuple[Any, ...]:
-        """The arguments of a :class:`JobCall` (run in the job) for a planned job; its config
-        pickled here by the C pickler, ten times faster than submitit's cloudpickle."""
-        config = pickle.dumps(job.config)
-        return (job.overrides, "hydra.sweep.dir", job.num, f"job_id_for_{job.num}", config)
-
     def _save(self, manifest: Manifest, now_: bool = True) -> None:
-        """Save the manifest; with ``now_=False``, only if the last save is older than a poll
-        and than 20 times the time a save takes (at most 5% of the time goes to saving it,
-        whatever the number of jobs)."""
+        """Save the manifest; ``now_=False``: only after a poll and 20 saves' time (<= 5%)."""
         since = time.monotonic() - self._saved_at
         if not now_ and since < max(float(self.options.get("poll_s", 2.0)), 20 * self._save_s):
             self._unsaved = True
@@ -314,14 +216,8 @@ class SweepLauncher(BaseSubmititLauncher):
         self._saved_at = time.monotonic()
         self._save_s, self._unsaved = self._saved_at - start, False
 
-    def _sweep_name(self) -> str:
-        assert self.config is not None
-        name = OmegaConf.select(self.config, "sweep_name", default=None)
-        return str(name or self.config.hydra.job.name)
-
     def _open_manifest(self, sweep_dir: Path) -> Manifest:
-        """This launch's manifest: the one of an earlier batch of this sweep, the sweep dir's
-        (resume), or a new one. Claims the sweep dir first: one launcher process at a time."""
+        """This sweep's manifest, the sweep dir's (resume) or a new one, once the dir is claimed."""
         if self.manifest is not None:
             return self.manifest
         try:
@@ -329,25 +225,22 @@ class SweepLauncher(BaseSubmititLauncher):
                 claim_sweep_dir(sweep_dir)
             existing = Manifest.load(sweep_dir)
         except (SweepDirBusyError, RunFileError) as e:
-            _say(str(e))
-            raise SystemExit(2) from None
+            _exit(str(e))
         if self.options.get("resume"):
             if existing is None:
-                _say(f"nothing to resume: no manifest.json in {sweep_dir}")
-                raise SystemExit(2)
+                _exit(f"nothing to resume: no manifest.json in {sweep_dir}")
             return existing
         if existing is not None:
-            _say(
+            _exit(
                 f"{sweep_dir} already holds a sweep (manifest.json): resume it with "
-                f"`{_resume(sweep_dir)}` or hydra.launcher.resume=true"
+                f"`{_cli('resume', sweep_dir)}` or hydra.launcher.resume=true"
             )
-            raise SystemExit(2)
-        return Manifest.create(sweep_dir, self._sweep_name(), self.kind)
+        name = OmegaConf.select(self.config, "sweep_name", default=None)
+        return Manifest.create(sweep_dir, str(name or self.config.hydra.job.name), self.kind)
 
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
-        assert self.config is not None and self.hydra_context is not None
         with self._lock:  # composing, validating, recording: one call at a time
             planned = self._plan(job_overrides, initial_job_idx)
         if planned is None:  # dry run
@@ -362,8 +255,7 @@ class SweepLauncher(BaseSubmititLauncher):
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> tuple[Any, list[Any], dict[int, JobReturn], list[Any]] | None:
         """Plan, validate and record the jobs of one launch() call; None for a dry run."""
-        from sce_sweeps.runtime import plan
-        from sce_sweeps.runtime.status import sweep_status
+        from sce_sweeps.runtime.adapters.hydra_config import sweep_composer
 
         assert self.config is not None and self.hydra_context is not None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
@@ -372,21 +264,19 @@ class SweepLauncher(BaseSubmititLauncher):
         # the app's primary metric, for status and the value a skipped job returns
         manifest.metric = OmegaConf.select(self.config, "record.metric", default=None)
         manifest.mode = OmegaConf.select(self.config, "record.mode", default="max")
-        resumed = self.options.get("resume") and first_launch
+        resumed = bool(self.options.get("resume") and first_launch)
         if self._composer is None:
-            from sce_sweeps.runtime.adapters.hydra_config import sweep_composer
-
             self._composer = sweep_composer(self.hydra_context.config_loader, self.config)
         try:
-            jobs = plan.plan_jobs(
-                self._composer,
-                [list(o) for o in job_overrides],
-                initial_job_idx,
-                manifest,
-                self.options.get("validate"),
-                self.options.get("config_hash"),
-            )
-        except BaseException:  # an override that does not compose: Hydra's error follows
+            overrides = [list(o) for o in job_overrides]
+            hooks = self.options.get("validate"), self.options.get("config_hash")
+            jobs = plan.plan_jobs(self._composer, overrides, initial_job_idx, manifest, *hooks)
+            invalid = plan.invalid_job_lines(jobs)
+            for line in invalid:
+                _say(line)
+            if invalid:
+                _exit(f"{len(invalid)} of {jobs_(len(jobs))} are invalid; nothing was launched")
+        except BaseException:  # e.g. an override that does not compose: Hydra's error follows
             if first_launch and not manifest.path.exists():
                 plan.remove_unused_sweep_dir(sweep_dir)
             raise
@@ -395,25 +285,16 @@ class SweepLauncher(BaseSubmititLauncher):
             for job in jobs:
                 job.previous = previous.get(job.num)
 
-        invalid = plan.invalid_job_lines(jobs)
-        if invalid:
-            for line in invalid:
-                _say(line)
-            _say(f"{len(invalid)} of {jobs_(len(jobs))} are invalid; nothing was launched")
-            if first_launch and not manifest.path.exists():
-                plan.remove_unused_sweep_dir(sweep_dir)
-            raise SystemExit(2)
-
         if self.options.get("dry_run"):
-            params, name = self._describe_params(), self._sweep_name()
-            report = plan.describe(jobs, params, self.kind, name, sweep_dir, bool(resumed))
-            data_ok = True
+            params = self._describe_params()
+            name = manifest.sweep_name
+            report = plan.describe(jobs, params, self.kind, name, sweep_dir, resumed)
+            data, data_ok = [], True
             if params.get("check_data"):
                 data, data_ok = plan.check_data(jobs, params.get("data_check"))
-                report = "\n".join([report, *data])
             if not manifest.path.exists():
                 plan.remove_unused_sweep_dir(sweep_dir)
-            print(report, flush=True)
+            print("\n".join([report, *data]), flush=True)
             if not data_ok:  # a damaged dataset: the sweep would fail, say so by the status
                 raise SystemExit(1)
             return None
@@ -426,8 +307,14 @@ class SweepLauncher(BaseSubmititLauncher):
         returns = {job.num: self._skipped(job) for job in jobs if job.skip}
         todo = [job for job in jobs if not job.skip]
         self._entries = {entry.num: entry for entry in manifest.jobs}
-        for job in todo:
-            self._record(manifest, job)
+        for job in todo:  # pending, a rerun's entry reset
+            entry = self._entries.get(job.num)
+            if entry is None:
+                run_dir = relative_run_dir(job.run_dir, manifest.sweep_dir)
+                entry = Job(job.num, job.overrides, job.config_hash, run_dir)
+                self._entries[job.num] = entry
+                manifest.jobs.append(entry)
+            entry.state, entry.reason, entry.finished_at = RunState.PENDING, None, None
         manifest.jobs.sort(key=lambda j: j.num)
         self._save(manifest)
         if resumed:
@@ -437,52 +324,67 @@ class SweepLauncher(BaseSubmititLauncher):
             )
         return manifest, jobs, returns, todo
 
-    def _record(self, manifest: Manifest, job: Any) -> None:
-        """Add ``job`` to the manifest as pending (its entry, if it has one, is reset)."""
-        entry = self._entries.get(job.num)
-        if entry is None:
-            run_dir = relative_run_dir(job.run_dir, manifest.sweep_dir)
-            entry = Job(job.num, job.overrides, job.config_hash, run_dir)
-            self._entries[job.num] = entry
-            manifest.jobs.append(entry)
-        entry.state, entry.reason, entry.finished_at = RunState.PENDING, None, None
-
     def _skipped(self, job: Any) -> JobReturn:
-        """The return of a job a resume does not rerun: its result's primary metric (the app's
-        ``record.metric``), else NaN."""
-        from sce_sweeps.runtime.plan import task_config
-
-        value = job.previous.value if job.previous.value is not None else math.nan
+        """The return of a job a resume does not rerun: its result's ``record.metric`` or NaN."""
         _say(f"job #{job.num}: {job.previous.state}, not rerun ({job.run_dir})")
-        return JobReturn(
-            overrides=job.overrides,
-            cfg=task_config(job.config),
-            hydra_cfg=job.config,
-            working_dir=str(job.run_dir),
-            task_name=str(self.config.hydra.job.name),
-            status=JobStatus.COMPLETED,
-            _return_value=float(value),
-        )
+        ret = JobReturn(overrides=job.overrides, status=JobStatus.COMPLETED)
+        ret.return_value = math.nan if job.previous.value is None else float(job.previous.value)
+        return ret
 
     def _run(self, jobs: list[Any], manifest: Any) -> dict[int, JobReturn]:
-        """Submit ``jobs`` as room allows, watch them, keep the manifest up to date."""
+        """Submit ``jobs`` as room allows, watch them (polls hold the lock), record them."""
         if not jobs:
             return {}
-        waiting, running, returns = list(jobs), {}, {}
-        poll_s = float(self.options.get("poll_s", 2.0))
+        waiting, returns = list(jobs), {}
+        running: dict[int, tuple[Any, Any]] = {}
         try:
             with self._lock:
                 try:
-                    executor = self._executor(manifest.sweep_dir)
+                    executor = self._executor()
                 except Exception as e:  # e.g. no SLURM on this machine
                     self._not_submitted(manifest, waiting, e)
                 shared = share(self, Path(manifest.sweep_dir) / ".submitit")
             while waiting or running:
                 with self._lock:
-                    self._poll(manifest, waiting, running, returns, executor, shared)
+                    changed = submitted_ids = False
+                    queued = self._queued([sjob for _, sjob in running.values()])
+                    for num, (job, sjob) in list(running.items()):
+                        entry = self._entries[num]
+                        if sjob.job_id in queued:
+                            continue
+                        if sjob.done():
+                            returns[num] = self._finish(entry, job, sjob)
+                            self._released(job)
+                            self._active -= 1
+                            del running[num]
+                            changed = True
+                        elif entry.state == RunState.PENDING and sjob.state == "RUNNING":
+                            entry.state, changed = RunState.RUNNING, True
+                        elif entry.state == RunState.RUNNING:
+                            self._watch(manifest, entry, sjob)
+                    room = min(len(waiting), self._room(self._active))
+                    if room > 0:
+                        batch = waiting[:room]
+                        try:
+                            submitted = self._submit(executor, batch, shared)
+                        except Exception as e:  # sbatch refused (resources, partition...)
+                            self._not_submitted(manifest, waiting, e)
+                        del waiting[:room]
+                        for job, sjob in zip(batch, submitted):
+                            entry = self._entries[job.num]
+                            entry.job_ids.append(str(sjob.job_id))
+                            entry.state = (
+                                RunState.PENDING if self.kind == "slurm" else RunState.RUNNING
+                            )
+                            entry.submitted_at, entry.log = now(), str(sjob.paths.stderr)
+                            running[job.num] = (job, sjob)
+                            self._active += 1
+                        changed, submitted_ids = True, self.kind == "slurm"
+                    if changed:  # SLURM job ids at once: a resume must find the jobs it submitted
+                        self._save(manifest, now_=submitted_ids)
                     progress.show(manifest, final=not (waiting or running))
                 if waiting or running:
-                    time.sleep(poll_s)
+                    time.sleep(float(self.options.get("poll_s", 2.0)))
             with self._lock:
                 if self._unsaved:
                     self._save(manifest)
@@ -492,71 +394,27 @@ class SweepLauncher(BaseSubmititLauncher):
             where = "keep running on SLURM" if self.kind == "slurm" else "were stopped"
             _say(
                 f"interrupted: {len(running)} started jobs {where}; see "
-                f"`{_status(manifest.sweep_dir)}`, resume with `{_resume(manifest.sweep_dir)}`"
+                f"`{_cli('status', manifest.sweep_dir)}`, resume with "
+                f"`{_cli('resume', manifest.sweep_dir)}`"
             )
             raise
-        except SubmissionError as e:
-            _say(
-                f"not submitted: {e}; {jobs_(len(waiting))} not submitted (manifest.json says "
-                f"so); fix it, then `{_resume(manifest.sweep_dir)}`"
-            )
-            raise SystemExit(2) from None
         return returns
 
     def _not_submitted(self, manifest: Manifest, jobs: list[Any], error: Exception) -> None:
-        """Record ``jobs`` as not submitted, with the scheduler's reason; raise it."""
-        reason = submission_reason(error)
+        """Record ``jobs`` as not submitted, with the scheduler's reason; say so and exit 2."""
+        lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+        ours = [line for line in lines if "error" in line.lower()]
+        reason = (ours or lines or [type(error).__name__])[-1]
+        if isinstance(error, FileNotFoundError) or "Could not detect" in reason:
+            reason = f"SLURM's commands are not installed on this machine ({reason})"
         for job in jobs:
             entry = self._entries[job.num]
             entry.state, entry.reason = RunState.NOT_SUBMITTED, reason
         self._save(manifest)
-        raise SubmissionError(reason) from error
-
-    def _poll(
-        self,
-        manifest: Any,
-        waiting: list[Any],
-        running: dict[int, tuple[Any, Any]],
-        returns: dict[int, JobReturn],
-        executor: Any,
-        shared: Path,
-    ) -> None:
-        """One look at this call's jobs (under the lock): settle those that are over, submit
-        waiting ones as room allows; ``waiting``, ``running`` and ``returns`` are updated."""
-        changed = submitted_ids = False
-        queued = self._queued([sjob for _, sjob in running.values()])
-        for num, (job, sjob) in list(running.items()):
-            entry = self._entries[num]
-            if sjob.job_id in queued:
-                continue
-            if sjob.done():
-                returns[num] = self._finish(entry, job, sjob)
-                self._released(job)
-                self._active -= 1
-                del running[num]
-                changed = True
-            elif entry.state == RunState.PENDING and sjob.state == "RUNNING":
-                entry.state, changed = RunState.RUNNING, True
-            elif entry.state == RunState.RUNNING:
-                self._watch(manifest, entry, sjob)
-        room = min(len(waiting), self._room(self._active))
-        if room > 0:
-            batch = waiting[:room]
-            try:
-                submitted = self._submit(executor, batch, shared)
-            except Exception as e:  # sbatch refused (resources, partition, account...)
-                self._not_submitted(manifest, waiting, e)
-            del waiting[:room]
-            for job, sjob in zip(batch, submitted):
-                entry = self._entries[job.num]
-                entry.job_ids.append(str(sjob.job_id))
-                entry.state = RunState.RUNNING if self.kind == "local" else RunState.PENDING
-                entry.submitted_at, entry.log = now(), str(sjob.paths.stderr)
-                running[job.num] = (job, sjob)
-                self._active += 1
-            changed, submitted_ids = True, self.kind == "slurm"
-        if changed:  # SLURM job ids at once: a resume must find the jobs it submitted
-            self._save(manifest, now_=submitted_ids)
+        _exit(
+            f"not submitted: {reason}; {jobs_(len(jobs))} not submitted (manifest.json says "
+            f"so); fix it, then `{_cli('resume', manifest.sweep_dir)}`"
+        )
 
     def _finish(self, entry: Any, job: Any, sjob: Any) -> JobReturn:
         """Record how a job ended; a job that died without a return gets NaN, not an error."""
@@ -564,14 +422,12 @@ class SweepLauncher(BaseSubmititLauncher):
         ended = self._stopping.pop(job.num, None)  # (its stall, deadline): ended by _watch
         self._flagged.discard(job.num)
         try:
-            ret = sjob.results()[0]
-            if ended is not None and ret.status != JobStatus.COMPLETED:
-                raise RuntimeError(str(ended[0]))
+            ret, error = sjob.results()[0], None
         except Exception as e:  # cancelled, killed, out of memory: no JobReturn came back
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            entry.state, entry.reason = RunState.FAILED, f"{type(e).__name__}: {reason}"
-            if ended is not None:
-                entry.reason = str(ended[0])
+            first = (str(e).strip() or type(e).__name__).splitlines()[0]
+            ret, error = None, f"{type(e).__name__}: {first}"
+        if ret is None or (ended is not None and ret.status != JobStatus.COMPLETED):
+            entry.state, entry.reason = RunState.FAILED, str(ended[0]) if ended else error
             ret = JobReturn(overrides=job.overrides, status=JobStatus.COMPLETED)
             ret.return_value = math.nan
         else:
@@ -582,18 +438,14 @@ class SweepLauncher(BaseSubmititLauncher):
                 entry.state, entry.reason = RunState.FAILED, repr(ret._return_value)
             elif isinstance(ret.return_value, (int, float)):
                 entry.objective = float(ret.return_value)
-        detail = (
-            f"kNN top-1 {entry.objective:.2f}%"
-            if entry.state == RunState.COMPLETED and entry.objective is not None
-            else entry.reason or "-"
-        )
+        detail = entry.reason or "-"
+        if entry.state == RunState.COMPLETED and entry.objective is not None:
+            detail = f"kNN top-1 {entry.objective:.2f}%"
         _say(f"job #{job.num} {entry.state}: {detail} [{job.run_dir}]")
         return ret
 
     def _watch(self, manifest: Manifest, entry: Job, sjob: Any) -> None:
-        """Flag a running job whose heartbeat is older than its limit (said once, until it
-        beats again); with ``stalled=kill``, end it: SIGTERM first (a process that can still
-        checkpoint does), then :meth:`_end_stalled` once the grace period is over."""
+        """Flag a stalled job (said once); with ``stalled=kill``, SIGTERM it, later SIGKILL."""
         if entry.num in self._stopping:
             found, deadline = self._stopping[entry.num]
             if time.monotonic() > deadline:
@@ -613,8 +465,7 @@ class SweepLauncher(BaseSubmititLauncher):
             self._end_stalled(sjob, found, force=False)
 
     def _end_stalled(self, sjob: Any, found: Stall, force: bool) -> None:
-        """Stop a stalled job: SIGTERM (``force``: SIGKILL) to its process where it runs on
-        this host, else ``scancel`` (SLURM sends SIGTERM, then SIGKILL after KillWait)."""
+        """SIGTERM (``force``: SIGKILL) to a stalled job's process here; on SLURM, ``scancel``."""
         sig = signal.SIGKILL if force else signal.SIGTERM
         if found.pid and found.host == HOST:
             for signum in (signal.SIGCONT, sig):  # a stopped process handles SIGTERM once woken
@@ -626,17 +477,10 @@ class SweepLauncher(BaseSubmititLauncher):
 
     def _summary(self, manifest: Any, jobs: list[Any]) -> None:
         """The launch's last line: its jobs by state, and those whose tracking failed."""
-        states: dict[str, int] = {}
-        for job in jobs:
-            state = self._entries[job.num].state
-            states[state] = states.get(state, 0) + 1
-        counts = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+        counts = _counts(self._entries[job.num].state for job in jobs)
         # a run that trained but whose tracking failed (e.g. its Aim merge) says so in its result
-        untracked = [
-            job.num
-            for job in jobs
-            if (try_read_result(manifest.sweep_dir / job.run_dir) or {}).get("tracking")
-        ]
+        results = [try_read_result(manifest.sweep_dir / job.run_dir) or {} for job in jobs]
+        untracked = [job.num for job, result in zip(jobs, results) if result.get("tracking")]
         if len(jobs) == 1 and not untracked:
             return  # its own line said it all
         if untracked:
@@ -644,21 +488,13 @@ class SweepLauncher(BaseSubmititLauncher):
             counts += f"; tracking failed for {jobs_(len(untracked))} ({listed})"
         _say(
             f"sweep {manifest.sweep_name}: {jobs_(len(jobs))}: {counts}; "
-            f"`{_status(manifest.sweep_dir)}` shows each"
+            f"`{_cli('status', manifest.sweep_dir)}` shows each"
         )
 
 
 class SweepExitStatus(Callback):
-    """Ends a multirun (``python -m sce_sweeps -m ...``, and so its resume) with the exit
-    status of ``python -m sce_sweeps.cli status`` over the jobs it was asked to run, once the
-    sweeper is done: 0 when every one completed or was pruned, 1 when any failed, was not
-    submitted or never ran, 3 when some that an earlier launch submitted are still queued or
-    running. ``conf/launcher`` selects it (``hydra.callbacks.sweep_exit_status``); a dry run,
-    or a multirun that raised, is left as it is.
-
-    Before the sweeper writes into an existing sweep dir that cannot be written (a read-only
-    filesystem), it says in one line what a resume would do and exits (0: nothing to do, 2:
-    jobs to rerun), as ``python -m sce_sweeps.cli resume`` does."""
+    """Ends a multirun with the exit status of ``sce_sweeps.cli status`` over its jobs (0, 1, 3);
+    into a sweep dir that cannot be written, exits as ``sce_sweeps.cli resume`` would (0, 2)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from sce_sweeps.runtime.resume import say_if_read_only
@@ -668,8 +504,6 @@ class SweepExitStatus(Callback):
             raise SystemExit(code)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from sce_sweeps.runtime.status import exit_code, sweep_status
-
         if sys.exc_info()[0] is not None or OmegaConf.select(config, "hydra.launcher.dry_run"):
             return
         sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -685,73 +519,67 @@ class SweepExitStatus(Callback):
         code = exit_code(statuses)
         if code == 0:
             return
-        states: dict[str, int] = {}
-        for s in statuses:
-            if s.state not in (RunState.COMPLETED, RunState.PRUNED):
-                states[s.state] = states.get(s.state, 0) + 1
-        counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
-        then = (
-            f"rerun them with `{_resume(sweep_dir)}`"
-            if code == 1
-            else "an earlier launch submitted them"
-        )
-        _say(
+        counts = _counts(s.state for s in statuses if s.state not in FINISHED)
+        then = "an earlier launch submitted them"
+        if code == 1:
+            then = f"rerun them with `{_cli('resume', sweep_dir)}`"
+        _exit(
             f"exit status {code}: {counts} of {jobs_(len(statuses))}; see "
-            f"`{_status(sweep_dir)}`; {then}"
+            f"`{_cli('status', sweep_dir)}`; {then}",
+            code,
         )
-        raise SystemExit(code)
 
 
 class LocalLauncher(SweepLauncher):
-    """Runs each job in its own process on this machine (submitit's local executor), at most
-    ``max_parallel`` at once, each with its own GPU(s) when the machine has GPUs."""
+    """Runs jobs in processes of this machine, ``max_parallel`` at once, each with its GPU(s)."""
 
-    _EXECUTOR = "local"
     kind = "local"
 
     def _gpus(self) -> tuple[list[int], int]:
         """(this machine's visible GPUs, GPUs per job)."""
-        env = os.environ.get("CUDA_VISIBLE_DEVICES")
+        env, gpus = os.environ.get("CUDA_VISIBLE_DEVICES"), []
         if env is not None:
             ids = [x.strip() for x in env.split(",") if x.strip()]
             gpus = [int(x) for x in ids] if all(x.isdigit() for x in ids) else list(range(len(ids)))
-        elif not any(Path("/dev").glob("nvidia[0-9]*")) and not Path("/dev/kfd").exists():
-            gpus = []  # no NVIDIA or AMD GPU device: no need to import torch (seconds)
-        else:
-            try:
+        # torch takes seconds to import: only where there is an NVIDIA or AMD GPU device
+        elif any(Path("/dev").glob("nvidia[0-9]*")) or Path("/dev/kfd").exists():
+            with contextlib.suppress(Exception):  # no torch, no driver
                 import torch
 
                 gpus = list(range(torch.cuda.device_count()))
-            except Exception:  # no torch, no driver
-                gpus = []
-        per_job = self.params.get("gpus_per_node")
-        if per_job is None:  # one GPU per process (trainer.devices) where there are GPUs
-            per_job = int(self.params.get("tasks_per_node") or 1) if gpus else 0
-        per_job = int(per_job)
+        per_job = int(self.params.get("tasks_per_node") or 1) if gpus else 0  # a GPU per process
+        if self.params.get("gpus_per_node") is not None:
+            per_job = int(self.params["gpus_per_node"])
         if per_job > len(gpus):
-            _say(f"each job asks for {per_job} GPUs but this machine has {len(gpus)}")
-            raise SystemExit(2)
+            _exit(f"each job asks for {per_job} GPUs but this machine has {len(gpus)}")
         return gpus, per_job
 
-    def _executor(self, sweep_dir: Path) -> Any:
+    def _executor(self) -> Any:
         import submitit
 
         if not hasattr(self, "free_gpus"):  # the first launch() call: one pool for all calls
             defaults = SlurmQueueConf()
-            ignored = {
-                k: self.params[k]
+            ignored = [
+                f"{k}={self.params[k]}"
                 for k in SLURM_ONLY
                 if self.params.get(k) and self.params[k] != getattr(defaults, k)
-            }
+            ]
             if ignored:
-                listed = ", ".join(f"{k}={v}" for k, v in ignored.items())
-                _say(f"launcher=local ignores what only SLURM understands: {listed}")
+                _say(f"launcher=local ignores what only SLURM understands: {', '.join(ignored)}")
             self.free_gpus, self.gpus_per_job = self._gpus()
             self.gpus_of: dict[int, list[int]] = {}
-            self.warm = self._start_server()
+            preload = self.options.get("preload")
+            self.warm: warm.Server | None = None
+            if preload is not None and not self.params.get("setup"):
+                self.warm = warm.Server(list(dict.fromkeys([*warm.JOB_MODULES, *preload])))
+                atexit.register(self.warm.stop)
+        if self.warm is not None and not self.warm.ready():
+            _say("warm start is off: the server could not import hydra.launcher.preload")
+            self.warm = None
         executor = submitit.LocalExecutor(
             folder=Path(self.params["submitit_folder"]).absolute(),
             max_num_timeout=self.params["max_num_timeout"],
+            python=self.warm.python() if self.warm is not None else None,
         )
         executor.update_parameters(
             timeout_min=self.params["timeout_min"],
@@ -762,16 +590,6 @@ class LocalLauncher(SweepLauncher):
         )
         return executor
 
-    def _start_server(self) -> warm.Server | None:
-        """The warm-start server of this launcher's jobs (``preload``; see :mod:`.warm`), or
-        None where jobs start in a fresh interpreter."""
-        preload = self.options.get("preload")
-        if preload is None or self.params.get("setup"):
-            return None
-        server = warm.Server(list(dict.fromkeys([*warm.JOB_MODULES, *preload])))
-        atexit.register(server.stop)
-        return server
-
     def _room(self, active: int) -> int:
         room = int(self.options.get("max_parallel", 2)) - active
         if self.gpus_per_job:
@@ -779,37 +597,28 @@ class LocalLauncher(SweepLauncher):
         return room
 
     def _submit(self, executor: Any, jobs: list[Any], shared: Path) -> list[Any]:
-        submitted, call = [], JobCall(shared)
-        if self.warm is not None:
-            if self.warm.ready():
-                executor.python = self.warm.python()
-            else:
-                _say("warm start is off: the server could not import hydra.launcher.preload")
-                self.warm = None
+        submitted = []
         for job in jobs:
             gpus = self.free_gpus[: self.gpus_per_job]
             self.free_gpus = self.free_gpus[self.gpus_per_job :]
             self.gpus_of[job.num] = gpus
             executor.update_parameters(gpus_per_node=len(gpus), visible_gpus=gpus)
-            submitted.append(executor.submit(call, *self._job_params(job)))
+            submitted.append(executor.submit(JobCall(shared), job.num, pickle.dumps(job.config)))
         return submitted
 
     def _released(self, job: Any) -> None:
         self.free_gpus = sorted(self.free_gpus + self.gpus_of.pop(job.num, []))
 
     def _describe_params(self) -> dict[str, Any]:
-        gpus, per_job = self._gpus()
-        return {**super()._describe_params(), "gpus_per_node": per_job}
+        return {**super()._describe_params(), "gpus_per_node": self._gpus()[1]}
 
 
 class SlurmLauncher(SweepLauncher):
-    """Submits the jobs to SLURM as one job array (hydra-submitit-launcher's submitit_slurm),
-    at most ``array_parallelism`` running at once; jobs requeue on preemption and time limits."""
+    """Submits the jobs to SLURM as a job array, ``array_parallelism`` running at once."""
 
-    _EXECUTOR = "slurm"
     kind = "slurm"
 
-    def _executor(self, sweep_dir: Path) -> Any:
+    def _executor(self) -> Any:
         import submitit
 
         params = dict(self.params)
@@ -817,26 +626,21 @@ class SlurmLauncher(SweepLauncher):
         executor = submitit.AutoExecutor(
             folder=folder, cluster="slurm", slurm_max_num_timeout=params.pop("max_num_timeout")
         )
-        generic = set(OmegaConf.structured(BaseQueueConf).keys())
+        generic = set(_fields(BaseQueueConf))
         executor.update_parameters(
             **{k if k in generic else f"slurm_{k}": v for k, v in params.items()}
         )
         return executor
 
     def _queued(self, sjobs: list[Any]) -> set[str]:
-        """With many jobs in the queue, one squeue call says which are still pending: a poll
-        then looks for the results of the few that may have ended (submitit's ``done()``
-        stats files, job by job), not of all of the array's jobs."""
+        """With many jobs, one squeue call saves a poll reading the results of pending ones."""
         if len(sjobs) <= QUEUE_QUERY_FROM:
             return set()
         return slurm.queued_jobs([str(sjob.job_id) for sjob in sjobs]) or set()
 
-    def _room(self, active: int) -> int:
-        return sys.maxsize  # SLURM queues them all; array_parallelism caps how many run
-
     def _submit(self, executor: Any, jobs: list[Any], shared: Path) -> list[Any]:
-        params = [self._job_params(job) for job in jobs]
-        submitted = executor.map_array(JobCall(shared), *zip(*params))
+        configs = [pickle.dumps(job.config) for job in jobs]
+        submitted = executor.map_array(JobCall(shared), [job.num for job in jobs], configs)
         ids = ", ".join(str(j.job_id) for j in submitted)
         _say(f"submitted {jobs_(len(submitted), 'SLURM job')}: {ids}")
         return submitted

@@ -1,13 +1,5 @@
-"""``hydra/sweeper=sce_grid``: Hydra's basic (grid) sweeper, each job composed once.
-
-Before launching a batch, Hydra's ``BasicSweeper`` composes every job's config to check that
-it composes (``Sweeper.validate_batch_is_legal``); the sce launchers then compose and check
-every job again before launching any (:func:`sce_sweeps.runtime.plan.plan_jobs`), and each job
-would compose it a third time. :class:`GridSweeper` leaves the check to the launcher when the
-launcher is one of these (the same composition, with the same errors, before anything runs); with
-any other launcher it checks as Hydra does. Its config is ``BasicSweeper``'s (``params``,
-``max_batch_size``): sweep presets written for ``hydra/sweeper=basic`` work unchanged.
-"""
+"""``hydra/sweeper=sce_grid``: Hydra's basic sweeper (same config), which leaves the check that
+each job composes to the sce launchers: a job is composed once, not twice."""
 
 from collections.abc import Sequence
 from dataclasses import dataclass

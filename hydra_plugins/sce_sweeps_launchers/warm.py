@@ -1,14 +1,7 @@
-"""Warm start of local jobs: import what every job needs once, then fork one child per job.
-
-With ``hydra.launcher.preload`` set, the local launcher starts one **server** that imports
-those modules (Hydra, submitit, the app: seconds) once; each job's command (submitit's
-``python -u -m submitit.core._submit FOLDER``) becomes a small **client** (standard library
-only) that hands the server its command line, environment, working directory and standard
-streams. The server forks a child that runs the command as ``python`` would; the client relays
-signals to it (SIGTERM, SIGINT, SIGUSR1/2, SIGHUP), its child is killed when it is killed
-outright, and it exits as the child did (code or signal). Without a reachable server a job runs
-in a fresh interpreter. Preloaded modules see the launcher's environment at import; CUDA is
-initialised lazily by torch in the child, after ``CUDA_VISIBLE_DEVICES`` is set.
+"""Warm start of local jobs: a server imports ``hydra.launcher.preload`` once and forks a child
+per job. A job's ``python`` becomes a client (standard library only) that hands the server its
+command, environment, directory and streams, relays signals to the child and exits as it did.
+Torch initialises CUDA in the child, after ``CUDA_VISIBLE_DEVICES`` is set.
 
     python -m hydra_plugins.sce_sweeps_launchers.warm serve SOCKET MODULE...  # the server
     python -I -S .../warm.py SOCKET PYTHON_ARGS...                            # a job's client
@@ -16,13 +9,14 @@ initialised lazily by torch in the child, after ``CUDA_VISIBLE_DEVICES`` is set.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
 import sys
 
-# What the client passes on to its child; SIGKILL cannot be caught (the server handles it).
+# What the client passes on to its child (the server handles SIGKILL, which it cannot catch).
 RELAYED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP)
 _MAX_MESSAGE = 1 << 20
 MODULE = "hydra_plugins.sce_sweeps_launchers.warm"
@@ -30,12 +24,8 @@ MODULE = "hydra_plugins.sce_sweeps_launchers.warm"
 JOB_MODULES = ("submitit.core.submission", "hydra_plugins.sce_sweeps_launchers.launchers")
 
 
-# --- the client: one per job, standard library only -------------------------------------------
-
-
 def client(socket_path: str, args: list[str]) -> None:
-    """Run ``python ARGS`` as a child of the server at ``socket_path`` (in a fresh interpreter
-    if there is none) and exit as it does."""
+    """Run ``python ARGS`` as a child of the server (with none, cold) and exit as it does."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         sock.connect(socket_path)
@@ -47,26 +37,20 @@ def client(socket_path: str, args: list[str]) -> None:
         os.execv(sys.executable, [sys.executable, *args])
 
     def relay(signum: int, frame: object) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
 
     for signum in RELAYED:
         signal.signal(signum, relay)
     message = sock.recv(_MAX_MESSAGE)  # the child's wait status, once it has ended
     if not message:
-        sys.stderr.write("warm start: the job server stopped before the job ended\n")
-        sys.exit(1)
+        sys.exit("warm start: the job server stopped before the job ended")
     status = json.loads(message)["status"]
     if os.WIFSIGNALED(status):
         signum = os.WTERMSIG(status)
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
     sys.exit(os.waitstatus_to_exitcode(status))
-
-
-# --- the launcher's side ------------------------------------------------------------------------
 
 
 def client_python(socket_path: str) -> str:
@@ -77,8 +61,7 @@ def client_python(socket_path: str) -> str:
 
 
 class Server:
-    """A server (see the module's docstring), started on construction; :meth:`ready` waits
-    for its imports."""
+    """The server, started on construction; :meth:`ready` waits for its imports."""
 
     def __init__(self, modules: list[str]) -> None:
         import subprocess
@@ -93,8 +76,7 @@ class Server:
         self._ready: bool | None = None
 
     def ready(self) -> bool:
-        """Wait until the modules are imported; False if the server failed (it says why on
-        standard error), in which case jobs start cold."""
+        """Wait for the imports; False if they failed (the server says why): jobs start cold."""
         if self._ready is None:
             assert self.process.stdout is not None
             self._ready = self.process.stdout.readline() == b"ready\n"
@@ -105,23 +87,18 @@ class Server:
         return client_python(self.socket_path)
 
     def stop(self) -> None:
-        """No more jobs: the server exits once its children have ended (they are not waited
-        for here)."""
-        if self.process.stdin is not None and not self.process.stdin.closed:
-            self.process.stdin.close()
-
-
-# --- the server ---------------------------------------------------------------------------------
+        """No more jobs: the server exits once its children have ended (not waited for)."""
+        assert self.process.stdin is not None
+        self.process.stdin.close()  # a no-op once closed
 
 
 def run_command(args: list[str]) -> int:
-    """Run ``python ARGS`` in this (forked) process: ``[-u] -m MODULE ...`` or ``-c CODE ...``;
-    return its exit code (minus the signal for a KeyboardInterrupt, as the interpreter dies of
-    SIGINT), once it has flushed what it owns (see :func:`flush_job`)."""
+    """Run ``python [-u] -m MODULE ...`` or ``-c CODE ...`` in this forked process; return its
+    exit code (-SIGINT after a KeyboardInterrupt), once :func:`flush_job` is done."""
     import runpy
     import traceback
 
-    code: object = 0
+    code = 0
     try:
         while args and args[0] in ("-u", "-B", "-E", "-s"):
             args = args[1:]
@@ -134,7 +111,11 @@ def run_command(args: list[str]) -> int:
             sys.argv = ["-c", *args[2:]]
             exec(compile(args[1], "<string>", "exec"), {"__name__": "__main__"})
     except SystemExit as e:
-        code = e.code
+        if e.code is None or isinstance(e.code, int):
+            code = e.code or 0
+        else:  # as the interpreter: print the message, exit 1
+            print(e.code, file=sys.stderr)
+            code = 1
     except KeyboardInterrupt:  # as the interpreter: the traceback, then die of SIGINT
         traceback.print_exc()
         code = -signal.SIGINT
@@ -142,21 +123,12 @@ def run_command(args: list[str]) -> int:
         traceback.print_exc()
         code = 1
     flush_job()
-    if code is None:
-        return 0
-    if code == -signal.SIGINT:
-        return code
-    if isinstance(code, int):
-        return code & 0xFF
-    sys.stderr.write(f"{code}\n")
-    sys.stderr.flush()
-    return 1
+    return code if code == -signal.SIGINT else code & 0xFF
 
 
 def flush_job() -> None:
-    """What a forked job owns, finished before it leaves through ``os._exit`` (which skips the
-    interpreter's exit): its non-daemon threads joined, its tracker closed, its log handlers
-    and standard streams flushed."""
+    """Before ``os._exit`` (which skips the interpreter's exit): join the job's threads, close
+    its tracker, flush its log handlers and streams."""
     import logging
     import threading
 
@@ -168,10 +140,8 @@ def flush_job() -> None:
         tracking.close_at_exit()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(Exception):  # a closed stream
             stream.flush()
-        except Exception:  # noqa: BLE001 (a closed stream)
-            pass
 
 
 def _child(request: dict, fds: list[int]) -> None:
@@ -195,8 +165,7 @@ def _child(request: dict, fds: list[int]) -> None:
 
 
 def serve(socket_path: str, modules: list[str]) -> None:
-    """Import ``modules``, then fork a child per client until standard input closes (the
-    launcher ended); exit once the last child has ended."""
+    """Import ``modules``, fork a child per client until stdin closes, exit after the last."""
     import importlib
     import selectors
 
@@ -205,8 +174,7 @@ def serve(socket_path: str, modules: list[str]) -> None:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     listener.bind(socket_path)
     listener.listen(128)
-    sys.stdout.write("ready\n")
-    sys.stdout.flush()
+    print("ready", flush=True)
 
     events = selectors.DefaultSelector()
     events.register(listener, selectors.EVENT_READ, "accept")
@@ -258,10 +226,8 @@ def serve(socket_path: str, modules: list[str]) -> None:
                 os.close(pidfd)
                 if conn.fileno() in events.get_map():
                     events.unregister(conn)
-                try:
+                with contextlib.suppress(OSError):  # the client is gone
                     conn.sendall(json.dumps({"status": status}).encode())
-                except OSError:  # the client is gone
-                    pass
                 conn.close()
             elif what[0] == "client":  # the client ended (killed) before its child
                 pid = what[1]
@@ -269,10 +235,8 @@ def serve(socket_path: str, modules: list[str]) -> None:
                 if conn.recv(_MAX_MESSAGE):  # clients send nothing after their request
                     continue
                 events.unregister(conn)
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
 
 
 if __name__ == "__main__":
