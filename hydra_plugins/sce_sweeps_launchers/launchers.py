@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from hydra_plugins.sce_sweeps_launchers import warm
 from hydra_plugins.sce_sweeps_launchers.config import LocalSweepLauncherConf
 from sce_sweeps.runtime import plan, progress, slurm
+from sce_sweeps.runtime.adapters.hydra_config import job_error
 from sce_sweeps.runtime.record import (
     FINISHED,
     HOST,
@@ -353,7 +354,7 @@ class SweepLauncher(BaseSubmititLauncher):
                         if sjob.job_id in queued:
                             continue
                         if sjob.done():
-                            returns[num] = self._finish(entry, job, sjob)
+                            returns[num] = self._finish(entry, job, sjob, manifest)
                             self._released(job)
                             self._active -= 1
                             del running[num]
@@ -416,7 +417,7 @@ class SweepLauncher(BaseSubmititLauncher):
             f"so); fix it, then `{_cli('resume', manifest.sweep_dir)}`"
         )
 
-    def _finish(self, entry: Any, job: Any, sjob: Any) -> JobReturn:
+    def _finish(self, entry: Any, job: Any, sjob: Any, manifest: Any) -> JobReturn:
         """Record how a job ended; a job that died without a return gets NaN, not an error."""
         entry.finished_at = now()
         ended = self._stopping.pop(job.num, None)  # (its stall, deadline): ended by _watch
@@ -435,12 +436,12 @@ class SweepLauncher(BaseSubmititLauncher):
             entry.state = RunState(result.get("status", RunState.COMPLETED))
             entry.reason = result.get("reason")
             if ret.status == JobStatus.FAILED:
-                entry.state, entry.reason = RunState.FAILED, repr(ret._return_value)
+                entry.state, entry.reason = RunState.FAILED, repr(job_error(ret))
             elif isinstance(ret.return_value, (int, float)):
                 entry.objective = float(ret.return_value)
         detail = entry.reason or "-"
         if entry.state == RunState.COMPLETED and entry.objective is not None:
-            detail = f"kNN top-1 {entry.objective:.2f}%"
+            detail = f"{manifest.metric or 'objective'} {entry.objective:g}"
         _say(f"job #{job.num} {entry.state}: {detail} [{job.run_dir}]")
         return ret
 

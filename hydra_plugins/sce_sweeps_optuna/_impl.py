@@ -35,6 +35,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hydra_plugins.sce_sweeps_optuna.config import SCEOptunaSweeperConf, is_grid, make_sampler
 from sce_sweeps.runtime import slurm
+from sce_sweeps.runtime.adapters.hydra_config import job_error
 from sce_sweeps.runtime.adapters.optuna_storage import create_study, get_trial, set_user_attr
 from sce_sweeps.runtime.errors import ConfigError
 from sce_sweeps.runtime.record import SweepDirBusyError, claim_sweep_dir
@@ -424,8 +425,7 @@ class AsyncOptunaSweeper(SCEOptunaSweeperConf):
             if ret.status == JobStatus.COMPLETED:
                 returned = ret.return_value
             else:  # the task raised: a failed trial, not retried
-                error = ret._return_value if isinstance(ret._return_value, BaseException) else None
-                error = error or RuntimeError(f"job status {ret.status.name}")
+                error = job_error(ret) or RuntimeError(f"job status {ret.status.name}")
         except Exception as e:  # the job died (e.g. submitit's UncompletedJobError)
             error, died = e, True
         except BaseException as e:  # the launcher gave up (SystemExit): so does the search

@@ -148,3 +148,21 @@ def test_a_launched_sweep_writes_what_hydras_basic_launcher_writes(tmp_path: Pat
         got["job"]["id"] = expected["job"]["id"]
         got["overrides"]["hydra"] = [x for x in got["overrides"]["hydra"] if "launcher" not in x]
         assert got == expected
+
+
+@pytest.mark.parametrize("public", [False, True])
+def test_a_failed_jobs_error_is_the_exception_the_public_return_value_raises(public, monkeypatch):
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from sce_sweeps.runtime.adapters.hydra_config import job_error
+
+    if public:
+        monkeypatch.setenv("SCE_SWEEPS_PUBLIC_APIS", "hydra")
+    failed, error = JobReturn(status=JobStatus.FAILED), ValueError("bad value")
+    failed.return_value = error
+    with pytest.raises(ValueError) as raised:
+        failed.return_value  # noqa: B018 (the public path)
+    assert job_error(failed) is raised.value is error
+    done = JobReturn(status=JobStatus.COMPLETED)
+    done.return_value = 0.5
+    assert job_error(done) is None

@@ -21,7 +21,7 @@ from hydra._internal.defaults_list import create_defaults_list
 from hydra.conf import ConfigSourceInfo
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
-from hydra.core.utils import JobRuntime
+from hydra.core.utils import JobReturn, JobRuntime, JobStatus
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -183,3 +183,18 @@ class SweepComposer:
             exclude_keys=dirname.exclude_keys,
         )
         cfg.hydra.job.config_name = self.config_name
+
+
+def job_error(ret: JobReturn) -> BaseException | None:
+    """The exception a failed job raised, read without Hydra's ``return_value``, which writes
+    "Error executing job" to stderr and raises it (the public path, which then catches it)."""
+    if ret.status != JobStatus.FAILED:
+        return None
+    if private("hydra"):
+        value = ret._return_value
+        return value if isinstance(value, BaseException) else None
+    try:
+        ret.return_value  # noqa: B018 (raises the job's exception)
+    except BaseException as e:
+        return e
+    return None
