@@ -25,7 +25,7 @@
 #   GPU_CHECK_STEPS="cifar_cpu linear" ...   # only these steps (linear needs cifar_cpu's run)
 #
 # The data are tiny CIFAR-10 / Fashion-MNIST files in the real formats, written by
-# sce_sweeps.data.synthetic (the machine needs no dataset and no network). A bare GPU image
+# tests/synthetic.py (the machine needs no dataset and no network). A bare GPU image
 # with Python 3.12, torch and torchvision lacks the other dependencies: the script installs
 # the cp312 wheels in .whl/ (into <work dir>/site, on PYTHONPATH) when an import fails.
 # Fill .whl/ on a machine with network access with `bash scripts/gpu_wheels.sh`, which runs,
@@ -112,7 +112,7 @@ EOF
 rate() { grep -o '[0-9.]* img/s' "$1" | tail -1; }
 
 $PY -c "
-from sce_sweeps.data.synthetic import write_fake_dataset as w
+from tests.synthetic import write_fake_dataset as w
 w('fashion_mnist', '$WORK/fmnist', $FM_TRAIN, $FM_TEST)
 w('cifar10', '$WORK/cifar', $CIFAR_TRAIN, $CIFAR_TEST)" || { echo "FAIL setup: data"; exit 1; }
 

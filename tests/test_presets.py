@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 from sce_sweeps.analysis.references import find_reference, load_references
 from sce_sweeps.app import CONF_DIR
 from sce_sweeps.config import ConfigError, validate
-from sce_sweeps.data.synthetic import write_fake_dataset
+from tests.synthetic import write_fake_dataset
 from sce_sweeps.engine.linear import run_linear
 from sce_sweeps.engine.train import train
 from tests.support import ROOT, compose

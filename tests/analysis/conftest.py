@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sce_sweeps.data.synthetic import write_fake_dataset
+from tests.synthetic import write_fake_dataset
 from sce_sweeps.runtime.record import Manifest
 from tests.support import TINY, copy_sweep, run_cli
 

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from sce_sweeps.config import DatasetConfig
 from sce_sweeps.data.datasets import cache_dir, load_dataset
-from sce_sweeps.data.synthetic import write_fake_dataset
+from tests.synthetic import write_fake_dataset
 
 
 @pytest.fixture

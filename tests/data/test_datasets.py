@@ -17,7 +17,7 @@ from sce_sweeps.config import Config, ConfigError, DatasetConfig
 from sce_sweeps.data import DatasetNotFoundError, build_datasets, load_dataset
 from sce_sweeps.data import datasets as ds
 from sce_sweeps.data.datasets import subset_indices
-from sce_sweeps.data.synthetic import (
+from tests.synthetic import (
     write_cifar,
     write_fashion_mnist,
     write_image_folder,

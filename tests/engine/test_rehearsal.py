@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sce_sweeps.data.synthetic import write_fake_dataset
+from tests.synthetic import write_fake_dataset
 from tests.support import ROOT, read_json, read_metrics, run_cli, wait_until
 
 pytestmark = pytest.mark.slow

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from sce_sweeps.data.synthetic import write_image_folder
+from tests.synthetic import write_image_folder
 from tests.support import TINY, read_json, run_cli
 
 pytestmark = pytest.mark.slow

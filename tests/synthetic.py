@@ -1,4 +1,4 @@
-"""Tiny datasets written in the real on-disk formats, for tests and smoke runs.
+"""Tiny datasets written in the real on-disk formats, for the tests and scripts/gpu_check.sh.
 
 Each writer produces the files the loaders of :mod:`sce_sweeps.data.datasets` read (and
 torchvision downloads): gzip IDX files for Fashion-MNIST, the python pickles of CIFAR-10/100,
