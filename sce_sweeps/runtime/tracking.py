@@ -1,34 +1,12 @@
-"""Experiment tracking: one Aim run per training run, gathered safely into one repo per sweep.
+"""Experiment tracking: one Aim run per training run, gathered into one repo per sweep.
 
-``tracker=none`` gives :class:`NullTracker`; ``tracker=aim`` gives :class:`AimTracker`.
-
-Many SLURM jobs writing into one Aim repo on a shared filesystem corrupt it (aim issues 2109,
-2279, 2869): the repo's SQLite file, its index and its locks are shared by every writer. So no
-job ever writes the shared repo while it trains:
-
-* each run writes its Aim run into a private repo in its own run dir (``<run dir>/aim``), a
-  repo with exactly one writer, next to the checkpoint that stores the run's hash;
-* the run is copied (Aim's ``Repo.copy_runs``, what ``aim runs cp`` does) into the sweep's repo
-  (``<sweep dir>/aim``; beside the runs for single runs, see :func:`runs_root`;
-  ``tracker.repo`` overrides) under an exclusive POSIX lock on ``<repo>/merge.lock``: when the
-  run ends, and while it trains at most every ``tracker.sync_interval_s`` seconds, so the
-  sweep can be watched live.
-
-A resumed or requeued run reopens the same Aim run (hash from the checkpoint) in its private
-repo. Aim keys a metric's values by step, so the steps of a partial epoch that are re-tracked
-after a resume replace the ones tracked before the crash: each step is stored once. A tracking
-failure of any kind is one warning; training goes on, and the run's record says what happened
-(:attr:`NullTracker.problem`). Aim's closing calls never return on a full disk: they run in a
-thread of their own, waited on for a bounded time, so the process always exits.
-
-Where the cluster's nodes can reach a server, ``tracker.repo=aim://host:port`` sends every run
-straight to an Aim remote tracking server (``aim server --repo <repo>``, served beside
-``aim up --repo <repo>``) instead: :class:`RemoteAimTracker`, no private repo and no merge; the
-server is the repo's one writer.
-
-Reading a sweep: ``aim up --repo <sweep dir>/aim``. ``python -m sce_sweeps.cli merge
-<sweep dir>`` merges (again) every run dir's private repo into the sweep's, e.g. after a job was
-killed between two merges.
+Many jobs writing one Aim repo on a shared filesystem corrupt it (aim issues 2109, 2279,
+2869). So each run tracks into a private repo in its run dir (``<run dir>/aim``, one writer),
+copied (``Repo.copy_runs``) into the sweep's repo under a POSIX lock on ``<repo>/merge.lock``
+when the run ends and, for live viewing, while it trains. ``tracker.repo=aim://host:port``
+sends the runs to an Aim server instead. A tracking failure is one warning, never the end of
+training, and Aim's closing calls (which never return on a full disk) are waited on for a
+bounded time. docs/tracking.md tells the whole design.
 """
 
 from __future__ import annotations
@@ -57,8 +35,6 @@ from omegaconf import DictConfig, OmegaConf
 from sce_sweeps.runtime.adapters import aim_repo
 from sce_sweeps.runtime.overrides import flatten, override_dict
 from sce_sweeps.runtime.record import (
-    HYDRA_DIR,
-    RUN_MARKER,
     RunFileError,
     RunState,
     locked,
@@ -81,10 +57,6 @@ EXIT_WAIT_S = 10.0  # ... and, as the process exits, for Aim to close whatever i
 NOT_MERGED = "not merged into"  # how a run's record (result.json "tracking") says so
 
 
-class TrackingError(RuntimeError):
-    """Tracking failed; the run goes on without it."""
-
-
 class NullTracker:
     """Tracks nothing. The interface every tracker implements."""
 
@@ -104,26 +76,10 @@ class NullTracker:
 
 
 class AimTracker(NullTracker):
-    """Tracks one training run as one Aim run (see the module docstring for the layout).
-
-    Args:
-        run_repo: the run's private Aim repo (``<run dir>/aim``).
-        shared_repo: the repo the run is merged into; None keeps it in ``run_repo`` only (and
-            merges nothing while it trains).
-        run_hash: the Aim run to continue (from the checkpoint), or None for a new one.
-        params: the run's parameters (nested dicts of plain values).
-        experiment: Aim experiment name (the sweep name).
-        name: Aim run name.
-        system_metrics: also track Aim's CPU, memory, disk and GPU usage.
-        images: track :meth:`log_images` (off: it does nothing).
-        sync_interval_s: merge into ``shared_repo`` while training at most this often (None:
-            only when the run ends), and never spending more than 1/:data:`MERGE_TIME_SHARE`
-            of the time merging (a merge copies the whole run; 0: as often as that allows).
-
-    Raises:
-        Exception: whatever Aim raises when the run cannot be opened in ``run_repo``;
-            :func:`make_tracker` turns it into a warning.
-    """
+    """Tracks one training run as one Aim run of ``run_repo`` (continuing ``run_hash``),
+    merged into ``shared_repo`` (None: never) when it ends and while it trains at most every
+    ``sync_interval_s`` seconds (None: never) and 1/:data:`MERGE_TIME_SHARE` of the time.
+    Raises what Aim raises when the run cannot be opened."""
 
     def __init__(
         self,
@@ -151,8 +107,6 @@ class AimTracker(NullTracker):
         for key, value in params.items():
             self._run[key] = value
         self._run.name = name
-
-    # -- the tracker interface ------------------------------------------------------------
 
     def log(
         self, metrics: dict[str, float], step: int, epoch: int, context: dict[str, str]
@@ -193,8 +147,6 @@ class AimTracker(NullTracker):
                 self._disable("record the status", e)
         self._merge(final=True)
 
-    # -- internals ------------------------------------------------------------------------
-
     def _open_run(self, run_hash: str | None, experiment: str | None, force_resume: bool) -> None:
         """Open (or create) the run in ``run_repo``; ``force_resume`` takes over the lock that
         a killed process left on it."""
@@ -213,12 +165,21 @@ class AimTracker(NullTracker):
         bound_aim_exit()
 
     def _open(self, run_hash: str | None, experiment: str | None = None) -> None:
-        """Open (or create) the run in the private repo; it holds Aim's run lock while open.
-        A repo that an attempt killed while creating it is made again; one that cannot be
-        opened is set aside (kept, renamed) and the run tracked into a new one."""
+        """Open (or create) the run in the private repo, taking over the lock that a killed
+        process left on it; a repo that cannot be opened is set aside and a new one made."""
         prepare_repo(self.run_repo)  # its one writer: this run
         try:
-            self._open_existing(run_hash, experiment)
+            if run_hash is None:  # an attempt killed before its first checkpoint left it here
+                run_hash = only_run(self.run_repo)
+            if run_hash is not None and run_hash not in aim_repo.run_hashes(self.run_repo):
+                self._warn(
+                    "lost",
+                    f"Aim run {run_hash} is not in {self.run_repo}; tracking into a new Aim run",
+                )
+                run_hash = None
+            stale = run_hash is not None and aim_repo.run_locked(self.run_repo, run_hash)
+            with _captured("aim.sdk.lock_manager"):  # force_resume warns of the crash's lock
+                self._open_run(run_hash, experiment, force_resume=stale)
         except Exception as e:
             if not (self.run_repo / ".aim").is_dir() or self._run is not None:
                 raise
@@ -232,27 +193,9 @@ class AimTracker(NullTracker):
             prepare_repo(self.run_repo)
             self._open_run(None, experiment, force_resume=False)
 
-    def _open_existing(self, run_hash: str | None, experiment: str | None) -> None:
-        if run_hash is None:  # an attempt killed before its first checkpoint left its run here
-            run_hash = only_run(self.run_repo)
-        if run_hash is not None and run_hash not in aim_repo.run_hashes(self.run_repo):
-            self._warn(
-                "lost",
-                f"Aim run {run_hash} is not in {self.run_repo}; tracking into a new Aim run",
-            )
-            run_hash = None
-        # a process that was killed left Aim's lock on the run: it is ours, take it over
-        stale = run_hash is not None and aim_repo.run_locked(self.run_repo, run_hash)
-        with _captured("aim.sdk.lock_manager"):  # force_resume warns of the lock a crash left
-            self._open_run(run_hash, experiment, force_resume=stale)
-
     def _close_run(self) -> None:
-        """Close the Aim run.
-
-        Raises:
-            TimeoutError: Aim did not close it within :data:`CLOSE_WAIT_S` (on a full disk, its
-                database never closes); the run is left as it is.
-        """
+        """Close the Aim run; TimeoutError when Aim did not within :data:`CLOSE_WAIT_S` (on a
+        full disk its database never closes)."""
         global _aim_stuck
         if self._run is None:
             return
@@ -336,26 +279,9 @@ class AimTracker(NullTracker):
             log.warning("tracking: %s", message)
 
 
-REMOTE_SCHEME = "aim://"
-
-
-def is_remote(repo: str | Path | None) -> bool:
-    """Whether ``tracker.repo`` names an Aim remote tracking server (``aim://host:port``)."""
-    return isinstance(repo, str) and repo.startswith(REMOTE_SCHEME)
-
-
 class RemoteAimTracker(AimTracker):
-    """Tracks one training run as one Aim run of an Aim remote tracking server.
-
-    Every job logs to the server directly (it is the repo's only writer), so nothing is
-    merged; a resumed run reopens its run on the server by the hash its checkpoint stores.
-    Its arguments are :class:`AimTracker`'s, with ``run_repo`` the server (``aim://host:port``)
-    and ``shared_repo`` None.
-
-    Raises:
-        Exception: whatever Aim raises when the server cannot be reached;
-            :func:`make_tracker` turns it into a warning.
-    """
+    """An :class:`AimTracker` whose ``run_repo`` is an Aim server (``aim://host:port``), the
+    repo's one writer: nothing is merged (``shared_repo`` None)."""
 
     def _open(self, run_hash: str | None, experiment: str | None = None) -> None:
         try:
@@ -368,22 +294,11 @@ class RemoteAimTracker(AimTracker):
                 self._open_run(run_hash, experiment, force_resume=True)
 
 
-# -- the shared repo ----------------------------------------------------------------------
-
-
 def merge_run(
     run_repo: Path, run_hash: str, shared_repo: Path, timeout: float, live: bool = False
 ) -> None:
-    """Copy a closed run from its private repo into the shared repo, replacing an earlier copy.
-
-    Args:
-        live: the run is still training; it stays marked active in the shared repo.
-
-    Raises:
-        TrackingError: Aim could not copy the run.
-        TimeoutError: the shared repo stayed locked longer than ``timeout`` seconds.
-        OSError: the shared repo cannot be created or locked.
-    """
+    """Copy a closed run into the shared repo, replacing an earlier copy; a ``live`` run stays
+    marked active there. TimeoutError: the shared repo stayed locked over ``timeout`` s."""
     from aim import Repo
 
     shared_repo.mkdir(parents=True, exist_ok=True)
@@ -403,7 +318,7 @@ def merge_run(
                 gc.collect()  # in case a database of ours is still open, unreferenced
                 time.sleep(0.5 * (attempt + 1))
             else:
-                raise TrackingError("; ".join(errors) or f"Aim could not copy run {run_hash}")
+                raise RuntimeError("; ".join(errors) or f"Aim could not copy run {run_hash}")
             if live:  # copy_runs copied the end time that closing the run set
                 aim_repo.mark_live(dest, run_hash)
         finally:
@@ -412,10 +327,9 @@ def merge_run(
 
 
 def create_repo(path: Path) -> None:
-    """Create an Aim repo at ``path`` all at once: built aside, then renamed into place, so
-    that an ``aim up`` started meanwhile never sees a half-made one (it would offer to
-    overwrite it, and with ``--yes`` delete it), and a process killed meanwhile leaves only
-    its temp (which :func:`prepare_repo` removes)."""
+    """Create an Aim repo at ``path``, built aside and renamed into place: an ``aim up``
+    started meanwhile never sees a half-made one (it would offer to overwrite it, and with
+    ``--yes`` delete it), and a process killed meanwhile leaves only its temp."""
     from aim import Repo
 
     aside = path / f"{NEW_REPO_PREFIX}{socket.gethostname()}-{os.getpid()}"
@@ -430,10 +344,8 @@ def create_repo(path: Path) -> None:
 
 
 def prepare_repo(path: Path) -> None:
-    """Make sure an Aim repo is at ``path``, creating it (:func:`create_repo`) if missing.
-    What a process killed while creating one left is removed first: its temps, and an
-    ``.aim`` that Aim had not finished (no ``VERSION`` file, Aim's last step, and no run).
-    Only for the repo's one writer (a run's private repo) or under its merge lock."""
+    """Make sure an Aim repo is at ``path``, removing first what a process killed while
+    creating one left. Only for the repo's one writer or under its merge lock."""
     from aim import Repo
 
     for temp in path.glob(f"{NEW_REPO_PREFIX}*"):
@@ -454,10 +366,9 @@ def merge_command(sweep_dir: Path, shared_repo: Path) -> str:
 
 
 def bound_aim_exit() -> None:
-    """Make sure the process exits even when Aim cannot close its databases (a full disk, a
-    repo deleted under it): Aim's exit hook waits for that without limit. This hook, run
-    before it, waits :data:`EXIT_WAIT_S` at most, then exits without it, with one warning.
-    Call it once an Aim object exists (Aim registers its hook with its first one)."""
+    """Bound Aim's exit hook, which waits without limit on databases that cannot close (a full
+    disk): this hook runs it for :data:`EXIT_WAIT_S` at most. Call it once an Aim object
+    exists: Aim registers its hook with its first one, and atexit runs the last one first."""
     global _exit_bounded
     if not _exit_bounded:
         atexit.register(_close_aim_or_give_up)
@@ -484,17 +395,15 @@ def _close_aim_or_give_up() -> None:
 
 
 def close_at_exit() -> None:
-    """Close what the tracker left open now, as it would at exit: for a process that leaves
-    through ``os._exit`` (a forked job)."""
+    """Close now what Aim left open, for a process that leaves through ``os._exit``."""
     if _exit_bounded:
         atexit.unregister(_close_aim_or_give_up)
         _close_aim_or_give_up()
 
 
 def finishes_within(timeout: float, work: Callable[[], object]) -> bool:
-    """Run ``work`` in a thread of its own; whether it finished within ``timeout`` seconds
-    (then re-raising what it raised). A call into Aim that never returns is left to its
-    thread, which does not keep the process alive."""
+    """Whether ``work``, run in a daemon thread, finished within ``timeout`` seconds (then
+    re-raising what it raised); a call into Aim that never returns is left behind."""
     done, errors = threading.Event(), []
 
     def call() -> None:
@@ -521,26 +430,19 @@ def only_run(run_repo: Path) -> str | None:
 def merge_sweep(
     sweep_dir: Path, shared_repo: Path | None = None, force: bool = False
 ) -> tuple[list[str], dict[str, str]]:
-    """Merge the private repo of every run dir under ``sweep_dir`` into the shared repo.
-
-    Args:
-        force: also merge runs still locked by Aim, taking the lock over: for runs whose job
-            was killed and will not resume. Never while such a job still trains.
-
-    Merging again is harmless: each run replaces its earlier copy. A run dir's record
-    (``result.json``) that says its run was not merged is updated once it is.
-
-    Returns:
-        The hashes of the runs merged (each once), and why each of the others was not.
-    """
+    """Merge (again) the private repo of every run dir under ``sweep_dir`` into the shared
+    repo, dropping the note of a run's record that it was not; ``force`` takes over the locks
+    of runs whose job was killed. Returns the runs merged, and why each other one was not."""
     from aim import Run
+
+    from sce_sweeps.runtime.tables import find_run_dirs
 
     shared_repo = shared_repo or sweep_dir / SWEEP_REPO
     merged: list[str] = []
     skipped: dict[str, str] = {}
-    for run_dir in run_dirs_with_repo(sweep_dir):
+    for run_dir in find_run_dirs(sweep_dir):
         run_repo = run_dir / RUN_REPO
-        if run_repo.resolve() == shared_repo.resolve():
+        if not (run_repo / ".aim").is_dir() or run_repo.resolve() == shared_repo.resolve():
             continue
         all_merged = True
         for run_hash in aim_repo.run_hashes(run_repo):
@@ -571,18 +473,6 @@ def merge_sweep(
     return merged, skipped
 
 
-def run_dirs_with_repo(sweep_dir: Path) -> list[Path]:
-    """The run dirs under ``sweep_dir`` that hold a private Aim repo (symlinks not followed,
-    repos not entered)."""
-    found = []
-    for parent, dirs, _ in os.walk(sweep_dir):
-        here = Path(parent)
-        if (here / RUN_MARKER).is_file() and (here / RUN_REPO / ".aim").is_dir():
-            found.append(here)
-        dirs[:] = sorted(d for d in dirs if d not in (".aim", HYDRA_DIR, RUN_REPO))
-    return found
-
-
 def _record_merged(run_dir: Path) -> None:
     """Drop the run record's note that its Aim run was not merged, now that it is."""
     try:
@@ -594,13 +484,9 @@ def _record_merged(run_dir: Path) -> None:
         write_result(run_dir, result, stamp=False)
 
 
-# -- building a tracker -------------------------------------------------------------------
-
-
 def shared_repo_path(cfg: DictConfig, run_dir: Path) -> Path:
-    """``tracker.repo`` if set (relative to the directory the app was started in), else
-    ``<sweep dir>/aim`` in a multirun and ``<runs root>/aim`` for a single run (see
-    :func:`runs_root`): beside the runs, wherever they are."""
+    """``tracker.repo`` if set (relative to the app's start directory), else ``aim`` in the
+    sweep dir (multirun) or in the runs root (:func:`runs_root`, single run)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -619,9 +505,8 @@ def shared_repo_path(cfg: DictConfig, run_dir: Path) -> Path:
 
 
 def runs_root(template: str, base: Path, run_dir: Path) -> Path:
-    """Where single runs go: the fixed part of ``hydra.run.dir`` (its components before the
-    first interpolation, from ``base``: ``sweeps/runs`` for ``sweeps/runs/${now:%Y-%m-%d}/
-    ...``), or the run dir's parent when every component is fixed or the first one is not."""
+    """Where single runs go: ``hydra.run.dir``'s components before its first interpolation
+    (``sweeps/runs`` for ``sweeps/runs/${now:%Y-%m-%d}/...``), else the run dir's parent."""
     parts = Path(template).parts
     fixed = list(itertools.takewhile(lambda part: "${" not in part, parts))
     root = Path(os.path.abspath(base / Path(*fixed))) if fixed else None
@@ -631,14 +516,8 @@ def runs_root(template: str, base: Path, run_dir: Path) -> Path:
 
 
 def run_params(cfg: DictConfig, info: dict[str, Any]) -> dict[str, Any]:
-    """What the Aim run stores as parameters.
-
-    * ``hparams``: the resolved config, nested (group by ``run.hparams.<group>.<key>``);
-    * ``swept``: what the command line set (the swept keys among them), flat:
-      ``<group>.<key>`` or a group's choice such as ``<group>``;
-    * ``job``: sweep name, job number, overrides, SLURM job id, run dir, git commit, config
-      hash, seed (and whatever else the app reports about the job).
-    """
+    """The Aim run's parameters: ``hparams`` (the resolved config, nested), ``swept`` (what the
+    command line set, flat, a group's choice by its name) and ``job`` (``info``)."""
     hparams = OmegaConf.to_container(cfg, resolve=True)
     hparams.pop("hydra", None)
     hparams = json.loads(json.dumps(hparams, default=str))
@@ -660,15 +539,12 @@ def make_tracker(
     cfg: DictConfig, run_dir: Path, run_hash: str | None, info: dict[str, Any]
 ) -> NullTracker:
     """The tracker chosen by ``cfg.tracker.name``; ``run_hash`` continues an earlier run.
-
-    Never raises: if Aim cannot track this run, it says so once and returns a tracker that
-    does nothing (keeping ``run_hash``, so a later resume can still continue the Aim run).
-    """
+    Never raises: where Aim cannot track, one warning and a tracker that keeps ``run_hash``."""
     if cfg.tracker.name != "aim":
         return NullTracker()
     logging.getLogger("aim").setLevel(logging.WARNING)  # Aim logs every reporter thread at INFO
     try:
-        if is_remote(cfg.tracker.repo):  # the server is the one writer: nothing to merge
+        if str(cfg.tracker.repo).startswith("aim://"):  # a server: nothing to merge
             tracker, run_repo, shared_repo = RemoteAimTracker, cfg.tracker.repo, None
         else:
             tracker, run_repo = AimTracker, Path(run_dir) / RUN_REPO
@@ -697,7 +573,7 @@ def make_tracker(
 
 @contextlib.contextmanager
 def _captured(logger: str) -> Iterator[list[str]]:
-    """Keep the messages of an Aim logger out of the job's log; yields them as a list."""
+    """Keep an Aim logger's messages out of the job's log; yields them as a list."""
     messages: list[str] = []
 
     class Keep(logging.Handler):

@@ -1,13 +1,7 @@
-"""Aim's on-disk layout and database internals (Aim 3.29), in one place.
-
-The tracker reads a repo's layout (``.aim/meta/chunks/<run>``, ``.aim/locks/<run>.softlock``,
-``.aim/VERSION``) rather than opening the repo through Aim (slow, and it takes locks), closes
-Aim's SQLAlchemy session and engine (else one SQLite connection per merge piles up), marks a
-copied run live in the shared repo's meta tree, releases a run's file lock from the thread that
-took it, and runs Aim's exit hook under a time limit. Any Aim release may move these: pin Aim
-and rerun ``tests/adapters/test_aim_repo.py``. ``SCE_SWEEPS_PUBLIC_APIS=aim`` reads runs and
-locks through Aim's ``Repo`` and ``LockManager`` instead and leaves the rest undone (a merged
-live run then shows as ended; Aim's exit hook runs at exit without a limit).
+"""Aim's on-disk layout and database internals (Aim 3.29), in one place; any Aim release may
+move them (rerun ``tests/adapters/test_aim_repo.py``). ``SCE_SWEEPS_PUBLIC_APIS=aim`` reads
+runs and locks through Aim's ``Repo`` and ``LockManager`` (slow, and they take locks) and
+leaves the rest undone: a merged live run shows as ended, Aim's exit hook has no time limit.
 """
 
 from __future__ import annotations
@@ -51,7 +45,7 @@ def half_made(repo: Path) -> bool:
 
 
 def close_repo(repo: Any) -> None:
-    """Close an ``aim.Repo`` with its database connections."""
+    """Close an ``aim.Repo`` with its database connections (else one per merge piles up)."""
     if private("aim"):
         repo.structured_db.session_cls.remove()
         repo.structured_db.engine.dispose()
@@ -75,7 +69,7 @@ def run_file_lock(run: Any) -> Any:
 
 def run_exit_hook(within: Callable[[Callable[[], object]], bool]) -> bool:
     """Run Aim's exit hook now, under ``within`` (a runner with a time limit), instead of at
-    exit; whether it finished. The public path leaves it to the interpreter's exit."""
+    exit; whether it finished."""
     if not private("aim"):
         return True
     from aim.ext.cleanup import AutoClean
@@ -87,8 +81,7 @@ def run_exit_hook(within: Callable[[Callable[[], object]], bool]) -> bool:
 
 
 def drop_exit_hook() -> None:
-    """Unregister Aim's exit hook, which would wait without limit on a run that did not close.
-    The public path leaves it registered."""
+    """Unregister Aim's exit hook, which would wait without limit on a run that did not close."""
     if private("aim"):
         from aim.ext.cleanup import AutoClean
 
@@ -96,8 +89,7 @@ def drop_exit_hook() -> None:
 
 
 def index_repo(repo: Path) -> None:
-    """Index every run of a repo so that Aim's SDK queries see it (``aim up`` does this itself
-    in the background). Do not run it while ``aim up`` serves the repo."""
+    """Index every run of a repo for Aim's SDK queries, as ``aim up`` does (not while it runs)."""
     from aim import Repo
     from aim.sdk.index_manager import RepoIndexManager
 

@@ -1,12 +1,9 @@
 """Hydra 1.3's config loading, done once per distinct set of config groups of a sweep.
 
-Hydra's ``ConfigLoader.load_sweep_config`` (the public path) builds each job's config from
-scratch. :class:`SweepComposer` builds the defaults list and merges the config files once per
-distinct set of config-group overrides (kept pickled), then applies each job's value overrides
-and fills the ``hydra`` node as ``ConfigLoaderImpl._load_configuration_impl`` does, on
-``hydra._internal``: it blocks Hydra 1.4 (and omegaconf 2.4). ``tests/adapters`` compares both;
-:func:`sweep_composer` returns the public path when ``SCE_SWEEPS_PUBLIC_APIS`` names ``hydra``.
-Hydra's basic sweeper, which ``hydra/sweeper=sce_grid`` extends, is also only in ``_internal``.
+Hydra's ``load_sweep_config`` (the public path) builds each job's config from scratch;
+:class:`SweepComposer` merges the config files once per set of config-group overrides, then
+does the rest of ``ConfigLoaderImpl._load_configuration_impl`` per job, on ``hydra._internal``
+(it blocks Hydra 1.4). Hydra's basic sweeper, extended by ``sce_grid``, is only there too.
 """
 
 from __future__ import annotations
@@ -31,9 +28,8 @@ __all__ = ["SweepComposer", "sweep_composer"]  # and BasicSweeper(Conf), by __ge
 
 
 def __getattr__(name: str) -> Any:
-    """``BasicSweeper`` and its config, as Hydra's module holds them now: each plugin scan of
-    Hydra (one per ``initialize``/``compose`` in a process) re-executes that module, and a
-    class taken from an earlier execution no longer passes its own ``super()`` check."""
+    """``BasicSweeper`` and its config as Hydra's module holds them now: each plugin scan
+    re-executes it, and a class of an earlier execution fails its own ``super()`` check."""
     if name in ("BasicSweeper", "BasicSweeperConf"):
         from hydra._internal.core_plugins import basic_sweeper
 
@@ -52,12 +48,7 @@ def sweep_composer(
 
 class SweepComposer:
     """``composer(overrides)`` is ``config_loader.load_sweep_config(master_config, overrides)``,
-    with the defaults list and the merge of config files done once per set of config groups.
-
-    Args:
-        config_loader: Hydra's config loader (``hydra_context.config_loader``).
-        master_config: the config of the multirun (the launcher's ``config``).
-    """
+    with the defaults list and the merge of config files done once per set of config groups."""
 
     def __init__(self, config_loader: ConfigLoaderImpl, master_config: DictConfig) -> None:
         self.loader = config_loader
@@ -101,9 +92,8 @@ class SweepComposer:
         return [self._parsed[line] for line in lines]
 
     def _shapes_defaults(self, override: Override) -> bool:
-        """Whether an override takes part in the defaults list (a config group choice, an
-        addition or deletion of one, a search path) rather than setting a value; the rule of
-        Hydra's ``defaults_list.Overrides``."""
+        """Whether an override shapes the defaults list (a group choice, a search path) rather
+        than sets a value; the rule of Hydra's ``defaults_list.Overrides``."""
         key = override.key_or_group
         if key == "hydra.searchpath" or key.startswith("hydra.searchpath."):
             return True
@@ -119,8 +109,8 @@ class SweepComposer:
         return self._caching_repo
 
     def _merge(self, group_overrides: list[str]) -> tuple[bytes, bytes, Any]:
-        """The first half of Hydra's composition: the defaults list and the merged config,
-        pickled with and without what :meth:`_set_runtime` sets, and what it sets."""
+        """The merged config, pickled with and without what :meth:`_set_runtime` sets, and
+        what it sets."""
         self.compositions += 1
         self.loader.ensure_main_config_source_available()
         parsed, repo = self.loader._parse_overrides_and_create_caching_repo(
@@ -158,8 +148,7 @@ class SweepComposer:
         cfg.hydra.runtime.config_sources = sources
 
     def _finish(self, cfg: DictConfig, parsed: list[Override], values: list[Override]) -> None:
-        """The second half, as in Hydra: the value overrides, then the ``hydra`` node (its
-        ``runtime`` but ``cwd`` set by :meth:`_set_runtime`)."""
+        """The value overrides, then the ``hydra`` node (but what :meth:`_set_runtime` sets)."""
         ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
         app_overrides = [o for o in parsed if not o.is_hydra_override()]
         hydra_lines = [o.input_line for o in parsed if o.is_hydra_override()]
