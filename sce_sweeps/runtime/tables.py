@@ -1,9 +1,7 @@
 """Tables of sweeps, for any app: collect run records, group them by swept values, mean ± std.
 
-A sweep dir holds run dirs (``.hydra/overrides.yaml``) and maybe a launcher's
-``manifest.json``. The swept keys are the override keys whose values differ between its runs;
-the app names (:class:`Axes`) the key runs repeat over (a seed) and the column groups' key.
-A run's status is the one ``status`` shows, else its ``result.json``'s, else ``interrupted``.
+The swept keys are the override keys whose values differ between a sweep's runs; the app
+names (:class:`Axes`) the key runs repeat over (a seed) and the column groups' key.
 """
 
 from __future__ import annotations
@@ -48,8 +46,7 @@ class Axes:
 
 
 UNFINISHED = (RunState.RUNNING, RunState.PENDING, RunState.NOT_SUBMITTED, RunState.INTERRUPTED)
-# result.json keys that describe the run rather than measure it
-INFO_KEYS = frozenset({"job_num", "slurm_job_id"})
+INFO_KEYS = frozenset({"job_num", "slurm_job_id"})  # result.json keys that are not measures
 SKIP_DIRS = frozenset({"analysis", "__pycache__", "aim"})  # and hidden ones (.submitit)
 
 
@@ -128,8 +125,7 @@ def read_config(run_dir: Path, result: dict[str, Any] | None = None) -> dict[str
 
 
 class _Unreadable:
-    """The files of a sweep that could not be read: refused (``strict``), or noted so that
-    their runs count as failed."""
+    """The files that could not be read: refused (``strict``), or noted (their runs failed)."""
 
     def __init__(self, strict: bool) -> None:
         self.strict = strict
@@ -252,8 +248,7 @@ def _sweep_records(
 
 
 def _value(record: dict[str, Any], key: str) -> Any:
-    """A key's value for a run: resolved config or group choice, else its override, else
-    (a job not started, with no config yet) the value its sweep's runs have by default."""
+    """A key's value for a run: config or group choice, else override, else sweep default."""
     if key in record["config"]:
         return record["config"][key]
     if key in record["overrides"]:
@@ -262,8 +257,8 @@ def _value(record: dict[str, Any], key: str) -> Any:
 
 
 def _fill_defaults(records: list[dict[str, Any]], keys: list[str]) -> None:
-    """Give jobs without a config the value that the sweep's started runs that do not
-    override a key have for it (the config's default), where they all agree."""
+    """Give jobs without a config each key's default: the value of the sweep's runs that do
+    not override it, where they agree."""
     for key in keys:
         for sweep_dir in dict.fromkeys(r["sweep_dir"] for r in records):
             same = [r for r in records if r["sweep_dir"] == sweep_dir]
@@ -279,21 +274,9 @@ def _fill_defaults(records: list[dict[str, Any]], keys: list[str]) -> None:
                         r.setdefault("defaults", {})[key] = default
 
 
-def _columns(records: list[dict[str, Any]], axes: Axes) -> None:
-    """Name each run's column group by its ``axes.column`` value, else its
-    ``axes.column_fallback`` param; a job not started yet takes its sweep's most common."""
-    for r in records:
-        r["column"] = _value(r, axes.column) or r["config"].get(axes.column_fallback)
-    known = Counter(r["column"] for r in records if r["column"])
-    for r in records:
-        if not r["column"]:
-            r["column"] = known.most_common(1)[0][0] if known else "unknown"
-
-
 def collect(sweep_dirs: list[Path | str], axes: Axes, strict: bool = False) -> Sweeps:
-    """Read sweep dirs (or run dirs; each once) into tidy runs and curves tables. A run with
-    an unreadable file is ``failed`` and an unreadable manifest read as none, unless
-    ``strict``: then AnalysisError, as for a dir missing, empty or not a sweep."""
+    """Read sweep dirs (or run dirs; each once) into tidy runs and curves tables; an
+    unreadable file fails its run (a manifest: read as none), or with ``strict`` all."""
     dirs = list(dict.fromkeys(Path(d).resolve() for d in sweep_dirs))
     if not dirs:
         raise AnalysisError("no sweep dirs given")
@@ -304,32 +287,29 @@ def collect(sweep_dirs: list[Path | str], axes: Axes, strict: bool = False) -> S
         sweep_records, keys = _sweep_records(sweep_dir, index, unreadable, axes.fixed)
         records += sweep_records
         swept.update(dict.fromkeys(keys))
-    damaged = [r for r in records if r["problems"]]
+    damaged = sum(1 for r in records if r["problems"])
     placed = [r for r in records if r["overrides"] is not None]
     if not placed:
         raise AnalysisError(
             f"{dirs[0]}: no run could be read ({len(records)} with unreadable overrides)"
         )
-    unplaced = len(records) - len(placed)
-    records = placed
     keys = list(swept)
-    _fill_defaults(records, [*keys, axes.column, axes.replicate])
-    _columns(records, axes)
+    _fill_defaults(placed, [*keys, axes.column, axes.replicate])
+    for r in placed:  # the column group; a job not started yet takes its sweep's most common
+        r["column"] = _value(r, axes.column) or r["config"].get(axes.column_fallback)
+    known = Counter(r["column"] for r in placed if r["column"])
+    for r in placed:
+        r["column"] = r["column"] or (known.most_common(1)[0][0] if known else "unknown")
     metrics: dict[str, None] = {}
-    for r in records:
+    for r in placed:
         for k, v in sorted((r["result"] or {}).items()):
             number = isinstance(v, int | float) and not isinstance(v, bool)
             if number and k not in INFO_KEYS and k != axes.replicate:
                 metrics[k] = None
-    return Sweeps(
-        _runs_frame(records, keys, list(metrics), axes),
-        _curves_frame(records, keys, axes),
-        keys,
-        list(metrics),
-        unreadable.lines,
-        len(damaged),
-        unplaced,
-    )
+    runs = _runs_frame(placed, keys, list(metrics), axes)
+    curves = _curves_frame(placed, keys, axes)
+    unplaced = len(records) - len(placed)
+    return Sweeps(runs, curves, keys, list(metrics), unreadable.lines, damaged, unplaced)
 
 
 def _identity(r: dict[str, Any], keys: list[str], axes: Axes) -> dict[str, Any]:
@@ -369,9 +349,6 @@ def _curves_frame(records: list[dict], keys: list[str], axes: Axes) -> pd.DataFr
     for row in rows:
         columns += [c for c in row if c not in columns]
     return pd.DataFrame(rows, columns=columns)
-
-
-# --- grouping and statistics -------------------------------------------------------------
 
 
 def none_if_nan(value: Any) -> Any:

@@ -1,12 +1,9 @@
 """Experiment tracking: one Aim run per training run, gathered into one repo per sweep.
 
-Many jobs writing one Aim repo on a shared filesystem corrupt it (aim issues 2109, 2279,
-2869). So each run tracks into a private repo in its run dir (``<run dir>/aim``, one writer),
-copied (``Repo.copy_runs``) into the sweep's repo under a POSIX lock on ``<repo>/merge.lock``
-when the run ends and, for live viewing, while it trains. ``tracker.repo=aim://host:port``
-sends the runs to an Aim server instead. A tracking failure is one warning, never the end of
-training, and Aim's closing calls (which never return on a full disk) are waited on for a
-bounded time. docs/tracking.md tells the whole design.
+Many jobs writing one Aim repo on a shared filesystem corrupt it (aim issues 2109, 2279, 2869):
+each run tracks into a private repo in its run dir, copied into the sweep's repo under a lock,
+or to an Aim server (``aim://host:port``). A tracking failure never stops training, and the
+process always exits. docs/tracking.md tells the design.
 """
 
 from __future__ import annotations
@@ -34,18 +31,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from sce_sweeps.runtime.adapters import aim_repo
 from sce_sweeps.runtime.overrides import flatten, override_dict
-from sce_sweeps.runtime.record import (
-    RunFileError,
-    RunState,
-    locked,
-    read_result,
-    write_result,
-)
+from sce_sweeps.runtime.record import RunState, locked, try_read_result, write_result
 
 log = logging.getLogger(__name__)
 
-RUN_REPO = "aim"  # a run's private repo, inside its run dir
-SWEEP_REPO = "aim"  # the shared repo, inside the sweep dir
+REPO_DIR = "aim"  # a run's private repo in its run dir, the shared one in the sweep dir
 LOCK_FILE = "merge.lock"
 NEW_REPO_PREFIX = ".aim-new-"  # a repo being created, beside where it goes (create_repo)
 SYSTEM_INTERVAL_S = 10  # seconds between two samples of Aim's system metrics
@@ -76,10 +66,8 @@ class NullTracker:
 
 
 class AimTracker(NullTracker):
-    """Tracks one training run as one Aim run of ``run_repo`` (continuing ``run_hash``),
-    merged into ``shared_repo`` (None: never) when it ends and while it trains at most every
-    ``sync_interval_s`` seconds (None: never) and 1/:data:`MERGE_TIME_SHARE` of the time.
-    Raises what Aim raises when the run cannot be opened."""
+    """Tracks a training run as an Aim run of ``run_repo`` (continuing ``run_hash``), merged
+    into ``shared_repo`` (None: never) at its end and every ``sync_interval_s`` s (None: never)."""
 
     def __init__(
         self,
@@ -148,8 +136,7 @@ class AimTracker(NullTracker):
         self._merge(final=True)
 
     def _open_run(self, run_hash: str | None, experiment: str | None, force_resume: bool) -> None:
-        """Open (or create) the run in ``run_repo``; ``force_resume`` takes over the lock that
-        a killed process left on it."""
+        """Open (or create) the run; ``force_resume`` takes over a killed process's lock."""
         from aim import Run
 
         self._run = Run(
@@ -165,8 +152,7 @@ class AimTracker(NullTracker):
         bound_aim_exit()
 
     def _open(self, run_hash: str | None, experiment: str | None = None) -> None:
-        """Open (or create) the run in the private repo, taking over the lock that a killed
-        process left on it; a repo that cannot be opened is set aside and a new one made."""
+        """Open (or create) the run in the private repo (one that cannot be opened is set aside)."""
         prepare_repo(self.run_repo)  # its one writer: this run
         try:
             if run_hash is None:  # an attempt killed before its first checkpoint left it here
@@ -177,9 +163,9 @@ class AimTracker(NullTracker):
                     f"Aim run {run_hash} is not in {self.run_repo}; tracking into a new Aim run",
                 )
                 run_hash = None
-            stale = run_hash is not None and aim_repo.run_locked(self.run_repo, run_hash)
-            with _captured("aim.sdk.lock_manager"):  # force_resume warns of the crash's lock
-                self._open_run(run_hash, experiment, force_resume=stale)
+            with _captured("aim.sdk.lock_manager"):  # which warns of taking a lock over
+                # the run is this job's alone: a lock on it is a killed attempt's
+                self._open_run(run_hash, experiment, force_resume=run_hash is not None)
         except Exception as e:
             if not (self.run_repo / ".aim").is_dir() or self._run is not None:
                 raise
@@ -194,8 +180,7 @@ class AimTracker(NullTracker):
             self._open_run(None, experiment, force_resume=False)
 
     def _close_run(self) -> None:
-        """Close the Aim run; TimeoutError when Aim did not within :data:`CLOSE_WAIT_S` (on a
-        full disk its database never closes)."""
+        """Close the Aim run; TimeoutError after :data:`CLOSE_WAIT_S` (a full disk)."""
         global _aim_stuck
         if self._run is None:
             return
@@ -219,44 +204,38 @@ class AimTracker(NullTracker):
             file_lock.release()
 
     def _merge(self, final: bool) -> None:
-        """Copy the run into the shared repo; the run is closed meanwhile (Aim copies only
-        closed runs) and reopened after a live merge."""
+        """Copy the run into the shared repo, closed meanwhile (Aim copies closed runs only)."""
         if self.run_hash is None:
             return
         start = time.monotonic()
-        open_before = self._run is not None
+        reopen = self._run is not None and not final
+        command = merge_command(self.run_repo.parent.parent, self.shared_repo)
         try:
             self._close_run()
-            closed = True
         except Exception as e:
-            self._disable("close the Aim run", e)
-            closed = False
-        if self.shared_repo is not None:  # None: a server's run, nothing to merge
-            command = merge_command(self.run_repo.parent.parent, self.shared_repo)
-            if not closed and final:  # Aim copies closed runs only
-                self.problem = (  # the warning was _disable's
+            self._disable("close the Aim run", e)  # the one warning: tracking is off now
+            if final and self.shared_repo is not None:
+                self.problem = (
                     f"{NOT_MERGED} {self.shared_repo}: {self.problem}; what Aim run "
                     f"{self.run_hash} holds is in {self.run_repo}: merge it with "
                     f"`{command} --force`"
                 )
-            elif closed:
-                timeout = MERGE_TIMEOUT_S if final else LIVE_MERGE_TIMEOUT_S
-                try:
-                    merge_run(
-                        self.run_repo, self.run_hash, self.shared_repo, timeout, live=not final
-                    )
-                except Exception as e:
-                    message = (
-                        f"{NOT_MERGED} {self.shared_repo} ({type(e).__name__}: {e}); Aim run "
-                        f"{self.run_hash} is complete in {self.run_repo}: merge it with "
-                        f"`{command}`"
-                    )
-                    self._warn("merge", message)
-                    if final:
-                        self.problem = message
+            return
+        if self.shared_repo is not None:  # None: a server's run, nothing to merge
+            timeout = MERGE_TIMEOUT_S if final else LIVE_MERGE_TIMEOUT_S
+            try:
+                merge_run(self.run_repo, self.run_hash, self.shared_repo, timeout, live=not final)
+            except Exception as e:
+                message = (
+                    f"{NOT_MERGED} {self.shared_repo} ({type(e).__name__}: {e}); Aim run "
+                    f"{self.run_hash} is complete in {self.run_repo}: merge it with `{command}`"
+                )
+                self._warn("merge", message)
+                if final:
+                    self.problem = message
         now = time.monotonic()
         self._next_merge = now + max(self.sync_interval_s or 0.0, MERGE_TIME_SHARE * (now - start))
-        if open_before and closed and not final:
+        if reopen:
             try:
                 self._open(self.run_hash)
             except Exception as e:
@@ -284,14 +263,8 @@ class RemoteAimTracker(AimTracker):
     repo's one writer: nothing is merged (``shared_repo`` None)."""
 
     def _open(self, run_hash: str | None, experiment: str | None = None) -> None:
-        try:
-            self._open_run(run_hash, experiment, force_resume=False)
-        except Exception:
-            if run_hash is None:
-                raise
-            # a killed job left the run locked on the server: it is ours, take it over
-            with _captured("aim.sdk.lock_manager"):
-                self._open_run(run_hash, experiment, force_resume=True)
+        with _captured("aim.sdk.lock_manager"):  # a lock on the run is a killed attempt's
+            self._open_run(run_hash, experiment, force_resume=run_hash is not None)
 
 
 def merge_run(
@@ -327,9 +300,8 @@ def merge_run(
 
 
 def create_repo(path: Path) -> None:
-    """Create an Aim repo at ``path``, built aside and renamed into place: an ``aim up``
-    started meanwhile never sees a half-made one (it would offer to overwrite it, and with
-    ``--yes`` delete it), and a process killed meanwhile leaves only its temp."""
+    """Create an Aim repo at ``path``, built aside and renamed into place: ``aim up`` never
+    sees it half-made (``--yes`` would delete it), a killed process leaves only a temp."""
     from aim import Repo
 
     aside = path / f"{NEW_REPO_PREFIX}{socket.gethostname()}-{os.getpid()}"
@@ -357,18 +329,17 @@ def prepare_repo(path: Path) -> None:
         create_repo(path)
 
 
-def merge_command(sweep_dir: Path, shared_repo: Path) -> str:
+def merge_command(sweep_dir: Path, shared_repo: Path | None) -> str:
     """The command that merges (again) the runs under ``sweep_dir`` into ``shared_repo``."""
     words = ["python", "-m", "sce_sweeps.cli", "merge", str(sweep_dir)]
-    if Path(shared_repo) != Path(sweep_dir) / SWEEP_REPO:
+    if shared_repo and Path(shared_repo) != Path(sweep_dir) / REPO_DIR:
         words += ["--repo", str(shared_repo)]
     return shlex.join(words)
 
 
 def bound_aim_exit() -> None:
-    """Bound Aim's exit hook, which waits without limit on databases that cannot close (a full
-    disk): this hook runs it for :data:`EXIT_WAIT_S` at most. Call it once an Aim object
-    exists: Aim registers its hook with its first one, and atexit runs the last one first."""
+    """Run Aim's exit hook (no time limit: a full disk hangs it) for :data:`EXIT_WAIT_S` at most.
+    Call it after Aim registers its hook (with its first object): atexit runs the last first."""
     global _exit_bounded
     if not _exit_bounded:
         atexit.register(_close_aim_or_give_up)
@@ -381,10 +352,9 @@ _aim_stuck = False  # an Aim run did not close in time (the process's one warnin
 
 def _close_aim_or_give_up() -> None:
     try:
-        if _aim_stuck:  # a run did not close: the rest will not either, and it was said
-            aim_repo.drop_exit_hook()
-            return
-        if not aim_repo.run_exit_hook(lambda hook: finishes_within(EXIT_WAIT_S, hook)):
+        hook = aim_repo.take_exit_hook()  # None: Aim runs it at exit, without a limit
+        # where a run did not close (one warning said so), the rest will not either: no wait
+        if hook is not None and not _aim_stuck and not finishes_within(EXIT_WAIT_S, hook):
             log.warning(
                 "tracking: Aim did not close its repo within %.0f s (a full disk?); exiting "
                 "without it (the run's record says how the run ended)",
@@ -404,21 +374,20 @@ def close_at_exit() -> None:
 def finishes_within(timeout: float, work: Callable[[], object]) -> bool:
     """Whether ``work``, run in a daemon thread, finished within ``timeout`` seconds (then
     re-raising what it raised); a call into Aim that never returns is left behind."""
-    done, errors = threading.Event(), []
+    errors: list[BaseException] = []
 
     def call() -> None:
         try:
             work()
         except BaseException as e:  # noqa: BLE001 (re-raised in the caller's thread)
             errors.append(e)
-        finally:
-            done.set()
 
-    threading.Thread(target=call, name="aim-close", daemon=True).start()
-    finished = done.wait(timeout)
+    thread = threading.Thread(target=call, name="aim-close", daemon=True)
+    thread.start()
+    thread.join(timeout)
     if errors:
         raise errors[0]
-    return finished
+    return not thread.is_alive()
 
 
 def only_run(run_repo: Path) -> str | None:
@@ -430,18 +399,17 @@ def only_run(run_repo: Path) -> str | None:
 def merge_sweep(
     sweep_dir: Path, shared_repo: Path | None = None, force: bool = False
 ) -> tuple[list[str], dict[str, str]]:
-    """Merge (again) the private repo of every run dir under ``sweep_dir`` into the shared
-    repo, dropping the note of a run's record that it was not; ``force`` takes over the locks
-    of runs whose job was killed. Returns the runs merged, and why each other one was not."""
+    """Merge (again) every run dir's private repo into the shared repo (``force``: taking over
+    killed jobs' locks); the runs merged, and why each other one was not."""
     from aim import Run
 
     from sce_sweeps.runtime.tables import find_run_dirs
 
-    shared_repo = shared_repo or sweep_dir / SWEEP_REPO
+    shared_repo = shared_repo or sweep_dir / REPO_DIR
     merged: list[str] = []
     skipped: dict[str, str] = {}
     for run_dir in find_run_dirs(sweep_dir):
-        run_repo = run_dir / RUN_REPO
+        run_repo = run_dir / REPO_DIR
         if not (run_repo / ".aim").is_dir() or run_repo.resolve() == shared_repo.resolve():
             continue
         all_merged = True
@@ -468,20 +436,11 @@ def merge_sweep(
             except Exception as e:
                 skipped[run_hash] = f"{run_repo}: {type(e).__name__}: {e}"
                 all_merged = False
-        if all_merged:
-            _record_merged(run_dir)
+        result = try_read_result(run_dir) if all_merged else None
+        if result and str(result.get("tracking", "")).startswith(NOT_MERGED):
+            del result["tracking"]  # the record's note that the run was not merged
+            write_result(run_dir, result, stamp=False)
     return merged, skipped
-
-
-def _record_merged(run_dir: Path) -> None:
-    """Drop the run record's note that its Aim run was not merged, now that it is."""
-    try:
-        result = read_result(run_dir)
-    except RunFileError:
-        return
-    if result and str(result.get("tracking", "")).startswith(NOT_MERGED):
-        del result["tracking"]
-        write_result(run_dir, result, stamp=False)
 
 
 def shared_repo_path(cfg: DictConfig, run_dir: Path) -> Path:
@@ -492,15 +451,15 @@ def shared_repo_path(cfg: DictConfig, run_dir: Path) -> Path:
 
     if not HydraConfig.initialized():
         base = Path.cwd()
-        default = run_dir.parent / SWEEP_REPO
+        default = run_dir.parent / REPO_DIR
     else:
         hc = HydraConfig.get()
         base = Path(hc.runtime.cwd)
         if hc.mode == RunMode.MULTIRUN:
-            default = base / hc.sweep.dir / SWEEP_REPO
+            default = base / hc.sweep.dir / REPO_DIR
         else:
             template = OmegaConf.to_container(hc.run, resolve=False)["dir"]
-            default = runs_root(str(template), base, base / run_dir) / SWEEP_REPO
+            default = runs_root(str(template), base, base / run_dir) / REPO_DIR
     return base / cfg.tracker.repo if cfg.tracker.repo else default
 
 
@@ -547,7 +506,7 @@ def make_tracker(
         if str(cfg.tracker.repo).startswith("aim://"):  # a server: nothing to merge
             tracker, run_repo, shared_repo = RemoteAimTracker, cfg.tracker.repo, None
         else:
-            tracker, run_repo = AimTracker, Path(run_dir) / RUN_REPO
+            tracker, run_repo = AimTracker, Path(run_dir) / REPO_DIR
             shared_repo = shared_repo_path(cfg, Path(run_dir))
         return tracker(
             run_repo,
@@ -562,9 +521,8 @@ def make_tracker(
         )
     except Exception as e:
         log.warning(
-            "tracking: Aim cannot track this run (%s: %s); training goes on without tracking",
-            type(e).__name__,
-            e,
+            f"tracking: Aim cannot track this run ({type(e).__name__}: {e}); training goes on "
+            "without tracking"
         )
         null = NullTracker()
         null.run_hash = run_hash
@@ -576,19 +534,16 @@ def _captured(logger: str) -> Iterator[list[str]]:
     """Keep an Aim logger's messages out of the job's log; yields them as a list."""
     messages: list[str] = []
 
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            messages.append(record.getMessage())
+    def keep(record: logging.LogRecord) -> bool:
+        messages.append(record.getMessage())
+        return False
 
     target = logging.getLogger(logger)
-    handler, propagate = Keep(), target.propagate
-    target.addHandler(handler)
-    target.propagate = False
+    target.addFilter(keep)
     try:
         yield messages
     finally:
-        target.removeHandler(handler)
-        target.propagate = propagate
+        target.removeFilter(keep)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -599,14 +554,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     merge.add_argument("sweep_dir", type=Path)
     merge.add_argument("--repo", type=Path, help="the shared repo (default: SWEEP_DIR/aim)")
-    merge.add_argument(
-        "--force", action="store_true", help="also runs a killed job left locked (none running)"
-    )
-    merge.add_argument(
-        "--index", action="store_true", help="then index it for Aim's SDK (not while aim up runs)"
-    )
+    merge.add_argument("--force", action="store_true", help="take over killed jobs' locks")
+    merge.add_argument("--index", action="store_true", help="then index it (not while aim up runs)")
     args = merge.parse_args(argv)
-    repo = args.repo or args.sweep_dir / SWEEP_REPO
+    repo = args.repo or args.sweep_dir / REPO_DIR
     merged, skipped = merge_sweep(args.sweep_dir, repo, force=args.force)
     if args.index:
         aim_repo.index_repo(repo)

@@ -67,25 +67,15 @@ def run_file_lock(run: Any) -> Any:
     return getattr(getattr(run, "_lock", None), "_sf_lock", None)
 
 
-def run_exit_hook(within: Callable[[Callable[[], object]], bool]) -> bool:
-    """Run Aim's exit hook now, under ``within`` (a runner with a time limit), instead of at
-    exit; whether it finished."""
+def take_exit_hook() -> Callable[[], object] | None:
+    """Aim's exit hook, unregistered, for the caller to run under a time limit (it waits
+    without limit on a run that cannot close); None on the public path (it runs at exit)."""
     if not private("aim"):
-        return True
+        return None
     from aim.ext.cleanup import AutoClean
 
-    try:
-        return within(AutoClean._cleanup)
-    finally:
-        atexit.unregister(AutoClean.cleanup)
-
-
-def drop_exit_hook() -> None:
-    """Unregister Aim's exit hook, which would wait without limit on a run that did not close."""
-    if private("aim"):
-        from aim.ext.cleanup import AutoClean
-
-        atexit.unregister(AutoClean.cleanup)
+    atexit.unregister(AutoClean.cleanup)
+    return AutoClean._cleanup
 
 
 def index_repo(repo: Path) -> None:

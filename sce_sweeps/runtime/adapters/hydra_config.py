@@ -8,6 +8,7 @@ does the rest of ``ConfigLoaderImpl._load_configuration_impl`` per job, on ``hyd
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 from collections.abc import Callable
@@ -55,8 +56,7 @@ class SweepComposer:
         self.master = master_config
         self.config_name = master_config.hydra.job.config_name
         hydra_overrides = OmegaConf.to_container(master_config.hydra.overrides.hydra)
-        assert isinstance(hydra_overrides, list)
-        self.hydra_overrides = [str(x) for x in hydra_overrides]
+        self.hydra_overrides = [str(x) for x in hydra_overrides]  # as written: not resolved
         self.parser = OverridesParser.create()
         self._parsed: dict[str, Override] = {}  # Hydra's grammar takes ms an override
         self._merged: dict[tuple[str, ...], tuple[bytes, bytes, Any]] = {}
@@ -74,13 +74,11 @@ class SweepComposer:
         with_runtime, plain, runtime = self._merged[groups]
         values = [o for o in parsed if not self._shapes_defaults(o)]
         keys = [o.key_or_group for o in values]
-        if any(k in ("hydra", "hydra.runtime") or k.startswith("hydra.runtime.") for k in keys):
-            cfg = pickle.loads(plain)
-            self._finish(cfg, parsed, values)
+        touched = any(k == "hydra" or f"{k}.".startswith("hydra.runtime.") for k in keys)
+        cfg = pickle.loads(plain if touched else with_runtime)
+        self._finish(cfg, parsed, values)
+        if touched:  # Hydra sets these last, over the job's overrides
             self._set_runtime(cfg, *runtime)
-        else:
-            cfg = pickle.loads(with_runtime)
-            self._finish(cfg, parsed, values)
         OmegaConf.copy_cache(from_config=self.master, to_config=cfg)
         return cfg
 
@@ -99,14 +97,12 @@ class SweepComposer:
             return True
         if isinstance(override.value(), dict):
             return False
-        return self._repo().group_exists(key)
+        return self._repo.group_exists(key)
 
+    @functools.cached_property
     def _repo(self) -> Any:
-        if not hasattr(self, "_caching_repo"):
-            _, self._caching_repo = self.loader._parse_overrides_and_create_caching_repo(
-                self.config_name, self.hydra_overrides
-            )
-        return self._caching_repo
+        load = self.loader._parse_overrides_and_create_caching_repo
+        return load(self.config_name, self.hydra_overrides)[1]
 
     def _merge(self, group_overrides: list[str]) -> tuple[bytes, bytes, Any]:
         """The merged config, pickled with and without what :meth:`_set_runtime` sets, and
