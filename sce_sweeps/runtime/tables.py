@@ -1,8 +1,4 @@
-"""Tables of sweeps, for any app: collect run records, group them by swept values, mean ± std.
-
-The swept keys are the override keys whose values differ between a sweep's runs; the app
-names (:class:`Axes`) the key runs repeat over (a seed) and the column groups' key.
-"""
+"""Tables of sweeps, for any app: collect run records, group them by swept values, mean ± std."""
 
 from __future__ import annotations
 
@@ -35,9 +31,8 @@ from sce_sweeps.runtime.record import (
 
 @dataclass(frozen=True)
 class Axes:
-    """How an app's runs make a table. ``column``: the key naming a run's column group (else
-    its ``column_fallback`` param); ``replicate``: the key runs repeat over, averaged; neither,
-    nor the ``fixed`` keys, is a swept key."""
+    """How an app's runs make a table: the key of their column groups (else ``column_fallback``),
+    the key they repeat over (averaged); neither, nor the ``fixed`` keys, is a swept key."""
 
     column: str
     replicate: str
@@ -56,9 +51,8 @@ class AnalysisError(Exception):
 
 @dataclass
 class Sweeps:
-    """One or more sweeps: ``runs`` (a row per run: identity, status, swept values, metrics,
-    params) and ``curves`` (a row per run and epoch), the swept keys and the metrics; each
-    unreadable file, the runs with one (failed), and those of them left out (no overrides)."""
+    """Sweeps as tables (a row per run; a row per run and epoch), with their swept keys, their
+    metrics, and the unreadable files, their runs (failed) and those left out (no overrides)."""
 
     runs: pd.DataFrame
     curves: pd.DataFrame
@@ -87,8 +81,7 @@ def find_run_dirs(sweep_dir: Path) -> list[Path]:
 
 
 def _written_params(run_dir: Path) -> dict[str, Any]:
-    """The params of a run whose ``result.json`` has none: its ``.hydra/config.yaml``, resolved
-    and flat, and the group choices of ``.hydra/hydra.yaml``."""
+    """The params of a run whose ``result.json`` has none, from its ``.hydra`` files."""
     from omegaconf import OmegaConf
 
     params: dict[str, Any] = {}
@@ -105,17 +98,16 @@ def _written_params(run_dir: Path) -> dict[str, Any]:
         if name == "hydra.yaml":
             choices = OmegaConf.select(cfg, "hydra.runtime.choices", default={}) or {}
             params.update({k: v for k, v in choices.items() if not k.startswith("hydra/")})
-            continue
-        try:
-            params.update(flatten(OmegaConf.to_container(cfg, resolve=True)))
-        except Exception:  # an interpolation we cannot resolve: keep it as written
-            params.update(flatten(OmegaConf.to_container(cfg)))
+        else:
+            try:
+                params.update(flatten(OmegaConf.to_container(cfg, resolve=True)))
+            except Exception:  # an interpolation we cannot resolve: keep it as written
+                params.update(flatten(OmegaConf.to_container(cfg)))
     return params
 
 
 def read_config(run_dir: Path, result: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The run's params as its ``result.json`` records them (resolved config, flat, and group
-    choices), lists and mappings as JSON text (one cell each)."""
+    """The run's params (resolved config, flat, and group choices), lists as JSON text."""
     params = (result or {}).get("params")
     if not isinstance(params, dict):
         params = _written_params(run_dir)
@@ -146,8 +138,7 @@ class _Unreadable:
 def _manifest_states(
     sweep_dir: Path, unreadable: _Unreadable
 ) -> tuple[Manifest | None, dict[Path, Any]]:
-    """The sweep's manifest and its jobs' states by run dir (one not found, the sweep copied
-    elsewhere, by its last part); an unreadable manifest is read as none (unless strict)."""
+    """The sweep's manifest and its jobs' states by run dir (a moved one found by its name)."""
     from sce_sweeps.runtime.status import sweep_status
 
     manifest = unreadable.read([], None, Manifest.load, sweep_dir)
@@ -171,8 +162,7 @@ def _scalar(text: str) -> Any:
 
 
 def swept_keys(overrides: list[dict[str, str]], fixed: frozenset[str] = frozenset()) -> list[str]:
-    """Override keys whose values differ between runs (a key some runs lack counts as
-    differing), in order of first appearance; ``fixed`` keys excluded."""
+    """Override keys (but ``fixed``) whose values differ between runs, missing ones included."""
     order: dict[str, None] = {}
     for o in overrides:
         order.update(dict.fromkeys(o))
@@ -180,8 +170,7 @@ def swept_keys(overrides: list[dict[str, str]], fixed: frozenset[str] = frozense
 
 
 def _run_record(run_dir: Path, job: Any, unreadable: _Unreadable) -> dict[str, Any]:
-    """The record of a run dir, or of a manifest's job not started (no ``.hydra`` yet); a run
-    with an unreadable file is failed, its overrides then from the manifest (or None)."""
+    """The record of a run dir or of a job not started; an unreadable file fails the run."""
     problems: list[str] = []
     marker = run_dir / RUN_MARKER
 
@@ -257,8 +246,7 @@ def _value(record: dict[str, Any], key: str) -> Any:
 
 
 def _fill_defaults(records: list[dict[str, Any]], keys: list[str]) -> None:
-    """Give jobs without a config each key's default: the value of the sweep's runs that do
-    not override it, where they agree."""
+    """Give jobs without a config the value the sweep's runs agree on where not overridden."""
     for key in keys:
         for sweep_dir in dict.fromkeys(r["sweep_dir"] for r in records):
             same = [r for r in records if r["sweep_dir"] == sweep_dir]
@@ -275,8 +263,7 @@ def _fill_defaults(records: list[dict[str, Any]], keys: list[str]) -> None:
 
 
 def collect(sweep_dirs: list[Path | str], axes: Axes, strict: bool = False) -> Sweeps:
-    """Read sweep dirs (or run dirs; each once) into tidy runs and curves tables; an
-    unreadable file fails its run (a manifest: read as none), or with ``strict`` all."""
+    """Read sweep or run dirs into tidy tables; an unreadable file fails its run (or ``strict``)."""
     dirs = list(dict.fromkeys(Path(d).resolve() for d in sweep_dirs))
     if not dirs:
         raise AnalysisError("no sweep dirs given")
@@ -390,8 +377,7 @@ def group_runs(
 
 
 def stats(values: list[Any]) -> dict[str, Any]:
-    """Mean, sample std and count of the finite numbers among ``values`` (a column of a
-    metric's name may hold a config value)."""
+    """Mean, sample std and count of the finite numbers among ``values``."""
     values = [v for v in values if isinstance(v, int | float) and math.isfinite(v)]
     mean = statistics.fmean(values) if values else math.nan
     std = statistics.stdev(values) if len(values) > 1 else math.nan

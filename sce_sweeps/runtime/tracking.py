@@ -1,9 +1,7 @@
 """Experiment tracking: one Aim run per training run, gathered into one repo per sweep.
 
-Many jobs writing one Aim repo on a shared filesystem corrupt it (aim issues 2109, 2279, 2869):
-each run tracks into a private repo in its run dir, copied into the sweep's repo under a lock,
-or to an Aim server (``aim://host:port``). A tracking failure never stops training, and the
-process always exits. docs/tracking.md tells the design.
+Many jobs writing one Aim repo corrupt it (aim issues 2109, 2279, 2869): each run tracks into
+its run dir's own repo, merged into the sweep's under a lock (docs/tracking.md).
 """
 
 from __future__ import annotations
@@ -66,8 +64,7 @@ class NullTracker:
 
 
 class AimTracker(NullTracker):
-    """Tracks a training run as an Aim run of ``run_repo`` (continuing ``run_hash``), merged
-    into ``shared_repo`` (None: never) at its end and every ``sync_interval_s`` s (None: never)."""
+    """Tracks a run into ``run_repo``, merged into ``shared_repo`` (if any) live and at its end."""
 
     def __init__(
         self,
@@ -120,9 +117,8 @@ class AimTracker(NullTracker):
             lo = x.amin(dim=(1, 2, 3), keepdim=True)
             hi = x.amax(dim=(1, 2, 3), keepdim=True)
             x = ((x - lo) / (hi - lo).clamp_min(1e-8) * 255).round().to(torch.uint8)
-            pictures = [
-                Image(img.permute(1, 2, 0).numpy(), caption=str(i)) for i, img in enumerate(x)
-            ]
+            x = x.permute(0, 2, 3, 1).numpy()  # B x H x W x C
+            pictures = [Image(img, caption=str(i)) for i, img in enumerate(x)]
             self._run.track(pictures, name=name, step=step, context={"subset": "train"})
         except Exception as e:
             self._disable("track images", e)
@@ -135,19 +131,20 @@ class AimTracker(NullTracker):
                 self._disable("record the status", e)
         self._merge(final=True)
 
-    def _open_run(self, run_hash: str | None, experiment: str | None, force_resume: bool) -> None:
-        """Open (or create) the run; ``force_resume`` takes over a killed process's lock."""
+    def _open_run(self, run_hash: str | None, experiment: str | None) -> None:
+        """Open (or create) the run, taking over a lock that a killed attempt left on it."""
         from aim import Run
 
-        self._run = Run(
-            run_hash,
-            repo=str(self.run_repo),
-            experiment=experiment,
-            force_resume=force_resume,
-            system_tracking_interval=SYSTEM_INTERVAL_S if self.system_metrics else None,
-            log_system_params=False,  # it would copy the environment, secrets included
-            capture_terminal_logs=False,
-        )
+        with _captured("aim.sdk.lock_manager"):
+            self._run = Run(
+                run_hash,
+                repo=str(self.run_repo),
+                experiment=experiment,
+                force_resume=run_hash is not None,
+                system_tracking_interval=SYSTEM_INTERVAL_S if self.system_metrics else None,
+                log_system_params=False,  # it would copy the environment, secrets included
+                capture_terminal_logs=False,
+            )
         self.run_hash = self._run.hash
         bound_aim_exit()
 
@@ -163,9 +160,7 @@ class AimTracker(NullTracker):
                     f"Aim run {run_hash} is not in {self.run_repo}; tracking into a new Aim run",
                 )
                 run_hash = None
-            with _captured("aim.sdk.lock_manager"):  # which warns of taking a lock over
-                # the run is this job's alone: a lock on it is a killed attempt's
-                self._open_run(run_hash, experiment, force_resume=run_hash is not None)
+            self._open_run(run_hash, experiment)
         except Exception as e:
             if not (self.run_repo / ".aim").is_dir() or self._run is not None:
                 raise
@@ -177,7 +172,7 @@ class AimTracker(NullTracker):
                 f"aside as {aside.name}, tracking into a new Aim run",
             )
             prepare_repo(self.run_repo)
-            self._open_run(None, experiment, force_resume=False)
+            self._open_run(None, experiment)
 
     def _close_run(self) -> None:
         """Close the Aim run; TimeoutError after :data:`CLOSE_WAIT_S` (a full disk)."""
@@ -259,19 +254,16 @@ class AimTracker(NullTracker):
 
 
 class RemoteAimTracker(AimTracker):
-    """An :class:`AimTracker` whose ``run_repo`` is an Aim server (``aim://host:port``), the
-    repo's one writer: nothing is merged (``shared_repo`` None)."""
+    """An :class:`AimTracker` whose ``run_repo`` is an Aim server (``aim://host:port``)."""
 
     def _open(self, run_hash: str | None, experiment: str | None = None) -> None:
-        with _captured("aim.sdk.lock_manager"):  # a lock on the run is a killed attempt's
-            self._open_run(run_hash, experiment, force_resume=run_hash is not None)
+        self._open_run(run_hash, experiment)
 
 
 def merge_run(
     run_repo: Path, run_hash: str, shared_repo: Path, timeout: float, live: bool = False
 ) -> None:
-    """Copy a closed run into the shared repo, replacing an earlier copy; a ``live`` run stays
-    marked active there. TimeoutError: the shared repo stayed locked over ``timeout`` s."""
+    """Copy a closed run into the shared repo, replacing its copy (``live``: it stays active)."""
     from aim import Repo
 
     shared_repo.mkdir(parents=True, exist_ok=True)
@@ -300,8 +292,7 @@ def merge_run(
 
 
 def create_repo(path: Path) -> None:
-    """Create an Aim repo at ``path``, built aside and renamed into place: ``aim up`` never
-    sees it half-made (``--yes`` would delete it), a killed process leaves only a temp."""
+    """Create an Aim repo at ``path`` aside, then rename it: ``aim up`` never sees it half-made."""
     from aim import Repo
 
     aside = path / f"{NEW_REPO_PREFIX}{socket.gethostname()}-{os.getpid()}"
@@ -316,8 +307,7 @@ def create_repo(path: Path) -> None:
 
 
 def prepare_repo(path: Path) -> None:
-    """Make sure an Aim repo is at ``path``, removing first what a process killed while
-    creating one left. Only for the repo's one writer or under its merge lock."""
+    """Make sure an Aim repo is at ``path`` (for its one writer, or under its merge lock)."""
     from aim import Repo
 
     for temp in path.glob(f"{NEW_REPO_PREFIX}*"):
@@ -338,8 +328,8 @@ def merge_command(sweep_dir: Path, shared_repo: Path | None) -> str:
 
 
 def bound_aim_exit() -> None:
-    """Run Aim's exit hook (no time limit: a full disk hangs it) for :data:`EXIT_WAIT_S` at most.
-    Call it after Aim registers its hook (with its first object): atexit runs the last first."""
+    """Give Aim's exit hook (a full disk hangs it) :data:`EXIT_WAIT_S` at most, once Aim has
+    registered it (with its first object): atexit runs this one first, the last registered."""
     global _exit_bounded
     if not _exit_bounded:
         atexit.register(_close_aim_or_give_up)
@@ -372,8 +362,7 @@ def close_at_exit() -> None:
 
 
 def finishes_within(timeout: float, work: Callable[[], object]) -> bool:
-    """Whether ``work``, run in a daemon thread, finished within ``timeout`` seconds (then
-    re-raising what it raised); a call into Aim that never returns is left behind."""
+    """Whether ``work``, run in a daemon thread (left behind if it hangs), finished in time."""
     errors: list[BaseException] = []
 
     def call() -> None:
@@ -396,21 +385,17 @@ def only_run(run_repo: Path) -> str | None:
     return hashes[0] if len(hashes) == 1 else None
 
 
-def merge_sweep(
-    sweep_dir: Path, shared_repo: Path | None = None, force: bool = False
-) -> tuple[list[str], dict[str, str]]:
-    """Merge (again) every run dir's private repo into the shared repo (``force``: taking over
-    killed jobs' locks); the runs merged, and why each other one was not."""
+def merge_sweep(sweep_dir: Path, shared: Path, force: bool) -> tuple[list[str], dict[str, str]]:
+    """Merge (again) every run dir's own repo: the runs merged, and why each other one was not."""
     from aim import Run
 
     from sce_sweeps.runtime.tables import find_run_dirs
 
-    shared_repo = shared_repo or sweep_dir / REPO_DIR
     merged: list[str] = []
     skipped: dict[str, str] = {}
     for run_dir in find_run_dirs(sweep_dir):
         run_repo = run_dir / REPO_DIR
-        if not (run_repo / ".aim").is_dir() or run_repo.resolve() == shared_repo.resolve():
+        if not (run_repo / ".aim").is_dir() or run_repo.resolve() == shared.resolve():
             continue
         all_merged = True
         for run_hash in aim_repo.run_hashes(run_repo):
@@ -430,7 +415,7 @@ def merge_sweep(
                         capture_terminal_logs=False,
                     ).close()
             try:
-                merge_run(run_repo, run_hash, shared_repo, MERGE_TIMEOUT_S)
+                merge_run(run_repo, run_hash, shared, MERGE_TIMEOUT_S)
                 merged.append(run_hash)
                 skipped.pop(run_hash, None)
             except Exception as e:
@@ -444,28 +429,24 @@ def merge_sweep(
 
 
 def shared_repo_path(cfg: DictConfig, run_dir: Path) -> Path:
-    """``tracker.repo`` if set (relative to the app's start directory), else ``aim`` in the
-    sweep dir (multirun) or in the runs root (:func:`runs_root`, single run)."""
+    """``tracker.repo``, else ``aim`` in the sweep dir or, for a single run, the runs root."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     if not HydraConfig.initialized():
-        base = Path.cwd()
-        default = run_dir.parent / REPO_DIR
-    else:
-        hc = HydraConfig.get()
-        base = Path(hc.runtime.cwd)
-        if hc.mode == RunMode.MULTIRUN:
-            default = base / hc.sweep.dir / REPO_DIR
-        else:
-            template = OmegaConf.to_container(hc.run, resolve=False)["dir"]
-            default = runs_root(str(template), base, base / run_dir) / REPO_DIR
-    return base / cfg.tracker.repo if cfg.tracker.repo else default
+        return Path.cwd() / cfg.tracker.repo if cfg.tracker.repo else run_dir.parent / REPO_DIR
+    hc = HydraConfig.get()
+    base = Path(hc.runtime.cwd)  # where the app was started
+    if cfg.tracker.repo:
+        return base / cfg.tracker.repo
+    if hc.mode == RunMode.MULTIRUN:
+        return base / hc.sweep.dir / REPO_DIR
+    template = OmegaConf.to_container(hc.run, resolve=False)["dir"]
+    return runs_root(str(template), base, base / run_dir) / REPO_DIR
 
 
 def runs_root(template: str, base: Path, run_dir: Path) -> Path:
-    """Where single runs go: ``hydra.run.dir``'s components before its first interpolation
-    (``sweeps/runs`` for ``sweeps/runs/${now:%Y-%m-%d}/...``), else the run dir's parent."""
+    """Where single runs go: ``hydra.run.dir`` up to its first interpolation, else their parent."""
     parts = Path(template).parts
     fixed = list(itertools.takewhile(lambda part: "${" not in part, parts))
     root = Path(os.path.abspath(base / Path(*fixed))) if fixed else None
@@ -475,8 +456,7 @@ def runs_root(template: str, base: Path, run_dir: Path) -> Path:
 
 
 def run_params(cfg: DictConfig, info: dict[str, Any]) -> dict[str, Any]:
-    """The Aim run's parameters: ``hparams`` (the resolved config, nested), ``swept`` (what the
-    command line set, flat, a group's choice by its name) and ``job`` (``info``)."""
+    """The Aim run's parameters: ``hparams`` (the resolved config), ``swept`` and ``job``."""
     hparams = OmegaConf.to_container(cfg, resolve=True)
     hparams.pop("hydra", None)
     hparams = json.loads(json.dumps(hparams, default=str))
@@ -497,8 +477,7 @@ def run_name(info: dict[str, Any]) -> str:
 def make_tracker(
     cfg: DictConfig, run_dir: Path, run_hash: str | None, info: dict[str, Any]
 ) -> NullTracker:
-    """The tracker chosen by ``cfg.tracker.name``; ``run_hash`` continues an earlier run.
-    Never raises: where Aim cannot track, one warning and a tracker that keeps ``run_hash``."""
+    """The tracker chosen by ``cfg.tracker.name``, continuing ``run_hash``; never raises."""
     if cfg.tracker.name != "aim":
         return NullTracker()
     logging.getLogger("aim").setLevel(logging.WARNING)  # Aim logs every reporter thread at INFO

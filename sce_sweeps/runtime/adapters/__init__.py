@@ -1,6 +1,5 @@
-"""Every private API of Hydra, Optuna and Aim the runtime uses, one module each, each with the
-public path it replaces (``SCE_SWEEPS_PUBLIC_APIS=all``, or some of ``hydra,optuna,aim``) and
-a test comparing the two.
+"""Every private API of Hydra, Optuna and Aim the runtime uses, each with its public path
+(``SCE_SWEEPS_PUBLIC_APIS=all``, or some of ``hydra,optuna,aim``) and a test comparing both.
 """
 
 from __future__ import annotations

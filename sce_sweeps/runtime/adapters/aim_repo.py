@@ -1,7 +1,5 @@
-"""Aim's on-disk layout and database internals (Aim 3.29), in one place; any Aim release may
-move them (rerun ``tests/adapters/test_aim_repo.py``). ``SCE_SWEEPS_PUBLIC_APIS=aim`` reads
-runs and locks through Aim's ``Repo`` and ``LockManager`` (slow, and they take locks) and
-leaves the rest undone: a merged live run shows as ended, Aim's exit hook has no time limit.
+"""Aim 3.29's on-disk layout and database internals. The public path reads runs and locks
+through Aim's ``Repo`` and ``LockManager`` (slow, locking) and leaves the rest undone.
 """
 
 from __future__ import annotations
@@ -60,16 +58,14 @@ def mark_live(repo: Any, run_hash: str) -> None:
 
 
 def run_file_lock(run: Any) -> Any:
-    """The file lock an open ``aim.Run`` holds, which only the thread that took it can release
-    (then ``lock.release()`` once the run is closed); None when not known."""
+    """The file lock of an open ``aim.Run``, which only the thread that took it can release."""
     if not private("aim"):
         return None
     return getattr(getattr(run, "_lock", None), "_sf_lock", None)
 
 
 def take_exit_hook() -> Callable[[], object] | None:
-    """Aim's exit hook, unregistered, for the caller to run under a time limit (it waits
-    without limit on a run that cannot close); None on the public path (it runs at exit)."""
+    """Aim's exit hook, unregistered, to run under a time limit; None on the public path."""
     if not private("aim"):
         return None
     from aim.ext.cleanup import AutoClean

@@ -1,9 +1,6 @@
-"""Hydra 1.3's config loading, done once per distinct set of config groups of a sweep.
-
-Hydra's ``load_sweep_config`` (the public path) builds each job's config from scratch;
-:class:`SweepComposer` merges the config files once per set of config-group overrides, then
-does the rest of ``ConfigLoaderImpl._load_configuration_impl`` per job, on ``hydra._internal``
-(it blocks Hydra 1.4). Hydra's basic sweeper, extended by ``sce_grid``, is only there too.
+"""Hydra 1.3's config loading (``hydra._internal``: it blocks Hydra 1.4), done once per set of
+config groups of a sweep rather than per job as the public ``load_sweep_config`` does; and
+Hydra's basic sweeper, which ``sce_grid`` extends.
 """
 
 from __future__ import annotations
@@ -38,18 +35,15 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def sweep_composer(
-    config_loader: Any, master_config: DictConfig
-) -> Callable[[list[str]], DictConfig]:
+def sweep_composer(loader: Any, master: DictConfig) -> Callable[[list[str]], DictConfig]:
     """``compose(overrides)``: each job's config as ``load_sweep_config`` makes it."""
     if private("hydra"):
-        return SweepComposer(config_loader, master_config)
-    return lambda overrides: config_loader.load_sweep_config(master_config, list(overrides))
+        return SweepComposer(loader, master)
+    return lambda overrides: loader.load_sweep_config(master, list(overrides))
 
 
 class SweepComposer:
-    """``composer(overrides)`` is ``config_loader.load_sweep_config(master_config, overrides)``,
-    with the defaults list and the merge of config files done once per set of config groups."""
+    """``load_sweep_config(master_config, overrides)``, merging config files once per groups."""
 
     def __init__(self, config_loader: ConfigLoaderImpl, master_config: DictConfig) -> None:
         self.loader = config_loader
@@ -90,8 +84,7 @@ class SweepComposer:
         return [self._parsed[line] for line in lines]
 
     def _shapes_defaults(self, override: Override) -> bool:
-        """Whether an override shapes the defaults list (a group choice, a search path) rather
-        than sets a value; the rule of Hydra's ``defaults_list.Overrides``."""
+        """Whether an override shapes the defaults list, by Hydra's ``defaults_list.Overrides``."""
         key = override.key_or_group
         if key == "hydra.searchpath" or key.startswith("hydra.searchpath."):
             return True
@@ -105,8 +98,7 @@ class SweepComposer:
         return load(self.config_name, self.hydra_overrides)[1]
 
     def _merge(self, group_overrides: list[str]) -> tuple[bytes, bytes, Any]:
-        """The merged config, pickled with and without what :meth:`_set_runtime` sets, and
-        what it sets."""
+        """The merged config, pickled with and without :meth:`_set_runtime`'s, and that."""
         self.compositions += 1
         self.loader.ensure_main_config_source_available()
         parsed, repo = self.loader._parse_overrides_and_create_caching_repo(
@@ -128,8 +120,7 @@ class SweepComposer:
             for x in repo.get_sources()
         ]
         merged = pickle.dumps(cfg)
-        # what _finish sets last, the same for every job, set here once: kept unless a job's
-        # value overrides touch hydra.runtime (then _finish sets them after, as Hydra does)
+        # the same for every job, set once: unless a job's overrides touch hydra.runtime
         self._set_runtime(cfg, known_choices, sources)
         return pickle.dumps(cfg), merged, (known_choices, sources)
 

@@ -1,7 +1,5 @@
-"""A study's storage and its trials' ids (``study._storage``, ``trial._trial_id``): to set a
-trial's attributes finished or not, read one trial back, and beat its heartbeat. The public
-path (``SCE_SWEEPS_PUBLIC_APIS=optuna``) keeps the storage the study was made with and asks it
-for a trial's id by number. Optuna 6 drops the journal file storage the studies live in.
+"""A study's storage and its trials' ids (``study._storage``, ``trial._trial_id``); the public
+path keeps the storage the study was made with and asks it for a trial's id by number.
 """
 
 from __future__ import annotations
@@ -59,6 +57,5 @@ def get_trial(study: optuna.Study, trial: optuna.Trial | FrozenTrial) -> FrozenT
 
 
 def set_user_attr(study: optuna.Study, trial: Any, key: str, value: Any) -> None:
-    """Set a user attribute of a trial, finished or not by this process (else
-    ``UpdateFinishedTrialError``)."""
+    """Set a user attribute of a trial, finished or not by this process."""
     storage_of(study).set_trial_user_attr(trial_id(study, trial), key, value)
