@@ -204,7 +204,6 @@ class AimTracker(NullTracker):
             return
         start = time.monotonic()
         reopen = self._run is not None and not final
-        command = merge_command(self.run_repo.parent.parent, self.shared_repo)
         try:
             self._close_run()
         except Exception as e:
@@ -213,10 +212,11 @@ class AimTracker(NullTracker):
                 self.problem = (
                     f"{NOT_MERGED} {self.shared_repo}: {self.problem}; what Aim run "
                     f"{self.run_hash} holds is in {self.run_repo}: merge it with "
-                    f"`{command} --force`"
+                    f"`{merge_command(self.run_repo.parent.parent, self.shared_repo)} --force`"
                 )
             return
         if self.shared_repo is not None:  # None: a server's run, nothing to merge
+            command = merge_command(self.run_repo.parent.parent, self.shared_repo)
             timeout = MERGE_TIMEOUT_S if final else LIVE_MERGE_TIMEOUT_S
             try:
                 merge_run(self.run_repo, self.run_hash, self.shared_repo, timeout, live=not final)
@@ -319,10 +319,10 @@ def prepare_repo(path: Path) -> None:
         create_repo(path)
 
 
-def merge_command(sweep_dir: Path, shared_repo: Path | None) -> str:
+def merge_command(sweep_dir: Path, shared_repo: Path) -> str:
     """The command that merges (again) the runs under ``sweep_dir`` into ``shared_repo``."""
     words = ["python", "-m", "sce_sweeps.cli", "merge", str(sweep_dir)]
-    if shared_repo and Path(shared_repo) != Path(sweep_dir) / REPO_DIR:
+    if Path(shared_repo) != Path(sweep_dir) / REPO_DIR:
         words += ["--repo", str(shared_repo)]
     return shlex.join(words)
 
