@@ -1,17 +1,4 @@
-"""Tables of sweeps, for any app: collect run records, group them by swept values, mean ± std.
-
-A sweep dir holds run dirs, found by their ``.hydra/overrides.yaml`` (Hydra's multirun layout
-``<sweep dir>/<job num>/``), and optionally the ``manifest.json`` a sweep launcher writes.
-Each run dir gives its overrides, its ``result.json`` (metrics, and the ``params`` the run
-recorded: its resolved config, flat, and its group choices) and ``metrics.jsonl``.
-
-The swept keys are found from the sweep itself: the override keys whose values differ between
-the sweep's runs. The app names (:class:`Axes`) the key its runs repeat over (averaged: a
-seed) and the key of the column groups (a dataset); neither is a swept key. Each run's
-``status`` is its :class:`~sce_sweeps.runtime.record.RunState`: for a sweep with a manifest, the
-state ``python -m sce_sweeps.cli status`` shows; without one, its ``result.json``'s, or
-``interrupted`` when it has none.
-"""
+"""Tables of sweeps, for any app: collect run records, group them by swept values, mean ± std."""
 
 from __future__ import annotations
 
@@ -44,9 +31,8 @@ from sce_sweeps.runtime.record import (
 
 @dataclass(frozen=True)
 class Axes:
-    """How an app's runs make a table. ``column``: the key naming a run's column group (else
-    its ``column_fallback`` param); ``replicate``: the key runs repeat over, averaged; neither,
-    nor the ``fixed`` keys, is a swept key."""
+    """How an app's runs make a table: the key of their column groups (else ``column_fallback``),
+    the key they repeat over (averaged); neither, nor the ``fixed`` keys, is a swept key."""
 
     column: str
     replicate: str
@@ -54,14 +40,8 @@ class Axes:
     fixed: frozenset[str] = frozenset()
 
 
-UNFINISHED = (
-    RunState.RUNNING,
-    RunState.PENDING,
-    RunState.NOT_SUBMITTED,
-    RunState.INTERRUPTED,
-)
-# result.json keys that describe the run rather than measure it
-INFO_KEYS = frozenset({"job_num", "slurm_job_id"})
+UNFINISHED = (RunState.RUNNING, RunState.PENDING, RunState.NOT_SUBMITTED, RunState.INTERRUPTED)
+INFO_KEYS = frozenset({"job_num", "slurm_job_id"})  # result.json keys that are not measures
 SKIP_DIRS = frozenset({"analysis", "__pycache__", "aim"})  # and hidden ones (.submitit)
 
 
@@ -71,20 +51,8 @@ class AnalysisError(Exception):
 
 @dataclass
 class Sweeps:
-    """One or more sweeps, collected.
-
-    Attributes:
-        runs: one row per run: ``sweep_dir``, ``run``, ``run_id``, the column axis, ``status``,
-            ``reason``, the replicate axis, the swept keys, the metrics, then the params.
-        curves: one row per run and epoch: identifying columns, then ``metrics.jsonl`` fields.
-        swept: the swept keys, in the order they first appear in the runs' overrides.
-        metrics: the numeric result keys found in the runs' ``result.json`` files.
-        unreadable: one line per file that could not be read (``<path>: corrupt ...``).
-        unreadable_runs: the runs with such a file; each counts as ``failed`` (never averaged
-            in), with the file in its ``reason``.
-        unplaced_runs: those of them left out of ``runs`` because their overrides are
-            unreadable and no manifest lists them (their swept values are unknown).
-    """
+    """Sweeps as tables (a row per run; a row per run and epoch), with their swept keys, their
+    metrics, and the unreadable files, their runs (failed) and those left out (no overrides)."""
 
     runs: pd.DataFrame
     curves: pd.DataFrame
@@ -112,16 +80,8 @@ def find_run_dirs(sweep_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: natural_key(p.relative_to(sweep_dir).as_posix()))
 
 
-def _load_yaml(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise AnalysisError(f"{path}: unreadable YAML ({type(e).__name__})") from None
-
-
 def _written_params(run_dir: Path) -> dict[str, Any]:
-    """The params of a run written before runs recorded them in ``result.json``: its resolved
-    ``.hydra/config.yaml``, flattened, and the group choices of ``.hydra/hydra.yaml``."""
+    """The params of a run whose ``result.json`` has none, from its ``.hydra`` files."""
     from omegaconf import OmegaConf
 
     params: dict[str, Any] = {}
@@ -138,18 +98,16 @@ def _written_params(run_dir: Path) -> dict[str, Any]:
         if name == "hydra.yaml":
             choices = OmegaConf.select(cfg, "hydra.runtime.choices", default={}) or {}
             params.update({k: v for k, v in choices.items() if not k.startswith("hydra/")})
-            continue
-        try:
-            params.update(flatten(OmegaConf.to_container(cfg, resolve=True)))
-        except Exception:  # an interpolation we cannot resolve: keep it as written
-            params.update(flatten(OmegaConf.to_container(cfg)))
+        else:
+            try:
+                params.update(flatten(OmegaConf.to_container(cfg, resolve=True)))
+            except Exception:  # an interpolation we cannot resolve: keep it as written
+                params.update(flatten(OmegaConf.to_container(cfg)))
     return params
 
 
 def read_config(run_dir: Path, result: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The run's params: its resolved config, flattened (``a.b``), and its group
-    choices, as its ``result.json`` records them; lists and
-    mappings as JSON text (one cell each)."""
+    """The run's params (resolved config, flat, and group choices), lists as JSON text."""
     params = (result or {}).get("params")
     if not isinstance(params, dict):
         params = _written_params(run_dir)
@@ -159,17 +117,14 @@ def read_config(run_dir: Path, result: dict[str, Any] | None = None) -> dict[str
 
 
 class _Unreadable:
-    """The files of a sweep that could not be read: refused (``strict``), or noted so that
-    the runs that hold them count as failed and the rest are still tabulated."""
+    """The files that could not be read: refused (``strict``), or noted (their runs failed)."""
 
     def __init__(self, strict: bool) -> None:
         self.strict = strict
         self.lines: list[str] = []
 
     def read(self, problems: list[str], default: Any, what: Callable[..., Any], *args: Any) -> Any:
-        """``what(*args)``; when it raises (a :class:`RunFileError` too): raise
-        :class:`AnalysisError` (strict), or add the error to ``problems`` and :attr:`lines`
-        and return ``default``."""
+        """``what(*args)``, or (unless strict) ``default`` with the error noted in ``problems``."""
         try:
             return what(*args)
         except (AnalysisError, RunFileError) as e:
@@ -183,9 +138,7 @@ class _Unreadable:
 def _manifest_states(
     sweep_dir: Path, unreadable: _Unreadable
 ) -> tuple[Manifest | None, dict[Path, Any]]:
-    """The sweep's manifest and the state of each of its jobs, by run dir, as ``status``
-    tells it (a run dir that is gone, a sweep copied elsewhere, is looked for under the sweep
-    dir by its last part). An unreadable manifest is read as none (unless strict)."""
+    """The sweep's manifest and its jobs' states by run dir (a moved one found by its name)."""
     from sce_sweeps.runtime.status import sweep_status
 
     manifest = unreadable.read([], None, Manifest.load, sweep_dir)
@@ -200,14 +153,6 @@ def _manifest_states(
     return manifest, by_dir
 
 
-def _status(result: dict[str, Any] | None, job: Any) -> tuple[str, Any]:
-    if job is not None:
-        return str(job.state), job.reason
-    if result is not None:
-        return result["status"], result.get("reason")
-    return str(RunState.INTERRUPTED), "no result.json (and no manifest.json to say more)"
-
-
 def _scalar(text: str) -> Any:
     try:
         value = yaml.safe_load(text)
@@ -217,39 +162,40 @@ def _scalar(text: str) -> Any:
 
 
 def swept_keys(overrides: list[dict[str, str]], fixed: frozenset[str] = frozenset()) -> list[str]:
-    """Override keys whose values differ between runs (a key some runs lack counts as
-    differing), in order of first appearance; ``fixed`` keys excluded."""
+    """Override keys (but ``fixed``) whose values differ between runs, missing ones included."""
     order: dict[str, None] = {}
     for o in overrides:
         order.update(dict.fromkeys(o))
     return [key for key in order if key not in fixed and len({o.get(key) for o in overrides}) > 1]
 
 
-def _is_metric(key: str, value: Any) -> bool:
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    return number and key not in INFO_KEYS
-
-
-def _unreadable_status(problems: list[str]) -> tuple[str, str]:
-    return str(RunState.FAILED), "unreadable: " + "; ".join(problems)
-
-
-def _run_record(run_dir: Path, jobs: dict[Path, Any], unreadable: _Unreadable) -> dict[str, Any]:
-    """The record of one run dir; a run with an unreadable file is failed, its ``problems``
-    say which, and its overrides come from the manifest (None when it does not list it)."""
+def _run_record(run_dir: Path, job: Any, unreadable: _Unreadable) -> dict[str, Any]:
+    """The record of a run dir or of a job not started; an unreadable file fails the run."""
     problems: list[str] = []
+    marker = run_dir / RUN_MARKER
 
     def override_lines() -> list[str]:
-        lines = _load_yaml(run_dir / RUN_MARKER) or []
+        try:
+            lines = yaml.safe_load(marker.read_text()) or []
+        except (OSError, yaml.YAMLError) as e:
+            raise AnalysisError(f"{marker}: unreadable YAML ({type(e).__name__})") from None
         if not isinstance(lines, list):
-            raise AnalysisError(f"{run_dir / RUN_MARKER}: not a list of overrides")
+            raise AnalysisError(f"{marker}: not a list of overrides")
         return lines
 
-    lines = unreadable.read(problems, None, override_lines)
+    started = marker.is_file()
+    lines = unreadable.read(problems, None, override_lines) if started else None
     result = unreadable.read(problems, None, read_result, run_dir)
-    config = unreadable.read(problems, {}, read_config, run_dir, result)
+    config = unreadable.read(problems, {}, read_config, run_dir, result) if started else {}
     curve = unreadable.read(problems, [], read_metrics, run_dir)
-    job = jobs.pop(run_dir.resolve(), None)
+    if problems:
+        status = (str(RunState.FAILED), "unreadable: " + "; ".join(problems))
+    elif job is not None:
+        status = (str(job.state), job.reason)
+    elif result is not None:
+        status = (result["status"], result.get("reason"))
+    else:
+        status = (str(RunState.INTERRUPTED), "no result.json (and no manifest.json to say more)")
     if lines is None and job is not None:
         lines = job.overrides
     return {
@@ -257,7 +203,7 @@ def _run_record(run_dir: Path, jobs: dict[Path, Any], unreadable: _Unreadable) -
         "overrides": None if lines is None else override_dict(lines),
         "config": config,
         "result": result,
-        "status": _unreadable_status(problems) if problems else _status(result, job),
+        "status": status,
         "curve": curve,
         "problems": problems,
     }
@@ -277,22 +223,9 @@ def _sweep_records(
         raise AnalysisError(
             f"{sweep_dir}: not a sweep dir (no run dirs with .hydra/overrides.yaml, no {MANIFEST})"
         )
-    records = [_run_record(run_dir, jobs, unreadable) for run_dir in run_dirs]
+    records = [_run_record(d, jobs.pop(d.resolve(), None), unreadable) for d in run_dirs]
     for run_dir, job in sorted(jobs.items(), key=lambda kv: natural_key(kv[0].as_posix())):
-        problems: list[str] = []
-        result = unreadable.read(problems, None, read_result, run_dir)
-        curve = unreadable.read(problems, [], read_metrics, run_dir)
-        records.append(  # in the manifest, not started (no .hydra in its run dir yet)
-            {
-                "run_dir": run_dir,
-                "overrides": override_dict(job.overrides),
-                "config": {},
-                "result": result,
-                "status": _unreadable_status(problems) if problems else _status(result, job),
-                "curve": curve,
-                "problems": problems,
-            }
-        )
+        records.append(_run_record(run_dir, job, unreadable))
     if not records:
         raise AnalysisError(f"{sweep_dir}: the manifest lists no jobs and there are no run dirs")
     for r in records:
@@ -304,8 +237,7 @@ def _sweep_records(
 
 
 def _value(record: dict[str, Any], key: str) -> Any:
-    """A key's value for a run: resolved config or group choice, else its override, else
-    (a job not started, with no config yet) the value its sweep's runs have by default."""
+    """A key's value for a run: config or group choice, else override, else sweep default."""
     if key in record["config"]:
         return record["config"][key]
     if key in record["overrides"]:
@@ -314,8 +246,7 @@ def _value(record: dict[str, Any], key: str) -> Any:
 
 
 def _fill_defaults(records: list[dict[str, Any]], keys: list[str]) -> None:
-    """Give jobs without a config the value that the sweep's started runs that do not
-    override a key have for it (the config's default), where they all agree."""
+    """Give jobs without a config the value the sweep's runs agree on where not overridden."""
     for key in keys:
         for sweep_dir in dict.fromkeys(r["sweep_dir"] for r in records):
             same = [r for r in records if r["sweep_dir"] == sweep_dir]
@@ -331,36 +262,8 @@ def _fill_defaults(records: list[dict[str, Any]], keys: list[str]) -> None:
                         r.setdefault("defaults", {})[key] = default
 
 
-def _columns(records: list[dict[str, Any]], axes: Axes) -> None:
-    """Name each run's column group by its ``axes.column`` value, else its
-    ``axes.column_fallback`` param; a job not started yet takes its sweep's most common."""
-    for r in records:
-        r["column"] = _value(r, axes.column) or r["config"].get(axes.column_fallback)
-    known = Counter(r["column"] for r in records if r["column"])
-    for r in records:
-        if not r["column"]:
-            r["column"] = known.most_common(1)[0][0] if known else "unknown"
-
-
 def collect(sweep_dirs: list[Path | str], axes: Axes, strict: bool = False) -> Sweeps:
-    """Read one or more sweep dirs into tidy runs and curves tables.
-
-    A run file that cannot be read (a corrupt ``result.json``, ``metrics.jsonl`` or
-    ``.hydra`` YAML) makes its run ``failed``, named in :attr:`Sweeps.unreadable`; a corrupt
-    ``manifest.json`` is read as none. With ``strict``, either refuses the whole collection.
-
-    Args:
-        sweep_dirs: sweep dirs (or single run dirs); the same dir given twice counts once.
-        axes: the app's column and replicate keys.
-        strict: raise on the first unreadable file instead.
-
-    Returns:
-        The collected :class:`Sweeps`.
-
-    Raises:
-        AnalysisError: a dir is missing, empty or not a sweep, or (``strict``) a file in it
-            is corrupt.
-    """
+    """Read sweep or run dirs into tidy tables; an unreadable file fails its run (or ``strict``)."""
     dirs = list(dict.fromkeys(Path(d).resolve() for d in sweep_dirs))
     if not dirs:
         raise AnalysisError("no sweep dirs given")
@@ -371,31 +274,29 @@ def collect(sweep_dirs: list[Path | str], axes: Axes, strict: bool = False) -> S
         sweep_records, keys = _sweep_records(sweep_dir, index, unreadable, axes.fixed)
         records += sweep_records
         swept.update(dict.fromkeys(keys))
-    damaged = [r for r in records if r["problems"]]
+    damaged = sum(1 for r in records if r["problems"])
     placed = [r for r in records if r["overrides"] is not None]
     if not placed:
         raise AnalysisError(
             f"{dirs[0]}: no run could be read ({len(records)} with unreadable overrides)"
         )
-    unplaced = len(records) - len(placed)
-    records = placed
     keys = list(swept)
-    _fill_defaults(records, [*keys, axes.column, axes.replicate])
-    _columns(records, axes)
+    _fill_defaults(placed, [*keys, axes.column, axes.replicate])
+    for r in placed:  # the column group; a job not started yet takes its sweep's most common
+        r["column"] = _value(r, axes.column) or r["config"].get(axes.column_fallback)
+    known = Counter(r["column"] for r in placed if r["column"])
+    for r in placed:
+        r["column"] = r["column"] or (known.most_common(1)[0][0] if known else "unknown")
     metrics: dict[str, None] = {}
-    for r in records:
+    for r in placed:
         for k, v in sorted((r["result"] or {}).items()):
-            if _is_metric(k, v) and k != axes.replicate:
+            number = isinstance(v, int | float) and not isinstance(v, bool)
+            if number and k not in INFO_KEYS and k != axes.replicate:
                 metrics[k] = None
-    return Sweeps(
-        _runs_frame(records, keys, list(metrics), axes),
-        _curves_frame(records, keys, axes),
-        keys,
-        list(metrics),
-        unreadable.lines,
-        len(damaged),
-        unplaced,
-    )
+    runs = _runs_frame(placed, keys, list(metrics), axes)
+    curves = _curves_frame(placed, keys, axes)
+    unplaced = len(records) - len(placed)
+    return Sweeps(runs, curves, keys, list(metrics), unreadable.lines, damaged, unplaced)
 
 
 def _identity(r: dict[str, Any], keys: list[str], axes: Axes) -> dict[str, Any]:
@@ -437,9 +338,6 @@ def _curves_frame(records: list[dict], keys: list[str], axes: Axes) -> pd.DataFr
     return pd.DataFrame(rows, columns=columns)
 
 
-# --- grouping and statistics -------------------------------------------------------------
-
-
 def none_if_nan(value: Any) -> Any:
     return None if isinstance(value, float) and math.isnan(value) else value
 
@@ -460,7 +358,7 @@ def sort_key(value: Any) -> tuple[int, Any]:
 
 def format_value(value: Any) -> str:
     """A swept value as a row label: ``0.5``, ``1e+12``, ``multi_crop``."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if none_if_nan(value) is None:
         return "–"
     if isinstance(value, float):
         return f"{value:.6g}"
@@ -479,8 +377,7 @@ def group_runs(
 
 
 def stats(values: list[Any]) -> dict[str, Any]:
-    """Mean, sample std and count of the finite numbers among ``values`` (a column of a
-    metric's name may hold a config value)."""
+    """Mean, sample std and count of the finite numbers among ``values``."""
     values = [v for v in values if isinstance(v, int | float) and math.isfinite(v)]
     mean = statistics.fmean(values) if values else math.nan
     std = statistics.stdev(values) if len(values) > 1 else math.nan

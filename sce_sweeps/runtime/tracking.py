@@ -1,34 +1,7 @@
-"""Experiment tracking: one Aim run per training run, gathered safely into one repo per sweep.
+"""Experiment tracking: one Aim run per training run, gathered into one repo per sweep.
 
-``tracker=none`` gives :class:`NullTracker`; ``tracker=aim`` gives :class:`AimTracker`.
-
-Many SLURM jobs writing into one Aim repo on a shared filesystem corrupt it (aim issues 2109,
-2279, 2869): the repo's SQLite file, its index and its locks are shared by every writer. So no
-job ever writes the shared repo while it trains:
-
-* each run writes its Aim run into a private repo in its own run dir (``<run dir>/aim``), a
-  repo with exactly one writer, next to the checkpoint that stores the run's hash;
-* the run is copied (Aim's ``Repo.copy_runs``, what ``aim runs cp`` does) into the sweep's repo
-  (``<sweep dir>/aim``; beside the runs for single runs, see :func:`runs_root`;
-  ``tracker.repo`` overrides) under an exclusive POSIX lock on ``<repo>/merge.lock``: when the
-  run ends, and while it trains at most every ``tracker.sync_interval_s`` seconds, so the
-  sweep can be watched live.
-
-A resumed or requeued run reopens the same Aim run (hash from the checkpoint) in its private
-repo. Aim keys a metric's values by step, so the steps of a partial epoch that are re-tracked
-after a resume replace the ones tracked before the crash: each step is stored once. A tracking
-failure of any kind is one warning; training goes on, and the run's record says what happened
-(:attr:`NullTracker.problem`). Aim's closing calls never return on a full disk: they run in a
-thread of their own, waited on for a bounded time, so the process always exits.
-
-Where the cluster's nodes can reach a server, ``tracker.repo=aim://host:port`` sends every run
-straight to an Aim remote tracking server (``aim server --repo <repo>``, served beside
-``aim up --repo <repo>``) instead: :class:`RemoteAimTracker`, no private repo and no merge; the
-server is the repo's one writer.
-
-Reading a sweep: ``aim up --repo <sweep dir>/aim``. ``python -m sce_sweeps.cli merge
-<sweep dir>`` merges (again) every run dir's private repo into the sweep's, e.g. after a job was
-killed between two merges.
+Many jobs writing one Aim repo corrupt it (aim issues 2109, 2279, 2869): each run tracks into
+its run dir's own repo, merged into the sweep's under a lock (docs/tracking.md).
 """
 
 from __future__ import annotations
@@ -56,20 +29,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from sce_sweeps.runtime.adapters import aim_repo
 from sce_sweeps.runtime.overrides import flatten, override_dict
-from sce_sweeps.runtime.record import (
-    HYDRA_DIR,
-    RUN_MARKER,
-    RunFileError,
-    RunState,
-    locked,
-    read_result,
-    write_result,
-)
+from sce_sweeps.runtime.record import RunState, locked, try_read_result, write_result
 
 log = logging.getLogger(__name__)
 
-RUN_REPO = "aim"  # a run's private repo, inside its run dir
-SWEEP_REPO = "aim"  # the shared repo, inside the sweep dir
+REPO_DIR = "aim"  # a run's private repo in its run dir, the shared one in the sweep dir
 LOCK_FILE = "merge.lock"
 NEW_REPO_PREFIX = ".aim-new-"  # a repo being created, beside where it goes (create_repo)
 SYSTEM_INTERVAL_S = 10  # seconds between two samples of Aim's system metrics
@@ -79,10 +43,6 @@ MERGE_TIME_SHARE = 20  # live merges are spaced by at least 20 times what the la
 CLOSE_WAIT_S = 20.0  # longest wait for Aim to close a run (on a full disk it never does)
 EXIT_WAIT_S = 10.0  # ... and, as the process exits, for Aim to close whatever is left open
 NOT_MERGED = "not merged into"  # how a run's record (result.json "tracking") says so
-
-
-class TrackingError(RuntimeError):
-    """Tracking failed; the run goes on without it."""
 
 
 class NullTracker:
@@ -104,26 +64,7 @@ class NullTracker:
 
 
 class AimTracker(NullTracker):
-    """Tracks one training run as one Aim run (see the module docstring for the layout).
-
-    Args:
-        run_repo: the run's private Aim repo (``<run dir>/aim``).
-        shared_repo: the repo the run is merged into; None keeps it in ``run_repo`` only (and
-            merges nothing while it trains).
-        run_hash: the Aim run to continue (from the checkpoint), or None for a new one.
-        params: the run's parameters (nested dicts of plain values).
-        experiment: Aim experiment name (the sweep name).
-        name: Aim run name.
-        system_metrics: also track Aim's CPU, memory, disk and GPU usage.
-        images: track :meth:`log_images` (off: it does nothing).
-        sync_interval_s: merge into ``shared_repo`` while training at most this often (None:
-            only when the run ends), and never spending more than 1/:data:`MERGE_TIME_SHARE`
-            of the time merging (a merge copies the whole run; 0: as often as that allows).
-
-    Raises:
-        Exception: whatever Aim raises when the run cannot be opened in ``run_repo``;
-            :func:`make_tracker` turns it into a warning.
-    """
+    """Tracks a run into ``run_repo``, merged into ``shared_repo`` (if any) live and at its end."""
 
     def __init__(
         self,
@@ -152,8 +93,6 @@ class AimTracker(NullTracker):
             self._run[key] = value
         self._run.name = name
 
-    # -- the tracker interface ------------------------------------------------------------
-
     def log(
         self, metrics: dict[str, float], step: int, epoch: int, context: dict[str, str]
     ) -> None:
@@ -178,9 +117,8 @@ class AimTracker(NullTracker):
             lo = x.amin(dim=(1, 2, 3), keepdim=True)
             hi = x.amax(dim=(1, 2, 3), keepdim=True)
             x = ((x - lo) / (hi - lo).clamp_min(1e-8) * 255).round().to(torch.uint8)
-            pictures = [
-                Image(img.permute(1, 2, 0).numpy(), caption=str(i)) for i, img in enumerate(x)
-            ]
+            x = x.permute(0, 2, 3, 1).numpy()  # B x H x W x C
+            pictures = [Image(img, caption=str(i)) for i, img in enumerate(x)]
             self._run.track(pictures, name=name, step=step, context={"subset": "train"})
         except Exception as e:
             self._disable("track images", e)
@@ -193,32 +131,36 @@ class AimTracker(NullTracker):
                 self._disable("record the status", e)
         self._merge(final=True)
 
-    # -- internals ------------------------------------------------------------------------
-
-    def _open_run(self, run_hash: str | None, experiment: str | None, force_resume: bool) -> None:
-        """Open (or create) the run in ``run_repo``; ``force_resume`` takes over the lock that
-        a killed process left on it."""
+    def _open_run(self, run_hash: str | None, experiment: str | None) -> None:
+        """Open (or create) the run, taking over a lock that a killed attempt left on it."""
         from aim import Run
 
-        self._run = Run(
-            run_hash,
-            repo=str(self.run_repo),
-            experiment=experiment,
-            force_resume=force_resume,
-            system_tracking_interval=SYSTEM_INTERVAL_S if self.system_metrics else None,
-            log_system_params=False,  # it would copy the environment, secrets included
-            capture_terminal_logs=False,
-        )
+        with _captured("aim.sdk.lock_manager"):
+            self._run = Run(
+                run_hash,
+                repo=str(self.run_repo),
+                experiment=experiment,
+                force_resume=run_hash is not None,
+                system_tracking_interval=SYSTEM_INTERVAL_S if self.system_metrics else None,
+                log_system_params=False,  # it would copy the environment, secrets included
+                capture_terminal_logs=False,
+            )
         self.run_hash = self._run.hash
         bound_aim_exit()
 
     def _open(self, run_hash: str | None, experiment: str | None = None) -> None:
-        """Open (or create) the run in the private repo; it holds Aim's run lock while open.
-        A repo that an attempt killed while creating it is made again; one that cannot be
-        opened is set aside (kept, renamed) and the run tracked into a new one."""
+        """Open (or create) the run in the private repo (one that cannot be opened is set aside)."""
         prepare_repo(self.run_repo)  # its one writer: this run
         try:
-            self._open_existing(run_hash, experiment)
+            if run_hash is None:  # an attempt killed before its first checkpoint left it here
+                run_hash = only_run(self.run_repo)
+            if run_hash is not None and run_hash not in aim_repo.run_hashes(self.run_repo):
+                self._warn(
+                    "lost",
+                    f"Aim run {run_hash} is not in {self.run_repo}; tracking into a new Aim run",
+                )
+                run_hash = None
+            self._open_run(run_hash, experiment)
         except Exception as e:
             if not (self.run_repo / ".aim").is_dir() or self._run is not None:
                 raise
@@ -230,29 +172,10 @@ class AimTracker(NullTracker):
                 f"aside as {aside.name}, tracking into a new Aim run",
             )
             prepare_repo(self.run_repo)
-            self._open_run(None, experiment, force_resume=False)
-
-    def _open_existing(self, run_hash: str | None, experiment: str | None) -> None:
-        if run_hash is None:  # an attempt killed before its first checkpoint left its run here
-            run_hash = only_run(self.run_repo)
-        if run_hash is not None and run_hash not in aim_repo.run_hashes(self.run_repo):
-            self._warn(
-                "lost",
-                f"Aim run {run_hash} is not in {self.run_repo}; tracking into a new Aim run",
-            )
-            run_hash = None
-        # a process that was killed left Aim's lock on the run: it is ours, take it over
-        stale = run_hash is not None and aim_repo.run_locked(self.run_repo, run_hash)
-        with _captured("aim.sdk.lock_manager"):  # force_resume warns of the lock a crash left
-            self._open_run(run_hash, experiment, force_resume=stale)
+            self._open_run(None, experiment)
 
     def _close_run(self) -> None:
-        """Close the Aim run.
-
-        Raises:
-            TimeoutError: Aim did not close it within :data:`CLOSE_WAIT_S` (on a full disk, its
-                database never closes); the run is left as it is.
-        """
+        """Close the Aim run; TimeoutError after :data:`CLOSE_WAIT_S` (a full disk)."""
         global _aim_stuck
         if self._run is None:
             return
@@ -276,44 +199,38 @@ class AimTracker(NullTracker):
             file_lock.release()
 
     def _merge(self, final: bool) -> None:
-        """Copy the run into the shared repo; the run is closed meanwhile (Aim copies only
-        closed runs) and reopened after a live merge."""
+        """Copy the run into the shared repo, closed meanwhile (Aim copies closed runs only)."""
         if self.run_hash is None:
             return
         start = time.monotonic()
-        open_before = self._run is not None
+        reopen = self._run is not None and not final
         try:
             self._close_run()
-            closed = True
         except Exception as e:
-            self._disable("close the Aim run", e)
-            closed = False
-        if self.shared_repo is not None:  # None: a server's run, nothing to merge
-            command = merge_command(self.run_repo.parent.parent, self.shared_repo)
-            if not closed and final:  # Aim copies closed runs only
-                self.problem = (  # the warning was _disable's
+            self._disable("close the Aim run", e)  # the one warning: tracking is off now
+            if final and self.shared_repo is not None:
+                self.problem = (
                     f"{NOT_MERGED} {self.shared_repo}: {self.problem}; what Aim run "
                     f"{self.run_hash} holds is in {self.run_repo}: merge it with "
-                    f"`{command} --force`"
+                    f"`{merge_command(self.run_repo.parent.parent, self.shared_repo)} --force`"
                 )
-            elif closed:
-                timeout = MERGE_TIMEOUT_S if final else LIVE_MERGE_TIMEOUT_S
-                try:
-                    merge_run(
-                        self.run_repo, self.run_hash, self.shared_repo, timeout, live=not final
-                    )
-                except Exception as e:
-                    message = (
-                        f"{NOT_MERGED} {self.shared_repo} ({type(e).__name__}: {e}); Aim run "
-                        f"{self.run_hash} is complete in {self.run_repo}: merge it with "
-                        f"`{command}`"
-                    )
-                    self._warn("merge", message)
-                    if final:
-                        self.problem = message
+            return
+        if self.shared_repo is not None:  # None: a server's run, nothing to merge
+            command = merge_command(self.run_repo.parent.parent, self.shared_repo)
+            timeout = MERGE_TIMEOUT_S if final else LIVE_MERGE_TIMEOUT_S
+            try:
+                merge_run(self.run_repo, self.run_hash, self.shared_repo, timeout, live=not final)
+            except Exception as e:
+                message = (
+                    f"{NOT_MERGED} {self.shared_repo} ({type(e).__name__}: {e}); Aim run "
+                    f"{self.run_hash} is complete in {self.run_repo}: merge it with `{command}`"
+                )
+                self._warn("merge", message)
+                if final:
+                    self.problem = message
         now = time.monotonic()
         self._next_merge = now + max(self.sync_interval_s or 0.0, MERGE_TIME_SHARE * (now - start))
-        if open_before and closed and not final:
+        if reopen:
             try:
                 self._open(self.run_hash)
             except Exception as e:
@@ -336,54 +253,17 @@ class AimTracker(NullTracker):
             log.warning("tracking: %s", message)
 
 
-REMOTE_SCHEME = "aim://"
-
-
-def is_remote(repo: str | Path | None) -> bool:
-    """Whether ``tracker.repo`` names an Aim remote tracking server (``aim://host:port``)."""
-    return isinstance(repo, str) and repo.startswith(REMOTE_SCHEME)
-
-
 class RemoteAimTracker(AimTracker):
-    """Tracks one training run as one Aim run of an Aim remote tracking server.
-
-    Every job logs to the server directly (it is the repo's only writer), so nothing is
-    merged; a resumed run reopens its run on the server by the hash its checkpoint stores.
-    Its arguments are :class:`AimTracker`'s, with ``run_repo`` the server (``aim://host:port``)
-    and ``shared_repo`` None.
-
-    Raises:
-        Exception: whatever Aim raises when the server cannot be reached;
-            :func:`make_tracker` turns it into a warning.
-    """
+    """An :class:`AimTracker` whose ``run_repo`` is an Aim server (``aim://host:port``)."""
 
     def _open(self, run_hash: str | None, experiment: str | None = None) -> None:
-        try:
-            self._open_run(run_hash, experiment, force_resume=False)
-        except Exception:
-            if run_hash is None:
-                raise
-            # a killed job left the run locked on the server: it is ours, take it over
-            with _captured("aim.sdk.lock_manager"):
-                self._open_run(run_hash, experiment, force_resume=True)
-
-
-# -- the shared repo ----------------------------------------------------------------------
+        self._open_run(run_hash, experiment)
 
 
 def merge_run(
     run_repo: Path, run_hash: str, shared_repo: Path, timeout: float, live: bool = False
 ) -> None:
-    """Copy a closed run from its private repo into the shared repo, replacing an earlier copy.
-
-    Args:
-        live: the run is still training; it stays marked active in the shared repo.
-
-    Raises:
-        TrackingError: Aim could not copy the run.
-        TimeoutError: the shared repo stayed locked longer than ``timeout`` seconds.
-        OSError: the shared repo cannot be created or locked.
-    """
+    """Copy a closed run into the shared repo, replacing its copy (``live``: it stays active)."""
     from aim import Repo
 
     shared_repo.mkdir(parents=True, exist_ok=True)
@@ -403,7 +283,7 @@ def merge_run(
                 gc.collect()  # in case a database of ours is still open, unreferenced
                 time.sleep(0.5 * (attempt + 1))
             else:
-                raise TrackingError("; ".join(errors) or f"Aim could not copy run {run_hash}")
+                raise RuntimeError("; ".join(errors) or f"Aim could not copy run {run_hash}")
             if live:  # copy_runs copied the end time that closing the run set
                 aim_repo.mark_live(dest, run_hash)
         finally:
@@ -412,10 +292,7 @@ def merge_run(
 
 
 def create_repo(path: Path) -> None:
-    """Create an Aim repo at ``path`` all at once: built aside, then renamed into place, so
-    that an ``aim up`` started meanwhile never sees a half-made one (it would offer to
-    overwrite it, and with ``--yes`` delete it), and a process killed meanwhile leaves only
-    its temp (which :func:`prepare_repo` removes)."""
+    """Create an Aim repo at ``path`` aside, then rename it: ``aim up`` never sees it half-made."""
     from aim import Repo
 
     aside = path / f"{NEW_REPO_PREFIX}{socket.gethostname()}-{os.getpid()}"
@@ -430,10 +307,7 @@ def create_repo(path: Path) -> None:
 
 
 def prepare_repo(path: Path) -> None:
-    """Make sure an Aim repo is at ``path``, creating it (:func:`create_repo`) if missing.
-    What a process killed while creating one left is removed first: its temps, and an
-    ``.aim`` that Aim had not finished (no ``VERSION`` file, Aim's last step, and no run).
-    Only for the repo's one writer (a run's private repo) or under its merge lock."""
+    """Make sure an Aim repo is at ``path`` (for its one writer, or under its merge lock)."""
     from aim import Repo
 
     for temp in path.glob(f"{NEW_REPO_PREFIX}*"):
@@ -448,16 +322,14 @@ def prepare_repo(path: Path) -> None:
 def merge_command(sweep_dir: Path, shared_repo: Path) -> str:
     """The command that merges (again) the runs under ``sweep_dir`` into ``shared_repo``."""
     words = ["python", "-m", "sce_sweeps.cli", "merge", str(sweep_dir)]
-    if Path(shared_repo) != Path(sweep_dir) / SWEEP_REPO:
+    if Path(shared_repo) != Path(sweep_dir) / REPO_DIR:
         words += ["--repo", str(shared_repo)]
     return shlex.join(words)
 
 
 def bound_aim_exit() -> None:
-    """Make sure the process exits even when Aim cannot close its databases (a full disk, a
-    repo deleted under it): Aim's exit hook waits for that without limit. This hook, run
-    before it, waits :data:`EXIT_WAIT_S` at most, then exits without it, with one warning.
-    Call it once an Aim object exists (Aim registers its hook with its first one)."""
+    """Give Aim's exit hook (a full disk hangs it) :data:`EXIT_WAIT_S` at most, once Aim has
+    registered it (with its first object): atexit runs this one first, the last registered."""
     global _exit_bounded
     if not _exit_bounded:
         atexit.register(_close_aim_or_give_up)
@@ -470,10 +342,9 @@ _aim_stuck = False  # an Aim run did not close in time (the process's one warnin
 
 def _close_aim_or_give_up() -> None:
     try:
-        if _aim_stuck:  # a run did not close: the rest will not either, and it was said
-            aim_repo.drop_exit_hook()
-            return
-        if not aim_repo.run_exit_hook(lambda hook: finishes_within(EXIT_WAIT_S, hook)):
+        hook = aim_repo.take_exit_hook()  # None: Aim runs it at exit, without a limit
+        # where a run did not close (one warning said so), the rest will not either: no wait
+        if hook is not None and not _aim_stuck and not finishes_within(EXIT_WAIT_S, hook):
             log.warning(
                 "tracking: Aim did not close its repo within %.0f s (a full disk?); exiting "
                 "without it (the run's record says how the run ended)",
@@ -484,32 +355,28 @@ def _close_aim_or_give_up() -> None:
 
 
 def close_at_exit() -> None:
-    """Close what the tracker left open now, as it would at exit: for a process that leaves
-    through ``os._exit`` (a forked job)."""
+    """Close now what Aim left open, for a process that leaves through ``os._exit``."""
     if _exit_bounded:
         atexit.unregister(_close_aim_or_give_up)
         _close_aim_or_give_up()
 
 
 def finishes_within(timeout: float, work: Callable[[], object]) -> bool:
-    """Run ``work`` in a thread of its own; whether it finished within ``timeout`` seconds
-    (then re-raising what it raised). A call into Aim that never returns is left to its
-    thread, which does not keep the process alive."""
-    done, errors = threading.Event(), []
+    """Whether ``work``, run in a daemon thread (left behind if it hangs), finished in time."""
+    errors: list[BaseException] = []
 
     def call() -> None:
         try:
             work()
         except BaseException as e:  # noqa: BLE001 (re-raised in the caller's thread)
             errors.append(e)
-        finally:
-            done.set()
 
-    threading.Thread(target=call, name="aim-close", daemon=True).start()
-    finished = done.wait(timeout)
+    thread = threading.Thread(target=call, name="aim-close", daemon=True)
+    thread.start()
+    thread.join(timeout)
     if errors:
         raise errors[0]
-    return finished
+    return not thread.is_alive()
 
 
 def only_run(run_repo: Path) -> str | None:
@@ -518,29 +385,17 @@ def only_run(run_repo: Path) -> str | None:
     return hashes[0] if len(hashes) == 1 else None
 
 
-def merge_sweep(
-    sweep_dir: Path, shared_repo: Path | None = None, force: bool = False
-) -> tuple[list[str], dict[str, str]]:
-    """Merge the private repo of every run dir under ``sweep_dir`` into the shared repo.
-
-    Args:
-        force: also merge runs still locked by Aim, taking the lock over: for runs whose job
-            was killed and will not resume. Never while such a job still trains.
-
-    Merging again is harmless: each run replaces its earlier copy. A run dir's record
-    (``result.json``) that says its run was not merged is updated once it is.
-
-    Returns:
-        The hashes of the runs merged (each once), and why each of the others was not.
-    """
+def merge_sweep(sweep_dir: Path, shared: Path, force: bool) -> tuple[list[str], dict[str, str]]:
+    """Merge (again) every run dir's own repo: the runs merged, and why each other one was not."""
     from aim import Run
 
-    shared_repo = shared_repo or sweep_dir / SWEEP_REPO
+    from sce_sweeps.runtime.tables import find_run_dirs
+
     merged: list[str] = []
     skipped: dict[str, str] = {}
-    for run_dir in run_dirs_with_repo(sweep_dir):
-        run_repo = run_dir / RUN_REPO
-        if run_repo.resolve() == shared_repo.resolve():
+    for run_dir in find_run_dirs(sweep_dir):
+        run_repo = run_dir / REPO_DIR
+        if not (run_repo / ".aim").is_dir() or run_repo.resolve() == shared.resolve():
             continue
         all_merged = True
         for run_hash in aim_repo.run_hashes(run_repo):
@@ -560,68 +415,38 @@ def merge_sweep(
                         capture_terminal_logs=False,
                     ).close()
             try:
-                merge_run(run_repo, run_hash, shared_repo, MERGE_TIMEOUT_S)
+                merge_run(run_repo, run_hash, shared, MERGE_TIMEOUT_S)
                 merged.append(run_hash)
                 skipped.pop(run_hash, None)
             except Exception as e:
                 skipped[run_hash] = f"{run_repo}: {type(e).__name__}: {e}"
                 all_merged = False
-        if all_merged:
-            _record_merged(run_dir)
+        result = try_read_result(run_dir) if all_merged else None
+        if result and str(result.get("tracking", "")).startswith(NOT_MERGED):
+            del result["tracking"]  # the record's note that the run was not merged
+            write_result(run_dir, result, stamp=False)
     return merged, skipped
 
 
-def run_dirs_with_repo(sweep_dir: Path) -> list[Path]:
-    """The run dirs under ``sweep_dir`` that hold a private Aim repo (symlinks not followed,
-    repos not entered)."""
-    found = []
-    for parent, dirs, _ in os.walk(sweep_dir):
-        here = Path(parent)
-        if (here / RUN_MARKER).is_file() and (here / RUN_REPO / ".aim").is_dir():
-            found.append(here)
-        dirs[:] = sorted(d for d in dirs if d not in (".aim", HYDRA_DIR, RUN_REPO))
-    return found
-
-
-def _record_merged(run_dir: Path) -> None:
-    """Drop the run record's note that its Aim run was not merged, now that it is."""
-    try:
-        result = read_result(run_dir)
-    except RunFileError:
-        return
-    if result and str(result.get("tracking", "")).startswith(NOT_MERGED):
-        del result["tracking"]
-        write_result(run_dir, result, stamp=False)
-
-
-# -- building a tracker -------------------------------------------------------------------
-
-
 def shared_repo_path(cfg: DictConfig, run_dir: Path) -> Path:
-    """``tracker.repo`` if set (relative to the directory the app was started in), else
-    ``<sweep dir>/aim`` in a multirun and ``<runs root>/aim`` for a single run (see
-    :func:`runs_root`): beside the runs, wherever they are."""
+    """``tracker.repo``, else ``aim`` in the sweep dir or, for a single run, the runs root."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     if not HydraConfig.initialized():
-        base = Path.cwd()
-        default = run_dir.parent / SWEEP_REPO
-    else:
-        hc = HydraConfig.get()
-        base = Path(hc.runtime.cwd)
-        if hc.mode == RunMode.MULTIRUN:
-            default = base / hc.sweep.dir / SWEEP_REPO
-        else:
-            template = OmegaConf.to_container(hc.run, resolve=False)["dir"]
-            default = runs_root(str(template), base, base / run_dir) / SWEEP_REPO
-    return base / cfg.tracker.repo if cfg.tracker.repo else default
+        return Path.cwd() / cfg.tracker.repo if cfg.tracker.repo else run_dir.parent / REPO_DIR
+    hc = HydraConfig.get()
+    base = Path(hc.runtime.cwd)  # where the app was started
+    if cfg.tracker.repo:
+        return base / cfg.tracker.repo
+    if hc.mode == RunMode.MULTIRUN:
+        return base / hc.sweep.dir / REPO_DIR
+    template = OmegaConf.to_container(hc.run, resolve=False)["dir"]
+    return runs_root(str(template), base, base / run_dir) / REPO_DIR
 
 
 def runs_root(template: str, base: Path, run_dir: Path) -> Path:
-    """Where single runs go: the fixed part of ``hydra.run.dir`` (its components before the
-    first interpolation, from ``base``: ``sweeps/runs`` for ``sweeps/runs/${now:%Y-%m-%d}/
-    ...``), or the run dir's parent when every component is fixed or the first one is not."""
+    """Where single runs go: ``hydra.run.dir`` up to its first interpolation, else their parent."""
     parts = Path(template).parts
     fixed = list(itertools.takewhile(lambda part: "${" not in part, parts))
     root = Path(os.path.abspath(base / Path(*fixed))) if fixed else None
@@ -631,14 +456,7 @@ def runs_root(template: str, base: Path, run_dir: Path) -> Path:
 
 
 def run_params(cfg: DictConfig, info: dict[str, Any]) -> dict[str, Any]:
-    """What the Aim run stores as parameters.
-
-    * ``hparams``: the resolved config, nested (group by ``run.hparams.<group>.<key>``);
-    * ``swept``: what the command line set (the swept keys among them), flat:
-      ``<group>.<key>`` or a group's choice such as ``<group>``;
-    * ``job``: sweep name, job number, overrides, SLURM job id, run dir, git commit, config
-      hash, seed (and whatever else the app reports about the job).
-    """
+    """The Aim run's parameters: ``hparams`` (the resolved config), ``swept`` and ``job``."""
     hparams = OmegaConf.to_container(cfg, resolve=True)
     hparams.pop("hydra", None)
     hparams = json.loads(json.dumps(hparams, default=str))
@@ -659,19 +477,15 @@ def run_name(info: dict[str, Any]) -> str:
 def make_tracker(
     cfg: DictConfig, run_dir: Path, run_hash: str | None, info: dict[str, Any]
 ) -> NullTracker:
-    """The tracker chosen by ``cfg.tracker.name``; ``run_hash`` continues an earlier run.
-
-    Never raises: if Aim cannot track this run, it says so once and returns a tracker that
-    does nothing (keeping ``run_hash``, so a later resume can still continue the Aim run).
-    """
+    """The tracker chosen by ``cfg.tracker.name``, continuing ``run_hash``; never raises."""
     if cfg.tracker.name != "aim":
         return NullTracker()
     logging.getLogger("aim").setLevel(logging.WARNING)  # Aim logs every reporter thread at INFO
     try:
-        if is_remote(cfg.tracker.repo):  # the server is the one writer: nothing to merge
+        if str(cfg.tracker.repo).startswith("aim://"):  # a server: nothing to merge
             tracker, run_repo, shared_repo = RemoteAimTracker, cfg.tracker.repo, None
         else:
-            tracker, run_repo = AimTracker, Path(run_dir) / RUN_REPO
+            tracker, run_repo = AimTracker, Path(run_dir) / REPO_DIR
             shared_repo = shared_repo_path(cfg, Path(run_dir))
         return tracker(
             run_repo,
@@ -686,9 +500,8 @@ def make_tracker(
         )
     except Exception as e:
         log.warning(
-            "tracking: Aim cannot track this run (%s: %s); training goes on without tracking",
-            type(e).__name__,
-            e,
+            f"tracking: Aim cannot track this run ({type(e).__name__}: {e}); training goes on "
+            "without tracking"
         )
         null = NullTracker()
         null.run_hash = run_hash
@@ -697,22 +510,19 @@ def make_tracker(
 
 @contextlib.contextmanager
 def _captured(logger: str) -> Iterator[list[str]]:
-    """Keep the messages of an Aim logger out of the job's log; yields them as a list."""
+    """Keep an Aim logger's messages out of the job's log; yields them as a list."""
     messages: list[str] = []
 
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            messages.append(record.getMessage())
+    def keep(record: logging.LogRecord) -> bool:
+        messages.append(record.getMessage())
+        return False
 
     target = logging.getLogger(logger)
-    handler, propagate = Keep(), target.propagate
-    target.addHandler(handler)
-    target.propagate = False
+    target.addFilter(keep)
     try:
         yield messages
     finally:
-        target.removeHandler(handler)
-        target.propagate = propagate
+        target.removeFilter(keep)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -723,14 +533,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     merge.add_argument("sweep_dir", type=Path)
     merge.add_argument("--repo", type=Path, help="the shared repo (default: SWEEP_DIR/aim)")
-    merge.add_argument(
-        "--force", action="store_true", help="also runs a killed job left locked (none running)"
-    )
-    merge.add_argument(
-        "--index", action="store_true", help="then index it for Aim's SDK (not while aim up runs)"
-    )
+    merge.add_argument("--force", action="store_true", help="take over killed jobs' locks")
+    merge.add_argument("--index", action="store_true", help="then index it (not while aim up runs)")
     args = merge.parse_args(argv)
-    repo = args.repo or args.sweep_dir / SWEEP_REPO
+    repo = args.repo or args.sweep_dir / REPO_DIR
     merged, skipped = merge_sweep(args.sweep_dir, repo, force=args.force)
     if args.index:
         aim_repo.index_repo(repo)

@@ -45,4 +45,4 @@ def test_closing_a_repo_and_marking_a_run_live(repo, monkeypatch):
     assert Run(closed, repo=str(path), read_only=True).end_time is None
     monkeypatch.setenv("SCE_SWEEPS_PUBLIC_APIS", "all")
     assert aim_repo.run_file_lock(object()) is None
-    assert aim_repo.run_exit_hook(lambda hook: False)  # left to the interpreter's exit
+    assert aim_repo.take_exit_hook() is None  # left to the interpreter's exit

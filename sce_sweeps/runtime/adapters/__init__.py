@@ -1,9 +1,5 @@
-"""Every private API of a dependency the runtime uses, one module per thing adapted.
-
-``hydra_config`` (Hydra 1.3's config loading), ``optuna_storage`` (a study's storage and trial
-ids), ``aim_repo`` (Aim's on-disk layout). Each has a public path it replaces and a test
-comparing the two; ``SCE_SWEEPS_PUBLIC_APIS=all`` (or a comma list of ``hydra,optuna,aim``)
-switches back to the public path.
+"""Every private API of Hydra, Optuna and Aim the runtime uses, each with its public path
+(``SCE_SWEEPS_PUBLIC_APIS=all``, or some of ``hydra,optuna,aim``) and a test comparing both.
 """
 
 from __future__ import annotations

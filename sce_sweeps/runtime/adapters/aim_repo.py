@@ -1,13 +1,5 @@
-"""Aim's on-disk layout and database internals (Aim 3.29), in one place.
-
-The tracker reads a repo's layout (``.aim/meta/chunks/<run>``, ``.aim/locks/<run>.softlock``,
-``.aim/VERSION``) rather than opening the repo through Aim (slow, and it takes locks), closes
-Aim's SQLAlchemy session and engine (else one SQLite connection per merge piles up), marks a
-copied run live in the shared repo's meta tree, releases a run's file lock from the thread that
-took it, and runs Aim's exit hook under a time limit. Any Aim release may move these: pin Aim
-and rerun ``tests/adapters/test_aim_repo.py``. ``SCE_SWEEPS_PUBLIC_APIS=aim`` reads runs and
-locks through Aim's ``Repo`` and ``LockManager`` instead and leaves the rest undone (a merged
-live run then shows as ended; Aim's exit hook runs at exit without a limit).
+"""Aim 3.29's on-disk layout and database internals. The public path reads runs and locks
+through Aim's ``Repo`` and ``LockManager`` (slow, locking) and leaves the rest undone.
 """
 
 from __future__ import annotations
@@ -51,7 +43,7 @@ def half_made(repo: Path) -> bool:
 
 
 def close_repo(repo: Any) -> None:
-    """Close an ``aim.Repo`` with its database connections."""
+    """Close an ``aim.Repo`` with its database connections (else one per merge piles up)."""
     if private("aim"):
         repo.structured_db.session_cls.remove()
         repo.structured_db.engine.dispose()
@@ -66,38 +58,24 @@ def mark_live(repo: Any, run_hash: str) -> None:
 
 
 def run_file_lock(run: Any) -> Any:
-    """The file lock an open ``aim.Run`` holds, which only the thread that took it can release
-    (then ``lock.release()`` once the run is closed); None when not known."""
+    """The file lock of an open ``aim.Run``, which only the thread that took it can release."""
     if not private("aim"):
         return None
     return getattr(getattr(run, "_lock", None), "_sf_lock", None)
 
 
-def run_exit_hook(within: Callable[[Callable[[], object]], bool]) -> bool:
-    """Run Aim's exit hook now, under ``within`` (a runner with a time limit), instead of at
-    exit; whether it finished. The public path leaves it to the interpreter's exit."""
+def take_exit_hook() -> Callable[[], object] | None:
+    """Aim's exit hook, unregistered, to run under a time limit; None on the public path."""
     if not private("aim"):
-        return True
+        return None
     from aim.ext.cleanup import AutoClean
 
-    try:
-        return within(AutoClean._cleanup)
-    finally:
-        atexit.unregister(AutoClean.cleanup)
-
-
-def drop_exit_hook() -> None:
-    """Unregister Aim's exit hook, which would wait without limit on a run that did not close.
-    The public path leaves it registered."""
-    if private("aim"):
-        from aim.ext.cleanup import AutoClean
-
-        atexit.unregister(AutoClean.cleanup)
+    atexit.unregister(AutoClean.cleanup)
+    return AutoClean._cleanup
 
 
 def index_repo(repo: Path) -> None:
-    """Index every run of a repo so that Aim's SDK queries see it (``aim up`` does this itself
-    in the background). Do not run it while ``aim up`` serves the repo."""
+    """Index every run of a repo for Aim's SDK queries, as ``aim up`` does (not while it runs)."""
     from aim import Repo
     from aim.sdk.index_manager import RepoIndexManager
 

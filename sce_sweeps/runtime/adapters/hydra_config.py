@@ -1,16 +1,11 @@
-"""Hydra 1.3's config loading, done once per distinct set of config groups of a sweep.
-
-Hydra's ``ConfigLoader.load_sweep_config`` (the public path) builds each job's config from
-scratch. :class:`SweepComposer` builds the defaults list and merges the config files once per
-distinct set of config-group overrides (kept pickled), then applies each job's value overrides
-and fills the ``hydra`` node as ``ConfigLoaderImpl._load_configuration_impl`` does, on
-``hydra._internal``: it blocks Hydra 1.4 (and omegaconf 2.4). ``tests/adapters`` compares both;
-:func:`sweep_composer` returns the public path when ``SCE_SWEEPS_PUBLIC_APIS`` names ``hydra``.
-Hydra's basic sweeper, which ``hydra/sweeper=sce_grid`` extends, is also only in ``_internal``.
+"""Hydra 1.3's config loading (``hydra._internal``: it blocks Hydra 1.4), done once per set of
+config groups of a sweep rather than per job as the public ``load_sweep_config`` does; and
+Hydra's basic sweeper, which ``sce_grid`` extends.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 from collections.abc import Callable
@@ -31,9 +26,8 @@ __all__ = ["SweepComposer", "sweep_composer"]  # and BasicSweeper(Conf), by __ge
 
 
 def __getattr__(name: str) -> Any:
-    """``BasicSweeper`` and its config, as Hydra's module holds them now: each plugin scan of
-    Hydra (one per ``initialize``/``compose`` in a process) re-executes that module, and a
-    class taken from an earlier execution no longer passes its own ``super()`` check."""
+    """``BasicSweeper`` and its config as Hydra's module holds them now: each plugin scan
+    re-executes it, and a class of an earlier execution fails its own ``super()`` check."""
     if name in ("BasicSweeper", "BasicSweeperConf"):
         from hydra._internal.core_plugins import basic_sweeper
 
@@ -41,31 +35,22 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def sweep_composer(
-    config_loader: Any, master_config: DictConfig
-) -> Callable[[list[str]], DictConfig]:
+def sweep_composer(loader: Any, master: DictConfig) -> Callable[[list[str]], DictConfig]:
     """``compose(overrides)``: each job's config as ``load_sweep_config`` makes it."""
     if private("hydra"):
-        return SweepComposer(config_loader, master_config)
-    return lambda overrides: config_loader.load_sweep_config(master_config, list(overrides))
+        return SweepComposer(loader, master)
+    return lambda overrides: loader.load_sweep_config(master, list(overrides))
 
 
 class SweepComposer:
-    """``composer(overrides)`` is ``config_loader.load_sweep_config(master_config, overrides)``,
-    with the defaults list and the merge of config files done once per set of config groups.
-
-    Args:
-        config_loader: Hydra's config loader (``hydra_context.config_loader``).
-        master_config: the config of the multirun (the launcher's ``config``).
-    """
+    """``load_sweep_config(master_config, overrides)``, merging config files once per groups."""
 
     def __init__(self, config_loader: ConfigLoaderImpl, master_config: DictConfig) -> None:
         self.loader = config_loader
         self.master = master_config
         self.config_name = master_config.hydra.job.config_name
         hydra_overrides = OmegaConf.to_container(master_config.hydra.overrides.hydra)
-        assert isinstance(hydra_overrides, list)
-        self.hydra_overrides = [str(x) for x in hydra_overrides]
+        self.hydra_overrides = [str(x) for x in hydra_overrides]  # as written: not resolved
         self.parser = OverridesParser.create()
         self._parsed: dict[str, Override] = {}  # Hydra's grammar takes ms an override
         self._merged: dict[tuple[str, ...], tuple[bytes, bytes, Any]] = {}
@@ -83,13 +68,11 @@ class SweepComposer:
         with_runtime, plain, runtime = self._merged[groups]
         values = [o for o in parsed if not self._shapes_defaults(o)]
         keys = [o.key_or_group for o in values]
-        if any(k in ("hydra", "hydra.runtime") or k.startswith("hydra.runtime.") for k in keys):
-            cfg = pickle.loads(plain)
-            self._finish(cfg, parsed, values)
+        touched = any(k == "hydra" or f"{k}.".startswith("hydra.runtime.") for k in keys)
+        cfg = pickle.loads(plain if touched else with_runtime)
+        self._finish(cfg, parsed, values)
+        if touched:  # Hydra sets these last, over the job's overrides
             self._set_runtime(cfg, *runtime)
-        else:
-            cfg = pickle.loads(with_runtime)
-            self._finish(cfg, parsed, values)
         OmegaConf.copy_cache(from_config=self.master, to_config=cfg)
         return cfg
 
@@ -101,26 +84,21 @@ class SweepComposer:
         return [self._parsed[line] for line in lines]
 
     def _shapes_defaults(self, override: Override) -> bool:
-        """Whether an override takes part in the defaults list (a config group choice, an
-        addition or deletion of one, a search path) rather than setting a value; the rule of
-        Hydra's ``defaults_list.Overrides``."""
+        """Whether an override shapes the defaults list, by Hydra's ``defaults_list.Overrides``."""
         key = override.key_or_group
         if key == "hydra.searchpath" or key.startswith("hydra.searchpath."):
             return True
         if isinstance(override.value(), dict):
             return False
-        return self._repo().group_exists(key)
+        return self._repo.group_exists(key)
 
+    @functools.cached_property
     def _repo(self) -> Any:
-        if not hasattr(self, "_caching_repo"):
-            _, self._caching_repo = self.loader._parse_overrides_and_create_caching_repo(
-                self.config_name, self.hydra_overrides
-            )
-        return self._caching_repo
+        load = self.loader._parse_overrides_and_create_caching_repo
+        return load(self.config_name, self.hydra_overrides)[1]
 
     def _merge(self, group_overrides: list[str]) -> tuple[bytes, bytes, Any]:
-        """The first half of Hydra's composition: the defaults list and the merged config,
-        pickled with and without what :meth:`_set_runtime` sets, and what it sets."""
+        """The merged config, pickled with and without :meth:`_set_runtime`'s, and that."""
         self.compositions += 1
         self.loader.ensure_main_config_source_available()
         parsed, repo = self.loader._parse_overrides_and_create_caching_repo(
@@ -142,8 +120,7 @@ class SweepComposer:
             for x in repo.get_sources()
         ]
         merged = pickle.dumps(cfg)
-        # what _finish sets last, the same for every job, set here once: kept unless a job's
-        # value overrides touch hydra.runtime (then _finish sets them after, as Hydra does)
+        # the same for every job, set once: unless a job's overrides touch hydra.runtime
         self._set_runtime(cfg, known_choices, sources)
         return pickle.dumps(cfg), merged, (known_choices, sources)
 
@@ -158,8 +135,7 @@ class SweepComposer:
         cfg.hydra.runtime.config_sources = sources
 
     def _finish(self, cfg: DictConfig, parsed: list[Override], values: list[Override]) -> None:
-        """The second half, as in Hydra: the value overrides, then the ``hydra`` node (its
-        ``runtime`` but ``cwd`` set by :meth:`_set_runtime`)."""
+        """The value overrides, then the ``hydra`` node (but what :meth:`_set_runtime` sets)."""
         ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
         app_overrides = [o for o in parsed if not o.is_hydra_override()]
         hydra_lines = [o.input_line for o in parsed if o.is_hydra_override()]

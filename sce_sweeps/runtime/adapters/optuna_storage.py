@@ -1,12 +1,5 @@
-"""A study's storage and its trials' storage ids, as Optuna keeps them privately.
-
-Optuna's public API reaches a trial through ``study.tell`` / ``study.get_trials``; setting a
-finished-or-not trial's attributes, reading one trial back without copying all of them, and
-the heartbeat need the storage and the trial's id: ``study._storage`` and ``trial._trial_id``.
-The public path keeps the storage object the study was made with (:func:`create_study`,
-:func:`load_study`) and asks it for a trial's id by study name and number (one storage call).
-``SCE_SWEEPS_PUBLIC_APIS=optuna`` switches to it; ``tests/adapters/test_optuna_storage.py``
-compares both. The journal file storage the studies live in is dropped by Optuna 6.
+"""A study's storage and its trials' ids (``study._storage``, ``trial._trial_id``); the public
+path keeps the storage the study was made with and asks it for a trial's id by number.
 """
 
 from __future__ import annotations
@@ -28,16 +21,17 @@ def create_study(storage: BaseStorage, **kwargs: Any) -> optuna.Study:
     """``optuna.create_study(storage=storage, **kwargs)``, its storage kept for the public path."""
     import optuna
 
-    study = optuna.create_study(storage=storage, **kwargs)
-    _storages[study] = storage
-    return study
+    return _kept(optuna.create_study(storage=storage, **kwargs), storage)
 
 
 def load_study(storage: BaseStorage, **kwargs: Any) -> optuna.Study:
     """``optuna.load_study(storage=storage, **kwargs)``, its storage kept for the public path."""
     import optuna
 
-    study = optuna.load_study(storage=storage, **kwargs)
+    return _kept(optuna.load_study(storage=storage, **kwargs), storage)
+
+
+def _kept(study: optuna.Study, storage: BaseStorage) -> optuna.Study:
     _storages[study] = storage
     return study
 
@@ -63,9 +57,5 @@ def get_trial(study: optuna.Study, trial: optuna.Trial | FrozenTrial) -> FrozenT
 
 
 def set_user_attr(study: optuna.Study, trial: Any, key: str, value: Any) -> None:
-    """Set a user attribute of a trial, finished or not by this process.
-
-    Raises:
-        optuna.exceptions.UpdateFinishedTrialError: when the trial is finished.
-    """
+    """Set a user attribute of a trial, finished or not by this process."""
     storage_of(study).set_trial_user_attr(trial_id(study, trial), key, value)
