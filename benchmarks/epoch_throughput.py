@@ -48,7 +48,6 @@ from sce_sweeps.engine.train import (  # noqa: E402
     StopSignals,
     Trainer,
     TrainState,
-    build,
     run_epoch,
     train_step,
 )
@@ -126,7 +125,7 @@ def main() -> None:
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as run_dir:
-        t = build(cfg, Path(run_dir), NullTracker())
+        t = Trainer(cfg, Path(run_dir), NullTracker())
     device_data = DeviceData.from_dataset(t.ssl_set.base, cfg, t.device)
     trainers = {
         "cpu": dataclasses.replace(t, device_data=None),

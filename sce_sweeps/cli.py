@@ -20,7 +20,7 @@ COMMANDS = {
     "table": ("sce_sweeps.analysis.cli:table_main", "the ablation table (.md, .tex, .csv)"),
     "plot": ("sce_sweeps.analysis.cli:plot_main", "plots: metric vs swept value, curves"),
     "collect": ("sce_sweeps.analysis.cli:collect_main", "runs.csv and curves.csv"),
-    "linear": ("sce_sweeps.linear:main", "linear evaluation of one finished run"),
+    "linear": ("sce_sweeps.engine.linear:main", "linear evaluation of one finished run"),
     "merge": ("sce_sweeps.runtime.tracking:main", "gather run dirs' Aim runs into the sweep's"),
 }
 

@@ -23,10 +23,10 @@ from omegaconf import OmegaConf
 from sce_sweeps.analysis.references import find_reference, load_references
 from sce_sweeps.app import CONF_DIR
 from sce_sweeps.config import ConfigError, validate
-from tests.synthetic import write_fake_dataset
 from sce_sweeps.engine.linear import run_linear
 from sce_sweeps.engine.train import train
 from tests.support import ROOT, compose
+from tests.synthetic import write_fake_dataset
 
 # One row per preset and key: value (JSON, else text), origin, and the official file it is from.
 OFFICIAL_VALUES = ROOT / "sce_sweeps" / "presets" / "official_values.csv"

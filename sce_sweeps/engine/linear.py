@@ -1,10 +1,14 @@
 """Linear evaluation: a linear classifier trained on the frozen trunk of a pretrained run, as
 the official protocol, with the preset's schedule (``conf/linear``); its state in
-``<run dir>/linear/`` resumes exactly, even mid-epoch, like pretraining."""
+``<run dir>/linear/`` resumes exactly, even mid-epoch, like pretraining. Alone on a finished
+run: ``python -m sce_sweeps.cli linear RUN_DIR [--random-init] [OVERRIDES...]`` (:func:`main`).
+"""
 
 from __future__ import annotations
 
+import argparse
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,10 +17,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 import torchvision.transforms as T
+from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader
 
+from sce_sweeps.app import CONF_DIR
+from sce_sweeps.config import ConfigError, validate
 from sce_sweeps.data import EpochSampler, SSLDataset, build_datasets, collate_views
 from sce_sweeps.data import steps_per_epoch as num_steps
 from sce_sweeps.data.views import MultiViewTransform, _FitSize
@@ -30,7 +37,7 @@ from sce_sweeps.engine.train import (
     pick_device,
 )
 from sce_sweeps.runtime import confighash, record
-from sce_sweeps.runtime.tracking import NullTracker
+from sce_sweeps.runtime.tracking import NullTracker, make_tracker
 
 LINEAR_DIR = "linear"  # <run dir>/linear: the stage's checkpoint.pt and metrics.jsonl
 
@@ -212,3 +219,54 @@ def run_linear(
         # train images per second of this process's epochs (trunk forward + classifier step)
         f"linear_images_per_s{suffix}": trained_steps * lin.batch_size / max(trained_s, 1e-9),
     }
+
+
+def run_dir_config(run_dir: Path, overrides: list[str]) -> DictConfig:
+    """The run's config from its checkpoint (newer keys: their defaults) with the overrides
+    applied: its own linear protocol unless an override chooses another (``linear=cifar``)."""
+    state = record.load_checkpoint(run_dir / record.CHECKPOINT)
+    if state is None:
+        raise FileNotFoundError(f"{run_dir} holds no {record.CHECKPOINT}: nothing to evaluate")
+    choice = [o for o in overrides if o.split("=")[0].lstrip("+~") == "linear"]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        defaults = compose("config", overrides=choice)  # keys newer than the run get defaults
+    OmegaConf.set_struct(defaults, False)
+    own = OmegaConf.create(state["config"])
+    if choice:
+        own.pop("linear", None)
+    rest = OmegaConf.from_dotlist([o.lstrip("+") for o in overrides if o not in choice])
+    return OmegaConf.merge(defaults, own, rest)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m sce_sweeps.cli linear",
+        description="Linear evaluation of one finished or stopped run, alone: its config and "
+        "protocol from its checkpoint, OVERRIDES choose another; linear_top1/top5 go into its "
+        "result.json and its Aim run.",
+    )
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--random-init", action="store_true", help="the untrained network")
+    parser.add_argument("overrides", nargs="*", help="e.g. linear=imagenet linear.epochs=10")
+    args = parser.parse_intermixed_args(argv)
+    try:
+        cfg = run_dir_config(args.run_dir, args.overrides)
+        validate(cfg)
+    except (FileNotFoundError, ConfigError, record.RunFileError) as e:
+        print(f"sce_sweeps.cli linear: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    result = record.try_read_result(args.run_dir) or {}
+    state = record.load_checkpoint(args.run_dir / record.CHECKPOINT)
+    info = {k: v for k, v in result.items() if k in ("sweep_name", "job_num", "overrides")}
+    tracker = make_tracker(cfg, args.run_dir, state.get("tracker_run_hash"), info)
+    status = record.RunState.FAILED
+    try:
+        metrics = run_linear(cfg, args.run_dir, tracker, random_init=args.random_init)
+        status = record.RunState(result.get("status", record.RunState.COMPLETED))
+    finally:
+        tracker.close(status.value)
+    if result:
+        record.write_result(args.run_dir, {**result, **metrics})
+    suffix = "_init" if args.random_init else ""
+    top1, speed = metrics[f"linear_top1{suffix}"], metrics[f"linear_images_per_s{suffix}"]
+    print(f"linear top-1 {top1:.2f}% ({speed:.0f} img/s) [{args.run_dir}]")

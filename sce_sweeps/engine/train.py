@@ -247,11 +247,6 @@ class Trainer:
         )
 
 
-def build(cfg: DictConfig, run_dir: Path, tracker: NullTracker) -> Trainer:
-    """The run's :class:`Trainer`."""
-    return Trainer(cfg, run_dir, tracker)
-
-
 def _beating(loader: Iterable[Any], t: Trainer, step: int) -> Iterator[Any]:
     """``loader``'s batches, each a heartbeat: a long evaluation never looks stalled."""
     for batch in loader:
@@ -489,7 +484,7 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     ctx = distributed.setup(cfg)
     with distributed.FailureWatch(ctx, run_dir, on_peer_failure, expected=(Stopped,)):
-        t = build(cfg, run_dir, tracker or NullTracker())
+        t = Trainer(cfg, run_dir, tracker or NullTracker())
         state = restore(t, resume_state)
         state.started = time.perf_counter()
         t.model.train()

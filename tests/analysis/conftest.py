@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.synthetic import write_fake_dataset
 from sce_sweeps.runtime.record import Manifest
 from tests.support import TINY, copy_sweep, run_cli
+from tests.synthetic import write_fake_dataset
 
 # the runs record their baselines (random-init network, raw pixels), as the demo's do
 SWEEP = ["tracker=none", "loss.coeff=0,1", "seed=0,1", "trainer.eval_random_init=true"]

@@ -26,8 +26,8 @@ from sce_sweeps.data.device import (
     split_tensor,
     use_device_path,
 )
-from tests.synthetic import fake_images, write_fake_dataset
 from sce_sweeps.data.views import build_ssl_transform
+from tests.synthetic import fake_images, write_fake_dataset
 
 N = 2048  # samples per statistic: a rate's standard error is at most 0.011
 BATCH = 512

@@ -93,7 +93,7 @@ def _fail_at(step_fn, step: int):
 def _evaluate(cfg, run_dir: Path) -> None:
     """Evaluate the checkpoint's online backbone as the trainer does; count the images each
     rank's backbone sees."""
-    t = trainer.build(cfg, run_dir, trainer.NullTracker())
+    t = trainer.Trainer(cfg, run_dir, trainer.NullTracker())
     t.model.load_state_dict(record.load_checkpoint(run_dir / record.CHECKPOINT)["model"])
     seen = []
     t.model.backbone.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[0]))

@@ -138,7 +138,7 @@ def test_linear_stage_takes_the_runs_own_protocol(tmp_path):
     """``python -m sce_sweeps.cli linear RUN_DIR`` of an ImageNet run evaluates with the ImageNet
     protocol the run was configured with (batch 1024, lr 0.1 x 4, cosine, 90 epochs,
     random-resized crops), not the default group's CIFAR one; overrides still apply."""
-    from sce_sweeps.linear import run_dir_config
+    from sce_sweeps.engine.linear import run_dir_config
 
     run_dir = _run_dir_of(tmp_path, "experiment=imagenet")
     lin = run_dir_config(run_dir, []).linear

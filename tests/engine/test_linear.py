@@ -14,9 +14,8 @@ import pytest
 import torch
 
 from sce_sweeps.analysis.tables import default_metrics
-from sce_sweeps.engine.linear import LINEAR_DIR, run_linear
-from sce_sweeps.linear import main as linear_main
-from sce_sweeps.linear import run_dir_config
+from sce_sweeps.engine.linear import LINEAR_DIR, run_dir_config, run_linear
+from sce_sweeps.engine.linear import main as linear_main
 from sce_sweeps.runtime.tracking import NullTracker
 from tests.support import ROOT, TINY, read_json, run_cli, run_in_process
 

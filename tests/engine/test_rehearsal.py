@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.synthetic import write_fake_dataset
 from tests.support import ROOT, read_json, read_metrics, run_cli, wait_until
+from tests.synthetic import write_fake_dataset
 
 pytestmark = pytest.mark.slow
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.synthetic import write_image_folder
 from tests.support import TINY, read_json, run_cli
+from tests.synthetic import write_image_folder
 
 pytestmark = pytest.mark.slow
 
