@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sce_sweeps.engine.baselines import CACHE, cached_metrics, init_key
-from sce_sweeps.engine.train import build, initial_model, train
+from sce_sweeps.engine.train import Trainer, initial_model, train
 from sce_sweeps.runtime.tracking import NullTracker
 from tests.support import TINY, compose
 
@@ -38,7 +38,7 @@ def test_the_initial_network_depends_on_the_config_alone(tmp_path):
     first = initial_model(cfg).state_dict()
     torch.rand(100)  # whatever the global random state
     again = initial_model(cfg).state_dict()
-    trained = build(cfg, tmp_path, NullTracker()).model.state_dict()  # the run's step-0 network
+    trained = Trainer(cfg, tmp_path, NullTracker()).model.state_dict()  # the run's step-0 network
     for name, tensor in first.items():
         assert torch.equal(tensor, again[name]) and torch.equal(tensor, trained[name]), name
 
@@ -114,7 +114,7 @@ def test_every_batch_of_an_evaluation_beats_the_heartbeat(tmp_path, monkeypatch)
     cfg = compose(
         *TINY, "tracker=none", "trainer.linear_probe=true", "trainer.eval_random_init=true"
     )
-    t = build(cfg, tmp_path / "run", NullTracker())
+    t = Trainer(cfg, tmp_path / "run", NullTracker())
     events = []
     monkeypatch.setattr(
         trainer.record, "beat", lambda run_dir, step, total: events.append(("beat", step))

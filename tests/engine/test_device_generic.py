@@ -158,12 +158,12 @@ def test_linear_stage_takes_the_runs_own_protocol(tmp_path):
 def test_loaders_pin_host_memory_only_for_a_cuda_device(monkeypatch, tmp_path):
     """Pinned host memory serves copies to a GPU: a run on the CPU of a machine that has a GPU
     does not pin its batches (CUDA is reported present here)."""
-    from sce_sweeps.engine.train import build
+    from sce_sweeps.engine.train import Trainer
     from sce_sweeps.runtime.tracking import NullTracker
     from tests.support import TINY
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    t = build(
+    t = Trainer(
         compose(*TINY, "tracker=none", "trainer.device=cpu", validate=True), tmp_path, NullTracker()
     )
     assert not t.bank_loader.pin_memory and not t.query_loader.pin_memory
