@@ -55,22 +55,27 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 STUB_APP = """
+from pathlib import Path
+
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
 from sce_sweeps.runtime import record
+from sce_sweeps.runtime.overrides import flatten
 
 
 @hydra.main(version_base="1.3", config_path=None, config_name="stub")
 def main(cfg) -> float:
     run_dir = HydraConfig.get().runtime.output_dir
     value = 50.0 + 10 * float(cfg.loss.coeff) + 0.1 * int(cfg.seed)
-    (record.Path(run_dir) / record.METRICS).write_text(
+    (Path(run_dir) / record.METRICS).write_text(
         '{"epoch": 1, "loss": 1.0, "knn_top1": %s}\\n' % value
     )
     record.write_result(
         run_dir,
         {"status": "completed", "knn_top1": value, "loss": 1.0, "epochs": 1, "seed": int(cfg.seed),
-         "overrides": list(HydraConfig.get().overrides.task), "wall_time_s": 0.0},
+         "overrides": list(HydraConfig.get().overrides.task), "wall_time_s": 0.0,
+         "params": flatten(OmegaConf.to_container(cfg, resolve=True))},  # as the app records
     )
     return value
 
