@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import multiprocessing
 import os
 import shutil
 import socket
@@ -53,6 +54,16 @@ FAILING_POINT = [
     "hydra.launcher.poll_s=0.5",
     "hydra.launcher.max_parallel=1",
 ]
+
+
+def job_context() -> multiprocessing.context.BaseContext:
+    """Processes forked from a fresh server process rather than from this one: a plain fork of
+    a test process that has opened an Aim repo inherits RocksDB's state without its background
+    threads, and the child's first flush waits for them forever. The server imports what the
+    jobs of the tests use once (this takes effect when it first starts)."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["aim.sdk.repo", "optuna", "sce_sweeps.runtime.tracking"])
+    return ctx
 
 
 def tiny(**changes: object) -> list[str]:

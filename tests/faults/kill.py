@@ -13,13 +13,14 @@ acknowledged version (nothing recorded before the kill is lost).
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
 import os
 import random
 import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from tests.support import job_context
 
 
 @dataclasses.dataclass
@@ -78,7 +79,7 @@ def kill_loop(
     row of the report and return it."""
     start = time.monotonic()
     rng = random.Random(seed)
-    ctx = multiprocessing.get_context("fork")
+    ctx = job_context()
     lost = resumable = 0
     for i in range(points + 1):
         acked = (_lines(workdir / "ack.txt") or [0])[-1]

@@ -7,7 +7,6 @@ every trial COMPLETE in the journal with all its intermediate values."""
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import random
 import signal
@@ -22,7 +21,7 @@ import pytest
 from sce_sweeps.runtime import record
 from sce_sweeps.runtime.trial import open_storage
 from tests.faults.kill import TABLE, Row
-from tests.support import ROOT
+from tests.support import ROOT, job_context
 
 pytestmark = pytest.mark.slow
 
@@ -64,13 +63,9 @@ def _job(sweep: Path, k: int) -> None:
 
 
 def test_eight_jobs_share_the_aim_repo_and_the_journal_through_kills(tmp_path):
-    import aim.sdk.repo  # noqa: F401  (imported once, before forking the jobs)
-
-    import sce_sweeps.runtime.tracking  # noqa: F401
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     start = time.monotonic()
-    ctx = multiprocessing.get_context("fork")
+    ctx = job_context()
     jobs = {k: ctx.Process(target=_job, args=(tmp_path, k)) for k in range(JOBS)}
     for job in jobs.values():
         job.start()
