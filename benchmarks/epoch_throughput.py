@@ -24,13 +24,14 @@ and the official 200 epochs), training steps only (no kNN evaluations). Usage::
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import copy
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -52,6 +53,14 @@ from sce_sweeps.engine.train import (  # noqa: E402
     train_step,
 )
 from sce_sweeps.runtime.tracking import NullTracker  # noqa: E402
+
+
+def _copy(t: Trainer, **changes: Any) -> Trainer:
+    """A shallow copy of the trainer ``t`` with ``changes`` to its attributes (e.g.
+    ``device_data=None``: batches from the DataLoader)."""
+    t = copy.copy(t)
+    vars(t).update(changes)
+    return t
 
 
 def _sync(device: torch.device) -> None:
@@ -128,8 +137,8 @@ def main() -> None:
         t = Trainer(cfg, Path(run_dir), NullTracker())
     device_data = DeviceData.from_dataset(t.ssl_set.base, cfg, t.device)
     trainers = {
-        "cpu": dataclasses.replace(t, device_data=None),
-        "device": dataclasses.replace(t, device_data=device_data),
+        "cpu": _copy(t, device_data=None),
+        "device": _copy(t, device_data=device_data),
     }
     print(
         "set-up (data, model, evaluation sets, split on the device): "
@@ -142,9 +151,9 @@ def main() -> None:
     views = [v.contiguous(memory_format=fmt) for v in views]
 
     # warm-up: a few steps of each (threads, allocator, cuDNN autotuning, first workers)
-    warm = dataclasses.replace(t, steps_per_epoch=min(3, steps))
+    warm = _copy(t, steps_per_epoch=min(3, steps))
     for path in paths:
-        _epochs(dataclasses.replace(trainers[path], steps_per_epoch=warm.steps_per_epoch), 1)()
+        _epochs(_copy(trainers[path], steps_per_epoch=warm.steps_per_epoch), 1)()
     _steps(t, views, 3, bare=False)()
     _steps(t, views, 3, bare=True)()
 

@@ -54,6 +54,7 @@ def batch_optimize(self: Any, study: Any) -> None:
     from hydra_plugins.sce_sweeps_optuna._impl import counted_trials
 
     distributions = {k: p.distribution for k, p in self.space.items()}
+    self._workers = self.n_jobs  # what the sweeper's own optimize sets: a batch's size
     while True:
         done = len(counted_trials(study.get_trials(deepcopy=False)))
         size = min(self.n_jobs, self.n_trials - done)
@@ -65,7 +66,7 @@ def batch_optimize(self: Any, study: Any) -> None:
             [self._overrides(t) for t in trials], initial_job_idx=trials[0].number
         )
         for trial, ret in zip(trials, returns):
-            self._settle(study, trial._trial_id, ret.return_value, None, 0.0)
+            self._settle(study, trial, ret.return_value, None, 0.0)
         print(f"batch of {size} took {time.monotonic() - start:.1f} s", flush=True)
 
 
