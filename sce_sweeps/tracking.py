@@ -293,27 +293,29 @@ class AimTracker(NullTracker):
         except Exception as e:
             self._disable("close the Aim run", e)
             closed = False
-        if self.shared_repo is None:  # a server's run: nothing to merge
-            command = ""
-        else:
+        if self.shared_repo is not None:  # None: a server's run, nothing to merge
             command = merge_command(self.run_repo.parent.parent, self.shared_repo)
-        if self.shared_repo is not None and not closed and final:  # Aim copies closed runs only
-            self.problem = (  # the warning was _disable's
-                f"{NOT_MERGED} {self.shared_repo}: {self.problem}; what Aim run {self.run_hash} "
-                f"holds is in {self.run_repo}: merge it with `{command} --force`"
-            )
-        elif self.shared_repo is not None and closed:
-            timeout = MERGE_TIMEOUT_S if final else LIVE_MERGE_TIMEOUT_S
-            try:
-                merge_run(self.run_repo, self.run_hash, self.shared_repo, timeout, live=not final)
-            except Exception as e:
-                message = (
-                    f"{NOT_MERGED} {self.shared_repo} ({type(e).__name__}: {e}); Aim run "
-                    f"{self.run_hash} is complete in {self.run_repo}: merge it with `{command}`"
+            if not closed and final:  # Aim copies closed runs only
+                self.problem = (  # the warning was _disable's
+                    f"{NOT_MERGED} {self.shared_repo}: {self.problem}; what Aim run "
+                    f"{self.run_hash} holds is in {self.run_repo}: merge it with "
+                    f"`{command} --force`"
                 )
-                self._warn("merge", message)
-                if final:
-                    self.problem = message
+            elif closed:
+                timeout = MERGE_TIMEOUT_S if final else LIVE_MERGE_TIMEOUT_S
+                try:
+                    merge_run(
+                        self.run_repo, self.run_hash, self.shared_repo, timeout, live=not final
+                    )
+                except Exception as e:
+                    message = (
+                        f"{NOT_MERGED} {self.shared_repo} ({type(e).__name__}: {e}); Aim run "
+                        f"{self.run_hash} is complete in {self.run_repo}: merge it with "
+                        f"`{command}`"
+                    )
+                    self._warn("merge", message)
+                    if final:
+                        self.problem = message
         now = time.monotonic()
         self._next_merge = now + max(self.sync_interval_s or 0.0, MERGE_TIME_SHARE * (now - start))
         if open_before and closed and not final:

@@ -665,9 +665,11 @@ class SweepExitStatus(Callback):
     jobs to rerun), as ``python -m sce_sweeps.resume`` does."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from sce_sweeps.sweep.resume import exit_if_read_only
+        from sce_sweeps.sweep.resume import say_if_read_only
 
-        exit_if_read_only(str(config.hydra.sweep.dir))
+        code = say_if_read_only(str(config.hydra.sweep.dir), "sce_sweeps")
+        if code is not None:  # before Hydra writes multirun.yaml into it
+            raise SystemExit(code)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from sce_sweeps.sweep.status import exit_code, sweep_status

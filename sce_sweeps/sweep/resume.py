@@ -98,12 +98,12 @@ def read_only_verdict(manifest: Manifest) -> tuple[int, str]:
     )
 
 
-def exit_if_read_only(sweep_dir: str | Path, prog: str = "sce_sweeps") -> None:
-    """Before a sweeper writes into ``sweep_dir``: where it exists and cannot be written, say in
-    one line what a resume would do (:func:`read_only_verdict`) and exit with its status."""
+def say_if_read_only(sweep_dir: str | Path, prog: str) -> int | None:
+    """Where ``sweep_dir`` exists and cannot be written: print one line saying what a resume
+    would do (:func:`read_only_verdict`) and return its exit status. None otherwise."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir() or os.access(sweep_dir, os.W_OK):
-        return
+        return None
     try:
         manifest = Manifest.load(sweep_dir)
     except RunFileError:
@@ -113,7 +113,7 @@ def exit_if_read_only(sweep_dir: str | Path, prog: str = "sce_sweeps") -> None:
     else:
         code, line = read_only_verdict(manifest)
     print(f"{prog}: {line}", file=sys.stderr if code else sys.stdout, flush=True)
-    raise SystemExit(code)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     if manifest is None:
         print(f"sce_sweeps.resume: no {MANIFEST} in {args.sweep_dir}", file=sys.stderr)
         return 2
-    exit_if_read_only(manifest.sweep_dir, "sce_sweeps.resume")
+    code = say_if_read_only(manifest.sweep_dir, "sce_sweeps.resume")
+    if code is not None:
+        return code
     cmd = resume_command(manifest, args.overrides)
     print(f"sce_sweeps.resume: (cd {shlex.quote(manifest.cwd)} && {shlex.join(cmd)})", flush=True)
     return subprocess.run(cmd, cwd=manifest.cwd, check=False).returncode
