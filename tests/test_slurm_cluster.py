@@ -33,13 +33,21 @@ def _executor(folder: Path, cluster) -> submitit.AutoExecutor:
     return executor
 
 
-def _wait_done(job: submitit.Job, timeout_s: float) -> None:
-    """Poll the job (forcing sacct) until it is done; fail instead of hanging past timeout_s."""
+def _wait_done(job: submitit.Job, timeout_s: float, log: Path | None = None) -> None:
+    """Poll the job (forcing sacct) until it is done; past timeout_s, cancel it and fail with
+    what SLURM and the job said (its state, its event log, submitit's stderr, slurmctld's log)."""
     try:
         wait_until(lambda: job.done(force_check=True), timeout_s, f"job {job.job_id}", interval=0.5)
-    except pytest.fail.Exception:
+    except pytest.fail.Exception as timeout:
+        state = job.watcher.get_state(job.job_id, mode="force")
         subprocess.run(["scancel", job.job_id], check=False)
-        raise
+        ctld = Path("/var/log/slurm/slurmctld.log")
+        ctld_tail = ctld.read_text(errors="replace").splitlines()[-15:] if ctld.exists() else []
+        pytest.fail(
+            f"{timeout}\nstate before scancel: {state}\njob log: {_read_log(log) if log else '-'}"
+            f"\nsubmitit stderr (tail):\n{job.stderr() and job.stderr()[-1500:]}"
+            f"\nslurmctld.log (tail):\n" + "\n".join(ctld_tail)
+        )
 
 
 def _wait_state(job: submitit.Job, state: str, timeout_s: float) -> None:
@@ -183,14 +191,15 @@ def test_time_limit_usr2_requeues_checkpointable_job(slurm_cluster, tmp_path):
     log = tmp_path / "timeout.log"
     executor = _executor(tmp_path, slurm_cluster)
     # slurmctld checks time limits every 30 s and sends the --signal warning at the first check
-    # where elapsed >= limit - delay - 30: with a 120 s limit and a 82 s delay that is 8-38 s
-    # after the start, late enough for submitit to have installed its USR2 handler (a delay
-    # >= 90 s could fire right at the start and kill the job). submitit sees a time-out (not a
+    # where elapsed >= limit - delay - 30: with a 180 s limit and a 120 s delay that is 30-60 s
+    # after the start, late enough for submitit to have installed its USR2 handler on a loaded
+    # machine (a signal before that kills the job), and early enough that a check slurmctld
+    # skips still leaves the warning well before the limit. submitit sees a time-out (not a
     # preemption) and requeues while its countdown (AutoExecutor default max_num_timeout=3) > 0.
-    executor.update_parameters(timeout_min=2, slurm_signal_delay_s=82)
+    executor.update_parameters(timeout_min=3, slurm_signal_delay_s=120)
     job = executor.submit(_WaitForTimeLimit(str(log)))
-    # USR2 at 8-38 s, requeued job pending ~12 s (cred_expire=10), then done at once: 20-55 s.
-    _wait_done(job, timeout_s=120)
+    # USR2 at 30-60 s, requeued job pending ~12 s (cred_expire=10), then done at once: 45-80 s.
+    _wait_done(job, timeout_s=170, log=log)
     assert job.result() == "resumed after 1 checkpoint(s)"
     assert _read_log(log) == ["start checkpoints=0", "checkpoint 1", "start checkpoints=1"]
     assert "this job is timed-out" in job.stderr()
