@@ -43,10 +43,12 @@ def _wait_done(job: submitit.Job, timeout_s: float, log: Path | None = None) -> 
         subprocess.run(["scancel", job.job_id], check=False)
         ctld = Path("/var/log/slurm/slurmctld.log")
         ctld_tail = ctld.read_text(errors="replace").splitlines()[-15:] if ctld.exists() else []
+        stderr = job.stderr() or ""
         pytest.fail(
             f"{timeout}\nstate before scancel: {state}\njob log: {_read_log(log) if log else '-'}"
-            f"\nsubmitit stderr (tail):\n{job.stderr() and job.stderr()[-1500:]}"
-            f"\nslurmctld.log (tail):\n" + "\n".join(ctld_tail)
+            f"\nsubmitit stderr (tail):\n{stderr[-1500:]}"
+            f"\nslurmctld.log (tail):\n" + "\n".join(ctld_tail),
+            pytrace=False,
         )
 
 
