@@ -49,7 +49,7 @@ SEEDS_PRUNED_ATTR = "sce_seeds_pruned"  # the epoch after which the seeds' mean 
 # trial user attributes of a trial of k seeds: its value's mean over seeds, their std and n
 MEAN_ATTR, STD_ATTR, N_ATTR = "value_mean", "value_std", "value_n"
 
-PRUNERS = ("median", "successive_halving", "hyperband", "none")
+PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "none")
 # The objective when the sweeper is given none: the value the task function returns.
 DEFAULT_OBJECTIVE = "objective"
 
@@ -138,6 +138,7 @@ def make_pruner(name: str, kwargs: dict[str, Any] | None = None) -> optuna.prune
         return optuna.pruners.NopPruner()
     classes = {
         "median": optuna.pruners.MedianPruner,
+        "percentile": optuna.pruners.PercentilePruner,  # pruner_kwargs.percentile: how strict
         "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
         "hyperband": optuna.pruners.HyperbandPruner,
     }
