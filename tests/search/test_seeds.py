@@ -25,9 +25,8 @@ from sce_sweeps.runtime.trial import (
     open_storage,
     trial_overrides,
 )
+from tests.search.test_search_unit import _sweeper
 from tests.support import run_in_process
-
-pytestmark = pytest.mark.e2e
 
 # Returns x + seed / 10; trial 1's seed 1 raises once, trial 2's seed 2 always (the attempts are
 # counted in files: the basic launcher runs them in this process, one after the other).
@@ -111,6 +110,7 @@ def search(
     return sweep_dir, optuna.load_study(study_name="search", storage=storage).get_trials()
 
 
+@pytest.mark.e2e
 @pytest.mark.timeout(300)
 def test_a_trial_is_k_seed_jobs_its_value_their_mean_a_failed_seed_retried_once(tmp_path):
     sweep_dir, trials = search(
@@ -160,6 +160,7 @@ def test_a_trial_is_k_seed_jobs_its_value_their_mean_a_failed_seed_retried_once(
     assert float(table[1]["user_attrs_value_mean"]) == pytest.approx(trials[1].value)
 
 
+@pytest.mark.e2e
 @pytest.mark.timeout(300)
 def test_the_pruner_judges_the_mean_of_the_seeds_and_stops_them_all(tmp_path):
     """Trial 1's seed 0 alone (0.1) would be pruned against trial 0 (0.5), its mean (0.6) is
@@ -208,3 +209,42 @@ def test_one_seed_per_trial_keeps_the_jobs_and_the_study_as_they_were(tmp_path):
     sweeper = AsyncOptunaSweeper(sampler="random", seed=0)
     study = sweeper._open_study(tmp_path)
     assert "seeds" not in study.user_attrs[STUDY_ATTR]
+
+
+class SeedLauncher:
+    """Runs a seed job in the calling thread: returns x + seed / 10, records (trial, seed)."""
+
+    thread_safe_launch = True
+
+    def __init__(self) -> None:
+        self.launched: list[tuple[int, int]] = []
+
+    def launch(self, job_overrides, initial_job_idx):
+        from hydra.core.utils import JobReturn, JobStatus
+
+        (overrides,) = job_overrides
+        values = dict(o.split("=", 1) for o in overrides)
+        seed = int(values["seed"])
+        self.launched.append(divmod(initial_job_idx, 3))
+        assert divmod(initial_job_idx, 3)[1] == seed
+        return [JobReturn(status=JobStatus.COMPLETED, _return_value=float(values["x"]) + seed / 10)]
+
+
+def test_a_resumed_search_runs_only_the_seeds_a_trial_still_lacks(tmp_path):
+    """A trial left RUNNING by a killed search, its seed 0 done, seeds 1 and 2 killed: the rerun
+    launches seeds 1 and 2 of it again, not seed 0, and tells the trial the mean of the three."""
+    from optuna.distributions import FloatDistribution
+
+    launcher = SeedLauncher()
+    sweeper, study = _sweeper(tmp_path, launcher, n_trials=2, n_jobs=1, seeds=3)
+    left = study.ask({"x": FloatDistribution(0.0, 1.0)})
+    end = {"state": "COMPLETE", "value": 1.0, "reason": None}
+    study._storage.set_trial_system_attr(left._trial_id, SEED_END_ATTR.format(seed=0), end)
+    sweeper.optimize(study)
+    trials = study.trials
+    assert sorted(launcher.launched) == [(0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+    x = trials[0].params["x"]
+    assert trials[0].state == TrialState.COMPLETE
+    assert trials[0].value == pytest.approx((1.0 + 2 * x + 0.3) / 3)
+    assert trials[0].user_attrs[N_ATTR] == 3
+    assert len(trials) == 2 and trials[1].state == TrialState.COMPLETE
