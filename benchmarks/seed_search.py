@@ -230,10 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=3, help="k")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--parallel", type=int, default=3, help="trials at once (n_jobs)")
-    # the top quarter goes on (a mean of k seeds is steady enough for a strict cut), judged
-    # from the 3rd epoch (the slowest learners' steepest epochs are behind them) once 3 trials
-    # ended: 8-9 of 10 repetitions keep the best for ~38 % of the grid (a median cut keeps
-    # half the trials going: 10 of 10 for ~59 %; successive halving: 7 of 10 for ~34 %)
+    # the top quarter goes on (a mean of k seeds bears a strict cut better than one seed),
+    # judged from the 3rd epoch (the slowest learners' steepest epochs are behind them) once 3
+    # trials ended; this and other settings measured: docs/search.md, Seeds
     parser.add_argument("--pruner", default="percentile", help="with seeds=k")
     parser.add_argument(
         "--pruner-kwargs",
