@@ -498,10 +498,9 @@ class AsyncOptunaSweeper(SCEOptunaSweeperConf):
             thread.start()
         for thread in threads:
             thread.join()
-        frozen = get_trial(study, trial)
-        if errors:
-            self._fail(study, frozen, repr(errors[0]))
+        if errors:  # the trial stays RUNNING: a rerun launches the seeds it still lacks
             raise errors[0]
+        frozen = get_trial(study, trial)
         error: BaseException | None = None
         if failed:
             seed, reason = min(failed.items())
@@ -710,13 +709,10 @@ class AsyncOptunaSweeper(SCEOptunaSweeperConf):
         if complete and len(self.directions) == 1:
             best = study.best_trial
             summary.update(best_params=best.params, best_value=best.value, best_trial=best.number)
-            if self.seeds > 1:  # the mean's spread over the seeds
-                summary.update(
-                    best_std=best.user_attrs.get(STD_ATTR), best_n=best.user_attrs.get(N_ATTR)
-                )
+            spread = ""
+            if self.seeds > 1 and STD_ATTR in best.user_attrs:  # the mean's spread over seeds
+                summary.update(best_std=best.user_attrs[STD_ATTR], best_n=best.user_attrs[N_ATTR])
                 spread = f" ± {summary['best_std']:.4g} (n={summary['best_n']})"
-            else:
-                spread = ""
             log.info("best trial %d: %s%s %s", best.number, best.value, spread, best.params)
         elif complete:
             front = study.best_trials

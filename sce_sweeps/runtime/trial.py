@@ -182,12 +182,14 @@ def tell_seeds(study: optuna.Study, trial_id: int, seeds: int) -> bool:
     if trial.state.is_finished():
         return True
     ends = seed_ends(trial, seeds)
-    if len(ends) < seeds or any(e["state"] == TrialState.FAIL.name for e in ends.values()):
+    pruned = SEEDS_PRUNED_ATTR in trial.system_attrs  # then a failed seed changes nothing
+    failed = any(e["state"] == TrialState.FAIL.name for e in ends.values())
+    if len(ends) < seeds or (failed and not pruned):
         return False
-    if SEEDS_PRUNED_ATTR in trial.system_attrs:  # the means it was pruned on
+    if pruned:  # the means it was pruned on
         state, values = TrialState.PRUNED, None
-        pruned = epoch_mean(trial, seeds, int(trial.system_attrs[SEEDS_PRUNED_ATTR]))
-        summary = seed_summary(pruned) if pruned else {}
+        at = epoch_mean(trial, seeds, int(trial.system_attrs[SEEDS_PRUNED_ATTR]))
+        summary = seed_summary(at) if at else {}
     else:
         state = TrialState.COMPLETE
         summary = seed_summary([float(ends[s]["value"]) for s in range(seeds)])
