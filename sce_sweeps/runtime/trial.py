@@ -161,7 +161,7 @@ def seed_ends(trial: optuna.trial.FrozenTrial, seeds: int) -> dict[int, dict[str
     return {s: end for s, end in ends.items() if end is not None}
 
 
-def epoch_mean(trial: optuna.trial.FrozenTrial, seeds: int, epoch: int) -> list[float] | None:
+def epoch_values(trial: optuna.trial.FrozenTrial, seeds: int, epoch: int) -> list[float] | None:
     """The ``seeds`` values reported after ``epoch``, in seed order; None until all are in."""
     keys = [SEED_EPOCH_ATTR.format(seed=s, epoch=epoch) for s in range(seeds)]
     if not all(k in trial.system_attrs for k in keys):
@@ -188,7 +188,7 @@ def tell_seeds(study: optuna.Study, trial_id: int, seeds: int) -> bool:
         return False
     if pruned:  # the means it was pruned on
         state, values = TrialState.PRUNED, None
-        at = epoch_mean(trial, seeds, int(trial.system_attrs[SEEDS_PRUNED_ATTR]))
+        at = epoch_values(trial, seeds, int(trial.system_attrs[SEEDS_PRUNED_ATTR]))
         summary = seed_summary(at) if at else {}
     else:
         state = TrialState.COMPLETE
@@ -344,7 +344,7 @@ class TrialReporter:
         if value is not None:
             self._set_system_attr(SEED_EPOCH_ATTR.format(seed=self.seed, epoch=epoch), float(value))
         trial = self.storage.get_trial(self.trial_id)
-        values = epoch_mean(trial, self.seeds, epoch)
+        values = epoch_values(trial, self.seeds, epoch)
         if values is not None and epoch not in trial.intermediate_values:
             mean = sum(values) / len(values)
             self.storage.set_trial_intermediate_value(self.trial_id, epoch, mean)
