@@ -248,3 +248,26 @@ def test_a_resumed_search_runs_only_the_seeds_a_trial_still_lacks(tmp_path):
     assert trials[0].value == pytest.approx((1.0 + 2 * x + 0.3) / 3)
     assert trials[0].user_attrs[N_ATTR] == 3
     assert len(trials) == 2 and trials[1].state == TrialState.COMPLETE
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_the_sce_app_trains_a_trials_seeds_and_is_told_their_mean(tmp_path):
+    """The tiny SCE app (its own `seed` key, its trial reporter): 2 trials x 3 seed jobs."""
+    from tests.search.test_optuna_sweeps import LOCAL, load_trials, search_args
+    from tests.support import read_json, run_cli
+
+    sweep_dir = tmp_path / "search"
+    settings = ["hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1", "hydra.sweeper.seeds=3"]
+    run_cli(*search_args(sweep_dir, 2, *settings, *LOCAL, "hydra.launcher.max_parallel=3"))
+    trials = load_trials(sweep_dir)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    for trial in trials:
+        results = [
+            read_json(sweep_dir / str(3 * trial.number + s) / "result.json") for s in range(3)
+        ]
+        assert [r["params"]["seed"] for r in results] == [0, 1, 2]
+        assert [r["optuna"]["seed"] for r in results] == [0, 1, 2]
+        top1 = [r["knn_top1"] for r in results]
+        assert trial.value == pytest.approx(sum(top1) / 3)
+        assert trial.user_attrs[N_ATTR] == 3 and sorted(trial.intermediate_values) == [1, 2]
