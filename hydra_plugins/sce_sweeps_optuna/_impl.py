@@ -1,7 +1,8 @@
 """Asynchronous Optuna search over any Hydra launcher (docs/search.md): P threads each ask a
 trial, launch ONE job for it (``initial_job_idx=trial.number``: run dir ``<sweep dir>/<number>``)
 and wait for it. The job tells the study itself (:class:`.trial.TrialReporter`); the sweeper
-gives a verdict only to a trial whose job ended without one."""
+gives a verdict only to a trial whose job ended without one. With ``seeds=k`` a trial is k jobs
+at once, one per seed (job ``k * number + seed``), and its value is their mean."""
 
 from __future__ import annotations
 
@@ -36,18 +37,30 @@ from optuna.trial import FrozenTrial, TrialState
 from hydra_plugins.sce_sweeps_optuna.config import SCEOptunaSweeperConf, is_grid, make_sampler
 from sce_sweeps.runtime import slurm
 from sce_sweeps.runtime.adapters.hydra_config import job_error
-from sce_sweeps.runtime.adapters.optuna_storage import create_study, get_trial, set_user_attr
+from sce_sweeps.runtime.adapters.optuna_storage import (
+    create_study,
+    get_trial,
+    set_user_attr,
+    storage_of,
+    trial_id,
+)
 from sce_sweeps.runtime.errors import ConfigError
 from sce_sweeps.runtime.record import SweepDirBusyError, claim_sweep_dir
 from sce_sweeps.runtime.search import trials_table
 from sce_sweeps.runtime.trial import (
     DEFAULT_OBJECTIVE,
     JOURNAL_NAME,
+    N_ATTR,
     RETRY_OF_ATTR,
+    SEED_END_ATTR,
+    SEED_JOB_ATTR,
+    STD_ATTR,
     STUDY_ATTR,
     last_sign_of_life,
     make_pruner,
     open_storage,
+    seed_ends,
+    tell_seeds,
     trial_overrides,
 )
 
@@ -191,6 +204,10 @@ class AsyncOptunaSweeper(SCEOptunaSweeperConf):
             raise bad("pruner", self.pruner, "needs one objective: set hydra.sweeper.pruner=none")
         if self.max_retries < 0:
             raise bad("max_retries", self.max_retries, "must be >= 0")
+        if self.seeds < 1:
+            raise bad("seeds", self.seeds, "must be >= 1")
+        if self.seeds > 1 and len(self.objectives) != 1:
+            raise bad("seeds", self.seeds, "needs one objective (the mean of one value)")
         if self.heartbeat_interval <= 0 or self.stale_after <= self.heartbeat_interval:
             raise bad("stale_after", self.stale_after, "must be > heartbeat_interval > 0")
 
@@ -229,6 +246,11 @@ class AsyncOptunaSweeper(SCEOptunaSweeperConf):
                 value = override.get_value_element_as_str()
                 self.fixed.append(f"{key}={value}")
                 self.fixed_values[key] = value
+        if self.seeds > 1 and self.seed_key.lstrip("+~") in merged:
+            raise ConfigError(
+                f"hydra.sweeper.seeds={self.seeds} sets {self.seed_key} in each trial's jobs: "
+                f"drop {self.seed_key} from the overrides and the search space"
+            )
 
     def _extremes(self) -> Iterator[list[str]]:
         """Override lists setting one parameter to an extreme, the others to their first."""
@@ -296,7 +318,16 @@ class AsyncOptunaSweeper(SCEOptunaSweeperConf):
             log.info("n_trials %d lowered to the grid's %d points", self.n_trials, size)
             self.n_trials = size
         shared = ("objectives", "directions", "pruner", "pruner_kwargs", "heartbeat_interval")
-        study.set_user_attr(STUDY_ATTR, {k: getattr(self, k) for k in shared})
+        spec = {k: getattr(self, k) for k in shared}
+        if self.seeds > 1:  # a study of one seed per trial keeps the spec it always had
+            spec["seeds"] = self.seeds
+        before = study.user_attrs.get(STUDY_ATTR, {}).get("seeds", 1)
+        if done and before != self.seeds:  # its trials' values would mean something else
+            raise ConfigError(
+                f"study {self.study_name!r} in {storage} ran {before} seed(s) per trial, "
+                f"not hydra.sweeper.seeds={self.seeds}"
+            )
+        study.set_user_attr(STUDY_ATTR, spec)
         return study
 
     def sweep(self, arguments: list[str]) -> list[FrozenTrial]:
@@ -403,13 +434,18 @@ class AsyncOptunaSweeper(SCEOptunaSweeperConf):
         extra = [f"{k}={v}" for k, v in trial.params.items() if k not in self.space]
         return params + extra
 
-    def _overrides(self, trial: optuna.Trial) -> list[str]:
-        tags = trial_overrides(self.storage_str, str(self.study_name), trial.number)
-        return [*self.fixed, *self._param_overrides(trial), *tags]
+    def _overrides(self, trial: optuna.Trial | FrozenTrial, seed: int | None = None) -> list[str]:
+        """A job's overrides: the trial's, and with ``seed`` (seeds > 1) its seed's."""
+        tags = trial_overrides(self.storage_str, str(self.study_name), trial.number, seed)
+        seeded = [] if seed is None else [f"{self.seed_key}={seed}"]
+        return [*self.fixed, *self._param_overrides(trial), *seeded, *tags]
 
     def _run(self, study: optuna.Study, trial: optuna.Trial) -> None:
-        """Launch one job for the trial, wait for it, settle the trial."""
+        """Launch one job for the trial (one per seed), wait for it, settle the trial."""
         assert self.launcher is not None
+        if self.seeds > 1:
+            self._run_seeds(study, trial, range(self.seeds))
+            return
         overrides = self._param_overrides(trial)
         retry = trial.user_attrs.get(RETRY_OF_ATTR)
         again = f" (retry of {retry})" if retry is not None else ""
@@ -432,6 +468,98 @@ class AsyncOptunaSweeper(SCEOptunaSweeperConf):
             self._fail(study, get_trial(study, trial), repr(e), retry=True)
             raise
         self._settle(study, trial, returned, error, time.monotonic() - start, died)
+
+    def _run_seeds(
+        self, study: optuna.Study, trial: optuna.Trial | FrozenTrial, seeds: Sequence[int]
+    ) -> None:
+        """Run the trial's jobs of ``seeds`` at once, each launched again up to max_retries times
+        when it fails; tell the trial their mean, or FAIL it with the reason of a seed that kept
+        failing."""
+        overrides = " ".join(self._param_overrides(trial))
+        log.info("trial %d starts, seeds %s: %s", trial.number, list(seeds), overrides)
+        start = time.monotonic()
+        failed: dict[int, str] = {}
+        errors: list[BaseException] = []
+
+        def run(seed: int) -> None:
+            try:
+                reason = self._run_seed(study, trial, seed)
+            except BaseException as e:  # the launcher gave up: so does the search
+                errors.append(e)
+            else:
+                if reason is not None:
+                    failed[seed] = reason
+
+        threads = [
+            threading.Thread(target=run, args=(s,), name=f"trial-{trial.number}-seed-{s}")
+            for s in seeds
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:  # the trial stays RUNNING: a rerun launches the seeds it still lacks
+            raise errors[0]
+        frozen = get_trial(study, trial)
+        error: BaseException | None = None
+        if failed:
+            seed, reason = min(failed.items())
+            tries = self.max_retries + 1
+            self._fail(study, frozen, f"seed {seed} failed {tries} time(s), last: {reason}")
+        elif not tell_seeds(study, trial_id(study, frozen), self.seeds):
+            error = RuntimeError("its seed jobs ended without a verdict")
+        self._settle(study, frozen, None, error, time.monotonic() - start)
+
+    def _run_seed(self, study: optuna.Study, trial: Any, seed: int) -> str | None:
+        """Launch the trial's job of ``seed`` until it ends without failing, at most
+        1 + max_retries times; the last failure's reason, or None."""
+        for attempt in range(self.max_retries + 1):
+            reason = self._launch_seed(study, trial, seed)
+            if reason is None or get_trial(study, trial).state.is_finished():
+                return None  # done, or the trial has its verdict (another seed failed)
+            if attempt < self.max_retries:
+                log.warning("trial %d seed %d failed (%s): again", trial.number, seed, reason)
+        return reason
+
+    def _launch_seed(self, study: optuna.Study, trial: Any, seed: int) -> str | None:
+        """Launch one seed job and wait for it; the reason it failed, or None. The job records
+        its end itself (its trial reporter); for an app without one, the sweeper records what
+        the task returned."""
+        assert self.launcher is not None
+        job = self._overrides(trial, seed)
+        error: BaseException | None = None
+        returned: Any = None
+        with self._launch_lock or contextlib.nullcontext():
+            number = self.seeds * trial.number + seed
+            try:
+                ret = self.launcher.launch([job], initial_job_idx=number)[0]
+            except Exception as e:  # the job died (e.g. submitit's UncompletedJobError)
+                error = e
+        if error is None and ret.status == JobStatus.COMPLETED:
+            returned = ret.return_value
+        elif error is None:  # the task raised
+            error = job_error(ret) or RuntimeError(f"job status {ret.status.name}")
+        if error is not None:
+            return f"{type(error).__name__}: {error}"
+        frozen = get_trial(study, trial)
+        key = SEED_END_ATTR.format(seed=seed)
+        end = frozen.system_attrs.get(key)
+        if end is None:  # the task returned but did not report (no TrialReporter)
+            end = self._returned_end(returned)
+            storage_of(study).set_trial_system_attr(trial_id(study, frozen), key, end)
+        return None if end["state"] != TrialState.FAIL.name else str(end["reason"] or "failed")
+
+    @staticmethod
+    def _returned_end(returned: Any) -> dict[str, Any]:
+        """A seed job's end record from what its task returned: a finite float, or FAIL."""
+        try:
+            value = float(returned)
+        except (TypeError, ValueError):
+            value = math.nan
+        if math.isfinite(value):
+            return {"state": TrialState.COMPLETE.name, "value": value, "reason": None}
+        reason = f"Return value must be a finite float. Got '{returned}'."
+        return {"state": TrialState.FAIL.name, "value": None, "reason": reason}
 
     def _settle(
         self,
@@ -553,9 +681,20 @@ class AsyncOptunaSweeper(SCEOptunaSweeperConf):
                 self._settle(study, frozen, None, None, time.monotonic() - start)
                 return
             quiet = time.time() - last_sign_of_life(frozen)
-            job = frozen.user_attrs.get("slurm_job_id")
-            if quiet > self.stale_after and not slurm.job_alive(job):
-                if not self._fail(study, frozen, f"no heartbeat for {quiet:.0f} s", retry=True):
+            if self.seeds > 1:
+                jobs = [
+                    frozen.system_attrs.get(SEED_JOB_ATTR.format(seed=s)) for s in range(self.seeds)
+                ]
+            else:
+                jobs = [frozen.user_attrs.get("slurm_job_id")]
+            if quiet > self.stale_after and not any(slurm.job_alive(j) for j in jobs):
+                if self.seeds > 1:  # run again only its seeds without a verdict
+                    ends = seed_ends(frozen, self.seeds)
+                    ok = (TrialState.COMPLETE.name, TrialState.PRUNED.name)
+                    todo = [s for s in range(self.seeds) if ends.get(s, {}).get("state") not in ok]
+                    log.info("trial %d: no heartbeat for %.0f s", frozen.number, quiet)
+                    self._run_seeds(study, frozen, todo)
+                elif not self._fail(study, frozen, f"no heartbeat for {quiet:.0f} s", retry=True):
                     self._count(get_trial(study, frozen), None)
                 return
             time.sleep(poll)
@@ -570,7 +709,11 @@ class AsyncOptunaSweeper(SCEOptunaSweeperConf):
         if complete and len(self.directions) == 1:
             best = study.best_trial
             summary.update(best_params=best.params, best_value=best.value, best_trial=best.number)
-            log.info("best trial %d: %s %s", best.number, best.value, best.params)
+            spread = ""
+            if self.seeds > 1 and STD_ATTR in best.user_attrs:  # the mean's spread over seeds
+                summary.update(best_std=best.user_attrs[STD_ATTR], best_n=best.user_attrs[N_ATTR])
+                spread = f" ± {summary['best_std']:.4g} (n={summary['best_n']})"
+            log.info("best trial %d: %s%s %s", best.number, best.value, spread, best.params)
         elif complete:
             front = study.best_trials
             summary["solutions"] = [{"params": t.params, "values": t.values} for t in front]

@@ -146,7 +146,9 @@ class SCEOptunaSweeperConf:
     pruner_kwargs: dict[str, Any] = field(default_factory=dict)
     seed: Optional[int] = None  # the sampler's seed when sampler.seed is null
     sampler_kwargs: dict[str, Any] = field(default_factory=dict)
-    max_retries: int = 1  # of a trial whose job died without a verdict
+    max_retries: int = 1  # of a trial whose job died without a verdict; of a failed seed job
+    seeds: int = 1  # jobs per trial, one per seed; the trial's value is their mean
+    seed_key: str = "seed"  # the override a seed job gets: <seed_key>=<0..seeds-1>
     heartbeat_interval: float = 30.0
     stale_after: float = 300.0  # seconds without a heartbeat: an inherited trial is given up
     validate: Optional[str] = None  # module.function(cfg) that checks the space's extremes

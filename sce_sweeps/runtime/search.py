@@ -10,9 +10,17 @@ from typing import TYPE_CHECKING
 
 from sce_sweeps.runtime.record import Manifest, RunFileError, RunState
 from sce_sweeps.runtime.status import sweep_status
-from sce_sweeps.runtime.trial import JOURNAL_NAME, open_storage
+from sce_sweeps.runtime.trial import (
+    JOURNAL_NAME,
+    MEAN_ATTR,
+    N_ATTR,
+    STD_ATTR,
+    STUDY_ATTR,
+    open_storage,
+)
 
 if TYPE_CHECKING:
+    import optuna
     import pandas as pd
 
 # A trial without a job in the sweep's manifest (e.g. run by another launcher): its state.
@@ -51,13 +59,28 @@ def trials_table(
         if sweep_dir is None and Path(storage).is_dir():
             sweep_dir = Path(storage)
         manifest = Manifest.load(sweep_dir) if sweep_dir is not None else None
-        # the launchers number a trial's job by the trial's number
-        jobs = {s.num: s.state for s in sweep_status(manifest)} if manifest else {}
+        # the launchers number a trial's job by the trial's number; a trial of several seeds
+        # has several jobs: its state is the study's
+        seeds = int(study.user_attrs.get(STUDY_ATTR, {}).get("seeds", 1))
+        jobs = {s.num: s.state for s in sweep_status(manifest)} if manifest and seeds == 1 else {}
         states = [str(jobs.get(t.number, TRIAL_STATES[t.state.name])) for t in trials]
         frame = frame.rename(columns={"state": "trial_state"})
         frame.insert(1, "state", states)
+        if seeds > 1:
+            frame.insert(frame.columns.get_loc("value") + 1, "mean ± std (n)", spread(trials))
         frame["epochs_reported"] = [len(t.intermediate_values) for t in trials]
     return frame
+
+
+def spread(trials: list[optuna.trial.FrozenTrial]) -> list[str]:
+    """Each trial's mean ± std (n) over its seeds, as its user attributes hold them."""
+    cells = []
+    for trial in trials:
+        attrs = trial.user_attrs
+        known = MEAN_ATTR in attrs and STD_ATTR in attrs
+        cell = f"{attrs[MEAN_ATTR]:.4g} ± {attrs[STD_ATTR]:.2g} ({attrs[N_ATTR]})" if known else ""
+        cells.append(cell)
+    return cells
 
 
 def main(argv: list[str] | None = None) -> int:

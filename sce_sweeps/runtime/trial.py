@@ -22,11 +22,17 @@ if TYPE_CHECKING:  # optuna is imported lazily: single runs never need it
 log = logging.getLogger(__name__)
 
 ENV_STORAGE, ENV_STUDY, ENV_TRIAL = "SCE_OPTUNA_STORAGE", "SCE_OPTUNA_STUDY", "SCE_OPTUNA_TRIAL"
+ENV_SEED = "SCE_OPTUNA_SEED"  # which seed of its trial a job runs (searches with seeds > 1)
 
 
-def trial_overrides(storage: str, study_name: str, number: int) -> list[str]:
-    """The overrides that make a job trial ``number``: environment variables Hydra sets for it."""
+def trial_overrides(
+    storage: str, study_name: str, number: int, seed: int | None = None
+) -> list[str]:
+    """The overrides that make a job trial ``number`` (its ``seed``-th seed job, when the trial
+    has several): environment variables Hydra sets for it."""
     values = {ENV_STORAGE: storage, ENV_STUDY: study_name, ENV_TRIAL: str(number)}
+    if seed is not None:
+        values[ENV_SEED] = str(seed)
     return [f"++hydra.job.env_set.{k}={quote(v)}" for k, v in values.items()]
 
 
@@ -35,7 +41,15 @@ STUDY_ATTR = "sce_sweeps"  # study user attribute: objectives, pruner, heartbeat
 HEARTBEAT_ATTR = "sce_heartbeat"  # trial system attribute: time.time() of the last beat
 RETRY_OF_ATTR = "retry_of"  # trial user attribute: number of the killed trial it replaces
 
-PRUNERS = ("median", "successive_halving", "hyperband", "none")
+# A trial of k seeds (docs/search.md, Seeds): trial system attributes, each written by one job
+SEED_END_ATTR = "sce_seed_{seed}"  # a seed job's end: {"state", "value", "reason"}
+SEED_EPOCH_ATTR = "sce_seed_{seed}_epoch_{epoch}"  # a seed job's objective after an epoch
+SEED_JOB_ATTR = "sce_seed_{seed}_slurm_job_id"
+SEEDS_PRUNED_ATTR = "sce_seeds_pruned"  # the epoch after which the seeds' mean was pruned
+# trial user attributes of a trial of k seeds: its value's mean over seeds, their std and n
+MEAN_ATTR, STD_ATTR, N_ATTR = "value_mean", "value_std", "value_n"
+
+PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "none")
 # The objective when the sweeper is given none: the value the task function returns.
 DEFAULT_OBJECTIVE = "objective"
 
@@ -124,12 +138,75 @@ def make_pruner(name: str, kwargs: dict[str, Any] | None = None) -> optuna.prune
         return optuna.pruners.NopPruner()
     classes = {
         "median": optuna.pruners.MedianPruner,
+        "percentile": optuna.pruners.PercentilePruner,  # pruner_kwargs.percentile: how strict
         "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
         "hyperband": optuna.pruners.HyperbandPruner,
     }
     if name not in classes:
         raise ValueError(f"unknown pruner {name!r}: must be one of {', '.join(PRUNERS)}")
     return classes[name](**_accepted(classes[name], kwargs, "pruner_kwargs"))
+
+
+def seed_summary(values: list[float]) -> dict[str, float | int]:
+    """Mean, sample standard deviation (0 for one value) and n, as trial user attributes."""
+    import statistics
+
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {MEAN_ATTR: statistics.fmean(values), STD_ATTR: std, N_ATTR: len(values)}
+
+
+def seed_ends(trial: optuna.trial.FrozenTrial, seeds: int) -> dict[int, dict[str, Any]]:
+    """The seed jobs of ``trial`` that ended, by seed: their end records."""
+    ends = {s: trial.system_attrs.get(SEED_END_ATTR.format(seed=s)) for s in range(seeds)}
+    return {s: end for s, end in ends.items() if end is not None}
+
+
+def epoch_values(trial: optuna.trial.FrozenTrial, seeds: int, epoch: int) -> list[float] | None:
+    """The ``seeds`` values reported after ``epoch``, in seed order; None until all are in."""
+    keys = [SEED_EPOCH_ATTR.format(seed=s, epoch=epoch) for s in range(seeds)]
+    if not all(k in trial.system_attrs for k in keys):
+        return None
+    return [float(trial.system_attrs[k]) for k in keys]
+
+
+def tell_seeds(study: optuna.Study, trial_id: int, seeds: int) -> bool:
+    """Tell a trial of ``seeds`` seed jobs its verdict once every one ended: COMPLETE with their
+    mean, or PRUNED; its user attributes get mean, std and n. A failed seed is the sweeper's to
+    retry: nothing is told. Whoever calls it last (a job, the sweeper) tells the same; True once
+    the trial has a verdict."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    storage = _storage_of(study)
+    trial = storage.get_trial(trial_id)
+    if trial.state.is_finished():
+        return True
+    ends = seed_ends(trial, seeds)
+    pruned = SEEDS_PRUNED_ATTR in trial.system_attrs  # then a failed seed changes nothing
+    failed = any(e["state"] == TrialState.FAIL.name for e in ends.values())
+    if len(ends) < seeds or (failed and not pruned):
+        return False
+    if pruned:  # the means it was pruned on
+        state, values = TrialState.PRUNED, None
+        at = epoch_values(trial, seeds, int(trial.system_attrs[SEEDS_PRUNED_ATTR]))
+        summary = seed_summary(at) if at else {}
+    else:
+        state = TrialState.COMPLETE
+        summary = seed_summary([float(ends[s]["value"]) for s in range(seeds)])
+        values = [summary[MEAN_ATTR]]
+    try:
+        for key, value in summary.items():
+            storage.set_trial_user_attr(trial_id, key, value)
+    except UpdateFinishedTrialError:
+        return True
+    study.tell(trial.number, values, state=state, skip_if_finished=True)
+    return True
+
+
+def _storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
+    from sce_sweeps.runtime.adapters.optuna_storage import storage_of
+
+    return storage_of(study)
 
 
 def last_sign_of_life(trial: optuna.trial.FrozenTrial) -> float:
@@ -142,7 +219,9 @@ class TrialReporter:
     """The Optuna trial a run belongs to, seen from inside its job: :meth:`open` it, call
     :meth:`on_epoch_end` after each epoch and :meth:`finish` once with the run's status."""
 
-    def __init__(self, study: optuna.Study, trial_id: int, run_dir: Path) -> None:
+    def __init__(
+        self, study: optuna.Study, trial_id: int, run_dir: Path, seed: int | None = None
+    ) -> None:
         import optuna
 
         from sce_sweeps.runtime.adapters.optuna_storage import storage_of
@@ -157,6 +236,9 @@ class TrialReporter:
         # Optuna keeps intermediate values (and prunes) for single-objective studies only
         self.reports = len(self.objectives) == 1
         self.prunes = self.reports and spec.get("pruner", "none") != "none"
+        # one of the trial's k seed jobs: it reports under its seed, the trial gets the means
+        self.seeds = int(spec.get("seeds", 1))
+        self.seed = seed if self.seeds > 1 else None
         self.state = self.storage.get_trial(trial_id).state
         self.stop_status = "pruned"  # what a Stopped raised by on_epoch_end means
         self.stop_reason: str | None = None
@@ -167,9 +249,13 @@ class TrialReporter:
             target=self._beat, args=(interval,), name=f"optuna-heartbeat-{self.number}", daemon=True
         )
         if not self.finished:
-            self._set_user_attr("run_dir", str(run_dir))
-            if os.environ.get("SLURM_JOB_ID"):
-                self._set_user_attr("slurm_job_id", os.environ["SLURM_JOB_ID"])
+            job_id = os.environ.get("SLURM_JOB_ID")
+            if self.seed is None:
+                self._set_user_attr("run_dir", str(run_dir))
+                if job_id:
+                    self._set_user_attr("slurm_job_id", job_id)
+            elif job_id:  # each seed job's own, for the sweeper's liveness check
+                self._set_system_attr(SEED_JOB_ATTR.format(seed=self.seed), job_id)
             self._beat_thread.start()
 
     @classmethod
@@ -187,20 +273,27 @@ class TrialReporter:
         study = load_study(storage, study_name=os.environ[ENV_STUDY], sampler=sampler)
         spec = study.user_attrs.get(STUDY_ATTR, {})
         study.pruner = make_pruner(spec.get("pruner", "none"), spec.get("pruner_kwargs"))
-        return cls(study, trial_id(study, int(os.environ[ENV_TRIAL])), Path(run_dir))
+        seed = int(os.environ[ENV_SEED]) if os.environ.get(ENV_SEED) else None
+        return cls(study, trial_id(study, int(os.environ[ENV_TRIAL])), Path(run_dir), seed)
 
     @property
     def finished(self) -> bool:
         """The trial already has its verdict (e.g. a rerun job, or marked stale)."""
         return self.state.is_finished()
 
-    def _set_user_attr(self, key: str, value: Any) -> None:
+    def _set_user_attr(self, key: str, value: Any, system: bool = False) -> None:
         from optuna.exceptions import UpdateFinishedTrialError
 
         try:
-            self.storage.set_trial_user_attr(self.trial_id, key, value)
+            if system:
+                self.storage.set_trial_system_attr(self.trial_id, key, value)
+            else:
+                self.storage.set_trial_user_attr(self.trial_id, key, value)
         except UpdateFinishedTrialError:
             self._abandoned.set()
+
+    def _set_system_attr(self, key: str, value: Any) -> None:
+        self._set_user_attr(key, value, system=True)
 
     def _beat(self, interval: float) -> None:
         """Beat the trial's heartbeat every ``interval`` seconds until :meth:`finish`."""
@@ -223,7 +316,13 @@ class TrialReporter:
         from optuna.exceptions import UpdateFinishedTrialError
 
         metric = self.objectives[0]
-        if not self._abandoned.is_set() and self.reports and metric in row:
+        if self.seed is not None and not self._abandoned.is_set():
+            try:
+                if self._seed_epoch_end(epoch, row.get(metric), last):
+                    return True
+            except UpdateFinishedTrialError:
+                self._abandoned.set()
+        elif not self._abandoned.is_set() and self.reports and metric in row:
             try:
                 self.trial.report(float(row[metric]), epoch)
                 if self.prunes and not last and self.trial.should_prune():
@@ -237,6 +336,28 @@ class TrialReporter:
             self.stop_reason = f"trial {self.number} was marked {state} in the study meanwhile"
             return True
         return False
+
+    def _seed_epoch_end(self, epoch: int, value: Any, last: bool) -> bool:
+        """A seed job's epoch: record its value; once all k seeds reached ``epoch``, report their
+        mean and ask the pruner about it (two jobs doing it at once tell the same); True when
+        the trial's seeds were pruned (by this job or another)."""
+        if value is not None:
+            self._set_system_attr(SEED_EPOCH_ATTR.format(seed=self.seed, epoch=epoch), float(value))
+        trial = self.storage.get_trial(self.trial_id)
+        values = epoch_values(trial, self.seeds, epoch)
+        if values is not None and epoch not in trial.intermediate_values:
+            mean = sum(values) / len(values)
+            self.storage.set_trial_intermediate_value(self.trial_id, epoch, mean)
+            if self.prunes and not last:
+                trial = self.storage.get_trial(self.trial_id)
+                if self.study.pruner.prune(self.study, trial):
+                    self._set_system_attr(SEEDS_PRUNED_ATTR, epoch)
+                    trial = self.storage.get_trial(self.trial_id)
+        pruned = trial.system_attrs.get(SEEDS_PRUNED_ATTR)
+        if pruned is None or last:
+            return False
+        self.stop_reason = f"pruned by the study after epoch {pruned} (mean of {self.seeds} seeds)"
+        return True
 
     def _verdict(
         self, status: str, result: dict[str, Any]
@@ -256,12 +377,15 @@ class TrialReporter:
         return self._fields(self._verdict(status, result)[0], self.trial.params)
 
     def _fields(self, state: optuna.trial.TrialState, params: dict[str, Any]) -> dict[str, Any]:
-        return {
+        fields = {
             "study": self.study.study_name,
             "trial_number": self.number,
             "state": state.name,
             "params": params,
         }
+        if self.seed is not None:  # the state is this seed job's, not yet the trial's
+            fields["seed"] = self.seed
+        return fields
 
     def finish(self, status: str, result: dict[str, Any]) -> dict[str, Any]:
         """Tell the study the verdict (unless it has one); the fields as the study holds them."""
@@ -271,6 +395,8 @@ class TrialReporter:
         if self._beat_thread.is_alive():
             self._beat_thread.join(timeout=30)
         state, values = self._verdict(status, result)
+        if self.seed is not None:  # its reason in its own record: another attempt may succeed
+            return self._finish_seed(state, values, result)
         if state != TrialState.COMPLETE and result.get("reason"):
             self._set_user_attr("reason", str(result["reason"]))
         if "wall_time_s" in result:
@@ -280,3 +406,23 @@ class TrialReporter:
         final = self.storage.get_trial(self.trial_id)
         self.state = final.state
         return self._fields(final.state, final.params)
+
+    def _finish_seed(
+        self,
+        state: optuna.trial.TrialState,
+        values: list[float] | None,
+        result: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Record this seed job's end; the last of the trial's seeds to end tells the trial."""
+        from optuna.trial import TrialState
+
+        end = {
+            "state": state.name,
+            "value": values[0] if values else None,
+            "reason": None if state == TrialState.COMPLETE else result.get("reason"),
+        }
+        if not self._abandoned.is_set():
+            self._set_system_attr(SEED_END_ATTR.format(seed=self.seed), end)
+            tell_seeds(self.study, self.trial_id, self.seeds)
+        self.state = self.storage.get_trial(self.trial_id).state
+        return self._fields(state, self.trial.params)
