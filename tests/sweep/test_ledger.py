@@ -197,6 +197,7 @@ def test_the_ledger_agrees_with_sacct_over_a_sweep_with_a_requeue(slurm_cluster,
         f"({(measured - sacct_cpu_h) / sacct_cpu_h:+.2%})"
     )
     assert ledger_cpu_h == pytest.approx(sacct_cpu_h, rel=0.02), records
+    assert 0.5 * sacct_cpu_h < measured < 1.2 * sacct_cpu_h  # short of the exits' seconds
     assert out["spent"]["gpu_h"] == 0.0
     ledgers = [record.read_ledger(sweep_dir / j["run_dir"]) for j in jobs]
     filled = [a["sacct"]["state"] for ledger in ledgers for a in ledger["attempts"]]
