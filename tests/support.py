@@ -208,6 +208,33 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
+def checkpoint_epoch(run_dir: Path) -> int:
+    """The epoch of the run dir's checkpoint; 0 while it has none (or one half written)."""
+    import torch
+
+    try:
+        state = torch.load(Path(run_dir) / "checkpoint.pt", map_location="cpu", weights_only=False)
+        return state["epoch"]
+    except (OSError, RuntimeError, EOFError, KeyError):
+        return 0
+
+
+def requeue_job_0(cmd: list[str], sweep_dir: Path) -> tuple[int, str, str]:
+    """Run the SLURM sweep ``cmd`` into ``sweep_dir``, ``scontrol requeue`` its job #0 once it
+    has checkpointed epoch 1, and wait for the sweep: its exit status, stderr and that job id."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        ready = lambda: checkpoint_epoch(sweep_dir / "0") >= 1  # noqa: E731
+        wait_until(ready, 240, "job #0's checkpoint of epoch 1", proc=proc, interval=0.1)
+        job_id = read_json(sweep_dir / "manifest.json")["jobs"][0]["job_ids"][-1]
+        subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, err.decode(), job_id
+
+
 # --- runs of the CLI made once per session, only read by the tests -------------------------------
 
 

@@ -13,20 +13,13 @@ import pytest
 
 from sce_sweeps.runtime import record
 from sce_sweeps.runtime.status import main as status_main
-from tests.support import ROOT, TINY, read_json, run_cli, run_in_process, wait_until
+from tests.support import TINY, read_json, requeue_job_0, run_cli, run_in_process, wait_until
 
 SWEEP = [*TINY, "tracker=none", "seed=0", "hydra.launcher.poll_s=0.5", "loss.coeff=0.0,1.0"]
 
 
 def _status(sweep_dir: Path, *args: str) -> subprocess.CompletedProcess:
     return run_in_process(str(sweep_dir), *args, main=status_main)
-
-
-def _epochs_logged(run_dir: Path) -> int:
-    try:
-        return len(record.read_metrics(run_dir))
-    except (OSError, record.RunFileError):
-        return 0
 
 
 def test_attempt_resources_read_slurms_environment():
@@ -165,16 +158,8 @@ def test_the_ledger_agrees_with_sacct_over_a_sweep_with_a_requeue(slurm_cluster,
     sweep_dir = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "sce_sweeps", "-m", *SWEEP, "trainer.epochs=5"]
     cmd += ["launcher=slurm", "cluster=local", f"hydra.sweep.dir={sweep_dir}"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        wait_until(lambda: _epochs_logged(sweep_dir / "0") >= 1, 240, "job #0's epoch", proc=proc)
-        job_id = read_json(sweep_dir / "manifest.json")["jobs"][0]["job_ids"][-1]
-        subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
-        _, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, err.decode()[-3000:]
+    returncode, err, job_id = requeue_job_0(cmd, sweep_dir)
+    assert returncode == 0, err[-3000:]
     jobs = read_json(sweep_dir / "manifest.json")["jobs"]
     assert [j["state"] for j in jobs] == ["completed", "completed"]
     ledgers = [record.read_ledger(sweep_dir / j["run_dir"]) for j in jobs]
