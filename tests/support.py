@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import io
 import json
 import multiprocessing
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -206,6 +207,25 @@ def read_json(path: Path) -> dict:
 def read_metrics(run_dir: Path) -> list[dict]:
     lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines if line.strip()]
+
+
+@contextlib.contextmanager
+def read_only_mount(source: Path, mount: Path) -> Iterator[Path]:
+    """``source`` bind-mounted read-only at ``mount`` (``chmod`` means nothing to root) for the
+    block, then unmounted; the test is skipped where mounting is not allowed."""
+    mount.mkdir(parents=True, exist_ok=True)
+    bind = subprocess.run(["mount", "--bind", str(source), str(mount)], capture_output=True)
+    if bind.returncode != 0:
+        pytest.skip(f"cannot bind-mount here (needs root): {bind.stderr.decode().strip()}")
+    try:
+        remount = ["mount", "-o", "remount,ro,bind", str(mount)]
+        subprocess.run(remount, check=True, capture_output=True)
+        with pytest.raises(OSError) as err:  # really read-only, for root too
+            (mount / "probe").write_text("x")
+        assert err.value.errno == errno.EROFS
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
 
 
 def checkpoint_epoch(run_dir: Path) -> int:

@@ -13,7 +13,15 @@ import pytest
 
 from sce_sweeps.runtime import record
 from sce_sweeps.runtime.status import main as status_main
-from tests.support import TINY, read_json, requeue_job_0, run_cli, run_in_process, wait_until
+from tests.support import (
+    TINY,
+    read_json,
+    read_only_mount,
+    requeue_job_0,
+    run_cli,
+    run_in_process,
+    wait_until,
+)
 
 SWEEP = [*TINY, "tracker=none", "seed=0", "hydra.launcher.poll_s=0.5", "loss.coeff=0.0,1.0"]
 
@@ -171,6 +179,17 @@ def test_the_ledger_agrees_with_sacct_over_a_sweep_with_a_requeue(slurm_cluster,
     ids = [j["job_ids"][-1] for j in jobs]
     sacct_cpu_h, records = _sacct_cpu_hours(ids, attempts=3)  # SLURM too saw three attempts
     measured = sum(record.ledger_usage(ledger, measured_only=True).cpu_h for ledger in ledgers)
+
+    # a read-only sweep dir keeps the attempts' own records (sacct's cannot be written): one
+    # archived before any status (the launcher's summary fills in what SLURM has by then)
+    for job, ledger in zip(jobs, ledgers):
+        attempts = [{k: v for k, v in a.items() if k != "sacct"} for a in ledger["attempts"]]
+        record.write_json_atomic({"attempts": attempts}, sweep_dir / job["run_dir"] / record.LEDGER)
+    with read_only_mount(sweep_dir, tmp_path / "read_only") as read_only:
+        proc = _status(read_only, "--json")
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["spent"]["cpu_h"] == pytest.approx(measured)
+    assert record.needs_accounting(sweep_dir / "0")
 
     # status fills SLURM's accounting into each attempt: the ledger's sum is SLURM's
     out = json.loads(_status(sweep_dir, "--json").stdout)
