@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import io
 import json
 import multiprocessing
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -206,6 +207,52 @@ def read_json(path: Path) -> dict:
 def read_metrics(run_dir: Path) -> list[dict]:
     lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines if line.strip()]
+
+
+@contextlib.contextmanager
+def read_only_mount(source: Path, mount: Path) -> Iterator[Path]:
+    """``source`` bind-mounted read-only at ``mount`` (``chmod`` means nothing to root) for the
+    block, then unmounted; the test is skipped where mounting is not allowed."""
+    mount.mkdir(parents=True, exist_ok=True)
+    bind = subprocess.run(["mount", "--bind", str(source), str(mount)], capture_output=True)
+    if bind.returncode != 0:
+        pytest.skip(f"cannot bind-mount here (needs root): {bind.stderr.decode().strip()}")
+    try:
+        remount = ["mount", "-o", "remount,ro,bind", str(mount)]
+        subprocess.run(remount, check=True, capture_output=True)
+        with pytest.raises(OSError) as err:  # really read-only, for root too
+            (mount / "probe").write_text("x")
+        assert err.value.errno == errno.EROFS
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def checkpoint_epoch(run_dir: Path) -> int:
+    """The epoch of the run dir's checkpoint; 0 while it has none (or one half written)."""
+    import torch
+
+    try:
+        state = torch.load(Path(run_dir) / "checkpoint.pt", map_location="cpu", weights_only=False)
+        return state["epoch"]
+    except (OSError, RuntimeError, EOFError, KeyError):
+        return 0
+
+
+def requeue_job_0(cmd: list[str], sweep_dir: Path) -> tuple[int, str, str]:
+    """Run the SLURM sweep ``cmd`` into ``sweep_dir``, ``scontrol requeue`` its job #0 once it
+    has checkpointed epoch 1, and wait for the sweep: its exit status, stderr and that job id."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        ready = lambda: checkpoint_epoch(sweep_dir / "0") >= 1  # noqa: E731
+        wait_until(ready, 240, "job #0's checkpoint of epoch 1", proc=proc, interval=0.1)
+        job_id = read_json(sweep_dir / "manifest.json")["jobs"][0]["job_ids"][-1]
+        subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, err.decode(), job_id
 
 
 # --- runs of the CLI made once per session, only read by the tests -------------------------------

@@ -44,6 +44,8 @@ from sce_sweeps.runtime.record import (
     claim_sweep_dir,
     clear_heartbeat,
     command_line,
+    ledger_start,
+    ledger_update,
     now,
     relative_run_dir,
     stall,
@@ -191,20 +193,26 @@ class SweepLauncher(BaseSubmititLauncher):
         signal.signal(signal.SIGTERM, _stop_on_sigterm)
         Singleton.set_state(singleton_state)
         setup_globals()
+        environment = submitit.JobEnvironment()
         with open_dict(config.hydra.job):
-            config.hydra.job.id = submitit.JobEnvironment().job_id
+            config.hydra.job.id = environment.job_id
             config.hydra.job.num = num
         global _job_run_dir
         _job_run_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
         _clear_heartbeat()  # an earlier attempt's (requeued without a signal)
+        if environment.global_rank == 0:  # one attempt per job, whatever its tasks
+            ledger_start(_job_run_dir, cpus=self.params.get("cpus_per_task"))
         assert self.hydra_context is not None and self.task_function is not None
-        return run_job(
-            hydra_context=self.hydra_context,
-            task_function=self.task_function,
-            config=config,
-            job_dir_key="hydra.sweep.dir",
-            job_subdir_key="hydra.sweep.subdir",
-        )
+        try:
+            return run_job(
+                hydra_context=self.hydra_context,
+                task_function=self.task_function,
+                config=config,
+                job_dir_key="hydra.sweep.dir",
+                job_subdir_key="hydra.sweep.subdir",
+            )
+        finally:
+            ledger_update(_job_run_dir, end=True)
 
     def _save(self, manifest: Manifest, now_: bool = True) -> None:
         """Save the manifest; ``now_=False``: only after a poll and 20 saves' time (<= 5%)."""
@@ -289,7 +297,8 @@ class SweepLauncher(BaseSubmititLauncher):
         if self.options.get("dry_run"):
             params = self._describe_params()
             name = manifest.sweep_name
-            report = plan.describe(jobs, params, self.kind, name, sweep_dir, resumed)
+            existing = manifest if manifest.path.exists() else None  # its runs' ledgers
+            report = plan.describe(jobs, params, self.kind, name, sweep_dir, resumed, existing)
             data, data_ok = [], True
             if params.get("check_data"):
                 data, data_ok = plan.check_data(jobs, params.get("data_check"))

@@ -35,6 +35,7 @@ LABELS = {
 }
 DECIMALS = {"loss": 3, "wall_time_s": 0, "epochs": 0}
 COUNTS = ("n", "failed", "pruned", "unfinished")
+SPENT = {"gpu_h": "GPU-h", "cpu_h": "CPU-h"}  # summed over a row's runs, whatever their state
 
 
 def baselines_of(metric: str, available: list[str]) -> dict[str, str]:
@@ -114,7 +115,7 @@ def ablation_table(
         for metric in metrics:
             row = {"dataset": dataset, **values, "metric": metric}
             row |= stats([none_if_nan(m.get(metric)) for m in completed])
-            row |= {**counts, "best": False}
+            row |= {**counts, **_spent(members), "best": False}
             shown = ref is not None and metric == ref_metric
             row["ref_metric"] = ref.metric if shown else None
             row["ref_value"] = ref.value if shown else math.nan
@@ -132,6 +133,16 @@ def ablation_table(
     refs = [ref for ref in used if ref is not None]
     unreadable = (sweeps.unreadable_runs, sweeps.unplaced_runs)
     return AblationTable(keys, metrics, datasets, combos, table, refs, *unreadable)
+
+
+def _spent(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """GPU-hours and CPU-hours the runs spent (failed and requeued attempts included); NaN
+    when none has a ledger."""
+    out = {}
+    for key in SPENT:
+        values = [v for r in runs if not math.isnan(v := float(r.get(key, math.nan)))]
+        out[key] = sum(values) if values else math.nan
+    return out
 
 
 def to_csv(table: AblationTable) -> str:
@@ -166,7 +177,8 @@ def _columns(table: AblationTable, dataset: str) -> list[str]:
     rows = table.rows[table.rows["dataset"] == dataset]
     pruned = ["pruned"] if rows["pruned"].sum() > 0 else []
     refs = ["ref", "diff"] if rows["ref_value"].notna().any() else []
-    return [*table.metrics, "n", "failed", *pruned, "unfinished", *refs]
+    spent = [k for k in SPENT if k in rows and rows[k].notna().any()]
+    return [*table.metrics, "n", "failed", *pruned, "unfinished", *refs, *spent]
 
 
 def _cell(rows: dict[str, dict[str, Any] | None], col: str, style: _Style) -> str:
@@ -185,6 +197,8 @@ def _cell(rows: dict[str, dict[str, Any] | None], col: str, style: _Style) -> st
         return ""
     if col in COUNTS:
         return str(int(first["completed" if col == "n" else col]))
+    if col in SPENT:
+        return style.dash if math.isnan(first[col]) else f"{first[col]:.2f}"
     ref = next((r for r in rows.values() if isinstance(r["ref_metric"], str)), None)
     if ref is None:
         return style.dash
@@ -201,7 +215,11 @@ def _grid(table: AblationTable, style: _Style) -> tuple[list, list, list]:
         for row in table.rows.to_dict("records")
     }
     header = [style.escape(k) for k in table.keys] or ["runs"]
-    header += [style.escape(label(c) if c in table.metrics else c) for _, cs in groups for c in cs]
+    header += [
+        style.escape(label(c) if c in table.metrics else SPENT.get(c, c))
+        for _, cs in groups
+        for c in cs
+    ]
     body = []
     for combo in table.combos:
         cells = [style.escape(format_value(v)) for v in combo] or ["all"]
@@ -237,6 +255,12 @@ def _notes(table: AblationTable) -> list[str]:
         )
     if table.references:
         notes.append("diff = measured − ref, only where both are the same metric.")
+    spent = table.rows.drop_duplicates(["dataset", *table.keys])  # one row per group of runs
+    if "cpu_h" in spent and spent["cpu_h"].notna().any():
+        notes.append(
+            f"Spent: {spent['gpu_h'].sum():.2f} GPU-h, {spent['cpu_h'].sum():.2f} CPU-h over all "
+            "runs and attempts (GPU-h, CPU-h per row: failed, pruned and requeued included)."
+        )
     return notes + _baseline_notes(table)
 
 

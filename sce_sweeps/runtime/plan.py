@@ -20,8 +20,11 @@ from sce_sweeps.runtime.record import (
     LIVE,
     LOCK,
     Manifest,
+    RunFileError,
     confined_run_dir,
+    read_result,
     relative_run_dir,
+    run_usage,
 )
 from sce_sweeps.runtime.status import JobStatus, jobs_, varying_overrides
 
@@ -179,8 +182,10 @@ def describe(
     sweep_name: str,
     sweep_dir: Path,
     resume: bool,
+    manifest: Manifest | None = None,
 ) -> str:
-    """The dry-run report of launching ``jobs`` with launcher ``kind`` (local | slurm)."""
+    """The dry-run report of launching ``jobs`` with launcher ``kind`` (local | slurm); with
+    the sweep dir's ``manifest``, beside its estimate what its finished runs spent."""
     todo = [j for j in jobs if not j.skip]
     where = "submitted to SLURM" if kind == "slurm" else "run on this machine"
     lines = [
@@ -228,6 +233,9 @@ def describe(
         )
     elif kind == "slurm":
         lines.append("  GPU-hours:  0 (no GPU requested)")
+    spent = spent_line(manifest, len(todo))
+    if spent:
+        lines.append(spent)
     common, varying = varying_overrides([j.overrides for j in jobs])
     lines.append(f"  every job:  {' '.join(common) or '-'}")
     width = max([len(" ".join(v)) for v in varying] + [9])
@@ -239,6 +247,29 @@ def describe(
             note = f"  (rerun: {job.previous.state})"
         lines.append(f"  {job.num:>4}  {' '.join(v):<{width}}  {job.config_hash}  {run_dir}{note}")
     return "\n".join(lines)
+
+
+def spent_line(manifest: Manifest | None, to_run: int) -> str | None:
+    """What the sweep dir's finished (completed or pruned) runs spent on average, by their
+    ledgers, and that times the ``to_run`` jobs; None when no finished run has a ledger."""
+    spent = []
+    for job in manifest.jobs if manifest is not None else []:
+        run_dir = manifest.run_dir(job)
+        try:
+            result = read_result(run_dir)
+        except RunFileError:
+            continue
+        usage = run_usage(run_dir) if result and result["status"] in FINISHED else None
+        if usage is not None:
+            spent.append(usage)
+    if not spent:
+        return None
+    gpu_h, cpu_h = (sum(getattr(u, k) for u in spent) / len(spent) for k in ("gpu_h", "cpu_h"))
+    return (
+        f"  spent:      {gpu_h:.3g} GPU-h, {cpu_h:.3g} CPU-h a run on average over "
+        f"{jobs_(len(spent), 'finished run')} of this sweep dir (ledger.json); x {to_run} to "
+        f"run: {gpu_h * to_run:.3g} GPU-h, {cpu_h * to_run:.3g} CPU-h"
+    )
 
 
 def check_data(jobs: list[PlannedJob], data_check: str | None) -> tuple[list[str], bool]:

@@ -4,6 +4,8 @@ know" (nothing) when SLURM is absent, slow or failing: callers fall back on the 
 from __future__ import annotations
 
 import subprocess
+import time
+from typing import Any
 
 from sce_sweeps.runtime.record import SLURM_LIVE
 
@@ -55,3 +57,25 @@ def job_alive(job_id: str | None) -> bool:
         return False
     out = _run(["squeue", "-h", "-j", str(job_id), "-o", "%T"], timeout=30)
     return out is not None and any(s in SLURM_LIVE for s in out.split())
+
+
+def attempts(job_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """{job id: its ended attempts} from one ``sacct -D`` call (a requeued job keeps its id and
+    has one record per attempt): ``alloc_tres``, ``elapsed_s``, ``start`` (epoch seconds) and
+    ``state``. Attempts still running, and jobs SLURM does not know, are left out."""
+    if not job_ids:
+        return {}
+    fields = "JobID,AllocTRES,ElapsedRaw,State,Start"
+    cmd = ["sacct", "-n", "-X", "-D", "-P", "-o", fields, "-j", ",".join(job_ids)]
+    out: dict[str, list[dict[str, Any]]] = {}
+    for line in (_run(cmd) or "").splitlines():
+        job_id, tres, elapsed, state, start = (line.split("|") + [""] * 5)[:5]
+        name = state.split()[0] if state else ""
+        if job_id not in job_ids or not tres or not elapsed.isdigit() or "T" not in start:
+            continue
+        if name in SLURM_LIVE and name != "REQUEUED":  # a REQUEUED record is an ended attempt
+            continue
+        began = time.mktime(time.strptime(start, "%Y-%m-%dT%H:%M:%S"))
+        row = {"alloc_tres": tres, "elapsed_s": int(elapsed), "start": began, "state": name}
+        out.setdefault(job_id, []).append({"job_id": job_id, **row})
+    return out

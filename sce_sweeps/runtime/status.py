@@ -25,11 +25,15 @@ from sce_sweeps.runtime.record import (
     Manifest,
     RunFileError,
     RunState,
+    Usage,
+    fill_accounting,
     has_checkpoint,
+    needs_accounting,
     read_result,
+    run_usage,
     stall,
 )
-from sce_sweeps.runtime.slurm import job_states
+from sce_sweeps.runtime.slurm import attempts, job_states
 
 
 @dataclass
@@ -46,6 +50,8 @@ class JobStatus:
     log: str | None = None
     stalled_s: float | None = None  # a running job without progress: for how long
     tracking: str | None = None  # what went wrong with its tracking (e.g. Aim merge failed)
+    gpu_h: float | None = None  # spent over all its attempts (ledger.json)
+    cpu_h: float | None = None
 
 
 def _own_result(manifest: Manifest, job: Job) -> dict[str, Any] | RunFileError | None:
@@ -134,10 +140,41 @@ def sweep_status(manifest: Manifest, launcher_alive: bool | None = None) -> list
     slurm = job_states(ask) if manifest.launcher == "slurm" else {}
     if launcher_alive is None:
         launcher_alive = manifest.host == HOST and alive(manifest.pid, "python")
-    return [
+    statuses = [
         job_status(manifest, job, slurm, launcher_alive, result)
         for job, result in zip(manifest.jobs, results)
     ]
+    fill_ledgers(manifest)
+    for status in statuses:
+        usage = run_usage(manifest.sweep_dir / status.run_dir)
+        if usage is not None:
+            status.gpu_h, status.cpu_h = usage.gpu_h, usage.cpu_h
+    return statuses
+
+
+def fill_ledgers(manifest: Manifest) -> None:
+    """Put SLURM's accounting (allocated TRES, elapsed) of each ended attempt into the ledgers
+    of the sweep's runs that lack it, with one ``sacct`` call (a local sweep has none to put)."""
+    if manifest.launcher != "slurm":
+        return
+    wanted = {
+        job_id: manifest.run_dir(job)
+        for job in manifest.jobs
+        if job.job_ids and needs_accounting(manifest.run_dir(job))
+        for job_id in job.job_ids
+    }
+    for job_id, rows in attempts(list(wanted)).items():
+        try:
+            fill_accounting(wanted[job_id], rows)
+        except (OSError, RunFileError):  # a read-only sweep dir: its own numbers stand
+            continue
+
+
+def sweep_usage(statuses: list[JobStatus]) -> Usage:
+    """GPU-hours and CPU-hours the sweep's runs spent (from their ledgers)."""
+    return Usage(
+        gpu_h=sum(s.gpu_h or 0.0 for s in statuses), cpu_h=sum(s.cpu_h or 0.0 for s in statuses)
+    )
 
 
 def jobs_(n: int, noun: str = "job") -> str:
@@ -179,6 +216,8 @@ def format_table(manifest: Manifest, statuses: list[JobStatus]) -> str:
             detail += f"  [log: {s.log}]"
         if s.tracking:
             detail += f"  [tracking: {s.tracking}]"
+        if s.cpu_h is not None:
+            detail += f"  [{s.gpu_h:.3f} GPU-h, {s.cpu_h:.3f} CPU-h]"
         lines.append(
             f"{s.num:>4}  {s.state:<13}  {' '.join(v):<{width}}  {s.job_id or '-':<10}  {detail}"
         )
@@ -187,6 +226,8 @@ def format_table(manifest: Manifest, statuses: list[JobStatus]) -> str:
     flags = {RunState.RUNNING: f" ({stalled} stalled)" if stalled else ""}
     parts = [f"{counts[st]} {st}{flags.get(st, '')}" for st in STATE_ORDER if counts[st]]
     lines.append(f"{jobs_(len(statuses))}: {', '.join(parts)}")
+    spent = sweep_usage(statuses)
+    lines.append(f"spent: {spent.gpu_h:.3f} GPU-h, {spent.cpu_h:.3f} CPU-h (ledger.json)")
     return "\n".join(lines)
 
 
@@ -225,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             "sweep_name": manifest.sweep_name,
             "sweep_dir": str(manifest.sweep_dir),
             "exit_code": code,
+            "spent": {k: getattr(sweep_usage(statuses), k) for k in ("gpu_h", "cpu_h")},
             "jobs": [asdict(s) for s in statuses],
         }
         print(json.dumps(out, indent=2))

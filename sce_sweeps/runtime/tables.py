@@ -26,6 +26,7 @@ from sce_sweeps.runtime.record import (
     RunState,
     read_metrics,
     read_result,
+    run_usage,
 )
 
 
@@ -323,6 +324,9 @@ def _runs_frame(
         row = {**_identity(r, keys, axes), "reason": r["status"][1]}
         row.update({m: result.get(m, math.nan) for m in metrics})
         row["epochs_logged"] = len(r["curve"])
+        usage = run_usage(r["run_dir"])  # all its attempts (ledger.json); NaN without one
+        row["gpu_h"] = usage.gpu_h if usage else math.nan
+        row["cpu_h"] = usage.cpu_h if usage else math.nan
         row["config_hash"] = result.get("config_hash")
         row["overrides"] = " ".join(f"{k}={v}" for k, v in r["overrides"].items())
         row.update({k: v for k, v in sorted(r["config"].items()) if k not in row})

@@ -193,7 +193,8 @@ def test_several_sweeps_give_one_column_group_per_dataset(tiny_sweep, cifar_swee
     assert "fashion_mnist_20k: kNN top-1 (%)" in header and "cifar10: kNN top-1 (%)" in header
     assert markdown.count("**") == 4  # one best cell per dataset
     latex = (out / "ablation.tex").read_text()
-    assert r"\multicolumn{7}{c}{fashion\_mnist\_20k}" in latex and r"\cmidrule(lr)" in latex
+    # 7 columns a dataset, then the GPU-h and CPU-h its rows spent (ledger.json)
+    assert r"\multicolumn{9}{c}{fashion\_mnist\_20k}" in latex and r"\cmidrule(lr)" in latex
 
     # several sweeps need --out: nothing is written into one of them by surprise
     assert table_main([str(tiny_sweep), str(cifar_sweep)]) == 1

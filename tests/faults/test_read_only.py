@@ -8,7 +8,6 @@ nothing to root), unmounted at the end.
 
 from __future__ import annotations
 
-import errno
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ import yaml
 from sce_sweeps.runtime.record import RESULT, Job, Manifest, write_result
 from sce_sweeps.runtime.resume import read_only_verdict, resume_command
 from sce_sweeps.runtime.status import main as status_main
-from tests.support import ROOT, TINY, run_cli, run_in_process, run_script
+from tests.support import ROOT, TINY, read_only_mount, run_cli, run_in_process, run_script
 
 pytestmark = pytest.mark.slow
 
@@ -37,25 +36,14 @@ def read_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     job 1 interrupted: no result.json, its launcher gone), mounted read-only."""
     base = tmp_path_factory.mktemp("read_only")
     source, mount = base / "source", base / "mount"
-    mount.mkdir()
     run_cli("-m", *SWEEP, "tracker=none", "loss.coeff=0,1", f"hydra.sweep.dir={source / 'done'}")
     run_cli("-m", *SWEEP, "tracker=none", "loss.coeff=0,1", f"hydra.sweep.dir={source / 'half'}")
     (source / "half" / "1" / RESULT).unlink()
     manifest = Manifest.load(source / "half")
     manifest.jobs[1].state, manifest.jobs[1].finished_at = "running", None
     manifest.save()
-    bind = subprocess.run(["mount", "--bind", str(source), str(mount)], capture_output=True)
-    if bind.returncode != 0:
-        pytest.skip(f"cannot bind-mount here (needs root): {bind.stderr.decode().strip()}")
-    try:
-        remount = ["mount", "-o", "remount,ro,bind", str(mount)]
-        subprocess.run(remount, check=True, capture_output=True)
-        with pytest.raises(OSError) as err:  # really read-only, for root too
-            (mount / "probe").write_text("x")
-        assert err.value.errno == errno.EROFS
+    with read_only_mount(source, mount):
         yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
 
 
 def _resume(sweep: Path, style: str = "resume") -> subprocess.CompletedProcess:

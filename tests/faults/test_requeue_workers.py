@@ -12,9 +12,16 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-from tests.support import ROOT, TINY, read_json, run_cli, wait_until
+from tests.support import (
+    ROOT,
+    TINY,
+    checkpoint_epoch,
+    read_json,
+    requeue_job_0,
+    run_cli,
+    wait_until,
+)
 
 WORKERS = [o for o in TINY if not o.startswith("dataset.num_workers")] + [
     "dataset.num_workers=2",
@@ -77,15 +84,6 @@ def test_workers_outlive_a_storm_of_stop_signals(loader):
         assert "batches complete" in proc.stdout
 
 
-def _checkpoint_epoch(run_dir: Path) -> int:
-    try:
-        return torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)[
-            "epoch"
-        ]
-    except (OSError, RuntimeError, EOFError, KeyError):
-        return 0
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> dict:
     run_dir = tmp_path_factory.mktemp("reference")
@@ -107,7 +105,7 @@ def test_a_signal_to_every_process_stops_and_resumes_the_run(tmp_path, reference
 
         def in_epoch_2_with_its_workers() -> bool:
             group = subprocess.run(pgrep, capture_output=True, text=True).stdout.split()
-            return _checkpoint_epoch(run_dir) >= 1 and len(group) >= 3
+            return checkpoint_epoch(run_dir) >= 1 and len(group) >= 3
 
         wait_until(
             in_epoch_2_with_its_workers, 180, "epoch 1's checkpoint", proc=proc, interval=0.1
@@ -134,23 +132,8 @@ def test_scontrol_requeue_with_dataloader_workers(slurm_cluster, tmp_path, refer
     cmd = [sys.executable, "-m", "sce_sweeps", "-m", "+sweep=lambda_ablation", *WORKERS]
     cmd += ["loss.coeff=0.5", "hydra.launcher.poll_s=0.5", "launcher=slurm", "cluster=local"]
     cmd += [f"hydra.sweep.dir={sweep_dir}"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        wait_until(
-            lambda: _checkpoint_epoch(sweep_dir / "0") >= 1,
-            180,
-            "a checkpoint",
-            proc=proc,
-            interval=0.1,
-        )
-        job_id = read_json(sweep_dir / "manifest.json")["jobs"][0]["job_ids"][-1]
-        subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
-        out, err = proc.communicate(timeout=240)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    err = err.decode()
-    assert proc.returncode == 0, err[-3000:]
+    returncode, err, job_id = requeue_job_0(cmd, sweep_dir)
+    assert returncode == 0, err[-3000:]
     assert "job #0 completed" in err and "job #0 failed" not in err, err[-3000:]  # never failed
     job = read_json(sweep_dir / "manifest.json")["jobs"][0]
     log = Path(job["log"]).read_text()

@@ -13,10 +13,9 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-import torch
 
 from sce_sweeps.runtime.status import main as status_main
-from tests.support import ROOT, TINY, read_json, run_cli, run_in_process, wait_until
+from tests.support import ROOT, TINY, read_json, requeue_job_0, run_cli, run_in_process
 
 pytestmark = pytest.mark.slow
 
@@ -112,15 +111,6 @@ def test_slurm_lambda_sweep_is_one_real_job_per_value(slurm_cluster, tmp_path):
     assert code == 0 and [j["state"] for j in report["jobs"]] == ["completed"] * 3
 
 
-def _epoch_of_checkpoint(run_dir: Path) -> int:
-    try:
-        return torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)[
-            "epoch"
-        ]
-    except (OSError, RuntimeError, EOFError):
-        return 0
-
-
 @pytest.mark.slurm
 def test_scontrol_requeue_resumes_from_checkpoint_with_the_same_result(slurm_cluster, tmp_path):
     longer = ["loss.coeff=0.5", "trainer.epochs=6"]
@@ -136,19 +126,8 @@ def test_scontrol_requeue_resumes_from_checkpoint_with_the_same_result(slurm_clu
     args = [*TINY, "tracker=none", "seed=0", "hydra.launcher.poll_s=0.5", *longer]
     cmd = [sys.executable, "-m", "sce_sweeps", "-m", "+sweep=lambda_ablation", *args]
     cmd += ["launcher=slurm", "cluster=local", f"hydra.sweep.dir={sweep_dir}"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        # the job trains: epoch 1 is saved
-        wait_until(
-            lambda: _epoch_of_checkpoint(sweep_dir / "0") >= 1, 180, "a checkpoint", proc=proc
-        )
-        job_id = manifest(sweep_dir)["jobs"][0]["job_ids"][-1]
-        subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
-        out, err = proc.communicate(timeout=240)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, err[-3000:]
+    returncode, err, job_id = requeue_job_0(cmd, sweep_dir)  # the job trains: epoch 1 saved
+    assert returncode == 0, err[-3000:]
     thread.join(timeout=240)
     job = manifest(sweep_dir)["jobs"][0]
     log = Path(job["log"]).read_text()

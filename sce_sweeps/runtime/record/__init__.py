@@ -32,6 +32,7 @@ from sce_sweeps.runtime.record.layout import (
     CHECKPOINT,
     HEARTBEAT,
     HYDRA_DIR,
+    LEDGER,
     LOCK,
     MANIFEST,
     METRICS,
@@ -42,6 +43,18 @@ from sce_sweeps.runtime.record.layout import (
     confined_run_dir,
     now,
     relative_run_dir,
+)
+from sce_sweeps.runtime.record.ledger import (
+    Usage,
+    attempt_resources,
+    fill_accounting,
+    ledger_start,
+    ledger_update,
+    ledger_usage,
+    needs_accounting,
+    parse_tres,
+    read_ledger,
+    run_usage,
 )
 from sce_sweeps.runtime.record.manifest import (
     Job,

@@ -11,6 +11,7 @@ from typing import Any
 
 from sce_sweeps.runtime.record.files import RunFileError, atomic_write, remove_stale_temps
 from sce_sweeps.runtime.record.layout import CHECKPOINT, PREVIOUS_CHECKPOINT
+from sce_sweeps.runtime.record.ledger import ledger_update
 
 
 class CheckpointError(RunFileError):
@@ -52,6 +53,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
             f"no space left on device while writing {path.name} (needs {_size_mb(needed)}, "
             f"{have} free in {path.parent})",
         ) from None
+    ledger_update(path.parent)  # an attempt killed from now on counts up to here
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any] | None:
