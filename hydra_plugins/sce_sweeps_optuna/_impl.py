@@ -38,7 +38,7 @@ from sce_sweeps.runtime import slurm
 from sce_sweeps.runtime.adapters.hydra_config import job_error
 from sce_sweeps.runtime.adapters.optuna_storage import create_study, get_trial, set_user_attr
 from sce_sweeps.runtime.errors import ConfigError
-from sce_sweeps.runtime.record import SweepDirBusyError, claim_sweep_dir
+from sce_sweeps.runtime.record import Manifest, RunFileError, SweepDirBusyError, claim_sweep_dir
 from sce_sweeps.runtime.search import trials_table
 from sce_sweeps.runtime.trial import (
     DEFAULT_OBJECTIVE,
@@ -554,11 +554,24 @@ class AsyncOptunaSweeper(SCEOptunaSweeperConf):
                 return
             quiet = time.time() - last_sign_of_life(frozen)
             job = frozen.user_attrs.get("slurm_job_id")
-            if quiet > self.stale_after and not slurm.job_alive(job):
+            if quiet > self.stale_after and not slurm.job_alive(job or self._recorded_job(frozen)):
                 if not self._fail(study, frozen, f"no heartbeat for {quiet:.0f} s", retry=True):
                     self._count(get_trial(study, frozen), None)
                 return
             time.sleep(poll)
+
+    def _recorded_job(self, frozen: FrozenTrial) -> str | None:
+        """The SLURM job the launcher recorded for a trial whose job has not started yet (so
+        has not told its id): a requeued controller must wait for it, not run it again."""
+        assert self.config is not None
+        try:
+            manifest = Manifest.load(str(self.config.hydra.sweep.dir))
+        except RunFileError:
+            return None
+        if manifest is None or manifest.launcher != "slurm":
+            return None
+        ids = [job.job_ids for job in manifest.jobs if job.num == frozen.number and job.job_ids]
+        return ids[0][-1] if ids else None
 
     def _summarise(self, study: optuna.Study, sweep_dir: Path) -> None:
         """Write optimization_results.yaml and trials.csv to the sweep dir; log the best."""
