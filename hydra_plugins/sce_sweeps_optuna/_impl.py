@@ -563,7 +563,8 @@ class AsyncOptunaSweeper(SCEOptunaSweeperConf):
     def _recorded_job(self, frozen: FrozenTrial) -> str | None:
         """The SLURM job the launcher recorded for a trial whose job has not started yet (so
         has not told its id): a requeued controller must wait for it, not run it again."""
-        assert self.config is not None
+        if self.config is None:
+            return None
         try:
             manifest = Manifest.load(str(self.config.hydra.sweep.dir))
         except RunFileError:
