@@ -690,7 +690,8 @@ class SlurmLauncher(SweepLauncher):
         try:  # held until its id is in the manifest and this process lets go of the dir
             job_id = slurm.submit_script(script, self._controller_options(manifest, sweep_dir))
         except RuntimeError as e:
-            _exit(f"the controller was not submitted: {e}")
+            plan.remove_unused_sweep_dir(sweep_dir)  # a new sweep's: nothing written but the lock
+            _exit(f"the controller was not submitted: {str(e).strip().splitlines()[-1]}")
         manifest.controller = job_id
         self._save(manifest)
         release_sweep_dir(sweep_dir)

@@ -174,3 +174,16 @@ def test_detach_is_refused_by_the_local_launcher(tmp_path):
     assert proc.returncode == 2
     assert "hydra.launcher.detach=true needs launcher=slurm" in proc.stderr
     assert not sweep_dir.exists()
+
+
+@pytest.mark.slurm
+def test_a_controller_sbatch_refuses_is_one_line_and_leaves_no_sweep_dir(slurm_cluster, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    args = ["-m", *TINY, "launcher=slurm", "hydra.launcher.partition=nosuch"]
+    proc = run_in_process(*args, "hydra.launcher.detach=true", f"hydra.sweep.dir={sweep_dir}")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "sce_sweeps: the controller was not submitted: "
+        "sbatch: error: Batch job submission failed: Invalid partition name specified"
+    )
+    assert not sweep_dir.exists()
