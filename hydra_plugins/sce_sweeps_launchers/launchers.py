@@ -296,7 +296,10 @@ class SweepLauncher(BaseSubmititLauncher):
                 plan.remove_unused_sweep_dir(sweep_dir)
             raise
         if resumed:
-            previous = {s.num: s for s in sweep_status(manifest)}
+            # having claimed the sweep dir, this process is its one launcher (and the live
+            # controller job of a detached sweep is this process): none other will start a job
+            other = None if self.options.get("dry_run") else False
+            previous = {s.num: s for s in sweep_status(manifest, launcher_alive=other)}
             for job in jobs:
                 job.previous = previous.get(job.num)
 
