@@ -17,7 +17,7 @@ from sce_sweeps.runtime.slurm import job_states
 from sce_sweeps.runtime.trial import HEARTBEAT_ATTR, open_storage
 from tests.support import TINY, read_json, run_in_process, wait_until
 
-# A Hydra app that knows nothing of SCE: three "epochs" of sleep (trial 0's short), each
+# A Hydra app that knows nothing of SCE: three "epochs" of sleep, each
 # reported to its Optuna trial (as the SCE trainer does, so that a trial's job tells the study
 # even without its controller); every start of a job leaves a line in runs.txt.
 APP = """
@@ -37,9 +37,10 @@ def main(cfg) -> float:
         f.write(os.environ.get("SLURM_JOB_ID", "-") + "\\n")
     value = -((float(cfg.x) - 0.3) ** 2)
     reporter = TrialReporter.open(run_dir)  # None in a grid sweep
-    quick = reporter is not None and reporter.number == 0  # done while the others run
+    # in a search, trials 1-3 are slow: running across the requeue of the controller
+    slow = reporter is None or reporter.number in (1, 2, 3)
     for epoch in (1, 2, 3):
-        time.sleep(1.0 if quick else float(cfg.epoch_s))
+        time.sleep(float(cfg.epoch_s) if slow else 1.0)
         if reporter:
             reporter.on_epoch_end(epoch, {"objective": value})
     if reporter:
@@ -104,8 +105,8 @@ def runs(sweep_dir: Path) -> dict[str, list[str]]:
 @pytest.mark.timeout(240)
 def test_detached_search_survives_its_controller_requeued(slurm_cluster, tmp_path):
     sweep_dir = tmp_path / "search"
-    # trials outlive the requeued controller's restart (SLURM delays it by about 10 s)
-    args = ["hydra/sweeper=sce_optuna", "+x=interval(0,1)", "+epoch_s=6"]
+    # trials 1-3 outlive the requeued controller's restart (SLURM delays it by about 10 s)
+    args = ["hydra/sweeper=sce_optuna", "+x=interval(0,1)", "+epoch_s=8"]
     args += ["hydra.sweeper.n_trials=8", "hydra.sweeper.n_jobs=4", "hydra.sweeper.pruner=none"]
     args += ["hydra.sweeper.seed=0", "hydra.sweeper.heartbeat_interval=1"]
     args += ["hydra.sweeper.stale_after=5"]
