@@ -205,7 +205,7 @@ def format_table(
     stalled = sum(s.stalled_s is not None for s in statuses)
     flags = {RunState.RUNNING: f" ({stalled} stalled)" if stalled else ""}
     parts = [f"{counts[st]} {st}{flags.get(st, '')}" for st in STATE_ORDER if counts[st]]
-    lines.append(f"{jobs_(len(statuses))}: {', '.join(parts)}")
+    lines.append(f"{jobs_(len(statuses))}: {', '.join(parts) or 'none launched yet'}")
     return "\n".join(lines)
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from sce_sweeps.runtime.record import SLURM_LIVE
 from sce_sweeps.runtime.slurm import job_states
+from sce_sweeps.runtime.status import main as status_main
 from sce_sweeps.runtime.trial import HEARTBEAT_ATTR, open_storage
 from tests.support import TINY, read_json, run_in_process, wait_until
 
@@ -73,9 +74,7 @@ def detach(tmp_path: Path, sweep_dir: Path, *args: str) -> str:
 
 
 def status(sweep_dir: Path) -> tuple[int, dict]:
-    from sce_sweeps.runtime.status import main
-
-    proc = run_in_process(str(sweep_dir), "--json", main=main)
+    proc = run_in_process(str(sweep_dir), "--json", main=status_main)
     return proc.returncode, json.loads(proc.stdout)
 
 
@@ -113,6 +112,9 @@ def test_detached_search_survives_its_controller_requeued(slurm_cluster, tmp_pat
     controller = detach(tmp_path, sweep_dir, *args)
     code, report = status(sweep_dir)
     assert code == 3 and report["controller"]["job_id"] == controller  # live, no job yet
+    assert report["controller"]["state"] in ("PENDING", "RUNNING")
+    table = run_in_process(str(sweep_dir), main=status_main).stdout.splitlines()
+    assert table[2].startswith(f"controller: SLURM job {controller} ")
 
     def mid_search() -> bool:
         if not (sweep_dir / "optuna.journal").exists():
