@@ -11,6 +11,18 @@ PACKAGE = "hydra_plugins.sce_sweeps_launchers.launchers"
 
 
 @dataclass
+class ControllerConf:
+    """The SLURM job that runs a detached sweep's controller (``hydra.launcher.detach=true``)."""
+
+    partition: Optional[str] = None  # noqa: UP045 (null: the launcher's)
+    account: Optional[str] = None  # noqa: UP045 (null: the launcher's)
+    qos: Optional[str] = None  # noqa: UP045 (null: the launcher's)
+    time_min: Optional[int] = None  # noqa: UP045 (null: the partition's limit)
+    cpus: int = 1
+    mem_gb: float = 2.0
+
+
+@dataclass
 class SweepLauncherConf(SlurmQueueConf):
     """hydra-submitit-launcher's SLURM settings plus what every sce_sweeps launcher adds."""
 
@@ -30,6 +42,9 @@ class SweepLauncherConf(SlurmQueueConf):
     stall_after: Optional[float] = None  # noqa: UP045
     # flag a stalled job, or kill it (failed, "stalled"; a resume goes on from its checkpoint)
     stalled: str = "flag"
+    # SLURM: submit this command as a controller job on the cluster and return at once
+    detach: bool = False
+    controller: ControllerConf = field(default_factory=lambda: ControllerConf())
 
 
 @dataclass

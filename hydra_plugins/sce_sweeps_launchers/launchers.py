@@ -11,6 +11,7 @@ import hashlib
 import math
 import os
 import pickle
+import shlex
 import signal
 import sys
 import threading
@@ -34,6 +35,7 @@ from sce_sweeps.runtime.adapters.hydra_config import job_error
 from sce_sweeps.runtime.record import (
     FINISHED,
     HOST,
+    LIVE,
     Job,
     Manifest,
     RunFileError,
@@ -48,6 +50,7 @@ from sce_sweeps.runtime.record import (
     ledger_update,
     now,
     relative_run_dir,
+    release_sweep_dir,
     stall,
     try_read_result,
 )
@@ -151,6 +154,11 @@ class SweepLauncher(BaseSubmititLauncher):
             _exit(f"hydra.launcher.stalled={stalled}: must be one of {', '.join(STALLED_ACTIONS)}")
         if stall_after is not None and not float(stall_after) > 0:
             _exit(f"hydra.launcher.stall_after={stall_after}: must be a number of seconds > 0")
+        if self.options.get("detach") and self.kind != "slurm":
+            _exit(
+                f"hydra.launcher.detach=true needs launcher=slurm: the controller it detaches "
+                f"is a SLURM job (launcher={self.kind} runs the sweep in this process)"
+            )
         super().__init__(**params)
         self.manifest: Manifest | None = None  # once launched
         self._lock = threading.RLock()  # the manifest, the running count, the GPU pool
@@ -160,6 +168,7 @@ class SweepLauncher(BaseSubmititLauncher):
         self._saved_at, self._save_s, self._unsaved = 0.0, 0.0, False  # last save; put off
         self._flagged: set[int] = set()  # jobs said to be stalled
         self._stopping: dict[int, tuple[Stall, float]] = {}  # stalled jobs being ended, deadline
+        self._adopted: dict[int, Any] = {}  # jobs of an earlier launch to watch, by number
 
     def __getstate__(self) -> dict[str, Any]:
         """What a job receives: no lock, no manifest, no server."""
@@ -177,6 +186,11 @@ class SweepLauncher(BaseSubmititLauncher):
 
     def _released(self, job: Any) -> None:
         """Called when a submitted job is over."""
+
+    def _adoptable(self, manifest: Manifest, jobs: list[Any]) -> dict[int, Any]:
+        """Those of ``jobs`` an earlier launch left queued or running that this resume watches
+        to their end instead of skipping (by number, their submitit jobs); none by default."""
+        return {}
 
     def _queued(self, sjobs: list[Any]) -> set[str]:
         """Ids of those of ``sjobs`` known to be still waiting to start, which a poll skips."""
@@ -290,7 +304,10 @@ class SweepLauncher(BaseSubmititLauncher):
                 plan.remove_unused_sweep_dir(sweep_dir)
             raise
         if resumed:
-            previous = {s.num: s for s in sweep_status(manifest)}
+            # having claimed the sweep dir, this process is its one launcher (and the live
+            # controller job of a detached sweep is this process): none other will start a job
+            other = None if self.options.get("dry_run") else False
+            previous = {s.num: s for s in sweep_status(manifest, launcher_alive=other)}
             for job in jobs:
                 job.previous = previous.get(job.num)
 
@@ -312,12 +329,18 @@ class SweepLauncher(BaseSubmititLauncher):
         self.manifest = manifest
         manifest.stall_after = self.options.get("stall_after")
         _asked.setdefault(os.path.realpath(sweep_dir), set()).update(job.num for job in jobs)
-        if resumed:
-            manifest.pid, manifest.resumes = os.getpid(), manifest.resumes + 1
-        returns = {job.num: self._skipped(job) for job in jobs if job.skip}
-        todo = [job for job in jobs if not job.skip]
+        if resumed:  # this process launches now (a detached sweep's controller: on a node)
+            manifest.pid, manifest.host = os.getpid(), HOST
+            manifest.resumes += 1
+        adopted = self._adoptable(manifest, jobs) if resumed else {}
+        self._adopted.update(adopted)
+        todo = [job for job in jobs if not job.skip or job.num in adopted]
+        skipped = [job for job in jobs if job.skip and job.num not in adopted]
+        returns = {job.num: self._skipped(job) for job in skipped}
         self._entries = {entry.num: entry for entry in manifest.jobs}
         for job in todo:  # pending, a rerun's entry reset
+            if job.num in adopted:
+                continue  # its entry stands: the job it records is the one watched
             entry = self._entries.get(job.num)
             if entry is None:
                 run_dir = relative_run_dir(job.run_dir, manifest.sweep_dir)
@@ -328,9 +351,10 @@ class SweepLauncher(BaseSubmititLauncher):
         manifest.jobs.sort(key=lambda j: j.num)
         self._save(manifest)
         if resumed:
+            watched = f", {len(adopted)} of an earlier launch watched" if adopted else ""
             _say(
-                f"resuming {sweep_dir}: {jobs_(len(todo))} to run, {len(returns)} skipped "
-                f"(finished or still queued/running)"
+                f"resuming {sweep_dir}: {jobs_(len(todo) - len(adopted))} to run{watched}, "
+                f"{len(returns)} skipped (finished or still queued/running)"
             )
         return manifest, jobs, returns, todo
 
@@ -354,6 +378,11 @@ class SweepLauncher(BaseSubmititLauncher):
                 except Exception as e:  # e.g. no SLURM on this machine
                     self._not_submitted(manifest, waiting, e)
                 shared = share(self, Path(manifest.sweep_dir) / ".submitit")
+            for job in [job for job in waiting if job.num in self._adopted]:
+                waiting.remove(job)
+                running[job.num] = (job, self._adopted.pop(job.num))
+                self._active += 1
+                _say(f"job #{job.num}: watching SLURM job {running[job.num][1].job_id} to its end")
             while waiting or running:
                 with self._lock:
                     changed = submitted_ids = False
@@ -641,6 +670,90 @@ class SlurmLauncher(SweepLauncher):
             **{k if k in generic else f"slurm_{k}": v for k, v in params.items()}
         )
         return executor
+
+    def setup(self, **kwargs: Any) -> None:
+        super().setup(**kwargs)
+        if self.options.get("detach") and not self.options.get("dry_run"):
+            self._detach()
+
+    def _detach(self) -> NoReturn:
+        """Submit this sweep's controller as a small requeueable SLURM job, and exit 0 at once:
+        the job runs this command again, resuming and not detached, so that a requeued or
+        preempted controller goes on where the sweep stood (docs/sweeps.md)."""
+        from sce_sweeps.runtime.resume import resume_command
+
+        assert self.config is not None
+        sweep_dir = Path(str(self.config.hydra.sweep.dir)).absolute()
+        manifest = self._open_manifest(sweep_dir)  # claims the dir; a resume's, or a new one
+        if manifest.controller and slurm.job_alive(manifest.controller):
+            _exit(f"{sweep_dir} already has a live controller, SLURM job {manifest.controller}")
+        command = resume_command(manifest, ["hydra.launcher.detach=false"])
+        script = "\n".join(
+            [
+                "#!/bin/bash",
+                f"# the controller of sweep {manifest.sweep_name}: a requeued job resumes it",
+                f"cd {shlex.quote(manifest.cwd)} || exit 1",
+                'echo "sce_sweeps: controller start $((${SLURM_RESTART_COUNT:-0} + 1)) on '
+                '$(hostname) at $(date)"',
+                f"exec {shlex.join(command)}",
+                "",
+            ]
+        )
+        try:  # held until its id is in the manifest and this process lets go of the dir
+            job_id = slurm.submit_script(script, self._controller_options(manifest, sweep_dir))
+        except RuntimeError as e:
+            plan.remove_unused_sweep_dir(sweep_dir)  # a new sweep's: nothing written but the lock
+            _exit(f"the controller was not submitted: {str(e).strip().splitlines()[-1]}")
+        manifest.controller = job_id
+        self._save(manifest)
+        release_sweep_dir(sweep_dir)
+        if not slurm.release(job_id):
+            _exit(f"controller SLURM job {job_id} is held: `scontrol release {job_id}` starts it")
+        print(
+            f"sce_sweeps: detached: the controller of sweep {manifest.sweep_name} is SLURM job "
+            f"{job_id} (log: {sweep_dir / f'controller-{job_id}.log'})\n"
+            f"  {_cli('status', sweep_dir)}",
+            flush=True,
+        )
+        raise SystemExit(0)
+
+    def _controller_options(self, manifest: Manifest, sweep_dir: Path) -> list[str]:
+        """sbatch's options for the controller job: ``hydra.launcher.controller``, whose
+        partition, account and qos default to the launcher's."""
+        own = self.options.get("controller") or {}
+        options = [
+            "--hold",
+            "--requeue",
+            f"--job-name={manifest.sweep_name}-controller",
+            "--nodes=1",
+            "--ntasks=1",
+            f"--cpus-per-task={int(own.get('cpus') or 1)}",
+            f"--mem={int(float(own.get('mem_gb') or 2.0) * 1024)}M",
+            f"--output={sweep_dir / 'controller-%j.log'}",
+            "--open-mode=append",  # a requeued controller's lines follow the earlier ones
+        ]
+        for key in ("partition", "account", "qos"):
+            value = own.get(key) or self.params.get(key)
+            if value:
+                options.append(f"--{key}={value}")
+        if own.get("time_min"):
+            options.append(f"--time={int(own['time_min'])}")
+        return options
+
+    def _adoptable(self, manifest: Manifest, jobs: list[Any]) -> dict[int, Any]:
+        """In a detached sweep's controller (this process runs as its SLURM job), restarted:
+        the jobs it submitted before, still queued or running, to wait for, not rerun."""
+        import submitit
+
+        if not manifest.controller or manifest.controller != os.environ.get("SLURM_JOB_ID"):
+            return {}
+        found = {}
+        for job in jobs:
+            previous = job.previous
+            if previous and previous.state in LIVE and previous.job_id and previous.log:
+                folder = Path(previous.log).parent  # submitit's folder, %j resolved
+                found[job.num] = submitit.SlurmJob(folder=folder, job_id=previous.job_id)
+        return found
 
     def _queued(self, sjobs: list[Any]) -> set[str]:
         """With many jobs, one squeue call saves a poll reading the results of pending ones."""

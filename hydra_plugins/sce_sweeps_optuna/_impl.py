@@ -45,7 +45,7 @@ from sce_sweeps.runtime.adapters.optuna_storage import (
     trial_id,
 )
 from sce_sweeps.runtime.errors import ConfigError
-from sce_sweeps.runtime.record import SweepDirBusyError, claim_sweep_dir
+from sce_sweeps.runtime.record import Manifest, RunFileError, SweepDirBusyError, claim_sweep_dir
 from sce_sweeps.runtime.search import trials_table
 from sce_sweeps.runtime.trial import (
     DEFAULT_OBJECTIVE,
@@ -683,10 +683,12 @@ class AsyncOptunaSweeper(SCEOptunaSweeperConf):
             quiet = time.time() - last_sign_of_life(frozen)
             if self.seeds > 1:
                 jobs = [
-                    frozen.system_attrs.get(SEED_JOB_ATTR.format(seed=s)) for s in range(self.seeds)
+                    frozen.system_attrs.get(SEED_JOB_ATTR.format(seed=s))
+                    or self._recorded_job(self.seeds * frozen.number + s)
+                    for s in range(self.seeds)
                 ]
             else:
-                jobs = [frozen.user_attrs.get("slurm_job_id")]
+                jobs = [frozen.user_attrs.get("slurm_job_id") or self._recorded_job(frozen.number)]
             if quiet > self.stale_after and not any(slurm.job_alive(j) for j in jobs):
                 if self.seeds > 1:  # run again only its seeds without a verdict
                     ends = seed_ends(frozen, self.seeds)
@@ -698,6 +700,21 @@ class AsyncOptunaSweeper(SCEOptunaSweeperConf):
                     self._count(get_trial(study, frozen), None)
                 return
             time.sleep(poll)
+
+    def _recorded_job(self, num: int) -> str | None:
+        """The SLURM job the launcher recorded as job ``num`` (a trial's, or with seeds one of
+        its seed jobs) that has not started yet (so has not told its id): a requeued controller
+        must wait for it, not run it again."""
+        if self.config is None:
+            return None
+        try:
+            manifest = Manifest.load(str(self.config.hydra.sweep.dir))
+        except RunFileError:
+            return None
+        if manifest is None or manifest.launcher != "slurm":
+            return None
+        ids = [job.job_ids for job in manifest.jobs if job.num == num and job.job_ids]
+        return ids[0][-1] if ids else None
 
     def _summarise(self, study: optuna.Study, sweep_dir: Path) -> None:
         """Write optimization_results.yaml and trials.csv to the sweep dir; log the best."""

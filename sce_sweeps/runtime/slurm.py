@@ -1,5 +1,6 @@
-"""The one place that asks SLURM about jobs (``squeue``, ``sacct``). Every query answers "don't
-know" (nothing) when SLURM is absent, slow or failing: callers fall back on the run's files."""
+"""The one place that asks SLURM about jobs (``squeue``, ``sacct``) or submits one of its own
+(``sbatch``, ``scontrol release``). Every query answers "don't know" (nothing) when SLURM is
+absent, slow or failing: callers fall back on the run's files."""
 
 from __future__ import annotations
 
@@ -79,3 +80,23 @@ def attempts(job_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
         row = {"alloc_tres": tres, "elapsed_s": int(elapsed), "start": began, "state": name}
         out.setdefault(job_id, []).append({"job_id": job_id, **row})
     return out
+
+
+def submit_script(script: str, options: list[str]) -> str:
+    """Submit a batch ``script`` (its text, on sbatch's stdin) with sbatch ``options``; its job
+    id, or a RuntimeError with sbatch's own message."""
+    cmd = ["sbatch", "--parsable", *options]
+    try:
+        proc = subprocess.run(
+            cmd, input=script, capture_output=True, text=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise RuntimeError(f"sbatch failed: {e}") from None
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr.strip() or f"sbatch exited with status {proc.returncode}")
+    return proc.stdout.strip().split(";")[0]  # "<job id>[;<cluster>]"
+
+
+def release(job_id: str) -> bool:
+    """Let a job submitted with ``--hold`` start; whether SLURM accepted it."""
+    return _run(["scontrol", "release", str(job_id)], timeout=30) is not None

@@ -130,15 +130,26 @@ def job_status(
     return status
 
 
+def controller_state(manifest: Manifest) -> tuple[str, str] | None:
+    """(SLURM state, reason) of a detached sweep's controller job; None when not detached."""
+    if not manifest.controller:
+        return None
+    found = job_states([manifest.controller]).get(manifest.controller)
+    return found or ("UNKNOWN", "SLURM no longer knows it")
+
+
 def sweep_status(manifest: Manifest, launcher_alive: bool | None = None) -> list[JobStatus]:
-    """The state of every job; ``launcher_alive`` (default: whether its process lives): whether
-    the launcher may still start the jobs it has not submitted."""
+    """The state of every job; ``launcher_alive`` (default: whether its process, or a detached
+    sweep's controller job, lives): whether the launcher may still start the jobs it has not
+    submitted."""
     results = [_own_result(manifest, job) for job in manifest.jobs]
     ask = [
         j.job_ids[-1] for j, r in zip(manifest.jobs, results) if j.job_ids and not _settled(j, r)
     ]  # a finished sweep asks SLURM nothing
     slurm = job_states(ask) if manifest.launcher == "slurm" else {}
-    if launcher_alive is None:
+    if launcher_alive is None and manifest.controller:
+        launcher_alive = (controller_state(manifest) or ("",))[0] in SLURM_LIVE
+    elif launcher_alive is None:
         launcher_alive = manifest.host == HOST and alive(manifest.pid, "python")
     statuses = [
         job_status(manifest, job, slurm, launcher_alive, result)
@@ -197,13 +208,21 @@ def varying_overrides(overrides: list[list[str]]) -> tuple[list[str], list[list[
     return shared, [[x for x in o if x not in common] for o in overrides]
 
 
-def format_table(manifest: Manifest, statuses: list[JobStatus]) -> str:
-    """A human-readable table: one line per job, then a summary line."""
+def format_table(
+    manifest: Manifest, statuses: list[JobStatus], controller: tuple[str, str] | None = None
+) -> str:
+    """A human-readable table: one line per job, then a summary line; ``controller``: the
+    :func:`controller_state` of a detached sweep."""
     common, varying = varying_overrides([s.overrides for s in statuses])
     lines = [
         f"sweep {manifest.sweep_name} ({manifest.launcher}): {manifest.sweep_dir}",
         f"command: {manifest.command}",
     ]
+    if controller is not None:
+        state, reason = controller
+        reason = reason.removeprefix(f"{state}, ")  # sacct's "COMPLETED, exit 0:0"
+        why = f" ({reason})" if reason and reason != "None" else ""  # squeue's "no reason"
+        lines.append(f"controller: SLURM job {manifest.controller} {state}{why}")
     if common:
         lines.append(f"every job: {' '.join(common)}")
     width = max([len(" ".join(v)) for v in varying] + [9])
@@ -225,7 +244,7 @@ def format_table(manifest: Manifest, statuses: list[JobStatus]) -> str:
     stalled = sum(s.stalled_s is not None for s in statuses)
     flags = {RunState.RUNNING: f" ({stalled} stalled)" if stalled else ""}
     parts = [f"{counts[st]} {st}{flags.get(st, '')}" for st in STATE_ORDER if counts[st]]
-    lines.append(f"{jobs_(len(statuses))}: {', '.join(parts)}")
+    lines.append(f"{jobs_(len(statuses))}: {', '.join(parts) or 'none launched yet'}")
     spent = sweep_usage(statuses)
     lines.append(f"spent: {spent.gpu_h:.3f} GPU-h, {spent.cpu_h:.3f} CPU-h (ledger.json)")
     return "\n".join(lines)
@@ -259,8 +278,12 @@ def main(argv: list[str] | None = None) -> int:
     manifest = load_sweep(args.sweep_dir, "sce_sweeps.cli status")
     if manifest is None:
         return 2
-    statuses = sweep_status(manifest)
+    controller = controller_state(manifest)
+    controller_live = controller is not None and controller[0] in SLURM_LIVE
+    statuses = sweep_status(manifest, controller_live if controller else None)
     code = exit_code(statuses)
+    if code == 0 and controller_live:  # a search's controller may still start trials
+        code = 3
     if args.json:
         out = {
             "sweep_name": manifest.sweep_name,
@@ -269,7 +292,10 @@ def main(argv: list[str] | None = None) -> int:
             "spent": {k: getattr(sweep_usage(statuses), k) for k in ("gpu_h", "cpu_h")},
             "jobs": [asdict(s) for s in statuses],
         }
+        if controller is not None:
+            state, reason = controller
+            out["controller"] = {"job_id": manifest.controller, "state": state, "reason": reason}
         print(json.dumps(out, indent=2))
     else:
-        print(format_table(manifest, statuses))
+        print(format_table(manifest, statuses, controller))
     return code

@@ -95,6 +95,7 @@ class Manifest:
     stall_after: float | None = None
     metric: str | None = None  # the app's primary metric (its config's record.metric)
     mode: str = "max"  # whether a higher (max) or lower (min) metric is better
+    controller: str | None = None  # SLURM job id of a detached sweep's controller
     jobs: list[Job] = field(default_factory=list)
     path: Path | None = field(default=None, repr=False, compare=False)
 
