@@ -44,6 +44,7 @@ from sce_sweeps.runtime.trial import (
     DEFAULT_OBJECTIVE,
     JOURNAL_NAME,
     RETRY_OF_ATTR,
+    RUN_DIR_ATTR,
     STUDY_ATTR,
     last_sign_of_life,
     make_pruner,
@@ -447,6 +448,11 @@ class AsyncOptunaSweeper(SCEOptunaSweeperConf):
         frozen = get_trial(study, trial)
         retried = False
         if not frozen.state.is_finished():
+            if error is None and RUN_DIR_ATTR in frozen.user_attrs:
+                # its job opened the trial's reporter, which tells a verdict whatever the run
+                # does, yet none came: the job died (launcher=local|slurm return NaN for a job
+                # killed without a return, where hydra-submitit-launcher raises)
+                error, died = RuntimeError("its job ended without telling a verdict"), True
             if error is None:  # the task returned but did not tell (no TrialReporter)
                 self._tell_returned(study, frozen, returned)
             else:

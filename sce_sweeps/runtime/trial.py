@@ -34,6 +34,7 @@ JOURNAL_NAME = "optuna.journal"  # the default storage, in the sweep dir
 STUDY_ATTR = "sce_sweeps"  # study user attribute: objectives, pruner, heartbeat interval
 HEARTBEAT_ATTR = "sce_heartbeat"  # trial system attribute: time.time() of the last beat
 RETRY_OF_ATTR = "retry_of"  # trial user attribute: number of the killed trial it replaces
+RUN_DIR_ATTR = "run_dir"  # trial user attribute: set by the job's reporter when it opens
 
 PRUNERS = ("median", "successive_halving", "hyperband", "none")
 # The objective when the sweeper is given none: the value the task function returns.
@@ -167,7 +168,7 @@ class TrialReporter:
             target=self._beat, args=(interval,), name=f"optuna-heartbeat-{self.number}", daemon=True
         )
         if not self.finished:
-            self._set_user_attr("run_dir", str(run_dir))
+            self._set_user_attr(RUN_DIR_ATTR, str(run_dir))
             if os.environ.get("SLURM_JOB_ID"):
                 self._set_user_attr("slurm_job_id", os.environ["SLURM_JOB_ID"])
             self._beat_thread.start()
