@@ -296,7 +296,15 @@ class AsyncOptunaSweeper(SCEOptunaSweeperConf):
         if grid and self.n_trials > (size := math.prod(len(v) for v in grid.values())):
             log.info("n_trials %d lowered to the grid's %d points", self.n_trials, size)
             self.n_trials = size
-        shared = ("objectives", "directions", "pruner", "pruner_kwargs", "heartbeat_interval")
+        # stale_after: how long a job retries a storage that does not answer
+        shared = (
+            "objectives",
+            "directions",
+            "pruner",
+            "pruner_kwargs",
+            "heartbeat_interval",
+            "stale_after",
+        )
         study.set_user_attr(STUDY_ATTR, {k: getattr(self, k) for k in shared})
         return study
 
