@@ -46,6 +46,7 @@ from sce_sweeps.runtime.trial import (
     RETRY_OF_ATTR,
     RUN_DIR_ATTR,
     STUDY_ATTR,
+    RetryingStorage,
     last_sign_of_life,
     make_pruner,
     open_storage,
@@ -266,7 +267,7 @@ class AsyncOptunaSweeper(SCEOptunaSweeperConf):
         self.study_name = self.study_name or sweep_dir.name
         try:
             study = create_study(
-                open_storage(storage),
+                RetryingStorage(open_storage(storage), self.stale_after),
                 study_name=self.study_name,
                 pruner=make_pruner(self.pruner, self.pruner_kwargs),
                 directions=self.directions,
