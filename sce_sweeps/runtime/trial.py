@@ -115,6 +115,8 @@ class RetryingStorage:
         self.seconds = seconds
 
     def __getattr__(self, name: str) -> Any:
+        if name == "storage":  # not set yet (a copy being made): no endless recursion
+            raise AttributeError(name)
         method = getattr(self.storage, name)
         if not callable(method):
             return method
