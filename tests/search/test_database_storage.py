@@ -28,7 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hydra_plugins.sce_sweeps_optuna._impl import counted_trials
 from sce_sweeps.runtime.trial import HEARTBEAT_ATTR, RETRY_OF_ATTR, open_storage
-from tests.support import ROOT, wait_until
+from tests.support import ROOT, START_TIMEOUT_S, server_script, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.database]
 
@@ -37,28 +37,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.database]
 # the tests FAIL: never skipped.
 
 DB_SCRIPT = ROOT / "scripts" / "optuna_db.sh"
-START_TIMEOUT_S = 600  # covers a first-time apt-get install; a start alone takes seconds
 
 
 def _script(*args: str, timeout: float = 120) -> str:
-    """``bash scripts/optuna_db.sh ARGS``: its stdout, or pytest.fail with its output."""
-    line = f"bash {DB_SCRIPT} {' '.join(args)}"
-    try:
-        proc = subprocess.run(
-            ["bash", str(DB_SCRIPT), *args],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"`{line}` timed out:\n{exc}", pytrace=False)
-    if proc.returncode != 0:
-        pytest.fail(
-            f"`{line}` failed (rc={proc.returncode}):\n{proc.stdout}\n{proc.stderr}", pytrace=False
-        )
-    return proc.stdout.strip()
+    return server_script(DB_SCRIPT, *args, timeout=timeout)
 
 
 class OptunaDatabase:
