@@ -108,7 +108,9 @@ def cause(error: BaseException) -> str:
 class RetryingStorage:
     """A study storage whose calls are repeated while they fail on a :func:`transient` error,
     for up to ``seconds``: a database server restarting under a job must not fail its run.
-    Any other error, or a transient one past ``seconds``, is raised."""
+    Any other error, or a transient one past ``seconds``, is raised. Optuna's studies take it
+    as they take any storage object but an RDBStorage, which alone they wrap in their cache:
+    a database is read without that cache (more queries, the same trials)."""
 
     def __init__(self, storage: optuna.storages.BaseStorage, seconds: float) -> None:
         self.storage = storage
