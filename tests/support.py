@@ -338,28 +338,36 @@ def _accounting_ok() -> bool:
     return out.returncode == 0
 
 
+def server_script(script: Path, *args: str, timeout: float = 120) -> str:
+    """``bash SCRIPT ARGS``, the script of a server the tests use: its stdout, or pytest.fail
+    with its output."""
+    line = f"bash {script} {' '.join(args)}"
+    try:
+        proc = subprocess.run(
+            ["bash", str(script), *args],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"`{line}` timed out:\n{exc}", pytrace=False)
+    if proc.returncode != 0:
+        pytest.fail(
+            f"`{line}` failed (rc={proc.returncode}):\n"
+            f"--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}",
+            pytrace=False,
+        )
+    return proc.stdout.strip()
+
+
 def ensure_slurm_cluster() -> SlurmCluster:
     """Start the test cluster unless it is already healthy; pytest.fail if it cannot start."""
     info = _node_info()
     if not (_usable(info) and _accounting_ok()):
-        try:
-            proc = subprocess.run(
-                ["bash", str(SLURM_SCRIPT), "start"],
-                cwd=ROOT,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=START_TIMEOUT_S,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            pytest.fail(f"`bash {SLURM_SCRIPT} start` timed out:\n{exc}", pytrace=False)
-        if proc.returncode != 0:
-            pytest.fail(
-                f"`bash {SLURM_SCRIPT} start` failed (rc={proc.returncode}):\n"
-                f"--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}",
-                pytrace=False,
-            )
+        server_script(SLURM_SCRIPT, "start", timeout=START_TIMEOUT_S)
         info = _node_info()
         if not _usable(info):
             pytest.fail(f"SLURM node {NODE!r} not usable after start: {info}", pytrace=False)

@@ -52,10 +52,12 @@ from sce_sweeps.runtime.trial import (
     JOURNAL_NAME,
     N_ATTR,
     RETRY_OF_ATTR,
+    RUN_DIR_ATTR,
     SEED_END_ATTR,
     SEED_JOB_ATTR,
     STD_ATTR,
     STUDY_ATTR,
+    RetryingStorage,
     last_sign_of_life,
     make_pruner,
     open_storage,
@@ -287,7 +289,7 @@ class AsyncOptunaSweeper(SCEOptunaSweeperConf):
         self.study_name = self.study_name or sweep_dir.name
         try:
             study = create_study(
-                open_storage(storage),
+                RetryingStorage(open_storage(storage), self.stale_after),
                 study_name=self.study_name,
                 pruner=make_pruner(self.pruner, self.pruner_kwargs),
                 directions=self.directions,
@@ -317,7 +319,15 @@ class AsyncOptunaSweeper(SCEOptunaSweeperConf):
         if grid and self.n_trials > (size := math.prod(len(v) for v in grid.values())):
             log.info("n_trials %d lowered to the grid's %d points", self.n_trials, size)
             self.n_trials = size
-        shared = ("objectives", "directions", "pruner", "pruner_kwargs", "heartbeat_interval")
+        # stale_after: how long a job retries a storage that does not answer
+        shared = (
+            "objectives",
+            "directions",
+            "pruner",
+            "pruner_kwargs",
+            "heartbeat_interval",
+            "stale_after",
+        )
         spec = {k: getattr(self, k) for k in shared}
         if self.seeds > 1:  # a study of one seed per trial keeps the spec it always had
             spec["seeds"] = self.seeds
@@ -575,6 +585,11 @@ class AsyncOptunaSweeper(SCEOptunaSweeperConf):
         frozen = get_trial(study, trial)
         retried = False
         if not frozen.state.is_finished():
+            if error is None and RUN_DIR_ATTR in frozen.user_attrs:
+                # its job opened the trial's reporter, which tells a verdict whatever the run
+                # does, yet none came: the job died (launcher=local|slurm return NaN for a job
+                # killed without a return, where hydra-submitit-launcher raises)
+                error, died = RuntimeError("its job ended without telling a verdict"), True
             if error is None:  # the task returned but did not tell (no TrialReporter)
                 self._tell_returned(study, frozen, returned)
             else:

@@ -40,6 +40,7 @@ JOURNAL_NAME = "optuna.journal"  # the default storage, in the sweep dir
 STUDY_ATTR = "sce_sweeps"  # study user attribute: objectives, pruner, heartbeat interval
 HEARTBEAT_ATTR = "sce_heartbeat"  # trial system attribute: time.time() of the last beat
 RETRY_OF_ATTR = "retry_of"  # trial user attribute: number of the killed trial it replaces
+RUN_DIR_ATTR = "run_dir"  # trial user attribute: set by the job's reporter when it opens
 
 # A trial of k seeds (docs/search.md, Seeds): trial system attributes, each written by one job
 SEED_END_ATTR = "sce_seed_{seed}"  # a seed job's end: {"state", "value", "reason"}
@@ -49,6 +50,7 @@ SEEDS_PRUNED_ATTR = "sce_seeds_pruned"  # the epoch after which the seeds' mean 
 # trial user attributes of a trial of k seeds: its value's mean over seeds, their std and n
 MEAN_ATTR, STD_ATTR, N_ATTR = "value_mean", "value_std", "value_n"
 
+STALE_AFTER_S = 300.0  # hydra.sweeper.stale_after's default
 PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "none")
 # The objective when the sweeper is given none: the value the task function returns.
 DEFAULT_OBJECTIVE = "objective"
@@ -63,7 +65,7 @@ def open_storage(storage: str, repair: bool = True) -> optuna.storages.BaseStora
     if storage.startswith(("redis://", "rediss://")):
         return optuna.storages.JournalStorage(JournalRedisBackend(storage))
     if "://" in storage:
-        return optuna.storages.RDBStorage(storage)
+        return open_database(storage)
     path = Path(storage).expanduser().resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     if repair:
@@ -71,6 +73,83 @@ def open_storage(storage: str, repair: bool = True) -> optuna.storages.BaseStora
     return optuna.storages.JournalStorage(
         JournalFileBackend(str(path), lock_obj=JournalRecordLock(str(path)))
     )
+
+
+def open_database(url: str, attempts: int = 10) -> optuna.storages.RDBStorage:
+    """Optuna's RDBStorage on the database ``url``. The first opening of a database creates
+    Optuna's tables, and processes doing that at once collide ("Table ... already exists", a
+    duplicate alembic version): the ones that lose try again and find the tables made."""
+    import random
+
+    import optuna
+    from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+    for _ in range(attempts - 1):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except SQLAlchemyError as e:
+            if not (isinstance(e, IntegrityError) or "already exists" in str(e)):
+                raise
+            time.sleep(random.uniform(0.1, 0.5))  # apart, not all at once again
+    return optuna.storages.RDBStorage(url)
+
+
+def transient(error: BaseException) -> bool:
+    """Whether a storage error may pass if the call is repeated: a database server that is
+    unreachable, restarting or busy (Optuna's RDBStorage raises these as the cause of its
+    StorageInternalError), or a connection error of a ``redis://`` journal."""
+    exc = sys.modules.get("sqlalchemy.exc")  # loaded with a database storage only
+    kinds: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
+    if exc is not None:
+        kinds += (exc.OperationalError, exc.InterfaceError, exc.DisconnectionError)
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, kinds):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def cause(error: BaseException) -> str:
+    """The first line of the innermost cause of ``error``, with its type (Optuna's
+    StorageInternalError says only that a commit failed; its cause says why)."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+class RetryingStorage:
+    """A study storage whose calls are repeated while they fail on a :func:`transient` error,
+    for up to ``seconds``: a database server restarting under a job must not fail its run.
+    Any other error, or a transient one past ``seconds``, is raised. Optuna's studies take it
+    as they take any storage object but an RDBStorage, which alone they wrap in their cache:
+    a database is read without that cache (more queries, the same trials)."""
+
+    def __init__(self, storage: optuna.storages.BaseStorage, seconds: float) -> None:
+        self.storage = storage
+        self.seconds = seconds
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "storage":  # not set yet (a copy being made): no endless recursion
+            raise AttributeError(name)
+        method = getattr(self.storage, name)
+        if not callable(method):
+            return method
+
+        def retried(*args: Any, **kwargs: Any) -> Any:
+            deadline, wait = time.monotonic() + self.seconds, 0.5
+            while True:
+                try:
+                    return method(*args, **kwargs)
+                except Exception as e:
+                    if not transient(e) or time.monotonic() + wait > deadline:
+                        raise
+                    log.warning("storage: %s failed (%s); again in %.1f s", name, cause(e), wait)
+                    time.sleep(wait)
+                    wait = min(2 * wait, 10.0)
+
+        return retried
 
 
 class JournalRecordLock:
@@ -251,7 +330,7 @@ class TrialReporter:
         if not self.finished:
             job_id = os.environ.get("SLURM_JOB_ID")
             if self.seed is None:
-                self._set_user_attr("run_dir", str(run_dir))
+                self._set_user_attr(RUN_DIR_ATTR, str(run_dir))
                 if job_id:
                     self._set_user_attr("slurm_job_id", job_id)
             elif job_id:  # each seed job's own, for the sweeper's liveness check
@@ -268,10 +347,12 @@ class TrialReporter:
         from sce_sweeps.runtime.adapters.optuna_storage import load_study, trial_id
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        storage = open_storage(os.environ[ENV_STORAGE])
+        storage = RetryingStorage(open_storage(os.environ[ENV_STORAGE]), STALE_AFTER_S)
         sampler = optuna.samplers.RandomSampler()  # a job never samples
         study = load_study(storage, study_name=os.environ[ENV_STUDY], sampler=sampler)
         spec = study.user_attrs.get(STUDY_ATTR, {})
+        # past stale_after the sweeper counts the job as dead: no use retrying longer
+        storage.seconds = float(spec.get("stale_after", STALE_AFTER_S))
         study.pruner = make_pruner(spec.get("pruner", "none"), spec.get("pruner_kwargs"))
         seed = int(os.environ[ENV_SEED]) if os.environ.get(ENV_SEED) else None
         return cls(study, trial_id(study, int(os.environ[ENV_TRIAL])), Path(run_dir), seed)

@@ -22,11 +22,13 @@ from hydra_plugins.sce_sweeps_optuna._impl import (
     param_from_override,
 )
 from hydra_plugins.sce_sweeps_optuna.config import make_sampler
+from sce_sweeps.runtime.adapters.optuna_storage import set_user_attr
 from sce_sweeps.runtime.search import main, trials_table
 from sce_sweeps.runtime.trial import (
     ENV_TRIAL,
     HEARTBEAT_ATTR,
     RETRY_OF_ATTR,
+    RUN_DIR_ATTR,
     STUDY_ATTR,
     TrialReporter,
     make_pruner,
@@ -298,6 +300,36 @@ def test_killed_job_is_failed_and_retried_with_the_same_params(tmp_path):
     assert trials[1].state == TrialState.FAIL
     (retry,) = [t for t in trials if t.user_attrs.get(RETRY_OF_ATTR) == 1]
     assert retry.params == trials[1].params and retry.state == TrialState.COMPLETE
+    assert len(counted_trials(trials)) == 4 and len(trials) == 5
+
+
+class NaNLauncher(FakeLauncher):
+    """Returns NaN for the trial numbers in ``die``, as launcher=local|slurm return for a job
+    that died; the job of trial 1 opened its trial first, as a TrialReporter does."""
+
+    study: optuna.Study
+
+    def launch(self, job_overrides, initial_job_idx):
+        number = initial_job_idx
+        if number not in self.die:
+            return super().launch(job_overrides, initial_job_idx)
+        if number == 1:
+            set_user_attr(self.study, 1, RUN_DIR_ATTR, "run")
+        return [JobReturn(status=JobStatus.COMPLETED, _return_value=math.nan)]
+
+
+def test_job_that_opened_its_trial_and_died_is_retried_whatever_it_returned(tmp_path):
+    launcher = NaNLauncher({}, die={1, 3})  # 2 is the retry of 1, asked next
+    sweeper, study = _sweeper(tmp_path, launcher, n_trials=4, max_failure_rate=1.0)
+    launcher.study = study
+    sweeper.optimize(study)
+    trials = study.trials
+    (retry,) = [t for t in trials if RETRY_OF_ATTR in t.user_attrs]
+    assert retry.user_attrs[RETRY_OF_ATTR] == 1 and retry.params == trials[1].params
+    assert trials[1].state == TrialState.FAIL and retry.state == TrialState.COMPLETE
+    # a task that returned NaN without opening its trial: FAIL, not retried
+    assert trials[3].state == TrialState.FAIL
+    assert "non-finite" in trials[3].user_attrs["reason"]
     assert len(counted_trials(trials)) == 4 and len(trials) == 5
 
 
