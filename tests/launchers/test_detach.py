@@ -100,6 +100,19 @@ def runs(sweep_dir: Path) -> dict[str, list[str]]:
     return {p.parent.name: p.read_text().split() for p in sweep_dir.glob("*/runs.txt")}
 
 
+def trials_so_far(sweep_dir: Path) -> list[optuna.trial.FrozenTrial]:
+    """The trials of the search in ``sweep_dir`` (its study is named after the dir); none before
+    its controller has made the study (the journal file can exist before the study is in it)."""
+    if not (sweep_dir / "optuna.journal").exists():
+        return []
+    storage = open_storage(str(sweep_dir / "optuna.journal"))
+    try:
+        study = optuna.load_study(study_name=sweep_dir.name, storage=storage)
+    except KeyError:  # the study is not recorded yet
+        return []
+    return study.get_trials(deepcopy=False)
+
+
 @pytest.mark.slurm
 @pytest.mark.timeout(240)
 def test_detached_search_survives_its_controller_requeued(slurm_cluster, tmp_path):
@@ -117,11 +130,7 @@ def test_detached_search_survives_its_controller_requeued(slurm_cluster, tmp_pat
     assert table[2].startswith(f"controller: SLURM job {controller} ")
 
     def mid_search() -> bool:
-        if not (sweep_dir / "optuna.journal").exists():
-            return False
-        trials = optuna.load_study(
-            study_name="search", storage=open_storage(str(sweep_dir / "optuna.journal"))
-        ).get_trials(deepcopy=False)
+        trials = trials_so_far(sweep_dir)
         done = [t for t in trials if t.state.is_finished()]
         running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
         # every running trial's job has started: requeued, the controller must wait for them
@@ -145,6 +154,40 @@ def test_detached_search_survives_its_controller_requeued(slurm_cluster, tmp_pat
     assert launched == len(started)  # every job submitted started once; none submitted twice
     code, report = status(sweep_dir)
     assert report["controller"]["state"] == "COMPLETED"
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(240)
+def test_detached_search_of_seeds_survives_its_controller_requeued(slurm_cluster, tmp_path):
+    sweep_dir = tmp_path / "seeds"
+    # 3 trials of 2 seed jobs each (job k*n+s); trials 1 and 2 outlive the controller's restart
+    args = ["hydra/sweeper=sce_optuna", "+x=interval(0,1)", "+epoch_s=8"]
+    args += ["hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=2", "hydra.sweeper.pruner=none"]
+    args += ["hydra.sweeper.seeds=2", "hydra.sweeper.seed_key=+seed", "hydra.sweeper.seed=0"]
+    args += ["hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.stale_after=5"]
+    controller = detach(tmp_path, sweep_dir, *args)
+
+    def mid_search() -> bool:
+        trials = trials_so_far(sweep_dir)
+        running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+        done = [t for t in trials if t.state.is_finished()]
+        # every seed job of the trials so far has started
+        return bool(done) and bool(running) and len(runs(sweep_dir)) == 2 * len(trials)
+
+    requeue_when(controller, mid_search, "a trial done and others running")
+    wait_for_end(controller, sweep_dir)
+    log = (sweep_dir / f"controller-{controller}.log").read_text()
+    assert "was left RUNNING: watching its job" in log
+
+    trials = trials_so_far(sweep_dir)
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    assert all(t.user_attrs["value_n"] == 2 for t in trials)
+    assert [t.value for t in trials] == [t.user_attrs["value_mean"] for t in trials]
+    started = runs(sweep_dir)
+    assert sorted(started, key=int) == [str(n) for n in range(6)]  # 3 trials x 2 seeds
+    assert all(len(jobs) == 1 for jobs in started.values()), f"a seed job ran twice: {started}"
+    launched = len(list((sweep_dir / ".submitit").glob("*/*_submitted.pkl")))
+    assert launched == 6  # none submitted twice
 
 
 @pytest.mark.slurm
