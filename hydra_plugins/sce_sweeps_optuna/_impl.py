@@ -55,6 +55,7 @@ from sce_sweeps.runtime.trial import (
     RUN_DIR_ATTR,
     SEED_END_ATTR,
     SEED_JOB_ATTR,
+    SEED_LAUNCHES_ATTR,
     STD_ATTR,
     STUDY_ATTR,
     RetryingStorage,
@@ -522,14 +523,23 @@ class AsyncOptunaSweeper(SCEOptunaSweeperConf):
 
     def _run_seed(self, study: optuna.Study, trial: Any, seed: int) -> str | None:
         """Launch the trial's job of ``seed`` until it ends without failing, at most
-        1 + max_retries times; the last failure's reason, or None."""
-        for attempt in range(self.max_retries + 1):
+        1 + max_retries times over the whole search: the launches are counted on the trial, so
+        a restarted controller goes on with the count. The last failure's reason, or None."""
+        key = SEED_LAUNCHES_ATTR.format(seed=seed)
+        reason: str | None = None
+        while True:
+            frozen = get_trial(study, trial)
+            launches = int(frozen.system_attrs.get(key, 0))
+            if launches > self.max_retries:  # spent, by this controller or an earlier one
+                end = frozen.system_attrs.get(SEED_END_ATTR.format(seed=seed)) or {}
+                return reason or str(end.get("reason") or "its last job ended without a verdict")
+            if launches:
+                why = reason or "in an earlier run of the search"
+                log.warning("trial %d seed %d failed (%s): again", trial.number, seed, why)
+            storage_of(study).set_trial_system_attr(trial_id(study, frozen), key, launches + 1)
             reason = self._launch_seed(study, trial, seed)
             if reason is None or get_trial(study, trial).state.is_finished():
                 return None  # done, or the trial has its verdict (another seed failed)
-            if attempt < self.max_retries:
-                log.warning("trial %d seed %d failed (%s): again", trial.number, seed, reason)
-        return reason
 
     def _launch_seed(self, study: optuna.Study, trial: Any, seed: int) -> str | None:
         """Launch one seed job and wait for it; the reason it failed, or None. The job records

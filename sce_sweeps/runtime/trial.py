@@ -46,6 +46,7 @@ RUN_DIR_ATTR = "run_dir"  # trial user attribute: set by the job's reporter when
 SEED_END_ATTR = "sce_seed_{seed}"  # a seed job's end: {"state", "value", "reason"}
 SEED_EPOCH_ATTR = "sce_seed_{seed}_epoch_{epoch}"  # a seed job's objective after an epoch
 SEED_JOB_ATTR = "sce_seed_{seed}_slurm_job_id"
+SEED_LAUNCHES_ATTR = "sce_seed_{seed}_launches"  # how often the sweeper launched a seed job
 SEEDS_PRUNED_ATTR = "sce_seeds_pruned"  # the epoch after which the seeds' mean was pruned
 # trial user attributes of a trial of k seeds: its value's mean over seeds, their std and n
 MEAN_ATTR, STD_ATTR, N_ATTR = "value_mean", "value_std", "value_n"

@@ -250,6 +250,47 @@ def test_a_resumed_search_runs_only_the_seeds_a_trial_still_lacks(tmp_path):
     assert len(trials) == 2 and trials[1].state == TrialState.COMPLETE
 
 
+class ControllerGone(BaseException):
+    """The controller's own process ends (a kill, a requeue) while a seed job is launched."""
+
+
+class FailingSeedLauncher(SeedLauncher):
+    """Seed 1's job dies at every launch; at seed 1's launch number ``gone_at`` the controller
+    itself goes instead."""
+
+    def __init__(self, gone_at: int | None = None) -> None:
+        super().__init__()
+        self.gone_at = gone_at
+
+    def launch(self, job_overrides, initial_job_idx):
+        trial, seed = divmod(initial_job_idx, 3)
+        if seed != 1:
+            return super().launch(job_overrides, initial_job_idx)
+        self.launched.append((trial, seed))
+        if self.launched.count((trial, seed)) == self.gone_at:
+            raise ControllerGone
+        raise RuntimeError(f"seed job {seed} of trial {trial} was killed")
+
+
+def test_a_restarted_controller_does_not_give_a_failed_seed_its_retries_again(tmp_path):
+    """Seed 1 died, and the controller went while its retry ran: the retry was its last launch
+    (max_retries=1). The restarted controller fails the trial with the reason; before, its count
+    started again and seed 1 was launched twice more."""
+    first = FailingSeedLauncher(gone_at=2)
+    sweeper, study = _sweeper(tmp_path, first, n_trials=1, n_jobs=1, seeds=3)
+    with pytest.raises(ControllerGone):
+        sweeper.optimize(study)
+    assert first.launched.count((0, 1)) == 2 and study.trials[0].state == TrialState.RUNNING
+
+    again = FailingSeedLauncher()
+    sweeper, study = _sweeper(tmp_path, again, n_trials=1, n_jobs=1, seeds=3)
+    sweeper.optimize(study)
+    assert (0, 1) not in again.launched  # its two launches were spent
+    (trial,) = study.trials
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs["reason"].startswith("seed 1 failed 2 time(s), last: ")
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_the_sce_app_trains_a_trials_seeds_and_is_told_their_mean(tmp_path):
