@@ -93,6 +93,16 @@ def test_a_client_killed_outright_takes_its_job_with_it(server, tmp_path):
     wait_until(lambda: not Path(f"/proc/{job}").exists(), 60, "the job to end", interval=0.05)
 
 
+def test_a_job_killed_outright_ends_its_client_as_it_ended(server, tmp_path):
+    """The job itself SIGKILLed (the OOM killer, a user's kill -9): its client dies by SIGKILL
+    too, as a cold job would, without a traceback (it exited 1 with an OSError: SIGKILL's
+    handler cannot be set)."""
+    code = "import os, signal; print('ready', flush=True); os.kill(os.getpid(), signal.SIGKILL)"
+    proc = _client(server, "-c", code, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.wait(timeout=60) == -signal.SIGKILL, proc.stderr.read()
+    assert proc.stdout.read() == "ready\n" and proc.stderr.read() == ""
+
+
 def test_without_a_server_a_job_starts_cold(tmp_path):
     command = shlex.split(warm.client_python(str(tmp_path / "none")))
     proc = subprocess.run([*command, "-c", "import sys; print(sys.flags.isolated)"],
