@@ -706,15 +706,7 @@ class AsyncOptunaSweeper(SCEOptunaSweeperConf):
                 self._settle(study, frozen, None, None, time.monotonic() - start)
                 return
             quiet = time.time() - last_sign_of_life(frozen)
-            if self.seeds > 1:
-                jobs = [
-                    frozen.system_attrs.get(SEED_JOB_ATTR.format(seed=s))
-                    or self._recorded_job(self.seeds * frozen.number + s)
-                    for s in range(self.seeds)
-                ]
-            else:
-                jobs = [frozen.user_attrs.get("slurm_job_id") or self._recorded_job(frozen.number)]
-            if quiet > self.stale_after and not any(slurm.job_alive(j) for j in jobs):
+            if quiet > self.stale_after and not any(map(slurm.job_alive, self._jobs_of(frozen))):
                 if self.seeds > 1:  # run again only its seeds without a verdict
                     ends = seed_ends(frozen, self.seeds)
                     ok = (TrialState.COMPLETE.name, TrialState.PRUNED.name)
@@ -726,20 +718,26 @@ class AsyncOptunaSweeper(SCEOptunaSweeperConf):
                 return
             time.sleep(poll)
 
-    def _recorded_job(self, num: int) -> str | None:
-        """The SLURM job the launcher recorded as job ``num`` (a trial's, or with seeds one of
-        its seed jobs) that has not started yet (so has not told its id): a requeued controller
-        must wait for it, not run it again."""
-        if self.config is None:
-            return None
+    def _jobs_of(self, frozen: FrozenTrial) -> list[str | None]:
+        """The SLURM jobs of a trial (with seeds, one per seed job ``k * number + seed``): the
+        ids its jobs told, else the one the launcher recorded for a job that has not started
+        yet (so has not told its id): a requeued controller must wait for it, not run it again."""
+        if self.seeds > 1:
+            keys = [SEED_JOB_ATTR.format(seed=s) for s in range(self.seeds)]
+            told = [frozen.system_attrs.get(key) for key in keys]
+        else:
+            told = [frozen.user_attrs.get("slurm_job_id")]
+        if all(told) or self.config is None:
+            return told
         try:
             manifest = Manifest.load(str(self.config.hydra.sweep.dir))
         except RunFileError:
-            return None
+            return told
         if manifest is None or manifest.launcher != "slurm":
-            return None
-        ids = [job.job_ids for job in manifest.jobs if job.num == num and job.job_ids]
-        return ids[0][-1] if ids else None
+            return told
+        recorded = {job.num: job.job_ids[-1] for job in manifest.jobs if job.job_ids}
+        first = self.seeds * frozen.number
+        return [job or recorded.get(first + s) for s, job in enumerate(told)]
 
     def _summarise(self, study: optuna.Study, sweep_dir: Path) -> None:
         """Write optimization_results.yaml and trials.csv to the sweep dir; log the best."""
